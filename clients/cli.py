@@ -1,0 +1,104 @@
+"""The ``live-relay`` command: serve, token, loadtest ... (click).
+
+Every flag also reads a ``LIVE_RELAY_*`` environment variable (click's auto_envvar_prefix), so
+``LIVE_RELAY_SECRET`` sets ``--secret``. Subcommands import their modules lazily: ``live-relay token``
+should not pay for loading aiortc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from signaling.protocol import Role
+
+
+@click.group(context_settings={"auto_envvar_prefix": "LIVE_RELAY", "show_default": True})
+@click.option("--log-level", default="INFO", help="Logging level.")
+@click.option("--log-json/--no-log-json", default=True, help="JSON-lines logs (structured).")
+@click.pass_context
+def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
+    """live-relay: a self-hosted media and message relay for live commerce."""
+    from signaling.logs import setup_logging
+
+    setup_logging(log_level, log_json)
+    ctx.ensure_object(dict)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", default=8080, type=int, help="Port to listen on.")
+@click.option("--secret", default=None, help="Token signing secret (random if unset; then tokens are printed).")
+@click.option("--room", "rooms", multiple=True, help="A room that exists from start-up (repeatable).")
+@click.option("--demo", is_flag=True, help="Create the room 'demo' and print tokens for it.")
+@click.option("--anonymous/--no-anonymous", default=True,
+              help="Let viewers without a token join read-only (they may like, not comment).")
+@click.option("--max-conns-per-ip", default=500, type=int, help="Connections per remote address (0: no limit).")
+@click.option("--comment-rate", default=2.0, type=float, help="Comments per second per user.")
+@click.option("--comment-burst", default=5, type=int, help="Comment burst per user.")
+@click.option("--history-size", default=1000, type=int, help="Durable events kept per room.")
+@click.option("--history-ttl", default=300.0, type=float, help="Seconds durable events are kept.")
+def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
+          max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
+          history_ttl: float) -> None:
+    """Run the server (uvloop; in-process broker, no external service)."""
+    import secrets as _secrets
+
+    import uvloop
+
+    from signaling.app import serve as run_server
+    from signaling.config import LimitsConfig, RoomConfig, ServerConfig
+    from signaling.tokens import issue_token
+
+    printed_secret = secret is None
+    secret = secret or _secrets.token_urlsafe(32)
+    if demo and "demo" not in rooms:
+        rooms = (*rooms, "demo")
+    config = ServerConfig(
+        host=host, port=port, secret=secret, allow_anonymous=anonymous, rooms=rooms,
+        limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, comment_rate=comment_rate,
+                            comment_burst=comment_burst),
+        room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
+    )
+    base = f"http://{host}:{port}"
+    click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws')}/ws)", err=True)
+    if printed_secret:
+        click.echo("no --secret given: using a random one for this run", err=True)
+    for room in rooms:
+        click.echo(f"room {room!r}: host token {issue_token(secret, room, 'host', Role.HOST, 86400)}", err=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_server(config, stop=stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+
+
+@main.command()
+@click.option("--room", required=True, help="Room name.")
+@click.option("--user", required=True, help="User id (the token's subject).")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="viewer")
+@click.option("--ttl", default=3600.0, type=float, help="Seconds until the token expires.")
+@click.option("--name", default=None, help="Display name.")
+@click.option("--secret", required=True, help="Token signing secret (the server's).")
+def token(room: str, user: str, role: str, ttl: float, name: str | None, secret: str) -> None:
+    """Print a signed token for a room."""
+    from signaling.tokens import issue_token
+
+    click.echo(issue_token(secret, room, user, Role(role), ttl, name))
+
+
+@main.group()
+def loadtest() -> None:
+    """Load tests against a running server."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Load generators and benchmarks; they share the client library and the protocol module."""

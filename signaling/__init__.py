@@ -1,0 +1,1 @@
+"""Signaling and the message channel: HTTP + WebSocket server, protocol, rooms, brokers."""

@@ -1,0 +1,16 @@
+"""Brokers: where a room's sequence numbers, history, shared state and cross-node fan-out live.
+
+``create_broker`` is the one place that picks the backend.
+"""
+
+from __future__ import annotations
+
+from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
+from signaling.brokers.memory import MemoryBroker
+from signaling.config import ServerConfig
+
+__all__ = ["Broker", "MemoryBroker", "Publication", "Recovery", "StreamPosition", "create_broker"]
+
+
+def create_broker(config: ServerConfig) -> Broker:
+    return MemoryBroker(history_size=config.room.history_size, history_ttl=config.room.history_ttl)

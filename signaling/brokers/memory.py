@@ -1,0 +1,129 @@
+"""The in-process broker: the default, for a single node. Nothing survives a restart, so every
+stream gets a fresh random epoch when it is created."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
+
+
+class _Stream:
+    __slots__ = ("epoch", "history", "likes", "members", "seq", "state", "subscribed", "viewers")
+
+    def __init__(self, history_size: int) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.seq = 0
+        self.history: deque[Publication] = deque(maxlen=history_size)
+        self.state: dict[str, Any] = {}
+        self.likes = 0
+        self.subscribed = False
+        self.members = 0
+        self.viewers = 0
+
+
+class MemoryBroker(Broker):
+    def __init__(self, history_size: int = 1000, history_ttl: float = 300.0) -> None:
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._streams: dict[str, _Stream] = {}
+
+    def _stream(self, room: str) -> _Stream:
+        stream = self._streams.get(room)
+        if stream is None:
+            stream = self._streams[room] = _Stream(self._history_size)
+        return stream
+
+    def _trim(self, stream: _Stream) -> None:
+        horizon = time.monotonic() - self._history_ttl
+        history = stream.history
+        while history and history[0].created < horizon:
+            history.popleft()
+
+    async def subscribe(self, room: str) -> None:
+        self._stream(room).subscribed = True
+
+    async def unsubscribe(self, room: str) -> None:
+        stream = self._streams.get(room)
+        if stream is not None:
+            stream.subscribed = False
+
+    async def publish(self, room: str, data: dict[str, Any]) -> Publication:
+        stream = self._stream(room)
+        stream.seq += 1
+        data["seq"] = stream.seq
+        data["epoch"] = stream.epoch
+        publication = Publication(stream.seq, stream.epoch, data, time.monotonic())
+        stream.history.append(publication)
+        if stream.subscribed:
+            self._on_publication(room, publication)
+        return publication
+
+    async def broadcast(self, room: str, data: dict[str, Any]) -> None:
+        stream = self._streams.get(room)
+        if stream is not None and stream.subscribed:
+            self._on_broadcast(room, data)
+
+    async def recover(self, room: str, since: StreamPosition | None) -> Recovery:
+        stream = self._stream(room)
+        self._trim(stream)
+        position = StreamPosition(stream.seq, stream.epoch)
+        if since is None:
+            return Recovery(position)
+        if since.epoch != stream.epoch:
+            return Recovery(position, reason="epoch_changed")
+        if since.seq > stream.seq:
+            return Recovery(position, reason="unknown_position")
+        if since.seq == stream.seq:
+            return Recovery(position, recovered=True)
+        first_kept = stream.history[0].seq if stream.history else stream.seq + 1
+        if since.seq + 1 < first_kept:
+            return Recovery(position, reason="too_old")
+        missed = [p for p in stream.history if p.seq > since.seq]
+        return Recovery(position, missed, recovered=True)
+
+    async def room_exists(self, room: str) -> bool:
+        return room in self._streams
+
+    async def set_state(self, room: str, key: str, value: dict[str, Any] | None) -> None:
+        state = self._stream(room).state
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+
+    async def get_state(self, room: str) -> dict[str, Any]:
+        stream = self._streams.get(room)
+        return dict(stream.state) if stream is not None else {}
+
+    async def add_likes(self, room: str, count: int) -> int:
+        stream = self._stream(room)
+        stream.likes += count
+        return stream.likes
+
+    async def get_likes(self, room: str) -> int:
+        stream = self._streams.get(room)
+        return stream.likes if stream is not None else 0
+
+    async def set_presence(self, room: str, node_members: int, node_viewers: int) -> tuple[int, int]:
+        stream = self._stream(room)
+        stream.members, stream.viewers = node_members, node_viewers
+        return node_members, node_viewers
+
+    async def gc(self) -> list[str]:
+        dropped = []
+        for room, stream in list(self._streams.items()):
+            if stream.subscribed:
+                continue
+            self._trim(stream)
+            if not stream.history:
+                del self._streams[room]
+                dropped.append(room)
+        return dropped
+
+    @property
+    def room_count(self) -> int:
+        return len(self._streams)

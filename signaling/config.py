@@ -1,0 +1,74 @@
+"""The server's configuration: one typed tree, defaults first.
+
+The CLI (``clients/cli.py``) maps flags and ``LIVE_RELAY_*`` environment variables onto these fields;
+tests build a ``ServerConfig`` directly. Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Per-connection and per-user limits. Zero disables a limit where noted."""
+
+    # Largest frame the WebSocket reader accepts at all; beyond it aiohttp closes with 1009.
+    max_frame_bytes: int = 64 * 1024
+    # Largest message the protocol accepts; bigger frames get a `too_large` error and the connection stays.
+    max_message_bytes: int = 8 * 1024
+    max_comment_chars: int = 200
+    max_announce_chars: int = 500
+    # Comments: token bucket per user per room.
+    comment_rate: float = 2.0
+    comment_burst: int = 5
+    # Like messages (each may carry up to `max_like_count` taps): token bucket per connection.
+    like_rate: float = 20.0
+    like_burst: int = 40
+    max_like_count: int = 50
+    # Product pushes and announcements, per user.
+    product_rate: float = 10.0
+    product_burst: int = 20
+    # Connections from one remote address (0 = unlimited).
+    max_conns_per_ip: int = 500
+    # A connection that sends this many bad messages is closed (0 = never).
+    max_errors_per_conn: int = 50
+    # Outbound buffering (bytes waiting in user space for one connection): beyond `soft`, droppable
+    # events (comments, likes, presence) are skipped for that connection; beyond `hard`, it is
+    # disconnected with close code 4008 and resumes by sequence number.
+    send_buffer_soft: int = 64 * 1024
+    send_buffer_hard: int = 1024 * 1024
+    # Seconds a client has to send its `join` after connecting.
+    join_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomConfig:
+    history_size: int = 1000
+    history_ttl: float = 300.0
+    # Likes are aggregated and broadcast as totals at most this often (seconds).
+    likes_interval: float = 0.2
+    # Presence (viewer count, joins/leaves) is broadcast at most this often (seconds).
+    presence_interval: float = 1.0
+    # Presence events name at most this many joined/left users; beyond it, only counts.
+    presence_max_names: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Viewers without a token may watch and like (read-only chat); `--no-anonymous` turns this off.
+    allow_anonymous: bool = True
+    # Rooms that exist from start-up even when empty (the demo room).
+    rooms: tuple[str, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    # Grace period for in-flight writes at shutdown (seconds).
+    shutdown_timeout: float = 5.0
+
+    def replace(self, **changes: object) -> ServerConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,38 @@
+"""Prometheus metrics of one server instance, on its own registry (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Latency buckets in seconds, fine-grained where a relay should live (sub-millisecond to 100 ms).
+_LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge("live_relay_connections", "Open WebSocket connections", registry=r)
+        self.rooms = Gauge("live_relay_rooms", "Rooms with members or kept history", registry=r)
+        self.messages_in = Counter("live_relay_messages_in", "Client messages accepted, by type",
+                                   ["type"], registry=r)
+        self.messages_out = Counter("live_relay_messages_out", "Messages written to connections, by type",
+                                    ["type"], registry=r)
+        self.drops = Counter("live_relay_drops", "Messages not delivered to a connection, by reason",
+                             ["reason"], registry=r)
+        self.errors = Counter("live_relay_errors", "Error frames sent to clients, by code", ["code"],
+                              registry=r)
+        self.disconnects = Counter("live_relay_disconnects", "Connections closed by the server, by reason",
+                                   ["reason"], registry=r)
+        self.uplink_latency = Histogram(
+            "live_relay_uplink_latency_seconds",
+            "Sender's timestamp to server receive (needs the sender's clock estimate), by type",
+            ["type"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.fanout_latency = Histogram(
+            "live_relay_fanout_latency_seconds",
+            "Server receive to the last write of the event to local connections, by type",
+            ["type"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

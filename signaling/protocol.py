@@ -1,0 +1,307 @@
+"""The wire protocol of the message channel: message types, their validation, and the two encodings.
+
+This module is the single definition used by the server, the Python clients and the load tests (it
+imports nothing from aiohttp or the rest of the server). ``docs/protocol.md`` is its prose twin.
+
+A message is a map with a ``type``. Text WebSocket frames carry it as JSON, binary frames as msgpack;
+the schema is the same, and the server answers each connection in the encoding of its ``join``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+
+class Encoding(enum.Enum):
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+
+class ErrorCode(enum.StrEnum):
+    """Error codes carried by ``error`` frames (``code`` field)."""
+
+    BAD_JSON = "bad_json"
+    BAD_MSGPACK = "bad_msgpack"
+    BAD_MESSAGE = "bad_message"  # not a map, missing or wrong-typed field, value out of range
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    UNAUTHORIZED = "unauthorized"  # missing, malformed or forged token
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"  # the role may not do this
+    UNKNOWN_ROOM = "unknown_room"
+    WRONG_ROOM = "wrong_room"  # the token is for another room
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    NOT_JOINED = "not_joined"
+    ALREADY_JOINED = "already_joined"
+    UNAVAILABLE = "unavailable"  # the broker cannot take the message now; retry
+    INTERNAL = "internal"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (RFC 6455 range 4000-4999 is ours)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect (elsewhere) and resume
+    MESSAGE_TOO_BIG = 1009  # frame over the reader's hard limit
+    TOO_MANY_ERRORS = 4000
+    UNAUTHORIZED = 4001
+    FORBIDDEN = 4003
+    UNKNOWN_ROOM = 4004
+    SLOW_CONSUMER = 4008  # fell too far behind: reconnect and resume by sequence number
+    TOO_MANY_CONNECTIONS = 4009
+    JOIN_TIMEOUT = 4010
+
+
+class Role(enum.StrEnum):
+    HOST = "host"
+    COHOST = "cohost"
+    VIEWER = "viewer"
+
+
+class ProtocolError(Exception):
+    """A message the server (or a client) refuses; carries the code sent back in the error frame."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+def now_ms() -> float:
+    """Wall-clock time in milliseconds since the Unix epoch: the unit of every ``*ts`` field."""
+    return time.time() * 1000.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode(message: dict[str, Any], encoding: Encoding) -> str | bytes:
+    if encoding is Encoding.JSON:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode(data: str | bytes) -> tuple[dict[str, Any], Encoding]:
+    """Decode one frame's payload; text is JSON, bytes are msgpack. Raises ProtocolError."""
+    if isinstance(data, str):
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_JSON, f"invalid JSON: {exc}") from None
+        encoding = Encoding.JSON
+    else:
+        try:
+            message = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+            raise ProtocolError(ErrorCode.BAD_MSGPACK, f"invalid msgpack: {exc}") from None
+        encoding = Encoding.MSGPACK
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map with a 'type'")
+    return message, encoding
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation of client -> server messages
+#
+# Each type lists its fields as name -> (checker, required). A checker returns the cleaned value or
+# raises ValueError with a reason. Unknown fields are ignored so clients can be newer than the server.
+
+
+def _str(max_len: int, min_len: int = 0, pattern: re.Pattern[str] | None = None) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if not min_len <= len(value) <= max_len:
+            raise ValueError(f"length must be {min_len}..{max_len}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise ValueError(f"must match {pattern.pattern}")
+        return value
+
+    return check
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be in {lo}..{hi}")
+        return value
+
+    return check
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be a boolean")
+    return value
+
+
+def _ref(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer or a string")
+    if isinstance(value, str) and len(value) > 64:
+        raise ValueError("at most 64 characters")
+    return value
+
+
+ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_URL_RE = re.compile(r"https?://[^\s<>\"']{1,2000}")
+_PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+
+
+def _url(value: Any) -> str:
+    return _str(2048, 1, _URL_RE)(value)
+
+
+def _resume(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a map {epoch, seq}")
+    return {"epoch": _str(64, 1)(value.get("epoch")), "seq": _int(0, 2**53)(value.get("seq"))}
+
+
+PRODUCT_FIELDS: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    "id": (_str(64, 1), True),
+    "title": (_str(120, 1), True),
+    # A decimal string, never a float: "19.90" must stay "19.90" in every language.
+    "price": (_str(17, 1, _PRICE_RE), True),
+    "currency": (_str(3, 3, _CURRENCY_RE), True),
+    "url": (_url, True),
+    "image": (_url, True),
+    "stock": (_int(0, 10**9), False),
+    "countdown_s": (_int(0, 86400), False),
+}
+
+
+def _product(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a map")
+    return _check_fields(value, PRODUCT_FIELDS, prefix="product.")
+
+
+_COMMON: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    "id": (_ref, False),  # echoed in the ack / error / pong for this message
+    "ts": (_number, False),  # sender's send time, ms since the Unix epoch on the server's clock
+}
+
+CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
+    "join": {
+        "room": (_str(64, 1, ROOM_RE), True),
+        "token": (_str(4096, 1), False),
+        "resume": (_resume, False),
+        "name": (_str(40, 1), False),
+    },
+    "leave": {},
+    "ping": {},
+    "comment": {"text": (_str(10_000, 1), True)},  # the room's own limit is applied by the server
+    "like": {"count": (_int(1, 1000), False)},
+    "product": {"product": (_product, True)},
+    "announce": {"text": (_str(10_000, 0), True), "pinned": (_bool, False)},
+}
+
+
+def _check_fields(
+    message: dict[str, Any], spec: dict[str, tuple[Callable[[Any], Any], bool]], prefix: str = ""
+) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for name, (check, required) in spec.items():
+        if name not in message or message[name] is None:
+            if required:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"missing field '{prefix}{name}'")
+            continue
+        try:
+            cleaned[name] = check(message[name])
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"field '{prefix}{name}' {exc}") from None
+    return cleaned
+
+
+def validate_client_message(message: dict[str, Any]) -> dict[str, Any]:
+    """Check a decoded client message; return a cleaned copy with only known fields. Raises ProtocolError."""
+    kind = message.get("type")
+    ref = message.get("id") if isinstance(message.get("id"), int | str) else None
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "missing field 'type'", ref)
+    spec = CLIENT_MESSAGES.get(kind)
+    if spec is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}", ref)
+    try:
+        cleaned = _check_fields(message, _COMMON)
+        cleaned.update(_check_fields(message, spec))
+    except ProtocolError as exc:
+        exc.ref = ref
+        raise
+    cleaned["type"] = kind
+    return cleaned
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Server -> client messages. Builders keep field names in one place.
+
+DURABLE_KINDS = frozenset({"comment", "product", "announce"})
+"""Events that get a sequence number, are kept in history and are replayed on resume."""
+
+DROPPABLE_KINDS = frozenset({"comment", "likes", "presence"})
+"""Events a slow connection may miss (counted); products and announcements are never dropped."""
+
+
+def error_message(code: ErrorCode, message: str, ref: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if ref is not None:
+        out["id"] = ref
+    return out
+
+
+def pong_message(ref: Any, client_ts: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "pong", "server_ts": now_ms()}
+    if ref is not None:
+        out["id"] = ref
+    if client_ts is not None:
+        out["ts"] = client_ts
+    return out
+
+
+def ack_message(ref: Any, seq: int, epoch: str) -> dict[str, Any]:
+    return {"type": "ack", "id": ref, "seq": seq, "epoch": epoch}
+
+
+@dataclass(slots=True)
+class ClockEstimate:
+    """Client-side clock offset to the server, from ping/pong, keeping the minimum-RTT sample.
+
+    ``offset_ms`` is what to add to the local clock to get the server's clock.
+    """
+
+    offset_ms: float = 0.0
+    rtt_ms: float = math.inf
+
+    def add_sample(self, sent_local_ms: float, server_ts: float, received_local_ms: float) -> None:
+        rtt = received_local_ms - sent_local_ms
+        if rtt < 0 or rtt >= self.rtt_ms:
+            return
+        self.rtt_ms = rtt
+        self.offset_ms = server_ts - (sent_local_ms + rtt / 2.0)
+
+    def server_now(self) -> float:
+        return now_ms() + self.offset_ms

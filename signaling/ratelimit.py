@@ -1,0 +1,31 @@
+"""Token buckets for per-user and per-connection rate limits."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """Holds up to ``burst`` tokens, refilled at ``rate`` per second; ``take`` spends them."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self, amount: float = 1.0) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= amount:
+            self._tokens -= amount
+            return True
+        return False
+
+    @property
+    def full(self) -> bool:
+        """True once the bucket has refilled: it no longer carries any state worth keeping."""
+        return self._tokens + (time.monotonic() - self._stamp) * self.rate >= self.burst

@@ -1,0 +1,52 @@
+"""Signed room tokens (JWT, HS256 via PyJWT): who a connection is, in which room, with which role.
+
+A token's claims: ``room``, ``sub`` (user id), ``role`` (host|cohost|viewer), optional ``name``,
+``iat`` and ``exp``. The server trusts nothing else a client says about itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from signaling.protocol import ErrorCode, ProtocolError, Role
+
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    room: str
+    user: str
+    role: Role
+    name: str | None = None
+
+
+def issue_token(secret: str, room: str, user: str, role: Role | str, ttl: float = 3600.0,
+                name: str | None = None) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {"room": room, "sub": user, "role": str(Role(role)), "iat": now,
+                                 "exp": now + int(ttl)}
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Grant:
+    """Return the token's grant, or raise ProtocolError(unauthorized | token_expired)."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+    try:
+        role = Role(claims.get("role"))
+    except ValueError:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token has no valid role") from None
+    room, user, name = claims.get("room"), claims.get("sub"), claims.get("name")
+    if not isinstance(room, str) or not isinstance(user, str):
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token lacks room or user")
+    return Grant(room=room, user=user, role=role, name=name if isinstance(name, str) else None)

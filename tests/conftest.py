@@ -1,0 +1,77 @@
+"""Shared fixtures: a real server on a free loopback port, in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from signaling.app import serve
+from signaling.config import ServerConfig
+from signaling.protocol import Role
+from signaling.tokens import issue_token
+
+SECRET = "test-secret-of-at-least-thirty-two-bytes"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    config: ServerConfig
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.config.port}/ws"
+
+    def token(self, room: str, user: str, role: Role | str = Role.VIEWER, ttl: float = 600.0,
+              name: str | None = None) -> str:
+        return issue_token(self.config.secret, room, user, role, ttl, name)
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+StartServer = Callable[..., "asyncio.Future[RunningServer]"]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., object]]:
+    servers: list[RunningServer] = []
+
+    async def start(config: ServerConfig | None = None, **changes: object) -> RunningServer:
+        config = (config or ServerConfig(secret=SECRET)).replace(port=free_port(), **changes)
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(serve(config, ready=ready, stop=stop))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()
+        server = RunningServer(config, task, stop)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if not server.task.done():
+            await server.shutdown()
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., object]) -> RunningServer:
+    return await start_server(rooms=("show",))  # type: ignore[misc,operator]
