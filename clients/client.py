@@ -139,6 +139,8 @@ class LiveClient:
                 raise ServerError(message)
             if message["type"] == "joined":
                 break
+        if self.joined is not None:
+            self.reconnects += 1
         self.joined = message
         if not message.get("recovered"):
             self.seq = message["seq"]  # a fresh view: history before this point is the state's business
@@ -283,7 +285,6 @@ class LiveClient:
                 except (aiohttp.ClientError, ConnectionClosed, OSError) as exc:
                     log.info("reconnect failed", extra={"room": self.room, "error": repr(exc)})
                     continue
-                self.reconnects += 1
                 backoff = 0.1
                 break
         if self._events.full():

@@ -22,6 +22,7 @@ from signaling.metrics import ServerMetrics
 from signaling.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
+    Encoding,
     ErrorCode,
     ProtocolError,
     decode,
@@ -138,7 +139,8 @@ async def _connection_loop(server: RelayServer, session: Session) -> None:
             await _on_frame(server, session, msg.data)
         elif msg.type is WSMsgType.ERROR:
             # aiohttp already closed the socket (1009 for frames over max_frame_bytes).
-            reason = "frame_too_big" if ws.close_code == CloseCode.MESSAGE_TOO_BIG else "read_error"
+            too_big = getattr(msg.data, "code", None) == CloseCode.MESSAGE_TOO_BIG
+            reason = "frame_too_big" if too_big else "read_error"
             server.metrics.disconnects.labels(reason).inc()
             if reason == "frame_too_big":
                 server.count_error(ErrorCode.TOO_LARGE)
@@ -146,22 +148,23 @@ async def _connection_loop(server: RelayServer, session: Session) -> None:
         else:  # CLOSE / CLOSING / CLOSED
             return
         if limits.max_errors_per_conn and session.errors >= limits.max_errors_per_conn:
-            session.kick(CloseCode.TOO_MANY_ERRORS, "too many bad messages")
+            await server.hub.disconnect(session, CloseCode.TOO_MANY_ERRORS, "too many bad messages")
             return
 
 
 async def _on_frame(server: RelayServer, session: Session, data: str | bytes) -> None:
     limits = server.config.limits
     ref = None
+    if not session.joined:
+        # Until a join fixes it, answer in the encoding of the frame at hand.
+        session.encoding = Encoding.JSON if isinstance(data, str) else Encoding.MSGPACK
     try:
         if len(data) > limits.max_message_bytes:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"message larger than {limits.max_message_bytes} bytes")
-        raw, encoding = decode(data)
-        message = validate_client_message(raw)
+        message = validate_client_message(decode(data)[0])
         ref = message.get("id")
         kind = message["type"]
         if kind == "join":
-            session.encoding = encoding  # replies follow the encoding the client joined with
             await _join(server, session, message)
         elif kind == "ping":
             session.send(pong_message(ref, message.get("ts")))
@@ -197,10 +200,10 @@ async def _join(server: RelayServer, session: Session, message: dict) -> None:
     await server.hub.join(session, message["room"], grant, message.get("name"), position, message.get("id"))
 
 
-async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
+                app: web.Application | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down in aiohttp's order."""
-    app = create_app(config)
+    app = app or create_app(config)
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)

@@ -79,11 +79,14 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     def kick(self, session: Session, code: CloseCode, reason: str) -> None:
-        """Called by a session that must go (slow consumer, too many errors): close it off the hot path."""
+        """Called by a session that must go (slow consumer): close it off the hot path."""
+        self._spawn(self.disconnect(session, code, reason), f"close-{session.id}")
+
+    async def disconnect(self, session: Session, code: CloseCode, reason: str) -> None:
         self.metrics.disconnects.labels(code.name.lower()).inc()
         log.info("closing connection", extra={"session": session.id, "room": session.room,
                                               "code": int(code), "reason": reason})
-        self._spawn(session.close(code, reason), f"close-{session.id}")
+        await session.close(code, reason)
 
     # -- membership -------------------------------------------------------------------------------------
 
@@ -168,7 +171,9 @@ class Hub:
             if len(text) > limits.max_comment_chars:
                 raise ProtocolError(ErrorCode.TOO_LARGE,
                                     f"comment longer than {limits.max_comment_chars} characters", ref)
-            if not self._bucket(room, session.user, "comment", limits.comment_rate, limits.comment_burst):
+            # Hosts and co-hosts are the operator's own people: only the audience is rate-limited.
+            if session.role is Role.VIEWER and not self._bucket(room, session.user, "comment",
+                                                               limits.comment_rate, limits.comment_burst):
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many comments; slow down", ref)
             await self._publish(session, room, {"type": "comment", "text": text}, message, received)
         elif kind == "like":

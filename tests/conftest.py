@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from signaling.app import serve
+from aiohttp import web
+
+from signaling.app import SERVER, RelayServer, create_app, serve
 from signaling.config import ServerConfig
 from signaling.protocol import Role
 from signaling.tokens import issue_token
@@ -28,6 +30,12 @@ class RunningServer:
     config: ServerConfig
     task: asyncio.Task[None]
     stop: asyncio.Event
+    app: web.Application
+
+    @property
+    def relay(self) -> RelayServer:
+        """The server's own objects (tests may look inside what they started)."""
+        return self.app[SERVER]
 
     @property
     def base(self) -> str:
@@ -56,13 +64,14 @@ async def start_server() -> AsyncIterator[Callable[..., object]]:
     async def start(config: ServerConfig | None = None, **changes: object) -> RunningServer:
         config = (config or ServerConfig(secret=SECRET)).replace(port=free_port(), **changes)
         ready, stop = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(serve(config, ready=ready, stop=stop))
+        app = create_app(config)
+        task = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             waiter.cancel()
             task.result()
-        server = RunningServer(config, task, stop)
+        server = RunningServer(config, task, stop, app)
         servers.append(server)
         return server
 
