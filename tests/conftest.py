@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
-
 from aiohttp import web
 
 from signaling.app import SERVER, RelayServer, create_app, serve
