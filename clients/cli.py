@@ -1,7 +1,7 @@
 """The ``live-relay`` command: serve, token, loadtest ... (click).
 
-Every flag also reads a ``LIVE_RELAY_*`` environment variable (click's auto_envvar_prefix), so
-``LIVE_RELAY_SECRET`` sets ``--secret``. Subcommands import their modules lazily: ``live-relay token``
+Flags also read environment variables: ``LIVE_RELAY_SECRET`` for ``--secret`` everywhere, and
+``LIVE_RELAY_<COMMAND>_<FLAG>`` for the rest (click's auto_envvar_prefix), e.g. ``LIVE_RELAY_SERVE_PORT``. Subcommands import their modules lazily: ``live-relay token``
 should not pay for loading aiortc.
 """
 
@@ -31,7 +31,8 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", help="Address to listen on.")
 @click.option("--port", default=8080, type=int, help="Port to listen on.")
-@click.option("--secret", default=None, help="Token signing secret (random if unset; then tokens are printed).")
+@click.option("--secret", default=None, envvar="LIVE_RELAY_SECRET",
+              help="Token signing secret (random if unset; host tokens are printed either way).")
 @click.option("--room", "rooms", multiple=True, help="A room that exists from start-up (repeatable).")
 @click.option("--demo", is_flag=True, help="Create the room 'demo' and print tokens for it.")
 @click.option("--anonymous/--no-anonymous", default=True,
@@ -87,7 +88,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
 @click.option("--role", type=click.Choice([r.value for r in Role]), default="viewer")
 @click.option("--ttl", default=3600.0, type=float, help="Seconds until the token expires.")
 @click.option("--name", default=None, help="Display name.")
-@click.option("--secret", required=True, help="Token signing secret (the server's).")
+@click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="Token signing secret (the server's).")
 def token(room: str, user: str, role: str, ttl: float, name: str | None, secret: str) -> None:
     """Print a signed token for a room."""
     from signaling.tokens import issue_token

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -105,6 +106,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client left during the handshake
         return ws
     remote = request.remote or "?"
+    if limits.socket_send_buffer:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
     session = Session(ws, transport, remote, limits, server.hub.kick)  # type: ignore[arg-type]
     server.connections_by_ip[remote] += 1
     try:

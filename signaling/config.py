@@ -40,6 +40,9 @@ class LimitsConfig:
     # disconnected with close code 4008 and resumes by sequence number.
     send_buffer_soft: int = 64 * 1024
     send_buffer_hard: int = 1024 * 1024
+    # SO_SNDBUF for WebSocket connections (0: the kernel's autotuning). A smaller kernel buffer makes a
+    # slow viewer's backlog visible to the limits above sooner.
+    socket_send_buffer: int = 0
     # Seconds a client has to send its `join` after connecting.
     join_timeout: float = 10.0
 
