@@ -1,8 +1,8 @@
 """The ``live-relay`` command: serve, token, loadtest ... (click).
 
 Flags also read environment variables: ``LIVE_RELAY_SECRET`` for ``--secret`` everywhere, and
-``LIVE_RELAY_<COMMAND>_<FLAG>`` for the rest (click's auto_envvar_prefix), e.g. ``LIVE_RELAY_SERVE_PORT``. Subcommands import their modules lazily: ``live-relay token``
-should not pay for loading aiortc.
+``LIVE_RELAY_<COMMAND>_<FLAG>`` for the rest (click's auto_envvar_prefix), e.g. ``LIVE_RELAY_SERVE_PORT``.
+Subcommands import their modules lazily: ``live-relay token`` should not pay for loading aiortc.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_zero():
             assert (await ws.receive_json())["type"] == "joined"
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
-                while (msg := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+                while (await ws.receive()).type is aiohttp.WSMsgType.TEXT:
                     pass
             assert ws.close_code == CloseCode.GOING_AWAY
         assert await asyncio.wait_for(proc.wait(), 15) == 0
