@@ -101,5 +101,14 @@ def loadtest() -> None:
     """Load tests against a running server."""
 
 
+def _register_loadtests() -> None:
+    from loadtest.chat import chat_command
+
+    loadtest.add_command(chat_command)
+
+
+_register_loadtests()
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,377 @@
+"""`live-relay loadtest chat`: many WebSocket viewers in one room, senders at fixed rates, and the figures.
+
+Viewers live in several worker processes (the machine's cores are shared with the server, so the
+generator must be cheap or it measures itself): each is a light sink that decodes frames with the
+protocol module, checks sequence numbers (delivered / duplicate / out of order, per kind) and records
+end-to-end latency against the server clock. Senders run in the main process and count what the
+server acknowledged: that is what every viewer is expected to receive.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+import click
+import numpy as np
+import psutil
+
+from clients.client import LiveClient, ServerError
+from loadtest.report import CpuMeter, find_server_process, latency_summary, plot_latency, print_table, write_json
+from signaling.protocol import ClockEstimate, Encoding, Role, decode, encode, now_ms
+from signaling.tokens import issue_token
+
+KINDS = ("comment", "product")
+PRODUCT_TEMPLATE = {"title": "Load-test item", "price": "9.99", "currency": "USD",
+                    "url": "https://shop.invalid/p", "image": "https://shop.invalid/p.jpg", "stock": 100}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Worker process: N light viewers
+
+
+@dataclass
+class ViewerStats:
+    base_seq: int = 0
+    last_seq: int = 0
+    seen: bytearray = field(default_factory=bytearray)
+    delivered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    duplicates: int = 0
+    out_of_order: int = 0
+    closed_code: int | None = None
+
+
+class WorkerViewers:
+    def __init__(self, urls: list[str], room: str, count: int, encoding: Encoding, first_index: int) -> None:
+        self.urls = urls
+        self.room = room
+        self.count = count
+        self.encoding = encoding
+        self.first_index = first_index
+        self.clock = ClockEstimate()
+        self.stats: list[ViewerStats] = []
+        self.latency = {kind: array.array("d") for kind in KINDS}
+        self.failed_joins: list[str] = []
+        self.stop = asyncio.Event()
+
+    async def _viewer(self, http: aiohttp.ClientSession, index: int, ready: asyncio.Event) -> None:
+        url = self.urls[index % len(self.urls)]
+        stats = ViewerStats()
+        try:
+            ws = await http.ws_connect(url, max_msg_size=0, autoping=True, heartbeat=None)
+        except (aiohttp.ClientError, OSError) as exc:
+            self.failed_joins.append(f"connect: {exc!r}")
+            ready.set()
+            return
+        async with ws:
+            await self._send(ws, {"type": "join", "room": self.room, "name": f"lt{index}"})
+            msg = await ws.receive()
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                self.failed_joins.append(f"closed before join ({ws.close_code})")
+                ready.set()
+                return
+            joined, _ = decode(msg.data)
+            if joined.get("type") != "joined":
+                self.failed_joins.append(f"{joined.get('code')}: {joined.get('message')}")
+                ready.set()
+                return
+            stats.base_seq = stats.last_seq = joined["seq"]
+            self.stats.append(stats)
+            if len(self.stats) == 1:
+                await self._measure_clock(ws)
+            ready.set()
+            latency = self.latency
+            clock_offset = self.clock.offset_ms
+            while True:
+                msg = await ws.receive()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    stats.closed_code = ws.close_code
+                    return
+                event, _ = decode(msg.data)
+                kind = event.get("type")
+                if kind not in ("comment", "product"):
+                    continue
+                seq = event["seq"]
+                idx = seq - stats.base_seq - 1
+                if idx < 0:
+                    continue
+                seen = stats.seen
+                if idx >= len(seen):
+                    seen.extend(bytes(idx - len(seen) + 1024))
+                if seen[idx]:
+                    stats.duplicates += 1
+                    continue
+                seen[idx] = 1
+                if seq < stats.last_seq:
+                    stats.out_of_order += 1
+                else:
+                    stats.last_seq = seq
+                stats.delivered[kind] += 1
+                sent = event.get("ts")
+                if sent is not None:
+                    latency[kind].append(now_ms() + clock_offset - sent)
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> None:
+        data = encode(message, self.encoding)
+        if isinstance(data, str):
+            await ws.send_str(data)
+        else:
+            await ws.send_bytes(data)
+
+    async def _measure_clock(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        for _ in range(5):
+            sent = now_ms()
+            await self._send(ws, {"type": "ping", "id": "clock"})
+            while True:
+                reply, _ = decode((await ws.receive()).data)
+                if reply.get("type") == "pong":
+                    self.clock.add_sample(sent, reply["server_ts"], now_ms())
+                    break
+
+    async def run(self, control: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(control.fileno(), self.stop.set)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            gate = asyncio.Semaphore(64)  # connect in waves, not all at once
+            tasks = []
+
+            async def start(index: int) -> None:
+                ready = asyncio.Event()
+                async with gate:
+                    tasks.append(asyncio.create_task(self._viewer(http, index, ready)))
+                    await ready.wait()
+
+            await asyncio.gather(*(start(self.first_index + i) for i in range(self.count)))
+            control.send({"ready": len(self.stats), "failed": self.failed_joins[:5],
+                          "failed_count": len(self.failed_joins)})
+            await self.stop.wait()
+            control.recv()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        delivered = {kind: sum(s.delivered[kind] for s in self.stats) for kind in KINDS}
+        control.send({
+            "viewers": len(self.stats),
+            "delivered": delivered,
+            "duplicates": sum(s.duplicates for s in self.stats),
+            "out_of_order": sum(s.out_of_order for s in self.stats),
+            "closed": sum(1 for s in self.stats if s.closed_code is not None),
+            "clock_rtt_ms": self.clock.rtt_ms,
+            "latency": {kind: self.latency[kind].tobytes() for kind in KINDS},
+        })
+
+
+def _worker_main(urls: list[str], room: str, count: int, encoding: str, first_index: int,
+                 control: Connection) -> None:
+    import uvloop
+
+    viewers = WorkerViewers(urls, room, count, Encoding(encoding), first_index)
+    uvloop.run(viewers.run(control))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Main process: senders, the clock, the report
+
+
+@dataclass
+class SendCounts:
+    acked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+
+async def _paced(rate: float, duration: float, send: Any) -> None:
+    """Call ``send(n)`` ``rate`` times a second for ``duration`` seconds, on a fixed schedule."""
+    if rate <= 0:
+        return
+    start = time.monotonic()
+    total = int(rate * duration)
+    pending: set[asyncio.Task[None]] = set()
+    for n in range(total):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: float, product_rate: float,
+                        duration: float, secret: str, processes: int, encoding: str, drain: float,
+                        progress: bool = True) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    processes = max(1, min(processes, viewers or 1))
+    per = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
+    workers: list[tuple[mp.process.BaseProcess, Connection]] = []
+    first = 0
+    for count in per:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(urls, room, count, encoding, first, child), daemon=True)
+        proc.start()
+        workers.append((proc, parent))
+        first += count
+
+    # Senders: viewers' comment limit is per user, so comments come from enough users to stay under it.
+    senders_needed = max(1, math.ceil(comment_rate / 1.5)) if comment_rate > 0 else 0
+    http = aiohttp.ClientSession()
+    host = LiveClient(urls[0], room, issue_token(secret, room, "lt-host", Role.HOST, 3600), http=http)
+    commenters = [LiveClient(urls[i % len(urls)], room,
+                             issue_token(secret, room, f"lt-sender-{i}", Role.VIEWER, 3600), http=http)
+                  for i in range(senders_needed)]
+    try:
+        await host.connect()
+        for c in commenters:
+            await c.connect()
+    except (aiohttp.ClientError, OSError, ServerError) as exc:
+        for proc, _ in workers:
+            proc.kill()
+        await http.close()
+        raise click.ClickException(f"could not connect to {urls[0]}: {exc}") from exc
+
+    loop = asyncio.get_running_loop()
+    ready = 0
+    failed: list[str] = []
+    for _, conn in workers:
+        report = await loop.run_in_executor(None, conn.recv)
+        ready += report["ready"]
+        failed += report["failed"]
+    if ready == 0 and viewers > 0:
+        raise click.ClickException(f"no viewer could join: {failed[:3]}")
+
+    server_procs = [p for p in (find_server_process(u) for u in urls) if p is not None]
+    server_cpu = CpuMeter({p.pid: p for p in server_procs}.values())
+    generator_cpu = CpuMeter([psutil.Process(), *(psutil.Process(p.pid) for p, _ in workers)])
+    counts = SendCounts()
+
+    async def send_comment(n: int) -> None:
+        sender = commenters[n % len(commenters)]
+        try:
+            await sender.request({"type": "comment", "text": f"load {n} " + random.choice("abcdef") * 24})
+            counts.acked["comment"] += 1
+        except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
+            counts.refused["comment"] += 1
+
+    async def send_product(n: int) -> None:
+        try:
+            await host.request({"type": "product", "product": {**PRODUCT_TEMPLATE, "id": f"lt-{n}"}})
+            counts.acked["product"] += 1
+        except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
+            counts.refused["product"] += 1
+
+    t0 = time.monotonic()
+    server_cpu.start(t0)
+    generator_cpu.start(t0)
+    senders = asyncio.gather(_paced(comment_rate, duration, send_comment),
+                             _paced(product_rate, duration, send_product))
+    if progress:
+        from tqdm import tqdm
+
+        with tqdm(total=int(duration), unit="s", desc=f"{ready} viewers", file=sys.stderr) as bar:
+            while not senders.done():
+                await asyncio.wait([senders], timeout=1.0)
+                bar.n = min(int(duration), int(time.monotonic() - t0))
+                bar.set_postfix(comments=counts.acked["comment"], products=counts.acked["product"])
+                bar.refresh()
+    await senders
+    send_elapsed = time.monotonic() - t0
+    await asyncio.sleep(drain)  # let the last events arrive
+    t1 = time.monotonic()
+    server_cpu.stop(t1)
+    generator_cpu.stop(t1)
+
+    results = []
+    for _, conn in workers:
+        conn.send("stop")
+    for _, conn in workers:
+        results.append(await loop.run_in_executor(None, conn.recv))
+    for proc, _ in workers:
+        proc.join(timeout=10)
+    for client in (host, *commenters):
+        await client.close()
+    await http.close()
+
+    connected = sum(r["viewers"] for r in results)
+    result: dict[str, Any] = {
+        "viewers": viewers, "viewers_connected": connected, "failed_joins": viewers - connected,
+        "duration_s": round(send_elapsed, 2), "urls": urls, "processes": processes, "encoding": encoding,
+        "comment_rate": comment_rate, "product_rate": product_rate,
+        "duplicates": sum(r["duplicates"] for r in results),
+        "out_of_order": sum(r["out_of_order"] for r in results),
+        "closed_during_run": sum(r["closed"] for r in results),
+        "server_cpu_cores": server_cpu.cores, "server_rss_mb": server_cpu.rss_mb,
+        "generator_cpu_cores": generator_cpu.cores,
+        "machine": {"cpus": os.cpu_count(), "note": "server and load generator share this machine"},
+    }
+    latencies: dict[str, np.ndarray] = {}
+    total_delivered = 0
+    for kind in KINDS:
+        samples = np.concatenate([np.frombuffer(r["latency"][kind], dtype=np.float64) for r in results]) \
+            if results else np.array([])
+        latencies[kind] = samples
+        delivered = sum(r["delivered"][kind] for r in results)
+        total_delivered += delivered
+        expected = counts.acked[kind] * connected
+        result[kind] = {"sent": counts.acked[kind], "refused": counts.refused[kind], "expected": expected,
+                        "delivered": delivered, "lost": expected - delivered, **latency_summary(samples)}
+    result["deliveries_per_s"] = round(total_delivered / max(1e-9, send_elapsed), 1)
+    result["_latency_samples"] = latencies
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    rows = []
+    for kind in KINDS:
+        k = result[kind]
+        rows.append([kind, k["sent"], k["expected"], k["delivered"], k["lost"], k["p50_ms"], k["p95_ms"],
+                     k["p99_ms"], k["max_ms"]])
+    print_table(f"chat load: {result['viewers_connected']}/{result['viewers']} viewers, "
+                f"{result['duration_s']} s", ["kind", "sent", "expected", "delivered", "lost", "p50 ms",
+                                              "p95 ms", "p99 ms", "max ms"], rows)
+    print(f"\ndeliveries/s {result['deliveries_per_s']}   duplicates {result['duplicates']}   "
+          f"out-of-order {result['out_of_order']}   closed during run {result['closed_during_run']}")
+    print(f"server CPU {result['server_cpu_cores']} cores, RSS {result['server_rss_mb']} MB   "
+          f"load generator CPU {result['generator_cpu_cores']} cores  (shared machine, "
+          f"{result['machine']['cpus']} CPUs)")
+
+
+@click.command("chat")
+@click.option("--url", "urls", multiple=True, required=True, help="WebSocket URL (repeat to spread viewers).")
+@click.option("--room", default="bench", help="Room name.")
+@click.option("--viewers", default=100, type=int, help="Simulated viewers.")
+@click.option("--comment-rate", default=10.0, type=float, help="Comments per second (all senders).")
+@click.option("--product-rate", default=1.0, type=float, help="Product pushes per second.")
+@click.option("--duration", default=10.0, type=float, help="Seconds of sending.")
+@click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="The server's token secret.")
+@click.option("--processes", default=max(1, (os.cpu_count() or 2) - 1), type=int,
+              help="Worker processes for the viewers.")
+@click.option("--encoding", type=click.Choice(["msgpack", "json"]), default="msgpack",
+              help="What the viewers speak.")
+@click.option("--drain", default=2.0, type=float, help="Seconds to wait for late deliveries after sending.")
+@click.option("--json", "json_out", default=None, help="Write the figures here as JSON.")
+@click.option("--plot", "plot_out", default=None, help="Write a latency CDF plot here (PNG).")
+def chat_command(urls: tuple[str, ...], room: str, viewers: int, comment_rate: float, product_rate: float,
+                 duration: float, secret: str, processes: int, encoding: str, drain: float,
+                 json_out: str | None, plot_out: str | None) -> None:
+    """Many viewers in one room; comments and product pushes at fixed rates; latency and loss per kind."""
+    import uvloop
+
+    result = uvloop.run(run_chat_load(list(urls), room, viewers, comment_rate, product_rate, duration, secret,
+                                      processes, encoding, drain))
+    samples = result.pop("_latency_samples")
+    report(result)
+    if json_out:
+        write_json(json_out, result)
+    if plot_out:
+        plot_latency(plot_out, samples, f"chat E2E latency, {result['viewers_connected']} viewers")
