@@ -102,9 +102,11 @@ def loadtest() -> None:
 
 
 def _register_loadtests() -> None:
+    from loadtest.baseline import baseline_command
     from loadtest.chat import chat_command
 
     loadtest.add_command(chat_command)
+    loadtest.add_command(baseline_command)
 
 
 _register_loadtests()

@@ -156,6 +156,9 @@ class WorkerViewers:
             control.send({"ready": len(self.stats), "failed": self.failed_joins[:5],
                           "failed_count": len(self.failed_joins)})
             await self.stop.wait()
+            # The loop made the pipe non-blocking; the results are large, so send them blocking.
+            loop.remove_reader(control.fileno())
+            os.set_blocking(control.fileno(), True)
             control.recv()
             for task in tasks:
                 task.cancel()
