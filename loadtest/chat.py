@@ -1,8 +1,8 @@
 """`live-relay loadtest chat`: many WebSocket viewers in one room, senders at fixed rates, and the figures.
 
-Viewers live in several worker processes (the machine's cores are shared with the server, so the
-generator must be cheap or it measures itself): each is a light sink that decodes frames with the
-protocol module, checks sequence numbers (delivered / duplicate / out of order, per kind) and records
+Viewers live in worker processes (the machine's cores are shared with the server, so the generator
+must be cheap or it measures itself): each is a light sink (``loadtest/sink.py``) that decodes frames
+with the protocol module, checks sequence numbers (delivered / duplicate / out of order, per kind) and records
 end-to-end latency against the server clock. Senders run in the main process and count what the
 server acknowledged: that is what every viewer is expected to receive.
 """
@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -28,7 +29,8 @@ import psutil
 
 from clients.client import LiveClient, ServerError
 from loadtest.report import CpuMeter, find_server_process, latency_summary, plot_latency, print_table, write_json
-from signaling.protocol import ClockEstimate, Encoding, Role, decode, encode, now_ms
+from loadtest.sink import SinkProtocol
+from signaling.protocol import ClockEstimate, Encoding, Role, now_ms
 from signaling.tokens import issue_token
 
 KINDS = ("comment", "product")
@@ -62,107 +64,88 @@ class WorkerViewers:
         self.stats: list[ViewerStats] = []
         self.latency = {kind: array.array("d") for kind in KINDS}
         self.failed_joins: list[str] = []
+        self.sinks: list[SinkProtocol] = []
         self.stop = asyncio.Event()
 
-    async def _viewer(self, http: aiohttp.ClientSession, index: int, ready: asyncio.Event) -> None:
-        url = self.urls[index % len(self.urls)]
-        stats = ViewerStats()
-        try:
-            ws = await http.ws_connect(url, max_msg_size=0, autoping=True, heartbeat=None)
-        except (aiohttp.ClientError, OSError) as exc:
-            self.failed_joins.append(f"connect: {exc!r}")
-            ready.set()
+    def _on_event(self, stats: ViewerStats, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind != "comment" and kind != "product":
             return
-        async with ws:
-            await self._send(ws, {"type": "join", "room": self.room, "name": f"lt{index}"})
-            msg = await ws.receive()
-            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                self.failed_joins.append(f"closed before join ({ws.close_code})")
-                ready.set()
-                return
-            joined, _ = decode(msg.data)
-            if joined.get("type") != "joined":
-                self.failed_joins.append(f"{joined.get('code')}: {joined.get('message')}")
-                ready.set()
-                return
-            stats.base_seq = stats.last_seq = joined["seq"]
-            self.stats.append(stats)
-            if len(self.stats) == 1:
-                await self._measure_clock(ws)
-            ready.set()
-            latency = self.latency
-            clock_offset = self.clock.offset_ms
-            while True:
-                msg = await ws.receive()
-                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    stats.closed_code = ws.close_code
-                    return
-                event, _ = decode(msg.data)
-                kind = event.get("type")
-                if kind not in ("comment", "product"):
-                    continue
-                seq = event["seq"]
-                idx = seq - stats.base_seq - 1
-                if idx < 0:
-                    continue
-                seen = stats.seen
-                if idx >= len(seen):
-                    seen.extend(bytes(idx - len(seen) + 1024))
-                if seen[idx]:
-                    stats.duplicates += 1
-                    continue
-                seen[idx] = 1
-                if seq < stats.last_seq:
-                    stats.out_of_order += 1
-                else:
-                    stats.last_seq = seq
-                stats.delivered[kind] += 1
-                sent = event.get("ts")
-                if sent is not None:
-                    latency[kind].append(now_ms() + clock_offset - sent)
-
-    async def _send(self, ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> None:
-        data = encode(message, self.encoding)
-        if isinstance(data, str):
-            await ws.send_str(data)
+        seq = event["seq"]
+        idx = seq - stats.base_seq - 1
+        if idx < 0:
+            return
+        seen = stats.seen
+        if idx >= len(seen):
+            seen.extend(bytes(idx - len(seen) + 4096))
+        if seen[idx]:
+            stats.duplicates += 1
+            return
+        seen[idx] = 1
+        if seq < stats.last_seq:
+            stats.out_of_order += 1
         else:
-            await ws.send_bytes(data)
+            stats.last_seq = seq
+        stats.delivered[kind] += 1
+        sent = event.get("ts")
+        if sent is not None:
+            self.latency[kind].append(now_ms() + self.clock.offset_ms - sent)
 
-    async def _measure_clock(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        for _ in range(5):
-            sent = now_ms()
-            await self._send(ws, {"type": "ping", "id": "clock"})
-            while True:
-                reply, _ = decode((await ws.receive()).data)
-                if reply.get("type") == "pong":
-                    self.clock.add_sample(sent, reply["server_ts"], now_ms())
-                    break
+    async def _viewer(self, index: int) -> None:
+        url = self.urls[index % len(self.urls)]
+        parsed = urllib.parse.urlparse(url)
+        stats = ViewerStats()
+        replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        sink = SinkProtocol(url, self.encoding, replies.put_nowait)
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: sink, parsed.hostname, parsed.port)
+            await asyncio.wait_for(sink.handshake, 10)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.failed_joins.append(f"connect: {exc!r}")
+            return
+        sink.send({"type": "join", "room": self.room, "name": f"lt{index}"})
+        try:
+            joined = await asyncio.wait_for(replies.get(), 10)
+        except TimeoutError:
+            joined = {"code": "timeout", "message": "no answer to join"}
+        if joined.get("type") != "joined":
+            self.failed_joins.append(f"{joined.get('code')}: {joined.get('message')}")
+            sink.close()
+            return
+        stats.base_seq = stats.last_seq = joined["seq"]
+        self.stats.append(stats)
+        self.sinks.append(sink)
+        if len(self.stats) == 1:  # one viewer per process measures the clock offset
+            for _ in range(5):
+                sent = now_ms()
+                sink.send({"type": "ping", "id": "clock"})
+                while (reply := await replies.get()).get("type") != "pong":
+                    pass
+                self.clock.add_sample(sent, reply["server_ts"], now_ms())
+        while not replies.empty():
+            self._on_event(stats, replies.get_nowait())
+        sink.on_message = lambda event: self._on_event(stats, event)
+        sink.closed.add_done_callback(lambda f: setattr(stats, "closed_code", f.result() or -1))
 
     async def run(self, control: Connection) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(control.fileno(), self.stop.set)
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            gate = asyncio.Semaphore(64)  # connect in waves, not all at once
-            tasks = []
+        gate = asyncio.Semaphore(64)  # connect in waves, not all at once
 
-            async def start(index: int) -> None:
-                ready = asyncio.Event()
-                async with gate:
-                    tasks.append(asyncio.create_task(self._viewer(http, index, ready)))
-                    await ready.wait()
+        async def start(index: int) -> None:
+            async with gate:
+                await self._viewer(index)
 
-            await asyncio.gather(*(start(self.first_index + i) for i in range(self.count)))
-            control.send({"ready": len(self.stats), "failed": self.failed_joins[:5],
-                          "failed_count": len(self.failed_joins)})
-            await self.stop.wait()
-            # The loop made the pipe non-blocking; the results are large, so send them blocking.
-            loop.remove_reader(control.fileno())
-            os.set_blocking(control.fileno(), True)
-            control.recv()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(start(self.first_index + i) for i in range(self.count)))
+        control.send({"ready": len(self.stats), "failed": self.failed_joins[:5],
+                      "failed_count": len(self.failed_joins)})
+        await self.stop.wait()
+        # The loop made the pipe non-blocking; the results are large, so send them blocking.
+        loop.remove_reader(control.fileno())
+        os.set_blocking(control.fileno(), True)
+        control.recv()
+        for sink in self.sinks:
+            sink.close()
         delivered = {kind: sum(s.delivered[kind] for s in self.stats) for kind in KINDS}
         control.send({
             "viewers": len(self.stats),
@@ -251,6 +234,9 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         ready += report["ready"]
         failed += report["failed"]
     if ready == 0 and viewers > 0:
+        for client in (host, *commenters):
+            await client.close()
+        await http.close()
         raise click.ClickException(f"no viewer could join: {failed[:3]}")
 
     server_procs = [p for p in (find_server_process(u) for u in urls) if p is not None]
