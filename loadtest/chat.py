@@ -211,11 +211,13 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
 
     # Senders: viewers' comment limit is per user, so comments come from enough users to stay under it.
     senders_needed = max(1, math.ceil(comment_rate / 1.5)) if comment_rate > 0 else 0
-    http = aiohttp.ClientSession()
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no cap on connections
     host = LiveClient(urls[0], room, issue_token(secret, room, "lt-host", Role.HOST, 3600), http=http)
     commenters = [LiveClient(urls[i % len(urls)], room,
                              issue_token(secret, room, f"lt-sender-{i}", Role.VIEWER, 3600), http=http)
                   for i in range(senders_needed)]
+    click.echo(f"connecting 1 host and {len(commenters)} commenters; {viewers} viewers in {processes} "
+               "processes", err=True)
     try:
         await host.connect()
         for c in commenters:
@@ -229,10 +231,12 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
     loop = asyncio.get_running_loop()
     ready = 0
     failed: list[str] = []
+    click.echo("senders connected; waiting for viewers", err=True)
     for _, conn in workers:
         report = await loop.run_in_executor(None, conn.recv)
         ready += report["ready"]
         failed += report["failed"]
+    click.echo(f"{ready} viewers joined ({viewers - ready} failed)", err=True)
     if ready == 0 and viewers > 0:
         for client in (host, *commenters):
             await client.close()
@@ -243,18 +247,22 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
     server_cpu = CpuMeter({p.pid: p for p in server_procs}.values())
     generator_cpu = CpuMeter([psutil.Process(), *(psutil.Process(p.pid) for p, _ in workers)])
     counts = SendCounts()
+    # Generous: an overloaded server acks late, and a late ack still means the event is expected.
+    ack_timeout = duration + 60.0
 
     async def send_comment(n: int) -> None:
         sender = commenters[n % len(commenters)]
         try:
-            await sender.request({"type": "comment", "text": f"load {n} " + random.choice("abcdef") * 24})
+            await sender.request({"type": "comment", "text": f"load {n} " + random.choice("abcdef") * 24},
+                                 timeout=ack_timeout)
             counts.acked["comment"] += 1
         except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
             counts.refused["comment"] += 1
 
     async def send_product(n: int) -> None:
         try:
-            await host.request({"type": "product", "product": {**PRODUCT_TEMPLATE, "id": f"lt-{n}"}})
+            await host.request({"type": "product", "product": {**PRODUCT_TEMPLATE, "id": f"lt-{n}"}},
+                               timeout=ack_timeout)
             counts.acked["product"] += 1
         except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
             counts.refused["product"] += 1

@@ -17,7 +17,7 @@ from typing import Any
 from signaling.brokers import Broker, Publication, StreamPosition
 from signaling.config import ServerConfig
 from signaling.metrics import ServerMetrics
-from signaling.outbound import OutboundEvent
+from signaling.outbound import OutboundBatch, OutboundEvent
 from signaling.protocol import (
     CloseCode,
     ErrorCode,
@@ -27,7 +27,7 @@ from signaling.protocol import (
     now_ms,
 )
 from signaling.ratelimit import TokenBucket
-from signaling.room import ChatRoom
+from signaling.room import ChatRoom, FanoutResult
 from signaling.session import Session
 from signaling.tokens import Grant
 
@@ -54,7 +54,7 @@ class Hub:
         await self.broker.start()
         for room in self.config.rooms:
             await self.broker.subscribe(room)  # configured rooms exist from the start
-            self.rooms.setdefault(room, ChatRoom(room))
+            self.rooms.setdefault(room, ChatRoom(room, self._record_fanout))
         self._ticker = asyncio.create_task(self._tick_loop(), name="hub-ticker")
 
     async def close(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
@@ -112,7 +112,7 @@ class Hub:
                 raise ProtocolError(ErrorCode.UNKNOWN_ROOM, f"no room {room_name!r}", ref)
             room = self.rooms.get(room_name)  # another join may have created it meanwhile
             if room is None:
-                room = self.rooms[room_name] = ChatRoom(room_name)
+                room = self.rooms[room_name] = ChatRoom(room_name, self._record_fanout)
                 await self.broker.subscribe(room_name)
         session.room = room_name
         session.hold()  # live events wait until the recovered ones are written
@@ -251,16 +251,19 @@ class Hub:
 
     def _fanout(self, room_name: str, event: OutboundEvent) -> None:
         room = self.rooms.get(room_name)
-        if room is None:
-            return
-        result = room.fanout(event)
-        if result.written:
-            self.metrics.messages_out.labels(event.kind).inc(result.written)
+        if room is not None:
+            room.fanout(event)
+
+    def _record_fanout(self, batch: OutboundBatch, result: FanoutResult) -> None:
+        for kind, count in result.written.items():
+            self.metrics.messages_out.labels(kind).inc(count)
         for reason, count in result.dropped.items():
             self.metrics.drops.labels(reason).inc(count)
-        received = event.message.get("server_ts")
-        if event.seq is not None and received is not None:
-            self.metrics.fanout_latency.labels(event.kind).observe(max(0.0, now_ms() - received) / 1000.0)
+        done = now_ms()
+        for event in batch.events:
+            received = event.message.get("server_ts")
+            if event.seq is not None and received is not None:
+                self.metrics.fanout_latency.labels(event.kind).observe(max(0.0, done - received) / 1000.0)
 
     # -- periodic work ----------------------------------------------------------------------------------
 

@@ -6,25 +6,30 @@ here, fans events out to them, and batches the high-rate traffic (likes, presenc
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signaling.outbound import OutboundEvent
+from signaling.outbound import OutboundBatch, OutboundEvent
 from signaling.protocol import Role
 from signaling.session import Delivery, Session
 
 
 @dataclass(slots=True)
 class FanoutResult:
-    written: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
+    written: Counter[str] = field(default_factory=Counter)  # by event kind
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason
 
 
 class ChatRoom:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_flushed: Callable[[OutboundBatch, FanoutResult], None]) -> None:
         self.name = name
         self.sessions: dict[str, Session] = {}
+        self._pending: list[OutboundEvent] = []
+        self._flush_scheduled = False
+        self._on_flushed = on_flushed
         self.pending_likes = 0
         self.last_likes_total: int | None = None
         self.presence_dirty = False
@@ -65,13 +70,35 @@ class ChatRoom:
         self.presence_dirty = False
         return changes
 
-    def fanout(self, event: OutboundEvent) -> FanoutResult:
+    def fanout(self, event: OutboundEvent) -> None:
+        """Queue an event for this room's connections; it goes out at the end of this loop iteration,
+        together with whatever else reached the room in the same iteration."""
+        self._pending.append(event)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        batch = OutboundBatch(self._pending)
+        self._pending = []
         result = FanoutResult()
+        written, dropped = result.written, result.dropped
         # A snapshot: a kick during the loop removes its session from the dict.
         for session in list(self.sessions.values()):
-            outcome = session.deliver(event)
+            outcome = session.deliver_batch(batch)
             if outcome is Delivery.WRITTEN:
-                result.written += 1
-            elif outcome is Delivery.DROPPED_SLOW or outcome is Delivery.KICKED:
-                result.dropped[outcome.value] += 1
-        return result
+                written.update(batch.kinds)
+                continue
+            if outcome is not None:
+                continue
+            # Slow, joining or overlapping this batch: event by event, with the per-event rules.
+            for event in batch.events:
+                one = session.deliver(event)
+                if one is Delivery.WRITTEN:
+                    written[event.kind] += 1
+                elif one is Delivery.DROPPED_SLOW or one is Delivery.KICKED:
+                    dropped[one.value] += 1
+        self._on_flushed(batch, result)

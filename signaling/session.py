@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from signaling.config import LimitsConfig
-from signaling.outbound import OutboundEvent, websocket_frame
+from signaling.outbound import OutboundBatch, OutboundEvent, websocket_frame
 from signaling.protocol import CloseCode, Encoding, ErrorCode, Role, encode, error_message
 from signaling.ratelimit import TokenBucket
 
@@ -83,6 +83,20 @@ class Session:
             return Delivery.DROPPED_SLOW
         self._transport.write(event.frame(self.encoding))
         return Delivery.WRITTEN
+
+    def deliver_batch(self, batch: OutboundBatch) -> Delivery | None:
+        """Write a room's batch. Returns WRITTEN when the whole batch went out as shared bytes, None when
+        it was delivered event by event (see ``deliver``), or the reason nothing was written."""
+        if self.closing or self._transport.is_closing():
+            return Delivery.CLOSED
+        if self._held is None and (batch.first_seq is None or batch.first_seq > self.last_seq):
+            backlog = self._transport.get_write_buffer_size()
+            if backlog <= self._soft:
+                self._transport.write(batch.frames(self.encoding))
+                if batch.last_seq is not None:
+                    self.last_seq = batch.last_seq
+                return Delivery.WRITTEN
+        return None
 
     def send(self, message: dict[str, Any]) -> None:
         """Write a message for this connection only (replies, errors). Never dropped."""
