@@ -1,0 +1,316 @@
+"""The media graph: MediaRouter -> MediaRoom -> Publisher (published tracks) / Subscriber (down-tracks).
+
+Modelled on mediasoup's Router/Producer/Consumer: parents hold children in maps, children remove
+themselves when they close, and closing cascades downward (a publisher that leaves closes its published
+tracks, which end every down-track made from them). Each Publisher and Subscriber owns one
+RTCPeerConnection. The signaling side drives this through ``MediaRouter``'s methods and learns about
+changes through its ``on_event`` callback; nothing here imports signaling or aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.sdp import candidate_from_sdp
+
+from relay import adapter
+from relay.tracks import DownTrack, PublishedTrack
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(Exception):
+    """A media request that cannot be served; ``code`` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    # STUN/TURN servers to use (none by default: the relay contacts no outside server unless told).
+    ice_servers: tuple[str, ...] = ()
+    # Addresses offered as ICE host candidates. Empty: aioice's choice (every non-loopback interface).
+    host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # Most frames queued for one subscriber before it skips to the next keyframe.
+    max_queue_frames: int = 30
+    # Least time between two keyframe requests to one publisher (seconds).
+    keyframe_interval: float = 0.5
+
+
+MediaEvent = Callable[[str, dict[str, Any]], None]
+"""(room, event) for the signaling side: publisher_joined / publisher_left / subscriber_closed."""
+
+
+def _rtc_configuration(config: MediaConfig) -> RTCConfiguration:
+    servers = []
+    for url in config.ice_servers:
+        # turn:user:pass@host:port is accepted as a convenience; stun:host:port as is.
+        if url.startswith(("turn:", "turns:")) and "@" in url:
+            scheme, rest = url.split(":", 1)
+            creds, host = rest.rsplit("@", 1)
+            user, _, password = creds.partition(":")
+            servers.append(RTCIceServer(urls=f"{scheme}:{host}", username=user, credential=password))
+        else:
+            servers.append(RTCIceServer(urls=url))
+    return RTCConfiguration(iceServers=servers)
+
+
+class _Peer:
+    """What publishers and subscribers share: one RTCPeerConnection and its lifecycle."""
+
+    def __init__(self, peer_id: str, room: MediaRoom) -> None:
+        self.id = peer_id
+        self.room = room
+        self.pc = RTCPeerConnection(_rtc_configuration(room.router.config))
+        self.closed = False
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("peer connection state", extra={"peer": self.id, "state": self.pc.connectionState})
+            if self.pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    async def _answer(self, offer_sdp: str) -> str:
+        if self.pc.localDescription is not None or self.pc.signalingState != "have-remote-offer":
+            pass
+        answer = await self.pc.createAnswer()
+        addresses = list(self.room.router.config.host_addresses)
+        if addresses:
+            adapter.restrict_host_addresses(self.pc, addresses)
+        await self.pc.setLocalDescription(answer)
+        return self.pc.localDescription.sdp
+
+    async def add_candidate(self, candidate: dict[str, Any]) -> None:
+        text = candidate.get("candidate") or ""
+        if not text:
+            return  # end of candidates
+        parsed = candidate_from_sdp(text.removeprefix("candidate:"))
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._on_close()
+        await self.pc.close()
+
+    def _on_close(self) -> None:
+        raise NotImplementedError
+
+
+class Publisher(_Peer):
+    def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
+        super().__init__(peer_id, room)
+        self.user = user
+        self.tracks: dict[str, PublishedTrack] = {}  # by kind
+        self.codecs: dict[str, RTCRtpCodecParameters] = {}
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+            self._attach(track.kind, track.id, receiver)
+
+    def _attach(self, kind: str, track_id: str, receiver: Any) -> None:
+        config = self.room.router.config
+        ssrc_box: dict[str, int] = {}
+
+        def send_pli() -> None:
+            if "ssrc" in ssrc_box:
+                adapter.send_pli(receiver, ssrc_box["ssrc"])
+
+        published = PublishedTrack(kind, track_id, self.id, send_pli,
+                                   keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
+
+        def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
+            ssrc_box["ssrc"] = ssrc
+            published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
+                               getattr(frame, "after_gap", False))
+
+        adapter.tap_receiver(receiver, kind, on_frame)
+        self.tracks[kind] = published
+
+    async def negotiate(self, offer_sdp: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for transceiver in self.pc.getTransceivers():
+            transceiver.direction = "recvonly"  # a publisher only sends to us
+        answer = await self._answer(offer_sdp)
+        for transceiver in self.pc.getTransceivers():
+            codecs = [c for c in adapter.negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
+            if codecs and transceiver.kind in self.tracks:
+                self.codecs[transceiver.kind] = codecs[0]
+                self.tracks[transceiver.kind].codec = codecs[0]
+        if not self.tracks:
+            raise MediaError("bad_sdp", "the offer carries no audio or video to publish")
+        return answer
+
+    def _on_close(self) -> None:
+        for track in self.tracks.values():
+            track.close()
+        self.room.remove_publisher(self)
+
+
+class Subscriber(_Peer):
+    def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
+        super().__init__(peer_id, room)
+        self.user = user
+        self.down_tracks: list[DownTrack] = []
+
+    async def negotiate(self, offer_sdp: str, publisher: Publisher) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        attached = 0
+        for transceiver in self.pc.getTransceivers():
+            source = publisher.tracks.get(transceiver.kind)
+            codec = publisher.codecs.get(transceiver.kind)
+            if source is None or codec is None or source.closed:
+                transceiver.direction = "inactive"
+                continue
+            # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
+            transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
+            down = source.add_down_track()
+            self.pc.addTrack(down)
+            transceiver.direction = "sendonly"
+            adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
+            self.down_tracks.append(down)
+            attached += 1
+        if not attached:
+            raise MediaError("bad_sdp", "the offer asks for no media this room publishes")
+        return await self._answer(offer_sdp)
+
+    def _on_close(self) -> None:
+        for down in self.down_tracks:
+            down.stop()
+        self.room.remove_subscriber(self)
+
+
+def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for c in capabilities if c.mimeType.lower() == codec.mimeType.lower()
+              and c.clockRate == codec.clockRate
+              and (codec.name.lower() != "h264" or c.parameters.get("profile-level-id")
+                   == codec.parameters.get("profile-level-id")
+                   and c.parameters.get("packetization-mode") == codec.parameters.get("packetization-mode"))]
+    rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
+    return chosen[:1] + rtx
+
+
+@dataclass
+class MediaRoom:
+    name: str
+    router: MediaRouter
+    publishers: dict[str, Publisher] = field(default_factory=dict)
+    subscribers: dict[str, Subscriber] = field(default_factory=dict)
+
+    def remove_publisher(self, publisher: Publisher) -> None:
+        if self.publishers.pop(publisher.id, None) is not None:
+            self.router.emit(self.name, {"type": "publisher_left", "publisher": publisher.id,
+                                         "user": publisher.user})
+        self.router.forget_if_empty(self)
+
+    def remove_subscriber(self, subscriber: Subscriber) -> None:
+        self.subscribers.pop(subscriber.id, None)
+        self.router.forget_if_empty(self)
+
+
+class MediaRouter:
+    """All media rooms of one node."""
+
+    def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
+        self.config = config
+        self.rooms: dict[str, MediaRoom] = {}
+        self.peers: dict[str, Publisher | Subscriber] = {}
+        self._on_event = on_event or (lambda room, event: None)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def emit(self, room: str, event: dict[str, Any]) -> None:
+        self._on_event(room, event)
+
+    def _room(self, name: str) -> MediaRoom:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = MediaRoom(name, self)
+        return room
+
+    def forget_if_empty(self, room: MediaRoom) -> None:
+        if not room.publishers and not room.subscribers:
+            self.rooms.pop(room.name, None)
+
+    async def publish(self, room_name: str, peer_id: str, user: str, offer_sdp: str) -> str:
+        """Accept a publisher's offer; return the answer SDP. Raises MediaError."""
+        if peer_id in self.peers:
+            raise MediaError("already_publishing", "this connection already has a media session")
+        room = self._room(room_name)
+        publisher = Publisher(peer_id, room, user)
+        room.publishers[peer_id] = publisher
+        self.peers[peer_id] = publisher
+        try:
+            answer = await publisher.negotiate(offer_sdp)
+        except MediaError:
+            await self.close_peer(peer_id)
+            raise
+        except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
+            await self.close_peer(peer_id)
+            raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
+        self.emit(room_name, {"type": "publisher_joined", "publisher": peer_id, "user": user,
+                              "kinds": sorted(publisher.tracks)})
+        return answer
+
+    async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,
+                        publisher_id: str | None = None) -> str:
+        """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first)."""
+        if peer_id in self.peers:
+            raise MediaError("already_subscribed", "this connection already has this media session")
+        room = self.rooms.get(room_name)
+        publishers = list(room.publishers.values()) if room else []
+        if publisher_id is not None:
+            publishers = [p for p in publishers if p.id == publisher_id]
+        if not publishers:
+            raise MediaError("no_publisher", "nobody publishes in this room yet")
+        assert room is not None
+        subscriber = Subscriber(peer_id, room, user)
+        room.subscribers[peer_id] = subscriber
+        self.peers[peer_id] = subscriber
+        try:
+            return await subscriber.negotiate(offer_sdp, publishers[0])
+        except MediaError:
+            await self.close_peer(peer_id)
+            raise
+        except Exception as exc:
+            await self.close_peer(peer_id)
+            raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
+
+    async def add_candidate(self, peer_id: str, candidate: dict[str, Any]) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            raise MediaError("unknown_peer", "no such media session")
+        try:
+            await peer.add_candidate(candidate)
+        except (ValueError, IndexError) as exc:
+            raise MediaError("bad_candidate", f"cannot use this candidate: {exc}") from None
+
+    async def close_peer(self, peer_id: str) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            await peer.close()
+
+    async def close(self) -> None:
+        for peer_id in list(self.peers):
+            with contextlib.suppress(Exception):
+                await self.close_peer(peer_id)
