@@ -84,8 +84,8 @@ def main() -> None:
                         help="what viewers speak (the baseline speaks JSON only)")
     args = parser.parse_args()
     kinds = ["live-relay", "aiohttp-loop"] if args.baseline else ["live-relay"]
-    print(f"| server | viewers ({args.encoding}) | comments/s | deliveries/s | comment p50/p99 ms | product p50/p99 ms | lost "
-          f"| server CPU (cores) | generator CPU (cores) |")
+    print(f"| server | viewers ({args.encoding}) | comments/s | deliveries/s | comment p50/p99 ms "
+          "| product p50/p99 ms | lost | server CPU (cores) | generator CPU (cores) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for rate in (float(r) for r in args.rates.split(",")):
         for kind in kinds:

@@ -10,7 +10,6 @@ changes through its ``on_event`` callback; nothing here imports signaling or aio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,9 +85,7 @@ class _Peer:
             if self.pc.connectionState in ("failed", "closed"):
                 await self.close()
 
-    async def _answer(self, offer_sdp: str) -> str:
-        if self.pc.localDescription is not None or self.pc.signalingState != "have-remote-offer":
-            pass
+    async def _answer(self) -> str:
         answer = await self.pc.createAnswer()
         addresses = list(self.room.router.config.host_addresses)
         if addresses:
@@ -151,7 +148,7 @@ class Publisher(_Peer):
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly"  # a publisher only sends to us
-        answer = await self._answer(offer_sdp)
+        answer = await self._answer()
         for transceiver in self.pc.getTransceivers():
             codecs = [c for c in adapter.negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
             if codecs and transceiver.kind in self.tracks:
@@ -192,7 +189,7 @@ class Subscriber(_Peer):
             attached += 1
         if not attached:
             raise MediaError("bad_sdp", "the offer asks for no media this room publishes")
-        return await self._answer(offer_sdp)
+        return await self._answer()
 
     def _on_close(self) -> None:
         for down in self.down_tracks:
@@ -201,14 +198,17 @@ class Subscriber(_Peer):
 
 
 def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    def same(c: RTCRtpCodecCapability) -> bool:
+        if c.mimeType.lower() != codec.mimeType.lower() or c.clockRate != codec.clockRate:
+            return False
+        if codec.name.lower() != "h264":
+            return True
+        return all(c.parameters.get(k) == codec.parameters.get(k)
+                   for k in ("profile-level-id", "packetization-mode"))
+
     capabilities = RTCRtpSender.getCapabilities(kind).codecs
-    chosen = [c for c in capabilities if c.mimeType.lower() == codec.mimeType.lower()
-              and c.clockRate == codec.clockRate
-              and (codec.name.lower() != "h264" or c.parameters.get("profile-level-id")
-                   == codec.parameters.get("profile-level-id")
-                   and c.parameters.get("packetization-mode") == codec.parameters.get("packetization-mode"))]
     rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
-    return chosen[:1] + rtx
+    return [c for c in capabilities if same(c)][:1] + rtx
 
 
 @dataclass
@@ -312,5 +312,7 @@ class MediaRouter:
 
     async def close(self) -> None:
         for peer_id in list(self.peers):
-            with contextlib.suppress(Exception):
+            try:
                 await self.close_peer(peer_id)
+            except Exception:
+                log.exception("closing media peer failed", extra={"peer": peer_id})
