@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 _FINAL_CLOSE_CODES = {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNKNOWN_ROOM, CloseCode.NORMAL}
 
 
+# Messages that answer a request (matched by `id`) rather than being events.
+_REPLY_TYPES = frozenset({"ack", "error", "pong", "answer", "closed_media"})
+
+
 class ServerError(Exception):
     """The server answered a request with an ``error`` frame."""
 
@@ -82,6 +86,10 @@ class LiveClient:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and not self._closed
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -242,7 +250,7 @@ class LiveClient:
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind in ("ack", "error", "pong") and message.get("id") in self._pending:
+        if kind in _REPLY_TYPES and message.get("id") in self._pending:
             future = self._pending[message["id"]]
             if not future.done():
                 if kind == "error":

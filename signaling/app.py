@@ -16,11 +16,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
+from relay.router import MediaConfig, MediaRouter
 from signaling.brokers import StreamPosition, create_broker
 from signaling.config import ServerConfig
 from signaling.hub import Hub
+from signaling.media import MediaSignaling
 from signaling.metrics import ServerMetrics
 from signaling.protocol import (
+    MEDIA_KINDS,
     PROTOCOL_VERSION,
     CloseCode,
     Encoding,
@@ -43,12 +46,33 @@ class RelayServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.broker = create_broker(config)
-        self.hub = Hub(config, self.broker, self.metrics)
+        self.media: MediaSignaling | None = None
+        if config.media_enabled:
+            router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
+                                 on_event=self._on_media_event)
+            self.media = MediaSignaling(router, self._observe_media_setup)
+        self.hub = Hub(config, self.broker, self.metrics, self.media)
         self.started = time.time()
         self.connections_by_ip: Counter[str] = Counter()
 
     def count_error(self, code: ErrorCode) -> None:
         self.metrics.errors.labels(str(code)).inc()
+
+    def _on_media_event(self, room: str, event: dict) -> None:
+        self.hub.on_media_event(room, event)
+
+    def _observe_media_setup(self, kind: str, seconds: float) -> None:
+        self.metrics.media_setup.labels(kind).observe(seconds)
+
+    def update_media_gauges(self) -> None:
+        if self.media is None:
+            return
+        router = self.media.router
+        publishers = sum(len(r.publishers) for r in router.rooms.values())
+        self.metrics.media_peers.labels("publisher").set(publishers)
+        self.metrics.media_peers.labels("subscriber").set(len(router.peers) - publishers)
+        self.metrics.media_keyframe_requests.set(sum(
+            t.pli_sent for r in router.rooms.values() for p in r.publishers.values() for t in p.tracks.values()))
 
 
 SERVER = web.AppKey("server", RelayServer)
@@ -93,6 +117,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     server.metrics.broker_up.set(1 if server.broker.healthy else 0)
+    server.update_media_gauges()
     return web.Response(body=server.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -164,9 +189,11 @@ async def _on_frame(server: RelayServer, session: Session, data: str | bytes) ->
         # Until a join fixes it, answer in the encoding of the frame at hand.
         session.encoding = Encoding.JSON if isinstance(data, str) else Encoding.MSGPACK
     try:
-        if len(data) > limits.max_message_bytes:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"message larger than {limits.max_message_bytes} bytes")
-        message = validate_client_message(decode(data)[0])
+        raw = decode(data)[0]
+        if len(data) > limits.max_message_bytes and raw.get("type") not in MEDIA_KINDS:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"message larger than {limits.max_message_bytes} bytes",
+                                raw.get("id") if isinstance(raw.get("id"), int | str) else None)
+        message = validate_client_message(raw)
         ref = message.get("id")
         kind = message["type"]
         if kind == "join":

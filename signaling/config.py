@@ -70,6 +70,11 @@ class ServerConfig:
     rooms: tuple[str, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
+    # Media relay: STUN/TURN servers (none: contact no outside server) and the local addresses offered as
+    # ICE host candidates (empty: every interface but loopback, as aioice chooses).
+    media_enabled: bool = True
+    ice_servers: tuple[str, ...] = ()
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
     # Grace period for in-flight writes at shutdown (seconds).
     shutdown_timeout: float = 5.0
 

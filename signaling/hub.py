@@ -16,6 +16,7 @@ from typing import Any
 
 from signaling.brokers import Broker, Publication, StreamPosition
 from signaling.config import ServerConfig
+from signaling.media import MediaSignaling
 from signaling.metrics import ServerMetrics
 from signaling.outbound import OutboundBatch, OutboundEvent
 from signaling.protocol import (
@@ -34,13 +35,16 @@ from signaling.tokens import Grant
 log = logging.getLogger(__name__)
 
 _PUBLISHERS = (Role.HOST, Role.COHOST)
+_MEDIA_MESSAGES = frozenset({"publish", "subscribe", "candidate", "unpublish", "unsubscribe"})
 
 
 class Hub:
-    def __init__(self, config: ServerConfig, broker: Broker, metrics: ServerMetrics) -> None:
+    def __init__(self, config: ServerConfig, broker: Broker, metrics: ServerMetrics,
+                 media: MediaSignaling | None = None) -> None:
         self.config = config
         self.broker = broker
         self.metrics = metrics
+        self.media = media
         self.rooms: dict[str, ChatRoom] = {}
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,6 +75,8 @@ class Hub:
         await asyncio.gather(*(s.close(code, reason, timeout) for s in sessions), return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.media is not None:
+            await self.media.close()
         await self.broker.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -130,7 +136,8 @@ class Hub:
             "epoch": recovery.position.epoch, "seq": recovery.position.seq,
             "recovered": recovery.recovered, "missed": len(recovery.publications),
             "state": {"pinned": state.get("pinned"), "product": state.get("product"), "likes": likes,
-                      "members": len(room), "viewers": room.viewer_count},
+                      "members": len(room), "viewers": room.viewer_count,
+                      "publishers": self.media.publishers(room_name) if self.media else []},
             "server_ts": now_ms(),
         }
         if recovery.reason is not None:
@@ -147,6 +154,8 @@ class Hub:
                                   "role": str(session.role), "recovered": recovery.recovered})
 
     def leave(self, session: Session) -> None:
+        if session.media and self.media is not None:
+            self._spawn(self.media.close_session(session), f"media-close-{session.id}")
         if session.room is None:
             return
         room = self.rooms.get(session.room)
@@ -206,6 +215,10 @@ class Hub:
             if pinned:
                 # Pinning an empty text clears the pinned message.
                 await self.broker.set_state(room, "pinned", event if text else None)
+        elif kind in _MEDIA_MESSAGES:
+            if self.media is None:
+                raise ProtocolError(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media", ref)
+            await self.media.handle(session, message)
         else:  # join/leave/ping are handled by the connection loop
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unexpected {kind!r}", ref)
         self.metrics.messages_in.labels(kind).inc()
@@ -245,6 +258,12 @@ class Hub:
 
     def _on_publication(self, room_name: str, publication: Publication) -> None:
         self._fanout(room_name, OutboundEvent(publication.data))
+
+    def on_media_event(self, room_name: str, event: dict[str, Any]) -> None:
+        """From the media router (publisher joined/left): tell the room."""
+        message = {"type": "media", "room": room_name, **{("event" if k == "type" else k): v
+                                                         for k, v in event.items()}, "server_ts": now_ms()}
+        self._spawn(self.broker.broadcast(room_name, message), f"media-event-{room_name}")
 
     def _on_broadcast(self, room_name: str, data: dict[str, Any]) -> None:
         self._fanout(room_name, OutboundEvent(data))

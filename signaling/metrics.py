@@ -32,6 +32,13 @@ class ServerMetrics:
             "live_relay_fanout_latency_seconds",
             "Server receive to the last write of the event to local connections, by type",
             ["type"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.media_setup = Histogram(
+            "live_relay_media_setup_seconds", "Offer received to answer sent, by kind (publish/subscribe)",
+            ["kind"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.media_peers = Gauge("live_relay_media_peers", "Media peer connections, by role", ["role"],
+                                 registry=r)
+        self.media_keyframe_requests = Gauge("live_relay_media_keyframe_requests",
+                                             "PLIs sent to publishers (current publishers)", registry=r)
         self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
 
     def render(self) -> bytes:

@@ -46,6 +46,12 @@ class ErrorCode(enum.StrEnum):
     NOT_JOINED = "not_joined"
     ALREADY_JOINED = "already_joined"
     UNAVAILABLE = "unavailable"  # the broker cannot take the message now; retry
+    BAD_SDP = "bad_sdp"  # an offer the media relay cannot use
+    BAD_CANDIDATE = "bad_candidate"
+    NO_PUBLISHER = "no_publisher"  # subscribe before anyone publishes
+    UNKNOWN_MEDIA = "unknown_media"  # no such media session on this connection
+    ALREADY_PUBLISHING = "already_publishing"
+    MEDIA_UNAVAILABLE = "media_unavailable"  # this server runs without the media relay
     INTERNAL = "internal"
 
 
@@ -165,6 +171,7 @@ def _ref(value: Any) -> int | str:
     return value
 
 
+MAX_SDP_CHARS = 60_000
 ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _URL_RE = re.compile(r"https?://[^\s<>\"']{1,2000}")
 _PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
@@ -173,6 +180,17 @@ _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 def _url(value: Any) -> str:
     return _str(2048, 1, _URL_RE)(value)
+
+
+def _candidate(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a map {candidate, sdpMid, sdpMLineIndex}")
+    out: dict[str, Any] = {"candidate": _str(1024, 0)(value.get("candidate", ""))}
+    if value.get("sdpMid") is not None:
+        out["sdpMid"] = _str(64, 0)(value["sdpMid"])
+    if value.get("sdpMLineIndex") is not None:
+        out["sdpMLineIndex"] = _int(0, 64)(value["sdpMLineIndex"])
+    return out
 
 
 def _resume(value: Any) -> dict[str, Any]:
@@ -218,7 +236,16 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "like": {"count": (_int(1, 1000), False)},
     "product": {"product": (_product, True)},
     "announce": {"text": (_str(10_000, 0), True), "pinned": (_bool, False)},
+    # Media (WebRTC): the client always offers; the server answers. SDP is the one large field.
+    "publish": {"sdp": (_str(MAX_SDP_CHARS, 1), True)},
+    "subscribe": {"sdp": (_str(MAX_SDP_CHARS, 1), True), "publisher": (_str(64, 1), False)},
+    "candidate": {"media": (_str(64, 1), True), "candidate": (_candidate, True)},
+    "unpublish": {"media": (_str(64, 1), True)},
+    "unsubscribe": {"media": (_str(64, 1), True)},
 }
+
+MEDIA_KINDS = frozenset({"publish", "subscribe"})
+"""Messages that carry SDP and may exceed the ordinary message size limit (up to the frame limit)."""
 
 
 def _check_fields(

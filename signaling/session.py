@@ -50,6 +50,7 @@ class Session:
         self.last_seq = 0
         self.errors = 0
         self.closing = False
+        self.media: set[str] = set()  # ids of this connection's media sessions (peer connections)
         self.like_bucket = TokenBucket(limits.like_rate, limits.like_burst)
         self._transport = transport
         self._soft = limits.send_buffer_soft

@@ -1,0 +1,102 @@
+"""Client-side media sessions: publish tracks to the relay, or subscribe to a publisher, over a joined
+``LiveClient``. The client offers, the server answers (see docs/protocol.md, "Media").
+
+    async with LiveClient(url, room, token) as client:
+        pub = await MediaSession.publish(client, [CounterVideoTrack(), ToneAudioTrack()])
+        ...
+        sub = await MediaSession.subscribe(client)        # another connection
+        frame = await sub.tracks["video"].recv()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from clients.client import ConnectionClosed, LiveClient, ServerError
+from relay import adapter
+
+
+class MediaSession:
+    def __init__(self, client: LiveClient, pc: RTCPeerConnection) -> None:
+        self.client = client
+        self.pc = pc
+        self.media_id: str | None = None
+        self.role = ""  # "publish" or "subscribe"
+        self.tracks: dict[str, MediaStreamTrack] = {}
+        self.track_ready: dict[str, asyncio.Event] = {"video": asyncio.Event(), "audio": asyncio.Event()}
+        self.offer_sent: float = 0.0  # perf_counter when the offer went out
+        self.answered: float = 0.0
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tracks[track.kind] = track
+            self.track_ready[track.kind].set()
+
+    @staticmethod
+    def _peer_connection(ice_servers: list[str] | None) -> RTCPeerConnection:
+        # No STUN unless asked: aiortc would otherwise ask a public server.
+        return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers or []]))
+
+    async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None) -> None:
+        offer = await self.pc.createOffer()
+        if host_addresses:
+            adapter.restrict_host_addresses(self.pc, host_addresses)
+        await self.pc.setLocalDescription(offer)
+        message["sdp"] = self.pc.localDescription.sdp
+        self.role = message["type"]
+        self.offer_sent = time.perf_counter()
+        answer = await self.client.request(message, timeout=20.0)
+        self.answered = time.perf_counter()
+        self.media_id = answer["media"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    @classmethod
+    async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
+                      ice_servers: list[str] | None = None,
+                      host_addresses: tuple[str, ...] = ("127.0.0.1",)) -> MediaSession:
+        session = cls(client, cls._peer_connection(ice_servers))
+        for track in tracks:
+            session.pc.addTransceiver(track, direction="sendonly")
+        try:
+            await session._negotiate({"type": "publish"}, list(host_addresses or []))
+        except BaseException:
+            await session.pc.close()
+            raise
+        return session
+
+    @classmethod
+    async def subscribe(cls, client: LiveClient, publisher: str | None = None,
+                        kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
+                        host_addresses: tuple[str, ...] = ("127.0.0.1",)) -> MediaSession:
+        session = cls(client, cls._peer_connection(ice_servers))
+        for kind in kinds:
+            session.pc.addTransceiver(kind, direction="recvonly")
+        message: dict[str, Any] = {"type": "subscribe"}
+        if publisher:
+            message["publisher"] = publisher
+        try:
+            await session._negotiate(message, list(host_addresses or []))
+        except BaseException:
+            await session.pc.close()
+            raise
+        return session
+
+    async def wait_track(self, kind: str, timeout: float = 10.0) -> MediaStreamTrack:
+        async with asyncio.timeout(timeout):
+            await self.track_ready[kind].wait()
+        return self.tracks[kind]
+
+    async def close(self) -> None:
+        """Close the peer connection and tell the server (if the connection is still up)."""
+        if self.media_id is not None and self.client.connected:
+            kind = "unpublish" if self.role == "publish" else "unsubscribe"
+            # The server may be going away meanwhile; the local close below happens regardless.
+            with contextlib.suppress(ServerError, ConnectionClosed, TimeoutError):
+                await self.client.request({"type": kind, "media": self.media_id}, timeout=5.0)
+        await self.pc.close()

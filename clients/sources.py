@@ -1,0 +1,118 @@
+"""Synthetic media for demos, tests and load tests: a video test pattern that carries a frame counter and
+a send timestamp in its pixels, readable back after encoding and decoding, and a tone.
+
+The 64 bits (32-bit counter, 32-bit send time in ms) are drawn as 16x16 black or white blocks, aligned
+to the codec's macroblocks so that lossy coding does not blur one block into the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
+
+BLOCK = 16
+BITS = 64
+VIDEO_CLOCK = 90000
+
+
+def stamp_ms() -> int:
+    return int(time.time() * 1000) & 0xFFFFFFFF
+
+
+def draw_code(image: np.ndarray, counter: int, sent_ms: int) -> None:
+    """Write the code into the top of a YUV420p luma plane (or any 2-D uint8 array)."""
+    value = ((counter & 0xFFFFFFFF) << 32) | (sent_ms & 0xFFFFFFFF)
+    per_row = image.shape[1] // BLOCK
+    for bit in range(BITS):
+        row, col = divmod(bit, per_row)
+        on = (value >> (BITS - 1 - bit)) & 1
+        image[row * BLOCK:(row + 1) * BLOCK, col * BLOCK:(col + 1) * BLOCK] = 235 if on else 16
+
+
+def read_code(image: np.ndarray) -> tuple[int, int]:
+    """(counter, sent_ms) from a decoded luma plane."""
+    per_row = image.shape[1] // BLOCK
+    value = 0
+    for bit in range(BITS):
+        row, col = divmod(bit, per_row)
+        centre = image[row * BLOCK + 4:row * BLOCK + 12, col * BLOCK + 4:col * BLOCK + 12]
+        value = (value << 1) | int(centre.mean() > 128)
+    return value >> 32, value & 0xFFFFFFFF
+
+
+def read_frame(frame: av.VideoFrame) -> tuple[int, int]:
+    """(counter, sent_ms) from a decoded frame."""
+    return read_code(frame.to_ndarray(format="yuv420p")[:frame.height])
+
+
+def latency_ms(sent_ms: int) -> float:
+    """Now minus a 32-bit millisecond stamp, wrap-around safe."""
+    diff = (stamp_ms() - sent_ms) & 0xFFFFFFFF
+    return float(diff - 2**32 if diff >= 2**31 else diff)
+
+
+class CounterVideoTrack(MediaStreamTrack):
+    """A moving test pattern at ``fps`` with the frame counter and send time encoded in the top rows."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 640, height: int = 480, fps: int = 30) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self.counter = 0
+        self._start: float | None = None
+        yy, xx = np.mgrid[0:height, 0:width]
+        self._base = ((xx + yy) % 256).astype(np.uint8)
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self.counter / self.fps
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        luma = np.roll(self._base, self.counter * 4, axis=1)
+        draw_code(luma, self.counter, stamp_ms())
+        chroma = np.full((self.height // 2, self.width // 2), 128, np.uint8)
+        frame = av.VideoFrame.from_ndarray(
+            np.concatenate([luma, chroma.reshape(-1, self.width), chroma.reshape(-1, self.width)]),
+            format="yuv420p")
+        frame.pts = int(self.counter * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.counter += 1
+        return frame
+
+
+class ToneAudioTrack(MediaStreamTrack):
+    """A quiet 440 Hz tone in 20 ms frames (48 kHz mono)."""
+
+    kind = "audio"
+
+    def __init__(self, rate: int = 48000, frequency: float = 440.0) -> None:
+        super().__init__()
+        self.rate = rate
+        self.samples = rate // 50
+        self.frequency = frequency
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._pts / self.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(self.samples) + self._pts) / self.rate
+        pcm = (2000 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.rate)
+        self._pts += self.samples
+        return frame
