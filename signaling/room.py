@@ -86,11 +86,12 @@ class ChatRoom:
         self._pending = []
         result = FanoutResult()
         written, dropped = result.written, result.dropped
+        whole = 0  # sessions that took the whole batch as shared bytes (the common case)
         # A snapshot: a kick during the loop removes its session from the dict.
         for session in list(self.sessions.values()):
             outcome = session.deliver_batch(batch)
             if outcome is Delivery.WRITTEN:
-                written.update(batch.kinds)
+                whole += 1
                 continue
             if outcome is not None:
                 continue
@@ -101,4 +102,7 @@ class ChatRoom:
                     written[event.kind] += 1
                 elif one is Delivery.DROPPED_SLOW or one is Delivery.KICKED:
                     dropped[one.value] += 1
+        if whole:
+            for kind, count in batch.kinds.items():
+                written[kind] += count * whole
         self._on_flushed(batch, result)
