@@ -182,6 +182,7 @@ class Subscriber(_Peer):
             # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
             transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
             down = source.add_down_track()
+            down.on_ended = self._down_track_ended
             self.pc.addTrack(down)
             transceiver.direction = "sendonly"
             adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
@@ -191,8 +192,14 @@ class Subscriber(_Peer):
             raise MediaError("bad_sdp", "the offer asks for no media this room publishes")
         return await self._answer()
 
+    def _down_track_ended(self, down: DownTrack) -> None:
+        # Its publisher left: once nothing is left to forward, the peer connection goes too.
+        if not self.closed and all(d.readyState == "ended" for d in self.down_tracks):
+            self.room.router.close_soon(self.id)
+
     def _on_close(self) -> None:
         for down in self.down_tracks:
+            down.on_ended = None
             down.stop()
         self.room.remove_subscriber(self)
 
@@ -310,7 +317,15 @@ class MediaRouter:
         if peer is not None:
             await peer.close()
 
+    def close_soon(self, peer_id: str) -> None:
+        """Close a peer from a synchronous callback; the task is kept and awaited in ``close``."""
+        task = asyncio.ensure_future(self.close_peer(peer_id))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         for peer_id in list(self.peers):
             try:
                 await self.close_peer(peer_id)

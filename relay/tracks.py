@@ -62,6 +62,7 @@ class DownTrack(MediaStreamTrack):
 
     def __init__(self, source: PublishedTrack, max_queue: int) -> None:
         super().__init__()
+        self.on_ended: Callable[[DownTrack], None] | None = None
         self.kind = source.kind
         self.source = source
         self._queue: deque[EncodedFrame] = deque()
@@ -115,6 +116,8 @@ class DownTrack(MediaStreamTrack):
             if self._wakeup is not None and not self._wakeup.done():
                 self._wakeup.set_result(None)
             self.source.remove(self)
+            if self.on_ended is not None:
+                self.on_ended(self)
 
     def on_subscriber_keyframe_request(self) -> None:
         self.source.request_keyframe("subscriber PLI/FIR")

@@ -65,3 +65,80 @@ async def test_viewer_cannot_publish_and_bad_offers_are_refused(server):
             await host.request({"type": "candidate", "media": "nope", "candidate": {"candidate": "x"}})
         assert err.value.code is ErrorCode.UNKNOWN_MEDIA
         await host.comment("still up")  # the server and this connection are fine
+
+
+async def test_late_joiner_gets_a_keyframe_quickly_and_nothing_undecodable(server, caplog):
+    """aiortc's VP8 encoder makes a keyframe every 3000 frames (100 s): only a PLI to the publisher gets
+    a late joiner a picture within seconds."""
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack()])
+        try:
+            async with LiveClient(server.ws_url, "show") as early:
+                first = await MediaSession.subscribe(early, kinds=("video",))
+                await read_counters(first, 10)
+                await asyncio.sleep(2.0)  # the stream is well past its first keyframe now
+                caplog.clear()
+                async with LiveClient(server.ws_url, "show") as late:
+                    joined = asyncio.get_running_loop().time()
+                    second = await MediaSession.subscribe(late, kinds=("video",))
+                    counters = await read_counters(second, 5, timeout=5.0)
+                    waited = asyncio.get_running_loop().time() - joined
+                    assert counters[0] > 30 and waited < 5.0
+                    await second.close()
+                await first.close()
+            media = server.relay.media
+            track = next(iter(media.router.rooms["show"].publishers.values())).tracks["video"]
+            assert track.pli_sent >= 2  # one per joiner, coalesced
+            assert not [r for r in caplog.records if "failed to decode" in r.getMessage()]
+        finally:
+            await publisher.close()
+
+
+async def test_publisher_leaving_is_announced_and_ends_the_stream(server):
+    from aiortc.mediastreams import MediaStreamError
+
+    host = LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST))
+    await host.connect()
+    publisher = await MediaSession.publish(host, [CounterVideoTrack()])
+    async with LiveClient(server.ws_url, "show") as viewer:
+        subscription = await MediaSession.subscribe(viewer, kinds=("video",))
+        await read_counters(subscription, 3)
+        assert viewer.joined["state"]["publishers"][0]["user"] == "host"
+        # The host's connection drops without a word (a crash): the server cleans up and tells the room.
+        await host.close()
+        event = await viewer.next_event("media", timeout=10)
+        assert event["event"] == "publisher_left" and event["user"] == "host"
+        track = subscription.tracks["video"]
+        with pytest.raises(MediaStreamError):
+            async with asyncio.timeout(10):
+                while True:
+                    await track.recv()
+        await subscription.close()
+    await publisher.pc.close()
+    assert "show" not in server.relay.media.router.rooms or not server.relay.media.router.rooms["show"].publishers
+
+
+async def test_plain_1v1_call_both_ways(server):
+    """Two parties in a two-party room: each publishes and subscribes to the other."""
+    alice = LiveClient(server.ws_url, "call-1", server.token("call-1", "alice", Role.HOST))
+    bob = LiveClient(server.ws_url, "call-1", server.token("call-1", "bob", Role.COHOST))
+    await alice.connect()
+    await bob.connect()
+    sessions = []
+    try:
+        a_pub = await MediaSession.publish(alice, [CounterVideoTrack(), ToneAudioTrack()])
+        b_pub = await MediaSession.publish(bob, [CounterVideoTrack(), ToneAudioTrack()])
+        sessions += [a_pub, b_pub]
+        a_sub = await MediaSession.subscribe(alice, publisher=b_pub.media_id)
+        b_sub = await MediaSession.subscribe(bob, publisher=a_pub.media_id)
+        sessions += [a_sub, b_sub]
+        for sub in (a_sub, b_sub):
+            counters = await read_counters(sub, 10)
+            assert counters == sorted(counters) and len(set(counters)) >= 8
+            setup_ms = (sub.answered - sub.offer_sent) * 1000
+            assert setup_ms > 0
+    finally:
+        for s in sessions:
+            await s.close()
+        await alice.close()
+        await bob.close()
