@@ -142,3 +142,50 @@ async def test_plain_1v1_call_both_ways(server):
             await s.close()
         await alice.close()
         await bob.close()
+
+
+async def test_relay_never_decodes_or_encodes(tmp_path):
+    """Structural: a server process whose aiortc decoder factory and encoders are counted forwards a
+    stream to two subscribers (checked by content) with zero decoders created and zero encode() calls."""
+    import json
+    import os
+    import signal
+    import sys
+
+    import aiohttp
+
+    from signaling.tokens import issue_token
+    from tests.conftest import SECRET, free_port
+
+    port = free_port()
+    audit = tmp_path / "audit.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.audited_server", "--log-level", "WARNING", "serve", "--port", str(port),
+        "--secret", SECRET, "--room", "show", env={**os.environ, "AUDIT_OUT": str(audit)})
+    url = f"ws://127.0.0.1:{port}/ws"
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz"):
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        async with LiveClient(url, "show", issue_token(SECRET, "show", "host", Role.HOST)) as host:
+            publisher = await MediaSession.publish(host, [CounterVideoTrack(), ToneAudioTrack()])
+            async with LiveClient(url, "show") as v1, LiveClient(url, "show") as v2:
+                subs = [await MediaSession.subscribe(v1), await MediaSession.subscribe(v2)]
+                for counters in await asyncio.gather(*(read_counters(s, 30) for s in subs)):
+                    assert len(set(counters)) >= 25
+                audio = await subs[0].wait_track("audio")
+                await asyncio.wait_for(audio.recv(), 5)
+                for s in subs:
+                    await s.close()
+            await publisher.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert json.loads(audit.read_text()) == {"decoders": 0, "encodes": 0}
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
