@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -43,7 +44,8 @@ class MediaSession:
         # No STUN unless asked: aiortc would otherwise ask a public server.
         return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers or []]))
 
-    async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None) -> None:
+    async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None,
+                         answer_filter: Callable[[str], str] | None = None) -> None:
         offer = await self.pc.createOffer()
         if host_addresses:
             adapter.restrict_host_addresses(self.pc, host_addresses)
@@ -54,7 +56,8 @@ class MediaSession:
         answer = await self.client.request(message, timeout=20.0)
         self.answered = time.perf_counter()
         self.media_id = answer["media"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        sdp = answer["sdp"] if answer_filter is None else answer_filter(answer["sdp"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     @classmethod
     async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
@@ -73,7 +76,10 @@ class MediaSession:
     @classmethod
     async def subscribe(cls, client: LiveClient, publisher: str | None = None,
                         kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
-                        host_addresses: tuple[str, ...] = ("127.0.0.1",)) -> MediaSession:
+                        host_addresses: tuple[str, ...] = ("127.0.0.1",),
+                        answer_filter: Callable[[str], str] | None = None) -> MediaSession:
+        """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
+        server's answer SDP before use (tests route media through their own forwarder with it)."""
         session = cls(client, cls._peer_connection(ice_servers))
         for kind in kinds:
             session.pc.addTransceiver(kind, direction="recvonly")
@@ -81,7 +87,7 @@ class MediaSession:
         if publisher:
             message["publisher"] = publisher
         try:
-            await session._negotiate(message, list(host_addresses or []))
+            await session._negotiate(message, list(host_addresses or []), answer_filter)
         except BaseException:
             await session.pc.close()
             raise

@@ -189,3 +189,36 @@ async def test_relay_never_decodes_or_encodes(tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_loss_on_one_subscriber_link_is_repaired_and_spares_the_others(server):
+    """10% of the RTP to one subscriber is dropped by a forwarder of the test's own. NACK/RTX from the
+    relay's own history (and PLI when needed) keep it playing; the other subscriber is unaffected."""
+    from tests.lossy_forwarder import LossyForwarder, route_through, server_port_in
+
+    forwarder = await LossyForwarder.start(("127.0.0.1", 0), loss=0.10)
+
+    def via_forwarder(sdp: str) -> str:
+        forwarder.server = ("127.0.0.1", server_port_in(sdp))
+        return route_through(sdp, forwarder.port)
+
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack()])
+        async with LiveClient(server.ws_url, "show") as v1, LiveClient(server.ws_url, "show") as v2:
+            clean = await MediaSession.subscribe(v1, kinds=("video",))
+            lossy = await MediaSession.subscribe(v2, kinds=("video",), answer_filter=via_forwarder)
+            clean_counters, lossy_counters = await asyncio.gather(
+                read_counters(clean, 150, timeout=40), read_counters(lossy, 120, timeout=40))
+            for s in (clean, lossy):
+                await s.close()
+        await publisher.close()
+    forwarder.close()
+
+    def coverage(counters: list[int]) -> float:
+        return len(set(counters)) / (max(counters) - min(counters) + 1)
+
+    print(f"loss test: dropped {forwarder.dropped}, forwarded {forwarder.forwarded}, coverage clean "
+          f"{coverage(clean_counters):.3f} lossy {coverage(lossy_counters):.3f}")
+    assert forwarder.dropped > 20 and forwarder.forwarded > 200  # the loss really happened on that link
+    assert coverage(clean_counters) >= 0.95 and clean_counters == sorted(clean_counters)
+    assert coverage(lossy_counters) >= 0.6 and lossy_counters == sorted(lossy_counters)
