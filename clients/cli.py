@@ -42,9 +42,14 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 @click.option("--comment-burst", default=5, type=int, help="Comment burst per user.")
 @click.option("--history-size", default=1000, type=int, help="Durable events kept per room.")
 @click.option("--history-ttl", default=300.0, type=float, help="Seconds durable events are kept.")
+@click.option("--media/--no-media", default=True, help="Run the WebRTC media relay (SFU).")
+@click.option("--ice-server", "ice_servers", multiple=True,
+              help="STUN/TURN server for the relay (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); none by default.")
+@click.option("--ice-address", "ice_addresses", multiple=True, default=("127.0.0.1",),
+              help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface.")
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
           max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
-          history_ttl: float) -> None:
+          history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...]) -> None:
     """Run the server (uvloop; in-process broker, no external service)."""
     import secrets as _secrets
 
@@ -63,6 +68,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, comment_rate=comment_rate,
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
+        media_enabled=media, ice_servers=ice_servers,
+        ice_addresses=() if "auto" in ice_addresses else ice_addresses,
     )
     base = f"http://{host}:{port}"
     click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws')}/ws)", err=True)
