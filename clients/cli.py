@@ -111,9 +111,12 @@ def loadtest() -> None:
 def _register_loadtests() -> None:
     from loadtest.baseline import baseline_command
     from loadtest.chat import chat_command
+    from loadtest.media import call_command, media_command
 
     loadtest.add_command(chat_command)
     loadtest.add_command(baseline_command)
+    loadtest.add_command(media_command)
+    loadtest.add_command(call_command)
 
 
 _register_loadtests()

@@ -50,9 +50,11 @@ class MarkerJitterBuffer:
     """
 
     def __init__(self, is_video: bool, deliver: Callable[[JitterFrame, int, int], None],
-                 window: int = 512) -> None:
+                 window: int = 512, starts_frame: Callable[[RtpPacket], bool] | None = None) -> None:
         self._is_video = is_video
         self._deliver = deliver  # (frame, payload type, ssrc)
+        # Whether a packet certainly begins a frame (codec knowledge); lets the very first frame through.
+        self._starts_frame = starts_frame or (lambda packet: False)
         self._window = window
         self._packets: dict[int, RtpPacket] = {}
         self._last_released: int | None = None  # extended sequence number of the last packet released
@@ -122,11 +124,12 @@ class MarkerJitterBuffer:
     def _next_start(self) -> int | None:
         if self._last_released is not None:
             return self._last_released + 1
-        # Nothing released yet: the first frame start we can be sure of (its predecessor has another
-        # timestamp); a frame we joined in the middle of is skipped.
+        # Nothing released yet: the first frame start we can be sure of (the codec says so, or its
+        # predecessor has another timestamp); a frame we joined in the middle of is skipped.
         for seq in sorted(self._packets):
             before = self._packets.get(seq - 1)
-            if before is not None and before.timestamp != self._packets[seq].timestamp:
+            if self._starts_frame(self._packets[seq]) or (
+                    before is not None and before.timestamp != self._packets[seq].timestamp):
                 for s in [s for s in self._packets if s < seq]:
                     del self._packets[s]
                 self._last_released = seq - 1
@@ -146,6 +149,25 @@ class MarkerJitterBuffer:
         for s in [s for s in self._packets if s <= self._last_released]:
             del self._packets[s]
         self._after_gap = True
+
+
+def packet_starts_frame(codec_name: str, payload: bytes) -> bool:
+    """Whether an RTP payload certainly begins a frame.
+
+    VP8 (RFC 7741): the payload descriptor's S bit with partition index 0. H.264 (RFC 6184): a packet
+    that opens with SPS/PPS (alone or aggregated in STAP-A), the usual start of a keyframe's access unit.
+    """
+    if not payload:
+        return False
+    name = codec_name.lower()
+    if name == "vp8":
+        return bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
+    if name == "h264":
+        nal_type = payload[0] & 0x1F
+        if nal_type == 24 and len(payload) > 3:  # STAP-A: look at the first aggregated NAL unit
+            nal_type = payload[3] & 0x1F
+        return nal_type in (7, 8)
+    return False
 
 
 class FrameTap:
@@ -174,7 +196,12 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler) ->
         if codec is not None:
             on_frame(codec, frame, ssrc)
 
-    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(kind == "video", deliver)  # type: ignore[attr-defined]
+    def starts_frame(packet: RtpPacket) -> bool:
+        codec = codecs.get(packet.payload_type)
+        return codec is not None and packet_starts_frame(codec.name, packet.payload)
+
+    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
+        kind == "video", deliver, starts_frame=starts_frame)
     receiver._RTCRtpReceiver__decoder_queue = FrameTap()  # type: ignore[attr-defined]
 
 

@@ -49,7 +49,7 @@ class MediaConfig:
     # Most frames queued for one subscriber before it skips to the next keyframe.
     max_queue_frames: int = 30
     # Least time between two keyframe requests to one publisher (seconds).
-    keyframe_interval: float = 0.5
+    keyframe_interval: float = 0.1
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -128,16 +128,22 @@ class Publisher(_Peer):
     def _attach(self, kind: str, track_id: str, receiver: Any) -> None:
         config = self.room.router.config
         ssrc_box: dict[str, int] = {}
+        pli_wanted = [False]
 
         def send_pli() -> None:
             if "ssrc" in ssrc_box:
                 adapter.send_pli(receiver, ssrc_box["ssrc"])
+            else:
+                pli_wanted[0] = True  # no packet seen yet: ask as soon as we know the SSRC
 
         published = PublishedTrack(kind, track_id, self.id, send_pli,
                                    keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
 
         def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
             ssrc_box["ssrc"] = ssrc
+            if pli_wanted[0]:
+                pli_wanted[0] = False
+                adapter.send_pli(receiver, ssrc)
             published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
                                getattr(frame, "after_gap", False))
 

@@ -6,7 +6,8 @@ reads: it yields ``av.Packet``s, so the sender only re-packetizes (its own seque
 VP8 picture ids) and never encodes. Nothing here decodes either.
 
 Keyframes: a new down-track, a subscriber's PLI/FIR, or a down-track that fell behind asks the published
-track for a keyframe; requests are coalesced (one PLI upstream per ``keyframe_interval``). A video
+track for a keyframe; requests are coalesced (while one is on its way it serves every requester, and
+PLIs upstream are at least ``keyframe_interval`` apart). A video
 down-track forwards nothing until it has a keyframe, and after a loss it cannot repair it waits for the
 next one again. Each down-track's queue is bounded: one that cannot keep up skips to the next keyframe.
 """
@@ -26,6 +27,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+# A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
+KEYFRAME_TIMEOUT = 1.0
 
 
 def is_keyframe(codec_name: str, data: bytes) -> bool:
@@ -127,7 +130,7 @@ class PublishedTrack:
     """One incoming track of a publisher, fanned out to down-tracks."""
 
     def __init__(self, kind: str, track_id: str, publisher_id: str,
-                 send_pli: Callable[[], None], keyframe_interval: float = 0.5, max_queue: int = 30) -> None:
+                 send_pli: Callable[[], None], keyframe_interval: float = 0.1, max_queue: int = 30) -> None:
         self.kind = kind
         self.id = track_id
         self.publisher_id = publisher_id
@@ -143,6 +146,7 @@ class PublishedTrack:
         self._keyframe_interval = keyframe_interval
         self._max_queue = max_queue
         self._last_pli = 0.0
+        self._awaiting_keyframe_since: float | None = None
         self._pli_pending: asyncio.TimerHandle | None = None
 
     def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
@@ -153,7 +157,9 @@ class PublishedTrack:
             self.time_base = fractions.Fraction(1, clock_rate)
         keyframe = is_keyframe(codec_name, data)
         self.frames_in += 1
-        self.keyframes_in += keyframe
+        if keyframe:
+            self.keyframes_in += 1
+            self._awaiting_keyframe_since = None
         frame = EncodedFrame(data, timestamp, keyframe)
         for down in tuple(self.down_tracks):
             down.push(frame, chain_broken)
@@ -171,10 +177,15 @@ class PublishedTrack:
         self.down_tracks.discard(down)
 
     def request_keyframe(self, reason: str) -> None:
-        """Coalesce keyframe requests: at most one PLI upstream per ``keyframe_interval``."""
+        """Ask the publisher for a keyframe, coalescing: while one is on its way (asked less than
+        ``KEYFRAME_TIMEOUT`` ago and not yet arrived) it serves every new requester too, and PLIs are at
+        least ``keyframe_interval`` apart."""
         if self.kind != "video" or self.closed or self._pli_pending is not None:
             return
-        wait = self._last_pli + self._keyframe_interval - time.monotonic()
+        now = time.monotonic()
+        if self._awaiting_keyframe_since is not None and now - self._awaiting_keyframe_since < KEYFRAME_TIMEOUT:
+            return
+        wait = self._last_pli + self._keyframe_interval - now
         loop = asyncio.get_running_loop()
         self._pli_pending = loop.call_later(max(0.0, wait), self._fire_pli, reason)
 
@@ -182,7 +193,7 @@ class PublishedTrack:
         self._pli_pending = None
         if self.closed:
             return
-        self._last_pli = time.monotonic()
+        self._last_pli = self._awaiting_keyframe_since = time.monotonic()
         self.pli_sent += 1
         log.debug("PLI upstream", extra={"track": self.id, "reason": reason})
         self._send_pli()

@@ -118,3 +118,32 @@ async def test_slow_down_track_skips_to_next_keyframe_and_asks_once():
     track.close()
     task.cancel()
     assert slow.readyState == "ended" and fast.readyState == "ended"
+
+
+def test_codec_frame_starts_let_the_very_first_frame_through():
+    from relay.adapter import packet_starts_frame
+
+    assert packet_starts_frame("VP8", bytes([0x90, 0x80, 0x01]))  # S bit, partition 0
+    assert not packet_starts_frame("VP8", bytes([0x80, 0x80, 0x01]))  # continuation
+    assert packet_starts_frame("H264", bytes([0x18, 0x00, 0x0A, 0x67]))  # STAP-A opening with SPS
+    assert not packet_starts_frame("H264", bytes([0x7C, 0x05]))  # FU-A fragment
+    out: list = []
+    buf = MarkerJitterBuffer(True, lambda f, pt, ssrc: out.append(f.timestamp),
+                             starts_frame=lambda p: p.sequence_number == 100)
+    for p in stream(2):
+        buf.add(p)
+    assert out == [0, 3000]  # without codec knowledge the first frame (ts 0) would be skipped
+
+
+async def test_keyframe_requests_coalesce_while_one_is_on_its_way():
+    plis = []
+    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.01)
+    for _ in range(10):
+        track.add_down_track()  # ten joiners at once
+        await asyncio.sleep(0.02)
+    assert len(plis) == 1  # the keyframe asked for first serves them all
+    track.on_frame("VP8", 90000, bytes([0x10, 0, 0]), 0, False)  # it arrives
+    track.add_down_track()
+    await asyncio.sleep(0.02)
+    assert len(plis) == 2  # a later joiner asks again, at once
+    track.close()

@@ -1,0 +1,288 @@
+"""`live-relay loadtest media` and `live-relay loadtest call`: the SFU under load, measured.
+
+media: a synthetic publisher (640x480 30 fps test pattern whose pixels carry a frame counter and the
+send time, plus a tone) and N aiortc subscribers spread over worker processes. A few subscribers
+(``--decoders``) decode every frame and read the counter and send time back (latency, content); the
+rest take the encoded frames without decoding (arrival counts and freezes), so the generator does not
+spend the machine's two cores on video decoding. Reports join-to-first-frame, frames sent vs received,
+freezes (gaps over 200 ms), publisher-to-subscriber latency, and the relay process's CPU and memory.
+
+call: sequential 1v1 calls (two parties, each publishes and subscribes to the other); set-up time is
+from the first offer sent to the first decoded frame on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import click
+import numpy as np
+
+from clients.client import LiveClient, ServerError
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
+from loadtest.report import CpuMeter, find_server_process, print_table, write_json
+from signaling.protocol import Role
+from signaling.tokens import issue_token
+
+FREEZE_MS = 200.0
+
+
+class SubscriberProbe:
+    """One subscriber's measurements."""
+
+    def __init__(self, decode: bool) -> None:
+        self.decode = decode
+        self.started = 0.0
+        self.first_frame_ms: float | None = None
+        self.frames = 0  # video frames inside the measurement window
+        self.freezes = 0
+        self.last_frame: float | None = None
+        self.latencies: list[float] = []
+        self.counting = False
+        self.error: str | None = None
+        self.settled = asyncio.Event()  # first frame seen, or failed
+
+    def on_video_frame(self, now: float) -> None:
+        if self.first_frame_ms is None:
+            self.first_frame_ms = (now - self.started) * 1000
+            self.settled.set()
+        if self.counting:
+            self.frames += 1
+            if self.last_frame is not None and (now - self.last_frame) * 1000 > FREEZE_MS:
+                self.freezes += 1
+        self.last_frame = now
+
+
+async def _run_subscriber(url: str, room: str, probe: SubscriberProbe, stop: asyncio.Event) -> None:
+    client = LiveClient(url, room)
+    session = None
+    try:
+        await client.connect()
+        probe.started = time.perf_counter()
+
+        def sink(kind: str, frame: Any) -> None:
+            if kind == "video":
+                probe.on_video_frame(time.perf_counter())
+
+        session = await MediaSession.subscribe(client, frame_sink=None if probe.decode else sink)
+        if probe.decode:
+            track = await session.wait_track("video", timeout=30)
+            while not stop.is_set():
+                frame = await track.recv()
+                probe.on_video_frame(time.perf_counter())
+                _, sent_ms = read_frame(frame)
+                if probe.counting:
+                    probe.latencies.append(latency_ms(sent_ms))
+        else:
+            await stop.wait()
+    except (ServerError, TimeoutError, OSError, ConnectionError) as exc:
+        probe.error = repr(exc)
+        probe.settled.set()
+    finally:
+        if session is not None:
+            await session.close()
+        await client.close()
+
+
+async def _worker(url: str, room: str, count: int, decoders: int, control: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    probes = [SubscriberProbe(decode=i < decoders) for i in range(count)]
+    tasks = []
+    for probe in probes:
+        tasks.append(asyncio.create_task(_run_subscriber(url, room, probe, stop)))
+        await asyncio.sleep(0.05)  # a steady trickle of joins, as an audience arrives
+    with contextlib.suppress(TimeoutError):  # report whoever is receiving by then
+        await asyncio.wait_for(asyncio.gather(*(p.settled.wait() for p in probes)), 30)
+    control.send({"ready": sum(p.first_frame_ms is not None for p in probes)})
+    await loop.run_in_executor(None, control.recv)  # window starts
+    for p in probes:
+        p.counting = True
+    await loop.run_in_executor(None, control.recv)  # window ends
+    for p in probes:
+        p.counting = False
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    control.send([{"first_frame_ms": p.first_frame_ms, "frames": p.frames, "freezes": p.freezes,
+                   "latencies": p.latencies, "decode": p.decode, "error": p.error} for p in probes])
+
+
+def _worker_main(url: str, room: str, count: int, decoders: int, control: Connection) -> None:
+    import uvloop
+
+    uvloop.run(_worker(url, room, count, decoders, control))
+
+
+async def run_media_load(url: str, room: str, secret: str, subscribers: int, duration: float, decoders: int,
+                         processes: int, width: int, height: int, fps: int) -> dict[str, Any]:
+    host = LiveClient(url, room, issue_token(secret, room, "loadtest-host", Role.HOST, 3600))
+    try:
+        await host.connect()
+    except (OSError, ServerError) as exc:
+        raise click.ClickException(f"could not connect to {url}: {exc}") from exc
+    video = CounterVideoTrack(width, height, fps)
+    publisher = await MediaSession.publish(host, [video, ToneAudioTrack()])
+    ctx = mp.get_context("spawn")
+    processes = max(1, min(processes, subscribers))
+    per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
+    decoders_left = decoders
+    workers = []
+    for count in per:
+        parent, child = ctx.Pipe()
+        share = min(decoders_left, count)
+        decoders_left -= share
+        proc = ctx.Process(target=_worker_main, args=(url, room, count, share, child), daemon=True)
+        proc.start()
+        child.close()
+        workers.append((proc, parent))
+    loop = asyncio.get_running_loop()
+    click.echo(f"publishing {width}x{height}@{fps}; starting {subscribers} subscribers in {processes} processes",
+               err=True)
+    ready = sum([(await loop.run_in_executor(None, conn.recv))["ready"] for _, conn in workers])
+    click.echo(f"{ready}/{subscribers} subscribers receiving; measuring for {duration:g} s", err=True)
+    server = find_server_process(url)
+    relay_cpu = CpuMeter([server] if server else [])
+    frames_before = video.counter
+    t0 = time.monotonic()
+    relay_cpu.start(t0)
+    for _, conn in workers:
+        conn.send("start")
+    from tqdm import tqdm
+
+    for _ in tqdm(range(int(duration)), unit="s", file=sys.stderr, desc=f"{ready} subscribers"):
+        await asyncio.sleep(1.0)
+    for _, conn in workers:
+        conn.send("stop")
+    t1 = time.monotonic()
+    relay_cpu.stop(t1)
+    frames_sent = video.counter - frames_before
+    results: list[dict[str, Any]] = []
+    for proc, conn in workers:
+        results += await loop.run_in_executor(None, conn.recv)
+        proc.join(timeout=20)
+    await publisher.close()
+    await host.close()
+
+    firsts = np.array([r["first_frame_ms"] for r in results if r["first_frame_ms"] is not None])
+    latencies = np.array([x for r in results for x in r["latencies"]])
+    received = [r["frames"] for r in results if r["first_frame_ms"] is not None]
+
+    def pct(a: np.ndarray, q: float) -> float | None:
+        return round(float(np.percentile(a, q)), 2) if a.size else None
+
+    return {
+        "subscribers": subscribers, "subscribers_receiving": len(received),
+        "duration_s": round(t1 - t0, 2), "resolution": f"{width}x{height}", "fps": fps,
+        "frames_sent": frames_sent,
+        "frames_received_min": min(received) if received else 0,
+        "frames_received_median": float(np.median(received)) if received else 0,
+        "first_frame_ms_p50": pct(firsts, 50), "first_frame_ms_p95": pct(firsts, 95),
+        "latency_ms_p50": pct(latencies, 50), "latency_ms_p95": pct(latencies, 95),
+        "latency_ms_p99": pct(latencies, 99), "latency_samples": int(latencies.size),
+        "freezes": sum(r["freezes"] for r in results),
+        "errors": [r["error"] for r in results if r["error"]][:5],
+        "relay_cpu_per_s": relay_cpu.cores, "relay_rss_mb": relay_cpu.rss_mb,
+        "relay_cpu_per_subscriber": round(relay_cpu.cores / subscribers, 4) if relay_cpu.cores else None,
+        "machine": {"cpus": os.cpu_count(), "note": "relay, publisher and subscribers share this machine"},
+    }
+
+
+@click.command("media")
+@click.option("--url", required=True, help="WebSocket URL of the server.")
+@click.option("--room", default="media-bench")
+@click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="The server's token secret.")
+@click.option("--subscribers", default=10, type=int)
+@click.option("--duration", default=10.0, type=float, help="Seconds of measurement once all have joined.")
+@click.option("--decoders", default=2, type=int, help="Subscribers that decode every frame (latency).")
+@click.option("--processes", default=max(1, (os.cpu_count() or 2) - 1), type=int)
+@click.option("--width", default=640, type=int)
+@click.option("--height", default=480, type=int)
+@click.option("--fps", default=30, type=int)
+@click.option("--json", "json_out", default=None)
+def media_command(url: str, room: str, secret: str, subscribers: int, duration: float, decoders: int,
+                  processes: int, width: int, height: int, fps: int, json_out: str | None) -> None:
+    """A synthetic publisher and N subscribers: frames, freezes, latency, relay CPU and memory."""
+    import uvloop
+
+    result = uvloop.run(run_media_load(url, room, secret, subscribers, duration, decoders, processes,
+                                       width, height, fps))
+    print_table(f"media load: {result['subscribers_receiving']}/{subscribers} subscribers, "
+                f"{result['resolution']}@{fps}, {result['duration_s']} s",
+                ["frames sent", "received min", "received median", "first frame p50/p95 ms",
+                 "latency p50/p95/p99 ms", "freezes", "relay CPU", "relay RSS MB"],
+                [[result["frames_sent"], result["frames_received_min"], result["frames_received_median"],
+                  f"{result['first_frame_ms_p50']} / {result['first_frame_ms_p95']}",
+                  f"{result['latency_ms_p50']} / {result['latency_ms_p95']} / {result['latency_ms_p99']}",
+                  result["freezes"], result["relay_cpu_per_s"], result["relay_rss_mb"]]])
+    if result["errors"]:
+        print(f"errors: {result['errors']}")
+    if json_out:
+        write_json(json_out, result)
+    if result["subscribers_receiving"] == 0:
+        raise SystemExit(1)
+
+
+async def one_call(url: str, room: str, secret: str) -> float:
+    """A 1v1 call; returns ms from the first offer sent to the first decoded frame on both sides."""
+    a = LiveClient(url, room, issue_token(secret, room, "caller", Role.HOST, 600))
+    b = LiveClient(url, room, issue_token(secret, room, "callee", Role.COHOST, 600))
+    sessions: list[MediaSession] = []
+    try:
+        await a.connect()
+        await b.connect()
+        start = time.perf_counter()
+        a_pub, b_pub = await asyncio.gather(MediaSession.publish(a, [CounterVideoTrack(320, 240)]),
+                                            MediaSession.publish(b, [CounterVideoTrack(320, 240)]))
+        sessions += [a_pub, b_pub]
+        a_sub, b_sub = await asyncio.gather(
+            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",)),
+            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",)))
+        sessions += [a_sub, b_sub]
+
+        async def first_frame(s: MediaSession) -> None:
+            track = await s.wait_track("video", timeout=20)
+            read_frame(await asyncio.wait_for(track.recv(), 20))
+
+        await asyncio.gather(first_frame(a_sub), first_frame(b_sub))
+        return (time.perf_counter() - start) * 1000
+    finally:
+        for s in sessions:
+            await s.close()
+        await a.close()
+        await b.close()
+
+
+@click.command("call")
+@click.option("--url", required=True)
+@click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET")
+@click.option("--calls", default=20, type=int)
+@click.option("--json", "json_out", default=None)
+def call_command(url: str, secret: str, calls: int, json_out: str | None) -> None:
+    """Sequential 1v1 calls: set-up time (offer sent to first decoded frame, both sides)."""
+    import uvloop
+
+    async def run() -> list[float]:
+        out = []
+        for n in range(calls):
+            out.append(await one_call(url, f"call-bench-{os.getpid()}-{n}", secret))
+        return out
+
+    setups = np.array(uvloop.run(run()))
+    result = {"calls": calls, "setup_ms_p50": round(float(np.percentile(setups, 50)), 1),
+              "setup_ms_p95": round(float(np.percentile(setups, 95)), 1),
+              "setup_ms_max": round(float(setups.max()), 1), "setup_ms": [round(x, 1) for x in setups]}
+    print_table(f"1v1 calls: {calls}", ["p50 ms", "p95 ms", "max ms"],
+                [[result["setup_ms_p50"], result["setup_ms_p95"], result["setup_ms_max"]]])
+    if json_out:
+        write_json(json_out, result)
+    if not math.isfinite(result["setup_ms_p50"]):
+        raise SystemExit(1)
