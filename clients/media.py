@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
@@ -68,11 +68,16 @@ class MediaSession:
 
     @classmethod
     async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
-                      ice_servers: list[str] | None = None,
+                      video_codec: str | None = None, ice_servers: list[str] | None = None,
                       host_addresses: tuple[str, ...] = ("127.0.0.1",)) -> MediaSession:
         session = cls(client, cls._peer_connection(ice_servers))
         for track in tracks:
-            session.pc.addTransceiver(track, direction="sendonly")
+            transceiver = session.pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "video" and video_codec:
+                wanted = f"video/{video_codec}".lower()
+                transceiver.setCodecPreferences(
+                    [c for c in RTCRtpSender.getCapabilities("video").codecs
+                     if c.mimeType.lower() in (wanted, "video/rtx")])
         try:
             await session._negotiate({"type": "publish"}, list(host_addresses or []))
         except BaseException:

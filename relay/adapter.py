@@ -14,7 +14,8 @@ What it does, and why:
   flag for an encoder that forwarded media never uses.
 - ``restrict_host_addresses``: gather ICE host candidates on the addresses the operator chose; aioice
   leaves 127.0.0.1 out, which loopback tests and demos need.
-- ``negotiated_codecs``: the codecs a transceiver settled on, so subscribers get exactly the publisher's.
+- ``negotiated_codecs`` / ``narrow_answer_codecs``: the codecs a transceiver settled on, and narrowing a
+  subscriber's answer to exactly the publisher's codec.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -216,6 +218,15 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    return list(transceiver._codecs)
+
+
+def narrow_answer_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """Apply codec preferences set after setRemoteDescription to what the answer will carry.
+
+    aiortc settles an answerer's codecs inside setRemoteDescription, before the relay knows which
+    publisher (and so which codec) the offer is for; this narrows them to the preferences now set."""
+    transceiver._codecs = filter_preferred_codecs(transceiver._codecs, transceiver._preferred_codecs)
     return list(transceiver._codecs)
 
 

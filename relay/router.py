@@ -187,6 +187,8 @@ class Subscriber(_Peer):
                 continue
             # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
             transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
+            if not adapter.narrow_answer_codecs(transceiver):
+                raise MediaError("bad_sdp", f"the offer cannot receive {codec.mimeType}, the publisher's codec")
             down = source.add_down_track()
             down.on_ended = self._down_track_ended
             self.pc.addTrack(down)

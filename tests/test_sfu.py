@@ -222,3 +222,16 @@ async def test_loss_on_one_subscriber_link_is_repaired_and_spares_the_others(ser
     assert forwarder.dropped > 20 and forwarder.forwarded > 200  # the loss really happened on that link
     assert coverage(clean_counters) >= 0.95 and clean_counters == sorted(clean_counters)
     assert coverage(lossy_counters) >= 0.6 and lossy_counters == sorted(lossy_counters)
+
+
+async def test_h264_is_forwarded_with_the_publishers_exact_codec(server):
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        async with LiveClient(server.ws_url, "show") as viewer:
+            subscription = await MediaSession.subscribe(viewer, kinds=("video",))
+            answer = subscription.pc.remoteDescription.sdp
+            assert "H264" in answer and "VP8" not in answer
+            counters = await read_counters(subscription, 20)
+            assert counters == sorted(counters) and len(set(counters)) >= 18
+            await subscription.close()
+        await publisher.close()
