@@ -10,33 +10,11 @@ markdown row per run. Server and load generator share this machine's cores: read
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 
-SECRET = "benchmark-secret-of-at-least-32-bytes!!"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on {port} did not start")
+from benchmarks.common import SECRET, free_port, run_loadtest, wait_ready
 
 
 def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
@@ -56,18 +34,10 @@ def run_one(kind: str, viewers: int, rate: float, product_rate: float, duration:
         wait_ready(port)
         if kind == "live-relay":
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
-            path = out.name
-        subprocess.run([sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "loadtest", "chat",
-                        "--url", f"ws://127.0.0.1:{port}/ws", "--room", "bench", "--secret", SECRET,
-                        "--viewers", str(viewers), "--comment-rate", str(rate), "--product-rate",
-                        str(product_rate), "--duration", str(duration), "--encoding", encoding,
-                        "--json", path], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=duration * 10 + 120)
-        with open(path) as f:
-            result = json.load(f)
-        os.unlink(path)
-        return result
+        return run_loadtest(["chat", "--url", f"ws://127.0.0.1:{port}/ws", "--room", "bench", "--secret", SECRET,
+                             "--viewers", str(viewers), "--comment-rate", str(rate), "--product-rate",
+                             str(product_rate), "--duration", str(duration), "--encoding", encoding],
+                            timeout=duration * 10 + 120)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from benchmarks.chat_bench import free_port, wait_ready
-
-SECRET = "benchmark-secret-of-at-least-32-bytes!!"
+from benchmarks.common import SECRET, free_port, run_loadtest, wait_ready
 
 
 def start(kind: str, port: int) -> subprocess.Popen[bytes]:
@@ -43,17 +39,9 @@ def run_one(kind: str, subscribers: int, duration: float, decoders: int) -> dict
     try:
         wait_ready(port)
         time.sleep(0.5)
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
-            path = out.name
-        subprocess.run([sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "loadtest", "media",
-                        "--url", f"ws://127.0.0.1:{port}/ws", "--secret", SECRET, "--subscribers",
-                        str(subscribers), "--duration", str(duration), "--decoders", str(decoders),
-                        "--json", path], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=duration * 6 + subscribers * 2 + 120)
-        with open(path) as f:
-            result = json.load(f)
-        os.unlink(path)
-        return result
+        return run_loadtest(["media", "--url", f"ws://127.0.0.1:{port}/ws", "--secret", SECRET, "--subscribers",
+                             str(subscribers), "--duration", str(duration), "--decoders", str(decoders)],
+                            timeout=duration * 6 + subscribers * 2 + 120)
     finally:
         server.terminate()
         server.wait(timeout=30)
