@@ -41,7 +41,7 @@ _FINAL_CLOSE_CODES = {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNK
 
 
 # Messages that answer a request (matched by `id`) rather than being events.
-_REPLY_TYPES = frozenset({"ack", "error", "pong", "answer", "closed_media"})
+_REPLY_TYPES = frozenset({"ack", "error", "pong", "answer", "closed_media", "ok"})
 
 
 class ServerError(Exception):

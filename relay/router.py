@@ -288,17 +288,21 @@ class MediaRouter:
         return answer
 
     async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,
-                        publisher_id: str | None = None) -> str:
+                        publisher_id: str | None = None, also_visible: tuple[str, ...] = ()) -> str:
         """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first)."""
         if peer_id in self.peers:
             raise MediaError("already_subscribed", "this connection already has this media session")
-        room = self.rooms.get(room_name)
-        publishers = list(room.publishers.values()) if room else []
-        if publisher_id is not None:
-            publishers = [p for p in publishers if p.id == publisher_id]
+        room = self._room(room_name)
+        if publisher_id is None:
+            publishers = list(room.publishers.values())
+        else:
+            # A named publisher may be in a linked room (PK): the caller says which rooms may be seen.
+            found = self.peers.get(publisher_id)
+            visible = {room_name, *also_visible}
+            publishers = [found] if isinstance(found, Publisher) and found.room.name in visible else []
         if not publishers:
+            self.forget_if_empty(room)
             raise MediaError("no_publisher", "nobody publishes in this room yet")
-        assert room is not None
         subscriber = Subscriber(peer_id, room, user)
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
@@ -310,6 +314,22 @@ class MediaRouter:
         except Exception as exc:
             await self.close_peer(peer_id)
             raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
+
+    def publishers_of(self, room_name: str, user: str | None = None) -> list[Publisher]:
+        room = self.rooms.get(room_name)
+        if room is None:
+            return []
+        return [p for p in room.publishers.values() if user is None or p.user == user]
+
+    def set_muted(self, room_name: str, user: str, kind: str, muted: bool) -> int:
+        """Mute or unmute a user's published tracks of ``kind`` in a room; returns how many changed."""
+        changed = 0
+        for publisher in self.publishers_of(room_name, user):
+            track = publisher.tracks.get(kind)
+            if track is not None:
+                track.set_muted(muted)
+                changed += 1
+        return changed
 
     async def add_candidate(self, peer_id: str, candidate: dict[str, Any]) -> None:
         peer = self.peers.get(peer_id)

@@ -142,6 +142,7 @@ class PublishedTrack:
         self.keyframes_in = 0
         self.pli_sent = 0
         self.closed = False
+        self.muted = False  # a muted track forwards nothing (a host muting a co-host, a private call)
         self._send_pli = send_pli
         self._keyframe_interval = keyframe_interval
         self._max_queue = max_queue
@@ -150,7 +151,7 @@ class PublishedTrack:
         self._pli_pending: asyncio.TimerHandle | None = None
 
     def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
-        if self.closed:
+        if self.closed or self.muted:
             return
         if self.codec_name != codec_name:
             self.codec_name = codec_name
@@ -165,6 +166,16 @@ class PublishedTrack:
             down.push(frame, chain_broken)
         if chain_broken and self.kind == "video":
             self.request_keyframe("upstream loss")
+
+    def set_muted(self, muted: bool) -> None:
+        if muted == self.muted:
+            return
+        self.muted = muted
+        if not muted and self.kind == "video":
+            # Subscribers resume at a keyframe: their decoders lost the chain while nothing came.
+            for down in self.down_tracks:
+                down.waiting_keyframe = True
+            self.request_keyframe("unmuted")
 
     def add_down_track(self) -> DownTrack:
         down = DownTrack(self, max_queue=self._max_queue)

@@ -57,6 +57,9 @@ class RoomConfig:
     presence_interval: float = 1.0
     # Presence events name at most this many joined/left users; beyond it, only counts.
     presence_max_names: int = 20
+    # Scenes: co-host seats per room, and how long invitations and stage requests stay open (seconds).
+    stage_seats: int = 6
+    invite_ttl: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

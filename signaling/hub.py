@@ -20,6 +20,7 @@ from signaling.media import MediaSignaling
 from signaling.metrics import ServerMetrics
 from signaling.outbound import OutboundBatch, OutboundEvent
 from signaling.protocol import (
+    SCENE_KINDS,
     CloseCode,
     ErrorCode,
     ProtocolError,
@@ -29,6 +30,7 @@ from signaling.protocol import (
 )
 from signaling.ratelimit import TokenBucket
 from signaling.room import ChatRoom, FanoutResult
+from signaling.scenes import Scenes
 from signaling.session import Session
 from signaling.tokens import Grant
 
@@ -45,6 +47,9 @@ class Hub:
         self.broker = broker
         self.metrics = metrics
         self.media = media
+        self.scenes = Scenes(self, invite_ttl=config.room.invite_ttl, max_seats=config.room.stage_seats)
+        if media is not None:
+            media.visible_rooms = self.scenes.visible_rooms
         self.rooms: dict[str, ChatRoom] = {}
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,10 +116,15 @@ class Hub:
                 raise ProtocolError(ErrorCode.WRONG_ROOM, "token is for another room", ref)
             session.user, session.role, session.anonymous = grant.user, grant.role, False
             session.name = grant.name or name
+        if self.scenes.is_private(room_name) and (grant is None or
+                                                  not self.scenes.may_join_private(room_name, grant.user)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a private call: only its two parties may join", ref)
         room = self.rooms.get(room_name)
         if room is None:
-            # A host opens a room; anyone else needs it to exist (members, kept history, or configured).
-            if session.role is not Role.HOST and not await self.broker.room_exists(room_name):
+            # A host opens a room; anyone else needs it to exist (members, kept history, configured, or a
+            # private call the server set up).
+            if (session.role is not Role.HOST and not self.scenes.is_private(room_name)
+                    and not await self.broker.room_exists(room_name)):
                 raise ProtocolError(ErrorCode.UNKNOWN_ROOM, f"no room {room_name!r}", ref)
             room = self.rooms.get(room_name)  # another join may have created it meanwhile
             if room is None:
@@ -137,7 +147,9 @@ class Hub:
             "recovered": recovery.recovered, "missed": len(recovery.publications),
             "state": {"pinned": state.get("pinned"), "product": state.get("product"), "likes": likes,
                       "members": len(room), "viewers": room.viewer_count,
-                      "publishers": self.media.publishers(room_name) if self.media else []},
+                      "publishers": self.media.publishers(room_name) if self.media else [],
+                      "stage": state.get("stage") or self.scenes.stage_state(room_name),
+                      "pk": state.get("pk"), "call": state.get("call")},
             "server_ts": now_ms(),
         }
         if recovery.reason is not None:
@@ -158,10 +170,13 @@ class Hub:
             self._spawn(self.media.close_session(session), f"media-close-{session.id}")
         if session.room is None:
             return
-        room = self.rooms.get(session.room)
+        room_name = session.room
+        room = self.rooms.get(room_name)
         if room is not None and room.remove(session, self.config.room.presence_max_names):
             self.metrics.connections.dec()
         session.room = None
+        if not self._closed:
+            self._spawn(self.scenes.on_leave(session, room_name), f"scenes-leave-{session.id}")
 
     # -- client messages --------------------------------------------------------------------------------
 
@@ -215,6 +230,8 @@ class Hub:
             if pinned:
                 # Pinning an empty text clears the pinned message.
                 await self.broker.set_state(room, "pinned", event if text else None)
+        elif kind in SCENE_KINDS:
+            await self.scenes.handle(session, message)
         elif kind in _MEDIA_MESSAGES:
             if self.media is None:
                 raise ProtocolError(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media", ref)
@@ -263,7 +280,15 @@ class Hub:
         """From the media router (publisher joined/left): tell the room."""
         message = {"type": "media", "room": room_name, **{("event" if k == "type" else k): v
                                                          for k, v in event.items()}, "server_ts": now_ms()}
-        self._spawn(self.broker.broadcast(room_name, message), f"media-event-{room_name}")
+        self._spawn(self._media_event(room_name, message), f"media-event-{room_name}")
+
+    async def _media_event(self, room_name: str, message: dict[str, Any]) -> None:
+        await self.broker.broadcast(room_name, message)
+        await self.scenes.on_publisher_change(room_name)
+
+    def kick_private(self, session: Session) -> None:
+        """Close a connection to a private call room that ended."""
+        self._spawn(self.disconnect(session, CloseCode.NORMAL, "call ended"), f"call-end-{session.id}")
 
     def _on_broadcast(self, room_name: str, data: dict[str, Any]) -> None:
         self._fanout(room_name, OutboundEvent(data))
@@ -289,12 +314,16 @@ class Hub:
     async def _tick_loop(self) -> None:
         cfg = self.config.room
         interval = min(cfg.likes_interval, cfg.presence_interval)
-        next_presence = next_gc = time.monotonic()
+        next_presence = next_gc = next_scenes = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             try:
                 await self._flush_likes()
+                if now >= next_scenes:
+                    next_scenes = now + 0.5
+                    self.scenes.sweep()
+                    await self.scenes.pk_tick()
                 if now >= next_presence:
                     next_presence = now + cfg.presence_interval
                     await self._flush_presence()

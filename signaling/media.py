@@ -26,6 +26,8 @@ _PUBLISHERS = (Role.HOST, Role.COHOST)
 class MediaSignaling:
     def __init__(self, router: MediaRouter, on_setup: Callable[[str, float], None]) -> None:
         self.router = router
+        # Rooms whose publishers a room's members may also subscribe to (PK links), set by the scenes.
+        self.visible_rooms: Callable[[str], tuple[str, ...]] = lambda room: ()
         self._ids = itertools.count(1)
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
         self._owner: dict[str, Session] = {}
@@ -58,7 +60,7 @@ class MediaSignaling:
                 self._owner[media_id] = session
                 session.media.add(media_id)
                 sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"],
-                                                  message.get("publisher"))
+                                                  message.get("publisher"), self.visible_rooms(room))
                 self._answer(session, ref, media_id, sdp, kind, started)
             elif kind == "candidate":
                 self._check_owner(session, message["media"], ref)
@@ -88,6 +90,17 @@ class MediaSignaling:
         if session is not None:
             session.media.discard(media_id)
         await self.router.close_peer(media_id)
+
+    async def close_cross_room(self, room: str, other: str) -> None:
+        """Close ``room``'s subscriptions to publishers of ``other`` (a PK link ended)."""
+        media_room = self.router.rooms.get(room)
+        if media_room is None:
+            return
+        for subscriber in list(media_room.subscribers.values()):
+            sources = {d.source.publisher_id for d in subscriber.down_tracks}
+            publishers = self.router.rooms.get(other)
+            if publishers is not None and sources & set(publishers.publishers):
+                await self.close_media(subscriber.id)
 
     async def close_session(self, session: Session) -> None:
         for media_id in list(session.media):

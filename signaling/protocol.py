@@ -52,6 +52,10 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_MEDIA = "unknown_media"  # no such media session on this connection
     ALREADY_PUBLISHING = "already_publishing"
     MEDIA_UNAVAILABLE = "media_unavailable"  # this server runs without the media relay
+    STAGE_FULL = "stage_full"  # every seat is taken
+    NOT_FOUND = "not_found"  # the user or room named is not there
+    NO_INVITATION = "no_invitation"  # nothing to answer (never invited, or the invitation expired)
+    BUSY = "busy"  # already on stage / in a PK / in a call, or a request is pending
     INTERNAL = "internal"
 
 
@@ -242,7 +246,26 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "candidate": {"media": (_str(64, 1), True), "candidate": (_candidate, True)},
     "unpublish": {"media": (_str(64, 1), True)},
     "unsubscribe": {"media": (_str(64, 1), True)},
+    # Scenes: stage (co-hosts), PK between two rooms, switching to a private 1v1 call.
+    "stage_request": {},
+    "stage_cancel": {},
+    "stage_invite": {"user": (_str(128, 1), True)},
+    "stage_accept": {"user": (_str(128, 1), True)},
+    "stage_reject": {"user": (_str(128, 1), True)},
+    "stage_invite_answer": {"accept": (_bool, True)},
+    "stage_mute": {"user": (_str(128, 1), True), "kind": (_str(5, 5, re.compile("audio|video")), True),
+                   "muted": (_bool, True)},
+    "stage_remove": {"user": (_str(128, 1), True)},
+    "stage_leave": {},
+    "pk_invite": {"room": (_str(64, 1, ROOM_RE), True), "duration_s": (_int(10, 3600), False)},
+    "pk_answer": {"room": (_str(64, 1, ROOM_RE), True), "accept": (_bool, True)},
+    "pk_end": {},
+    "call_invite": {"user": (_str(128, 1), True), "keep_video": (_bool, False)},
+    "call_answer": {"accept": (_bool, True)},
+    "call_end": {},
 }
+
+SCENE_KINDS = frozenset(k for k in CLIENT_MESSAGES if k.startswith(("stage_", "pk_", "call_")))
 
 MEDIA_KINDS = frozenset({"publish", "subscribe"})
 """Messages that carry SDP and may exceed the ordinary message size limit (up to the frame limit)."""
