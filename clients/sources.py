@@ -62,9 +62,10 @@ class CounterVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: int = 30) -> None:
+    def __init__(self, width: int = 640, height: int = 480, fps: int = 30, start: int = 0) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
+        self.first = start  # counters start here: several sources are told apart by their range
         self.counter = 0
         self._start: float | None = None
         yy, xx = np.mgrid[0:height, 0:width]
@@ -78,7 +79,7 @@ class CounterVideoTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         luma = np.roll(self._base, self.counter * 4, axis=1)
-        draw_code(luma, self.counter, stamp_ms())
+        draw_code(luma, self.first + self.counter, stamp_ms())
         chroma = np.full((self.height // 2, self.width // 2), 128, np.uint8)
         frame = av.VideoFrame.from_ndarray(
             np.concatenate([luma, chroma.reshape(-1, self.width), chroma.reshape(-1, self.width)]),

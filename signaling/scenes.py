@@ -383,7 +383,7 @@ class Scenes:
         if not m["accept"]:
             self._tell(room, invite.host, {"type": "call_declined", "room": room, "user": s.user})
             return
-        private = f"{room}~call-{secrets.token_hex(4)}"
+        private = f"{room}.call-{secrets.token_hex(4)}"
         self.private_rooms[private] = {invite.host, invite.guest}
         call = Call(room, private, invite.host, invite.guest, invite.keep_video, now_ms())
         self.calls[room] = call
