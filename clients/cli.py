@@ -112,11 +112,13 @@ def _register_loadtests() -> None:
     from loadtest.baseline import baseline_command
     from loadtest.chat import chat_command
     from loadtest.media import call_command, media_command
+    from loadtest.scenes import scenes_command
 
     loadtest.add_command(chat_command)
     loadtest.add_command(baseline_command)
     loadtest.add_command(media_command)
     loadtest.add_command(call_command)
+    loadtest.add_command(scenes_command)
 
 
 _register_loadtests()

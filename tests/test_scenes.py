@@ -283,3 +283,13 @@ async def test_switch_viewer_to_private_1v1_and_back(server):
             await c.close()
         await host_pub.close()
         await host.close()
+
+
+async def test_scene_runner_reports_every_scene(server):
+    from loadtest.scenes import run_scenes
+
+    result = await run_scenes(server.ws_url, server.config.secret, calls=2)
+    assert result["scenes"] == {"cohost": "ok", "pk": "ok", "switch_1v1": "ok", "call": "ok"}
+    for key in ("cohost_first_frame_ms", "pk_first_frame_ms", "switch_1v1_first_frame_ms",
+                "call_setup_ms_p50", "call_setup_ms_p95"):
+        assert result[key] > 0
