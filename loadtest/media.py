@@ -253,7 +253,9 @@ async def one_call(url: str, room: str, secret: str) -> float:
             read_frame(await asyncio.wait_for(track.recv(), 20))
 
         await asyncio.gather(first_frame(a_sub), first_frame(b_sub))
-        return (time.perf_counter() - start) * 1000
+        setup_ms = (time.perf_counter() - start) * 1000
+        await a.send({"type": "client_stats", "call_setup_ms": setup_ms})  # the server's metrics get it too
+        return setup_ms
     finally:
         for s in sessions:
             await s.close()

@@ -230,6 +230,11 @@ class Hub:
             if pinned:
                 # Pinning an empty text clears the pinned message.
                 await self.broker.set_state(room, "pinned", event if text else None)
+        elif kind == "client_stats":
+            if "call_setup_ms" in message:
+                self.metrics.client_call_setup.observe(max(0.0, message["call_setup_ms"]) / 1000.0)
+            if "first_frame_ms" in message:
+                self.metrics.client_first_frame.observe(max(0.0, message["first_frame_ms"]) / 1000.0)
         elif kind in SCENE_KINDS:
             await self.scenes.handle(session, message)
         elif kind in _MEDIA_MESSAGES:

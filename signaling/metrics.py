@@ -39,6 +39,12 @@ class ServerMetrics:
                                  registry=r)
         self.media_keyframe_requests = Gauge("live_relay_media_keyframe_requests",
                                              "PLIs sent to publishers (current publishers)", registry=r)
+        self.client_call_setup = Histogram(
+            "live_relay_client_call_setup_seconds", "1v1 call set-up (offer sent to first decoded frame), "
+            "as reported by clients", buckets=_LATENCY_BUCKETS, registry=r)
+        self.client_first_frame = Histogram(
+            "live_relay_client_first_frame_seconds", "Subscribe to first decoded frame, as reported by clients",
+            buckets=_LATENCY_BUCKETS, registry=r)
         self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
 
     def render(self) -> bytes:

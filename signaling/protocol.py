@@ -256,6 +256,7 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "stage_mute": {"user": (_str(128, 1), True), "kind": (_str(5, 5, re.compile("audio|video")), True),
                    "muted": (_bool, True)},
     "stage_remove": {"user": (_str(128, 1), True)},
+    "stage_allow": {"user": (_str(128, 1), True), "allowed": (_bool, True)},
     "stage_leave": {},
     "pk_invite": {"room": (_str(64, 1, ROOM_RE), True), "duration_s": (_int(10, 3600), False)},
     "pk_answer": {"room": (_str(64, 1, ROOM_RE), True), "accept": (_bool, True)},
@@ -263,6 +264,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "call_invite": {"user": (_str(128, 1), True), "keep_video": (_bool, False)},
     "call_answer": {"accept": (_bool, True)},
     "call_end": {},
+    # Client-measured figures the server records in its metrics (it cannot see decoded frames itself).
+    "client_stats": {"call_setup_ms": (_number, False), "first_frame_ms": (_number, False)},
 }
 
 SCENE_KINDS = frozenset(k for k in CLIENT_MESSAGES if k.startswith(("stage_", "pk_", "call_")))

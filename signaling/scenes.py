@@ -38,6 +38,7 @@ class Stage:
     seats: dict[str, Seat] = field(default_factory=dict)  # by user
     requests: dict[str, float] = field(default_factory=dict)  # user -> expiry (monotonic)
     invites: dict[str, float] = field(default_factory=dict)
+    moderators: set[str] = field(default_factory=set)  # co-hosts the host allows to answer requests
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Scenes:
         for seat in sorted(stage.seats.values(), key=lambda s: s.seat):
             pubs = [p.id for p in media.router.publishers_of(room, seat.user)] if media else []
             seats.append({"seat": seat.seat, "user": seat.user, "name": seat.name, "publishers": pubs,
-                          "muted": dict(seat.muted)})
+                          "muted": dict(seat.muted), "moderator": seat.user in stage.moderators})
         return {"max_seats": stage.max_seats, "seats": seats}
 
     def pk_state(self, room: str) -> dict[str, Any] | None:
@@ -178,22 +179,45 @@ class Scenes:
         if len(stage.seats) >= stage.max_seats:
             raise ProtocolError(ErrorCode.STAGE_FULL, "every seat is taken", ref)
         stage.requests[s.user] = time.monotonic() + self.invite_ttl
-        for host in self._hosts(room):
+        for host in self._moderators(room):
             host.send({"type": "stage_requested", "room": room, "user": s.user, "name": s.name,
                        "expires_in_s": self.invite_ttl, "server_ts": now_ms()})
 
     async def _on_stage_cancel(self, s: Session, room: str, m: dict, ref: Any) -> None:
         if self.stage(room).requests.pop(s.user, None) is None:
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request", ref)
-        for host in self._hosts(room):
+        for host in self._moderators(room):
             host.send({"type": "stage_request_cancelled", "room": room, "user": s.user, "server_ts": now_ms()})
 
     def _hosts(self, room: str) -> list[Session]:
         chat = self.hub.rooms.get(room)
         return [x for x in chat.sessions.values() if x.role is Role.HOST] if chat else []
 
+    def _moderators(self, room: str) -> list[Session]:
+        """The host and the co-hosts allowed to answer stage requests."""
+        chat = self.hub.rooms.get(room)
+        allowed = self.stage(room).moderators
+        return [x for x in chat.sessions.values()
+                if x.role is Role.HOST or (x.role is Role.COHOST and x.user in allowed)] if chat else []
+
+    def _require_moderator(self, s: Session, room: str, what: str, ref: Any) -> None:
+        if s.role is Role.HOST or (s.role is Role.COHOST and s.user in self.stage(room).moderators):
+            return
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"only the host or a co-host the host allows can {what}", ref)
+
+    async def _on_stage_allow(self, s: Session, room: str, m: dict, ref: Any) -> None:
+        self._require(s, (Role.HOST,), "allow co-hosts to answer requests", ref)
+        stage = self.stage(room)
+        if m["user"] not in stage.seats:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not on stage", ref)
+        if m["allowed"]:
+            stage.moderators.add(m["user"])
+        else:
+            stage.moderators.discard(m["user"])
+        await self._announce(room, "stage")
+
     async def _on_stage_accept(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        self._require(s, (Role.HOST,), "accept stage requests", ref)
+        self._require_moderator(s, room, "accept stage requests", ref)
         stage = self.stage(room)
         expiry = stage.requests.pop(m["user"], None)
         if expiry is None or expiry < time.monotonic():
@@ -201,7 +225,7 @@ class Scenes:
         await self._promote(room, m["user"], ref)
 
     async def _on_stage_reject(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        self._require(s, (Role.HOST,), "reject stage requests", ref)
+        self._require_moderator(s, room, "reject stage requests", ref)
         if self.stage(room).requests.pop(m["user"], None) is None:
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request from that user", ref)
         self._tell(room, m["user"], {"type": "stage_rejected", "room": room})
@@ -274,6 +298,7 @@ class Scenes:
 
     async def _unseat(self, room: str, user: str, reason: str) -> None:
         self.stage(room).seats.pop(user, None)
+        self.stage(room).moderators.discard(user)
         for x in self._sessions(room, user):
             if x.role is Role.COHOST:
                 x.role = Role.VIEWER

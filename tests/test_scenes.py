@@ -293,3 +293,42 @@ async def test_scene_runner_reports_every_scene(server):
     for key in ("cohost_first_frame_ms", "pk_first_frame_ms", "switch_1v1_first_frame_ms",
                 "call_setup_ms_p50", "call_setup_ms_p95"):
         assert result[key] > 0
+
+
+async def test_host_lets_a_cohost_answer_stage_requests(server):
+    host = LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST))
+    mod = LiveClient(server.ws_url, "show", server.token("show", "mod"))
+    fan = LiveClient(server.ws_url, "show", server.token("show", "fan"))
+    for c in (host, mod, fan):
+        await c.connect()
+    try:
+        await host.request({"type": "stage_invite", "user": "mod"})
+        await mod.request({"type": "stage_invite_answer", "accept": True})
+        await mod.next_event("grant")
+        await fan.request({"type": "stage_request"})
+        with pytest.raises(ServerError) as err:  # a co-host may not answer until the host allows it
+            await mod.request({"type": "stage_accept", "user": "fan"})
+        assert err.value.code is ErrorCode.FORBIDDEN
+        await host.request({"type": "stage_allow", "user": "mod", "allowed": True})
+        await mod.request({"type": "stage_accept", "user": "fan"})
+        assert (await fan.next_event("grant"))["seat"] == 2
+    finally:
+        for c in (host, mod, fan):
+            await c.close()
+
+
+async def test_call_setup_reported_by_clients_reaches_metrics(server):
+    import aiohttp
+
+    from loadtest.media import one_call
+    from tests.test_bad_input import _metric
+
+    setup_ms = await one_call(server.ws_url, "call-metrics", server.config.secret)
+    assert setup_ms > 0
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(5):
+            while True:
+                text = await (await http.get(server.base + "/metrics")).text()
+                if _metric(text, "live_relay_client_call_setup_seconds_count") == 1:
+                    break
+                await asyncio.sleep(0.05)
