@@ -47,14 +47,21 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
               help="STUN/TURN server for the relay (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); none by default.")
 @click.option("--ice-address", "ice_addresses", multiple=True, default=("127.0.0.1",),
               help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface.")
+@click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS/WSS with this certificate (PEM); browsers need it off localhost for cameras.")
+@click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="Its private key (PEM).")
+@click.option("--web/--no-web", default=True, help="Serve the browser page at /.")
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
           max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
-          history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...]) -> None:
+          history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
+          tls_cert: str | None, tls_key: str | None, web: bool) -> None:
     """Run the server (uvloop; in-process broker, no external service)."""
     import secrets as _secrets
+    from pathlib import Path
 
     import uvloop
 
+    from clients.demo import DemoHost
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
     from signaling.tokens import issue_token
@@ -70,20 +77,42 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,
         ice_addresses=() if "auto" in ice_addresses else ice_addresses,
+        web_root=str(Path(__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
     )
-    base = f"http://{host}:{port}"
-    click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws')}/ws)", err=True)
+    scheme = "https" if tls_cert else "http"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"{scheme}://{shown}:{port}"
+    click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws', 1)}/ws)", err=True)
     if printed_secret:
         click.echo("no --secret given: using a random one for this run", err=True)
     for room in rooms:
-        click.echo(f"room {room!r}: host token {issue_token(secret, room, 'host', Role.HOST, 86400)}", err=True)
+        host_token = issue_token(secret, room, "host", Role.HOST, 86400)
+        click.echo(f"room {room!r}: host token {host_token}", err=True)
+        if web:
+            click.echo(f"  watch:   {base}/?view=viewer&room={room}", err=True)
+            click.echo(f"  comment: {base}/?view=viewer&room={room}&token="
+                       f"{issue_token(secret, room, 'guest', Role.VIEWER, 86400, 'Guest')}", err=True)
+            if not demo or room != "demo":
+                click.echo(f"  go live: {base}/?view=host&room={room}&token={host_token}", err=True)
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_server(config, stop=stop)
+        ready = asyncio.Event()
+        server = asyncio.create_task(run_server(config, ready=ready, stop=stop))
+        await asyncio.wait({server, asyncio.ensure_future(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        demo_host = None
+        if demo and not server.done():
+            ws_scheme = "wss" if tls_cert else "ws"
+            demo_host = DemoHost(f"{ws_scheme}://127.0.0.1:{port}/ws", "demo", secret, insecure_tls=bool(tls_cert))
+            await demo_host.start()
+        try:
+            await server
+        finally:
+            if demo_host is not None:
+                await demo_host.stop()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -84,6 +86,10 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", websocket)
+    if config.web_root:
+        app.router.add_get("/", index)
+        app.router.add_static("/static", config.web_root, append_version=False)
+    app.on_response_prepare.append(_security_headers)
     app.cleanup_ctx.append(_run_hub)
     app.on_shutdown.append(_close_connections)
     return app
@@ -98,6 +104,24 @@ async def _run_hub(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_connections(app: web.Application) -> None:
     await app[SERVER].hub.close(CloseCode.GOING_AWAY, "server shutting down")
+
+
+# The page loads its own script and style only; user text is set with textContent, and this policy is the
+# second line of defence should that ever slip.
+_CSP = ("default-src 'self'; img-src 'self' https: http: data:; media-src 'self' blob:; "
+        "connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/" or request.path.startswith("/static/"):
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    root = request.app[SERVER].config.web_root
+    assert root is not None
+    return web.FileResponse(os.path.join(root, "index.html"))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -238,7 +262,11 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     app = app or create_app(config)
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    ssl_context = None
+    if config.tls_cert and config.tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     log.info("listening", extra={"host": config.host, "port": config.port})
     if ready is not None:

@@ -78,6 +78,11 @@ class ServerConfig:
     media_enabled: bool = True
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # The browser page's files (served at / and /static/); None serves no page.
+    web_root: str | None = None
+    # HTTPS/WSS (browsers give camera access only on localhost or HTTPS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).
     shutdown_timeout: float = 5.0
 

@@ -1,0 +1,450 @@
+// live-relay browser client: viewer, host and 1v1 call views over one WebSocket protocol (docs/protocol.md).
+// Plain ES module, no build step. Text from users is only ever set with textContent, never as HTML.
+
+const $ = (sel) => document.querySelector(sel);
+const params = new URLSearchParams(location.search);
+const view = params.get("view");
+const roomName = params.get("room") || "demo";
+const token = params.get("token") || null;
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
+
+// ---------------------------------------------------------------------------------------------------
+// The message channel: join, requests with ids, events, clock offset (min-RTT ping), reconnect + resume.
+
+class Channel {
+  constructor(room, tok) {
+    this.room = room; this.token = tok; this.handlers = {}; this.pending = new Map(); this.nextId = 1;
+    this.offset = 0; this.bestRtt = Infinity; this.epoch = null; this.seq = 0; this.joined = null;
+    this.closed = false; this.backoff = 250;
+  }
+  on(type, fn) { (this.handlers[type] ||= []).push(fn); return this; }
+  emit(type, msg) { for (const fn of this.handlers[type] || []) fn(msg); for (const fn of this.handlers["*"] || []) fn(msg); }
+  serverNow() { return Date.now() + this.offset; }
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsUrl);
+      this.ws = ws;
+      ws.onopen = () => {
+        const join = { type: "join", room: this.room, id: "join" };
+        if (this.token) join.token = this.token;
+        if (this.epoch) join.resume = { epoch: this.epoch, seq: this.seq };
+        ws.send(JSON.stringify(join));
+      };
+      ws.onmessage = (e) => {
+        const msg = JSON.parse(e.data);
+        if (msg.type === "joined") {
+          this.joined = msg; this.epoch = msg.epoch; if (!msg.recovered) this.seq = msg.seq;
+          this.backoff = 250; this.measureClock(); this.emit("joined", msg); resolve(msg); return;
+        }
+        if (msg.type === "error" && msg.id === "join") { reject(new Error(`${msg.code}: ${msg.message}`)); return; }
+        this.dispatch(msg);
+      };
+      ws.onclose = (e) => {
+        for (const [, p] of this.pending) p.reject(new Error(`closed (${e.code})`));
+        this.pending.clear();
+        this.emit("closed", { code: e.code });
+        if (!this.closed && ![1000, 4001, 4003, 4004].includes(e.code) && this.joined) {
+          setTimeout(() => this.connect().catch(() => {}), this.backoff * (0.5 + Math.random()));
+          this.backoff = Math.min(5000, this.backoff * 2);
+        }
+      };
+    });
+  }
+  dispatch(msg) {
+    if (["ack", "ok", "answer", "error", "pong", "closed_media"].includes(msg.type) && this.pending.has(msg.id)) {
+      const p = this.pending.get(msg.id); this.pending.delete(msg.id);
+      if (msg.type === "error") p.reject(Object.assign(new Error(`${msg.code}: ${msg.message}`), { code: msg.code }));
+      else p.resolve(msg);
+      return;
+    }
+    if (typeof msg.seq === "number" && msg.epoch) { this.seq = Math.max(this.seq, msg.seq); this.epoch = msg.epoch; }
+    if (typeof msg.ts === "number") msg.latency_ms = this.serverNow() - msg.ts;
+    this.emit(msg.type, msg);
+  }
+  send(msg) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    msg.ts ??= this.serverNow();
+    this.ws.send(JSON.stringify(msg));
+  }
+  request(msg, timeout = 15000) {
+    const id = this.nextId++; msg.id = id;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      setTimeout(() => { if (this.pending.delete(id)) reject(new Error("timeout")); }, timeout);
+      this.send(msg);
+    });
+  }
+  async measureClock() {
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      try {
+        const pong = await this.request({ type: "ping" });
+        const rtt = Date.now() - t0;
+        if (rtt < this.bestRtt) { this.bestRtt = rtt; this.offset = pong.server_ts - (t0 + rtt / 2); }
+      } catch { return; }
+    }
+  }
+  close() { this.closed = true; this.ws?.close(1000); }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Media: the browser offers, the server answers; our ICE candidates trickle after the answer names the
+// media session.
+
+async function negotiate(ch, pc, message) {
+  const early = []; let mediaId = null;
+  pc.onicecandidate = (e) => {
+    const candidate = e.candidate ? e.candidate.toJSON() : { candidate: "" };
+    if (mediaId) ch.send({ type: "candidate", media: mediaId, candidate }); else early.push(candidate);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  message.sdp = pc.localDescription.sdp;
+  const answer = await ch.request(message);
+  mediaId = answer.media;
+  await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  for (const candidate of early) ch.send({ type: "candidate", media: mediaId, candidate });
+  return mediaId;
+}
+
+async function publish(ch, stream) {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+  const mediaId = await negotiate(ch, pc, { type: "publish" });
+  return { pc, mediaId };
+}
+
+async function subscribe(ch, publisher) {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
+  pc.ontrack = (e) => stream.addTrack(e.track);
+  const started = performance.now();
+  const mediaId = await negotiate(ch, pc, { type: "subscribe", publisher });
+  return { pc, mediaId, stream, started };
+}
+
+// Time from `started` to the first decoded frame of a <video>.
+function firstFrame(video, started) {
+  return new Promise((resolve) => {
+    const done = () => resolve(performance.now() - started);
+    if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(done);
+    else video.addEventListener("playing", done, { once: true });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The live page (viewer and host): stage tiles, danmaku, products, likes, scenes.
+
+const tiles = new Map(); // publisher id -> { sub, el }
+let ch; let myPublisher = null; let statsTimer = null;
+
+function setStatus(text) { $("#status").textContent = text; }
+
+function addComment(msg) {
+  const li = document.createElement("li");
+  const who = document.createElement("span"); who.className = "who"; who.textContent = msg.name || msg.user;
+  const text = document.createElement("span"); text.textContent = msg.text;
+  li.append(who, text); $("#comments").prepend(li);
+  while ($("#comments").children.length > 100) $("#comments").lastChild.remove();
+  const bullet = document.createElement("div"); bullet.className = "bullet"; bullet.textContent = msg.text;
+  bullet.style.top = `${5 + Math.floor(Math.random() * 10) * 8}%`;
+  bullet.addEventListener("animationend", () => bullet.remove());
+  $("#danmaku").append(bullet);
+}
+
+let cardTimer = null;
+function showProduct(msg) {
+  const p = msg.product; const card = $("#product-card");
+  card.querySelector(".product-title").textContent = p.title;
+  card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
+  const extra = [];
+  if (typeof p.stock === "number") extra.push(`${p.stock} left`);
+  if (typeof p.countdown_s === "number") extra.push(`offer ends in ${p.countdown_s}s`);
+  card.querySelector(".product-extra").textContent = extra.join(" · ");
+  const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
+  const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
+  card.dataset.productId = p.id; card.hidden = false;
+  clearTimeout(cardTimer); cardTimer = setTimeout(() => { card.hidden = true; }, 20000);
+}
+
+function showAnnouncement(msg) {
+  const el = $("#announcement");
+  if (msg && msg.text) { el.textContent = msg.text; el.hidden = false; } else el.hidden = true;
+}
+
+let lastE2E = null;
+function noteLatency(msg) {
+  if (typeof msg.latency_ms === "number") { lastE2E = msg.latency_ms; $("#stat-e2e").textContent = lastE2E.toFixed(1); }
+}
+
+function layout() {
+  const n = Math.max(1, tiles.size);
+  $("#stage").style.setProperty("--cols", String(Math.ceil(Math.sqrt(n))));
+}
+
+async function showPublisher(publisher, user) {
+  if (tiles.has(publisher) || publisher === myPublisher) return;
+  tiles.set(publisher, { pending: true });
+  try {
+    const sub = await subscribe(ch, publisher);
+    const el = document.createElement("div"); el.className = "tile";
+    const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.muted = true;
+    video.srcObject = sub.stream; video.dataset.publisher = publisher;
+    const label = document.createElement("span"); label.className = "label"; label.textContent = user || "";
+    el.append(video, label); $("#stage").prepend(el);
+    tiles.set(publisher, { sub, el });
+    layout();
+    firstFrame(video, sub.started).then((ms) => {
+      $("#stat-setup").textContent = ms.toFixed(0);
+      ch.send({ type: "client_stats", first_frame_ms: ms });
+    });
+    video.play().catch(() => {});
+  } catch (err) {
+    tiles.delete(publisher);
+    console.warn("subscribe failed", publisher, err.message);
+  }
+}
+
+function dropPublisher(publisher) {
+  const t = tiles.get(publisher); if (!t || t.pending) return;
+  t.sub.pc.close(); t.el.remove(); tiles.delete(publisher); layout();
+}
+
+function reconcile(state) {
+  // Everyone publishing in this room, plus the PK opponent's publishers.
+  const wanted = new Map();
+  for (const p of state.publishers || []) wanted.set(p.publisher, p.user);
+  for (const side of state.pk?.sides || []) for (const id of side.publishers) wanted.set(id, side.host);
+  for (const [id, user] of wanted) showPublisher(id, user);
+  for (const id of [...tiles.keys()]) if (!wanted.has(id)) dropPublisher(id);
+}
+
+const roomState = { publishers: [], pk: null };
+
+function renderPk(pk, scores) {
+  const bar = $("#pk-bar");
+  if (!pk) { bar.hidden = true; return; }
+  const [a, b] = pk.sides; const sa = scores?.[a.room] ?? a.score; const sb = scores?.[b.room] ?? b.score;
+  bar.replaceChildren();
+  const left = document.createElement("span"); left.className = "a"; left.textContent = `${a.host} ${sa}`;
+  const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${b.host}`;
+  left.style.flexGrow = String(1 + sa); right.style.flexGrow = String(1 + sb);
+  bar.append(left, right); bar.hidden = false;
+}
+
+function invitePanel(text, onAccept, onDecline) {
+  const panel = $("#invites"); panel.hidden = false;
+  const row = document.createElement("div"); row.className = "row";
+  const label = document.createElement("span"); label.textContent = text;
+  const yes = document.createElement("button"); yes.textContent = "Accept";
+  const no = document.createElement("button"); no.textContent = "Decline";
+  yes.onclick = () => { row.remove(); onAccept(); }; no.onclick = () => { row.remove(); onDecline(); };
+  row.append(label, yes, no); panel.append(row);
+}
+
+async function goLive() {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  $("#preview").srcObject = stream;
+  const pub = await publish(ch, stream);
+  myPublisher = pub.mediaId;
+  window.liveRelay.publisher = pub;
+  setStatus("on air");
+}
+
+async function startPrivateCall(grant) {
+  const panel = $("#invites"); panel.hidden = false;
+  const box = document.createElement("div"); box.className = "call-box";
+  const title = document.createElement("h3"); title.textContent = `Private call with ${grant.with}`;
+  const remote = document.createElement("video"); remote.autoplay = true; remote.playsInline = true; remote.id = "call-remote";
+  const end = document.createElement("button"); end.textContent = "End call";
+  box.append(title, remote, end); panel.append(box);
+  const call = new Channel(grant.call_room, grant.token);
+  await runCall(call, remote);
+  end.onclick = async () => { await ch.request({ type: "call_end" }).catch(() => {}); };
+  ch.on("call_ended", () => { call.close(); box.remove(); });
+}
+
+function wireLive(isHost) {
+  ch.on("joined", (msg) => {
+    setStatus(`${msg.role}${msg.recovered ? " (resumed)" : ""}`);
+    $("#like-count").textContent = msg.state.likes;
+    $("#viewers").textContent = `👁 ${msg.state.viewers}`;
+    if (msg.state.product) showProduct(msg.state.product);
+    showAnnouncement(msg.state.pinned);
+    Object.assign(roomState, { publishers: msg.state.publishers, pk: msg.state.pk });
+    renderPk(msg.state.pk); reconcile(roomState);
+    for (const el of document.querySelectorAll(".host-only")) el.hidden = msg.role !== "host";
+    for (const el of document.querySelectorAll(".viewer-only")) el.hidden = msg.role !== "viewer";
+  });
+  ch.on("comment", (m) => { addComment(m); noteLatency(m); });
+  ch.on("product", (m) => { showProduct(m); noteLatency(m); });
+  ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
+  ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
+  ch.on("presence", (m) => { $("#viewers").textContent = `👁 ${m.viewers}`; });
+  ch.on("media", (m) => {
+    if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
+    else roomState.publishers = roomState.publishers.filter((p) => p.publisher !== m.publisher);
+    reconcile(roomState);
+  });
+  ch.on("pk", (m) => { roomState.pk = m.state; renderPk(m.state); reconcile(roomState); });
+  ch.on("pk_score", (m) => renderPk(roomState.pk, m.scores));
+  ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
+  ch.on("grant", (m) => {
+    setStatus(m.role);
+    $("#raise-hand").hidden = m.role !== "viewer";
+    if (m.role === "cohost") goLive().catch((e) => setStatus(`camera: ${e.message}`));
+  });
+  ch.on("stage_invited", (m) => invitePanel(`${m.from} invites you on stage`,
+    () => ch.request({ type: "stage_invite_answer", accept: true }),
+    () => ch.request({ type: "stage_invite_answer", accept: false })));
+  ch.on("call_invited", (m) => invitePanel(`${m.from} invites you to a private call`,
+    () => ch.request({ type: "call_answer", accept: true }),
+    () => ch.request({ type: "call_answer", accept: false })));
+  ch.on("call_grant", (m) => startPrivateCall(m));
+  ch.on("closed", (m) => setStatus(`disconnected (${m.code}), reconnecting…`));
+
+  $("#comment-form").onsubmit = (e) => {
+    e.preventDefault();
+    const text = $("#comment-input").value.trim(); if (!text) return;
+    ch.request({ type: "comment", text }).catch((err) => setStatus(err.message));
+    $("#comment-input").value = "";
+  };
+  let taps = 0;
+  $("#like").onclick = () => { taps++; };
+  setInterval(() => { if (taps) { ch.send({ type: "like", count: Math.min(taps, 50) }); taps = 0; } }, 200);
+  $("#raise-hand").onclick = () => ch.request({ type: "stage_request" }).then(() => setStatus("hand raised"))
+    .catch((err) => setStatus(err.message));
+  $("#product-card .close").onclick = () => { $("#product-card").hidden = true; };
+
+  if (isHost) wireHost();
+  statsTimer = setInterval(updateStats, 1000);
+}
+
+const SHELF = [
+  { id: "sku-jade", title: "Jade bracelet", price: "19.90", currency: "EUR", url: "https://shop.example/p/jade", image: "https://shop.example/p/jade.jpg", stock: 20, countdown_s: 300 },
+  { id: "sku-tea", title: "Oolong tea, 250 g", price: "12.50", currency: "EUR", url: "https://shop.example/p/tea", image: "https://shop.example/p/tea.jpg", stock: 50 },
+  { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: "https://shop.example/p/silk.jpg", stock: 5 },
+];
+
+function wireHost() {
+  $("#host-panel").hidden = false;
+  $("#go-live").onclick = () => goLive().catch((e) => setStatus(`camera: ${e.message}`));
+  for (const product of SHELF) {
+    const b = document.createElement("button"); b.textContent = `Push ${product.title}`;
+    b.onclick = () => ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
+    $("#shelf").append(b);
+  }
+  const requests = $("#requests");
+  ch.on("stage_requested", (m) => {
+    const li = document.createElement("li"); li.dataset.user = m.user;
+    const who = document.createElement("span"); who.textContent = m.name || m.user;
+    const yes = document.createElement("button"); yes.textContent = "Accept";
+    const no = document.createElement("button"); no.textContent = "Reject";
+    yes.onclick = () => { li.remove(); ch.request({ type: "stage_accept", user: m.user }).catch((e) => setStatus(e.message)); };
+    no.onclick = () => { li.remove(); ch.request({ type: "stage_reject", user: m.user }).catch(() => {}); };
+    li.append(who, yes, no); requests.append(li);
+  });
+  ch.on("stage_request_cancelled", (m) => requests.querySelector(`li[data-user="${CSS.escape(m.user)}"]`)?.remove());
+  $("#pk-form").onsubmit = (e) => {
+    e.preventDefault();
+    ch.request({ type: "pk_invite", room: e.target.room.value }).then(() => setStatus("PK invitation sent"))
+      .catch((err) => setStatus(err.message));
+  };
+  $("#pk-end").onclick = () => ch.request({ type: "pk_end" }).catch((err) => setStatus(err.message));
+  ch.on("pk_invited", (m) => {
+    const li = document.createElement("li");
+    const what = document.createElement("span"); what.textContent = `${m.from} (${m.from_room}) challenges you to a PK`;
+    const yes = document.createElement("button"); yes.textContent = "Accept";
+    const no = document.createElement("button"); no.textContent = "Decline";
+    yes.onclick = () => { li.remove(); ch.request({ type: "pk_answer", room: m.from_room, accept: true }).catch((e) => setStatus(e.message)); };
+    no.onclick = () => { li.remove(); ch.request({ type: "pk_answer", room: m.from_room, accept: false }).catch(() => {}); };
+    li.append(what, yes, no); $("#pk-invites").append(li);
+  });
+  $("#call-form").onsubmit = (e) => {
+    e.preventDefault();
+    ch.request({ type: "call_invite", user: e.target.user.value, keep_video: e.target.keep.checked })
+      .then(() => setStatus("call invitation sent")).catch((err) => setStatus(err.message));
+  };
+}
+
+async function updateStats() {
+  let frames = 0;
+  for (const t of tiles.values()) {
+    if (!t.sub) continue;
+    const report = await t.sub.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        frames += s.framesDecoded || 0;
+        if (typeof s.jitter === "number") $("#stat-jitter").textContent = (s.jitter * 1000).toFixed(1);
+      }
+      if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
+        $("#stat-rtt").textContent = (s.currentRoundTripTime * 1000).toFixed(1);
+      }
+    });
+  }
+  $("#stat-frames").textContent = frames;
+  window.liveRelay.framesDecoded = frames;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 1v1 call: publish the camera, subscribe to the other party, report set-up time.
+
+async function runCall(call, remoteVideo) {
+  const started = performance.now();
+  await call.connect();
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  const mine = await publish(call, stream);
+  let subscribed = false;
+  const trySubscribe = async (publishers) => {
+    const other = publishers.find((p) => p.publisher !== mine.mediaId);
+    if (!other || subscribed) return;
+    subscribed = true;
+    const sub = await subscribe(call, other.publisher);
+    remoteVideo.srcObject = sub.stream; remoteVideo.muted = true; remoteVideo.play().catch(() => {});
+    window.liveRelay.callPc = sub.pc;
+    const ms = (await firstFrame(remoteVideo, sub.started)) + (sub.started - started);
+    $("#stat-setup").textContent = ms.toFixed(0);
+    window.liveRelay.callSetupMs = ms;
+    call.send({ type: "client_stats", call_setup_ms: ms });
+  };
+  const publishers = [...(call.joined.state.publishers || [])];
+  call.on("media", (m) => { if (m.event === "publisher_joined") { publishers.push(m); trySubscribe(publishers); } });
+  await trySubscribe(publishers);
+  return mine;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+window.liveRelay = { framesDecoded: 0, callSetupMs: null };
+
+async function main() {
+  $("#room-name").textContent = roomName;
+  if (!view) {
+    $("#start").hidden = false; setStatus("");
+    $("#start-form").onsubmit = (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams({ view: e.submitter.value, room: e.target.room.value });
+      if (e.target.token.value) q.set("token", e.target.token.value);
+      location.search = q.toString();
+    };
+    return;
+  }
+  $("#live").hidden = false;
+  ch = new Channel(roomName, token);
+  window.liveRelay.channel = ch;
+  if (view === "call") {
+    $("#stage").replaceChildren();
+    const remote = document.createElement("video"); remote.autoplay = true; remote.playsInline = true; remote.id = "call-remote";
+    remote.style.width = "100%"; $("#stage").append(remote);
+    for (const el of document.querySelectorAll(".controls, #comments")) el.hidden = true;
+    await runCall(ch, remote);
+    setStatus("in call");
+    return;
+  }
+  wireLive(view === "host");
+  try { await ch.connect(); } catch (err) { setStatus(err.message); }
+}
+
+main();
