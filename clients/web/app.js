@@ -270,7 +270,7 @@ function wireLive(isHost) {
   ch.on("joined", (msg) => {
     setStatus(`${msg.role}${msg.recovered ? " (resumed)" : ""}`);
     $("#like-count").textContent = msg.state.likes;
-    $("#viewers").textContent = `👁 ${msg.state.viewers}`;
+    $("#viewers").textContent = `${msg.state.viewers} watching`;
     if (msg.state.product) showProduct(msg.state.product);
     showAnnouncement(msg.state.pinned);
     Object.assign(roomState, { publishers: msg.state.publishers, pk: msg.state.pk });
@@ -282,7 +282,7 @@ function wireLive(isHost) {
   ch.on("product", (m) => { showProduct(m); noteLatency(m); });
   ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
   ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
-  ch.on("presence", (m) => { $("#viewers").textContent = `👁 ${m.viewers}`; });
+  ch.on("presence", (m) => { $("#viewers").textContent = `${m.viewers} watching`; });
   ch.on("media", (m) => {
     if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
     else roomState.publishers = roomState.publishers.filter((p) => p.publisher !== m.publisher);
@@ -393,13 +393,11 @@ async function updateStats() {
 
 async function runCall(call, remoteVideo) {
   const started = performance.now();
-  await call.connect();
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-  const mine = await publish(call, stream);
-  let subscribed = false;
-  const trySubscribe = async (publishers) => {
-    const other = publishers.find((p) => p.publisher !== mine.mediaId);
-    if (!other || subscribed) return;
+  const publishers = [];
+  let mine = null; let subscribed = false;
+  const trySubscribe = async () => {
+    const other = publishers.find((p) => p.publisher !== mine?.mediaId);
+    if (!mine || !other || subscribed) return;
     subscribed = true;
     const sub = await subscribe(call, other.publisher);
     remoteVideo.srcObject = sub.stream; remoteVideo.muted = true; remoteVideo.play().catch(() => {});
@@ -409,9 +407,16 @@ async function runCall(call, remoteVideo) {
     window.liveRelay.callSetupMs = ms;
     call.send({ type: "client_stats", call_setup_ms: ms });
   };
-  const publishers = [...(call.joined.state.publishers || [])];
-  call.on("media", (m) => { if (m.event === "publisher_joined") { publishers.push(m); trySubscribe(publishers); } });
-  await trySubscribe(publishers);
+  // Listen before publishing: the other party may publish while we negotiate.
+  call.on("media", (m) => {
+    if (m.event === "publisher_joined") publishers.push(m);
+    trySubscribe();
+  });
+  await call.connect();
+  publishers.push(...(call.joined.state.publishers || []));
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  mine = await publish(call, stream);
+  await trySubscribe();
   return mine;
 }
 
