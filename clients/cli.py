@@ -132,6 +132,58 @@ def token(room: str, user: str, role: str, ttl: float, name: str | None, secret:
     click.echo(issue_token(secret, room, user, Role(role), ttl, name))
 
 
+@main.command()
+@click.option("--url", required=True, help="WebSocket URL, e.g. ws://127.0.0.1:8080/ws")
+@click.option("--room", required=True)
+@click.option("--token", required=True, help="A host (or co-host) token for the room.")
+@click.option("--source", default=None, help="A video file to publish (looped); default: a synthetic pattern.")
+@click.option("--synthetic", is_flag=True, help="Publish the synthetic test pattern and tone (the default).")
+@click.option("--products", "products_file", default=None, help="Product cards, YAML or JSON list.")
+@click.option("--every", default=None, type=float, help="Push the next product every S seconds.")
+@click.option("--duration", default=None, type=float, help="Stop after S seconds.")
+def host(url: str, room: str, token: str, source: str | None, synthetic: bool, products_file: str | None,
+         every: float | None, duration: float | None) -> None:
+    """Go live: publish video and audio, push product cards, see comments and stage requests."""
+    import uvloop
+
+    from clients.apps import load_products, run_host
+
+    products = load_products(products_file) if products_file else []
+    uvloop.run(run_host(url, room, token, None if synthetic else source, products, every, duration))
+
+
+@main.command()
+@click.option("--url", required=True)
+@click.option("--room", required=True)
+@click.option("--token", default=None, help="A viewer token (to comment); anonymous without.")
+@click.option("--record", default=None, help="Save the received video here (.webm for VP8, .mkv for H.264) as is.")
+@click.option("--duration", default=None, type=float, help="Stop after S seconds.")
+def view(url: str, room: str, token: str | None, record: str | None, duration: float | None) -> None:
+    """Watch: print comments, product cards and live latency figures; optionally record."""
+    import uvloop
+
+    from clients.apps import run_view
+
+    stats = uvloop.run(run_view(url, room, token, record, duration))
+    click.echo(f"frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}"
+               + (f", recorded {stats.get('recorded_frames', 0)} frames to {record}" if record else ""))
+
+
+@main.command()
+@click.option("--url", required=True)
+@click.option("--room", required=True)
+@click.option("--token", required=True, help="A token for the call's room.")
+@click.option("--duration", default=None, type=float, help="Hang up after S seconds.")
+def call(url: str, room: str, token: str, duration: float | None) -> None:
+    """One side of a 1v1 call: publish, see the other side, print set-up time and latency."""
+    import uvloop
+
+    from clients.apps import run_call
+
+    result = uvloop.run(run_call(url, room, token, duration))
+    click.echo(f"call over: set-up {result['setup_ms']:.0f} ms, {result['frames']} frames")
+
+
 @main.group()
 def loadtest() -> None:
     """Load tests against a running server."""

@@ -35,14 +35,15 @@ class MediaSession:
         self.answered: float = 0.0
 
         # Load tests set this before negotiating: encoded frames go to it and are never decoded.
-        self.frame_sink: Callable[[str, Any], None] | None = None
+        self.frame_sink: Callable[[str, Any, str], None] | None = None  # (kind, frame, codec name)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if self.frame_sink is not None:
                 receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
                 sink = self.frame_sink
-                adapter.tap_receiver(receiver, track.kind, lambda codec, frame, ssrc: sink(track.kind, frame))
+                adapter.tap_receiver(receiver, track.kind,
+                                     lambda codec, frame, ssrc: sink(track.kind, frame, codec.name))
             self.tracks[track.kind] = track
             self.track_ready[track.kind].set()
 
@@ -90,10 +91,10 @@ class MediaSession:
                         kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
                         host_addresses: tuple[str, ...] = ("127.0.0.1",),
                         answer_filter: Callable[[str], str] | None = None,
-                        frame_sink: Callable[[str, Any], None] | None = None) -> MediaSession:
+                        frame_sink: Callable[[str, Any, str], None] | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use (tests route media through their own forwarder with it);
-        ``frame_sink(kind, encoded_frame)`` takes the encoded frames instead of decoding them."""
+        ``frame_sink(kind, encoded_frame, codec_name)`` takes the encoded frames instead of decoding them."""
         session = cls(client, cls._peer_connection(ice_servers))
         session.frame_sink = frame_sink
         for kind in kinds:

@@ -1,0 +1,288 @@
+"""The command-line clients: `live-relay host`, `live-relay view` and `live-relay call`.
+
+Each is a small program over the client library (``LiveClient`` + ``MediaSession``) that reconnects with
+backoff and resumes messages by sequence number, and prints what a person at the keyboard wants to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import click
+import yaml
+from aiortc.mediastreams import MediaStreamError
+
+from clients.client import LiveClient, ServerError
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
+
+FREEZE_S = 0.2
+
+
+def _print(*parts: object) -> None:
+    click.echo(" ".join(str(p) for p in parts))
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """One line for an event worth showing a person; None for the rest."""
+    kind = event["type"]
+    lat = f" ({event['latency_ms']:.1f} ms)" if isinstance(event.get("latency_ms"), float) else ""
+    who = event.get("name") or event.get("user", "")
+    if kind == "comment":
+        return f"💬 {who}: {event['text']}{lat}"
+    if kind == "product":
+        p = event["product"]
+        return f"🛒 {p['title']} {p['price']} {p['currency']} {p['url']}{lat}"
+    if kind == "announce":
+        return f"📢 {event['text']}{lat}"
+    if kind == "stage_requested":
+        return f"✋ {event.get('name') or event['user']} asks to join the stage (type: accept {event['user']})"
+    if kind in ("stage", "pk", "call"):
+        return f"🎬 {kind}: {json.dumps(event['state'])}"
+    if kind == "media":
+        return f"📡 {event['event']} {event['user']} ({event['publisher']})"
+    if kind in ("grant", "call_grant", "pk_invited", "stage_invited", "call_invited", "pk_ended", "call_ended"):
+        return f"🔔 {kind}: {json.dumps({k: v for k, v in event.items() if k not in ('type', 'token')})}"
+    return None
+
+
+def load_products(path: str) -> list[dict[str, Any]]:
+    text = Path(path).read_text()
+    data = yaml.safe_load(text)  # YAML is a superset of JSON: one loader reads both
+    products = data.get("products", data) if isinstance(data, dict) else data
+    if not isinstance(products, list) or not all(isinstance(p, dict) for p in products):
+        raise click.ClickException(f"{path}: expected a list of products (or {{products: [...]}})")
+    return products
+
+
+async def _stdin_lines() -> asyncio.Queue[str]:
+    """Lines typed on stdin, without blocking the event loop."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            loop.remove_reader(sys.stdin)
+            return
+        queue.put_nowait(line.strip())
+
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
+        loop.add_reader(sys.stdin, readable)
+    return queue
+
+
+# -- host ---------------------------------------------------------------------------------------------
+
+
+async def run_host(url: str, room: str, token: str, source: str | None, products: list[dict[str, Any]],
+                   every: float | None, duration: float | None) -> None:
+    client = LiveClient(url, room, token, reconnect=True)
+    await client.connect()
+    if source:
+        from aiortc.contrib.media import MediaPlayer
+
+        player = MediaPlayer(source, loop=True)
+        tracks = [t for t in (player.video, player.audio) if t is not None]
+    else:
+        tracks = [CounterVideoTrack(), ToneAudioTrack()]
+    media = await MediaSession.publish(client, tracks)
+    _print(f"on air in {room!r} as {client.joined['user']} ({media.media_id}); "
+           f"{len(products)} products: type 'p' to push the next, 'p N' for one, 'accept USER', 'q' to quit")
+    lines = await _stdin_lines()
+    index = 0
+
+    async def push(n: int) -> None:
+        product = products[n % len(products)]
+        try:
+            ack = await client.push_product(product)
+            _print(f"pushed {product['title']} (seq {ack['seq']})")
+        except ServerError as exc:
+            _print(f"refused: {exc}")
+
+    async def schedule() -> None:
+        nonlocal index
+        while every and products:
+            await asyncio.sleep(every)
+            await push(index)
+            index += 1
+
+    async def show() -> None:
+        async for event in client.events():
+            line = describe(event)
+            if line:
+                _print(line)
+
+    tasks = [asyncio.create_task(schedule()), asyncio.create_task(show())]
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                command = await asyncio.wait_for(lines.get(), 1.0)
+            except TimeoutError:
+                continue
+            if command == "q":
+                break
+            if command.startswith("p") and products:
+                arg = command[1:].strip()
+                await push(int(arg) - 1 if arg.isdigit() else index)
+                index += 0 if arg.isdigit() else 1
+            elif command.startswith("accept "):
+                with contextlib.suppress(ServerError):
+                    await client.request({"type": "stage_accept", "user": command.split(maxsplit=1)[1]})
+            elif command:
+                await client.comment(command)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await media.close()
+        await client.close()
+
+
+# -- view ---------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Writes received encoded video frames into a container as they are (no decoding, no encoding)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.container: Any = None
+        self.stream: Any = None
+        self.frames = 0
+        self._first_ts: int | None = None
+
+    def add(self, codec_name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
+        if self.container is None:
+            if not keyframe:
+                return  # a file starts at a keyframe
+            self.container = av.open(self.path, "w")
+            self.stream = self.container.add_stream(codec_name.lower(), rate=30)
+            self.stream.time_base = fractions.Fraction(1, 90000)
+            if codec_name.lower() == "vp8" and len(data) >= 10:
+                # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
+                self.stream.width = int.from_bytes(data[6:8], "little") & 0x3FFF
+                self.stream.height = int.from_bytes(data[8:10], "little") & 0x3FFF
+            self._first_ts = timestamp
+        assert self._first_ts is not None
+        packet = av.Packet(data)
+        packet.pts = packet.dts = (timestamp - self._first_ts) & 0xFFFFFFFF
+        packet.time_base = self.stream.time_base
+        packet.stream = self.stream
+        self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+async def run_view(url: str, room: str, token: str | None, record: str | None, duration: float | None) -> dict:
+    from relay.tracks import is_keyframe
+
+    client = LiveClient(url, room, token, reconnect=True)
+    await client.connect()
+    stats = {"frames": 0, "freezes": 0, "messages": 0, "e2e_ms": []}
+    last_frame = [0.0]
+    recorder = Recorder(record) if record else None
+
+    def on_frame(kind: str, frame: Any, codec: str) -> None:
+        if kind != "video":
+            return
+        now = time.monotonic()
+        if last_frame[0] and now - last_frame[0] > FREEZE_S:
+            stats["freezes"] += 1
+        last_frame[0] = now
+        stats["frames"] += 1
+        if recorder is not None:
+            recorder.add(codec, frame.data, frame.timestamp, is_keyframe(codec, frame.data))
+
+    publishers = client.joined["state"]["publishers"]
+    if not publishers:
+        _print("waiting for someone to go live…")
+        event = await client.next_event("media", timeout=3600)
+        publishers = [event]
+    session = await MediaSession.subscribe(client, publisher=publishers[0]["publisher"], frame_sink=on_frame)
+    _print(f"watching {room!r}: {publishers[0]['user']}'s stream" + (f", recording to {record}" if record else ""))
+
+    async def show() -> None:
+        async for event in client.events():
+            if isinstance(event.get("latency_ms"), float):
+                stats["messages"] += 1
+                stats["e2e_ms"].append(event["latency_ms"])
+            line = describe(event)
+            if line:
+                _print(line)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(5)
+            e2e = stats["e2e_ms"][-50:]
+            avg = f"{sum(e2e) / len(e2e):.1f} ms" if e2e else "-"
+            _print(f"📊 frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}, "
+                   f"recent message E2E {avg}")
+
+    tasks = [asyncio.create_task(show()), asyncio.create_task(report())]
+    try:
+        await asyncio.sleep(duration if duration else 10**9)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await session.close()
+        await client.close()
+        if recorder is not None:
+            recorder.close()
+            stats["recorded_frames"] = recorder.frames
+    return stats
+
+
+# -- call ---------------------------------------------------------------------------------------------
+
+
+async def run_call(url: str, room: str, token: str, duration: float | None) -> dict:
+    client = LiveClient(url, room, token, reconnect=True)
+    await client.connect()
+    started = time.perf_counter()
+    mine = await MediaSession.publish(client, [CounterVideoTrack(), ToneAudioTrack()])
+    others = [p for p in client.joined["state"]["publishers"] if p["publisher"] != mine.media_id]
+    if not others:
+        _print("waiting for the other party…")
+        while True:
+            event = await client.next_event("media", timeout=3600)
+            if event["event"] == "publisher_joined" and event["publisher"] != mine.media_id:
+                others = [event]
+                started = time.perf_counter()  # set-up is timed from the moment both are there
+                break
+    theirs = await MediaSession.subscribe(client, publisher=others[0]["publisher"])
+    track = await theirs.wait_track("video", timeout=30)
+    frame = await asyncio.wait_for(track.recv(), 30)
+    setup_ms = (time.perf_counter() - started) * 1000
+    await client.send({"type": "client_stats", "call_setup_ms": setup_ms})
+    _print(f"📞 connected with {others[0]['user']}: set-up {setup_ms:.0f} ms")
+    latencies = []
+    deadline = time.monotonic() + (duration or 10**9)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                frame = await asyncio.wait_for(track.recv(), 10)
+            except MediaStreamError:
+                _print("📞 the other side hung up")
+                break
+            latencies.append(latency_ms(read_frame(frame)[1]))
+            if len(latencies) % 150 == 0:
+                recent = sorted(latencies[-150:])
+                _print(f"📊 glass-to-glass latency p50 {recent[len(recent) // 2]:.0f} ms "
+                       "(the other side's test pattern carries its send time)")
+    finally:
+        await theirs.close()
+        await mine.close()
+        await client.close()
+    return {"setup_ms": setup_ms, "frames": len(latencies)}

@@ -1,0 +1,57 @@
+"""The command-line clients as a person runs them: `live-relay host`, `view` (with --record) and `call`,
+as real processes against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+
+import av
+
+from signaling.protocol import Role
+
+
+async def cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli", "--log-level", "WARNING", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_host_pushes_products_and_viewer_sees_and_records_them(server, tmp_path):
+    products = tmp_path / "products.yaml"
+    products.write_text("""
+products:
+  - {id: p1, title: Tea set, price: "25.00", currency: EUR, url: "https://shop.example/tea", image: "https://shop.example/tea.jpg"}
+  - {id: p2, title: Fan, price: "9.90", currency: EUR, url: "https://shop.example/fan", image: "https://shop.example/fan.jpg"}
+""")
+    record = tmp_path / "show.webm"
+    host = asyncio.create_task(cli("host", "--url", server.ws_url, "--room", "show", "--token",
+                                   server.token("show", "shop", Role.HOST), "--products", str(products),
+                                   "--every", "0.7", "--duration", "7"))
+    await asyncio.sleep(2.0)  # the host is on air
+    code, out, err = await cli("view", "--url", server.ws_url, "--room", "show", "--record", str(record),
+                               "--duration", "3")
+    assert code == 0, err
+    assert "🛒 Tea set 25.00 EUR" in out or "🛒 Fan 9.90 EUR" in out
+    summary = out.strip().splitlines()[-1]  # "frames N, freezes N, messages N, recorded N frames to ..."
+    frames = int(re.match(r"frames (\d+),", summary).group(1))
+    assert frames > 20
+    host_code, host_out, host_err = await host
+    assert host_code == 0, host_err and "pushed Tea set" in host_out
+    with av.open(str(record)) as container:  # recorded as received, and it plays
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) > 20 and (decoded[0].width, decoded[0].height) == (640, 480)
+
+
+async def test_two_call_clients_connect(server):
+    a = asyncio.create_task(cli("call", "--url", server.ws_url, "--room", "call-cli", "--token",
+                                server.token("call-cli", "ann", Role.HOST), "--duration", "3"))
+    await asyncio.sleep(0.5)
+    b = asyncio.create_task(cli("call", "--url", server.ws_url, "--room", "call-cli", "--token",
+                                server.token("call-cli", "ben", Role.COHOST), "--duration", "3"))
+    for code, out, err in await asyncio.gather(a, b):
+        assert code == 0, err
+        assert "connected with" in out and "set-up" in out
