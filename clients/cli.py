@@ -51,11 +51,13 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
               help="Serve HTTPS/WSS with this certificate (PEM); browsers need it off localhost for cameras.")
 @click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="Its private key (PEM).")
 @click.option("--web/--no-web", default=True, help="Serve the browser page at /.")
+@click.option("--redis", "redis_url", default=None,
+              help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
           max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
-          tls_cert: str | None, tls_key: str | None, web: bool) -> None:
-    """Run the server (uvloop; in-process broker, no external service)."""
+          tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None) -> None:
+    """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
     from pathlib import Path
 
@@ -78,6 +80,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         media_enabled=media, ice_servers=ice_servers,
         ice_addresses=() if "auto" in ice_addresses else ice_addresses,
         web_root=str(Path(__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
+        redis_url=redis_url,
     )
     scheme = "https" if tls_cert else "http"
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -73,6 +73,8 @@ class ServerConfig:
     rooms: tuple[str, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
+    # Redis URL (redis://HOST:PORT/DB): rooms shared with other nodes. None: the in-process broker.
+    redis_url: str | None = None
     # Media relay: STUN/TURN servers (none: contact no outside server) and the local addresses offered as
     # ICE host candidates (empty: every interface but loopback, as aioice chooses).
     media_enabled: bool = True

@@ -55,7 +55,8 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
-        broker.set_handlers(self._on_publication, self._on_broadcast)
+        broker.set_handlers(self._on_publication, self._on_broadcast, self._on_reset)
+        self._presence_reported: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -138,9 +139,10 @@ class Hub:
             recovery = await self.broker.recover(room_name, resume)
             state = await self.broker.get_state(room_name)
             likes = await self.broker.get_likes(room_name)
-        except Exception:
+        except Exception as exc:
             self.leave(session)
-            raise
+            log.warning("join failed: broker", extra={"room": room_name, "error": repr(exc)})
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
         joined: dict[str, Any] = {
             "type": "joined", "room": room_name, "user": session.user, "role": str(session.role),
             "epoch": recovery.position.epoch, "seq": recovery.position.seq,
@@ -295,6 +297,15 @@ class Hub:
         """Close a connection to a private call room that ended."""
         self._spawn(self.disconnect(session, CloseCode.NORMAL, "call ended"), f"call-end-{session.id}")
 
+    def _on_reset(self, room_name: str) -> None:
+        """The broker lost the room's stream: local clients reconnect, resume, and learn the new epoch."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        log.warning("room stream lost; asking its clients to resume", extra={"room": room_name})
+        for session in list(room.sessions.values()):
+            self.kick(session, CloseCode.GOING_AWAY, "room history lost; reconnect and resume")
+
     def _on_broadcast(self, room_name: str, data: dict[str, Any]) -> None:
         self._fanout(room_name, OutboundEvent(data))
 
@@ -344,13 +355,25 @@ class Hub:
             if not room.pending_likes:
                 continue
             delta, room.pending_likes = room.pending_likes, 0
-            total = await self.broker.add_likes(room.name, delta)
+            try:
+                total = await self.broker.add_likes(room.name, delta)
+            except Exception:
+                room.pending_likes += delta  # kept for the next tick, not lost
+                raise
             await self.broker.broadcast(room.name, {"type": "likes", "room": room.name, "total": total,
                                                     "delta": delta, "server_ts": now_ms()})
 
     async def _flush_presence(self) -> None:
+        now = time.monotonic()
         for room in list(self.rooms.values()):
+            # Report at least every few seconds even when nothing changed here: with several nodes the
+            # room-wide counts are the sum of fresh reports.
+            stale = now - self._presence_reported.get(room.name, 0.0) > 5.0
+            if not room.presence_dirty and not stale:
+                continue
+            self._presence_reported[room.name] = now
             if not room.presence_dirty:
+                await self.broker.set_presence(room.name, len(room), room.viewer_count)
                 continue
             joined, left, overflowed = room.take_presence_changes()
             members, viewers = await self.broker.set_presence(room.name, len(room), room.viewer_count)
@@ -362,6 +385,7 @@ class Hub:
         for name, room in list(self.rooms.items()):
             if not room.sessions and not room.pending_likes and name not in self.config.rooms:
                 del self.rooms[name]
+                self._presence_reported.pop(name, None)
                 await self.broker.unsubscribe(name)
         await self.broker.gc()
         self.metrics.rooms.set(len(self.rooms))

@@ -13,4 +13,10 @@ __all__ = ["Broker", "MemoryBroker", "Publication", "Recovery", "StreamPosition"
 
 
 def create_broker(config: ServerConfig) -> Broker:
+    """The in-process broker by default; Redis when the node is given a URL (several nodes, one room)."""
+    if config.redis_url:
+        from signaling.brokers.redis import RedisBroker
+
+        return RedisBroker(config.redis_url, history_size=config.room.history_size,
+                           history_ttl=config.room.history_ttl)
     return MemoryBroker(history_size=config.room.history_size, history_ttl=config.room.history_ttl)

@@ -48,9 +48,13 @@ BroadcastHandler = Callable[[str, dict[str, Any]], None]
 class Broker(abc.ABC):
     """What a node needs from the place where rooms are shared."""
 
-    def set_handlers(self, on_publication: PublicationHandler, on_broadcast: BroadcastHandler) -> None:
+    def set_handlers(self, on_publication: PublicationHandler, on_broadcast: BroadcastHandler,
+                     on_reset: Callable[[str], None] | None = None) -> None:
+        """``on_reset(room)``: the room's stream was lost under us (its epoch changed while this node was
+        subscribed); its local clients must reconnect and be told."""
         self._on_publication = on_publication
         self._on_broadcast = on_broadcast
+        self.on_reset = on_reset
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect; called once before use."""
