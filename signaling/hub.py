@@ -159,7 +159,10 @@ class Hub:
         if ref is not None:
             joined["id"] = ref
         session.send(joined)
-        session.last_seq = resume.seq if recovery.recovered and resume else recovery.position.seq
+        if recovery.publications:
+            session.last_seq = recovery.publications[0].seq - 1
+        else:
+            session.last_seq = resume.seq if recovery.recovered and resume else recovery.position.seq
         for publication in recovery.publications:
             session.deliver(OutboundEvent(publication.data))
         for event in session.release():

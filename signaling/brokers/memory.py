@@ -74,7 +74,9 @@ class MemoryBroker(Broker):
         if since is None:
             return Recovery(position)
         if since.epoch != stream.epoch:
-            return Recovery(position, reason="epoch_changed")
+            # As the Redis broker does: if the new epoch's whole history is kept, the client missed all of it.
+            whole = list(stream.history) if stream.history and stream.history[0].seq == 1 else []
+            return Recovery(position, whole, reason="epoch_changed")
         if since.seq > stream.seq:
             return Recovery(position, reason="unknown_position")
         if since.seq == stream.seq:

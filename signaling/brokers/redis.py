@@ -38,7 +38,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[1])
 local seq = redis.call('INCR', KEYS[2])
 local payload = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[2], 2)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'd', payload, 't', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'd', payload, 't', ARGV[5])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 redis.call('PUBLISH', KEYS[4], 'p' .. payload)
 return {seq, epoch}
@@ -216,20 +216,28 @@ class RedisBroker(Broker):
         if since is None:
             return Recovery(position)
         if since.epoch != epoch:
-            return Recovery(position, reason="epoch_changed")
+            # The client's stream is gone. If the new epoch's whole history is still here, it missed
+            # exactly all of it: give it that (still saying why), so nothing published since is lost.
+            return Recovery(position, await self._history_from(room, 1, epoch) or [], reason="epoch_changed")
         if since.seq > top:
             return Recovery(position, reason="unknown_position")
         if since.seq == top:
             return Recovery(position, recovered=True)
-        entries = await self._call(self._redis.xrange(k["hist"], min=f"{since.seq + 1}-0", max="+",
+        publications = await self._history_from(room, since.seq + 1, epoch)
+        if publications is None:
+            return Recovery(position, reason="too_old")
+        return Recovery(position, publications, recovered=True)
+
+    async def _history_from(self, room: str, first: int, epoch: str) -> list[Publication] | None:
+        """Publications from ``first`` on, or None if ``first`` is no longer in history (count or age)."""
+        entries = await self._call(self._redis.xrange(_keys(room)["hist"], min=f"{first}-0", max="+",  # type: ignore[union-attr]
                                                       count=self.history_size + 10))
         horizon_ms = (time.time() - self.history_ttl) * 1000
         kept = [(int(entry_id.split(b"-")[0]), fields) for entry_id, fields in entries
                 if int(fields[b"t"]) >= horizon_ms]
-        if not kept or kept[0][0] != since.seq + 1:
-            return Recovery(position, reason="too_old")
-        publications = [Publication(seq, epoch, json.loads(fields[b"d"]), time.monotonic()) for seq, fields in kept]
-        return Recovery(position, publications, recovered=True)
+        if not kept or kept[0][0] != first:
+            return None
+        return [Publication(seq, epoch, json.loads(fields[b"d"]), time.monotonic()) for seq, fields in kept]
 
     async def room_exists(self, room: str) -> bool:
         k = _keys(room)
