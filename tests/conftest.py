@@ -83,3 +83,10 @@ async def start_server() -> AsyncIterator[Callable[..., object]]:
 @pytest.fixture
 async def server(start_server: Callable[..., object]) -> RunningServer:
     return await start_server(rooms=("show",))  # type: ignore[misc,operator]
+
+
+async def eventually(check, timeout: float = 10.0, interval: float = 0.1) -> None:
+    """Poll an async ``check()`` until it is true (bounded by ``timeout``): for state seen only over HTTP."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - the state lives in another process; nothing to await
+            await asyncio.sleep(interval)
