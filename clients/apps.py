@@ -194,7 +194,7 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
     last_frame = [0.0]
     recorder = Recorder(record) if record else None
 
-    def on_frame(kind: str, frame: Any, codec: str) -> None:
+    def on_frame(kind: str, frame: Any, codec: Any) -> None:
         if kind != "video":
             return
         now = time.monotonic()
@@ -203,7 +203,7 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
         last_frame[0] = now
         stats["frames"] += 1
         if recorder is not None:
-            recorder.add(codec, frame.data, frame.timestamp, is_keyframe(codec, frame.data))
+            recorder.add(codec.name, frame.data, frame.timestamp, is_keyframe(codec.name, frame.data))
 
     publishers = client.joined["state"]["publishers"]
     if not publishers:

@@ -35,15 +35,23 @@ class MediaSession:
         self.answered: float = 0.0
 
         # Load tests set this before negotiating: encoded frames go to it and are never decoded.
-        self.frame_sink: Callable[[str, Any, str], None] | None = None  # (kind, frame, codec name)
+        self.frame_sink: Callable[[str, Any, Any], None] | None = None  # (kind, frame, RTCRtpCodecParameters)
+        # With a frame sink: the tapped receivers and the sender's SSRC per kind (to ask for keyframes).
+        self.receivers: dict[str, Any] = {}
+        self.ssrcs: dict[str, int] = {}
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if self.frame_sink is not None:
                 receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
-                sink = self.frame_sink
-                adapter.tap_receiver(receiver, track.kind,
-                                     lambda codec, frame, ssrc: sink(track.kind, frame, codec.name))
+                sink, kind = self.frame_sink, track.kind
+                self.receivers[kind] = receiver
+
+                def on_frame(codec: Any, frame: Any, ssrc: int) -> None:
+                    self.ssrcs[kind] = ssrc
+                    sink(kind, frame, codec)
+
+                adapter.tap_receiver(receiver, kind, on_frame)
             self.tracks[track.kind] = track
             self.track_ready[track.kind].set()
 
@@ -91,10 +99,10 @@ class MediaSession:
                         kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
                         host_addresses: tuple[str, ...] = ("127.0.0.1",),
                         answer_filter: Callable[[str], str] | None = None,
-                        frame_sink: Callable[[str, Any, str], None] | None = None) -> MediaSession:
+                        frame_sink: Callable[[str, Any, Any], None] | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use (tests route media through their own forwarder with it);
-        ``frame_sink(kind, encoded_frame, codec_name)`` takes the encoded frames instead of decoding them."""
+        ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them."""
         session = cls(client, cls._peer_connection(ice_servers))
         session.frame_sink = frame_sink
         for kind in kinds:
@@ -108,6 +116,11 @@ class MediaSession:
             await session.pc.close()
             raise
         return session
+
+    def request_keyframe(self, kind: str = "video") -> None:
+        """With a frame sink: ask the sender for a keyframe (RTCP PLI), as a decoder would."""
+        if kind in self.receivers and kind in self.ssrcs:
+            adapter.send_pli(self.receivers[kind], self.ssrcs[kind])
 
     async def wait_track(self, kind: str, timeout: float = 10.0) -> MediaStreamTrack:
         async with asyncio.timeout(timeout):

@@ -69,7 +69,7 @@ async def _run_subscriber(url: str, room: str, probe: SubscriberProbe, stop: asy
         await client.connect()
         probe.started = time.perf_counter()
 
-        def sink(kind: str, frame: Any, codec: str) -> None:
+        def sink(kind: str, frame: Any, codec: Any) -> None:
             if kind == "video":
                 probe.on_video_frame(time.perf_counter())
 

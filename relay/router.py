@@ -170,13 +170,48 @@ class Publisher(_Peer):
         self.room.remove_publisher(self)
 
 
+class RemotePublisher:
+    """A publisher of another node, mirrored here (origin/edge cascade): its tracks are fed by an upstream
+    subscription to the origin, not by a peer connection of ours. Subscribers see it as any publisher."""
+
+    def __init__(self, peer_id: str, room: MediaRoom, user: str, send_pli: Callable[[str], None]) -> None:
+        self.id = peer_id
+        self.room = room
+        self.user = user
+        self.tracks: dict[str, PublishedTrack] = {}
+        self.codecs: dict[str, RTCRtpCodecParameters] = {}
+        self.closed = False
+        self._send_pli = send_pli
+
+    def add_track(self, kind: str, codec: RTCRtpCodecParameters) -> PublishedTrack:
+        config = self.room.router.config
+        track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda: self._send_pli(kind),
+                               keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
+        track.codec = codec
+        self.tracks[kind] = track
+        self.codecs[kind] = codec
+        return track
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(t.down_tracks) for t in self.tracks.values())
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for track in self.tracks.values():
+            track.close()
+        self.room.remove_publisher(self)  # type: ignore[arg-type]
+
+
 class Subscriber(_Peer):
     def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
         super().__init__(peer_id, room)
         self.user = user
         self.down_tracks: list[DownTrack] = []
 
-    async def negotiate(self, offer_sdp: str, publisher: Publisher) -> str:
+    async def negotiate(self, offer_sdp: str, publisher: Publisher | RemotePublisher) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         attached = 0
         for transceiver in self.pc.getTransceivers():
@@ -230,10 +265,11 @@ def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCod
 class MediaRoom:
     name: str
     router: MediaRouter
-    publishers: dict[str, Publisher] = field(default_factory=dict)
+    publishers: dict[str, Publisher | RemotePublisher] = field(default_factory=dict)
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
 
-    def remove_publisher(self, publisher: Publisher) -> None:
+    def remove_publisher(self, publisher: Publisher | RemotePublisher) -> None:
+        self.router.peers.pop(publisher.id, None)
         if self.publishers.pop(publisher.id, None) is not None:
             self.router.emit(self.name, {"type": "publisher_left", "publisher": publisher.id,
                                          "user": publisher.user})
@@ -250,7 +286,7 @@ class MediaRouter:
     def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
         self.config = config
         self.rooms: dict[str, MediaRoom] = {}
-        self.peers: dict[str, Publisher | Subscriber] = {}
+        self.peers: dict[str, Publisher | Subscriber | RemotePublisher] = {}
         self._on_event = on_event or (lambda room, event: None)
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -299,7 +335,8 @@ class MediaRouter:
             # A named publisher may be in a linked room (PK): the caller says which rooms may be seen.
             found = self.peers.get(publisher_id)
             visible = {room_name, *also_visible}
-            publishers = [found] if isinstance(found, Publisher) and found.room.name in visible else []
+            publishers = [found] if isinstance(found, Publisher | RemotePublisher) and found.room.name in visible \
+                else []
         if not publishers:
             self.forget_if_empty(room)
             raise MediaError("no_publisher", "nobody publishes in this room yet")
@@ -316,10 +353,20 @@ class MediaRouter:
             raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
 
     def publishers_of(self, room_name: str, user: str | None = None) -> list[Publisher]:
+        """This node's own publishers in a room (mirrors of other nodes' publishers are not listed)."""
         room = self.rooms.get(room_name)
         if room is None:
             return []
-        return [p for p in room.publishers.values() if user is None or p.user == user]
+        return [p for p in room.publishers.values()
+                if isinstance(p, Publisher) and (user is None or p.user == user)]
+
+    def add_remote_publisher(self, room_name: str, peer_id: str, user: str,
+                             send_pli: Callable[[str], None]) -> RemotePublisher:
+        room = self._room(room_name)
+        mirror = RemotePublisher(peer_id, room, user, send_pli)
+        room.publishers[peer_id] = mirror  # type: ignore[assignment]
+        self.peers[peer_id] = mirror
+        return mirror
 
     def set_muted(self, room_name: str, user: str, kind: str, muted: bool) -> int:
         """Mute or unmute a user's published tracks of ``kind`` in a room; returns how many changed."""

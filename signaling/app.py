@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import ssl
 import time
@@ -20,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from relay.router import MediaConfig, MediaRouter
 from signaling.brokers import StreamPosition, create_broker
+from signaling.cascade import EdgeCascade
 from signaling.config import ServerConfig
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
@@ -52,7 +54,9 @@ class RelayServer:
         if config.media_enabled:
             router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
                                  on_event=self._on_media_event)
-            self.media = MediaSignaling(router, self._observe_media_setup)
+            node_url = config.node_url or f"ws://{_reachable(config.host)}:{config.port}/ws"
+            cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
+            self.media = MediaSignaling(router, self._observe_media_setup, self.broker, node_url, cascade)
         self.hub = Hub(config, self.broker, self.metrics, self.media)
         self.started = time.time()
         self.connections_by_ip: Counter[str] = Counter()
@@ -78,6 +82,12 @@ class RelayServer:
 
 
 SERVER = web.AppKey("server", RelayServer)
+
+
+def _reachable(host: str) -> str:
+    """The address other nodes use for a node bound to ``host`` (0.0.0.0 means this machine's loopback
+    unless --node-url says better)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def create_app(config: ServerConfig) -> web.Application:

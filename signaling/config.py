@@ -75,6 +75,8 @@ class ServerConfig:
     room: RoomConfig = field(default_factory=RoomConfig)
     # Redis URL (redis://HOST:PORT/DB): rooms shared with other nodes. None: the in-process broker.
     redis_url: str | None = None
+    # How other nodes reach this one's WebSocket (ws://HOST:PORT/ws), for the media cascade.
+    node_url: str | None = None
     # Media relay: STUN/TURN servers (none: contact no outside server) and the local addresses offered as
     # ICE host candidates (empty: every interface but loopback, as aioice chooses).
     media_enabled: bool = True

@@ -149,7 +149,7 @@ class Hub:
             "recovered": recovery.recovered, "missed": len(recovery.publications),
             "state": {"pinned": state.get("pinned"), "product": state.get("product"), "likes": likes,
                       "members": len(room), "viewers": room.viewer_count,
-                      "publishers": self.media.publishers(room_name) if self.media else [],
+                      "publishers": await self.media.publishers(room_name) if self.media else [],
                       "stage": state.get("stage") or self.scenes.stage_state(room_name),
                       "pk": state.get("pk"), "call": state.get("call")},
             "server_ts": now_ms(),
@@ -293,6 +293,8 @@ class Hub:
         self._spawn(self._media_event(room_name, message), f"media-event-{room_name}")
 
     async def _media_event(self, room_name: str, message: dict[str, Any]) -> None:
+        if message.get("event") == "publisher_left" and self.media is not None:
+            await self.media.unregister(message["publisher"])
         await self.broker.broadcast(room_name, message)
         await self.scenes.on_publisher_change(room_name)
 
@@ -333,7 +335,7 @@ class Hub:
     async def _tick_loop(self) -> None:
         cfg = self.config.room
         interval = min(cfg.likes_interval, cfg.presence_interval)
-        next_presence = next_gc = next_scenes = time.monotonic()
+        next_presence = next_gc = next_scenes = next_registry = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -343,6 +345,9 @@ class Hub:
                     next_scenes = now + 0.5
                     self.scenes.sweep()
                     await self.scenes.pk_tick()
+                if now >= next_registry and self.media is not None:
+                    next_registry = now + 5.0
+                    await self.media.refresh_registrations()
                 if now >= next_presence:
                     next_presence = now + cfg.presence_interval
                     await self._flush_presence()

@@ -8,13 +8,16 @@ connection closes its media sessions.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from relay.router import MediaError, MediaRouter
+from relay.router import MediaError, MediaRouter, Publisher
+from signaling.brokers import Broker
+from signaling.cascade import EdgeCascade
 from signaling.protocol import ErrorCode, ProtocolError, Role, now_ms
 from signaling.session import Session
 
@@ -24,20 +27,58 @@ _PUBLISHERS = (Role.HOST, Role.COHOST)
 
 
 class MediaSignaling:
-    def __init__(self, router: MediaRouter, on_setup: Callable[[str, float], None]) -> None:
+    def __init__(self, router: MediaRouter, on_setup: Callable[[str, float], None], broker: Broker,
+                 node_url: str, cascade: EdgeCascade | None = None) -> None:
         self.router = router
+        self.broker = broker
+        self.node_url = node_url  # how other nodes reach this one (the registry says where publishers are)
+        self.cascade = cascade
+        self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
         # Rooms whose publishers a room's members may also subscribe to (PK links), set by the scenes.
         self.visible_rooms: Callable[[str], tuple[str, ...]] = lambda room: ()
         self._ids = itertools.count(1)
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
         self._owner: dict[str, Session] = {}
 
-    def publishers(self, room: str) -> list[dict[str, Any]]:
-        media_room = self.router.rooms.get(room)
-        if media_room is None:
-            return []
-        return [{"publisher": p.id, "user": p.user, "kinds": sorted(p.tracks)}
-                for p in media_room.publishers.values()]
+    async def publishers(self, room: str) -> list[dict[str, Any]]:
+        """The room's publishers on every node (the broker's registry), for joined.state."""
+        registry = await self.broker.get_publishers(room)
+        return [{"publisher": pid, "user": info["user"], "kinds": info["kinds"]} for pid, info in registry.items()]
+
+    async def _register(self, room: str, media_id: str) -> None:
+        publisher = self.router.peers.get(media_id)
+        if isinstance(publisher, Publisher):
+            self._registered[media_id] = room
+            await self.broker.set_publisher(room, media_id, {"user": publisher.user, "kinds": sorted(publisher.tracks),
+                                                             "node": self.node_url})
+
+    async def unregister(self, media_id: str) -> None:
+        room = self._registered.pop(media_id, None)
+        if room is not None:
+            await self.broker.set_publisher(room, media_id, None)
+
+    async def refresh_registrations(self) -> None:
+        """Registrations go stale unless refreshed: a node that dies drops out of every room's list."""
+        for media_id, room in list(self._registered.items()):
+            if media_id in self.router.peers:
+                await self._register(room, media_id)
+            else:
+                await self.unregister(media_id)
+
+    async def _pull_if_remote(self, room: str, publisher: str | None) -> str | None:
+        """If the wanted publisher is served by another node, mirror it here; return the id to use."""
+        if publisher is not None and publisher in self.router.peers:
+            return publisher
+        if publisher is None and self.router.publishers_of(room):
+            return None  # the room's first local publisher
+        registry = await self.broker.get_publishers(room)
+        if publisher is None:
+            publisher = next(iter(registry), None)
+        info = registry.get(publisher) if publisher else None
+        if info is None or self.cascade is None or info["node"] == self.node_url:
+            return publisher
+        await self.cascade.ensure(room, publisher, info)
+        return publisher
 
     async def handle(self, session: Session, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -54,13 +95,15 @@ class MediaSignaling:
                 self._owner[media_id] = session
                 session.media.add(media_id)
                 sdp = await self.router.publish(room, media_id, session.user, message["sdp"])
+                await self._register(room, media_id)
                 self._answer(session, ref, media_id, sdp, kind, started)
             elif kind == "subscribe":
                 media_id = f"{session.id}-sub{next(self._ids)}"
                 self._owner[media_id] = session
                 session.media.add(media_id)
+                publisher = await self._pull_if_remote(room, message.get("publisher"))
                 sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"],
-                                                  message.get("publisher"), self.visible_rooms(room))
+                                                  publisher, self.visible_rooms(room))
                 self._answer(session, ref, media_id, sdp, kind, started)
             elif kind == "candidate":
                 self._check_owner(session, message["media"], ref)
@@ -90,6 +133,7 @@ class MediaSignaling:
         if session is not None:
             session.media.discard(media_id)
         await self.router.close_peer(media_id)
+        await self.unregister(media_id)
 
     async def close_cross_room(self, room: str, other: str) -> None:
         """Close ``room``'s subscriptions to publishers of ``other`` (a PK link ended)."""
@@ -107,4 +151,9 @@ class MediaSignaling:
             await self.close_media(media_id)
 
     async def close(self) -> None:
+        if self.cascade is not None:
+            await self.cascade.close()
+        for media_id in list(self._registered):
+            with contextlib.suppress(Exception):  # the broker may be gone at shutdown; entries go stale anyway
+                await self.unregister(media_id)
         await self.router.close()

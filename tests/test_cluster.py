@@ -143,3 +143,50 @@ async def test_redis_restart_loses_no_acknowledged_product_push(nodes, redis):
     finally:
         await host.close()
         await viewer.close()
+
+
+async def test_viewers_on_an_edge_get_the_origins_video_through_one_upstream_link(nodes):
+    """The host publishes on node A (the origin); viewers on node B (an edge) decode its frames by content,
+    B pulls the stream from A once for all of them, drops the link when they leave, and learns when the
+    host leaves."""
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from tests.test_sfu import read_counters
+
+    a, b = nodes
+    host = LiveClient(a.ws_url, "show", a.token("show", "host", Role.HOST))
+    await host.connect()
+    publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240, start=300_000)])
+    viewers = [LiveClient(b.ws_url, "show") for _ in range(2)]
+    subscriptions = []
+    try:
+        for v in viewers:
+            await v.connect()
+            assert v.joined["state"]["publishers"][0]["publisher"] == publisher.media_id  # room-wide list
+            subscriptions.append(await MediaSession.subscribe(v, kinds=("video",)))
+        for s in subscriptions:
+            counters = await read_counters(s, 10)
+            assert min(counters) >= 300_000 and counters == sorted(counters)
+        origin_room = a.relay.media.router.rooms["show"]
+        assert len(origin_room.subscribers) == 1  # one origin->edge stream serves both edge viewers
+        assert b.relay.media.router.rooms["show"].publishers[publisher.media_id].subscriber_count == 2
+        for s in subscriptions:
+            await s.close()
+        await eventually(lambda: _no_subscribers(a), timeout=15)  # the edge dropped its upstream link
+        # A new edge viewer brings the link back; then the host leaves and the edge viewer is told.
+        again = await MediaSession.subscribe(viewers[0], kinds=("video",))
+        await read_counters(again, 3)
+        await publisher.close()
+        while (event := await viewers[0].next_event("media", timeout=15))["event"] != "publisher_left":
+            pass
+        assert event["publisher"] == publisher.media_id
+        await again.close()
+    finally:
+        for v in viewers:
+            await v.close()
+        await host.close()
+
+
+async def _no_subscribers(node) -> bool:
+    room = node.relay.media.router.rooms.get("show")
+    return room is None or not room.subscribers

@@ -107,6 +107,15 @@ class Broker(abc.ABC):
     async def set_presence(self, room: str, node_members: int, node_viewers: int) -> tuple[int, int]:
         """Report this node's member and viewer counts; return the room-wide (members, viewers)."""
 
+    @abc.abstractmethod
+    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
+        """Register (or, with None, remove) a media publisher and the node serving it: ``info`` has
+        ``user``, ``kinds`` and ``node`` (that node's WebSocket URL). Registrations are refreshed by their
+        node and ignored once stale, so a node that dies drops out."""
+
+    @abc.abstractmethod
+    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]: ...
+
     async def gc(self) -> list[str]:
         """Drop rooms with no subscribers whose history has expired; return their names."""
         return []

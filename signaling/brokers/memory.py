@@ -12,7 +12,7 @@ from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
 
 
 class _Stream:
-    __slots__ = ("epoch", "history", "likes", "members", "seq", "state", "subscribed", "viewers")
+    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "subscribed", "viewers")
 
     def __init__(self, history_size: int) -> None:
         self.epoch = secrets.token_hex(4)
@@ -23,6 +23,7 @@ class _Stream:
         self.subscribed = False
         self.members = 0
         self.viewers = 0
+        self.publishers: dict[str, dict[str, Any]] = {}
 
 
 class MemoryBroker(Broker):
@@ -114,6 +115,17 @@ class MemoryBroker(Broker):
         stream = self._stream(room)
         stream.members, stream.viewers = node_members, node_viewers
         return node_members, node_viewers
+
+    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
+        publishers = self._stream(room).publishers
+        if info is None:
+            publishers.pop(publisher, None)
+        else:
+            publishers[publisher] = info
+
+    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]:
+        stream = self._streams.get(room)
+        return dict(stream.publishers) if stream is not None else {}
 
     async def gc(self) -> list[str]:
         dropped = []

@@ -50,7 +50,8 @@ PRESENCE_TTL_S = 15.0  # a node that stops reporting drops out of the room's cou
 def _keys(room: str) -> dict[str, str]:
     tag = f"lr:{{{room}}}"
     return {"epoch": f"{tag}:epoch", "seq": f"{tag}:seq", "hist": f"{tag}:hist", "ch": f"{tag}:ch",
-            "state": f"{tag}:state", "likes": f"{tag}:likes", "presence": f"{tag}:presence"}
+            "state": f"{tag}:state", "likes": f"{tag}:likes", "presence": f"{tag}:presence",
+            "publishers": f"{tag}:publishers"}
 
 
 class RedisBroker(Broker):
@@ -274,3 +275,22 @@ class RedisBroker(Broker):
                 members += int(m)
                 viewers += int(v)
         return members, viewers
+
+    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
+        assert self._redis is not None
+        k = _keys(room)["publishers"]
+        if info is None:
+            await self._call(self._redis.hdel(k, publisher))
+            return
+        await self._call(self._redis.hset(k, publisher, json.dumps({**info, "ts": time.time()})))
+        await self._call(self._redis.expire(k, int(PRESENCE_TTL_S * 4)))
+
+    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]:
+        assert self._redis is not None
+        now = time.time()
+        out = {}
+        for key, value in (await self._call(self._redis.hgetall(_keys(room)["publishers"]))).items():
+            info = json.loads(value)
+            if now - info.pop("ts", 0) <= PRESENCE_TTL_S:
+                out[key.decode()] = info
+        return out
