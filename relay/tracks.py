@@ -84,6 +84,9 @@ class DownTrack(MediaStreamTrack):
             if self.waiting_keyframe:
                 if not frame.keyframe:
                     self.frames_skipped += 1
+                    # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder,
+                    # and a subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
+                    self.source.request_keyframe("subscriber still waiting for a keyframe")
                     return
                 self.waiting_keyframe = False
             if len(self._queue) >= self._max_queue:
@@ -130,7 +133,8 @@ class PublishedTrack:
     """One incoming track of a publisher, fanned out to down-tracks."""
 
     def __init__(self, kind: str, track_id: str, publisher_id: str,
-                 send_pli: Callable[[], None], keyframe_interval: float = 0.1, max_queue: int = 30) -> None:
+                 send_pli: Callable[[], None], keyframe_interval: float = 0.1, max_queue: int = 30,
+                 keyframe_timeout: float = KEYFRAME_TIMEOUT) -> None:
         self.kind = kind
         self.id = track_id
         self.publisher_id = publisher_id
@@ -145,6 +149,7 @@ class PublishedTrack:
         self.muted = False  # a muted track forwards nothing (a host muting a co-host, a private call)
         self._send_pli = send_pli
         self._keyframe_interval = keyframe_interval
+        self._keyframe_timeout = keyframe_timeout
         self._max_queue = max_queue
         self._last_pli = 0.0
         self._awaiting_keyframe_since: float | None = None
@@ -194,7 +199,7 @@ class PublishedTrack:
         if self.kind != "video" or self.closed or self._pli_pending is not None:
             return
         now = time.monotonic()
-        if self._awaiting_keyframe_since is not None and now - self._awaiting_keyframe_since < KEYFRAME_TIMEOUT:
+        if self._awaiting_keyframe_since is not None and now - self._awaiting_keyframe_since < self._keyframe_timeout:
             return
         wait = self._last_pli + self._keyframe_interval - now
         loop = asyncio.get_running_loop()

@@ -147,3 +147,16 @@ async def test_keyframe_requests_coalesce_while_one_is_on_its_way():
     await asyncio.sleep(0.02)
     assert len(plis) == 2  # a later joiner asks again, at once
     track.close()
+
+
+async def test_a_waiting_subscriber_keeps_asking_when_a_keyframe_request_is_lost():
+    plis = []
+    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.01, keyframe_timeout=0.1)
+    down = track.add_down_track()
+    await asyncio.sleep(0.02)
+    assert len(plis) == 1  # asked once; suppose the publisher ignores it
+    for n in range(1, 8):  # delta frames keep coming, no keyframe
+        track.on_frame("VP8", 90000, bytes([0x11, 0, 0]), n * 3000, False)
+        await asyncio.sleep(0.03)
+    assert len(plis) >= 2 and down.waiting_keyframe  # asked again once the first request timed out
+    track.close()
