@@ -53,10 +53,16 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 @click.option("--web/--no-web", default=True, help="Serve the browser page at /.")
 @click.option("--redis", "redis_url", default=None,
               help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
+@click.option("--node-url", default=None,
+              help="How other nodes reach this one (ws://HOST:PORT/ws), for the media cascade.")
+@click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
+@click.option("--reuse-port", is_flag=True, hidden=True)
+@click.option("--node-port", default=None, type=int, hidden=True)
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
           max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
-          tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None) -> None:
+          tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
+          workers: int, reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
     from pathlib import Path
@@ -70,6 +76,11 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
 
     printed_secret = secret is None
     secret = secret or _secrets.token_urlsafe(32)
+    if workers > 1:
+        if not redis_url:
+            raise click.UsageError("--workers N shares rooms through Redis: give --redis too")
+        _run_workers(workers, secret, redis_url)
+        return
     if demo and "demo" not in rooms:
         rooms = (*rooms, "demo")
     config = ServerConfig(
@@ -80,7 +91,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         media_enabled=media, ice_servers=ice_servers,
         ice_addresses=() if "auto" in ice_addresses else ice_addresses,
         web_root=str(Path(__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
-        redis_url=redis_url,
+        redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
     )
     scheme = "https" if tls_cert else "http"
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -119,6 +130,44 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
+
+
+def _run_workers(workers: int, secret: str, redis_url: str) -> None:
+    """Start N `serve` processes sharing the port (SO_REUSEPORT) and one Redis; stop them on SIGTERM/SIGINT.
+
+    Each gets a private loopback node port (for the media cascade between workers); only the first runs
+    the demo host. The flags given here are passed on."""
+    import socket
+    import subprocess
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    argv = sys.argv[1:]
+    base = [a for a in argv if not a.startswith("--workers")]
+    if "--workers" in argv:  # drop "--workers N" (the spaced form)
+        i = argv.index("--workers")
+        base = argv[:i] + argv[i + 2:]
+    children = []
+    for n in range(workers):
+        args = [*base, "--reuse-port", "--node-port", str(free_port())]
+        if "--secret" not in args:
+            args += ["--secret", secret]
+        if n > 0 and "--demo" in args:
+            args.remove("--demo")
+        children.append(subprocess.Popen([sys.executable, "-m", "clients.cli", *args]))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    sys.exit(max(codes))
 
 
 @main.command()

@@ -54,7 +54,8 @@ class RelayServer:
         if config.media_enabled:
             router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
                                  on_event=self._on_media_event)
-            node_url = config.node_url or f"ws://{_reachable(config.host)}:{config.port}/ws"
+            node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
+                                           else f"ws://{_reachable(config.host)}:{config.port}/ws")
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, self._observe_media_setup, self.broker, node_url, cascade)
         self.hub = Hub(config, self.broker, self.metrics, self.media)
@@ -276,9 +277,14 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     if config.tls_cert and config.tls_key:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context)
+    # With --workers, every worker shares the public port (SO_REUSEPORT: the kernel spreads connections)
+    # and also listens on a private loopback port of its own, which other nodes use to reach *this* worker.
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, reuse_port=config.reuse_port or None,
+                       ssl_context=ssl_context)
     await site.start()
-    log.info("listening", extra={"host": config.host, "port": config.port})
+    if config.node_port:
+        await web.TCPSite(runner, "127.0.0.1", config.node_port, reuse_address=True).start()
+    log.info("listening", extra={"host": config.host, "port": config.port, "node_port": config.node_port})
     if ready is not None:
         ready.set()
     try:

@@ -77,6 +77,9 @@ class ServerConfig:
     redis_url: str | None = None
     # How other nodes reach this one's WebSocket (ws://HOST:PORT/ws), for the media cascade.
     node_url: str | None = None
+    # --workers: share the public port with sibling processes, and listen on a private node port too.
+    reuse_port: bool = False
+    node_port: int | None = None
     # Media relay: STUN/TURN servers (none: contact no outside server) and the local addresses offered as
     # ICE host candidates (empty: every interface but loopback, as aioice chooses).
     media_enabled: bool = True

@@ -190,3 +190,54 @@ async def test_viewers_on_an_edge_get_the_origins_video_through_one_upstream_lin
 async def _no_subscribers(node) -> bool:
     room = node.relay.media.router.rooms.get("show")
     return room is None or not room.subscribers
+
+
+async def test_serve_with_two_workers_shares_the_port_and_the_room(redis, tmp_path):
+    """`live-relay serve --workers 2 --redis URL`: two processes on one port (SO_REUSEPORT), one room."""
+    import os
+    import signal
+    import sys
+
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from signaling.tokens import issue_token
+    from tests.conftest import SECRET, free_port
+    from tests.test_sfu import read_counters
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "serve", "--workers", "2", "--port",
+        str(port), "--redis", redis.url, "--secret", SECRET, "--room", "show", env={**os.environ})
+    url = f"ws://127.0.0.1:{port}/ws"
+
+    async def up() -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    viewers = [LiveClient(url, "show") for _ in range(8)]
+    try:
+        await eventually(up, timeout=20)
+        await asyncio.sleep(1.0)  # both workers listening
+        host = LiveClient(url, "show", issue_token(SECRET, "show", "host", Role.HOST))
+        await host.connect()
+        for v in viewers:
+            await v.connect()
+        await host.comment("to every worker")
+        for v in viewers:
+            assert (await v.next_event("comment", timeout=10))["text"] == "to every worker"
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240, start=900_000)])
+        subs = [await MediaSession.subscribe(v, kinds=("video",)) for v in viewers[:4]]
+        for s in subs:
+            assert min(await read_counters(s, 3)) >= 900_000
+        for s in subs:
+            await s.close()
+        await publisher.close()
+        await host.close()
+    finally:
+        for v in viewers:
+            await v.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
