@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 _FINAL_CLOSE_CODES = {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNKNOWN_ROOM, CloseCode.NORMAL}
 
 
+# Join errors after which retrying cannot help.
+_FINAL_JOIN_ERRORS = {ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.FORBIDDEN, ErrorCode.WRONG_ROOM,
+                      ErrorCode.UNKNOWN_ROOM}
+
 # Messages that answer a request (matched by `id`) rather than being events.
 _REPLY_TYPES = frozenset({"ack", "error", "pong", "answer", "closed_media", "ok"})
 
@@ -272,7 +276,6 @@ class LiveClient:
         self._events.put_nowait(message)
 
     async def _read_loop(self) -> None:
-        backoff = 0.1
         while True:
             ws = self._ws
             assert ws is not None
@@ -285,16 +288,29 @@ class LiveClient:
             self._fail_pending(ConnectionClosed(self.close_code))
             if self._closed or not self.reconnect or self.close_code in _FINAL_CLOSE_CODES:
                 break
-            while not self._closed:
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(self.max_backoff, backoff * 2)
-                try:
-                    await self._open()
-                except (aiohttp.ClientError, ConnectionClosed, OSError) as exc:
-                    log.info("reconnect failed", extra={"room": self.room, "error": repr(exc)})
-                    continue
-                backoff = 0.1
+            if not await self._reconnect():
                 break
+        self._end_events()
+
+    async def _reconnect(self) -> bool:
+        """Reconnect and rejoin with backoff until it works (True) or cannot (False)."""
+        backoff = 0.1
+        while not self._closed:
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(self.max_backoff, backoff * 2)
+            try:
+                await self._open()
+                return True
+            except ServerError as exc:
+                if exc.code in _FINAL_JOIN_ERRORS:
+                    log.warning("rejoin refused for good", extra={"room": self.room, "error": str(exc)})
+                    return False
+                log.info("rejoin refused; retrying", extra={"room": self.room, "error": str(exc)})
+            except (aiohttp.ClientError, ConnectionClosed, OSError, TimeoutError) as exc:
+                log.info("reconnect failed", extra={"room": self.room, "error": repr(exc)})
+        return False
+
+    def _end_events(self) -> None:
         if self._events.full():
             self._events.get_nowait()
         self._events.put_nowait(None)  # ends events()

@@ -133,10 +133,14 @@ async def test_redis_restart_loses_no_acknowledged_product_push(nodes, redis):
                     break
                 await asyncio.sleep(0.2)
         got: set[str] = set()
-        async with asyncio.timeout(20):
-            while not set(acked) <= got:
-                event = await viewer.next_event("product", timeout=20)
-                got.add(event["product"]["id"])
+        try:
+            async with asyncio.timeout(20):
+                while not set(acked) <= got:
+                    event = await viewer.next_event("product", timeout=20)
+                    got.add(event["product"]["id"])
+        except TimeoutError:
+            print("MISSING", set(acked) - got, "GOT", got, "viewer seq", viewer.epoch, viewer.seq)
+            raise
         print(f"restart test: acked {len(acked)}, refused {refused}, viewer reconnects {viewer.reconnects}, "
               f"host reconnects {host.reconnects}")
         assert {f"before-{n}" for n in range(3)} | {f"after-{n}" for n in range(5)} <= set(acked)
