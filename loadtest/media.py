@@ -93,12 +93,15 @@ async def _run_subscriber(url: str, room: str, probe: SubscriberProbe, stop: asy
         await client.close()
 
 
-async def _worker(url: str, room: str, count: int, decoders: int, control: Connection) -> None:
+async def _worker(urls: list[str], room: str, count: int, decoders: int, first: int, control: Connection) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     probes = [SubscriberProbe(decode=i < decoders) for i in range(count)]
     tasks = []
-    for probe in probes:
+    for i, probe in enumerate(probes):
+        # Round-robin over the nodes, starting after the publisher's: with several nodes the first
+        # (decoding) subscriber is on an edge, so its latency includes the origin->edge hop.
+        url = urls[(first + i + 1) % len(urls)]
         tasks.append(asyncio.create_task(_run_subscriber(url, room, probe, stop)))
         await asyncio.sleep(0.05)  # a steady trickle of joins, as an audience arrives
     with contextlib.suppress(TimeoutError):  # report whoever is receiving by then
@@ -116,14 +119,15 @@ async def _worker(url: str, room: str, count: int, decoders: int, control: Conne
                    "latencies": p.latencies, "decode": p.decode, "error": p.error} for p in probes])
 
 
-def _worker_main(url: str, room: str, count: int, decoders: int, control: Connection) -> None:
+def _worker_main(urls: list[str], room: str, count: int, decoders: int, first: int, control: Connection) -> None:
     import uvloop
 
-    uvloop.run(_worker(url, room, count, decoders, control))
+    uvloop.run(_worker(urls, room, count, decoders, first, control))
 
 
-async def run_media_load(url: str, room: str, secret: str, subscribers: int, duration: float, decoders: int,
+async def run_media_load(urls: list[str], room: str, secret: str, subscribers: int, duration: float, decoders: int,
                          processes: int, width: int, height: int, fps: int) -> dict[str, Any]:
+    url = urls[0]  # the publisher's node: the origin
     host = LiveClient(url, room, issue_token(secret, room, "loadtest-host", Role.HOST, 3600))
     try:
         await host.connect()
@@ -136,11 +140,13 @@ async def run_media_load(url: str, room: str, secret: str, subscribers: int, dur
     per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
     decoders_left = decoders
     workers = []
+    first = 0
     for count in per:
         parent, child = ctx.Pipe()
         share = min(decoders_left, count)
         decoders_left -= share
-        proc = ctx.Process(target=_worker_main, args=(url, room, count, share, child), daemon=True)
+        proc = ctx.Process(target=_worker_main, args=(urls, room, count, share, first, child), daemon=True)
+        first += count
         proc.start()
         child.close()
         workers.append((proc, parent))
@@ -149,8 +155,8 @@ async def run_media_load(url: str, room: str, secret: str, subscribers: int, dur
                err=True)
     ready = sum([(await loop.run_in_executor(None, conn.recv))["ready"] for _, conn in workers])
     click.echo(f"{ready}/{subscribers} subscribers receiving; measuring for {duration:g} s", err=True)
-    server = find_server_process(url)
-    relay_cpu = CpuMeter([server] if server else [])
+    servers = {p.pid: p for p in (find_server_process(u) for u in urls) if p is not None}
+    relay_cpu = CpuMeter(servers.values())  # every node's process, summed
     frames_before = video.counter
     t0 = time.monotonic()
     relay_cpu.start(t0)
@@ -197,7 +203,8 @@ async def run_media_load(url: str, room: str, secret: str, subscribers: int, dur
 
 
 @click.command("media")
-@click.option("--url", required=True, help="WebSocket URL of the server.")
+@click.option("--url", "urls", multiple=True, required=True,
+              help="WebSocket URL; repeat to spread subscribers over nodes (the first gets the publisher).")
 @click.option("--room", default="media-bench")
 @click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="The server's token secret.")
 @click.option("--subscribers", default=10, type=int)
@@ -208,12 +215,12 @@ async def run_media_load(url: str, room: str, secret: str, subscribers: int, dur
 @click.option("--height", default=480, type=int)
 @click.option("--fps", default=30, type=int)
 @click.option("--json", "json_out", default=None)
-def media_command(url: str, room: str, secret: str, subscribers: int, duration: float, decoders: int,
+def media_command(urls: tuple[str, ...], room: str, secret: str, subscribers: int, duration: float, decoders: int,
                   processes: int, width: int, height: int, fps: int, json_out: str | None) -> None:
     """A synthetic publisher and N subscribers: frames, freezes, latency, relay CPU and memory."""
     import uvloop
 
-    result = uvloop.run(run_media_load(url, room, secret, subscribers, duration, decoders, processes,
+    result = uvloop.run(run_media_load(list(urls), room, secret, subscribers, duration, decoders, processes,
                                        width, height, fps))
     print_table(f"media load: {result['subscribers_receiving']}/{subscribers} subscribers, "
                 f"{result['resolution']}@{fps}, {result['duration_s']} s",

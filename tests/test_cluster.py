@@ -245,3 +245,24 @@ async def test_serve_with_two_workers_shares_the_port_and_the_room(redis, tmp_pa
             await v.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_an_origin_that_dies_is_reported_to_edge_viewers(nodes):
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from tests.test_sfu import read_counters
+
+    a, b = nodes
+    host = LiveClient(a.ws_url, "show", a.token("show", "host", Role.HOST))
+    await host.connect()
+    publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
+    async with LiveClient(b.ws_url, "show") as viewer:
+        subscription = await MediaSession.subscribe(viewer, kinds=("video",))
+        await read_counters(subscription, 3)
+        await a.shutdown()  # node A goes away with its host
+        while (event := await viewer.next_event("media", timeout=20))["event"] != "publisher_left":
+            pass
+        assert event["publisher"] == publisher.media_id
+        await subscription.close()
+    await publisher.pc.close()
+    await host.close()
