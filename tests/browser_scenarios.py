@@ -57,13 +57,19 @@ async def frames_decoded(page: Page) -> int:
     return int(await page.evaluate("window.liveRelay.framesDecoded"))
 
 
-async def broadcast(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+async def host_on_air(base: str, room: str, browser: Any) -> Page:
+    """A host page that has joined and published its (fake) camera."""
     host = await browser.new_page()
-    await host.goto(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}")
+    await host.goto(f"{base}/?view=host&room={room}&token={token(room, 'host', Role.HOST, 'Host')}")
     await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
     await host.click("#go-live")
     await wait_for(host, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId")
+    return host
+
+
+async def broadcast(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
     viewer = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized screen
     await viewer.goto(f"{base}/?view=viewer&room=show&token={token('show', 'ann', Role.VIEWER, 'Ann')}")
     await wait_for(viewer, "window.liveRelay.framesDecoded > 0")
@@ -115,11 +121,7 @@ async def broadcast(base: str, ws: str, out: Path, browser: Any) -> dict[str, An
 
 async def cohost(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    host = await browser.new_page()
-    await host.goto(f"{base}/?view=host&room=stage&token={token('stage', 'host', Role.HOST, 'Host')}")
-    await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
-    await host.click("#go-live")
-    await wait_for(host, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId")
+    host = await host_on_air(base, "stage", browser)
     guest = await browser.new_page()
     await guest.goto(f"{base}/?view=viewer&room=stage&token={token('stage', 'gina', Role.VIEWER, 'Gina')}")
     audience = await browser.new_page()

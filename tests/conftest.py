@@ -90,3 +90,23 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.1) -> Non
     async with asyncio.timeout(timeout):
         while not await check():  # noqa: ASYNC110 - the state lives in another process; nothing to await
             await asyncio.sleep(interval)
+
+
+async def assert_one_order(senders: list, viewers: list, rounds: int) -> None:
+    """Every sender comments ``rounds`` times concurrently; every viewer must then see the same events,
+    with consecutive sequence numbers (no gaps, no repeats), in the same order."""
+    for client in senders + viewers:
+        await client.connect()
+    try:
+        await asyncio.gather(*(s.comment(f"{i}-{n}") for n in range(rounds) for i, s in enumerate(senders)))
+        expected = len(senders) * rounds
+        seen = []
+        for viewer in viewers:
+            events = [await viewer.next_event("comment") for _ in range(expected)]
+            seqs = [e["seq"] for e in events]
+            assert seqs == list(range(seqs[0], seqs[0] + expected))
+            seen.append([(e["seq"], e["epoch"], e["text"]) for e in events])
+        assert all(s == seen[0] for s in seen)
+    finally:
+        for client in senders + viewers:
+            await client.close()

@@ -9,6 +9,7 @@ import pytest
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from signaling.protocol import CloseCode, Encoding, ErrorCode, Role
+from tests.conftest import assert_one_order
 
 PRODUCT = {"id": "sku-1", "title": "Jade bracelet", "price": "19.90", "currency": "EUR",
            "url": "https://shop.example/p/1", "image": "https://shop.example/p/1.jpg", "stock": 5}
@@ -179,21 +180,7 @@ async def test_ping_pong_and_clock_estimate(server):
 
 async def test_ordering_is_the_same_for_everyone(server):
     senders = [LiveClient(server.ws_url, "show", server.token("show", f"s{i}")) for i in range(4)]
-    viewers = [LiveClient(server.ws_url, "show") for _ in range(3)]
-    for client in senders + viewers:
-        await client.connect()
-    try:
-        await asyncio.gather(*(s.comment(f"{i}-{n}") for n in range(4) for i, s in enumerate(senders)))
-        seen = []
-        for viewer in viewers:
-            events = [await viewer.next_event("comment") for _ in range(16)]
-            seqs = [e["seq"] for e in events]
-            assert seqs == list(range(seqs[0], seqs[0] + 16))  # consecutive, no gaps, no repeats
-            seen.append([(e["seq"], e["text"]) for e in events])
-        assert seen[0] == seen[1] == seen[2]
-    finally:
-        for client in senders + viewers:
-            await client.close()
+    await assert_one_order(senders, [LiveClient(server.ws_url, "show") for _ in range(3)], rounds=4)
 
 
 async def test_comment_rate_limit(server):
