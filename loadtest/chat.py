@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 
 from clients.client import LiveClient, ServerError
-from loadtest.report import CpuMeter, find_server_process, latency_summary, plot_latency, print_table, write_json
+from loadtest.report import CpuMeter, find_server_processes, latency_summary, plot_latency, print_table, write_json
 from loadtest.sink import SinkProtocol
 from signaling.protocol import ClockEstimate, Encoding, Role, now_ms
 from signaling.tokens import issue_token
@@ -243,7 +243,7 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         await http.close()
         raise click.ClickException(f"no viewer could join: {failed[:3]}")
 
-    server_procs = [p for p in (find_server_process(u) for u in urls) if p is not None]
+    server_procs = [p for u in urls for p in find_server_processes(u)]
     server_cpu = CpuMeter({p.pid: p for p in server_procs}.values())
     generator_cpu = CpuMeter([psutil.Process(), *(psutil.Process(p.pid) for p, _ in workers)])
     counts = SendCounts()

@@ -29,7 +29,7 @@ import numpy as np
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
-from loadtest.report import CpuMeter, find_server_process, print_table, write_json
+from loadtest.report import CpuMeter, find_server_processes, print_table, write_json
 from signaling.protocol import Role
 from signaling.tokens import issue_token
 
@@ -155,7 +155,7 @@ async def run_media_load(urls: list[str], room: str, secret: str, subscribers: i
                err=True)
     ready = sum([(await loop.run_in_executor(None, conn.recv))["ready"] for _, conn in workers])
     click.echo(f"{ready}/{subscribers} subscribers receiving; measuring for {duration:g} s", err=True)
-    servers = {p.pid: p for p in (find_server_process(u) for u in urls) if p is not None}
+    servers = {p.pid: p for u in urls for p in find_server_processes(u)}
     relay_cpu = CpuMeter(servers.values())  # every node's process, summed
     frames_before = video.counter
     t0 = time.monotonic()

@@ -20,17 +20,18 @@ def latency_summary(samples: np.ndarray) -> dict[str, float | None]:
             "max_ms": round(float(samples.max()), 3), "mean_ms": round(float(samples.mean()), 3)}
 
 
-def find_server_process(url: str) -> psutil.Process | None:
-    """The local process listening on the URL's port, if any (needs permission to see sockets)."""
+def find_server_processes(url: str) -> list[psutil.Process]:
+    """The local processes listening on the URL's port (several with `serve --workers N`)."""
     parsed = urllib.parse.urlparse(url)
     port = parsed.port or (443 if parsed.scheme in ("wss", "https") else 80)
+    found: dict[int, psutil.Process] = {}
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                return psutil.Process(conn.pid)
+                found[conn.pid] = psutil.Process(conn.pid)
     except (psutil.AccessDenied, psutil.NoSuchProcess):
-        return None
-    return None
+        return []
+    return list(found.values())
 
 
 class CpuMeter:
