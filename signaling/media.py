@@ -146,6 +146,10 @@ class MediaSignaling:
             if publishers is not None and sources & set(publishers.publishers):
                 await self.close_media(subscriber.id)
 
+    def publications(self, session: Session) -> list[str]:
+        """The media ids this connection publishes."""
+        return [m for m in session.media if isinstance(self.router.peers.get(m), Publisher)]
+
     async def close_session(self, session: Session) -> None:
         for media_id in list(session.media):
             await self.close_media(media_id)

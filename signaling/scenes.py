@@ -304,7 +304,7 @@ class Scenes:
                 x.role = Role.VIEWER
             x.send({"type": "grant", "room": room, "role": "viewer", "reason": reason, "server_ts": now_ms()})
             if self.hub.media is not None:  # stop what they publish here
-                for media_id in [i for i in x.media if "-pub" in i]:
+                for media_id in self.hub.media.publications(x):
                     await self.hub.media.close_media(media_id)
         await self._announce(room, "stage")
 
