@@ -19,9 +19,9 @@ from playwright.async_api import Page, async_playwright
 
 from clients.client import LiveClient
 from clients.media import MediaSession
-from signaling.app import create_app, serve
+from signaling.app import SERVER, create_app, serve
 from signaling.config import ServerConfig
-from signaling.protocol import Role
+from signaling.protocol import CloseCode, Role
 from signaling.tokens import issue_token
 
 SECRET = "browser-test-secret-at-least-32-bytes!!"
@@ -67,7 +67,13 @@ async def host_on_air(base: str, room: str, browser: Any) -> Page:
     return host
 
 
-async def broadcast(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
+async def kick(relay: Any, room: str, user: str) -> None:
+    """The server drops a user's connection as it drops a slow consumer (close code 4008)."""
+    for session in [s for s in relay.hub.rooms[room].sessions.values() if s.user == user]:
+        await relay.hub.disconnect(session, CloseCode.SLOW_CONSUMER, "test: as if too slow")
+
+
+async def broadcast(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     host = await host_on_air(base, "show", browser)
     viewer = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized screen
@@ -116,10 +122,24 @@ async def broadcast(base: str, ws: str, out: Path, browser: Any) -> dict[str, An
     await wait_for(viewer, "Number(document.querySelector('#like-count').textContent) >= 1")
     result["likes_counted"] = True
     await viewer.screenshot(path=str(out / "viewer.png"))
+
+    # The viewer's connection drops (as for a slow consumer): it reconnects, resumes and watches again.
+    before = await frames_decoded(viewer)
+    await kick(relay, "show", "ann")
+    await wait_for(viewer, "window.liveRelay.joins >= 2")
+    await wait_for(viewer, f"window.liveRelay.framesDecoded > 0 && window.liveRelay.framesDecoded !== {before}")
+    result["rejoined_and_decoding"] = True
+    # So does the host's: it publishes again and the viewer sees the new stream.
+    old_id = await host.evaluate("window.liveRelay.publisher.mediaId")
+    await kick(relay, "show", "host")
+    new_id = await wait_for(host, "window.liveRelay.joins >= 2 && window.liveRelay.publisher"
+                                  " && window.liveRelay.publisher.mediaId")
+    await wait_for(viewer, f"document.querySelector('#stage video[data-publisher=\"{new_id}\"]')?.videoWidth > 0")
+    result["host_republished"] = new_id != old_id
     return result
 
 
-async def cohost(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
+async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     host = await host_on_air(base, "stage", browser)
     guest = await browser.new_page()
@@ -145,7 +165,7 @@ async def cohost(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
     return result
 
 
-async def call(base: str, ws: str, out: Path, browser: Any) -> dict[str, Any]:
+async def call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     pages = []
     for user, role in (("amy", Role.HOST), ("bo", Role.COHOST)):
         page = await browser.new_page()
@@ -172,7 +192,8 @@ async def main(scenario: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage"), web_root=WEB_ROOT)
     ready, stop = asyncio.Event(), asyncio.Event()
-    server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=create_app(config)))
+    app = create_app(config)
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
     await ready.wait()
     base, ws = f"http://127.0.0.1:{config.port}", f"ws://127.0.0.1:{config.port}/ws"
     result: dict[str, Any]
@@ -180,7 +201,7 @@ async def main(scenario: str, out: Path) -> None:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             try:
-                result = await asyncio.wait_for(SCENARIOS[scenario](base, ws, out, browser), 90)
+                result = await asyncio.wait_for(SCENARIOS[scenario](base, ws, out, browser, app[SERVER]), 90)
                 result["ok"] = True
             except Exception as exc:
                 result = {"ok": False, "error": repr(exc)}

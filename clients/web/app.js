@@ -244,8 +244,18 @@ function invitePanel(text, onAccept, onDecline) {
   row.append(label, yes, no); panel.append(row);
 }
 
+let rejoinMedia = false; let liveStream = null;
+
+async function republish() {
+  if (!liveStream) return;
+  const pub = await publish(ch, liveStream);
+  myPublisher = pub.mediaId; window.liveRelay.publisher = pub;
+  setStatus("on air (reconnected)");
+}
+
 async function goLive() {
   const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  liveStream = stream;
   $("#preview").srcObject = stream;
   const pub = await publish(ch, stream);
   myPublisher = pub.mediaId;
@@ -269,6 +279,11 @@ async function startPrivateCall(grant) {
 function wireLive(isHost) {
   ch.on("joined", (msg) => {
     setStatus(`${msg.role}${msg.recovered ? " (resumed)" : ""}`);
+    window.liveRelay.joins = (window.liveRelay.joins || 0) + 1;
+    if (rejoinMedia && ["host", "cohost"].includes(msg.role)) {
+      rejoinMedia = false;
+      republish().catch((e) => setStatus(`republish: ${e.message}`));
+    }
     $("#like-count").textContent = msg.state.likes;
     $("#viewers").textContent = `${msg.state.viewers} watching`;
     if (msg.state.product) showProduct(msg.state.product);
@@ -303,7 +318,14 @@ function wireLive(isHost) {
     () => ch.request({ type: "call_answer", accept: true }),
     () => ch.request({ type: "call_answer", accept: false })));
   ch.on("call_grant", (m) => startPrivateCall(m));
-  ch.on("closed", (m) => setStatus(`disconnected (${m.code}), reconnecting…`));
+  ch.on("closed", (m) => {
+    setStatus(`disconnected (${m.code}), reconnecting…`);
+    // The server closes a connection's media sessions with it: drop ours, and redo them on re-join.
+    for (const id of [...tiles.keys()]) dropPublisher(id);
+    rejoinMedia = Boolean(window.liveRelay.publisher);
+    window.liveRelay.publisher?.pc.close();
+    window.liveRelay.publisher = null; myPublisher = null;
+  });
 
   $("#comment-form").onsubmit = (e) => {
     e.preventDefault();
