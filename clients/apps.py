@@ -20,7 +20,7 @@ import click
 import yaml
 from aiortc.mediastreams import MediaStreamError
 
-from clients.client import LiveClient, ServerError
+from clients.client import ConnectionClosed, LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
 
@@ -159,11 +159,23 @@ class Recorder:
         self.stream: Any = None
         self.frames = 0
         self._first_ts: int | None = None
+        self._offset = 0  # pts carried over from earlier subscriptions
+        self._last_pts = 0
+        self._waiting = True  # for a keyframe: after a (re)subscription the stream restarts
+
+    def restart(self) -> None:
+        """A new subscription: its timestamps start elsewhere; continue the file from where it was."""
+        self._waiting = True
 
     def add(self, codec_name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
-        if self.container is None:
+        if self._waiting:
             if not keyframe:
-                return  # a file starts at a keyframe
+                return  # a file (and each resumed part of it) starts at a keyframe
+            self._waiting = False
+            if self.container is not None:
+                self._offset = self._last_pts + 3000
+                self._first_ts = timestamp
+        if self.container is None:
             self.container = av.open(self.path, "w")
             self.stream = self.container.add_stream(codec_name.lower(), rate=30)
             self.stream.time_base = fractions.Fraction(1, 90000)
@@ -174,7 +186,8 @@ class Recorder:
             self._first_ts = timestamp
         assert self._first_ts is not None
         packet = av.Packet(data)
-        packet.pts = packet.dts = (timestamp - self._first_ts) & 0xFFFFFFFF
+        packet.pts = packet.dts = self._offset + ((timestamp - self._first_ts) & 0xFFFFFFFF)
+        self._last_pts = packet.pts
         packet.time_base = self.stream.time_base
         packet.stream = self.stream
         self.container.mux(packet)
@@ -205,22 +218,55 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
         if recorder is not None:
             recorder.add(codec.name, frame.data, frame.timestamp, is_keyframe(codec.name, frame.data))
 
-    publishers = client.joined["state"]["publishers"]
-    if not publishers:
-        _print("waiting for someone to go live…")
-        event = await client.next_event("media", timeout=3600)
-        publishers = [event]
-    session = await MediaSession.subscribe(client, publisher=publishers[0]["publisher"], frame_sink=on_frame)
-    _print(f"watching {room!r}: {publishers[0]['user']}'s stream" + (f", recording to {record}" if record else ""))
+    live = asyncio.Event()  # someone publishes (set from the events, for when nobody did at join)
+
+    async def subscribe() -> MediaSession:
+        publishers = client.joined["state"]["publishers"] if client.joined else []
+        while not publishers:
+            _print("waiting for someone to go live…")
+            live.clear()
+            await live.wait()
+            publishers = latest
+        if recorder is not None:
+            recorder.restart()
+        session = await MediaSession.subscribe(client, publisher=publishers[0]["publisher"], frame_sink=on_frame)
+        _print(f"watching {room!r}: {publishers[0]['user']}'s stream" + (f", recording to {record}" if record else ""))
+        return session
+
+    latest: list[dict[str, Any]] = []
+    sessions: list[MediaSession] = []
 
     async def show() -> None:
         async for event in client.events():
             if isinstance(event.get("latency_ms"), float):
                 stats["messages"] += 1
                 stats["e2e_ms"].append(event["latency_ms"])
+            if event["type"] == "media" and event["event"] == "publisher_joined":
+                latest[:] = [event]
+                live.set()
             line = describe(event)
             if line:
                 _print(line)
+
+    async def keep_watching() -> None:
+        """The server closes a connection's media with it: after a reconnect, or when the host comes back,
+        subscribe again (once the connection is up)."""
+        seen = client.reconnects
+        sessions.append(await subscribe())
+        while True:
+            await asyncio.sleep(0.5)
+            current = sessions[-1]
+            stale = client.reconnects != seen or current.pc.connectionState in ("closed", "failed")
+            if not stale or not client.connected:
+                continue
+            seen = client.reconnects
+            await current.pc.close()
+            try:
+                sessions.append(await subscribe())
+            except (ServerError, ConnectionClosed, TimeoutError) as exc:
+                _print(f"📡 could not subscribe again yet ({exc}); retrying")
+                continue
+            _print("📡 resubscribed")
 
     async def report() -> None:
         while True:
@@ -230,13 +276,18 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
             _print(f"📊 frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}, "
                    f"recent message E2E {avg}")
 
-    tasks = [asyncio.create_task(show()), asyncio.create_task(report())]
+    tasks = [asyncio.create_task(show()), asyncio.create_task(report()), asyncio.create_task(keep_watching())]
     try:
-        await asyncio.sleep(duration if duration else 10**9)
+        # Returns early only if a task fails: its error is raised here rather than lost.
+        done, _ = await asyncio.wait(tasks, timeout=duration if duration else None,
+                                     return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
     finally:
         for task in tasks:
             task.cancel()
-        await session.close()
+        for session in sessions:
+            await session.close()
         await client.close()
         if recorder is not None:
             recorder.close()

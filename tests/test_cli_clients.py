@@ -55,3 +55,27 @@ async def test_two_call_clients_connect(server):
     for code, out, err in await asyncio.gather(a, b):
         assert code == 0, err
         assert "connected with" in out and "set-up" in out
+
+
+async def test_view_resubscribes_after_the_server_drops_it(server, tmp_path):
+    from clients.client import LiveClient
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from signaling.protocol import CloseCode
+
+    record = tmp_path / "resumed.webm"
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
+        view = asyncio.create_task(cli("view", "--url", server.ws_url, "--room", "show", "--token",
+                                       server.token("show", "watcher"), "--record", str(record), "--duration", "6"))
+        await asyncio.sleep(2.5)
+        sessions = [s for s in server.relay.hub.rooms["show"].sessions.values() if s.user == "watcher"]
+        assert sessions
+        await server.relay.hub.disconnect(sessions[0], CloseCode.SLOW_CONSUMER, "test: as if too slow")
+        code, out, err = await view
+        await publisher.close()
+    assert code == 0, err
+    assert "📡 resubscribed" in out, out + err
+    with av.open(str(record)) as container:  # one file across the reconnect, and it plays
+        decoded = list(container.decode(video=0))
+    assert len(decoded) > 60
