@@ -87,14 +87,35 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
                    every: float | None, duration: float | None) -> None:
     client = LiveClient(url, room, token, reconnect=True)
     await client.connect()
-    if source:
-        from aiortc.contrib.media import MediaPlayer
 
-        player = MediaPlayer(source, loop=True)
-        tracks = [t for t in (player.video, player.audio) if t is not None]
-    else:
-        tracks = [CounterVideoTrack(), ToneAudioTrack()]
-    media = await MediaSession.publish(client, tracks)
+    def make_tracks() -> list[Any]:
+        # Fresh tracks each time: closing a peer connection stops the tracks it was sending.
+        if source:
+            from aiortc.contrib.media import MediaPlayer
+
+            player = MediaPlayer(source, loop=True)
+            return [t for t in (player.video, player.audio) if t is not None]
+        return [CounterVideoTrack(), ToneAudioTrack()]
+
+    media = await MediaSession.publish(client, make_tracks())
+    medias = [media]
+
+    async def keep_publishing() -> None:
+        """The server closes a connection's media with it: after a reconnect, go on air again."""
+        seen = client.reconnects
+        while True:
+            await asyncio.sleep(0.5)
+            if client.reconnects == seen or not client.connected:
+                continue
+            seen = client.reconnects
+            await medias[-1].pc.close()
+            try:
+                medias.append(await MediaSession.publish(client, make_tracks()))
+            except (ServerError, ConnectionClosed, TimeoutError) as exc:
+                _print(f"could not go on air again yet ({exc}); retrying")
+                seen = -1
+                continue
+            _print(f"back on air ({medias[-1].media_id})")
     _print(f"on air in {room!r} as {client.joined['user']} ({media.media_id}); "
            f"{len(products)} products: type 'p' to push the next, 'p N' for one, 'accept USER', 'q' to quit")
     lines = await _stdin_lines()
@@ -121,7 +142,7 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
             if line:
                 _print(line)
 
-    tasks = [asyncio.create_task(schedule()), asyncio.create_task(show())]
+    tasks = [asyncio.create_task(schedule()), asyncio.create_task(show()), asyncio.create_task(keep_publishing())]
     deadline = time.monotonic() + duration if duration else None
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -143,7 +164,8 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
     finally:
         for task in tasks:
             task.cancel()
-        await media.close()
+        for m in medias:
+            await m.close()
         await client.close()
 
 

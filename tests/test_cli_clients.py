@@ -79,3 +79,27 @@ async def test_view_resubscribes_after_the_server_drops_it(server, tmp_path):
     with av.open(str(record)) as container:  # one file across the reconnect, and it plays
         decoded = list(container.decode(video=0))
     assert len(decoded) > 60
+
+
+async def test_host_goes_back_on_air_after_the_server_drops_it(server):
+    from clients.client import LiveClient
+    from clients.media import MediaSession
+    from signaling.protocol import CloseCode
+    from tests.test_sfu import read_counters
+
+    host = asyncio.create_task(cli("host", "--url", server.ws_url, "--room", "show", "--token",
+                                   server.token("show", "shop", Role.HOST), "--duration", "7"))
+    await asyncio.sleep(2.0)
+    sessions = [s for s in server.relay.hub.rooms["show"].sessions.values() if s.user == "shop"]
+    await server.relay.hub.disconnect(sessions[0], CloseCode.SLOW_CONSUMER, "test: as if too slow")
+    async with LiveClient(server.ws_url, "show") as viewer:
+        for _ in range(40):  # until the host has published again
+            if server.relay.media.router.publishers_of("show", "shop"):
+                break
+            await asyncio.sleep(0.1)
+        subscription = await MediaSession.subscribe(viewer, kinds=("video",))
+        assert len(await read_counters(subscription, 5)) == 5
+        await subscription.close()
+    code, out, err = await host
+    assert code == 0, err
+    assert "back on air" in out
