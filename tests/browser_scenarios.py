@@ -183,14 +183,33 @@ async def call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
             "shown_setup": await pages[0].text_content("#stat-setup")}
 
 
-SCENARIOS = {"broadcast": broadcast, "cohost": cohost, "call": call}
+async def demo(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """What `live-relay serve --demo` promises: open the printed URL, see a live show at once."""
+    from clients.demo import DemoHost
+
+    host = DemoHost(ws, "demo", SECRET)
+    await host.start()
+    try:
+        viewer = await browser.new_page()
+        await viewer.goto(f"{base}/?view=viewer&room=demo")
+        await wait_for(viewer, "window.liveRelay.framesDecoded > 10")
+        await wait_for(viewer, "!document.querySelector('#product-card').hidden")
+        result = {"product": await viewer.text_content("#product-card .product-title"),
+                  "announcement": await viewer.text_content("#announcement")}
+        await viewer.screenshot(path=str(out / "demo.png"))
+        return result
+    finally:
+        await host.stop()
+
+
+SCENARIOS = {"broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo}
 
 
 async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
-    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage"), web_root=WEB_ROOT)
+    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo"), web_root=WEB_ROOT)
     ready, stop = asyncio.Event(), asyncio.Event()
     app = create_app(config)
     server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))

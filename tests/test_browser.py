@@ -82,3 +82,8 @@ def test_1v1_call_between_two_browser_pages(netns):
     r = run_scenario(netns, "call")
     assert all(ms > 0 for ms in r["setup_ms"]) and all(n > 5 for n in r["frames_decoded"])
     assert float(r["shown_setup"]) > 0  # the page shows the set-up time
+
+
+def test_the_demo_room_shows_a_live_show_at_once(netns):
+    r = run_scenario(netns, "demo")
+    assert r["product"] and "Welcome" in r["announcement"]
