@@ -88,7 +88,13 @@ class Hub:
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Background work (closing, media events while the broker is down) must not fail unseen.
+            log.warning("background task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
 
     def kick(self, session: Session, code: CloseCode, reason: str) -> None:
         """Called by a session that must go (slow consumer): close it off the hot path."""
@@ -270,8 +276,6 @@ class Hub:
         event["server_ts"] = received
         try:
             publication = await self.broker.publish(room, event)
-        except ProtocolError:
-            raise
         except Exception as exc:
             log.warning("broker publish failed", extra={"room": room, "error": repr(exc)})
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", message.get("id")) \
