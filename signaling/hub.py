@@ -94,7 +94,7 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Background work (closing, media events while the broker is down) must not fail unseen.
-            log.warning("background task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
+            log.warning("background task failed: %s: %r", task.get_name(), task.exception())
 
     def kick(self, session: Session, code: CloseCode, reason: str) -> None:
         """Called by a session that must go (slow consumer): close it off the hot path."""
@@ -123,14 +123,17 @@ class Hub:
                 raise ProtocolError(ErrorCode.WRONG_ROOM, "token is for another room", ref)
             session.user, session.role, session.anonymous = grant.user, grant.role, False
             session.name = grant.name or name
-        if self.scenes.is_private(room_name) and (grant is None or
-                                                  not self.scenes.may_join_private(room_name, grant.user)):
+        try:
+            private = await self.scenes.private_users(room_name)
+        except Exception:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
+        if private is not None and (grant is None or grant.user not in private):
             raise ProtocolError(ErrorCode.FORBIDDEN, "a private call: only its two parties may join", ref)
         room = self.rooms.get(room_name)
         if room is None:
             # A host opens a room; anyone else needs it to exist (members, kept history, configured, or a
             # private call the server set up).
-            if (session.role is not Role.HOST and not self.scenes.is_private(room_name)
+            if (session.role is not Role.HOST and private is None
                     and not await self.broker.room_exists(room_name)):
                 raise ProtocolError(ErrorCode.UNKNOWN_ROOM, f"no room {room_name!r}", ref)
             room = self.rooms.get(room_name)  # another join may have created it meanwhile
@@ -145,6 +148,9 @@ class Hub:
             recovery = await self.broker.recover(room_name, resume)
             state = await self.broker.get_state(room_name)
             likes = await self.broker.get_likes(room_name)
+            if not session.anonymous:
+                await self.broker.set_user(room_name, session.user, {"name": session.name, "role": str(session.role)})
+            stage = state.get("stage") or await self.scenes.stage_state(room_name)
         except Exception as exc:
             self.leave(session)
             log.warning("join failed: broker", extra={"room": room_name, "error": repr(exc)})
@@ -156,7 +162,7 @@ class Hub:
             "state": {"pinned": state.get("pinned"), "product": state.get("product"), "likes": likes,
                       "members": len(room), "viewers": room.viewer_count,
                       "publishers": await self.media.publishers(room_name) if self.media else [],
-                      "stage": state.get("stage") or self.scenes.stage_state(room_name),
+                      "stage": stage,
                       "pk": state.get("pk"), "call": state.get("call")},
             "server_ts": now_ms(),
         }
@@ -186,8 +192,8 @@ class Hub:
         if room is not None and room.remove(session, self.config.room.presence_max_names):
             self.metrics.connections.dec()
         session.room = None
-        if not self._closed:
-            self._spawn(self.scenes.on_leave(session, room_name), f"scenes-leave-{session.id}")
+        if not self._closed and not session.anonymous:
+            self._spawn(self._user_left(session, room_name), f"scenes-leave-{session.id}")
 
     # -- client messages --------------------------------------------------------------------------------
 
@@ -302,9 +308,39 @@ class Hub:
         await self.broker.broadcast(room_name, message)
         await self.scenes.on_publisher_change(room_name)
 
-    def kick_private(self, session: Session) -> None:
-        """Close a connection to a private call room that ended."""
-        self._spawn(self.disconnect(session, CloseCode.NORMAL, "call ended"), f"call-end-{session.id}")
+    async def _user_left(self, session: Session, room_name: str) -> None:
+        room = self.rooms.get(room_name)
+        if room is None or not any(s.user == session.user for s in room.sessions.values()):
+            await self.broker.set_user(room_name, session.user, None)
+        await self.scenes.on_leave(session, room_name)
+
+    def _deliver_direct(self, room_name: str, envelope: dict[str, Any]) -> None:
+        """A scene message for some users or roles of a room: deliver it to this node's connections and apply
+        its side effects here (see signaling/scenes.py)."""
+        actions = envelope.get("actions") or {}
+        mute = actions.get("mute")
+        if mute and self.media is not None:  # acts where the publisher is; a no-op elsewhere
+            self.media.router.set_muted(room_name, mute["user"], mute["kind"], mute["muted"])
+        room = self.rooms.get(room_name)
+        users, roles = envelope.get("users"), envelope.get("roles")
+        if room is None or (users is None and roles is None):
+            return
+        event = OutboundEvent(envelope["message"]) if envelope.get("message") else None
+        for session in list(room.sessions.values()):
+            if not ((users and session.user in users and not session.anonymous) or (roles and session.role in roles)):
+                continue
+            if "set_role" in actions:
+                session.role = Role(actions["set_role"])
+                self._spawn(self.broker.set_user(room_name, session.user, {"name": session.name,
+                                                                            "role": str(session.role)}),
+                            f"user-role-{session.id}")
+            if actions.get("unpublish") and self.media is not None:
+                for media_id in self.media.publications(session):
+                    self._spawn(self.media.close_media(media_id), f"unpublish-{media_id}")
+            if event is not None:
+                session.deliver(event)
+            if actions.get("close"):
+                self._spawn(self.disconnect(session, CloseCode.NORMAL, actions["close"]), f"close-{session.id}")
 
     def _on_reset(self, room_name: str) -> None:
         """The broker lost the room's stream: local clients reconnect, resume, and learn the new epoch."""
@@ -316,6 +352,15 @@ class Hub:
             self.kick(session, CloseCode.GOING_AWAY, "room history lost; reconnect and resume")
 
     def _on_broadcast(self, room_name: str, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "_direct":
+            self._deliver_direct(room_name, data)
+            return
+        if kind == "pk_ended" and self.media is not None:
+            # Every node closes its own subscriptions across the link that ended.
+            for other in data.get("rooms", []):
+                if other != room_name:
+                    self._spawn(self.media.close_cross_room(room_name, other), f"pk-close-{room_name}")
         self._fanout(room_name, OutboundEvent(data))
 
     def _fanout(self, room_name: str, event: OutboundEvent) -> None:
@@ -347,7 +392,7 @@ class Hub:
                 await self._flush_likes()
                 if now >= next_scenes:
                     next_scenes = now + 0.5
-                    self.scenes.sweep()
+                    await self.scenes.sweep()
                     await self.scenes.pk_tick()
                 if now >= next_registry and self.media is not None:
                     next_registry = now + 5.0

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay.router import MediaError, MediaRouter, Publisher
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _PUBLISHERS = (Role.HOST, Role.COHOST)
 
 
+async def _no_rooms(room: str) -> tuple[str, ...]:
+    return ()
+
+
 class MediaSignaling:
     def __init__(self, router: MediaRouter, on_setup: Callable[[str, float], None], broker: Broker,
                  node_url: str, cascade: EdgeCascade | None = None) -> None:
@@ -35,7 +39,7 @@ class MediaSignaling:
         self.cascade = cascade
         self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
         # Rooms whose publishers a room's members may also subscribe to (PK links), set by the scenes.
-        self.visible_rooms: Callable[[str], tuple[str, ...]] = lambda room: ()
+        self.visible_rooms: Callable[[str], Awaitable[tuple[str, ...]]] = _no_rooms
         self._ids = itertools.count(1)
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
         self._owner: dict[str, Session] = {}
@@ -65,19 +69,22 @@ class MediaSignaling:
             else:
                 await self.unregister(media_id)
 
-    async def _pull_if_remote(self, room: str, publisher: str | None) -> str | None:
-        """If the wanted publisher is served by another node, mirror it here; return the id to use."""
+    async def _pull_if_remote(self, room: str, publisher: str | None, visible: tuple[str, ...]) -> str | None:
+        """If the wanted publisher is served by another node, mirror it here; return the id to use.
+        A named publisher may be in a linked room (PK), so those rooms' registries are searched too."""
         if publisher is not None and publisher in self.router.peers:
             return publisher
         if publisher is None and self.router.publishers_of(room):
             return None  # the room's first local publisher
-        registry = await self.broker.get_publishers(room)
-        if publisher is None:
-            publisher = next(iter(registry), None)
-        info = registry.get(publisher) if publisher else None
-        if info is None or self.cascade is None or info["node"] == self.node_url:
-            return publisher
-        await self.cascade.ensure(room, publisher, info)
+        for candidate_room in (room, *visible) if publisher is not None else (room,):
+            registry = await self.broker.get_publishers(candidate_room)
+            if publisher is None:
+                publisher = next(iter(registry), None)
+            info = registry.get(publisher) if publisher else None
+            if info is not None:
+                if self.cascade is not None and info["node"] != self.node_url:
+                    await self.cascade.ensure(candidate_room, publisher, info)
+                break
         return publisher
 
     async def handle(self, session: Session, message: dict[str, Any]) -> None:
@@ -101,9 +108,9 @@ class MediaSignaling:
                 media_id = f"{session.id}-sub{next(self._ids)}"
                 self._owner[media_id] = session
                 session.media.add(media_id)
-                publisher = await self._pull_if_remote(room, message.get("publisher"))
-                sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"],
-                                                  publisher, self.visible_rooms(room))
+                visible = await self.visible_rooms(room)
+                publisher = await self._pull_if_remote(room, message.get("publisher"), visible)
+                sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"], publisher, visible)
                 self._answer(session, ref, media_id, sdp, kind, started)
             elif kind == "candidate":
                 self._check_owner(session, message["media"], ref)

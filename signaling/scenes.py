@@ -2,18 +2,23 @@
 viewer into a private 1v1 call.
 
 Every scene is driven by WebSocket messages (``stage_*``, ``pk_*``, ``call_*``), checked against roles,
-and announced to the room as events; its current state is kept in the broker's room state (``stage``,
-``pk``, ``call``), so a client that joins or resumes late gets the scene as it is, not only what changes
-next. Invitations and requests expire. Media effects go through the relay: a promoted co-host may
-publish, a PK lets each room subscribe to the other's publishers, a host in a private call can stop the
-show receiving their video.
+and announced to the room as events. Scene state lives in the broker's room state, so it is room-wide:
+with several nodes, any node can handle any scene message (a viewer on node B raises a hand, the host on
+node A accepts). Messages for particular users (a request to the hosts, a grant to the promoted viewer)
+travel as ``_direct`` envelopes through the broker; each node delivers them to its own connections and
+applies their side effects there (a role change, closing publications, muting a track). The public view
+of each scene (``stage``, ``pk``, ``call``) is re-broadcast whole on every change and kept for late
+joiners. Invitations and requests expire.
+
+Concurrency: scene changes are read-modify-write of one JSON value per room. Two conflicting changes at
+the same instant on two nodes (two hosts of one room seating the last seat at once) can overwrite each
+other; scene changes are human-paced, and the next change re-announces the true state.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import ErrorCode, ProtocolError, Role, now_ms
@@ -24,146 +29,111 @@ if TYPE_CHECKING:
     from signaling.hub import Hub
 
 
-@dataclass
-class Seat:
-    seat: int
-    user: str
-    name: str | None
-    muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
-
-
-@dataclass
-class Stage:
-    max_seats: int
-    seats: dict[str, Seat] = field(default_factory=dict)  # by user
-    requests: dict[str, float] = field(default_factory=dict)  # user -> expiry (monotonic)
-    invites: dict[str, float] = field(default_factory=dict)
-    moderators: set[str] = field(default_factory=set)  # co-hosts the host allows to answer requests
-
-
-@dataclass
-class PkLink:
-    rooms: tuple[str, str]
-    hosts: dict[str, str]  # room -> host user
-    started_ms: float
-    ends_at: float  # monotonic
-    ends_at_ms: float
-    base_likes: dict[str, int]
-    scores: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class PkInvite:
-    from_room: str
-    from_user: str
-    to_room: str
-    duration_s: int
-    expires: float
-
-
-@dataclass
-class Call:
-    show: str
-    private_room: str
-    host: str
-    guest: str
-    keep_video: bool
-    started_ms: float
-
-
-@dataclass
-class CallInvite:
-    host: str
-    guest: str
-    keep_video: bool
-    expires: float
-
-
 class Scenes:
     def __init__(self, hub: Hub, invite_ttl: float = 30.0, max_seats: int = 6, pk_duration: int = 300) -> None:
         self.hub = hub
         self.invite_ttl = invite_ttl
         self.max_seats = max_seats
         self.pk_duration = pk_duration
-        self.stages: dict[str, Stage] = {}
-        self.pk: dict[str, PkLink] = {}  # both rooms of a link point at it
-        self.pk_invites: dict[tuple[str, str], PkInvite] = {}
-        self.calls: dict[str, Call] = {}  # by show room
-        self.call_invites: dict[str, CallInvite] = {}  # by show room
-        self.private_rooms: dict[str, set[str]] = {}  # private call room -> the two users allowed in
+        self.node_id = secrets.token_hex(4)  # who runs a PK's score ticker
 
-    # -- helpers ----------------------------------------------------------------------------------------
+    # -- state --------------------------------------------------------------------------------------------
 
-    def _sessions(self, room: str, user: str) -> list[Session]:
-        chat = self.hub.rooms.get(room)
-        return [s for s in chat.sessions.values() if s.user == user] if chat else []
+    async def _load(self, room: str) -> dict[str, Any]:
+        state = (await self.hub.broker.get_state(room)).get("scenes") or {}
+        state.setdefault("stage", {"max_seats": self.max_seats, "seats": {}, "requests": {}, "invites": {},
+                                   "moderators": []})
+        state.setdefault("pk_invites", {})
+        return state
 
-    def _tell(self, room: str, user: str, message: dict[str, Any]) -> bool:
-        sessions = self._sessions(room, user)
-        message.setdefault("server_ts", now_ms())
-        for s in sessions:
-            s.send(message)
-        return bool(sessions)
+    async def _save(self, room: str, state: dict[str, Any]) -> None:
+        await self.hub.broker.set_state(room, "scenes", state)
+
+    def _expires(self) -> float:
+        return time.time() + self.invite_ttl
+
+    @staticmethod
+    def _live(expiry: float | None) -> bool:
+        return expiry is not None and expiry >= time.time()
+
+    async def _direct(self, room: str, message: dict[str, Any] | None = None, *, users: list[str] | None = None,
+                      roles: list[str] | None = None, actions: dict[str, Any] | None = None) -> None:
+        """Send to some users (or roles) of a room, on whichever node they are connected."""
+        if message is not None:
+            message.setdefault("room", room)
+            message.setdefault("server_ts", now_ms())
+        await self.hub.broker.broadcast(room, {"type": "_direct", "room": room, "message": message,
+                                               "users": users, "roles": roles, "actions": actions or {}})
+
+    async def _to_moderators(self, room: str, stage: dict[str, Any], message: dict[str, Any]) -> None:
+        await self._direct(room, message, users=list(stage["moderators"]), roles=["host"])
 
     def _require(self, session: Session, roles: tuple[Role, ...], what: str, ref: Any) -> None:
         if session.role not in roles:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"only {' or '.join(r.value for r in roles)} can {what}", ref)
 
-    def stage(self, room: str) -> Stage:
-        stage = self.stages.get(room)
-        if stage is None:
-            stage = self.stages[room] = Stage(self.max_seats)
-        return stage
+    def _require_moderator(self, session: Session, stage: dict[str, Any], what: str, ref: Any) -> None:
+        if session.role is Role.HOST or (session.role is Role.COHOST and session.user in stage["moderators"]):
+            return
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"only the host or a co-host the host allows can {what}", ref)
 
-    def visible_rooms(self, room: str) -> tuple[str, ...]:
-        link = self.pk.get(room)
-        return tuple(r for r in link.rooms if r != room) if link else ()
+    async def _in_room(self, room: str, user: str) -> bool:
+        """Whether a signed-in user is connected to the room on any node (room-wide presence by user)."""
+        return any(s.user == user and not s.anonymous for s in self._local_sessions(room)) or \
+            await self.hub.broker.get_user(room, user) is not None
 
-    def is_private(self, room: str) -> bool:
-        return room in self.private_rooms
+    def _local_sessions(self, room: str) -> list[Session]:
+        chat = self.hub.rooms.get(room)
+        return list(chat.sessions.values()) if chat else []
 
-    def may_join_private(self, room: str, user: str) -> bool:
-        return user in self.private_rooms.get(room, set())
+    async def visible_rooms(self, room: str) -> tuple[str, ...]:
+        pk = (await self._load(room)).get("pk")
+        return tuple(r for r in pk["rooms"] if r != room) if pk else ()
 
-    # -- state snapshots (what joined.state and the events carry) ---------------------------------------
+    async def private_users(self, room: str) -> list[str] | None:
+        """The two users allowed into a private call room; None if the room is not one."""
+        private = (await self.hub.broker.get_state(room)).get("private")
+        return private["users"] if private else None
 
-    def stage_state(self, room: str) -> dict[str, Any]:
-        stage = self.stage(room)
-        media = self.hub.media
+    # -- public snapshots (what joined.state and the events carry) ----------------------------------------
+
+    async def stage_state(self, room: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        stage = (state or await self._load(room))["stage"]
+        registry = await self.hub.broker.get_publishers(room)
         seats = []
-        for seat in sorted(stage.seats.values(), key=lambda s: s.seat):
-            pubs = [p.id for p in media.router.publishers_of(room, seat.user)] if media else []
-            seats.append({"seat": seat.seat, "user": seat.user, "name": seat.name, "publishers": pubs,
-                          "muted": dict(seat.muted), "moderator": seat.user in stage.moderators})
-        return {"max_seats": stage.max_seats, "seats": seats}
+        for user, seat in sorted(stage["seats"].items(), key=lambda item: item[1]["seat"]):
+            seats.append({"seat": seat["seat"], "user": user, "name": seat.get("name"),
+                          "publishers": [pid for pid, info in registry.items() if info["user"] == user],
+                          "muted": dict(seat["muted"]), "moderator": user in stage["moderators"]})
+        return {"max_seats": stage["max_seats"], "seats": seats}
 
-    def pk_state(self, room: str) -> dict[str, Any] | None:
-        link = self.pk.get(room)
-        if link is None:
+    async def pk_state(self, room: str, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        pk = (state or await self._load(room)).get("pk")
+        if pk is None:
             return None
-        media = self.hub.media
-        sides = [{"room": r, "host": link.hosts[r], "score": link.scores.get(r, 0),
-                  "publishers": [p.id for p in media.router.publishers_of(r)] if media else []}
-                 for r in link.rooms]
-        return {"sides": sides, "started_ms": link.started_ms, "ends_at_ms": link.ends_at_ms}
+        sides = []
+        for r in pk["rooms"]:
+            registry = await self.hub.broker.get_publishers(r)
+            sides.append({"room": r, "host": pk["hosts"][r], "score": pk["scores"].get(r, 0),
+                          "publishers": list(registry)})
+        return {"sides": sides, "started_ms": pk["started_ms"], "ends_at_ms": pk["ends_at_ms"]}
 
-    def call_state(self, room: str) -> dict[str, Any] | None:
-        call = self.calls.get(room)
+    async def call_state(self, room: str, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        call = (state or await self._load(room)).get("call")
         if call is None:
             return None
-        return {"host": call.host, "guest": call.guest, "keep_video": call.keep_video, "started_ms": call.started_ms}
+        return {k: call[k] for k in ("host", "guest", "keep_video", "started_ms")}
 
-    async def _announce(self, room: str, kind: str) -> None:
-        """Store the scene's state for late joiners and broadcast it to the room."""
-        state = {"stage": self.stage_state, "pk": self.pk_state, "call": self.call_state}[kind](room)
-        await self.hub.broker.set_state(room, kind, state)
-        await self.hub.broker.broadcast(room, {"type": kind, "room": room, "state": state, "server_ts": now_ms()})
+    async def _announce(self, room: str, kind: str, state: dict[str, Any] | None = None) -> None:
+        """Store the scene's public view for late joiners and broadcast it to the room."""
+        view = await {"stage": self.stage_state, "pk": self.pk_state, "call": self.call_state}[kind](room, state)
+        await self.hub.broker.set_state(room, kind, view)
+        await self.hub.broker.broadcast(room, {"type": kind, "room": room, "state": view, "server_ts": now_ms()})
 
     # -- messages ---------------------------------------------------------------------------------------
 
     async def handle(self, session: Session, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        handler = getattr(self, f"_on_{kind}")
+        handler = getattr(self, f"_on_{message['type']}")
         await handler(session, session.room, message, message.get("id"))
         if message.get("id") is not None:
             session.send({"type": "ok", "id": message["id"]})
@@ -173,140 +143,129 @@ class Scenes:
     async def _on_stage_request(self, s: Session, room: str, m: dict, ref: Any) -> None:
         if s.anonymous or s.role is not Role.VIEWER:
             raise ProtocolError(ErrorCode.FORBIDDEN, "only a signed-in viewer can ask to join the stage", ref)
-        stage = self.stage(room)
-        if s.user in stage.requests or s.user in stage.seats:
+        state = await self._load(room)
+        stage = state["stage"]
+        if self._live(stage["requests"].get(s.user)) or s.user in stage["seats"]:
             raise ProtocolError(ErrorCode.BUSY, "already asked or on stage", ref)
-        if len(stage.seats) >= stage.max_seats:
+        if len(stage["seats"]) >= stage["max_seats"]:
             raise ProtocolError(ErrorCode.STAGE_FULL, "every seat is taken", ref)
-        stage.requests[s.user] = time.monotonic() + self.invite_ttl
-        for host in self._moderators(room):
-            host.send({"type": "stage_requested", "room": room, "user": s.user, "name": s.name,
-                       "expires_in_s": self.invite_ttl, "server_ts": now_ms()})
+        stage["requests"][s.user] = self._expires()
+        await self._save(room, state)
+        await self._to_moderators(room, stage, {"type": "stage_requested", "user": s.user, "name": s.name,
+                                                "expires_in_s": self.invite_ttl})
 
     async def _on_stage_cancel(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        if self.stage(room).requests.pop(s.user, None) is None:
+        state = await self._load(room)
+        if state["stage"]["requests"].pop(s.user, None) is None:
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request", ref)
-        for host in self._moderators(room):
-            host.send({"type": "stage_request_cancelled", "room": room, "user": s.user, "server_ts": now_ms()})
-
-    def _hosts(self, room: str) -> list[Session]:
-        chat = self.hub.rooms.get(room)
-        return [x for x in chat.sessions.values() if x.role is Role.HOST] if chat else []
-
-    def _moderators(self, room: str) -> list[Session]:
-        """The host and the co-hosts allowed to answer stage requests."""
-        chat = self.hub.rooms.get(room)
-        allowed = self.stage(room).moderators
-        return [x for x in chat.sessions.values()
-                if x.role is Role.HOST or (x.role is Role.COHOST and x.user in allowed)] if chat else []
-
-    def _require_moderator(self, s: Session, room: str, what: str, ref: Any) -> None:
-        if s.role is Role.HOST or (s.role is Role.COHOST and s.user in self.stage(room).moderators):
-            return
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"only the host or a co-host the host allows can {what}", ref)
+        await self._save(room, state)
+        await self._to_moderators(room, state["stage"], {"type": "stage_request_cancelled", "user": s.user})
 
     async def _on_stage_allow(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "allow co-hosts to answer requests", ref)
-        stage = self.stage(room)
-        if m["user"] not in stage.seats:
+        state = await self._load(room)
+        stage = state["stage"]
+        if m["user"] not in stage["seats"]:
             raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not on stage", ref)
+        moderators = set(stage["moderators"])
         if m["allowed"]:
-            stage.moderators.add(m["user"])
+            moderators.add(m["user"])
         else:
-            stage.moderators.discard(m["user"])
-        await self._announce(room, "stage")
+            moderators.discard(m["user"])
+        stage["moderators"] = sorted(moderators)
+        await self._save(room, state)
+        await self._announce(room, "stage", state)
 
     async def _on_stage_accept(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        self._require_moderator(s, room, "accept stage requests", ref)
-        stage = self.stage(room)
-        expiry = stage.requests.pop(m["user"], None)
-        if expiry is None or expiry < time.monotonic():
+        state = await self._load(room)
+        self._require_moderator(s, state["stage"], "accept stage requests", ref)
+        if not self._live(state["stage"]["requests"].pop(m["user"], None)):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request from that user", ref)
-        await self._promote(room, m["user"], ref)
+        await self._promote(room, state, m["user"], ref)
 
     async def _on_stage_reject(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        self._require_moderator(s, room, "reject stage requests", ref)
-        if self.stage(room).requests.pop(m["user"], None) is None:
+        state = await self._load(room)
+        self._require_moderator(s, state["stage"], "reject stage requests", ref)
+        if state["stage"]["requests"].pop(m["user"], None) is None:
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request from that user", ref)
-        self._tell(room, m["user"], {"type": "stage_rejected", "room": room})
+        await self._save(room, state)
+        await self._direct(room, {"type": "stage_rejected"}, users=[m["user"]])
 
     async def _on_stage_invite(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "invite to the stage", ref)
-        stage = self.stage(room)
+        state = await self._load(room)
+        stage = state["stage"]
         target = m["user"]
-        if target in stage.seats:
+        if target in stage["seats"]:
             raise ProtocolError(ErrorCode.BUSY, "already on stage", ref)
-        if len(stage.seats) >= stage.max_seats:
+        if len(stage["seats"]) >= stage["max_seats"]:
             raise ProtocolError(ErrorCode.STAGE_FULL, "every seat is taken", ref)
-        sessions = [x for x in self._sessions(room, target) if not x.anonymous]
-        if not sessions:
+        if not await self._in_room(room, target):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such signed-in user in this room", ref)
-        stage.invites[target] = time.monotonic() + self.invite_ttl
-        for x in sessions:
-            x.send({"type": "stage_invited", "room": room, "from": s.user, "expires_in_s": self.invite_ttl,
-                    "server_ts": now_ms()})
+        stage["invites"][target] = self._expires()
+        await self._save(room, state)
+        await self._direct(room, {"type": "stage_invited", "from": s.user, "expires_in_s": self.invite_ttl},
+                           users=[target])
 
     async def _on_stage_invite_answer(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        stage = self.stage(room)
-        expiry = stage.invites.pop(s.user, None)
-        if expiry is None or expiry < time.monotonic():
+        state = await self._load(room)
+        if not self._live(state["stage"]["invites"].pop(s.user, None)):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending stage invitation", ref)
         if m["accept"]:
-            await self._promote(room, s.user, ref)
+            await self._promote(room, state, s.user, ref, name=s.name)
         else:
-            for host in self._hosts(room):
-                host.send({"type": "stage_declined", "room": room, "user": s.user, "server_ts": now_ms()})
+            await self._save(room, state)
+            await self._direct(room, {"type": "stage_declined", "user": s.user}, roles=["host"])
 
-    async def _promote(self, room: str, user: str, ref: Any) -> None:
+    async def _promote(self, room: str, state: dict[str, Any], user: str, ref: Any, name: str | None = None) -> None:
         """Seat a viewer and make them a co-host: the server issues the upgraded grant."""
-        stage = self.stage(room)
-        if len(stage.seats) >= stage.max_seats:
+        stage = state["stage"]
+        if len(stage["seats"]) >= stage["max_seats"]:
             raise ProtocolError(ErrorCode.STAGE_FULL, "every seat is taken", ref)
-        sessions = [x for x in self._sessions(room, user) if not x.anonymous]
-        if not sessions:
+        if not await self._in_room(room, user):
             raise ProtocolError(ErrorCode.NOT_FOUND, "that user is no longer in the room", ref)
-        taken = {seat.seat for seat in stage.seats.values()}
-        number = next(n for n in range(1, stage.max_seats + 1) if n not in taken)
-        stage.seats[user] = Seat(number, user, sessions[0].name)
-        token = issue_token(self.hub.config.secret, room, user, Role.COHOST, 4 * 3600, sessions[0].name)
-        for x in sessions:
-            x.role = Role.COHOST
-            x.send({"type": "grant", "room": room, "role": "cohost", "token": token, "seat": number,
-                    "server_ts": now_ms()})
-        await self._announce(room, "stage")
+        taken = {seat["seat"] for seat in stage["seats"].values()}
+        number = next(n for n in range(1, stage["max_seats"] + 1) if n not in taken)
+        name = name or ((await self.hub.broker.get_user(room, user)) or {}).get("name")
+        stage["seats"][user] = {"seat": number, "name": name, "muted": {"audio": False, "video": False}}
+        await self._save(room, state)
+        token = issue_token(self.hub.config.secret, room, user, Role.COHOST, 4 * 3600, name)
+        await self._direct(room, {"type": "grant", "role": "cohost", "token": token, "seat": number}, users=[user],
+                           actions={"set_role": "cohost"})
+        await self._announce(room, "stage", state)
 
     async def _on_stage_mute(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "mute co-hosts", ref)
-        seat = self.stage(room).seats.get(m["user"])
+        state = await self._load(room)
+        seat = state["stage"]["seats"].get(m["user"])
         if seat is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not on stage", ref)
-        seat.muted[m["kind"]] = m["muted"]
-        if self.hub.media is not None:
-            self.hub.media.router.set_muted(room, m["user"], m["kind"], m["muted"])
-        await self._announce(room, "stage")
+        seat["muted"][m["kind"]] = m["muted"]
+        await self._save(room, state)
+        await self._direct(room, actions={"mute": {"user": m["user"], "kind": m["kind"], "muted": m["muted"]}})
+        await self._announce(room, "stage", state)
 
     async def _on_stage_remove(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "remove co-hosts", ref)
-        if m["user"] not in self.stage(room).seats:
+        state = await self._load(room)
+        if m["user"] not in state["stage"]["seats"]:
             raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not on stage", ref)
-        await self._unseat(room, m["user"], "removed")
+        await self._unseat(room, state, m["user"], "removed")
 
     async def _on_stage_leave(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        if s.user not in self.stage(room).seats:
+        state = await self._load(room)
+        if s.user not in state["stage"]["seats"]:
             raise ProtocolError(ErrorCode.NOT_FOUND, "you are not on stage", ref)
-        await self._unseat(room, s.user, "left")
+        await self._unseat(room, state, s.user, "left")
 
-    async def _unseat(self, room: str, user: str, reason: str) -> None:
-        self.stage(room).seats.pop(user, None)
-        self.stage(room).moderators.discard(user)
-        for x in self._sessions(room, user):
-            if x.role is Role.COHOST:
-                x.role = Role.VIEWER
-            x.send({"type": "grant", "room": room, "role": "viewer", "reason": reason, "server_ts": now_ms()})
-            if self.hub.media is not None:  # stop what they publish here
-                for media_id in self.hub.media.publications(x):
-                    await self.hub.media.close_media(media_id)
-        await self._announce(room, "stage")
+    async def _unseat(self, room: str, state: dict[str, Any], user: str, reason: str) -> None:
+        stage = state["stage"]
+        stage["seats"].pop(user, None)
+        stage["moderators"] = [u for u in stage["moderators"] if u != user]
+        await self._save(room, state)
+        await self._direct(room, {"type": "grant", "role": "viewer", "reason": reason}, users=[user],
+                           actions={"set_role": "viewer", "unpublish": True})
+        await self._announce(room, "stage", state)
 
     # PK ---------------------------------------------------------------------------------------------------
 
@@ -315,175 +274,196 @@ class Scenes:
         other = m["room"]
         if other == room:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "a PK links two different rooms", ref)
-        if room in self.pk or other in self.pk:
+        mine, theirs = await self._load(room), await self._load(other)
+        if mine.get("pk") or theirs.get("pk"):
             raise ProtocolError(ErrorCode.BUSY, "one of the rooms is already in a PK", ref)
-        if not self._hosts(other):
+        users = await self.hub.broker.get_users(other)
+        if not any(info.get("role") == "host" for info in users.values()):
             raise ProtocolError(ErrorCode.NOT_FOUND, "that room has no host on air", ref)
-        invite = PkInvite(room, s.user, other, m.get("duration_s", self.pk_duration),
-                          time.monotonic() + self.invite_ttl)
-        self.pk_invites[(room, other)] = invite
-        for host in self._hosts(other):
-            host.send({"type": "pk_invited", "room": other, "from_room": room, "from": s.user,
-                       "duration_s": invite.duration_s, "expires_in_s": self.invite_ttl, "server_ts": now_ms()})
+        duration = m.get("duration_s", self.pk_duration)
+        theirs["pk_invites"][room] = {"from_user": s.user, "duration_s": duration, "expires": self._expires()}
+        await self._save(other, theirs)
+        await self._direct(other, {"type": "pk_invited", "from_room": room, "from": s.user, "duration_s": duration,
+                                   "expires_in_s": self.invite_ttl}, roles=["host"])
 
     async def _on_pk_answer(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "answer a PK", ref)
-        invite = self.pk_invites.pop((m["room"], room), None)
-        if invite is None or invite.expires < time.monotonic():
+        state = await self._load(room)
+        invite = state["pk_invites"].pop(m["room"], None)
+        if invite is None or not self._live(invite["expires"]):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending PK invitation from that room", ref)
+        await self._save(room, state)
         if not m["accept"]:
-            self._tell(invite.from_room, invite.from_user, {"type": "pk_declined", "room": invite.from_room,
-                                                            "by_room": room})
+            await self._direct(m["room"], {"type": "pk_declined", "by_room": room}, users=[invite["from_user"]])
             return
-        if invite.from_room in self.pk or room in self.pk:
+        other_state = await self._load(m["room"])
+        if state.get("pk") or other_state.get("pk"):
             raise ProtocolError(ErrorCode.BUSY, "one of the rooms is already in a PK", ref)
-        rooms = (invite.from_room, room)
-        likes = {r: await self.hub.broker.get_likes(r) for r in rooms}
-        link = PkLink(rooms, {invite.from_room: invite.from_user, room: s.user}, now_ms(),
-                      time.monotonic() + invite.duration_s, now_ms() + invite.duration_s * 1000, likes,
-                      dict.fromkeys(rooms, 0))
-        for r in rooms:
-            self.pk[r] = link
-        for r in rooms:
-            await self._announce(r, "pk")
+        rooms = [m["room"], room]
+        pk = {"rooms": rooms, "hosts": {m["room"]: invite["from_user"], room: s.user}, "started_ms": now_ms(),
+              "ends_at_ms": now_ms() + invite["duration_s"] * 1000,
+              "base_likes": {r: await self.hub.broker.get_likes(r) for r in rooms},
+              "scores": dict.fromkeys(rooms, 0), "owner": self.node_id}
+        for r, st in ((room, state), (m["room"], other_state)):
+            st["pk"] = pk
+            await self._save(r, st)
+            await self._announce(r, "pk", st)
 
     async def _on_pk_end(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "end a PK", ref)
-        if room not in self.pk:
+        if not (await self._load(room)).get("pk"):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no PK to end", ref)
         await self.end_pk(room, f"ended by {s.user}")
 
     async def end_pk(self, room: str, reason: str) -> None:
-        link = self.pk.get(room)
-        if link is None:
+        pk = (await self._load(room)).get("pk")
+        if pk is None:
             return
-        for r in link.rooms:
-            self.pk.pop(r, None)
-        for r in link.rooms:
+        for r in pk["rooms"]:
+            st = await self._load(r)
+            st.pop("pk", None)
+            await self._save(r, st)
             await self.hub.broker.set_state(r, "pk", None)
+            # Every node closes its subscriptions across the link when it sees this (see Hub._on_broadcast).
             await self.hub.broker.broadcast(r, {"type": "pk_ended", "room": r, "reason": reason,
-                                                "scores": dict(link.scores), "server_ts": now_ms()})
-        # Subscriptions across the link end: close this room's subscribers of the other room's publishers.
-        media = self.hub.media
-        if media is not None:
-            for r in link.rooms:
-                other = next(x for x in link.rooms if x != r)
-                await media.close_cross_room(r, other)
+                                                "rooms": pk["rooms"], "scores": pk["scores"], "server_ts": now_ms()})
 
     async def pk_tick(self) -> None:
-        """Scores (likes during the PK) a few times a second; the link ends when its time is up."""
-        seen: set[int] = set()
-        for link in list(self.pk.values()):
-            if id(link) in seen:
+        """Scores (likes during the PK) a few times a second, by the node that accepted the link."""
+        for room in list(self.hub.rooms):
+            state = await self._load(room)
+            pk = state.get("pk")
+            if pk is None or pk.get("owner") != self.node_id or pk["rooms"][0] != room:
                 continue
-            seen.add(id(link))
-            for r in link.rooms:
-                link.scores[r] = await self.hub.broker.get_likes(r) - link.base_likes[r]
-            remaining = max(0.0, link.ends_at - time.monotonic())
-            for r in link.rooms:
-                await self.hub.broker.broadcast(r, {"type": "pk_score", "room": r, "scores": dict(link.scores),
+            scores = {r: await self.hub.broker.get_likes(r) - pk["base_likes"][r] for r in pk["rooms"]}
+            remaining = max(0.0, (pk["ends_at_ms"] - now_ms()) / 1000)
+            if scores != pk["scores"]:
+                for r in pk["rooms"]:
+                    st = await self._load(r)
+                    if st.get("pk"):
+                        st["pk"]["scores"] = scores
+                        await self._save(r, st)
+            for r in pk["rooms"]:
+                await self.hub.broker.broadcast(r, {"type": "pk_score", "room": r, "scores": scores,
                                                     "remaining_s": round(remaining, 1), "server_ts": now_ms()})
             if remaining <= 0:
-                await self.end_pk(link.rooms[0], "time is up")
+                await self.end_pk(room, "time is up")
 
     # switch to 1v1 -------------------------------------------------------------------------------------------
 
     async def _on_call_invite(self, s: Session, room: str, m: dict, ref: Any) -> None:
         self._require(s, (Role.HOST,), "start a private call", ref)
-        if room in self.calls or room in self.call_invites:
+        state = await self._load(room)
+        if state.get("call") or (state.get("call_invite") and self._live(state["call_invite"]["expires"])):
             raise ProtocolError(ErrorCode.BUSY, "a private call is already on", ref)
         guest = m["user"]
-        if guest == s.user or not [x for x in self._sessions(room, guest) if not x.anonymous]:
+        if guest == s.user or not await self._in_room(room, guest):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such signed-in viewer in this room", ref)
-        self.call_invites[room] = CallInvite(s.user, guest, m.get("keep_video", True),
-                                             time.monotonic() + self.invite_ttl)
-        self._tell(room, guest, {"type": "call_invited", "room": room, "from": s.user,
-                                 "expires_in_s": self.invite_ttl})
+        state["call_invite"] = {"host": s.user, "guest": guest, "keep_video": m.get("keep_video", True),
+                                "expires": self._expires()}
+        await self._save(room, state)
+        await self._direct(room, {"type": "call_invited", "from": s.user, "expires_in_s": self.invite_ttl},
+                           users=[guest])
 
     async def _on_call_answer(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        invite = self.call_invites.get(room)
-        if invite is None or invite.guest != s.user or invite.expires < time.monotonic():
+        state = await self._load(room)
+        invite = state.get("call_invite")
+        if invite is None or invite["guest"] != s.user or not self._live(invite["expires"]):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending call invitation", ref)
-        del self.call_invites[room]
+        del state["call_invite"]
         if not m["accept"]:
-            self._tell(room, invite.host, {"type": "call_declined", "room": room, "user": s.user})
+            await self._save(room, state)
+            await self._direct(room, {"type": "call_declined", "user": s.user}, users=[invite["host"]])
             return
         private = f"{room}.call-{secrets.token_hex(4)}"
-        self.private_rooms[private] = {invite.host, invite.guest}
-        call = Call(room, private, invite.host, invite.guest, invite.keep_video, now_ms())
-        self.calls[room] = call
+        await self.hub.broker.set_state(private, "private", {"users": [invite["host"], invite["guest"]],
+                                                             "show": room})
+        state["call"] = {"host": invite["host"], "guest": invite["guest"], "keep_video": invite["keep_video"],
+                         "started_ms": now_ms(), "private_room": private}
+        await self._save(room, state)
         secret = self.hub.config.secret
-        for user, role, other in ((invite.host, Role.HOST, invite.guest), (invite.guest, Role.COHOST, invite.host)):
-            self._tell(room, user, {"type": "call_grant", "room": room, "call_room": private, "with": other,
-                                    "token": issue_token(secret, private, user, role, 3600)})
-        if not invite.keep_video and self.hub.media is not None:
-            self.hub.media.router.set_muted(room, invite.host, "video", True)
-        await self._announce(room, "call")
+        for user, role, other in ((invite["host"], Role.HOST, invite["guest"]),
+                                  (invite["guest"], Role.COHOST, invite["host"])):
+            await self._direct(room, {"type": "call_grant", "call_room": private, "with": other,
+                                      "token": issue_token(secret, private, user, role, 3600)}, users=[user])
+        if not invite["keep_video"]:
+            await self._direct(room, actions={"mute": {"user": invite["host"], "kind": "video", "muted": True}})
+        await self._announce(room, "call", state)
 
     async def _on_call_end(self, s: Session, room: str, m: dict, ref: Any) -> None:
-        call = self.calls.get(room)
-        if call is None or s.user not in (call.host, call.guest):
+        call = (await self._load(room)).get("call")
+        if call is None or s.user not in (call["host"], call["guest"]):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no private call of yours to end", ref)
         await self.end_call(room, f"ended by {s.user}")
 
     async def end_call(self, room: str, reason: str) -> None:
-        call = self.calls.pop(room, None)
+        state = await self._load(room)
+        call = state.pop("call", None)
         if call is None:
             return
-        self.private_rooms.pop(call.private_room, None)
-        if self.hub.media is not None:
-            self.hub.media.router.set_muted(room, call.host, "video", False)
-        for user in (call.host, call.guest):
-            self._tell(room, user, {"type": "call_ended", "room": room, "call_room": call.private_room,
-                                    "reason": reason})
-            for x in self._sessions(call.private_room, user):  # the private room's connections go
-                self.hub.kick_private(x)
-        await self._announce(room, "call")
+        await self._save(room, state)
+        private = call["private_room"]
+        await self.hub.broker.set_state(private, "private", None)
+        await self._direct(room, actions={"mute": {"user": call["host"], "kind": "video", "muted": False}})
+        await self._direct(room, {"type": "call_ended", "call_room": private, "reason": reason},
+                           users=[call["host"], call["guest"]])
+        await self._direct(private, users=[call["host"], call["guest"]], actions={"close": "call ended"})
+        await self._announce(room, "call", state)
 
     # -- lifecycle hooks ---------------------------------------------------------------------------------
 
     async def on_leave(self, session: Session, room: str) -> None:
-        """A connection left a room: give up what it held there."""
-        if session.anonymous or self._sessions(room, session.user):
-            return  # anonymous, or the same user still has another connection here
-        stage = self.stage(room) if room in self.stages else None
-        if stage is not None:
-            stage.requests.pop(session.user, None)
-            stage.invites.pop(session.user, None)
-            if session.user in stage.seats:
-                await self._unseat(room, session.user, "disconnected")
-        link = self.pk.get(room)
-        if link is not None and link.hosts.get(room) == session.user:
+        """A connection left a room: give up what its user held there (if no other connection holds it)."""
+        if session.anonymous or await self._in_room(room, session.user):
+            return
+        state = await self._load(room)
+        stage = state["stage"]
+        changed = bool(stage["requests"].pop(session.user, None) or stage["invites"].pop(session.user, None))
+        if session.user in stage["seats"]:
+            await self._unseat(room, state, session.user, "disconnected")
+        elif changed:
+            await self._save(room, state)
+        pk = state.get("pk")
+        if pk is not None and pk["hosts"].get(room) == session.user:
             await self.end_pk(room, f"host {session.user} left")
-        call = self.calls.get(room)
-        if call is not None and session.user in (call.host, call.guest):
+        call = state.get("call")
+        if call is not None and session.user in (call["host"], call["guest"]):
             await self.end_call(room, f"{session.user} left")
 
     async def on_publisher_change(self, room: str) -> None:
         """A publisher came or went: seats and PK opponents show current media ids."""
-        if self.stage(room).seats:
-            await self._announce(room, "stage")
-        link = self.pk.get(room)
-        if link is not None:
-            for r in link.rooms:
+        state = await self._load(room)
+        if state["stage"]["seats"]:
+            await self._announce(room, "stage", state)
+        pk = state.get("pk")
+        if pk is not None:
+            for r in pk["rooms"]:
                 await self._announce(r, "pk")
 
-    def sweep(self) -> None:
-        """Expire invitations and requests, telling whoever was waiting."""
-        now = time.monotonic()
-        for room, stage in self.stages.items():
-            for user in [u for u, t in stage.requests.items() if t < now]:
-                del stage.requests[user]
-                self._tell(room, user, {"type": "stage_rejected", "room": room, "reason": "expired"})
-            for user in [u for u, t in stage.invites.items() if t < now]:
-                del stage.invites[user]
-                for host in self._hosts(room):
-                    host.send({"type": "stage_declined", "room": room, "user": user, "reason": "expired"})
-        for key, invite in [(k, v) for k, v in self.pk_invites.items() if v.expires < now]:
-            del self.pk_invites[key]
-            self._tell(invite.from_room, invite.from_user, {"type": "pk_declined", "room": invite.from_room,
-                                                            "by_room": invite.to_room, "reason": "expired"})
-        for room, call_invite in [(k, v) for k, v in self.call_invites.items() if v.expires < now]:
-            del self.call_invites[room]
-            self._tell(room, call_invite.host, {"type": "call_declined", "room": room, "user": call_invite.guest,
-                                                "reason": "expired"})
+    async def sweep(self) -> None:
+        """Expire invitations and requests of this node's rooms, telling whoever was waiting."""
+        for room in list(self.hub.rooms):
+            state = await self._load(room)
+            stage, changed = state["stage"], False
+            for user in [u for u, t in stage["requests"].items() if not self._live(t)]:
+                del stage["requests"][user]
+                changed = True
+                await self._direct(room, {"type": "stage_rejected", "reason": "expired"}, users=[user])
+            for user in [u for u, t in stage["invites"].items() if not self._live(t)]:
+                del stage["invites"][user]
+                changed = True
+                await self._direct(room, {"type": "stage_declined", "user": user, "reason": "expired"},
+                                   roles=["host"])
+            for from_room, invite in [(k, v) for k, v in state["pk_invites"].items() if not self._live(v["expires"])]:
+                del state["pk_invites"][from_room]
+                changed = True
+                await self._direct(from_room, {"type": "pk_declined", "by_room": room, "reason": "expired"},
+                                   users=[invite["from_user"]])
+            invite = state.get("call_invite")
+            if invite is not None and not self._live(invite["expires"]):
+                del state["call_invite"]
+                changed = True
+                await self._direct(room, {"type": "call_declined", "user": invite["guest"], "reason": "expired"},
+                                   users=[invite["host"]])
+            if changed:
+                await self._save(room, state)

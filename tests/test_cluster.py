@@ -253,3 +253,65 @@ async def test_an_origin_that_dies_is_reported_to_edge_viewers(nodes):
         await subscription.close()
     await publisher.pc.close()
     await host.close()
+
+
+async def test_scenes_work_across_nodes(nodes):
+    """A viewer on node B joins the stage of a host on node A; the audience on A sees and decodes the new
+    co-host (served from B through the cascade); a PK links a room hosted on A with one hosted on B; a
+    private call joins a host on A and a viewer on B."""
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from tests.test_sfu import read_counters
+
+    a, b = nodes
+    host = LiveClient(a.ws_url, "show", a.token("show", "host", Role.HOST))
+    guest = LiveClient(b.ws_url, "show", b.token("show", "gina", Role.VIEWER, name="Gina"))
+    audience = LiveClient(a.ws_url, "show")
+    host_b = LiveClient(b.ws_url, "other", b.token("other", "bob", Role.HOST))
+    clients = [host, guest, audience, host_b]
+    sessions: list[MediaSession] = []
+    try:
+        for c in clients:
+            await c.connect()
+        sessions.append(await MediaSession.publish(host, [CounterVideoTrack(320, 240, start=0)]))
+        # Stage across nodes.
+        await guest.request({"type": "stage_request"})
+        assert (await host.next_event("stage_requested"))["user"] == "gina"
+        await host.request({"type": "stage_accept", "user": "gina"})
+        assert (await guest.next_event("grant"))["role"] == "cohost"
+        cohost = await MediaSession.publish(guest, [CounterVideoTrack(320, 240, start=100_000)])
+        sessions.append(cohost)
+        async with asyncio.timeout(15):
+            while True:
+                stage = await audience.next_event("stage")
+                if stage["state"]["seats"] and stage["state"]["seats"][0]["publishers"]:
+                    break
+        assert stage["state"]["seats"][0]["publishers"] == [cohost.media_id]
+        view = await MediaSession.subscribe(audience, publisher=cohost.media_id, kinds=("video",))
+        sessions.append(view)
+        assert min(await read_counters(view, 5)) >= 100_000
+        # PK across nodes.
+        sessions.append(await MediaSession.publish(host_b, [CounterVideoTrack(320, 240, start=500_000)]))
+        await host.request({"type": "pk_invite", "room": "other"})
+        assert (await host_b.next_event("pk_invited"))["from_room"] == "show"
+        await host_b.request({"type": "pk_answer", "room": "show", "accept": True})
+        pk = (await audience.next_event("pk", timeout=10))["state"]
+        other_side = next(s for s in pk["sides"] if s["room"] == "other")
+        cross = await MediaSession.subscribe(audience, publisher=other_side["publishers"][0], kinds=("video",))
+        sessions.append(cross)
+        assert min(await read_counters(cross, 5)) >= 500_000
+        await host_b.request({"type": "pk_end"})
+        assert (await audience.next_event("pk_ended", timeout=10))["reason"] == "ended by bob"
+        # A private call between a host on A and a viewer on B.
+        await host.request({"type": "call_invite", "user": "gina"})
+        await guest.next_event("call_invited", timeout=10)
+        await guest.request({"type": "call_answer", "accept": True})
+        grant = await guest.next_event("call_grant", timeout=10)
+        assert (await host.next_event("call_grant", timeout=10))["call_room"] == grant["call_room"]
+        await host.request({"type": "call_end"})
+        assert (await guest.next_event("call_ended", timeout=10))["reason"] == "ended by host"
+    finally:
+        for s in sessions:
+            await s.pc.close()
+        for c in clients:
+            await c.close()

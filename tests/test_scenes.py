@@ -60,11 +60,14 @@ async def test_cohost_raises_hand_is_accepted_publishes_and_is_removed(server):
 
         await host.request({"type": "stage_remove", "user": "guest"})
         assert (await guest.next_event("grant"))["role"] == "viewer"
-        while (left := await audience.next_event("media"))["event"] != "publisher_left":
-            pass
+        left = empty_stage = None  # both come, in either order
+        while left is None or empty_stage is None:
+            event = await audience.next_event("media", "stage")
+            if event["type"] == "media" and event["event"] == "publisher_left":
+                left = event
+            elif event["type"] == "stage" and not event["state"]["seats"]:
+                empty_stage = event
         assert left["user"] == "guest"
-        while (await audience.next_event("stage"))["state"]["seats"]:
-            pass
         with pytest.raises(ServerError) as err:  # back to viewer: no more publishing
             await MediaSession.publish(guest, [CounterVideoTrack()])
         assert err.value.code is ErrorCode.FORBIDDEN

@@ -116,6 +116,16 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]: ...
 
+    @abc.abstractmethod
+    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
+        """Signed-in users present in the room on any node (``name``, ``role``); None removes."""
+
+    @abc.abstractmethod
+    async def get_user(self, room: str, user: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def get_users(self, room: str) -> dict[str, dict[str, Any]]: ...
+
     async def gc(self) -> list[str]:
         """Drop rooms with no subscribers whose history has expired; return their names."""
         return []

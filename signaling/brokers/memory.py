@@ -12,7 +12,8 @@ from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
 
 
 class _Stream:
-    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "subscribed", "viewers")
+    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "subscribed", "users",
+                 "viewers")
 
     def __init__(self, history_size: int) -> None:
         self.epoch = secrets.token_hex(4)
@@ -24,6 +25,7 @@ class _Stream:
         self.members = 0
         self.viewers = 0
         self.publishers: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
 
 
 class MemoryBroker(Broker):
@@ -126,6 +128,21 @@ class MemoryBroker(Broker):
     async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]:
         stream = self._streams.get(room)
         return dict(stream.publishers) if stream is not None else {}
+
+    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
+        users = self._stream(room).users
+        if info is None:
+            users.pop(user, None)
+        else:
+            users[user] = info
+
+    async def get_user(self, room: str, user: str) -> dict[str, Any] | None:
+        stream = self._streams.get(room)
+        return stream.users.get(user) if stream is not None else None
+
+    async def get_users(self, room: str) -> dict[str, dict[str, Any]]:
+        stream = self._streams.get(room)
+        return dict(stream.users) if stream is not None else {}
 
     async def gc(self) -> list[str]:
         dropped = []

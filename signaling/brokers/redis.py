@@ -51,7 +51,7 @@ def _keys(room: str) -> dict[str, str]:
     tag = f"lr:{{{room}}}"
     return {"epoch": f"{tag}:epoch", "seq": f"{tag}:seq", "hist": f"{tag}:hist", "ch": f"{tag}:ch",
             "state": f"{tag}:state", "likes": f"{tag}:likes", "presence": f"{tag}:presence",
-            "publishers": f"{tag}:publishers"}
+            "publishers": f"{tag}:publishers", "users": f"{tag}:users"}
 
 
 class RedisBroker(Broker):
@@ -294,3 +294,20 @@ class RedisBroker(Broker):
             if now - info.pop("ts", 0) <= PRESENCE_TTL_S:
                 out[key.decode()] = info
         return out
+
+    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
+        assert self._redis is not None
+        k = _keys(room)["users"]
+        if info is None:
+            await self._call(self._redis.hdel(k, user))
+            return
+        await self._call(self._redis.hset(k, user, json.dumps(info)))
+        await self._call(self._redis.expire(k, int(self.history_ttl) + 3600))
+
+    async def get_user(self, room: str, user: str) -> dict[str, Any] | None:
+        raw = await self._call(self._redis.hget(_keys(room)["users"], user))  # type: ignore[union-attr]
+        return json.loads(raw) if raw else None
+
+    async def get_users(self, room: str) -> dict[str, dict[str, Any]]:
+        raw = await self._call(self._redis.hgetall(_keys(room)["users"]))  # type: ignore[union-attr]
+        return {key.decode(): json.loads(value) for key, value in raw.items()}
