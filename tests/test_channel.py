@@ -28,7 +28,9 @@ async def test_comment_reaches_every_viewer_with_sequence_and_timestamps(server)
             assert event["user"] == "v1" and event["role"] == "viewer"
             assert event["seq"] == ack["seq"] and event["epoch"] == ack["epoch"]
             assert event["server_ts"] >= event["ts"] - 50
-            assert 0 <= event["latency_ms"] < 5000
+            # Measured (not zero, not absurd); each client's clock estimate is good to half a round trip, so
+            # on one machine a tiny negative value is possible.
+            assert -50 < event["latency_ms"] < 5000
 
 
 async def test_msgpack_client_gets_binary_frames(server):
