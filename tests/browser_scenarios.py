@@ -97,9 +97,10 @@ async def broadcast(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     await viewer.press("#comment-input", "Enter")
     await wait_for(host, COMMENT_SHOWN % "come in blue")
     result["comment_on_host"] = True
-    result["bullet_in_overlay"] = await viewer.evaluate(
-        "[...document.querySelectorAll('#danmaku .bullet')].some(b => b.textContent.includes('come in blue'))"
-        " || [...document.querySelectorAll('#comments li')].some(li => li.textContent.includes('come in blue'))")
+    # The viewer's own page flies it across the video too (a bullet lives 8 s: wait for it, do not race it).
+    result["bullet_in_overlay"] = bool(await wait_for(
+        viewer, "[...document.querySelectorAll('#danmaku .bullet')].some(b => b.textContent.includes('come in blue'))",
+        timeout=7))
 
     # Text that looks like markup is shown as text.
     hostile = "<script>window.pwned = 1</script><b>bold</b><img src=x onerror=\"window.pwned=2\">"
