@@ -12,6 +12,7 @@ import fractions
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ async def _stdin_lines() -> asyncio.Queue[str]:
     return queue
 
 
+async def keep_media(client: LiveClient, sessions: list[MediaSession], redo: Callable[[], Awaitable[MediaSession]],
+                     what: str, done: Callable[[MediaSession], str]) -> None:
+    """The server closes a connection's media with it: after a reconnect, or when the current media session
+    died, do it again (once the connection is up), retrying until it works."""
+    seen = client.reconnects
+    while True:
+        await asyncio.sleep(0.5)
+        current = sessions[-1]
+        stale = client.reconnects != seen or current.pc.connectionState in ("closed", "failed")
+        if not stale or not client.connected:
+            continue
+        seen = client.reconnects
+        await current.pc.close()
+        try:
+            sessions.append(await redo())
+        except (ServerError, ConnectionClosed, TimeoutError) as exc:
+            _print(f"could not {what} again yet ({exc}); retrying")
+            continue
+        _print(done(sessions[-1]))
+
+
 # -- host ---------------------------------------------------------------------------------------------
 
 
@@ -100,22 +122,10 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
     media = await MediaSession.publish(client, make_tracks())
     medias = [media]
 
-    async def keep_publishing() -> None:
-        """The server closes a connection's media with it: after a reconnect, go on air again."""
-        seen = client.reconnects
-        while True:
-            await asyncio.sleep(0.5)
-            if client.reconnects == seen or not client.connected:
-                continue
-            seen = client.reconnects
-            await medias[-1].pc.close()
-            try:
-                medias.append(await MediaSession.publish(client, make_tracks()))
-            except (ServerError, ConnectionClosed, TimeoutError) as exc:
-                _print(f"could not go on air again yet ({exc}); retrying")
-                seen = -1
-                continue
-            _print(f"back on air ({medias[-1].media_id})")
+    def keep_publishing() -> Any:
+        return keep_media(client, medias, lambda: MediaSession.publish(client, make_tracks()),
+                          "go on air", lambda m: f"back on air ({m.media_id})")
+
     _print(f"on air in {room!r} as {client.joined['user']} ({media.media_id}); "
            f"{len(products)} products: type 'p' to push the next, 'p N' for one, 'accept USER', 'q' to quit")
     lines = await _stdin_lines()
@@ -271,24 +281,8 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
                 _print(line)
 
     async def keep_watching() -> None:
-        """The server closes a connection's media with it: after a reconnect, or when the host comes back,
-        subscribe again (once the connection is up)."""
-        seen = client.reconnects
         sessions.append(await subscribe())
-        while True:
-            await asyncio.sleep(0.5)
-            current = sessions[-1]
-            stale = client.reconnects != seen or current.pc.connectionState in ("closed", "failed")
-            if not stale or not client.connected:
-                continue
-            seen = client.reconnects
-            await current.pc.close()
-            try:
-                sessions.append(await subscribe())
-            except (ServerError, ConnectionClosed, TimeoutError) as exc:
-                _print(f"📡 could not subscribe again yet ({exc}); retrying")
-                continue
-            _print("📡 resubscribed")
+        await keep_media(client, sessions, subscribe, "subscribe", lambda m: "📡 resubscribed")
 
     async def report() -> None:
         while True:

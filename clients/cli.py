@@ -70,6 +70,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     import uvloop
 
     from clients.demo import DemoHost
+    from signaling.app import reachable_host
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
     from signaling.tokens import issue_token
@@ -94,8 +95,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
     )
     scheme = "https" if tls_cert else "http"
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = f"{scheme}://{shown}:{port}"
+    base = f"{scheme}://{reachable_host(host)}:{port}"
     click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws', 1)}/ws)", err=True)
     if printed_secret:
         click.echo("no --secret given: using a random one for this run", err=True)

@@ -55,7 +55,7 @@ class RelayServer:
             router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
                                  on_event=self._on_media_event)
             node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
-                                           else f"ws://{_reachable(config.host)}:{config.port}/ws")
+                                           else f"ws://{reachable_host(config.host)}:{config.port}/ws")
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, self._observe_media_setup, self.broker, node_url, cascade)
         self.hub = Hub(config, self.broker, self.metrics, self.media)
@@ -85,7 +85,7 @@ class RelayServer:
 SERVER = web.AppKey("server", RelayServer)
 
 
-def _reachable(host: str) -> str:
+def reachable_host(host: str) -> str:
     """The address other nodes use for a node bound to ``host`` (0.0.0.0 means this machine's loopback
     unless --node-url says better)."""
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -10,6 +10,8 @@ import os
 import socket
 import struct
 
+from loadtest.sink import masked_frame
+
 
 class RawWebSocket:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -34,15 +36,7 @@ class RawWebSocket:
         return cls(reader, writer)
 
     def send_json(self, message: dict) -> None:
-        payload = json.dumps(message).encode()
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | size)
-        else:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(header + mask + masked)
+        self.writer.write(masked_frame(json.dumps(message).encode(), 0x1))
 
     async def read_frame(self) -> tuple[int, bytes]:
         first, second = await self.reader.readexactly(2)
