@@ -18,7 +18,7 @@ from benchmarks.common import SECRET, free_port, run_loadtest, wait_ready
 
 
 def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
-    cli = [sys.executable, "-m", "clients.cli", "--log-level", "WARNING"]
+    cli = [sys.executable, "-m", "cli.main", "--log-level", "WARNING"]
     if kind == "live-relay":
         args = [*cli, "serve", "--port", str(port), "--secret", SECRET, "--room", "bench",
                 "--max-conns-per-ip", "0"]

@@ -35,7 +35,7 @@ def run_loadtest(args: list[str], timeout: float) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         path = out.name
     try:
-        subprocess.run([sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "loadtest", *args,
+        subprocess.run([sys.executable, "-m", "cli.main", "--log-level", "WARNING", "loadtest", *args,
                         "--json", path], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=timeout)
         with open(path) as f:

@@ -25,7 +25,7 @@ from benchmarks.common import SECRET, free_port, run_loadtest, wait_ready
 
 def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     if kind == "live-relay":
-        args = [sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "serve", "--port", str(port),
+        args = [sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port),
                 "--secret", SECRET, "--max-conns-per-ip", "0"]
     else:
         args = [sys.executable, "benchmarks/mediarelay_server.py", "--port", str(port)]
@@ -52,7 +52,7 @@ async def direct_latency(duration: float) -> dict:
     from aiortc import RTCConfiguration, RTCPeerConnection
 
     from clients.sources import CounterVideoTrack, latency_ms, read_frame
-    from relay import adapter
+    from rtc import adapter
 
     a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     b = RTCPeerConnection(RTCConfiguration(iceServers=[]))

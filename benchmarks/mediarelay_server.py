@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
-from relay import adapter
+from rtc import adapter
 
 STATE = web.AppKey("state", dict)
 

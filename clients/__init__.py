@@ -1,1 +1,3 @@
-"""Clients of live-relay: the async client library, the command-line front ends and the browser page."""
+"""The client library (layer 3, beside the media plane): ``LiveClient`` (connect, join, resume, clock
+estimate), ``MediaSession`` (publish/subscribe over a joined client) and synthetic media ``sources``; and
+the browser page (``web/``, static files the server serves). Built on ``protocol`` and ``rtc`` only."""

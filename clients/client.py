@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from signaling.protocol import (
+from protocol import (
     DURABLE_KINDS,
     ClockEstimate,
     CloseCode,

@@ -20,7 +20,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.mediastreams import MediaStreamTrack
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
-from relay import adapter
+from rtc import adapter
 
 
 class MediaSession:

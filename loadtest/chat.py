@@ -30,8 +30,7 @@ import psutil
 from clients.client import LiveClient, ServerError
 from loadtest.report import CpuMeter, find_server_processes, latency_summary, plot_latency, print_table, write_json
 from loadtest.sink import SinkProtocol
-from signaling.protocol import ClockEstimate, Encoding, Role, now_ms
-from signaling.tokens import issue_token
+from protocol import ClockEstimate, Encoding, Role, issue_token, now_ms
 
 KINDS = ("comment", "product")
 PRODUCT_TEMPLATE = {"title": "Load-test item", "price": "9.99", "currency": "USD",

@@ -30,8 +30,7 @@ from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
 from loadtest.report import CpuMeter, find_server_processes, print_table, write_json
-from signaling.protocol import Role
-from signaling.tokens import issue_token
+from protocol import Role, issue_token
 
 FREEZE_MS = 200.0
 

@@ -23,8 +23,7 @@ from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, read_frame
 from loadtest.media import one_call
 from loadtest.report import print_table, write_json
-from signaling.protocol import Role
-from signaling.tokens import issue_token
+from protocol import Role, issue_token
 
 
 class Cast:

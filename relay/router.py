@@ -25,8 +25,8 @@ from aiortc import (
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
-from relay import adapter
 from relay.tracks import DownTrack, PublishedTrack
+from rtc import adapter
 
 log = logging.getLogger(__name__)
 

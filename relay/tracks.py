@@ -24,30 +24,13 @@ from collections.abc import Callable
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from rtc.codecs import is_keyframe
+
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 1.0
-
-
-def is_keyframe(codec_name: str, data: bytes) -> bool:
-    """Whether an encoded frame can be decoded on its own."""
-    name = codec_name.lower()
-    if name == "vp8":
-        # RFC 6386 9.1: the frame tag's first bit is 0 for a key frame.
-        return bool(data) and not (data[0] & 0x01)
-    if name == "h264":
-        # Annex-B: an IDR slice (NAL type 5) or SPS (7) makes a decoding entry point.
-        i = 0
-        while True:
-            i = data.find(b"\x00\x00\x01", i)
-            if i < 0 or i + 3 >= len(data):
-                return False
-            if data[i + 3] & 0x1F in (5, 7):
-                return True
-            i += 3
-    return True  # audio: every Opus packet stands alone
 
 
 class EncodedFrame:

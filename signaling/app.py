@@ -19,14 +19,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
-from relay.router import MediaConfig, MediaRouter
-from signaling.brokers import StreamPosition, create_broker
-from signaling.cascade import EdgeCascade
-from signaling.config import ServerConfig
-from signaling.hub import Hub
-from signaling.media import MediaSignaling
-from signaling.metrics import ServerMetrics
-from signaling.protocol import (
+from protocol import (
     MEDIA_KINDS,
     PROTOCOL_VERSION,
     CloseCode,
@@ -36,9 +29,16 @@ from signaling.protocol import (
     decode,
     pong_message,
     validate_client_message,
+    verify_token,
 )
+from relay.router import MediaConfig, MediaRouter
+from signaling.brokers import StreamPosition, create_broker
+from signaling.cascade import EdgeCascade
+from signaling.config import ServerConfig
+from signaling.hub import Hub
+from signaling.media import MediaSignaling
+from signaling.metrics import ServerMetrics
 from signaling.session import Session
-from signaling.tokens import verify_token
 
 log = logging.getLogger(__name__)
 

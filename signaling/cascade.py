@@ -19,10 +19,9 @@ from typing import Any
 
 from clients.client import LiveClient
 from clients.media import MediaSession
-from relay.adapter import negotiated_codecs
+from protocol import Role, issue_token
 from relay.router import MediaError, MediaRouter, RemotePublisher
-from signaling.protocol import Role
-from signaling.tokens import issue_token
+from rtc.adapter import negotiated_codecs
 
 log = logging.getLogger(__name__)
 

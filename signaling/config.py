@@ -1,6 +1,6 @@
 """The server's configuration: one typed tree, defaults first.
 
-The CLI (``clients/cli.py``) maps flags and ``LIVE_RELAY_*`` environment variables onto these fields;
+The CLI (``cli/main.py``) maps flags and ``LIVE_RELAY_*`` environment variables onto these fields;
 tests build a ``ServerConfig`` directly. Nothing else reads the environment.
 """
 

@@ -14,25 +14,25 @@ import secrets
 import time
 from typing import Any
 
-from signaling.brokers import Broker, Publication, StreamPosition
-from signaling.config import ServerConfig
-from signaling.media import MediaSignaling
-from signaling.metrics import ServerMetrics
-from signaling.outbound import OutboundBatch, OutboundEvent
-from signaling.protocol import (
+from protocol import (
     SCENE_KINDS,
     CloseCode,
     ErrorCode,
+    Grant,
     ProtocolError,
     Role,
     ack_message,
     now_ms,
 )
+from signaling.brokers import Broker, Publication, StreamPosition
+from signaling.config import ServerConfig
+from signaling.media import MediaSignaling
+from signaling.metrics import ServerMetrics
+from signaling.outbound import OutboundBatch, OutboundEvent
 from signaling.ratelimit import TokenBucket
 from signaling.room import ChatRoom, FanoutResult
 from signaling.scenes import Scenes
 from signaling.session import Session
-from signaling.tokens import Grant
 
 log = logging.getLogger(__name__)
 

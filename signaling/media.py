@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from protocol import ErrorCode, ProtocolError, Role, now_ms
 from relay.router import MediaError, MediaRouter, Publisher
 from signaling.brokers import Broker
 from signaling.cascade import EdgeCascade
-from signaling.protocol import ErrorCode, ProtocolError, Role, now_ms
 from signaling.session import Session
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import struct
 from collections import Counter
 from typing import Any
 
-from signaling.protocol import DROPPABLE_KINDS, Encoding, encode
+from protocol import DROPPABLE_KINDS, Encoding, encode
 
 _OP_TEXT = 0x1
 _OP_BINARY = 0x2

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol import Role
 from signaling.outbound import OutboundBatch, OutboundEvent
-from signaling.protocol import Role
 from signaling.session import Delivery, Session
 
 

@@ -21,9 +21,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from signaling.protocol import ErrorCode, ProtocolError, Role, now_ms
+from protocol import ErrorCode, ProtocolError, Role, issue_token, now_ms
 from signaling.session import Session
-from signaling.tokens import issue_token
 
 if TYPE_CHECKING:
     from signaling.hub import Hub

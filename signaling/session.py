@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from protocol import CloseCode, Encoding, ErrorCode, Role, encode, error_message
 from signaling.config import LimitsConfig
 from signaling.outbound import OutboundBatch, OutboundEvent, websocket_frame
-from signaling.protocol import CloseCode, Encoding, ErrorCode, Role, encode, error_message
 from signaling.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)

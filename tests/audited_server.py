@@ -37,6 +37,6 @@ def _write() -> None:
 atexit.register(_write)
 
 if __name__ == "__main__":
-    from clients.cli import main
+    from cli.main import main
 
     sys.exit(main())

@@ -19,10 +19,9 @@ from playwright.async_api import Page, async_playwright
 
 from clients.client import LiveClient
 from clients.media import MediaSession
+from protocol import CloseCode, Role, issue_token
 from signaling.app import SERVER, create_app, serve
 from signaling.config import ServerConfig
-from signaling.protocol import CloseCode, Role
-from signaling.tokens import issue_token
 
 SECRET = "browser-test-secret-at-least-32-bytes!!"
 WEB_ROOT = str(Path(__file__).resolve().parent.parent / "clients" / "web")
@@ -186,7 +185,7 @@ async def call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
 
 async def demo(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """What `live-relay serve --demo` promises: open the printed URL, see a live show at once."""
-    from clients.demo import DemoHost
+    from cli.demo import DemoHost
 
     host = DemoHost(ws, "demo", SECRET)
     await host.start()

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
+from protocol import Role, issue_token
 from signaling.app import SERVER, RelayServer, create_app, serve
 from signaling.config import ServerConfig
-from signaling.protocol import Role
-from signaling.tokens import issue_token
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes"
 

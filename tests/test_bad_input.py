@@ -7,7 +7,7 @@ import msgpack
 import pytest
 
 from clients.client import LiveClient
-from signaling.protocol import CloseCode, Role
+from protocol import CloseCode, Role
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
-from signaling.protocol import CloseCode, Encoding, ErrorCode, Role
+from protocol import CloseCode, Encoding, ErrorCode, Role
 from tests.conftest import assert_one_order
 
 PRODUCT = {"id": "sku-1", "title": "Jade bracelet", "price": "19.90", "currency": "EUR",
@@ -67,7 +67,7 @@ async def test_anonymous_can_be_turned_off(start_server):
     ("other_room", ErrorCode.WRONG_ROOM, CloseCode.FORBIDDEN),
 ])
 async def test_bad_tokens_are_refused_and_closed(server, token_kind, code, close):
-    from signaling.tokens import issue_token
+    from protocol import issue_token
 
     token = {
         "forged": issue_token("not-the-secret-but-also-thirty-two-bytes-long", "show", "mallory", Role.HOST),

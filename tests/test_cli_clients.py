@@ -9,12 +9,12 @@ import sys
 
 import av
 
-from signaling.protocol import Role
+from protocol import Role
 
 
 async def cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "--log-level", "WARNING", *args,
+        sys.executable, "-m", "cli.main", "--log-level", "WARNING", *args,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -61,7 +61,7 @@ async def test_view_resubscribes_after_the_server_drops_it(server, tmp_path):
     from clients.client import LiveClient
     from clients.media import MediaSession
     from clients.sources import CounterVideoTrack
-    from signaling.protocol import CloseCode
+    from protocol import CloseCode
 
     record = tmp_path / "resumed.webm"
     async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
@@ -84,7 +84,7 @@ async def test_view_resubscribes_after_the_server_drops_it(server, tmp_path):
 async def test_host_goes_back_on_air_after_the_server_drops_it(server):
     from clients.client import LiveClient
     from clients.media import MediaSession
-    from signaling.protocol import CloseCode
+    from protocol import CloseCode
     from tests.test_sfu import read_counters
 
     host = asyncio.create_task(cli("host", "--url", server.ws_url, "--room", "show", "--token",

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
-from signaling.protocol import Role
+from protocol import Role
 from tests import redis_server
 from tests.conftest import assert_one_order, eventually
 
@@ -191,13 +191,13 @@ async def test_serve_with_two_workers_shares_the_port_and_the_room(redis, tmp_pa
 
     from clients.media import MediaSession
     from clients.sources import CounterVideoTrack
-    from signaling.tokens import issue_token
+    from protocol import issue_token
     from tests.conftest import SECRET, free_port
     from tests.test_sfu import read_counters
 
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "--log-level", "WARNING", "serve", "--workers", "2", "--port",
+        sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--workers", "2", "--port",
         str(port), "--redis", redis.url, "--secret", SECRET, "--room", "show", env={**os.environ})
     url = f"ws://127.0.0.1:{port}/ws"
 

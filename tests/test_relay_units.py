@@ -7,8 +7,9 @@ import asyncio
 
 from aiortc.rtp import RtpPacket
 
-from relay.adapter import MarkerJitterBuffer
-from relay.tracks import PublishedTrack, is_keyframe
+from relay.tracks import PublishedTrack
+from rtc.codecs import is_keyframe
+from rtc.jitter import MarkerJitterBuffer
 
 
 def packet(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
@@ -121,7 +122,7 @@ async def test_slow_down_track_skips_to_next_keyframe_and_asks_once():
 
 
 def test_codec_frame_starts_let_the_very_first_frame_through():
-    from relay.adapter import packet_starts_frame
+    from rtc.codecs import packet_starts_frame
 
     assert packet_starts_frame("VP8", bytes([0x90, 0x80, 0x01]))  # S bit, partition 0
     assert not packet_starts_frame("VP8", bytes([0x80, 0x80, 0x01]))  # continuation

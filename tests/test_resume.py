@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 
 from clients.client import LiveClient
+from protocol import CloseCode, Role
 from signaling.config import RoomConfig, ServerConfig
-from signaling.protocol import CloseCode, Role
 from tests.conftest import SECRET
 
 

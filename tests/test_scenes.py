@@ -9,8 +9,7 @@ import pytest
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack
-from signaling.protocol import ErrorCode, Role
-from signaling.tokens import verify_token
+from protocol import ErrorCode, Role, verify_token
 from tests.test_sfu import read_counters
 
 

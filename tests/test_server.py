@@ -11,8 +11,7 @@ import sys
 import aiohttp
 
 from clients.client import LiveClient
-from signaling.protocol import CloseCode, Role
-from signaling.tokens import verify_token
+from protocol import CloseCode, Role, verify_token
 from tests.conftest import free_port
 from tests.test_bad_input import _metric
 
@@ -36,7 +35,7 @@ async def test_healthz_and_metrics(server):
 
 async def _cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", *args, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "cli.main", *args, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -55,7 +54,7 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_zero():
     port = free_port()
     secret = "graceful-shutdown-secret-thirty-two-bytes"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "serve", "--port", str(port), "--secret", secret, "--room", "show",
+        sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--secret", secret, "--room", "show",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         url = f"ws://127.0.0.1:{port}/ws"

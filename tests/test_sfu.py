@@ -9,7 +9,7 @@ import pytest
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack, read_frame
-from signaling.protocol import ErrorCode, Role
+from protocol import ErrorCode, Role
 
 
 async def read_counters(session: MediaSession, frames: int, timeout: float = 20.0) -> list[int]:
@@ -153,7 +153,7 @@ async def test_relay_never_decodes_or_encodes(tmp_path):
 
     import aiohttp
 
-    from signaling.tokens import issue_token
+    from protocol import issue_token
     from tests.conftest import SECRET, free_port
 
     port = free_port()

@@ -9,8 +9,8 @@ import struct
 import aiohttp
 
 from clients.client import LiveClient
+from protocol import CloseCode, Role
 from signaling.config import LimitsConfig
-from signaling.protocol import CloseCode, Role
 from tests.rawws import RawWebSocket
 from tests.test_bad_input import _metric
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from signaling.protocol import ErrorCode, ProtocolError, Role
+from protocol.codes import ErrorCode, ProtocolError, Role
 
 ALGORITHM = "HS256"
 

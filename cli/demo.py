@@ -16,8 +16,7 @@ import ssl
 from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack
-from signaling.protocol import Role
-from signaling.tokens import issue_token
+from protocol import Role, issue_token
 
 log = logging.getLogger(__name__)
 

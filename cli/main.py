@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from signaling.protocol import Role
+from protocol import Role
 
 
 @click.group(context_settings={"auto_envvar_prefix": "LIVE_RELAY", "show_default": True})
@@ -69,11 +69,12 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
 
     import uvloop
 
-    from clients.demo import DemoHost
+    import clients
+    from cli.demo import DemoHost
+    from protocol import issue_token
     from signaling.app import reachable_host
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
-    from signaling.tokens import issue_token
 
     printed_secret = secret is None
     secret = secret or _secrets.token_urlsafe(32)
@@ -91,7 +92,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,
         ice_addresses=() if "auto" in ice_addresses else ice_addresses,
-        web_root=str(Path(__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
+        web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
     )
     scheme = "https" if tls_cert else "http"
@@ -157,7 +158,7 @@ def _run_workers(workers: int, secret: str, redis_url: str) -> None:
             args += ["--secret", secret]
         if n > 0 and "--demo" in args:
             args.remove("--demo")
-        children.append(subprocess.Popen([sys.executable, "-m", "clients.cli", *args]))
+        children.append(subprocess.Popen([sys.executable, "-m", "cli.main", *args]))
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -179,7 +180,7 @@ def _run_workers(workers: int, secret: str, redis_url: str) -> None:
 @click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="Token signing secret (the server's).")
 def token(room: str, user: str, role: str, ttl: float, name: str | None, secret: str) -> None:
     """Print a signed token for a room."""
-    from signaling.tokens import issue_token
+    from protocol import issue_token
 
     click.echo(issue_token(secret, room, user, Role(role), ttl, name))
 
@@ -198,7 +199,7 @@ def host(url: str, room: str, token: str, source: str | None, synthetic: bool, p
     """Go live: publish video and audio, push product cards, see comments and stage requests."""
     import uvloop
 
-    from clients.apps import load_products, run_host
+    from cli.apps import load_products, run_host
 
     products = load_products(products_file) if products_file else []
     uvloop.run(run_host(url, room, token, None if synthetic else source, products, every, duration))
@@ -214,7 +215,7 @@ def view(url: str, room: str, token: str | None, record: str | None, duration: f
     """Watch: print comments, product cards and live latency figures; optionally record."""
     import uvloop
 
-    from clients.apps import run_view
+    from cli.apps import run_view
 
     stats = uvloop.run(run_view(url, room, token, record, duration))
     click.echo(f"frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}"
@@ -230,7 +231,7 @@ def call(url: str, room: str, token: str, duration: float | None) -> None:
     """One side of a 1v1 call: publish, see the other side, print set-up time and latency."""
     import uvloop
 
-    from clients.apps import run_call
+    from cli.apps import run_call
 
     result = uvloop.run(run_call(url, room, token, duration))
     click.echo(f"call over: set-up {result['setup_ms']:.0f} ms, {result['frames']} frames")

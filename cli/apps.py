@@ -231,7 +231,7 @@ class Recorder:
 
 
 async def run_view(url: str, room: str, token: str | None, record: str | None, duration: float | None) -> dict:
-    from relay.tracks import is_keyframe
+    from rtc.codecs import is_keyframe
 
     client = LiveClient(url, room, token, reconnect=True)
     await client.connect()

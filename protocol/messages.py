@@ -1,132 +1,22 @@
-"""The wire protocol of the message channel: message types, their validation, and the two encodings.
+"""Client -> server message types and their validation, and the builders of server -> client replies.
 
-This module is the single definition used by the server, the Python clients and the load tests (it
-imports nothing from aiohttp or the rest of the server). ``docs/protocol.md`` is its prose twin.
-
-A message is a map with a ``type``. Text WebSocket frames carry it as JSON, binary frames as msgpack;
-the schema is the same, and the server answers each connection in the encoding of its ``join``.
+``CLIENT_MESSAGES`` names every message a client may send with its fields; it is the one list the server's
+dispatch table is checked against (``tests/test_protocol.py``). ``docs/protocol.md`` is its prose twin.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import math
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
+from protocol.clock import now_ms
+from protocol.codes import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
 
 
-class Encoding(enum.Enum):
-    JSON = "json"
-    MSGPACK = "msgpack"
-
-
-class ErrorCode(enum.StrEnum):
-    """Error codes carried by ``error`` frames (``code`` field)."""
-
-    BAD_JSON = "bad_json"
-    BAD_MSGPACK = "bad_msgpack"
-    BAD_MESSAGE = "bad_message"  # not a map, missing or wrong-typed field, value out of range
-    UNKNOWN_TYPE = "unknown_type"
-    TOO_LARGE = "too_large"
-    UNAUTHORIZED = "unauthorized"  # missing, malformed or forged token
-    TOKEN_EXPIRED = "token_expired"
-    FORBIDDEN = "forbidden"  # the role may not do this
-    UNKNOWN_ROOM = "unknown_room"
-    WRONG_ROOM = "wrong_room"  # the token is for another room
-    RATE_LIMITED = "rate_limited"
-    TOO_MANY_CONNECTIONS = "too_many_connections"
-    NOT_JOINED = "not_joined"
-    ALREADY_JOINED = "already_joined"
-    UNAVAILABLE = "unavailable"  # the broker cannot take the message now; retry
-    BAD_SDP = "bad_sdp"  # an offer the media relay cannot use
-    BAD_CANDIDATE = "bad_candidate"
-    NO_PUBLISHER = "no_publisher"  # subscribe before anyone publishes
-    UNKNOWN_MEDIA = "unknown_media"  # no such media session on this connection
-    ALREADY_PUBLISHING = "already_publishing"
-    MEDIA_UNAVAILABLE = "media_unavailable"  # this server runs without the media relay
-    STAGE_FULL = "stage_full"  # every seat is taken
-    NOT_FOUND = "not_found"  # the user or room named is not there
-    NO_INVITATION = "no_invitation"  # nothing to answer (never invited, or the invitation expired)
-    BUSY = "busy"  # already on stage / in a PK / in a call, or a request is pending
-    INTERNAL = "internal"
-
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server uses (RFC 6455 range 4000-4999 is ours)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down: reconnect (elsewhere) and resume
-    MESSAGE_TOO_BIG = 1009  # frame over the reader's hard limit
-    TOO_MANY_ERRORS = 4000
-    UNAUTHORIZED = 4001
-    FORBIDDEN = 4003
-    UNKNOWN_ROOM = 4004
-    SLOW_CONSUMER = 4008  # fell too far behind: reconnect and resume by sequence number
-    TOO_MANY_CONNECTIONS = 4009
-    JOIN_TIMEOUT = 4010
-
-
-class Role(enum.StrEnum):
-    HOST = "host"
-    COHOST = "cohost"
-    VIEWER = "viewer"
-
-
-class ProtocolError(Exception):
-    """A message the server (or a client) refuses; carries the code sent back in the error frame."""
-
-    def __init__(self, code: ErrorCode, message: str, ref: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
-
-
-def now_ms() -> float:
-    """Wall-clock time in milliseconds since the Unix epoch: the unit of every ``*ts`` field."""
-    return time.time() * 1000.0
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Encoding
-
-
-def encode(message: dict[str, Any], encoding: Encoding) -> str | bytes:
-    if encoding is Encoding.JSON:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    return msgpack.packb(message, use_bin_type=True)
-
-
-def decode(data: str | bytes) -> tuple[dict[str, Any], Encoding]:
-    """Decode one frame's payload; text is JSON, bytes are msgpack. Raises ProtocolError."""
-    if isinstance(data, str):
-        try:
-            message = json.loads(data)
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.BAD_JSON, f"invalid JSON: {exc}") from None
-        encoding = Encoding.JSON
-    else:
-        try:
-            message = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
-            raise ProtocolError(ErrorCode.BAD_MSGPACK, f"invalid msgpack: {exc}") from None
-        encoding = Encoding.MSGPACK
-    if not isinstance(message, dict):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map with a 'type'")
-    return message, encoding
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Validation of client -> server messages
-#
 # Each type lists its fields as name -> (checker, required). A checker returns the cleaned value or
 # raises ValueError with a reason. Unknown fields are ignored so clients can be newer than the server.
 
@@ -337,24 +227,3 @@ def pong_message(ref: Any, client_ts: float | None) -> dict[str, Any]:
 
 def ack_message(ref: Any, seq: int, epoch: str) -> dict[str, Any]:
     return {"type": "ack", "id": ref, "seq": seq, "epoch": epoch}
-
-
-@dataclass(slots=True)
-class ClockEstimate:
-    """Client-side clock offset to the server, from ping/pong, keeping the minimum-RTT sample.
-
-    ``offset_ms`` is what to add to the local clock to get the server's clock.
-    """
-
-    offset_ms: float = 0.0
-    rtt_ms: float = math.inf
-
-    def add_sample(self, sent_local_ms: float, server_ts: float, received_local_ms: float) -> None:
-        rtt = received_local_ms - sent_local_ms
-        if rtt < 0 or rtt >= self.rtt_ms:
-            return
-        self.rtt_ms = rtt
-        self.offset_ms = server_ts - (sent_local_ms + rtt / 2.0)
-
-    def server_now(self) -> float:
-        return now_ms() + self.offset_ms

@@ -1,0 +1,33 @@
+"""The wire protocol (layer 1, the bottom): message types and their validation, error and close codes,
+roles, the two encodings, time stamps and signed tokens.
+
+Used alike by the server (``signaling``), the client library (``clients``), the media plane's errors
+(``relay``) and the load tests. It imports nothing of aiohttp, aiortc or the rest of the code base.
+``docs/protocol.md`` is its prose twin.
+"""
+
+from protocol.clock import ClockEstimate, now_ms
+from protocol.codes import CloseCode, ErrorCode, ProtocolError, Role
+from protocol.encoding import Encoding, decode, encode
+from protocol.messages import (
+    CLIENT_MESSAGES,
+    DROPPABLE_KINDS,
+    DURABLE_KINDS,
+    MEDIA_KINDS,
+    PRODUCT_FIELDS,
+    PROTOCOL_VERSION,
+    ROOM_RE,
+    SCENE_KINDS,
+    ack_message,
+    error_message,
+    pong_message,
+    validate_client_message,
+)
+from protocol.tokens import Grant, issue_token, verify_token
+
+__all__ = [
+    "CLIENT_MESSAGES", "DROPPABLE_KINDS", "DURABLE_KINDS", "MEDIA_KINDS", "PRODUCT_FIELDS", "PROTOCOL_VERSION",
+    "ROOM_RE", "SCENE_KINDS", "ClockEstimate", "CloseCode", "Encoding", "ErrorCode", "Grant", "ProtocolError",
+    "Role", "ack_message", "decode", "encode", "error_message", "issue_token", "now_ms", "pong_message",
+    "validate_client_message", "verify_token",
+]

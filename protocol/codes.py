@@ -1,0 +1,69 @@
+"""Codes every party agrees on: error codes in ``error`` frames, WebSocket close codes, roles, and the
+``ProtocolError`` that carries a code from wherever a message is refused to the frame that says why."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class ErrorCode(enum.StrEnum):
+    """Error codes carried by ``error`` frames (``code`` field)."""
+
+    BAD_JSON = "bad_json"
+    BAD_MSGPACK = "bad_msgpack"
+    BAD_MESSAGE = "bad_message"  # not a map, missing or wrong-typed field, value out of range
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    UNAUTHORIZED = "unauthorized"  # missing, malformed or forged token
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"  # the role may not do this
+    UNKNOWN_ROOM = "unknown_room"
+    WRONG_ROOM = "wrong_room"  # the token is for another room
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    NOT_JOINED = "not_joined"
+    ALREADY_JOINED = "already_joined"
+    UNAVAILABLE = "unavailable"  # the broker cannot take the message now; retry
+    BAD_SDP = "bad_sdp"  # an offer the media relay cannot use
+    BAD_CANDIDATE = "bad_candidate"
+    NO_PUBLISHER = "no_publisher"  # subscribe before anyone publishes
+    UNKNOWN_MEDIA = "unknown_media"  # no such media session on this connection
+    ALREADY_PUBLISHING = "already_publishing"
+    MEDIA_UNAVAILABLE = "media_unavailable"  # this server runs without the media relay
+    STAGE_FULL = "stage_full"  # every seat is taken
+    NOT_FOUND = "not_found"  # the user or room named is not there
+    NO_INVITATION = "no_invitation"  # nothing to answer (never invited, or the invitation expired)
+    BUSY = "busy"  # already on stage / in a PK / in a call, or a request is pending
+    INTERNAL = "internal"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (RFC 6455 range 4000-4999 is ours)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect (elsewhere) and resume
+    MESSAGE_TOO_BIG = 1009  # frame over the reader's hard limit
+    TOO_MANY_ERRORS = 4000
+    UNAUTHORIZED = 4001
+    FORBIDDEN = 4003
+    UNKNOWN_ROOM = 4004
+    SLOW_CONSUMER = 4008  # fell too far behind: reconnect and resume by sequence number
+    TOO_MANY_CONNECTIONS = 4009
+    JOIN_TIMEOUT = 4010
+
+
+class Role(enum.StrEnum):
+    HOST = "host"
+    COHOST = "cohost"
+    VIEWER = "viewer"
+
+
+class ProtocolError(Exception):
+    """A message the server (or a client) refuses; carries the code sent back in the error frame."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
