@@ -5,11 +5,23 @@
 
 from __future__ import annotations
 
-from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
+from signaling.brokers.base import (
+    Broker,
+    BrokerUnavailable,
+    EventStream,
+    Publication,
+    PublisherInfo,
+    Recovery,
+    Registry,
+    RoomStore,
+    StreamPosition,
+    UserInfo,
+)
 from signaling.brokers.memory import MemoryBroker
 from signaling.config import ServerConfig
 
-__all__ = ["Broker", "MemoryBroker", "Publication", "Recovery", "StreamPosition", "create_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "EventStream", "MemoryBroker", "Publication", "PublisherInfo", "Recovery",
+           "Registry", "RoomStore", "StreamPosition", "UserInfo", "create_broker"]
 
 
 def create_broker(config: ServerConfig) -> Broker:

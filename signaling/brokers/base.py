@@ -1,13 +1,26 @@
-"""The broker contract, as centrifuge writes it down.
+"""The broker contract, as centrifuge writes it down, split into the three things a node asks of the place
+where rooms are shared:
 
+- ``EventStream``: each room's sequenced stream of durable events, with an epoch and bounded history,
+  plus unsequenced broadcasts, delivered to the nodes subscribed to the room.
+- ``RoomStore``: what late joiners get whole and what is counted room-wide: state values (pinned note,
+  last product card, scene state), the like total, member/viewer counts summed over nodes.
+- ``Registry``: who is where: media publishers and the node serving each, signed-in users, and whether
+  a room exists at all.
+
+Stream rules:
 - ``publish`` assigns the next sequence number of the room's stream, within the stream's epoch, and
   appends to history *in the same step*: a publication that got a sequence number is in history.
 - The epoch names one life of a stream. It changes whenever history could have been lost (a restart
   of the in-process broker, a stream that expired), so a client resuming with an old epoch is told.
 - ``recover`` answers "everything after position P": either exactly the missed publications, in
   order, or an explicit reason why not (``epoch_changed``, ``too_old``, ``unknown_position``).
-- Publications and broadcasts of rooms this node subscribed to reach the handlers set by the hub,
-  in publish order per room.
+- Publications and broadcasts of rooms this node subscribed to reach the handlers given to
+  ``set_handlers``, in publish order per room.
+
+Errors: every method raises ``BrokerUnavailable`` when (and only when) the broker cannot be reached or did
+not answer; callers tell clients "retry". Any other exception is a bug and is not dressed up as an outage.
+``tests/test_brokers.py`` runs every method of every interface against each backend.
 """
 
 from __future__ import annotations
@@ -15,7 +28,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached or did not answer in time; the same call may succeed later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,37 +58,49 @@ class Recovery:
     reason: str | None = None
 
 
+class PublisherInfo(TypedDict):
+    """A media publisher in the registry: whose it is, what it sends, and the node serving it (that
+    node's WebSocket URL, which edges use to pull it)."""
+
+    user: str
+    kinds: list[str]
+    node: str
+
+
+class UserInfo(TypedDict):
+    """A signed-in user present in a room on some node."""
+
+    name: str | None
+    role: str
+
+
 PublicationHandler = Callable[[str, Publication], None]
 BroadcastHandler = Callable[[str, dict[str, Any]], None]
+ResetHandler = Callable[[str], None]
 
 
-class Broker(abc.ABC):
-    """What a node needs from the place where rooms are shared."""
+class EventStream(abc.ABC):
+    """Sequenced, recoverable room streams and unsequenced broadcasts."""
+
+    _on_publication: PublicationHandler
+    _on_broadcast: BroadcastHandler
+    on_reset: ResetHandler | None = None
 
     def set_handlers(self, on_publication: PublicationHandler, on_broadcast: BroadcastHandler,
-                     on_reset: Callable[[str], None] | None = None) -> None:
+                     on_reset: ResetHandler | None = None) -> None:
         """``on_reset(room)``: the room's stream was lost under us (its epoch changed while this node was
         subscribed); its local clients must reconnect and be told."""
         self._on_publication = on_publication
         self._on_broadcast = on_broadcast
         self.on_reset = on_reset
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Connect; called once before use."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Disconnect; safe to call twice."""
-
-    @property
-    def healthy(self) -> bool:
-        return True
-
     @abc.abstractmethod
     async def subscribe(self, room: str) -> None:
         """Start receiving the room's publications and broadcasts on this node."""
 
     @abc.abstractmethod
-    async def unsubscribe(self, room: str) -> None: ...
+    async def unsubscribe(self, room: str) -> None:
+        """Stop receiving them (the stream itself lives on while its history is kept)."""
 
     @abc.abstractmethod
     async def publish(self, room: str, data: dict[str, Any]) -> Publication:
@@ -79,22 +108,28 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def broadcast(self, room: str, data: dict[str, Any]) -> None:
-        """Deliver a non-durable event (likes totals, presence) to every node; no sequence, no history."""
+        """Deliver a non-durable event (likes totals, presence, scene envelopes) to every subscribed node;
+        no sequence, no history."""
 
     @abc.abstractmethod
     async def recover(self, room: str, since: StreamPosition | None) -> Recovery:
         """The current position and, if ``since`` is given, what came after it (see the module doc)."""
 
     @abc.abstractmethod
-    async def room_exists(self, room: str) -> bool:
-        """True while the room's stream (history or subscribers) exists anywhere."""
+    async def gc(self) -> list[str]:
+        """Forget rooms nobody here subscribes to whose history has expired everywhere; return them."""
+
+
+class RoomStore(abc.ABC):
+    """Room-wide values: state kept whole for late joiners, likes, presence counts."""
 
     @abc.abstractmethod
     async def set_state(self, room: str, key: str, value: dict[str, Any] | None) -> None:
-        """Room state that late joiners get whole: pinned announcement, last product card."""
+        """Set (or, with None, delete) one state value: pinned announcement, last product card, scenes."""
 
     @abc.abstractmethod
-    async def get_state(self, room: str) -> dict[str, Any]: ...
+    async def get_state(self, room: str) -> dict[str, Any]:
+        """Every state value of the room (empty for a room never seen)."""
 
     @abc.abstractmethod
     async def add_likes(self, room: str, count: int) -> int:
@@ -107,25 +142,43 @@ class Broker(abc.ABC):
     async def set_presence(self, room: str, node_members: int, node_viewers: int) -> tuple[int, int]:
         """Report this node's member and viewer counts; return the room-wide (members, viewers)."""
 
-    @abc.abstractmethod
-    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
-        """Register (or, with None, remove) a media publisher and the node serving it: ``info`` has
-        ``user``, ``kinds`` and ``node`` (that node's WebSocket URL). Registrations are refreshed by their
-        node and ignored once stale, so a node that dies drops out."""
+
+class Registry(abc.ABC):
+    """Who and what is where, room-wide."""
 
     @abc.abstractmethod
-    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]: ...
+    async def set_publisher(self, room: str, publisher: str, info: PublisherInfo | None) -> None:
+        """Register (or, with None, remove) a media publisher and the node serving it. Registrations are
+        refreshed by their node and ignored once stale, so a node that dies drops out."""
 
     @abc.abstractmethod
-    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
-        """Signed-in users present in the room on any node (``name``, ``role``); None removes."""
+    async def get_publishers(self, room: str) -> dict[str, PublisherInfo]: ...
 
     @abc.abstractmethod
-    async def get_user(self, room: str, user: str) -> dict[str, Any] | None: ...
+    async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:
+        """Signed-in users present in the room on any node; None removes."""
 
     @abc.abstractmethod
-    async def get_users(self, room: str) -> dict[str, dict[str, Any]]: ...
+    async def get_user(self, room: str, user: str) -> UserInfo | None: ...
 
-    async def gc(self) -> list[str]:
-        """Drop rooms with no subscribers whose history has expired; return their names."""
-        return []
+    @abc.abstractmethod
+    async def get_users(self, room: str) -> dict[str, UserInfo]: ...
+
+    @abc.abstractmethod
+    async def room_exists(self, room: str) -> bool:
+        """True while the room's stream (history, state or members) exists anywhere."""
+
+
+class Broker(EventStream, RoomStore, Registry):
+    """One backend serving all three interfaces, with a lifecycle. Code that needs only one interface is
+    typed against that one (the hub against ``EventStream``, scenes against ``RoomStore`` + ``Registry``)."""
+
+    async def start(self) -> None:
+        """Connect; called once before use."""
+
+    async def close(self) -> None:
+        """Disconnect; safe to call twice."""
+
+    @property
+    def healthy(self) -> bool:
+        return True

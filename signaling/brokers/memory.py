@@ -1,5 +1,5 @@
 """The in-process broker: the default, for a single node. Nothing survives a restart, so every
-stream gets a fresh random epoch when it is created."""
+stream gets a fresh random epoch when it is created. It never raises ``BrokerUnavailable``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
-from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
+from signaling.brokers.base import Broker, Publication, PublisherInfo, Recovery, StreamPosition, UserInfo
 
 
 class _Stream:
@@ -24,8 +24,8 @@ class _Stream:
         self.subscribed = False
         self.members = 0
         self.viewers = 0
-        self.publishers: dict[str, dict[str, Any]] = {}
-        self.users: dict[str, dict[str, Any]] = {}
+        self.publishers: dict[str, PublisherInfo] = {}
+        self.users: dict[str, UserInfo] = {}
 
 
 class MemoryBroker(Broker):
@@ -118,29 +118,29 @@ class MemoryBroker(Broker):
         stream.members, stream.viewers = node_members, node_viewers
         return node_members, node_viewers
 
-    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
+    async def set_publisher(self, room: str, publisher: str, info: PublisherInfo | None) -> None:
         publishers = self._stream(room).publishers
         if info is None:
             publishers.pop(publisher, None)
         else:
             publishers[publisher] = info
 
-    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]:
+    async def get_publishers(self, room: str) -> dict[str, PublisherInfo]:
         stream = self._streams.get(room)
         return dict(stream.publishers) if stream is not None else {}
 
-    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
+    async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:
         users = self._stream(room).users
         if info is None:
             users.pop(user, None)
         else:
             users[user] = info
 
-    async def get_user(self, room: str, user: str) -> dict[str, Any] | None:
+    async def get_user(self, room: str, user: str) -> UserInfo | None:
         stream = self._streams.get(room)
         return stream.users.get(user) if stream is not None else None
 
-    async def get_users(self, room: str) -> dict[str, dict[str, Any]]:
+    async def get_users(self, room: str) -> dict[str, UserInfo]:
         stream = self._streams.get(room)
         return dict(stream.users) if stream is not None else {}
 

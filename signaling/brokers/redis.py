@@ -29,7 +29,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from signaling.brokers.base import Broker, Publication, Recovery, StreamPosition
+from signaling.brokers.base import (
+    Broker,
+    BrokerUnavailable,
+    Publication,
+    PublisherInfo,
+    Recovery,
+    StreamPosition,
+    UserInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ return {seq, epoch}
 """
 
 PRESENCE_TTL_S = 15.0  # a node that stops reporting drops out of the room's counts after this
+KEY_GRACE_S = 60  # a room's stream keys outlive its history's age limit by this much
 
 
 def _keys(room: str) -> dict[str, str]:
@@ -55,10 +64,14 @@ def _keys(room: str) -> dict[str, str]:
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str, history_size: int = 1000, history_ttl: float = 300.0) -> None:
+    def __init__(self, url: str, history_size: int = 1000, history_ttl: float = 300.0,
+                 presence_ttl: float = PRESENCE_TTL_S, key_grace: int = KEY_GRACE_S) -> None:
         self.url = url
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.presence_ttl = presence_ttl
+        self.key_ttl = max(1, int(history_ttl) + key_grace)
+        self._known: set[str] = set()  # rooms this node touched: gc reports them once they are gone
         self.node_id = secrets.token_hex(6)
         self._redis: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -74,9 +87,9 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         self._redis = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3,
                                               health_check_interval=5)
-        self._script = self._redis.register_script(_PUBLISH)
+        self._script = self._client.register_script(_PUBLISH)
         try:
-            await self._redis.ping()
+            await self._client.ping()
             self._healthy = True
         except RedisError as exc:
             log.warning("redis unavailable at start; will keep trying", extra={"error": repr(exc)})
@@ -94,11 +107,17 @@ class RedisBroker(Broker):
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._client.aclose()
 
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise BrokerUnavailable("the Redis broker is not started")
+        return self._redis
 
     def _mark(self, healthy: bool, error: Exception | None = None) -> None:
         if healthy != self._healthy:
@@ -106,11 +125,12 @@ class RedisBroker(Broker):
         self._healthy = healthy
 
     async def _call(self, coro: Any) -> Any:
+        """Await one Redis command; a connection or server failure becomes ``BrokerUnavailable``."""
         try:
             result = await coro
         except (RedisError, OSError) as exc:
             self._mark(False, exc)
-            raise
+            raise BrokerUnavailable(f"redis: {exc}") from exc
         self._mark(True)
         return result
 
@@ -118,11 +138,10 @@ class RedisBroker(Broker):
 
     async def _read_loop(self) -> None:
         """Deliver publications; on a lost connection, reconnect, resubscribe and recover what was missed."""
-        assert self._redis is not None
         backoff = 0.1
         while not self._closed:
             try:
-                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 if self._rooms:
                     await self._pubsub.subscribe(*(_keys(r)["ch"] for r in self._rooms))
                 await self._catch_up()
@@ -134,7 +153,7 @@ class RedisBroker(Broker):
                     message = await self._pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(message)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, BrokerUnavailable) as exc:
                 self._mark(False, exc)
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.aclose()
@@ -190,25 +209,25 @@ class RedisBroker(Broker):
     # -- the contract ---------------------------------------------------------------------------------
 
     async def publish(self, room: str, data: dict[str, Any]) -> Publication:
+        self._known.add(room)
         k = _keys(room)
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         seq, epoch = await self._call(self._script(
             keys=[k["epoch"], k["seq"], k["hist"], k["ch"]],
-            args=[secrets.token_hex(4), body, self.history_size, int(self.history_ttl) + 60,
+            args=[secrets.token_hex(4), body, self.history_size, self.key_ttl,
                   int(time.time() * 1000)]))
         data["seq"], data["epoch"] = int(seq), epoch.decode()
         return Publication(int(seq), data["epoch"], data, time.monotonic())
 
     async def broadcast(self, room: str, data: dict[str, Any]) -> None:
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        await self._call(self._redis.publish(_keys(room)["ch"], "b" + body))  # type: ignore[union-attr]
+        await self._call(self._client.publish(_keys(room)["ch"], "b" + body))
 
     async def recover(self, room: str, since: StreamPosition | None) -> Recovery:
-        assert self._redis is not None
+        self._known.add(room)
         k = _keys(room)
-        await self._call(self._redis.set(k["epoch"], secrets.token_hex(4), nx=True,
-                                         ex=int(self.history_ttl) + 60))
-        epoch_raw, top_raw = await self._call(self._redis.mget(k["epoch"], k["seq"]))
+        await self._call(self._client.set(k["epoch"], secrets.token_hex(4), nx=True, ex=self.key_ttl))
+        epoch_raw, top_raw = await self._call(self._client.mget(k["epoch"], k["seq"]))
         epoch = epoch_raw.decode()
         top = int(top_raw or 0)
         position = StreamPosition(top, epoch)
@@ -231,8 +250,8 @@ class RedisBroker(Broker):
 
     async def _history_from(self, room: str, first: int, epoch: str) -> list[Publication] | None:
         """Publications from ``first`` on, or None if ``first`` is no longer in history (count or age)."""
-        entries = await self._call(self._redis.xrange(_keys(room)["hist"], min=f"{first}-0", max="+",  # type: ignore[union-attr]
-                                                      count=self.history_size + 10))
+        entries = await self._call(self._client.xrange(_keys(room)["hist"], min=f"{first}-0", max="+",
+                                                       count=self.history_size + 10))
         horizon_ms = (time.time() - self.history_ttl) * 1000
         kept = [(int(entry_id.split(b"-")[0]), fields) for entry_id, fields in entries
                 if int(fields[b"t"]) >= horizon_ms]
@@ -242,72 +261,76 @@ class RedisBroker(Broker):
 
     async def room_exists(self, room: str) -> bool:
         k = _keys(room)
-        return bool(await self._call(self._redis.exists(k["seq"], k["presence"])))  # type: ignore[union-attr]
+        return bool(await self._call(self._client.exists(k["seq"], k["presence"])))
+
+    async def gc(self) -> list[str]:
+        gone = []
+        for room in list(self._known - self._rooms):
+            if not await self.room_exists(room):  # its keys expired: no history, nobody present
+                self._known.discard(room)
+                gone.append(room)
+        return gone
 
     async def set_state(self, room: str, key: str, value: dict[str, Any] | None) -> None:
         k = _keys(room)["state"]
         if value is None:
-            await self._call(self._redis.hdel(k, key))  # type: ignore[union-attr]
+            await self._call(self._client.hdel(k, key))
         else:
-            await self._call(self._redis.hset(k, key, json.dumps(value)))  # type: ignore[union-attr]
-            await self._call(self._redis.expire(k, int(self.history_ttl) + 3600))  # type: ignore[union-attr]
+            await self._call(self._client.hset(k, key, json.dumps(value)))
+            await self._call(self._client.expire(k, self.key_ttl + 3600))
 
     async def get_state(self, room: str) -> dict[str, Any]:
-        raw = await self._call(self._redis.hgetall(_keys(room)["state"]))  # type: ignore[union-attr]
+        raw = await self._call(self._client.hgetall(_keys(room)["state"]))
         return {key.decode(): json.loads(value) for key, value in raw.items()}
 
     async def add_likes(self, room: str, count: int) -> int:
-        return int(await self._call(self._redis.incrby(_keys(room)["likes"], count)))  # type: ignore[union-attr]
+        return int(await self._call(self._client.incrby(_keys(room)["likes"], count)))
 
     async def get_likes(self, room: str) -> int:
-        return int(await self._call(self._redis.get(_keys(room)["likes"])) or 0)  # type: ignore[union-attr]
+        return int(await self._call(self._client.get(_keys(room)["likes"])) or 0)
 
     async def set_presence(self, room: str, node_members: int, node_viewers: int) -> tuple[int, int]:
-        assert self._redis is not None
         k = _keys(room)["presence"]
         now = time.time()
-        await self._call(self._redis.hset(k, self.node_id, f"{node_members},{node_viewers},{now}"))
-        await self._call(self._redis.expire(k, int(PRESENCE_TTL_S * 4)))
+        await self._call(self._client.hset(k, self.node_id, f"{node_members},{node_viewers},{now}"))
+        await self._call(self._client.expire(k, max(1, int(self.presence_ttl * 4))))
         members = viewers = 0
-        for value in (await self._call(self._redis.hgetall(k))).values():
+        for value in (await self._call(self._client.hgetall(k))).values():
             m, v, stamp = value.decode().split(",")
-            if now - float(stamp) <= PRESENCE_TTL_S:
+            if now - float(stamp) <= self.presence_ttl:
                 members += int(m)
                 viewers += int(v)
         return members, viewers
 
-    async def set_publisher(self, room: str, publisher: str, info: dict[str, Any] | None) -> None:
-        assert self._redis is not None
+    async def set_publisher(self, room: str, publisher: str, info: PublisherInfo | None) -> None:
         k = _keys(room)["publishers"]
         if info is None:
-            await self._call(self._redis.hdel(k, publisher))
+            await self._call(self._client.hdel(k, publisher))
             return
-        await self._call(self._redis.hset(k, publisher, json.dumps({**info, "ts": time.time()})))
-        await self._call(self._redis.expire(k, int(PRESENCE_TTL_S * 4)))
+        await self._call(self._client.hset(k, publisher, json.dumps({**info, "ts": time.time()})))
+        await self._call(self._client.expire(k, max(1, int(self.presence_ttl * 4))))
 
-    async def get_publishers(self, room: str) -> dict[str, dict[str, Any]]:
-        assert self._redis is not None
+    async def get_publishers(self, room: str) -> dict[str, PublisherInfo]:
         now = time.time()
         out = {}
-        for key, value in (await self._call(self._redis.hgetall(_keys(room)["publishers"]))).items():
+        for key, value in (await self._call(self._client.hgetall(_keys(room)["publishers"]))).items():
             info = json.loads(value)
-            if now - info.pop("ts", 0) <= PRESENCE_TTL_S:
+            if now - info.pop("ts", 0) <= self.presence_ttl:
                 out[key.decode()] = info
         return out
 
-    async def set_user(self, room: str, user: str, info: dict[str, Any] | None) -> None:
-        assert self._redis is not None
+    async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:
         k = _keys(room)["users"]
         if info is None:
-            await self._call(self._redis.hdel(k, user))
+            await self._call(self._client.hdel(k, user))
             return
-        await self._call(self._redis.hset(k, user, json.dumps(info)))
-        await self._call(self._redis.expire(k, int(self.history_ttl) + 3600))
+        await self._call(self._client.hset(k, user, json.dumps(info)))
+        await self._call(self._client.expire(k, self.key_ttl + 3600))
 
-    async def get_user(self, room: str, user: str) -> dict[str, Any] | None:
-        raw = await self._call(self._redis.hget(_keys(room)["users"], user))  # type: ignore[union-attr]
+    async def get_user(self, room: str, user: str) -> UserInfo | None:
+        raw = await self._call(self._client.hget(_keys(room)["users"], user))
         return json.loads(raw) if raw else None
 
-    async def get_users(self, room: str) -> dict[str, dict[str, Any]]:
-        raw = await self._call(self._redis.hgetall(_keys(room)["users"]))  # type: ignore[union-attr]
+    async def get_users(self, room: str) -> dict[str, UserInfo]:
+        raw = await self._call(self._client.hgetall(_keys(room)["users"]))
         return {key.decode(): json.loads(value) for key, value in raw.items()}
