@@ -18,6 +18,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from rtc import adapter
@@ -121,6 +122,15 @@ class MediaSession:
         """With a frame sink: ask the sender for a keyframe (RTCP PLI), as a decoder would."""
         if kind in self.receivers and kind in self.ssrcs:
             adapter.send_pli(self.receivers[kind], self.ssrcs[kind])
+
+    def codecs(self) -> dict[str, RTCRtpCodecParameters]:
+        """The media codec negotiated for each kind (retransmission codecs left out)."""
+        out: dict[str, RTCRtpCodecParameters] = {}
+        for transceiver in self.pc.getTransceivers():
+            codecs = [c for c in adapter.negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
+            if codecs and transceiver.kind:
+                out[transceiver.kind] = codecs[0]
+        return out
 
     async def wait_track(self, kind: str, timeout: float = 10.0) -> MediaStreamTrack:
         async with asyncio.timeout(timeout):

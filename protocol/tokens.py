@@ -42,10 +42,10 @@ def verify_token(secret: str, token: str) -> Grant:
         raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token expired") from None
     except jwt.InvalidTokenError as exc:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
-    try:
-        role = Role(claims.get("role"))
-    except ValueError:
-        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token has no valid role") from None
+    role_claim = claims.get("role")
+    if role_claim not in Role._value2member_map_:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token has no valid role")
+    role = Role(role_claim)
     room, user, name = claims.get("room"), claims.get("sub"), claims.get("name")
     if not isinstance(room, str) or not isinstance(user, str):
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "token lacks room or user")

@@ -1,10 +1,13 @@
-"""The media graph: MediaRouter -> MediaRoom -> Publisher (published tracks) / Subscriber (down-tracks).
+"""The media graph: MediaRouter -> MediaRoom -> TrackSource (published tracks) / Subscriber (down-tracks).
 
 Modelled on mediasoup's Router/Producer/Consumer: parents hold children in maps, children remove
 themselves when they close, and closing cascades downward (a publisher that leaves closes its published
-tracks, which end every down-track made from them). Each Publisher and Subscriber owns one
-RTCPeerConnection. The signaling side drives this through ``MediaRouter``'s methods and learns about
-changes through its ``on_event`` callback; nothing here imports signaling or aiohttp.
+tracks, which end every down-track made from them). A ``TrackSource`` is either a ``Publisher`` (its own
+RTCPeerConnection) or a ``RemotePublisher`` (another node's publisher, fed by the cascade); subscribers
+cannot tell them apart. Each Publisher and Subscriber owns one RTCPeerConnection.
+
+The signaling side drives this only through ``MediaRouter``'s public methods (commands and queries) and
+learns about changes through its ``on_event`` callback; nothing here imports signaling or aiohttp.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -25,6 +28,7 @@ from aiortc import (
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
+from protocol import ErrorCode
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
 
@@ -32,12 +36,52 @@ log = logging.getLogger(__name__)
 
 
 class MediaError(Exception):
-    """A media request that cannot be served; ``code`` is a protocol error code."""
+    """A media request that cannot be served; ``code`` is the protocol error code the client gets."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class TrackSource(Protocol):
+    """A publisher as a room's media graph sees it: local (``Publisher``) or relayed from another node
+    (``RemotePublisher``). Subscribers are attached to its tracks the same way either way."""
+
+    id: str
+    user: str
+    room: MediaRoom
+    tracks: dict[str, PublishedTrack]  # by kind
+    codecs: dict[str, RTCRtpCodecParameters]
+    closed: bool
+
+    @property
+    def local(self) -> bool:
+        """True for a publisher connected to this node; False for a mirror of another node's."""
+        ...
+
+    @property
+    def subscriber_count(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the signaling side may know of a source (never the object itself)."""
+
+    id: str
+    room: str
+    user: str
+    kinds: tuple[str, ...]
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    publishers: int
+    subscribers: int
+    keyframe_requests: int  # PLIs sent upstream, over every published track
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +169,14 @@ class Publisher(_Peer):
             receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
             self._attach(track.kind, track.id, receiver)
 
+    @property
+    def local(self) -> bool:
+        return True
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(t.down_tracks) for t in self.tracks.values())
+
     def _attach(self, kind: str, track_id: str, receiver: Any) -> None:
         config = self.room.router.config
         ssrc_box: dict[str, int] = {}
@@ -161,7 +213,7 @@ class Publisher(_Peer):
                 self.codecs[transceiver.kind] = codecs[0]
                 self.tracks[transceiver.kind].codec = codecs[0]
         if not self.tracks:
-            raise MediaError("bad_sdp", "the offer carries no audio or video to publish")
+            raise MediaError(ErrorCode.BAD_SDP, "the offer carries no audio or video to publish")
         return answer
 
     def _on_close(self) -> None:
@@ -172,25 +224,37 @@ class Publisher(_Peer):
 
 class RemotePublisher:
     """A publisher of another node, mirrored here (origin/edge cascade): its tracks are fed by an upstream
-    subscription to the origin, not by a peer connection of ours. Subscribers see it as any publisher."""
+    subscription to the origin (``feed``), not by a peer connection of ours. Subscribers see it as any
+    publisher; their keyframe requests go upstream through ``request_keyframe`` (one way, to the origin)."""
 
-    def __init__(self, peer_id: str, room: MediaRoom, user: str, send_pli: Callable[[str], None]) -> None:
+    def __init__(self, peer_id: str, room: MediaRoom, user: str, request_keyframe: Callable[[str], None]) -> None:
         self.id = peer_id
         self.room = room
         self.user = user
         self.tracks: dict[str, PublishedTrack] = {}
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
         self.closed = False
-        self._send_pli = send_pli
+        self._request_keyframe = request_keyframe
 
-    def add_track(self, kind: str, codec: RTCRtpCodecParameters) -> PublishedTrack:
+    @property
+    def local(self) -> bool:
+        return False
+
+    def add_track(self, kind: str, codec: RTCRtpCodecParameters) -> None:
+        """The upstream subscription negotiated ``codec`` for ``kind``: subscribers here get exactly it."""
         config = self.room.router.config
-        track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda: self._send_pli(kind),
+        track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda: self._request_keyframe(kind),
                                keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
         track.codec = codec
         self.tracks[kind] = track
         self.codecs[kind] = codec
-        return track
+
+    def feed(self, kind: str, codec_name: str, clock_rate: int, data: bytes, timestamp: int,
+             chain_broken: bool) -> None:
+        """One encoded frame from upstream, fanned out to this node's subscribers."""
+        track = self.tracks.get(kind)
+        if track is not None:
+            track.on_frame(codec_name, clock_rate, data, timestamp, chain_broken)
 
     @property
     def subscriber_count(self) -> int:
@@ -202,7 +266,7 @@ class RemotePublisher:
         self.closed = True
         for track in self.tracks.values():
             track.close()
-        self.room.remove_publisher(self)  # type: ignore[arg-type]
+        self.room.remove_publisher(self)
 
 
 class Subscriber(_Peer):
@@ -211,7 +275,7 @@ class Subscriber(_Peer):
         self.user = user
         self.down_tracks: list[DownTrack] = []
 
-    async def negotiate(self, offer_sdp: str, publisher: Publisher | RemotePublisher) -> str:
+    async def negotiate(self, offer_sdp: str, publisher: TrackSource) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         attached = 0
         for transceiver in self.pc.getTransceivers():
@@ -223,7 +287,7 @@ class Subscriber(_Peer):
             # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
             transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
             if not adapter.narrow_answer_codecs(transceiver):
-                raise MediaError("bad_sdp", f"the offer cannot receive {codec.mimeType}, the publisher's codec")
+                raise MediaError(ErrorCode.BAD_SDP, f"the offer cannot receive {codec.mimeType}, the publisher's codec")
             down = source.add_down_track()
             down.on_ended = self._down_track_ended
             self.pc.addTrack(down)
@@ -232,7 +296,7 @@ class Subscriber(_Peer):
             self.down_tracks.append(down)
             attached += 1
         if not attached:
-            raise MediaError("bad_sdp", "the offer asks for no media this room publishes")
+            raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes")
         return await self._answer()
 
     def _down_track_ended(self, down: DownTrack) -> None:
@@ -265,11 +329,11 @@ def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCod
 class MediaRoom:
     name: str
     router: MediaRouter
-    publishers: dict[str, Publisher | RemotePublisher] = field(default_factory=dict)
+    publishers: dict[str, TrackSource] = field(default_factory=dict)
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
 
-    def remove_publisher(self, publisher: Publisher | RemotePublisher) -> None:
-        self.router.peers.pop(publisher.id, None)
+    def remove_publisher(self, publisher: TrackSource) -> None:
+        self.router.forget(publisher.id)
         if self.publishers.pop(publisher.id, None) is not None:
             self.router.emit(self.name, {"type": "publisher_left", "publisher": publisher.id,
                                          "user": publisher.user})
@@ -281,12 +345,14 @@ class MediaRoom:
 
 
 class MediaRouter:
-    """All media rooms of one node."""
+    """All media rooms of one node: commands (publish, subscribe, mirror a remote publisher, candidates,
+    mute, close) and queries (what is published where, by whom, who watches what)."""
 
     def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
         self.config = config
         self.rooms: dict[str, MediaRoom] = {}
-        self.peers: dict[str, Publisher | Subscriber | RemotePublisher] = {}
+        self.peers: dict[str, Publisher | Subscriber] = {}  # this node's peer connections, by id
+        self.sources: dict[str, TrackSource] = {}  # publishers, local and mirrored, by id
         self._on_event = on_event or (lambda room, event: None)
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -303,14 +369,22 @@ class MediaRouter:
         if not room.publishers and not room.subscribers:
             self.rooms.pop(room.name, None)
 
+    def forget(self, peer_id: str) -> None:
+        """A peer or source closed: drop it from the node's maps (its room does the rest)."""
+        self.peers.pop(peer_id, None)
+        self.sources.pop(peer_id, None)
+
+    # -- commands -------------------------------------------------------------------------------------------
+
     async def publish(self, room_name: str, peer_id: str, user: str, offer_sdp: str) -> str:
         """Accept a publisher's offer; return the answer SDP. Raises MediaError."""
-        if peer_id in self.peers:
-            raise MediaError("already_publishing", "this connection already has a media session")
+        if peer_id in self.peers or peer_id in self.sources:
+            raise MediaError(ErrorCode.ALREADY_PUBLISHING, "this connection already has a media session")
         room = self._room(room_name)
         publisher = Publisher(peer_id, room, user)
         room.publishers[peer_id] = publisher
         self.peers[peer_id] = publisher
+        self.sources[peer_id] = publisher
         try:
             answer = await publisher.negotiate(offer_sdp)
         except MediaError:
@@ -318,7 +392,7 @@ class MediaRouter:
             raise
         except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
             await self.close_peer(peer_id)
-            raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
+            raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
         self.emit(room_name, {"type": "publisher_joined", "publisher": peer_id, "user": user,
                               "kinds": sorted(publisher.tracks)})
         return answer
@@ -327,45 +401,37 @@ class MediaRouter:
                         publisher_id: str | None = None, also_visible: tuple[str, ...] = ()) -> str:
         """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first)."""
         if peer_id in self.peers:
-            raise MediaError("already_subscribed", "this connection already has this media session")
+            raise MediaError(ErrorCode.BUSY, "this connection already has this media session")
         room = self._room(room_name)
+        source: TrackSource | None
         if publisher_id is None:
-            publishers = list(room.publishers.values())
+            source = next(iter(room.publishers.values()), None)
         else:
             # A named publisher may be in a linked room (PK): the caller says which rooms may be seen.
-            found = self.peers.get(publisher_id)
-            visible = {room_name, *also_visible}
-            publishers = [found] if isinstance(found, Publisher | RemotePublisher) and found.room.name in visible \
-                else []
-        if not publishers:
+            found = self.sources.get(publisher_id)
+            source = found if found is not None and found.room.name in {room_name, *also_visible} else None
+        if source is None:
             self.forget_if_empty(room)
-            raise MediaError("no_publisher", "nobody publishes in this room yet")
+            raise MediaError(ErrorCode.NO_PUBLISHER, "nobody publishes in this room yet")
         subscriber = Subscriber(peer_id, room, user)
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
         try:
-            return await subscriber.negotiate(offer_sdp, publishers[0])
+            return await subscriber.negotiate(offer_sdp, source)
         except MediaError:
             await self.close_peer(peer_id)
             raise
         except Exception as exc:
             await self.close_peer(peer_id)
-            raise MediaError("bad_sdp", f"cannot use this offer: {exc}") from None
-
-    def publishers_of(self, room_name: str, user: str | None = None) -> list[Publisher]:
-        """This node's own publishers in a room (mirrors of other nodes' publishers are not listed)."""
-        room = self.rooms.get(room_name)
-        if room is None:
-            return []
-        return [p for p in room.publishers.values()
-                if isinstance(p, Publisher) and (user is None or p.user == user)]
+            raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
 
     def add_remote_publisher(self, room_name: str, peer_id: str, user: str,
-                             send_pli: Callable[[str], None]) -> RemotePublisher:
+                             request_keyframe: Callable[[str], None]) -> RemotePublisher:
+        """Mirror another node's publisher here; the caller feeds it (``RemotePublisher.feed``)."""
         room = self._room(room_name)
-        mirror = RemotePublisher(peer_id, room, user, send_pli)
-        room.publishers[peer_id] = mirror  # type: ignore[assignment]
-        self.peers[peer_id] = mirror
+        mirror = RemotePublisher(peer_id, room, user, request_keyframe)
+        room.publishers[peer_id] = mirror
+        self.sources[peer_id] = mirror
         return mirror
 
     def set_muted(self, room_name: str, user: str, kind: str, muted: bool) -> int:
@@ -381,14 +447,16 @@ class MediaRouter:
     async def add_candidate(self, peer_id: str, candidate: dict[str, Any]) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
-            raise MediaError("unknown_peer", "no such media session")
+            raise MediaError(ErrorCode.UNKNOWN_MEDIA, "no such media session")
         try:
             await peer.add_candidate(candidate)
         except (ValueError, IndexError) as exc:
-            raise MediaError("bad_candidate", f"cannot use this candidate: {exc}") from None
+            raise MediaError(ErrorCode.BAD_CANDIDATE, f"cannot use this candidate: {exc}") from None
 
     async def close_peer(self, peer_id: str) -> None:
-        peer = self.peers.pop(peer_id, None)
+        """Close a publisher, subscriber or mirror by id (nothing if it is gone already)."""
+        peer: Publisher | Subscriber | TrackSource | None = self.peers.get(peer_id) or self.sources.get(peer_id)
+        self.forget(peer_id)
         if peer is not None:
             await peer.close()
 
@@ -401,8 +469,46 @@ class MediaRouter:
     async def close(self) -> None:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        for peer_id in list(self.peers):
+        for peer_id in [*self.peers, *self.sources]:
             try:
                 await self.close_peer(peer_id)
             except Exception:
                 log.exception("closing media peer failed", extra={"peer": peer_id})
+
+    # -- queries --------------------------------------------------------------------------------------------
+
+    def source(self, source_id: str) -> SourceInfo | None:
+        """A publisher (local or mirrored) by id."""
+        source = self.sources.get(source_id)
+        if source is None:
+            return None
+        return SourceInfo(source.id, source.room.name, source.user, tuple(sorted(source.tracks)), source.local)
+
+    def is_publisher(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` is a publisher connected to this node."""
+        return isinstance(self.peers.get(peer_id), Publisher)
+
+    def publishers_of(self, room_name: str, user: str | None = None) -> list[Publisher]:
+        """This node's own publishers in a room (mirrors of other nodes' publishers are not listed)."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return []
+        return [p for p in room.publishers.values()
+                if isinstance(p, Publisher) and (user is None or p.user == user)]
+
+    def has_local_publisher(self, room_name: str) -> bool:
+        return bool(self.publishers_of(room_name))
+
+    def subscriptions_across(self, room_name: str, other_room: str) -> list[str]:
+        """Ids of ``room_name``'s subscribers that watch a publisher of ``other_room`` (a PK link)."""
+        room, other = self.rooms.get(room_name), self.rooms.get(other_room)
+        if room is None or other is None:
+            return []
+        return [s.id for s in room.subscribers.values()
+                if any(d.source.publisher_id in other.publishers for d in s.down_tracks)]
+
+    def stats(self) -> RouterStats:
+        publishers = sum(len(r.publishers) for r in self.rooms.values())
+        return RouterStats(publishers=publishers, subscribers=sum(len(r.subscribers) for r in self.rooms.values()),
+                           keyframe_requests=sum(t.pli_sent for r in self.rooms.values()
+                                                 for p in r.publishers.values() for t in p.tracks.values()))

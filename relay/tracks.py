@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from rtc.codecs import is_keyframe
 
@@ -122,7 +123,7 @@ class PublishedTrack:
         self.id = track_id
         self.publisher_id = publisher_id
         self.codec_name: str | None = None
-        self.codec = None  # RTCRtpCodecParameters, known once negotiated
+        self.codec: RTCRtpCodecParameters | None = None  # known once negotiated
         self.time_base = VIDEO_TIME_BASE if kind == "video" else fractions.Fraction(1, 48000)
         self.down_tracks: set[DownTrack] = set()
         self.frames_in = 0

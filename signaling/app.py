@@ -1,8 +1,9 @@
-"""The aiohttp application: HTTP routes (/healthz, /metrics) and the /ws connection loop.
+"""The aiohttp application: HTTP routes (/healthz, /metrics, the page) and the /ws endpoint, and the
+wiring of one node's parts (``RelayServer``).
 
-``create_app`` builds everything from one ``ServerConfig``; long-lived parts (broker, hub) are started
-and stopped by a cleanup context, and shutdown closes every WebSocket with GOING_AWAY after its buffered
-writes. State lives on the app under typed keys, never in module globals.
+``create_app`` builds everything from one ``ServerConfig``; long-lived parts (broker, hub, ticker) are
+started and stopped by a cleanup context, and shutdown closes every WebSocket with GOING_AWAY after its
+buffered writes. State lives on the app under typed keys, never in module globals.
 """
 
 from __future__ import annotations
@@ -11,75 +12,107 @@ import asyncio
 import logging
 import os
 import secrets
-import socket
 import ssl
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from protocol import (
-    MEDIA_KINDS,
-    PROTOCOL_VERSION,
-    CloseCode,
-    Encoding,
-    ErrorCode,
-    ProtocolError,
-    decode,
-    pong_message,
-    validate_client_message,
-    verify_token,
-)
+from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
-from signaling.brokers import StreamPosition, create_broker
+from signaling.brokers import create_broker
 from signaling.cascade import EdgeCascade
+from signaling.channel import Channel
 from signaling.config import ServerConfig
+from signaling.connection import Connections
+from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
+from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
-from signaling.session import Session
+from signaling.scenes import ScenePorts, Scenes, SceneSettings
+from signaling.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
+_MEDIA_KINDS = ("publish", "subscribe", "candidate", "unpublish", "unsubscribe")
+
 
 class RelayServer:
-    """Everything one node owns, wired together; lives on the app under ``SERVER``."""
+    """Everything one node owns, wired together; lives on the app under ``SERVER``.
+
+    The broker serves the hub as an ``EventStream`` and the rules as a ``RoomStore`` and ``Registry``;
+    the hub is the scenes' view of local members; the dispatch table takes every part's handlers."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.broker = create_broker(config)
+        self.broker = broker = create_broker(config)
+        self.hub = hub = Hub(broker, self.metrics, config.shutdown_timeout)
         self.media: MediaSignaling | None = None
         if config.media_enabled:
-            router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
-                                 on_event=self._on_media_event)
             node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
                                            else f"ws://{reachable_host(config.host)}:{config.port}/ws")
+            router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses),
+                                 on_event=self._on_router_event)
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
-            self.media = MediaSignaling(router, self._observe_media_setup, self.broker, node_url, cascade)
-        self.hub = Hub(config, self.broker, self.metrics, self.media)
+            self.media = MediaSignaling(router, broker, broker, node_url, self._observe_media_setup, hub.spawn,
+                                        cascade)
+        self.scenes = Scenes(
+            ScenePorts(store=broker, registry=broker, stream=broker, sign_grant=self._sign_grant, local=hub,
+                       media=self.media),
+            SceneSettings(invite_ttl=config.room.invite_ttl, max_seats=config.room.stage_seats))
+        hub.observe_broadcasts(self.scenes.observe)
+        if self.media is not None:
+            self.media.visible_rooms = self.scenes.visible_rooms
+            self.media.on_publishers_changed = self.scenes.on_publisher_change
+        self.channel = Channel(hub, broker, broker, config.limits, self.metrics)
+        self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics)
+        self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics)
+        self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
+        media_routes = self.media.handlers() if self.media is not None else dict.fromkeys(
+            _MEDIA_KINDS, unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media"))
+        self.connections.dispatcher = Dispatcher({
+            **self.connections.routes(),
+            **{kind: Route(handler) for kind, handler in self.channel.handlers().items()},
+            **{kind: Route(handler) for kind, handler in self.scenes.routes().items()},  # type: ignore[misc]
+            **{kind: Route(handler) for kind, handler in media_routes.items()},
+        }, self.metrics)
         self.started = time.time()
-        self.connections_by_ip: Counter[str] = Counter()
 
-    def count_error(self, code: ErrorCode) -> None:
-        self.metrics.errors.labels(str(code)).inc()
+    def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None) -> str:
+        return issue_token(self.config.secret, room, user, role, ttl, name)
 
-    def _on_media_event(self, room: str, event: dict) -> None:
-        self.hub.on_media_event(room, event)
+    def _on_router_event(self, room: str, event: dict) -> None:
+        if self.media is not None:
+            self.media.on_router_event(room, event)
 
     def _observe_media_setup(self, kind: str, seconds: float) -> None:
         self.metrics.media_setup.labels(kind).observe(seconds)
 
+    async def start(self) -> None:
+        await self.broker.start()
+        for room in self.config.rooms:
+            await self.hub.open_room(room)  # configured rooms exist from the start
+        self.ticker.start()
+
+    async def close(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Stop ticking, close every connection, then media, then the broker. Idempotent."""
+        if self.hub.closed:
+            return
+        await self.ticker.stop()
+        await self.hub.close(code, reason)
+        if self.media is not None:
+            await self.media.close()
+        await self.broker.close()
+
     def update_media_gauges(self) -> None:
         if self.media is None:
             return
-        router = self.media.router
-        publishers = sum(len(r.publishers) for r in router.rooms.values())
-        self.metrics.media_peers.labels("publisher").set(publishers)
-        self.metrics.media_peers.labels("subscriber").set(len(router.peers) - publishers)
-        self.metrics.media_keyframe_requests.set(sum(
-            t.pli_sent for r in router.rooms.values() for p in r.publishers.values() for t in p.tracks.values()))
+        stats = self.media.router.stats()
+        self.metrics.media_peers.labels("publisher").set(stats.publishers)
+        self.metrics.media_peers.labels("subscriber").set(stats.subscribers)
+        self.metrics.media_keyframe_requests.set(stats.keyframe_requests)
 
 
 SERVER = web.AppKey("server", RelayServer)
@@ -96,7 +129,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[SERVER] = RelayServer(config)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws", app[SERVER].connections.handle)
     if config.web_root:
         app.router.add_get("/", index)
         app.router.add_static("/static", config.web_root, append_version=False)
@@ -108,13 +141,13 @@ def create_app(config: ServerConfig) -> web.Application:
 
 async def _run_hub(app: web.Application) -> AsyncIterator[None]:
     server = app[SERVER]
-    await server.hub.start()
+    await server.start()
     yield
-    await server.hub.close()
+    await server.close()
 
 
 async def _close_connections(app: web.Application) -> None:
-    await app[SERVER].hub.close(CloseCode.GOING_AWAY, "server shutting down")
+    await app[SERVER].close(CloseCode.GOING_AWAY, "server shutting down")
 
 
 # The page loads its own script and style only; user text is set with textContent, and this policy is the
@@ -154,117 +187,6 @@ async def metrics(request: web.Request) -> web.Response:
     server.metrics.broker_up.set(1 if server.broker.healthy else 0)
     server.update_media_gauges()
     return web.Response(body=server.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
-
-
-async def websocket(request: web.Request) -> web.StreamResponse:
-    server = request.app[SERVER]
-    limits = server.config.limits
-    # compress=False: the same frame bytes go to every viewer; per-connection deflate would defeat that.
-    ws = web.WebSocketResponse(compress=False, max_msg_size=limits.max_frame_bytes, heartbeat=30.0)
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:  # the client left during the handshake
-        return ws
-    remote = request.remote or "?"
-    if limits.socket_send_buffer:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
-    session = Session(ws, transport, remote, limits, server.hub.kick)  # type: ignore[arg-type]
-    server.connections_by_ip[remote] += 1
-    try:
-        if limits.max_conns_per_ip and server.connections_by_ip[remote] > limits.max_conns_per_ip:
-            server.count_error(ErrorCode.TOO_MANY_CONNECTIONS)
-            session.send_error(ErrorCode.TOO_MANY_CONNECTIONS, "too many connections from your address")
-            await session.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
-            return ws
-        await _connection_loop(server, session)
-    finally:
-        server.connections_by_ip[remote] -= 1
-        if server.connections_by_ip[remote] <= 0:
-            del server.connections_by_ip[remote]
-        server.hub.leave(session)
-    return ws
-
-
-async def _connection_loop(server: RelayServer, session: Session) -> None:
-    ws = session.ws
-    limits = server.config.limits
-    joined_by = time.monotonic() + limits.join_timeout
-    while not ws.closed:
-        timeout = None if session.joined else max(0.0, joined_by - time.monotonic())
-        try:
-            msg = await ws.receive(timeout=timeout)
-        except TimeoutError:
-            server.count_error(ErrorCode.NOT_JOINED)
-            session.send_error(ErrorCode.NOT_JOINED, "join a room first")
-            await session.close(CloseCode.JOIN_TIMEOUT, "no join in time")
-            return
-        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            await _on_frame(server, session, msg.data)
-        elif msg.type is WSMsgType.ERROR:
-            # aiohttp already closed the socket (1009 for frames over max_frame_bytes).
-            too_big = getattr(msg.data, "code", None) == CloseCode.MESSAGE_TOO_BIG
-            reason = "frame_too_big" if too_big else "read_error"
-            server.metrics.disconnects.labels(reason).inc()
-            if reason == "frame_too_big":
-                server.count_error(ErrorCode.TOO_LARGE)
-            return
-        else:  # CLOSE / CLOSING / CLOSED
-            return
-        if limits.max_errors_per_conn and session.errors >= limits.max_errors_per_conn:
-            await server.hub.disconnect(session, CloseCode.TOO_MANY_ERRORS, "too many bad messages")
-            return
-
-
-async def _on_frame(server: RelayServer, session: Session, data: str | bytes) -> None:
-    limits = server.config.limits
-    ref = None
-    if not session.joined:
-        # Until a join fixes it, answer in the encoding of the frame at hand.
-        session.encoding = Encoding.JSON if isinstance(data, str) else Encoding.MSGPACK
-    try:
-        raw = decode(data)[0]
-        if len(data) > limits.max_message_bytes and raw.get("type") not in MEDIA_KINDS:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"message larger than {limits.max_message_bytes} bytes",
-                                raw.get("id") if isinstance(raw.get("id"), int | str) else None)
-        message = validate_client_message(raw)
-        ref = message.get("id")
-        kind = message["type"]
-        if kind == "join":
-            await _join(server, session, message)
-        elif kind == "ping":
-            session.send(pong_message(ref, message.get("ts")))
-        elif not session.joined:
-            raise ProtocolError(ErrorCode.NOT_JOINED, "join a room first", ref)
-        elif kind == "leave":
-            server.hub.leave(session)
-            await session.close(CloseCode.NORMAL, "left")
-        else:
-            await server.hub.handle(session, message)
-    except ProtocolError as exc:
-        session.errors += 1
-        server.count_error(exc.code)
-        session.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
-        close = _JOIN_FAILURE_CLOSE.get(exc.code)
-        if close is not None and not session.joined:
-            await session.close(close, exc.message)
-
-
-_JOIN_FAILURE_CLOSE = {
-    ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
-    ErrorCode.TOKEN_EXPIRED: CloseCode.UNAUTHORIZED,
-    ErrorCode.WRONG_ROOM: CloseCode.FORBIDDEN,
-    ErrorCode.UNKNOWN_ROOM: CloseCode.UNKNOWN_ROOM,
-}
-
-
-async def _join(server: RelayServer, session: Session, message: dict) -> None:
-    token = message.get("token")
-    grant = verify_token(server.config.secret, token) if token else None
-    resume = message.get("resume")
-    position = StreamPosition(resume["seq"], resume["epoch"]) if resume else None
-    await server.hub.join(session, message["room"], grant, message.get("name"), position, message.get("id"))
 
 
 async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,

@@ -19,9 +19,9 @@ from typing import Any
 
 from clients.client import LiveClient
 from clients.media import MediaSession
-from protocol import Role, issue_token
+from protocol import ErrorCode, Role, issue_token
 from relay.router import MediaError, MediaRouter, RemotePublisher
-from rtc.adapter import negotiated_codecs
+from signaling.brokers import PublisherInfo
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EdgeCascade:
         self.node_id = node_id
         self.mirrors: dict[str, Mirror] = {}  # by publisher id
 
-    async def ensure(self, room: str, publisher: str, info: dict[str, Any]) -> None:
+    async def ensure(self, room: str, publisher: str, info: PublisherInfo) -> None:
         """Make ``publisher`` (served by ``info['node']``) subscribable here; raises MediaError."""
         mirror = self.mirrors.get(publisher)
         if mirror is None:
@@ -60,14 +60,14 @@ class EdgeCascade:
         if mirror.error is not None:
             raise mirror.error
 
-    async def _run(self, mirror: Mirror, info: dict[str, Any]) -> None:
+    async def _run(self, mirror: Mirror, info: PublisherInfo) -> None:
         try:
             await self._connect(mirror, info)
         except Exception as exc:  # whatever failed upstream, this subscribe gets a clear error
             log.warning("edge could not pull from origin", extra={"publisher": mirror.publisher,
                                                                   "origin": mirror.origin, "error": repr(exc)})
             mirror.error = exc if isinstance(exc, MediaError) else MediaError(
-                "no_publisher", f"the publisher's node cannot be reached: {exc}")
+                ErrorCode.NO_PUBLISHER, f"the publisher's node cannot be reached: {exc}")
             mirror.ready.set()
             await self._drop(mirror)
             return
@@ -92,25 +92,25 @@ class EdgeCascade:
                 idle_since = None
         await self._drop(mirror)
 
-    async def _connect(self, mirror: Mirror, info: dict[str, Any]) -> None:
+    async def _connect(self, mirror: Mirror, info: PublisherInfo) -> None:
         await mirror.client.connect()
-        remote = self.router.add_remote_publisher(mirror.room, mirror.publisher, info.get("user", ""),
-                                                  lambda kind: mirror.session and mirror.session.request_keyframe(kind))
+
+        def request_keyframe(kind: str) -> None:  # an edge viewer's PLI, sent on upstream as ours
+            if mirror.session is not None:
+                mirror.session.request_keyframe(kind)
+
+        remote = self.router.add_remote_publisher(mirror.room, mirror.publisher, info["user"], request_keyframe)
         mirror.remote = remote
 
         def on_frame(kind: str, frame: Any, codec: Any) -> None:
-            track = remote.tracks.get(kind)
-            if track is not None:
-                track.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
-                               getattr(frame, "after_gap", False))
+            remote.feed(kind, codec.name, codec.clockRate, frame.data, frame.timestamp,
+                        getattr(frame, "after_gap", False))
 
-        kinds = tuple(k for k in ("video", "audio") if k in info.get("kinds", ("video", "audio")))
+        kinds = tuple(k for k in ("video", "audio") if k in info["kinds"])
         mirror.session = await MediaSession.subscribe(mirror.client, publisher=mirror.publisher, kinds=kinds,
                                                       frame_sink=on_frame)
-        for transceiver in mirror.session.pc.getTransceivers():
-            codecs = [c for c in negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
-            if codecs:
-                remote.add_track(transceiver.kind, codecs[0])
+        for kind, codec in mirror.session.codecs().items():
+            remote.add_track(kind, codec)
 
     async def _drop(self, mirror: Mirror) -> None:
         self.mirrors.pop(mirror.publisher, None)

@@ -2,8 +2,10 @@
 
 Turns ``publish`` / ``subscribe`` / ``candidate`` / ``unpublish`` / ``unsubscribe`` messages into calls
 on the relay's ``MediaRouter`` (role-checked, one media id per peer connection), answers with the SDP,
+registers this node's publishers room-wide (the registry says which node serves each, for the cascade),
 and turns the router's events (a publisher joined or left) into ``media`` events for the room. Closing a
-connection closes its media sessions.
+connection closes its media sessions. It is also the scenes' media port (mute, unpublish, close the
+subscriptions across a PK link). It uses only the router's public commands and queries.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Role, now_ms
-from relay.router import MediaError, MediaRouter, Publisher
-from signaling.brokers import Broker
+from relay.router import MediaError, MediaRouter
+from signaling.brokers import BrokerUnavailable, EventStream, Registry
 from signaling.cascade import EdgeCascade
+from signaling.scenes.port import Member
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
 
 _PUBLISHERS = (Role.HOST, Role.COHOST)
+
+MediaHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 
 
 async def _no_rooms(room: str) -> tuple[str, ...]:
@@ -31,99 +36,81 @@ async def _no_rooms(room: str) -> tuple[str, ...]:
 
 
 class MediaSignaling:
-    def __init__(self, router: MediaRouter, on_setup: Callable[[str, float], None], broker: Broker,
-                 node_url: str, cascade: EdgeCascade | None = None) -> None:
+    def __init__(self, router: MediaRouter, registry: Registry, stream: EventStream, node_url: str,
+                 on_setup: Callable[[str, float], None],
+                 spawn: Callable[[Coroutine[Any, Any, None], str], None],
+                 cascade: EdgeCascade | None = None) -> None:
         self.router = router
-        self.broker = broker
+        self.registry = registry
+        self.stream = stream
         self.node_url = node_url  # how other nodes reach this one (the registry says where publishers are)
         self.cascade = cascade
+        self._spawn = spawn
         self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
-        # Rooms whose publishers a room's members may also subscribe to (PK links), set by the scenes.
+        # Rooms whose publishers a room's members may also subscribe to (PK links): the scenes say.
         self.visible_rooms: Callable[[str], Awaitable[tuple[str, ...]]] = _no_rooms
+        # Told when a room's publishers changed (the scenes re-announce seats and PK sides).
+        self.on_publishers_changed: Callable[[str], Awaitable[None]] | None = None
         self._ids = itertools.count(1)
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
         self._owner: dict[str, Session] = {}
 
-    async def publishers(self, room: str) -> list[dict[str, Any]]:
-        """The room's publishers on every node (the broker's registry), for joined.state."""
-        registry = await self.broker.get_publishers(room)
-        return [{"publisher": pid, "user": info["user"], "kinds": info["kinds"]} for pid, info in registry.items()]
+    def handlers(self) -> dict[str, MediaHandler]:
+        return {"publish": self.publish, "subscribe": self.subscribe, "candidate": self.candidate,
+                "unpublish": self.close_own, "unsubscribe": self.close_own}
 
-    async def _register(self, room: str, media_id: str) -> None:
-        publisher = self.router.peers.get(media_id)
-        if isinstance(publisher, Publisher):
-            self._registered[media_id] = room
-            await self.broker.set_publisher(room, media_id, {"user": publisher.user, "kinds": sorted(publisher.tracks),
-                                                             "node": self.node_url})
+    # -- messages -------------------------------------------------------------------------------------------
 
-    async def unregister(self, media_id: str) -> None:
-        room = self._registered.pop(media_id, None)
-        if room is not None:
-            await self.broker.set_publisher(room, media_id, None)
-
-    async def refresh_registrations(self) -> None:
-        """Registrations go stale unless refreshed: a node that dies drops out of every room's list."""
-        for media_id, room in list(self._registered.items()):
-            if media_id in self.router.peers:
-                await self._register(room, media_id)
-            else:
-                await self.unregister(media_id)
-
-    async def _pull_if_remote(self, room: str, publisher: str | None, visible: tuple[str, ...]) -> str | None:
-        """If the wanted publisher is served by another node, mirror it here; return the id to use.
-        A named publisher may be in a linked room (PK), so those rooms' registries are searched too."""
-        if publisher is not None and publisher in self.router.peers:
-            return publisher
-        if publisher is None and self.router.publishers_of(room):
-            return None  # the room's first local publisher
-        for candidate_room in (room, *visible) if publisher is not None else (room,):
-            registry = await self.broker.get_publishers(candidate_room)
-            if publisher is None:
-                publisher = next(iter(registry), None)
-            info = registry.get(publisher) if publisher else None
-            if info is not None:
-                if self.cascade is not None and info["node"] != self.node_url:
-                    await self.cascade.ensure(candidate_room, publisher, info)
-                break
-        return publisher
-
-    async def handle(self, session: Session, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        ref = message.get("id")
-        room = session.room
-        assert room is not None
+    async def publish(self, session: Session, message: dict[str, Any]) -> None:
+        ref, room = message.get("id"), _room_of(session)
+        if session.role not in _PUBLISHERS:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only a host or co-host can publish", ref)
         started = time.perf_counter()
-        media_id: str | None = None
+        media_id = self._adopt(session, "pub")
+        with self._media_errors(session, media_id, ref):
+            sdp = await self.router.publish(room, media_id, session.user, message["sdp"])
+        await self._register(room, media_id)
+        self._answer(session, ref, media_id, sdp, "publish", started)
+
+    async def subscribe(self, session: Session, message: dict[str, Any]) -> None:
+        ref, room = message.get("id"), _room_of(session)
+        started = time.perf_counter()
+        media_id = self._adopt(session, "sub")
+        with self._media_errors(session, media_id, ref):
+            visible = await self.visible_rooms(room)
+            publisher = await self._pull_if_remote(room, message.get("publisher"), visible)
+            sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"], publisher, visible)
+        self._answer(session, ref, media_id, sdp, "subscribe", started)
+
+    async def candidate(self, session: Session, message: dict[str, Any]) -> None:
+        ref = message.get("id")
+        self._check_owner(session, message["media"], ref)
+        with self._media_errors(session, None, ref):
+            await self.router.add_candidate(message["media"], message["candidate"])
+
+    async def close_own(self, session: Session, message: dict[str, Any]) -> None:
+        """``unpublish`` / ``unsubscribe``: close one of this connection's media sessions."""
+        ref = message.get("id")
+        self._check_owner(session, message["media"], ref)
+        await self.close_media(message["media"])
+        session.send({"type": "closed_media", "id": ref, "media": message["media"]})
+
+    def _adopt(self, session: Session, what: str) -> str:
+        media_id = f"{session.id}-{what}{next(self._ids)}"
+        self._owner[media_id] = session
+        session.media.add(media_id)
+        return media_id
+
+    @contextlib.contextmanager
+    def _media_errors(self, session: Session, media_id: str | None, ref: Any) -> Any:
+        """A MediaError becomes the client's error; a media session that failed to start is forgotten."""
         try:
-            if kind == "publish":
-                if session.role not in _PUBLISHERS:
-                    raise ProtocolError(ErrorCode.FORBIDDEN, "only a host or co-host can publish", ref)
-                media_id = f"{session.id}-pub{next(self._ids)}"
-                self._owner[media_id] = session
-                session.media.add(media_id)
-                sdp = await self.router.publish(room, media_id, session.user, message["sdp"])
-                await self._register(room, media_id)
-                self._answer(session, ref, media_id, sdp, kind, started)
-            elif kind == "subscribe":
-                media_id = f"{session.id}-sub{next(self._ids)}"
-                self._owner[media_id] = session
-                session.media.add(media_id)
-                visible = await self.visible_rooms(room)
-                publisher = await self._pull_if_remote(room, message.get("publisher"), visible)
-                sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"], publisher, visible)
-                self._answer(session, ref, media_id, sdp, kind, started)
-            elif kind == "candidate":
-                self._check_owner(session, message["media"], ref)
-                await self.router.add_candidate(message["media"], message["candidate"])
-            else:  # unpublish / unsubscribe
-                self._check_owner(session, message["media"], ref)
-                await self.close_media(message["media"])
-                session.send({"type": "closed_media", "id": ref, "media": message["media"]})
+            yield
         except MediaError as exc:
-            if media_id is not None and kind in ("publish", "subscribe"):
+            if media_id is not None:
                 self._owner.pop(media_id, None)
                 session.media.discard(media_id)
-            raise ProtocolError(ErrorCode(exc.code), exc.message, ref) from None
+            raise ProtocolError(exc.code, exc.message, ref) from None
 
     def _check_owner(self, session: Session, media_id: str, ref: Any) -> None:
         if media_id not in session.media:
@@ -135,27 +122,94 @@ class MediaSignaling:
         session.send({"type": "answer", "id": ref, "media": media_id, "sdp": sdp, "server_ts": now_ms()})
         self._on_setup(kind, time.perf_counter() - started)
 
+    # -- the registry and the cascade ---------------------------------------------------------------------
+
+    async def publishers(self, room: str) -> list[dict[str, Any]]:
+        """The room's publishers on every node (the broker's registry), for joined.state."""
+        registry = await self.registry.get_publishers(room)
+        return [{"publisher": pid, "user": info["user"], "kinds": info["kinds"]} for pid, info in registry.items()]
+
+    async def _register(self, room: str, media_id: str) -> None:
+        source = self.router.source(media_id)
+        if source is not None and source.local:
+            self._registered[media_id] = room
+            await self.registry.set_publisher(room, media_id, {"user": source.user, "kinds": list(source.kinds),
+                                                               "node": self.node_url})
+
+    async def unregister(self, media_id: str) -> None:
+        room = self._registered.pop(media_id, None)
+        if room is not None:
+            await self.registry.set_publisher(room, media_id, None)
+
+    async def refresh_registrations(self) -> None:
+        """Registrations go stale unless refreshed: a node that dies drops out of every room's list."""
+        for media_id, room in list(self._registered.items()):
+            if self.router.source(media_id) is not None:
+                await self._register(room, media_id)
+            else:
+                await self.unregister(media_id)
+
+    async def _pull_if_remote(self, room: str, publisher: str | None, visible: tuple[str, ...]) -> str | None:
+        """If the wanted publisher is served by another node, mirror it here; return the id to use.
+        A named publisher may be in a linked room (PK), so those rooms' registries are searched too."""
+        if publisher is not None and self.router.source(publisher) is not None:
+            return publisher
+        if publisher is None and self.router.has_local_publisher(room):
+            return None  # the room's first local publisher
+        for candidate_room in (room, *visible) if publisher is not None else (room,):
+            try:
+                registry = await self.registry.get_publishers(candidate_room)
+            except BrokerUnavailable:
+                raise MediaError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry") from None
+            wanted = publisher if publisher is not None else next(iter(registry), None)
+            info = registry.get(wanted) if wanted is not None else None
+            if wanted is not None and info is not None:
+                if self.cascade is not None and info["node"] != self.node_url:
+                    await self.cascade.ensure(candidate_room, wanted, info)
+                return wanted
+        return publisher
+
+    # -- router events --------------------------------------------------------------------------------------
+
+    def on_router_event(self, room: str, event: dict[str, Any]) -> None:
+        """From the media router (publisher joined/left): tell the room, off the router's call stack."""
+        message = {"type": "media", "room": room, **{("event" if k == "type" else k): v for k, v in event.items()},
+                   "server_ts": now_ms()}
+        self._spawn(self._announce(room, message), f"media-event-{room}")
+
+    async def _announce(self, room: str, message: dict[str, Any]) -> None:
+        if message.get("event") == "publisher_left":
+            await self.unregister(message["publisher"])
+        await self.stream.broadcast(room, message)
+        if self.on_publishers_changed is not None:
+            await self.on_publishers_changed(room)
+
+    # -- the scenes' media port -----------------------------------------------------------------------------
+
+    def set_muted(self, room: str, user: str, kind: str, muted: bool) -> int:
+        return self.router.set_muted(room, user, kind, muted)
+
+    async def unpublish(self, member: Member) -> None:
+        session = self._session_of(member)
+        if session is not None:
+            for media_id in [m for m in session.media if self.router.is_publisher(m)]:
+                await self.close_media(media_id)
+
+    async def close_cross_room(self, room: str, other: str) -> None:
+        for subscriber_id in self.router.subscriptions_across(room, other):
+            await self.close_media(subscriber_id)
+
+    def _session_of(self, member: Member) -> Session | None:
+        return member if isinstance(member, Session) else None
+
+    # -- closing --------------------------------------------------------------------------------------------
+
     async def close_media(self, media_id: str) -> None:
         session = self._owner.pop(media_id, None)
         if session is not None:
             session.media.discard(media_id)
         await self.router.close_peer(media_id)
         await self.unregister(media_id)
-
-    async def close_cross_room(self, room: str, other: str) -> None:
-        """Close ``room``'s subscriptions to publishers of ``other`` (a PK link ended)."""
-        media_room = self.router.rooms.get(room)
-        if media_room is None:
-            return
-        for subscriber in list(media_room.subscribers.values()):
-            sources = {d.source.publisher_id for d in subscriber.down_tracks}
-            publishers = self.router.rooms.get(other)
-            if publishers is not None and sources & set(publishers.publishers):
-                await self.close_media(subscriber.id)
-
-    def publications(self, session: Session) -> list[str]:
-        """The media ids this connection publishes."""
-        return [m for m in session.media if isinstance(self.router.peers.get(m), Publisher)]
 
     async def close_session(self, session: Session) -> None:
         for media_id in list(session.media):
@@ -165,6 +219,11 @@ class MediaSignaling:
         if self.cascade is not None:
             await self.cascade.close()
         for media_id in list(self._registered):
-            with contextlib.suppress(Exception):  # the broker may be gone at shutdown; entries go stale anyway
+            with contextlib.suppress(BrokerUnavailable):  # the broker may be gone at shutdown; entries go stale
                 await self.unregister(media_id)
         await self.router.close()
+
+
+def _room_of(session: Session) -> str:
+    assert session.room is not None  # the dispatch table routes only joined connections here
+    return session.room
