@@ -126,7 +126,7 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
         return keep_media(client, medias, lambda: MediaSession.publish(client, make_tracks()),
                           "go on air", lambda m: f"back on air ({m.media_id})")
 
-    _print(f"on air in {room!r} as {client.joined['user']} ({media.media_id}); "
+    _print(f"on air in {room!r} as {client.user} ({media.media_id}); "
            f"{len(products)} products: type 'p' to push the next, 'p N' for one, 'accept USER', 'q' to quit")
     lines = await _stdin_lines()
     index = 0
@@ -235,7 +235,7 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
 
     client = LiveClient(url, room, token, reconnect=True)
     await client.connect()
-    stats = {"frames": 0, "freezes": 0, "messages": 0, "e2e_ms": []}
+    stats: dict[str, Any] = {"frames": 0, "freezes": 0, "messages": 0, "e2e_ms": []}
     last_frame = [0.0]
     recorder = Recorder(record) if record else None
 
@@ -319,7 +319,7 @@ async def run_call(url: str, room: str, token: str, duration: float | None) -> d
     await client.connect()
     started = time.perf_counter()
     mine = await MediaSession.publish(client, [CounterVideoTrack(), ToneAudioTrack()])
-    others = [p for p in client.joined["state"]["publishers"] if p["publisher"] != mine.media_id]
+    others = [p for p in client.state.get("publishers", []) if p["publisher"] != mine.media_id]
     if not others:
         _print("waiting for the other party…")
         while True:

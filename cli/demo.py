@@ -12,11 +12,15 @@ import contextlib
 import itertools
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack
 from protocol import Role, issue_token
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class DemoHost:
         self._task: asyncio.Task[None] | None = None
         self.client: LiveClient | None = None
         self.media: MediaSession | None = None
-        self._http = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         token = issue_token(self.secret, self.room, "demo-host", Role.HOST, 7 * 86400, "Demo host")

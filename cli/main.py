@@ -8,8 +8,10 @@ Subcommands import their modules lazily: ``live-relay token`` should not pay for
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -237,25 +239,30 @@ def call(url: str, room: str, token: str, duration: float | None) -> None:
     click.echo(f"call over: set-up {result['setup_ms']:.0f} ms, {result['frames']} frames")
 
 
-@main.group()
+class LazyGroup(click.Group):
+    """A group whose commands are imported when used (click's documented lazy-loading pattern): listing
+    them or running `live-relay token` does not load aiortc, av or numpy."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@main.group(cls=LazyGroup, lazy={
+    "chat": "loadtest.chat:chat_command", "baseline-server": "loadtest.baseline:baseline_command",
+    "media": "loadtest.media:media_command", "call": "loadtest.media:call_command",
+    "scenes": "loadtest.scenes:scenes_command"})
 def loadtest() -> None:
     """Load tests against a running server."""
-
-
-def _register_loadtests() -> None:
-    from loadtest.baseline import baseline_command
-    from loadtest.chat import chat_command
-    from loadtest.media import call_command, media_command
-    from loadtest.scenes import scenes_command
-
-    loadtest.add_command(chat_command)
-    loadtest.add_command(baseline_command)
-    loadtest.add_command(media_command)
-    loadtest.add_command(call_command)
-    loadtest.add_command(scenes_command)
-
-
-_register_loadtests()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ class ServerError(Exception):
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(f"{message.get('code')}: {message.get('message')}")
         code = message.get("code")
-        self.code: ErrorCode | str | None = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+        self.code: ErrorCode | str | None = code
+        if isinstance(code, str) and code in ErrorCode._value2member_map_:
+            self.code = ErrorCode(code)
         self.frame = message
 
 
@@ -94,6 +96,16 @@ class LiveClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set() and not self._closed
+
+    @property
+    def user(self) -> str:
+        """Who the server says we are in the room (the token's user, or an ``anon-`` id); "" before joining."""
+        return self.joined["user"] if self.joined else ""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The room's state as of the last ``joined`` (publishers, stage, PK, pinned note, product)."""
+        return self.joined["state"] if self.joined else {}
 
     # -- lifecycle --------------------------------------------------------------------------------------
 

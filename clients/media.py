@@ -28,7 +28,7 @@ class MediaSession:
     def __init__(self, client: LiveClient, pc: RTCPeerConnection) -> None:
         self.client = client
         self.pc = pc
-        self.media_id: str | None = None
+        self.media_id = ""  # the server's id for this session, once answered
         self.role = ""  # "publish" or "subscribe"
         self.tracks: dict[str, MediaStreamTrack] = {}
         self.track_ready: dict[str, asyncio.Event] = {"video": asyncio.Event(), "audio": asyncio.Event()}
@@ -139,7 +139,7 @@ class MediaSession:
 
     async def close(self) -> None:
         """Close the peer connection and tell the server (if the connection is still up)."""
-        if self.media_id is not None and self.client.connected:
+        if self.media_id and self.client.connected:
             kind = "unpublish" if self.role == "publish" else "unsubscribe"
             # The server may be going away meanwhile; the local close below happens regardless.
             with contextlib.suppress(ServerError, ConnectionClosed, TimeoutError):

@@ -46,8 +46,10 @@ def read_code(image: np.ndarray) -> tuple[int, int]:
     return value >> 32, value & 0xFFFFFFFF
 
 
-def read_frame(frame: av.VideoFrame) -> tuple[int, int]:
-    """(counter, sent_ms) from a decoded frame."""
+def read_frame(frame: object) -> tuple[int, int]:
+    """(counter, sent_ms) from a decoded video frame (what a video track's ``recv`` gives)."""
+    if not isinstance(frame, av.VideoFrame):
+        raise TypeError(f"expected a decoded video frame, got {type(frame).__name__}")
     return read_code(frame.to_ndarray(format="yuv420p")[:frame.height])
 
 

@@ -97,7 +97,8 @@ class WorkerViewers:
         replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         sink = SinkProtocol(url, self.encoding, replies.put_nowait)
         try:
-            await asyncio.get_running_loop().create_connection(lambda: sink, parsed.hostname, parsed.port)
+            await asyncio.get_running_loop().create_connection(lambda: sink, parsed.hostname or "127.0.0.1",
+                                                             parsed.port or 80)
             await asyncio.wait_for(sink.handshake, 10)
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.failed_joins.append(f"connect: {exc!r}")
@@ -222,8 +223,8 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         for c in commenters:
             await c.connect()
     except (aiohttp.ClientError, OSError, ServerError) as exc:
-        for proc, _ in workers:
-            proc.kill()
+        for worker, _ in workers:
+            worker.kill()
         await http.close()
         raise click.ClickException(f"could not connect to {urls[0]}: {exc}") from exc
 
@@ -292,8 +293,8 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         conn.send("stop")
     for _, conn in workers:
         results.append(await loop.run_in_executor(None, conn.recv))
-    for proc, _ in workers:
-        proc.join(timeout=10)
+    for worker, _ in workers:
+        worker.join(timeout=10)
     for client in (host, *commenters):
         await client.close()
     await http.close()

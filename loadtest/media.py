@@ -285,7 +285,7 @@ def call_command(url: str, secret: str, calls: int, json_out: str | None) -> Non
         return out
 
     setups = np.array(uvloop.run(run()))
-    result = {"calls": calls, "setup_ms_p50": round(float(np.percentile(setups, 50)), 1),
+    result: dict[str, Any] = {"calls": calls, "setup_ms_p50": round(float(np.percentile(setups, 50)), 1),
               "setup_ms_p95": round(float(np.percentile(setups, 95)), 1),
               "setup_ms_max": round(float(setups.max()), 1), "setup_ms": [round(x, 1) for x in setups]}
     print_table(f"1v1 calls: {calls}", ["p50 ms", "p95 ms", "max ms"],

@@ -15,7 +15,7 @@ import os
 import struct
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from protocol import Encoding, decode, encode
 
@@ -52,9 +52,10 @@ class SinkProtocol(asyncio.Protocol):
         self._upgraded = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
+        stream = cast(asyncio.Transport, transport)  # uvloop's TCPTransport is not a subclass
+        self.transport = stream
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write((f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
+        stream.write((f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
                         .encode())
 

@@ -22,7 +22,8 @@ class Encoding(enum.Enum):
 def encode(message: dict[str, Any], encoding: Encoding) -> str | bytes:
     if encoding is Encoding.JSON:
         return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def decode(data: str | bytes) -> tuple[dict[str, Any], Encoding]:

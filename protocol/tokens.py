@@ -43,7 +43,7 @@ def verify_token(secret: str, token: str) -> Grant:
     except jwt.InvalidTokenError as exc:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
     role_claim = claims.get("role")
-    if role_claim not in Role._value2member_map_:
+    if not isinstance(role_claim, str) or role_claim not in Role._value2member_map_:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "token has no valid role")
     role = Role(role_claim)
     room, user, name = claims.get("room"), claims.get("sub"), claims.get("name")

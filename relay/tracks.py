@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -87,7 +88,7 @@ class DownTrack(MediaStreamTrack):
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:  # a forwarding track yields encoded packets, never frames
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError

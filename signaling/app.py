@@ -75,7 +75,7 @@ class RelayServer:
         self.connections.dispatcher = Dispatcher({
             **self.connections.routes(),
             **{kind: Route(handler) for kind, handler in self.channel.handlers().items()},
-            **{kind: Route(handler) for kind, handler in self.scenes.routes().items()},  # type: ignore[misc]
+            **{kind: Route(handler) for kind, handler in self.scenes.routes().items()},
             **{kind: Route(handler) for kind, handler in media_routes.items()},
         }, self.metrics)
         self.started = time.time()

@@ -78,7 +78,7 @@ class Connections:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
-        session = Session(ws, transport, remote, limits, self.hub.kick)  # type: ignore[arg-type]
+        session = Session(ws, transport, remote, limits, self.hub.kick)
         self.by_ip[remote] += 1
         try:
             if limits.max_conns_per_ip and self.by_ip[remote] > limits.max_conns_per_ip:

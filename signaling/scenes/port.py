@@ -8,7 +8,7 @@ in-process broker and members of their own, with no server, socket or peer conne
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ class LocalMembers(Protocol):
 
     def members(self, room: str) -> list[Member]: ...
 
-    def disconnect(self, member: Member, code: CloseCode, reason: str) -> Awaitable[None]: ...
+    async def disconnect(self, member: Member, code: CloseCode, reason: str) -> None: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run side work off the caller's path (its failure is logged, never lost)."""

@@ -1,0 +1,123 @@
+"""Each hook of ``rtc.adapter`` on its own, between two real aiortc peer connections on loopback (no
+server): an aiortc upgrade that moves a private name fails here first, by name.
+
+The jitter buffer and codec payload facts have their own table tests in tests/test_relay_units.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from clients.sources import CounterVideoTrack
+from rtc import adapter
+from rtc.codecs import is_keyframe
+
+LOOPBACK = ["127.0.0.1"]
+
+
+def _vp8_only() -> list[Any]:
+    return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in ("video/vp8", "video/rtx")]
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    yield sender, receiver
+    await sender.close()
+    await receiver.close()
+
+
+async def _connect(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> str:
+    """Offer from ``sender`` (a VP8 video track), answer from ``receiver``; both gather on loopback only.
+    Returns the answer SDP."""
+    transceiver = sender.addTransceiver(CounterVideoTrack(160, 120), direction="sendonly")
+    transceiver.setCodecPreferences(_vp8_only())
+    adapter.restrict_host_addresses(sender, LOOPBACK)
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    adapter.restrict_host_addresses(receiver, LOOPBACK)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    return receiver.localDescription.sdp
+
+
+def _candidate_addresses(sdp: str) -> set[str]:
+    return {line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_restrict_host_addresses_offers_only_the_given_addresses(pair):
+    sender, receiver = pair
+    answer = await _connect(sender, receiver)
+    assert _candidate_addresses(answer) == {"127.0.0.1"}  # aioice alone leaves loopback out
+    assert _candidate_addresses(sender.localDescription.sdp) == {"127.0.0.1"}
+
+
+async def test_tap_receiver_hands_over_encoded_frames_and_never_decodes(pair):
+    sender, receiver = pair
+    frames: list[tuple[str, bytes, int]] = []
+    got_enough = asyncio.Event()
+
+    @receiver.on("track")
+    def on_track(track: Any) -> None:
+        tapped = next(t.receiver for t in receiver.getTransceivers() if t.receiver.track is track)
+
+        def on_frame(codec: Any, frame: Any, ssrc: int) -> None:
+            frames.append((codec.name, frame.data, ssrc))
+            if len(frames) >= 10:
+                got_enough.set()
+
+        adapter.tap_receiver(tapped, track.kind, on_frame)
+
+    await _connect(sender, receiver)
+    async with asyncio.timeout(20):
+        await got_enough.wait()
+    assert {name for name, _, _ in frames} == {"VP8"}
+    assert is_keyframe("VP8", frames[0][1])  # the first complete frame the tap releases starts a chain
+    assert len({ssrc for _, _, ssrc in frames}) == 1
+    video = next(t.receiver for t in receiver.getTransceivers() if t.kind == "video")
+    assert isinstance(video._RTCRtpReceiver__decoder_queue, adapter.FrameTap)  # type: ignore[attr-defined]
+
+
+async def test_send_pli_reaches_the_sender_and_on_keyframe_request_catches_it(pair):
+    sender, receiver = pair
+    ssrcs: list[int] = []
+    tapped: list[Any] = []
+    requested = asyncio.Event()
+
+    @receiver.on("track")
+    def on_track(track: Any) -> None:
+        rtp_receiver = next(t.receiver for t in receiver.getTransceivers() if t.receiver.track is track)
+        tapped.append(rtp_receiver)
+        adapter.tap_receiver(rtp_receiver, track.kind, lambda codec, frame, ssrc: ssrcs.append(ssrc))
+
+    await _connect(sender, receiver)
+    rtp_sender = sender.getTransceivers()[0].sender
+    adapter.on_keyframe_request(rtp_sender, requested.set)
+    async with asyncio.timeout(20):
+        while not ssrcs:  # noqa: ASYNC110 - frames arrive through a plain callback
+            await asyncio.sleep(0.02)
+        await adapter.send_pli(tapped[0], ssrcs[0])
+        await requested.wait()
+
+
+async def test_negotiated_and_narrowed_codecs(pair):
+    sender, receiver = pair
+    sender.addTransceiver(CounterVideoTrack(160, 120), direction="sendonly")  # offers every video codec
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(RTCSessionDescription(sdp=sender.localDescription.sdp, type="offer"))
+    transceiver = receiver.getTransceivers()[0]
+    offered = {c.mimeType.lower() for c in adapter.negotiated_codecs(transceiver)}
+    assert {"video/vp8", "video/h264"} <= offered
+    # The relay learns which codec the answer must carry only after setRemoteDescription: narrow to it.
+    transceiver.setCodecPreferences(_vp8_only())
+    narrowed = adapter.narrow_answer_codecs(transceiver)
+    assert {c.mimeType.lower() for c in narrowed} == {"video/vp8", "video/rtx"}
+    transceiver.direction = "recvonly"
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    rtpmaps = [line for line in receiver.localDescription.sdp.splitlines() if line.startswith("a=rtpmap:")]
+    assert rtpmaps and all("VP8" in line or "rtx" in line for line in rtpmaps)
