@@ -1,6 +1,6 @@
 """Side-by-side chat benchmark: live-relay vs the minimal aiohttp broadcast loop, same load, same machine.
 
-    python benchmarks/chat_bench.py --viewers 1000 --rates 50,100,200 --duration 20 [--baseline]
+    python -m benchmarks.chat_bench --viewers 1000 --rates 50,100,200 --duration 20 [--baseline]
 
 For each comment rate it starts a fresh server process (ours, then the baseline if asked), runs
 `live-relay loadtest chat` against it with JSON viewers (the baseline speaks JSON only), and prints one

@@ -1,7 +1,7 @@
 """Side-by-side media benchmark: our forwarding relay vs aiortc's MediaRelay (decode + re-encode per
 subscriber), and a direct peer-to-peer link as the latency floor.
 
-    python benchmarks/media_bench.py --subscribers 1,5,10,25,50,100 --duration 10 [--mediarelay] [--direct]
+    python -m benchmarks.media_bench --subscribers 1,5,10,25,50,100 --duration 10 [--mediarelay] [--direct]
 
 Each row starts a fresh server process, runs `live-relay loadtest media` against it (publisher and
 subscribers in their own processes), and prints the relay's CPU, memory, frames and latency. The latency

@@ -4,7 +4,7 @@ Each publisher track is decoded once and every subscriber's sender encodes it ag
 examples do). It speaks just enough of docs/protocol.md for `live-relay loadtest media`: join, ping,
 publish, subscribe. Not part of the product.
 
-    python benchmarks/mediarelay_server.py --port 8097
+    python -m benchmarks.mediarelay_server --port 8097
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every aiortc (and aioice) private name the relay depends on, in one place.
 
 Written against aiortc 1.16.0 and aioice 0.13.0 (pyproject pins aiortc to >=1.16,<1.17); the tests in
-``tests/test_relay_adapter.py`` exercise each hook on its own, so an aiortc upgrade that moves one of
+``tests/test_rtc_adapter.py`` exercise each hook on its own, so an aiortc upgrade that moves one of
 these names fails there first. Nothing else in the code base touches aiortc's private names.
 
 What it does, and why:
