@@ -194,13 +194,14 @@ async def _paced(rate: float, duration: float, send: Any) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: float, product_rate: float,
-                        duration: float, secret: str, processes: int, encoding: str, drain: float,
-                        progress: bool = True) -> dict[str, Any]:
+Worker = tuple[mp.process.BaseProcess, Connection]
+
+
+def _start_workers(urls: list[str], room: str, viewers: int, processes: int, encoding: str) -> list[Worker]:
+    """Viewer processes (spawned), each holding its share of the viewers."""
     ctx = mp.get_context("spawn")
-    processes = max(1, min(processes, viewers or 1))
     per = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
-    workers: list[tuple[mp.process.BaseProcess, Connection]] = []
+    workers: list[Worker] = []
     first = 0
     for count in per:
         parent, child = ctx.Pipe()
@@ -208,108 +209,86 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         proc.start()
         workers.append((proc, parent))
         first += count
+    return workers
 
-    # Senders: viewers' comment limit is per user, so comments come from enough users to stay under it.
-    senders_needed = max(1, math.ceil(comment_rate / 1.5)) if comment_rate > 0 else 0
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no cap on connections
-    host = LiveClient(urls[0], room, issue_token(secret, room, "lt-host", Role.HOST, 3600), http=http)
-    commenters = [LiveClient(urls[i % len(urls)], room,
-                             issue_token(secret, room, f"lt-sender-{i}", Role.VIEWER, 3600), http=http)
-                  for i in range(senders_needed)]
-    click.echo(f"connecting 1 host and {len(commenters)} commenters; {viewers} viewers in {processes} "
-               "processes", err=True)
-    try:
-        await host.connect()
-        for c in commenters:
-            await c.connect()
-    except (aiohttp.ClientError, OSError, ServerError) as exc:
-        for worker, _ in workers:
-            worker.kill()
-        await http.close()
-        raise click.ClickException(f"could not connect to {urls[0]}: {exc}") from exc
 
+async def _gather_reports(workers: list[Worker]) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
-    ready = 0
-    failed: list[str] = []
-    click.echo("senders connected; waiting for viewers", err=True)
+    return [await loop.run_in_executor(None, conn.recv) for _, conn in workers]
+
+
+async def _stop_workers(workers: list[Worker]) -> list[dict[str, Any]]:
     for _, conn in workers:
-        report = await loop.run_in_executor(None, conn.recv)
-        ready += report["ready"]
-        failed += report["failed"]
-    click.echo(f"{ready} viewers joined ({viewers - ready} failed)", err=True)
-    if ready == 0 and viewers > 0:
-        for client in (host, *commenters):
+        conn.send("stop")
+    results = await _gather_reports(workers)
+    for worker, _ in workers:
+        worker.join(timeout=10)
+    return results
+
+
+class _Senders:
+    """The host (product pushes) and enough commenting viewers to stay under the per-user comment limit."""
+
+    def __init__(self, urls: list[str], room: str, secret: str, comment_rate: float, ack_timeout: float) -> None:
+        needed = max(1, math.ceil(comment_rate / 1.5)) if comment_rate > 0 else 0
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no cap on connections
+        self.host = LiveClient(urls[0], room, issue_token(secret, room, "lt-host", Role.HOST, 3600), http=self.http)
+        self.commenters = [LiveClient(urls[i % len(urls)], room,
+                                      issue_token(secret, room, f"lt-sender-{i}", Role.VIEWER, 3600), http=self.http)
+                           for i in range(needed)]
+        self.counts = SendCounts()
+        self.ack_timeout = ack_timeout
+
+    async def connect(self) -> None:
+        await self.host.connect()
+        for c in self.commenters:
+            await c.connect()
+
+    async def close(self) -> None:
+        for client in (self.host, *self.commenters):
             await client.close()
-        await http.close()
-        raise click.ClickException(f"no viewer could join: {failed[:3]}")
+        await self.http.close()
 
-    server_procs = [p for u in urls for p in find_server_processes(u)]
-    server_cpu = CpuMeter({p.pid: p for p in server_procs}.values())
-    generator_cpu = CpuMeter([psutil.Process(), *(psutil.Process(p.pid) for p, _ in workers)])
-    counts = SendCounts()
-    # Generous: an overloaded server acks late, and a late ack still means the event is expected.
-    ack_timeout = duration + 60.0
+    async def comment(self, n: int) -> None:
+        await self._send("comment", self.commenters[n % len(self.commenters)],
+                         {"type": "comment", "text": f"load {n} " + random.choice("abcdef") * 24})
 
-    async def send_comment(n: int) -> None:
-        sender = commenters[n % len(commenters)]
+    async def product(self, n: int) -> None:
+        await self._send("product", self.host, {"type": "product", "product": {**PRODUCT_TEMPLATE, "id": f"lt-{n}"}})
+
+    async def _send(self, kind: str, client: LiveClient, message: dict[str, Any]) -> None:
         try:
-            await sender.request({"type": "comment", "text": f"load {n} " + random.choice("abcdef") * 24},
-                                 timeout=ack_timeout)
-            counts.acked["comment"] += 1
+            await client.request(message, timeout=self.ack_timeout)
+            self.counts.acked[kind] += 1
         except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
-            counts.refused["comment"] += 1
+            self.counts.refused[kind] += 1
 
-    async def send_product(n: int) -> None:
-        try:
-            await host.request({"type": "product", "product": {**PRODUCT_TEMPLATE, "id": f"lt-{n}"}},
-                               timeout=ack_timeout)
-            counts.acked["product"] += 1
-        except Exception:  # refused, timed out or disconnected: not acknowledged, so not expected
-            counts.refused["product"] += 1
 
+async def _drive(senders: _Senders, comment_rate: float, product_rate: float, duration: float, ready: int,
+                 progress: bool) -> None:
+    """Send at the given rates for ``duration`` seconds, with a progress bar if asked."""
     t0 = time.monotonic()
-    server_cpu.start(t0)
-    generator_cpu.start(t0)
-    senders = asyncio.gather(_paced(comment_rate, duration, send_comment),
-                             _paced(product_rate, duration, send_product))
+    sending = asyncio.gather(_paced(comment_rate, duration, senders.comment),
+                             _paced(product_rate, duration, senders.product))
     if progress:
         from tqdm import tqdm
 
         with tqdm(total=int(duration), unit="s", desc=f"{ready} viewers", file=sys.stderr) as bar:
-            while not senders.done():
-                await asyncio.wait([senders], timeout=1.0)
+            while not sending.done():
+                await asyncio.wait([sending], timeout=1.0)
                 bar.n = min(int(duration), int(time.monotonic() - t0))
-                bar.set_postfix(comments=counts.acked["comment"], products=counts.acked["product"])
+                bar.set_postfix(comments=senders.counts.acked["comment"], products=senders.counts.acked["product"])
                 bar.refresh()
-    await senders
-    send_elapsed = time.monotonic() - t0
-    await asyncio.sleep(drain)  # let the last events arrive
-    t1 = time.monotonic()
-    server_cpu.stop(t1)
-    generator_cpu.stop(t1)
+    await sending
 
-    results = []
-    for _, conn in workers:
-        conn.send("stop")
-    for _, conn in workers:
-        results.append(await loop.run_in_executor(None, conn.recv))
-    for worker, _ in workers:
-        worker.join(timeout=10)
-    for client in (host, *commenters):
-        await client.close()
-    await http.close()
 
+def _summarize(results: list[dict[str, Any]], counts: SendCounts, send_elapsed: float) -> dict[str, Any]:
     connected = sum(r["viewers"] for r in results)
     result: dict[str, Any] = {
-        "viewers": viewers, "viewers_connected": connected, "failed_joins": viewers - connected,
-        "duration_s": round(send_elapsed, 2), "urls": urls, "processes": processes, "encoding": encoding,
-        "comment_rate": comment_rate, "product_rate": product_rate,
+        "viewers_connected": connected,
         "duplicates": sum(r["duplicates"] for r in results),
         "out_of_order": sum(r["out_of_order"] for r in results),
         "closed_during_run": sum(r["closed"] for r in results),
-        "server_cpu_cores": server_cpu.cores, "server_rss_mb": server_cpu.rss_mb,
-        "generator_cpu_cores": generator_cpu.cores,
-        "machine": {"cpus": os.cpu_count(), "note": "server and load generator share this machine"},
     }
     latencies: dict[str, np.ndarray] = {}
     total_delivered = 0
@@ -325,6 +304,63 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
     result["deliveries_per_s"] = round(total_delivered / max(1e-9, send_elapsed), 1)
     result["_latency_samples"] = latencies
     return result
+
+
+async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: float, product_rate: float,
+                        duration: float, secret: str, processes: int, encoding: str, drain: float,
+                        progress: bool = True) -> dict[str, Any]:
+    processes = max(1, min(processes, viewers or 1))
+    workers = _start_workers(urls, room, viewers, processes, encoding)
+    # Generous: an overloaded server acks late, and a late ack still means the event is expected.
+    senders = _Senders(urls, room, secret, comment_rate, ack_timeout=duration + 60.0)
+    click.echo(f"connecting 1 host and {len(senders.commenters)} commenters; {viewers} viewers in {processes} "
+               "processes", err=True)
+    try:
+        await senders.connect()
+    except (aiohttp.ClientError, OSError, ServerError) as exc:
+        for worker, _ in workers:
+            worker.kill()
+        await senders.http.close()
+        raise click.ClickException(f"could not connect to {urls[0]}: {exc}") from exc
+
+    click.echo("senders connected; waiting for viewers", err=True)
+    reports = await _gather_reports(workers)
+    ready = sum(r["ready"] for r in reports)
+    failed = [f for r in reports for f in r["failed"]]
+    click.echo(f"{ready} viewers joined ({viewers - ready} failed)", err=True)
+    if ready == 0 and viewers > 0:
+        await senders.close()
+        raise click.ClickException(f"no viewer could join: {failed[:3]}")
+
+    server_procs = [p for u in urls for p in find_server_processes(u)]
+    server_cpu = CpuMeter({p.pid: p for p in server_procs}.values())
+    generator_cpu = CpuMeter([psutil.Process(), *(psutil.Process(p.pid) for p, _ in workers)])
+    t0 = time.monotonic()
+    server_cpu.start(t0)
+    generator_cpu.start(t0)
+    await _drive(senders, comment_rate, product_rate, duration, ready, progress)
+    send_elapsed = time.monotonic() - t0
+    await asyncio.sleep(drain)  # let the last events arrive
+    t1 = time.monotonic()
+    server_cpu.stop(t1)
+    generator_cpu.stop(t1)
+    results = await _stop_workers(workers)
+    await senders.close()
+
+    summary = _summarize(results, senders.counts, send_elapsed)
+    return {
+        "viewers": viewers, "viewers_connected": summary["viewers_connected"],
+        "failed_joins": viewers - summary["viewers_connected"],
+        "duration_s": round(send_elapsed, 2), "urls": urls, "processes": processes, "encoding": encoding,
+        "comment_rate": comment_rate, "product_rate": product_rate,
+        "duplicates": summary["duplicates"], "out_of_order": summary["out_of_order"],
+        "closed_during_run": summary["closed_during_run"],
+        "server_cpu_cores": server_cpu.cores, "server_rss_mb": server_cpu.rss_mb,
+        "generator_cpu_cores": generator_cpu.cores,
+        "machine": {"cpus": os.cpu_count(), "note": "server and load generator share this machine"},
+        **{kind: summary[kind] for kind in KINDS},
+        "deliveries_per_s": summary["deliveries_per_s"], "_latency_samples": summary["_latency_samples"],
+    }
 
 
 def report(result: dict[str, Any]) -> None:

@@ -134,21 +134,8 @@ async def run_media_load(urls: list[str], room: str, secret: str, subscribers: i
         raise click.ClickException(f"could not connect to {url}: {exc}") from exc
     video = CounterVideoTrack(width, height, fps)
     publisher = await MediaSession.publish(host, [video, ToneAudioTrack()])
-    ctx = mp.get_context("spawn")
     processes = max(1, min(processes, subscribers))
-    per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
-    decoders_left = decoders
-    workers = []
-    first = 0
-    for count in per:
-        parent, child = ctx.Pipe()
-        share = min(decoders_left, count)
-        decoders_left -= share
-        proc = ctx.Process(target=_worker_main, args=(urls, room, count, share, first, child), daemon=True)
-        first += count
-        proc.start()
-        child.close()
-        workers.append((proc, parent))
+    workers = _start_workers(urls, room, subscribers, decoders, processes)
     loop = asyncio.get_running_loop()
     click.echo(f"publishing {width}x{height}@{fps}; starting {subscribers} subscribers in {processes} processes",
                err=True)
@@ -177,6 +164,36 @@ async def run_media_load(urls: list[str], room: str, secret: str, subscribers: i
     await publisher.close()
     await host.close()
 
+    return {
+        "subscribers": subscribers, "duration_s": round(t1 - t0, 2), "resolution": f"{width}x{height}", "fps": fps,
+        "frames_sent": frames_sent, **_summarize(results),
+        "relay_cpu_per_s": relay_cpu.cores, "relay_rss_mb": relay_cpu.rss_mb,
+        "relay_cpu_per_subscriber": round(relay_cpu.cores / subscribers, 4) if relay_cpu.cores else None,
+        "machine": {"cpus": os.cpu_count(), "note": "relay, publisher and subscribers share this machine"},
+    }
+
+
+def _start_workers(urls: list[str], room: str, subscribers: int, decoders: int,
+                   processes: int) -> list[tuple[mp.process.BaseProcess, Connection]]:
+    """Subscriber processes (spawned), the decoding subscribers in the first ones."""
+    ctx = mp.get_context("spawn")
+    per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
+    decoders_left = decoders
+    workers: list[tuple[mp.process.BaseProcess, Connection]] = []
+    first = 0
+    for count in per:
+        parent, child = ctx.Pipe()
+        share = min(decoders_left, count)
+        decoders_left -= share
+        proc = ctx.Process(target=_worker_main, args=(urls, room, count, share, first, child), daemon=True)
+        first += count
+        proc.start()
+        child.close()
+        workers.append((proc, parent))
+    return workers
+
+
+def _summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     firsts = np.array([r["first_frame_ms"] for r in results if r["first_frame_ms"] is not None])
     latencies = np.array([x for r in results for x in r["latencies"]])
     received = [r["frames"] for r in results if r["first_frame_ms"] is not None]
@@ -185,9 +202,7 @@ async def run_media_load(urls: list[str], room: str, secret: str, subscribers: i
         return round(float(np.percentile(a, q)), 2) if a.size else None
 
     return {
-        "subscribers": subscribers, "subscribers_receiving": len(received),
-        "duration_s": round(t1 - t0, 2), "resolution": f"{width}x{height}", "fps": fps,
-        "frames_sent": frames_sent,
+        "subscribers_receiving": len(received),
         "frames_received_min": min(received) if received else 0,
         "frames_received_median": float(np.median(received)) if received else 0,
         "first_frame_ms_p50": pct(firsts, 50), "first_frame_ms_p95": pct(firsts, 95),
@@ -195,9 +210,6 @@ async def run_media_load(urls: list[str], room: str, secret: str, subscribers: i
         "latency_ms_p99": pct(latencies, 99), "latency_samples": int(latencies.size),
         "freezes": sum(r["freezes"] for r in results),
         "errors": [r["error"] for r in results if r["error"]][:5],
-        "relay_cpu_per_s": relay_cpu.cores, "relay_rss_mb": relay_cpu.rss_mb,
-        "relay_cpu_per_subscriber": round(relay_cpu.cores / subscribers, 4) if relay_cpu.cores else None,
-        "machine": {"cpus": os.cpu_count(), "note": "relay, publisher and subscribers share this machine"},
     }
 
 
