@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+
+Ref = int | str | None
+"""A request's ``id``, echoed in the reply (ack, ok, answer, error, pong); None when the client gave none."""
 
 
 class ErrorCode(enum.StrEnum):
@@ -62,7 +64,7 @@ class Role(enum.StrEnum):
 class ProtocolError(Exception):
     """A message the server (or a client) refuses; carries the code sent back in the error frame."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, ref: Ref = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from protocol.clock import now_ms
-from protocol.codes import ErrorCode, ProtocolError
+from protocol.codes import ErrorCode, ProtocolError, Ref
 
 PROTOCOL_VERSION = 1
 
@@ -209,14 +209,14 @@ DROPPABLE_KINDS = frozenset({"comment", "likes", "presence"})
 """Events a slow connection may miss (counted); products and announcements are never dropped."""
 
 
-def error_message(code: ErrorCode, message: str, ref: Any = None) -> dict[str, Any]:
+def error_message(code: ErrorCode, message: str, ref: Ref = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
     if ref is not None:
         out["id"] = ref
     return out
 
 
-def pong_message(ref: Any, client_ts: float | None) -> dict[str, Any]:
+def pong_message(ref: Ref, client_ts: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "pong", "server_ts": now_ms()}
     if ref is not None:
         out["id"] = ref
@@ -225,5 +225,5 @@ def pong_message(ref: Any, client_ts: float | None) -> dict[str, Any]:
     return out
 
 
-def ack_message(ref: Any, seq: int, epoch: str) -> dict[str, Any]:
+def ack_message(ref: Ref, seq: int, epoch: str) -> dict[str, Any]:
     return {"type": "ack", "id": ref, "seq": seq, "epoch": epoch}

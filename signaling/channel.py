@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError, Role, ack_message, now_ms
+from protocol import ErrorCode, ProtocolError, Ref, Role, ack_message, now_ms
 from signaling.brokers import BrokerUnavailable, EventStream, RoomStore
 from signaling.config import LimitsConfig
 from signaling.hub import Hub
@@ -129,7 +129,7 @@ class Channel:
         return publication.data
 
     @staticmethod
-    async def _store(call: Awaitable[Any], ref: Any) -> Any:
+    async def _store(call: Awaitable[Any], ref: Ref) -> Any:
         try:
             return await call
         except BrokerUnavailable as exc:

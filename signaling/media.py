@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError, Role, now_ms
+from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from relay.router import MediaError, MediaRouter
 from signaling.brokers import BrokerUnavailable, EventStream, Registry
 from signaling.cascade import EdgeCascade
@@ -102,7 +102,7 @@ class MediaSignaling:
         return media_id
 
     @contextlib.contextmanager
-    def _media_errors(self, session: Session, media_id: str | None, ref: Any) -> Any:
+    def _media_errors(self, session: Session, media_id: str | None, ref: Ref) -> Any:
         """A MediaError becomes the client's error; a media session that failed to start is forgotten."""
         try:
             yield
@@ -112,11 +112,11 @@ class MediaSignaling:
                 session.media.discard(media_id)
             raise ProtocolError(exc.code, exc.message, ref) from None
 
-    def _check_owner(self, session: Session, media_id: str, ref: Any) -> None:
+    def _check_owner(self, session: Session, media_id: str, ref: Ref) -> None:
         if media_id not in session.media:
             raise ProtocolError(ErrorCode.UNKNOWN_MEDIA, "no such media session on this connection", ref)
 
-    def _answer(self, session: Session, ref: Any, media_id: str, sdp: str, kind: str, started: float) -> None:
+    def _answer(self, session: Session, ref: Ref, media_id: str, sdp: str, kind: str, started: float) -> None:
         if session.closing:
             return
         session.send({"type": "answer", "id": ref, "media": media_id, "sdp": sdp, "server_ts": now_ms()})

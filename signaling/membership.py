@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import Any
 
-from protocol import ErrorCode, Grant, ProtocolError, Role, now_ms
+from protocol import ErrorCode, Grant, ProtocolError, Ref, Role, now_ms
 from signaling.brokers import BrokerUnavailable, EventStream, Recovery, Registry, RoomStore, StreamPosition
 from signaling.config import ServerConfig
 from signaling.hub import Hub
@@ -36,7 +36,7 @@ class Membership:
         self.metrics = metrics
 
     async def join(self, session: Session, room_name: str, grant: Grant | None, name: str | None,
-                   resume: StreamPosition | None, ref: Any) -> None:
+                   resume: StreamPosition | None, ref: Ref) -> None:
         """Join ``session`` to a room and write ``joined`` plus recovered events. Raises ProtocolError."""
         if session.joined:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "already joined a room", ref)
@@ -63,7 +63,7 @@ class Membership:
         log.info("joined", extra={"session": session.id, "room": room_name, "user": session.user,
                                   "role": str(session.role), "recovered": recovery.recovered})
 
-    def _identify(self, session: Session, room_name: str, grant: Grant | None, name: str | None, ref: Any) -> None:
+    def _identify(self, session: Session, room_name: str, grant: Grant | None, name: str | None, ref: Ref) -> None:
         if grant is None:
             if not self.config.allow_anonymous:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "a token is required to join", ref)
@@ -75,7 +75,7 @@ class Membership:
         session.user, session.role, session.anonymous = grant.user, grant.role, False
         session.name = grant.name or name
 
-    async def _enter(self, session: Session, room_name: str, ref: Any) -> ChatRoom:
+    async def _enter(self, session: Session, room_name: str, ref: Ref) -> ChatRoom:
         """The local room to join, after the admission checks. Raises ProtocolError or BrokerUnavailable."""
         try:
             private = await self.scenes.admit(room_name, None if session.anonymous else session.user)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import CloseCode, Encoding, ErrorCode, Role, encode, error_message
+from protocol import CloseCode, Encoding, ErrorCode, Ref, Role, encode, error_message
 from signaling.config import LimitsConfig
 from signaling.outbound import OutboundBatch, OutboundEvent, websocket_frame
 from signaling.ratelimit import TokenBucket
@@ -109,7 +109,7 @@ class Session:
         else:
             self._transport.write(websocket_frame(data, 0x2))
 
-    def send_error(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+    def send_error(self, code: ErrorCode, message: str, ref: Ref = None) -> None:
         self.send(error_message(code, message, ref))
 
     def hold(self) -> None:

@@ -185,6 +185,17 @@ async def test_gc_forgets_expired_unsubscribed_rooms(make_broker: BrokerFactory,
     assert kept not in await b.gc()  # subscribed here: kept
 
 
+async def test_gc_keeps_a_room_whose_state_is_fresh(make_broker: BrokerFactory, request):
+    """A room may be only state (a private call room is a `private` value and nothing else): collecting
+    expired history must not forget it, or the room would open to anyone."""
+    b = await make_broker(history_ttl=0.2, key_grace=0)
+    room = room_name(request)
+    await b.set_state(room, "private", {"users": ["a", "b"], "show": "show"})
+    await asyncio.sleep(0.3)
+    await b.gc()
+    assert (await b.get_state(room))["private"] == {"users": ["a", "b"], "show": "show"}
+
+
 @ONLY_REDIS
 async def test_reset_when_the_stream_is_lost_under_a_subscribed_room(make_broker: BrokerFactory, request):
     server = request.getfixturevalue("redis")

@@ -12,14 +12,15 @@ from signaling.brokers.base import Broker, Publication, PublisherInfo, Recovery,
 
 
 class _Stream:
-    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "subscribed", "users",
-                 "viewers")
+    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "state_written", "subscribed",
+                 "users", "viewers")
 
     def __init__(self, history_size: int) -> None:
         self.epoch = secrets.token_hex(4)
         self.seq = 0
         self.history: deque[Publication] = deque(maxlen=history_size)
         self.state: dict[str, Any] = {}
+        self.state_written = 0.0  # monotonic time of the last state write
         self.likes = 0
         self.subscribed = False
         self.members = 0
@@ -29,9 +30,11 @@ class _Stream:
 
 
 class MemoryBroker(Broker):
-    def __init__(self, history_size: int = 1000, history_ttl: float = 300.0) -> None:
+    def __init__(self, history_size: int = 1000, history_ttl: float = 300.0, state_ttl: float | None = None) -> None:
         self._history_size = history_size
         self._history_ttl = history_ttl
+        # Room state outlives history, as the Redis broker's keys do: a private call room is only state.
+        self._state_ttl = history_ttl + 3660 if state_ttl is None else state_ttl
         self._streams: dict[str, _Stream] = {}
 
     def _stream(self, room: str) -> _Stream:
@@ -94,7 +97,9 @@ class MemoryBroker(Broker):
         return room in self._streams
 
     async def set_state(self, room: str, key: str, value: dict[str, Any] | None) -> None:
-        state = self._stream(room).state
+        stream = self._stream(room)
+        stream.state_written = time.monotonic()
+        state = stream.state
         if value is None:
             state.pop(key, None)
         else:
@@ -150,7 +155,8 @@ class MemoryBroker(Broker):
             if stream.subscribed:
                 continue
             self._trim(stream)
-            if not stream.history:
+            state_fresh = stream.state and time.monotonic() - stream.state_written < self._state_ttl
+            if not stream.history and not state_fresh:
                 del self._streams[room]
                 dropped.append(room)
         return dropped

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError, Role, now_ms
+from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from signaling.scenes.context import SceneContext, require
 from signaling.scenes.effects import Effects, Mute
 from signaling.scenes.port import Member
@@ -20,7 +20,7 @@ class CallScene:
     def __init__(self, ctx: SceneContext) -> None:
         self.ctx = ctx
 
-    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "start a private call", ref)
         state = await self.ctx.load(room)
         if state.call or (state.call_invite and live(state.call_invite.expires)):
@@ -33,7 +33,7 @@ class CallScene:
         await self.ctx.direct(room, {"type": "call_invited", "from": m.user,
                                      "expires_in_s": self.ctx.settings.invite_ttl}, users=[guest])
 
-    async def answer(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def answer(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         invite = state.call_invite
         if invite is None or invite.guest != m.user or not live(invite.expires):
@@ -57,7 +57,7 @@ class CallScene:
             await self.ctx.direct(room, effects=Effects(mute=Mute(invite.host, "video", True)))
         await self.ctx.announce(room, "call", state)
 
-    async def end(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def end(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         call = (await self.ctx.load(room)).call
         if call is None or m.user not in call.parties:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no private call of yours to end", ref)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from protocol import ErrorCode, ProtocolError, Role, now_ms
+from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from signaling.scenes.effects import Effects, direct_envelope
 from signaling.scenes.port import Member, ScenePorts
 from signaling.scenes.state import Private, SceneState, Stage
@@ -111,12 +111,12 @@ class SceneContext:
 # -- role checks ----------------------------------------------------------------------------------------------
 
 
-def require(member: Member, roles: tuple[Role, ...], what: str, ref: Any) -> None:
+def require(member: Member, roles: tuple[Role, ...], what: str, ref: Ref) -> None:
     if member.role not in roles:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"only {' or '.join(r.value for r in roles)} can {what}", ref)
 
 
-def require_moderator(member: Member, stage: Stage, what: str, ref: Any) -> None:
+def require_moderator(member: Member, stage: Stage, what: str, ref: Ref) -> None:
     if member.role is Role.HOST or (member.role is Role.COHOST and stage.is_moderator(member.user)):
         return
     raise ProtocolError(ErrorCode.FORBIDDEN, f"only the host or a co-host the host allows can {what}", ref)

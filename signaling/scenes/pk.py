@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError, Role, now_ms
+from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from signaling.scenes.context import SceneContext, require
 from signaling.scenes.port import Member
 from signaling.scenes.state import PkInvite, PkLink, RoomName, SceneState, UserId, live
@@ -19,7 +19,7 @@ class PkScene:
     def __init__(self, ctx: SceneContext) -> None:
         self.ctx = ctx
 
-    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "start a PK", ref)
         other = RoomName(msg["room"])
         if other == room:
@@ -36,7 +36,7 @@ class PkScene:
         await self.ctx.direct(other, {"type": "pk_invited", "from_room": room, "from": m.user, "duration_s": duration,
                                       "expires_in_s": self.ctx.settings.invite_ttl}, roles=[Role.HOST])
 
-    async def answer(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def answer(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "answer a PK", ref)
         inviting = RoomName(msg["room"])
         state = await self.ctx.load(room)
@@ -61,7 +61,7 @@ class PkScene:
             await self.ctx.save(r, st)
             await self.ctx.announce(r, "pk", st)
 
-    async def end(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def end(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "end a PK", ref)
         if (await self.ctx.load(room)).pk is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no PK to end", ref)

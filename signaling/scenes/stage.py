@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError, Role
+from protocol import ErrorCode, ProtocolError, Ref, Role
 from signaling.scenes.context import SceneContext, require, require_moderator
 from signaling.scenes.effects import Effects, Mute
 from signaling.scenes.port import Member
@@ -18,7 +18,7 @@ class StageScene:
     def __init__(self, ctx: SceneContext) -> None:
         self.ctx = ctx
 
-    async def request(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def request(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         if m.anonymous or m.role is not Role.VIEWER:
             raise ProtocolError(ErrorCode.FORBIDDEN, "only a signed-in viewer can ask to join the stage", ref)
         state = await self.ctx.load(room)
@@ -33,14 +33,14 @@ class StageScene:
         await self.ctx.to_moderators(room, stage, {"type": "stage_requested", "user": m.user, "name": m.name,
                                                    "expires_in_s": self.ctx.settings.invite_ttl})
 
-    async def cancel(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def cancel(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         if state.stage.requests.pop(UserId(m.user), None) is None:
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request", ref)
         await self.ctx.save(room, state)
         await self.ctx.to_moderators(room, state.stage, {"type": "stage_request_cancelled", "user": m.user})
 
-    async def allow(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def allow(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "allow co-hosts to answer requests", ref)
         state = await self.ctx.load(room)
         stage = state.stage
@@ -56,14 +56,14 @@ class StageScene:
         await self.ctx.save(room, state)
         await self.ctx.announce(room, "stage", state)
 
-    async def accept(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def accept(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         require_moderator(m, state.stage, "accept stage requests", ref)
         if not live(state.stage.requests.pop(UserId(msg["user"]), None)):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending request from that user", ref)
         await self._seat(room, state, UserId(msg["user"]), ref)
 
-    async def reject(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def reject(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         require_moderator(m, state.stage, "reject stage requests", ref)
         if state.stage.requests.pop(UserId(msg["user"]), None) is None:
@@ -71,7 +71,7 @@ class StageScene:
         await self.ctx.save(room, state)
         await self.ctx.direct(room, {"type": "stage_rejected"}, users=[msg["user"]])
 
-    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def invite(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "invite to the stage", ref)
         state = await self.ctx.load(room)
         stage = state.stage
@@ -87,7 +87,7 @@ class StageScene:
         await self.ctx.direct(room, {"type": "stage_invited", "from": m.user,
                                      "expires_in_s": self.ctx.settings.invite_ttl}, users=[target])
 
-    async def invite_answer(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def invite_answer(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         if not live(state.stage.invites.pop(UserId(m.user), None)):
             raise ProtocolError(ErrorCode.NO_INVITATION, "no pending stage invitation", ref)
@@ -97,7 +97,7 @@ class StageScene:
             await self.ctx.save(room, state)
             await self.ctx.direct(room, {"type": "stage_declined", "user": m.user}, roles=[Role.HOST])
 
-    async def _seat(self, room: str, state: SceneState, user: UserId, ref: Any, name: str | None = None) -> None:
+    async def _seat(self, room: str, state: SceneState, user: UserId, ref: Ref, name: str | None = None) -> None:
         """Seat a viewer and make them a co-host: the server issues the upgraded grant."""
         stage = state.stage
         if stage.full:
@@ -115,7 +115,7 @@ class StageScene:
                               users=[user], effects=Effects(set_role=Role.COHOST))
         await self.ctx.announce(room, "stage", state)
 
-    async def mute(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def mute(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "mute co-hosts", ref)
         state = await self.ctx.load(room)
         seat = state.stage.seats.get(UserId(msg["user"]))
@@ -126,14 +126,14 @@ class StageScene:
         await self.ctx.direct(room, effects=Effects(mute=Mute(msg["user"], msg["kind"], msg["muted"])))
         await self.ctx.announce(room, "stage", state)
 
-    async def remove(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def remove(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         require(m, (Role.HOST,), "remove co-hosts", ref)
         state = await self.ctx.load(room)
         if UserId(msg["user"]) not in state.stage.seats:
             raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not on stage", ref)
         await self.unseat(room, state, UserId(msg["user"]), "removed")
 
-    async def leave(self, m: Member, room: str, msg: dict[str, Any], ref: Any) -> None:
+    async def leave(self, m: Member, room: str, msg: dict[str, Any], ref: Ref) -> None:
         state = await self.ctx.load(room)
         if UserId(m.user) not in state.stage.seats:
             raise ProtocolError(ErrorCode.NOT_FOUND, "you are not on stage", ref)
