@@ -41,7 +41,8 @@ _FINAL_CLOSE_CODES = {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNK
 
 
 # Join errors after which retrying cannot help.
-_FINAL_JOIN_ERRORS = {ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.FORBIDDEN, ErrorCode.WRONG_ROOM,
+_FINAL_JOIN_ERRORS = {ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.REVOKED, ErrorCode.FORBIDDEN,
+                      ErrorCode.WRONG_ROOM,
                       ErrorCode.UNKNOWN_ROOM}
 
 # Messages that answer a request (matched by `id`) rather than being events.

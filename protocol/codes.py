@@ -19,6 +19,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"  # missing, malformed or forged token
     TOKEN_EXPIRED = "token_expired"
+    REVOKED = "revoked"  # a server-issued grant (stage seat, private call) that was taken back
     FORBIDDEN = "forbidden"  # the role may not do this
     UNKNOWN_ROOM = "unknown_room"
     WRONG_ROOM = "wrong_room"  # the token is for another room

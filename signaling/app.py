@@ -80,8 +80,8 @@ class RelayServer:
         }, self.metrics)
         self.started = time.time()
 
-    def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None) -> str:
-        return issue_token(self.config.secret, room, user, role, ttl, name)
+    def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None, grant_id: str) -> str:
+        return issue_token(self.config.secret, room, user, role, ttl, name, grant_id)
 
     def _on_router_event(self, room: str, event: dict) -> None:
         if self.media is not None:

@@ -38,7 +38,9 @@ from signaling.session import Session
 _JOIN_FAILURE_CLOSE = {
     ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
     ErrorCode.TOKEN_EXPIRED: CloseCode.UNAUTHORIZED,
+    ErrorCode.REVOKED: CloseCode.UNAUTHORIZED,
     ErrorCode.WRONG_ROOM: CloseCode.FORBIDDEN,
+    ErrorCode.FORBIDDEN: CloseCode.FORBIDDEN,  # a private call room that is not yours (or has ended)
     ErrorCode.UNKNOWN_ROOM: CloseCode.UNKNOWN_ROOM,
 }
 

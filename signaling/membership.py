@@ -42,6 +42,8 @@ class Membership:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "already joined a room", ref)
         self._identify(session, room_name, grant, name, ref)
         try:
+            if grant is not None and grant.grant_id is not None:
+                await self._check_grant_live(room_name, grant, ref)
             room = await self._enter(session, room_name, ref)
         except BrokerUnavailable:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
@@ -74,6 +76,14 @@ class Membership:
             raise ProtocolError(ErrorCode.WRONG_ROOM, "token is for another room", ref)
         session.user, session.role, session.anonymous = grant.user, grant.role, False
         session.name = grant.name or name
+
+    async def _check_grant_live(self, room_name: str, grant: Grant, ref: Ref) -> None:
+        """A server-issued grant (a seat's co-host token, a call token) joins only while it is live."""
+        assert grant.grant_id is not None
+        record = await self.registry.get_grant(room_name, grant.grant_id)
+        if record is None or record["user"] != grant.user:
+            raise ProtocolError(ErrorCode.REVOKED, "this grant was taken back (left the stage, or the call ended)",
+                                ref)
 
     async def _enter(self, session: Session, room_name: str, ref: Ref) -> ChatRoom:
         """The local room to join, after the admission checks. Raises ProtocolError or BrokerUnavailable."""

@@ -281,6 +281,23 @@ async def test_users(broker, request):
     assert await broker.get_user(room, "alice") is None and list(await broker.get_users(room)) == ["bob"]
 
 
+async def test_grants_live_until_taken_back_or_expired(make_broker: BrokerFactory, request):
+    import time
+
+    room = room_name(request)
+    a = await make_broker()
+    assert await a.get_grant(room, "g1") is None
+    record = {"user": "fan", "role": "cohost", "expires": time.time() + 3600}
+    await a.set_grant(room, "g1", record)  # type: ignore[arg-type]
+    await a.set_grant(room, "g2", {**record, "expires": time.time() - 1})  # type: ignore[typeddict-item]
+    assert await a.get_grant(room, "g1") == record
+    assert await a.get_grant(room, "g2") is None  # expired
+    nodes = [a, await make_broker()] if make_broker.kind == "redis" else [a]  # type: ignore[attr-defined]
+    await nodes[-1].set_grant(room, "g1", None)  # taken back on one node: gone on every node
+    for node in nodes:
+        assert await node.get_grant(room, "g1") is None
+
+
 async def test_room_exists(broker, request):
     room = room_name(request)
     assert not await broker.room_exists(room)

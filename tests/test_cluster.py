@@ -39,6 +39,21 @@ async def test_comments_cross_nodes_in_one_order_with_the_same_seq(nodes):
     await assert_one_order(senders, [LiveClient(n.ws_url, "show") for n in (a, b)], rounds=3)
 
 
+async def test_a_seat_taken_back_on_one_node_is_refused_on_the_other(nodes):
+    from tests.test_hostile import _join_refused, _seat
+
+    a, b = nodes
+    async with LiveClient(a.ws_url, "show", a.token("show", "host", Role.HOST)) as host:
+        fan, cohost_token = await _seat(a, host, "fan")
+        async with LiveClient(b.ws_url, "show", cohost_token) as on_b:  # the grant is good room-wide
+            assert on_b.joined["role"] == "cohost"
+        await host.request({"type": "stage_remove", "user": "fan"})
+        await fan.next_event("grant")
+        await fan.close()
+        code, _ = await _join_refused(b.ws_url, "show", cohost_token)
+        assert code == "revoked"
+
+
 async def test_resume_on_another_node_misses_nothing(nodes):
     a, b = nodes
     async with LiveClient(a.ws_url, "show", a.token("show", "h", Role.HOST)) as host:

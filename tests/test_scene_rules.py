@@ -97,7 +97,8 @@ class Harness:
         self.events: dict[str, list[dict[str, Any]]] = {}  # room-wide broadcasts the scenes did not consume
         self.scenes = Scenes(
             ScenePorts(store=self.broker, registry=self.broker, stream=self.broker,
-                       sign_grant=lambda room, user, role, ttl, name: issue_token(SECRET, room, user, role, ttl, name),
+                       sign_grant=lambda room, user, role, ttl, name, gid: issue_token(
+                           SECRET, room, user, role, ttl, name, gid),
                        local=self.node, media=self.node),  # type: ignore[arg-type]
             SceneSettings(invite_ttl=invite_ttl, max_seats=max_seats))
         self.broker.set_handlers(lambda room, pub: None, self._on_broadcast)
@@ -194,8 +195,11 @@ async def test_remove_takes_the_role_back_and_closes_publications():
     assert h.node.muted == [("show", "fan", "audio", True)]
     assert h.room_events("show", "stage")[-1]["state"]["seats"][0]["muted"] == {"audio": True, "video": False}
     await h.refused(fan, "stage_remove", ErrorCode.FORBIDDEN, user="fan")
+    seat_grant = verify_token(SECRET, fan.got("grant")[0]["token"]).grant_id
+    assert seat_grant and await h.broker.get_grant("show", seat_grant) is not None
     await h.send(host, "stage_remove", user="fan")
     assert fan.got("grant")[-1] == {**fan.got("grant")[-1], "role": "viewer", "reason": "removed"}
+    assert await h.broker.get_grant("show", seat_grant) is None  # taken back room-wide
     assert fan.role is Role.VIEWER and h.node.unpublished == ["fan"]
     assert h.room_events("show", "stage")[-1]["state"]["seats"] == []
     await h.refused(fan, "stage_leave", ErrorCode.NOT_FOUND)
@@ -310,6 +314,8 @@ async def test_private_call_admits_only_its_parties_and_closes_when_it_ends():
     assert h.room_events("show", "call")[-1]["state"] == {**h.room_events("show", "call")[-1]["state"],
                                                           "host": "host", "guest": "guest", "keep_video": False}
     assert await h.scenes.admit(private, "guest") and await h.scenes.admit(private, "host")
+    for grant in (verify_token(SECRET, g["token"]) for g in grants.values()):
+        assert grant.grant_id and (await h.broker.get_grant(private, grant.grant_id) or {}).get("user") == grant.user
     for outsider in ("fan", None):
         with pytest.raises(ProtocolError) as err:
             await h.scenes.admit(private, outsider)
@@ -322,7 +328,12 @@ async def test_private_call_admits_only_its_parties_and_closes_when_it_ends():
     assert sorted(c[0] for c in h.node.closed) == sorted(m.user for m in in_call)
     assert all(c[1] is CloseCode.NORMAL for c in h.node.closed)
     assert h.room_events("show", "call")[-1]["state"] is None
-    assert not await h.scenes.admit(private, "fan")  # no longer a private room
+    for anyone in ("host", "guest", "fan", None):  # closed to everyone, its parties too
+        with pytest.raises(ProtocolError) as err:
+            await h.scenes.admit(private, anyone)
+        assert err.value.code is ErrorCode.FORBIDDEN
+    for grant in (verify_token(SECRET, g["token"]) for g in grants.values()):
+        assert grant.grant_id and await h.broker.get_grant(private, grant.grant_id) is None  # taken back
 
 
 async def test_a_declined_or_expired_call_invitation():

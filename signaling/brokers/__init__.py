@@ -9,6 +9,7 @@ from signaling.brokers.base import (
     Broker,
     BrokerUnavailable,
     EventStream,
+    GrantRecord,
     Publication,
     PublisherInfo,
     Recovery,
@@ -20,8 +21,8 @@ from signaling.brokers.base import (
 from signaling.brokers.memory import MemoryBroker
 from signaling.config import ServerConfig
 
-__all__ = ["Broker", "BrokerUnavailable", "EventStream", "MemoryBroker", "Publication", "PublisherInfo", "Recovery",
-           "Registry", "RoomStore", "StreamPosition", "UserInfo", "create_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "EventStream", "GrantRecord", "MemoryBroker", "Publication",
+           "PublisherInfo", "Recovery", "Registry", "RoomStore", "StreamPosition", "UserInfo", "create_broker"]
 
 
 def create_broker(config: ServerConfig) -> Broker:

@@ -5,8 +5,8 @@ where rooms are shared:
   plus unsequenced broadcasts, delivered to the nodes subscribed to the room.
 - ``RoomStore``: what late joiners get whole and what is counted room-wide: state values (pinned note,
   last product card, scene state), the like total, member/viewer counts summed over nodes.
-- ``Registry``: who is where: media publishers and the node serving each, signed-in users, and whether
-  a room exists at all.
+- ``Registry``: who is where: media publishers and the node serving each, signed-in users, the grants
+  the server issued (so they can be taken back), and whether a room exists at all.
 
 Stream rules:
 - ``publish`` assigns the next sequence number of the room's stream, within the stream's epoch, and
@@ -65,6 +65,14 @@ class PublisherInfo(TypedDict):
     user: str
     kinds: list[str]
     node: str
+
+
+class GrantRecord(TypedDict):
+    """A grant the server issued (a stage seat, a private call): live until taken back or expired."""
+
+    user: str
+    role: str
+    expires: float  # Unix seconds, as the token's exp
 
 
 class UserInfo(TypedDict):
@@ -163,6 +171,15 @@ class Registry(abc.ABC):
 
     @abc.abstractmethod
     async def get_users(self, room: str) -> dict[str, UserInfo]: ...
+
+    @abc.abstractmethod
+    async def set_grant(self, room: str, grant_id: str, record: GrantRecord | None) -> None:
+        """Register a server-issued grant (or, with None, take it back). Taken back or expired, a token
+        carrying it no longer joins, on any node."""
+
+    @abc.abstractmethod
+    async def get_grant(self, room: str, grant_id: str) -> GrantRecord | None:
+        """The grant if it is live (registered, not taken back, not expired); else None."""
 
     @abc.abstractmethod
     async def room_exists(self, room: str) -> bool:

@@ -8,12 +8,20 @@ import time
 from collections import deque
 from typing import Any
 
-from signaling.brokers.base import Broker, Publication, PublisherInfo, Recovery, StreamPosition, UserInfo
+from signaling.brokers.base import (
+    Broker,
+    GrantRecord,
+    Publication,
+    PublisherInfo,
+    Recovery,
+    StreamPosition,
+    UserInfo,
+)
 
 
 class _Stream:
-    __slots__ = ("epoch", "history", "likes", "members", "publishers", "seq", "state", "state_written", "subscribed",
-                 "users", "viewers")
+    __slots__ = ("epoch", "grants", "history", "likes", "members", "publishers", "seq", "state", "state_written",
+                 "subscribed", "users", "viewers")
 
     def __init__(self, history_size: int) -> None:
         self.epoch = secrets.token_hex(4)
@@ -27,6 +35,7 @@ class _Stream:
         self.viewers = 0
         self.publishers: dict[str, PublisherInfo] = {}
         self.users: dict[str, UserInfo] = {}
+        self.grants: dict[str, GrantRecord] = {}
 
 
 class MemoryBroker(Broker):
@@ -149,13 +158,26 @@ class MemoryBroker(Broker):
         stream = self._streams.get(room)
         return dict(stream.users) if stream is not None else {}
 
+    async def set_grant(self, room: str, grant_id: str, record: GrantRecord | None) -> None:
+        stream = self._stream(room)
+        if record is None:
+            stream.grants.pop(grant_id, None)
+            return
+        stream.grants[grant_id] = record
+        stream.state_written = time.monotonic()  # a live grant keeps the room's state alive
+
+    async def get_grant(self, room: str, grant_id: str) -> GrantRecord | None:
+        stream = self._streams.get(room)
+        record = stream.grants.get(grant_id) if stream is not None else None
+        return record if record is not None and record["expires"] > time.time() else None
+
     async def gc(self) -> list[str]:
         dropped = []
         for room, stream in list(self._streams.items()):
             if stream.subscribed:
                 continue
             self._trim(stream)
-            state_fresh = stream.state and time.monotonic() - stream.state_written < self._state_ttl
+            state_fresh = (stream.state or stream.grants) and time.monotonic() - stream.state_written < self._state_ttl
             if not stream.history and not state_fresh:
                 del self._streams[room]
                 dropped.append(room)

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from signaling.brokers.base import (
     Broker,
     BrokerUnavailable,
+    GrantRecord,
     Publication,
     PublisherInfo,
     Recovery,
@@ -60,7 +61,7 @@ def _keys(room: str) -> dict[str, str]:
     tag = f"lr:{{{room}}}"
     return {"epoch": f"{tag}:epoch", "seq": f"{tag}:seq", "hist": f"{tag}:hist", "ch": f"{tag}:ch",
             "state": f"{tag}:state", "likes": f"{tag}:likes", "presence": f"{tag}:presence",
-            "publishers": f"{tag}:publishers", "users": f"{tag}:users"}
+            "publishers": f"{tag}:publishers", "users": f"{tag}:users", "grants": f"{tag}:grants"}
 
 
 class RedisBroker(Broker):
@@ -326,6 +327,22 @@ class RedisBroker(Broker):
             return
         await self._call(self._client.hset(k, user, json.dumps(info)))
         await self._call(self._client.expire(k, self.key_ttl + 3600))
+
+    async def set_grant(self, room: str, grant_id: str, record: GrantRecord | None) -> None:
+        k = _keys(room)["grants"]
+        if record is None:
+            await self._call(self._client.hdel(k, grant_id))
+            return
+        await self._call(self._client.hset(k, grant_id, json.dumps(record)))
+        # The hash lives as long as its longest grant (a shorter grant written later must not cut it).
+        ttl = int(record["expires"] - time.time()) + 60
+        if int(await self._call(self._client.ttl(k))) < ttl:
+            await self._call(self._client.expire(k, ttl))
+
+    async def get_grant(self, room: str, grant_id: str) -> GrantRecord | None:
+        raw = await self._call(self._client.hget(_keys(room)["grants"], grant_id))
+        record: GrantRecord | None = json.loads(raw) if raw else None
+        return record if record is not None and record["expires"] > time.time() else None
 
     async def get_user(self, room: str, user: str) -> UserInfo | None:
         raw = await self._call(self._client.hget(_keys(room)["users"], user))

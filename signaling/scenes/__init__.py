@@ -89,6 +89,8 @@ class Scenes:
         private = await self.ctx.private(room)
         if private is None:
             return False
+        if private.closed:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this private call has ended")
         if user is None or user not in private.users:
             raise ProtocolError(ErrorCode.FORBIDDEN, "a private call: only its two parties may join")
         return True

@@ -46,13 +46,17 @@ class CallScene:
         private = RoomName(f"{room}.call-{secrets.token_hex(4)}")
         store = self.ctx.ports.store
         await store.set_state(private, "private", Private((invite.host, invite.guest), RoomName(room)).to_json())
-        state.call = Call(invite.host, invite.guest, invite.keep_video, now_ms(), private)
-        await self.ctx.save(room, state)
-        sign = self.ctx.ports.sign_grant
+        call = state.call = Call(invite.host, invite.guest, invite.keep_video, now_ms(), private)
         ttl = self.ctx.settings.call_grant_ttl
-        for user, role, other in ((invite.host, Role.HOST, invite.guest), (invite.guest, Role.COHOST, invite.host)):
-            await self.ctx.direct(room, {"type": "call_grant", "call_room": private, "with": other,
-                                         "token": sign(private, user, role, ttl, None)}, users=[user])
+        tokens = []
+        for user, role in ((invite.host, Role.HOST), (invite.guest, Role.COHOST)):
+            token, grant_id = await self.ctx.issue_grant(private, user, role, ttl, None)
+            call.grants.append(grant_id)
+            tokens.append(token)
+        await self.ctx.save(room, state)
+        for user, other, token in ((invite.host, invite.guest, tokens[0]), (invite.guest, invite.host, tokens[1])):
+            await self.ctx.direct(room, {"type": "call_grant", "call_room": private, "with": other, "token": token},
+                                  users=[user])
         if not invite.keep_video:
             await self.ctx.direct(room, effects=Effects(mute=Mute(invite.host, "video", True)))
         await self.ctx.announce(room, "call", state)
@@ -71,7 +75,11 @@ class CallScene:
         state.call = None
         await self.ctx.save(room, state)
         private = call.private_room
-        await self.ctx.ports.store.set_state(private, "private", None)
+        # The private room closes to everyone, its parties' grants included, on every node.
+        await self.ctx.ports.store.set_state(private, "private",
+                                             Private(call.parties, RoomName(room), closed=True).to_json())
+        for grant_id in call.grants:
+            await self.ctx.revoke_grant(private, grant_id)
         await self.ctx.direct(room, effects=Effects(mute=Mute(call.host, "video", False)))
         await self.ctx.direct(room, {"type": "call_ended", "call_room": private, "reason": reason},
                               users=list(call.parties))

@@ -5,6 +5,7 @@ they are connected (``_direct`` envelopes, applied by ``signaling.scenes.effects
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,6 +47,20 @@ class SceneContext:
 
     def expires(self) -> float:
         return time.time() + self.settings.invite_ttl
+
+    # -- grants ---------------------------------------------------------------------------------------------
+
+    async def issue_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None) -> tuple[str, str]:
+        """A signed token for ``user`` in ``room`` whose grant is registered room-wide, so it can be taken
+        back (``revoke_grant``); returns (token, grant id)."""
+        grant_id = secrets.token_urlsafe(12)
+        await self.ports.registry.set_grant(room, grant_id, {"user": user, "role": str(role),
+                                                             "expires": time.time() + ttl})
+        return self.ports.sign_grant(room, user, role, ttl, name, grant_id), grant_id
+
+    async def revoke_grant(self, room: str, grant_id: str | None) -> None:
+        if grant_id is not None:
+            await self.ports.registry.set_grant(room, grant_id, None)
 
     # -- who is where -------------------------------------------------------------------------------------
 

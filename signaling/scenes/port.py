@@ -57,8 +57,8 @@ class SceneMedia(Protocol):
         """Close ``room``'s subscriptions to publishers of ``other`` (a PK link ended)."""
 
 
-GrantSigner = Callable[[str, str, Role, float, str | None], str]
-"""(room, user, role, ttl seconds, display name) -> a signed token."""
+GrantSigner = Callable[[str, str, Role, float, str | None, str], str]
+"""(room, user, role, ttl seconds, display name, grant id) -> a signed token carrying the grant id."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,9 +108,9 @@ class StageScene:
         if name is None:
             info = await self.ctx.ports.registry.get_user(room, user)
             name = info["name"] if info else None
-        stage.seats[user] = Seat(number, name)
+        token, grant_id = await self.ctx.issue_grant(room, user, Role.COHOST, self.ctx.settings.cohost_grant_ttl, name)
+        stage.seats[user] = Seat(number, name, grant=grant_id)
         await self.ctx.save(room, state)
-        token = self.ctx.ports.sign_grant(room, user, Role.COHOST, self.ctx.settings.cohost_grant_ttl, name)
         await self.ctx.direct(room, {"type": "grant", "role": "cohost", "token": token, "seat": number},
                               users=[user], effects=Effects(set_role=Role.COHOST))
         await self.ctx.announce(room, "stage", state)
@@ -141,9 +141,11 @@ class StageScene:
 
     async def unseat(self, room: str, state: SceneState, user: UserId, reason: str) -> None:
         stage = state.stage
-        stage.seats.pop(user, None)
+        seat = stage.seats.pop(user, None)
         stage.moderators = [u for u in stage.moderators if u != user]
         await self.ctx.save(room, state)
+        # Taken back room-wide: the co-host token issued with the seat no longer joins, on any node.
+        await self.ctx.revoke_grant(room, seat.grant if seat else None)
         await self.ctx.direct(room, {"type": "grant", "role": "viewer", "reason": reason}, users=[user],
                               effects=Effects(set_role=Role.VIEWER, unpublish=True))
         await self.ctx.announce(room, "stage", state)

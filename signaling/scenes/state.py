@@ -26,6 +26,7 @@ class Seat:
     seat: int
     name: str | None = None
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
+    grant: str | None = None  # the co-host grant issued with the seat, taken back with it
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class Call:
     keep_video: bool
     started_ms: float
     private_room: RoomName
+    grants: list[str] = field(default_factory=list)  # the two parties' grants for the private room
 
     @property
     def parties(self) -> tuple[UserId, UserId]:
@@ -122,17 +124,19 @@ class SceneState:
 
 @dataclass(frozen=True, slots=True)
 class Private:
-    """A private call room: only its two parties may join; ``show`` is the room it was switched from."""
+    """A private call room: only its two parties may join; ``show`` is the room it was switched from. When
+    the call ends the room stays ``closed`` to everyone (for as long as room state is kept)."""
 
     users: tuple[UserId, UserId]
     show: RoomName
+    closed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"users": list(self.users), "show": self.show}
+        return {"users": list(self.users), "show": self.show, "closed": self.closed}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> Private | None:
         if not raw:
             return None
         host, guest = raw["users"]
-        return cls((UserId(host), UserId(guest)), RoomName(raw["show"]))
+        return cls((UserId(host), UserId(guest)), RoomName(raw["show"]), bool(raw.get("closed")))
