@@ -49,6 +49,8 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
               help="STUN/TURN server for the relay (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); none by default.")
 @click.option("--ice-address", "ice_addresses", multiple=True, default=("127.0.0.1",),
               help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface.")
+@click.option("--ice-deny", "ice_deny", multiple=True, default=("169.254.0.0/16", "fe80::/10"),
+              help="Ignore client ICE candidates on this network (repeatable; default: link-local).")
 @click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Serve HTTPS/WSS with this certificate (PEM); browsers need it off localhost for cameras.")
 @click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="Its private key (PEM).")
@@ -63,6 +65,7 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
           max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
+          ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
           workers: int, reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
@@ -93,7 +96,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,
-        ice_addresses=() if "auto" in ice_addresses else ice_addresses,
+        ice_addresses=() if "auto" in ice_addresses else ice_addresses, ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
     )

@@ -7,7 +7,7 @@ Used alike by the server (``signaling``), the client library (``clients``), the 
 """
 
 from protocol.clock import ClockEstimate, now_ms
-from protocol.codes import CloseCode, ErrorCode, ProtocolError, Ref, Role
+from protocol.codes import BAD_INPUT_CODES, CloseCode, ErrorCode, ProtocolError, Ref, Role
 from protocol.encoding import Encoding, decode, encode
 from protocol.messages import (
     CLIENT_MESSAGES,
@@ -21,13 +21,16 @@ from protocol.messages import (
     ack_message,
     error_message,
     pong_message,
+    safe_ref,
     validate_client_message,
 )
 from protocol.tokens import Grant, issue_token, verify_token
 
 __all__ = [
+    "BAD_INPUT_CODES",
     "CLIENT_MESSAGES", "DROPPABLE_KINDS", "DURABLE_KINDS", "MEDIA_KINDS", "PRODUCT_FIELDS", "PROTOCOL_VERSION",
     "ROOM_RE", "SCENE_KINDS", "ClockEstimate", "CloseCode", "Encoding", "ErrorCode", "Grant", "ProtocolError",
     "Ref", "Role", "ack_message", "decode", "encode", "error_message", "issue_token", "now_ms", "pong_message",
+    "safe_ref",
     "validate_client_message", "verify_token",
 ]

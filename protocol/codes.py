@@ -41,6 +41,15 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"
 
 
+BAD_INPUT_CODES = frozenset({
+    ErrorCode.BAD_JSON, ErrorCode.BAD_MSGPACK, ErrorCode.BAD_MESSAGE, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LARGE,
+    ErrorCode.NOT_JOINED, ErrorCode.ALREADY_JOINED, ErrorCode.UNKNOWN_MEDIA, ErrorCode.BAD_SDP, ErrorCode.BAD_CANDIDATE,
+})
+"""Errors that mean a client sent something malformed or out of place: a connection that keeps sending such
+messages is closed (``TOO_MANY_ERRORS``). Refusals of well-formed messages (rate limits, roles, a busy
+stage, the broker unavailable) are answered but never count against the connection."""
+
+
 class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (RFC 6455 range 4000-4999 is ours)."""
 

@@ -33,6 +33,8 @@ def decode(data: str | bytes) -> tuple[dict[str, Any], Encoding]:
             message = json.loads(data)
         except ValueError as exc:
             raise ProtocolError(ErrorCode.BAD_JSON, f"invalid JSON: {exc}") from None
+        except RecursionError:  # nested deeper than the interpreter's stack allows
+            raise ProtocolError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
         encoding = Encoding.JSON
     else:
         try:

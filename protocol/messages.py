@@ -46,9 +46,15 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an integer too large for a float raises OverflowError
+    except OverflowError:
+        raise ValueError("must be a finite number") from None
+    if not math.isfinite(number) or abs(number) > 1e15:
+        raise ValueError("must be a finite number of at most 1e15")
+    return number
 
 
 def _bool(value: Any) -> bool:
@@ -57,12 +63,25 @@ def _bool(value: Any) -> bool:
     return value
 
 
+MAX_SAFE_INT = 2**53 - 1  # what every JSON implementation holds exactly (and msgpack encodes)
+
+
 def _ref(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("must be an integer or a string")
     if isinstance(value, str) and len(value) > 64:
         raise ValueError("at most 64 characters")
+    if isinstance(value, int) and not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        raise ValueError(f"must be within ±{MAX_SAFE_INT}")
     return value
+
+
+def safe_ref(message: dict[str, Any]) -> Ref:
+    """A message's ``id`` if it is one the server can echo back; None otherwise (bad ids are not echoed)."""
+    try:
+        return _ref(message["id"]) if "id" in message else None
+    except ValueError:
+        return None
 
 
 MAX_SDP_CHARS = 60_000
@@ -183,7 +202,7 @@ def _check_fields(
 def validate_client_message(message: dict[str, Any]) -> dict[str, Any]:
     """Check a decoded client message; return a cleaned copy with only known fields. Raises ProtocolError."""
     kind = message.get("type")
-    ref = message.get("id") if isinstance(message.get("id"), int | str) else None
+    ref = safe_ref(message)
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "missing field 'type'", ref)
     spec = CLIENT_MESSAGES.get(kind)

@@ -13,6 +13,7 @@ learns about changes through its ``on_event`` callback; nothing here imports sig
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class TrackSource(Protocol):
     tracks: dict[str, PublishedTrack]  # by kind
     codecs: dict[str, RTCRtpCodecParameters]
     closed: bool
+    announced: bool  # the room was told it joined (so it is told when it leaves)
 
     @property
     def local(self) -> bool:
@@ -94,6 +96,9 @@ class MediaConfig:
     max_queue_frames: int = 30
     # Least time between two keyframe requests to one publisher (seconds).
     keyframe_interval: float = 0.1
+    # Client ICE candidates on these networks are ignored: a client must not aim the relay's connectivity
+    # checks at link-local addresses (the cloud metadata address 169.254.169.254 among them).
+    deny_networks: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -137,14 +142,18 @@ class _Peer:
         await self.pc.setLocalDescription(answer)
         return self.pc.localDescription.sdp
 
-    async def add_candidate(self, candidate: dict[str, Any]) -> None:
+    async def add_candidate(self, candidate: dict[str, Any]) -> bool:
+        """Add a client's trickled candidate; False if it was ignored (its address is on a denied network)."""
         text = candidate.get("candidate") or ""
         if not text:
-            return  # end of candidates
+            return True  # end of candidates
         parsed = candidate_from_sdp(text.removeprefix("candidate:"))
+        if _denied(parsed.ip, self.room.router.deny_networks):
+            return False
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
         await self.pc.addIceCandidate(parsed)
+        return True
 
     async def close(self) -> None:
         if self.closed:
@@ -163,6 +172,7 @@ class Publisher(_Peer):
         self.user = user
         self.tracks: dict[str, PublishedTrack] = {}  # by kind
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
+        self.announced = False  # set once its offer is accepted: a refused publish is never announced
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -234,6 +244,7 @@ class RemotePublisher:
         self.tracks: dict[str, PublishedTrack] = {}
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
         self.closed = False
+        self.announced = True  # the origin announced it; the edge tells its room when the mirror ends
         self._request_keyframe = request_keyframe
 
     @property
@@ -311,6 +322,14 @@ class Subscriber(_Peer):
         self.room.remove_subscriber(self)
 
 
+def _denied(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a hostname (mDNS .local): nothing to compare; aioice resolves or drops it
+    return any(ip in network for network in networks)
+
+
 def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
     def same(c: RTCRtpCodecCapability) -> bool:
         if c.mimeType.lower() != codec.mimeType.lower() or c.clockRate != codec.clockRate:
@@ -334,7 +353,7 @@ class MediaRoom:
 
     def remove_publisher(self, publisher: TrackSource) -> None:
         self.router.forget(publisher.id)
-        if self.publishers.pop(publisher.id, None) is not None:
+        if self.publishers.pop(publisher.id, None) is not None and publisher.announced:
             self.router.emit(self.name, {"type": "publisher_left", "publisher": publisher.id,
                                          "user": publisher.user})
         self.router.forget_if_empty(self)
@@ -350,6 +369,7 @@ class MediaRouter:
 
     def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
         self.config = config
+        self.deny_networks = tuple(ipaddress.ip_network(n) for n in config.deny_networks)
         self.rooms: dict[str, MediaRoom] = {}
         self.peers: dict[str, Publisher | Subscriber] = {}  # this node's peer connections, by id
         self.sources: dict[str, TrackSource] = {}  # publishers, local and mirrored, by id
@@ -393,6 +413,7 @@ class MediaRouter:
         except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
             await self.close_peer(peer_id)
             raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
+        publisher.announced = True
         self.emit(room_name, {"type": "publisher_joined", "publisher": peer_id, "user": user,
                               "kinds": sorted(publisher.tracks)})
         return answer
@@ -444,14 +465,15 @@ class MediaRouter:
                 changed += 1
         return changed
 
-    async def add_candidate(self, peer_id: str, candidate: dict[str, Any]) -> None:
+    async def add_candidate(self, peer_id: str, candidate: dict[str, Any]) -> bool:
+        """Add a trickled candidate; False if ignored (a denied network). Raises MediaError."""
         peer = self.peers.get(peer_id)
         if peer is None:
-            raise MediaError(ErrorCode.UNKNOWN_MEDIA, "no such media session")
+            raise MediaError(ErrorCode.UNKNOWN_MEDIA, "no such media session (it may have ended)")
         try:
-            await peer.add_candidate(candidate)
-        except (ValueError, IndexError) as exc:
-            raise MediaError(ErrorCode.BAD_CANDIDATE, f"cannot use this candidate: {exc}") from None
+            return await peer.add_candidate(candidate)
+        except Exception as exc:  # aiortc/aioice raise ValueError, IndexError, KeyError... for malformed text
+            raise MediaError(ErrorCode.BAD_CANDIDATE, f"cannot use this candidate: {exc!r}") from None
 
     async def close_peer(self, peer_id: str) -> None:
         """Close a publisher, subscriber or mirror by id (nothing if it is gone already)."""

@@ -33,8 +33,11 @@ class LimitsConfig:
     product_burst: int = 20
     # Connections from one remote address (0 = unlimited).
     max_conns_per_ip: int = 500
-    # A connection that sends this many bad messages is closed (0 = never).
+    # A connection that sends this many malformed or out-of-place messages (protocol.BAD_INPUT_CODES) in a
+    # burst is closed with 4000 (0 = never); the allowance refills at `bad_input_refill` per second, so a
+    # long-lived client's occasional slip never adds up. Refusals (rate limits, roles) never count.
     max_errors_per_conn: int = 50
+    bad_input_refill: float = 1.0
     # Outbound buffering (bytes waiting in user space for one connection): beyond `soft`, droppable
     # events (comments, likes, presence) are skipped for that connection; beyond `hard`, it is
     # disconnected with close code 4008 and resumes by sequence number.
@@ -85,6 +88,8 @@ class ServerConfig:
     media_enabled: bool = True
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # Client ICE candidates on these networks are ignored (link-local, the cloud metadata address among them).
+    ice_deny: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
     # The browser page's files (served at / and /static/); None serves no page.
     web_root: str | None = None
     # HTTPS/WSS (browsers give camera access only on localhost or HTTPS).

@@ -9,6 +9,7 @@ a connection that keeps sending bad messages is closed; a failed join closes wit
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from protocol import (
+    BAD_INPUT_CODES,
     MEDIA_KINDS,
     CloseCode,
     Encoding,
@@ -24,6 +26,7 @@ from protocol import (
     ProtocolError,
     decode,
     pong_message,
+    safe_ref,
     validate_client_message,
     verify_token,
 )
@@ -34,6 +37,8 @@ from signaling.hub import Hub
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
 from signaling.session import Session
+
+log = logging.getLogger(__name__)
 
 _JOIN_FAILURE_CLOSE = {
     ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
@@ -119,8 +124,8 @@ class Connections:
                 return
             else:  # CLOSE / CLOSING / CLOSED
                 return
-            if limits.max_errors_per_conn and session.errors >= limits.max_errors_per_conn:
-                await self.hub.disconnect(session, CloseCode.TOO_MANY_ERRORS, "too many bad messages")
+            if limits.max_errors_per_conn and session.bad_input.exhausted:
+                await self.hub.disconnect(session, CloseCode.TOO_MANY_ERRORS, "too many malformed messages")
                 return
 
     async def _on_frame(self, session: Session, data: str | bytes) -> None:
@@ -133,17 +138,24 @@ class Connections:
             raw = decode(data)[0]
             if len(data) > self.limits.max_message_bytes and raw.get("type") not in MEDIA_KINDS:
                 raise ProtocolError(ErrorCode.TOO_LARGE, f"message larger than {self.limits.max_message_bytes} bytes",
-                                    raw.get("id") if isinstance(raw.get("id"), int | str) else None)
+                                    safe_ref(raw))
             message = validate_client_message(raw)
             ref = message.get("id")
             await self.dispatcher.dispatch(session, message)
         except ProtocolError as exc:
             session.errors += 1
+            if exc.code in BAD_INPUT_CODES:
+                session.bad_input.take()
             self.count_error(exc.code)
             session.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
             close = _JOIN_FAILURE_CLOSE.get(exc.code)
             if close is not None and not session.joined:
                 await session.close(close, exc.message)
+        except Exception:
+            # A bug of ours: the client is told, the connection and everyone else carry on.
+            log.exception("message handler failed", extra={"session": session.id, "room": session.room})
+            self.count_error(ErrorCode.INTERNAL)
+            session.send_error(ErrorCode.INTERNAL, "internal error; the message was not applied", ref)
 
     # -- the connection's own messages ------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ async def _no_rooms(room: str) -> tuple[str, ...]:
 
 class MediaSignaling:
     def __init__(self, router: MediaRouter, registry: Registry, stream: EventStream, node_url: str,
-                 on_setup: Callable[[str, float], None],
+                 on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[], None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None],
                  cascade: EdgeCascade | None = None) -> None:
         self.router = router
@@ -53,6 +53,7 @@ class MediaSignaling:
         self.on_publishers_changed: Callable[[str], Awaitable[None]] | None = None
         self._ids = itertools.count(1)
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
+        self._on_candidate_denied = on_candidate_denied
         self._owner: dict[str, Session] = {}
 
     def handlers(self) -> dict[str, MediaHandler]:
@@ -86,7 +87,10 @@ class MediaSignaling:
         ref = message.get("id")
         self._check_owner(session, message["media"], ref)
         with self._media_errors(session, None, ref):
-            await self.router.add_candidate(message["media"], message["candidate"])
+            if not await self.router.add_candidate(message["media"], message["candidate"]):
+                self._on_candidate_denied()
+        if ref is not None:
+            session.send({"type": "ok", "id": ref})
 
     async def close_own(self, session: Session, message: dict[str, Any]) -> None:
         """``unpublish`` / ``unsubscribe``: close one of this connection's media sessions."""

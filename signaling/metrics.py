@@ -45,6 +45,8 @@ class ServerMetrics:
         self.client_first_frame = Histogram(
             "live_relay_client_first_frame_seconds", "Subscribe to first decoded frame, as reported by clients",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.ice_candidates_denied = Counter(
+            "live_relay_ice_candidates_denied", "Client ICE candidates ignored: on a denied network", registry=r)
         self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
 
     def render(self) -> bytes:

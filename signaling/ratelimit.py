@@ -26,6 +26,11 @@ class TokenBucket:
         return False
 
     @property
+    def exhausted(self) -> bool:
+        """True while not even one token is left."""
+        return self._tokens + (time.monotonic() - self._stamp) * self.rate < 1.0
+
+    @property
     def full(self) -> bool:
         """True once the bucket has refilled: it no longer carries any state worth keeping."""
         return self._tokens + (time.monotonic() - self._stamp) * self.rate >= self.burst

@@ -52,6 +52,7 @@ class Session:
         self.closing = False
         self.media: set[str] = set()  # ids of this connection's media sessions (peer connections)
         self.like_bucket = TokenBucket(limits.like_rate, limits.like_burst)
+        self.bad_input = TokenBucket(limits.bad_input_refill, limits.max_errors_per_conn)
         self._transport = transport
         self._soft = limits.send_buffer_soft
         self._hard = limits.send_buffer_hard

@@ -4,6 +4,7 @@ out-of-range input, floods of media sessions and likes. Real server on loopback,
 from __future__ import annotations
 
 import aiohttp
+import msgpack
 import pytest
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
@@ -67,3 +68,124 @@ async def test_a_private_room_closes_to_everyone_when_its_call_ends(server):
             code, close = await _join_refused(server.ws_url, private, token)
             assert code in (ErrorCode.REVOKED, ErrorCode.FORBIDDEN), (token, code)
             assert close in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN)
+
+
+# -- malformed and out-of-range input --------------------------------------------------------------------------
+
+
+async def _joined_ws(http: aiohttp.ClientSession, server, token: str | None = None, binary: bool = False):
+    ws = await http.ws_connect(server.ws_url)
+    join = {"type": "join", "room": "show", **({"token": token} if token else {})}
+    if binary:
+        await ws.send_bytes(msgpack.packb(join))
+        assert msgpack.unpackb((await ws.receive(timeout=10)).data)["type"] == "joined"
+    else:
+        await ws.send_json(join)
+        assert (await ws.receive_json(timeout=10))["type"] == "joined"
+    return ws
+
+
+async def _still_alive(ws, binary: bool = False) -> None:
+    ping = {"type": "ping", "id": "alive"}
+    if binary:
+        await ws.send_bytes(msgpack.packb(ping))
+        while (reply := msgpack.unpackb((await ws.receive(timeout=10)).data))["type"] != "pong":
+            pass
+    else:
+        await ws.send_json(ping)
+        while (reply := await ws.receive_json(timeout=10))["type"] != "pong":
+            pass
+    assert reply["id"] == "alive"
+
+
+async def test_json_nested_too_deep_is_bad_json_and_the_connection_lives(server):
+    async with aiohttp.ClientSession() as http:
+        ws = await _joined_ws(http, server)
+        await ws.send_str("[" * 30_000 + "]" * 30_000)  # under the frame limit, far over Python's recursion
+        reply = await ws.receive_json(timeout=10)
+        assert reply["type"] == "error" and reply["code"] == "bad_json"
+        await _still_alive(ws)
+        await ws.close()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_ids_and_numbers_out_of_range_are_refused_before_anything_is_published(server, binary):
+    async with aiohttp.ClientSession() as http, LiveClient(server.ws_url, "show") as watcher:
+        ws = await _joined_ws(http, server, server.token("show", "amy"), binary=binary)
+        for message in ({"type": "comment", "text": "big id", "id": 2**63},
+                        {"type": "comment", "text": "big ts", "ts": 2**62, "id": 5},
+                        {"type": "comment", "text": "huge ts", "ts": 1e300, "id": 6}):
+            if binary:
+                await ws.send_bytes(msgpack.packb(message))
+                reply = msgpack.unpackb((await ws.receive(timeout=10)).data)
+            else:
+                await ws.send_json(message)
+                reply = await ws.receive_json(timeout=10)
+            assert reply["type"] == "error" and reply["code"] == "bad_message", reply
+            assert reply.get("id") == (None if message["id"] == 2**63 else message["id"])  # a bad id is not echoed
+        await _still_alive(ws, binary)
+        await ws.close()
+        with pytest.raises(TimeoutError):  # nothing was published
+            await watcher.next_event("comment", timeout=0.5)
+
+
+async def test_malformed_and_late_candidates_are_answered_and_the_connection_lives(server):
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from tests.test_bad_input import _metric
+
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        media = publisher.media_id
+        cases = [
+            ({"type": "candidate", "media": media, "candidate": {"candidate": "candidate:garbage"}}, "bad_candidate"),
+            ({"type": "candidate", "media": media, "candidate": {"candidate": "candidate:1 1 udp x y z"}},
+             "bad_candidate"),
+            ({"type": "candidate", "media": media}, "bad_message"),
+            ({"type": "candidate", "media": "not-mine", "candidate": {"candidate": ""}}, "unknown_media"),
+        ]
+        for message, code in cases:
+            with pytest.raises(ServerError) as err:
+                await host.request(message)
+            assert err.value.code == code, message
+        # A link-local candidate (the cloud metadata address) is ignored, and counted.
+        await host.request({"type": "candidate", "media": media, "candidate": {
+            "candidate": "candidate:1 1 udp 2122260223 169.254.169.254 9 typ host", "sdpMid": "0"}})
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(server.base + "/metrics")).text()
+        assert _metric(metrics, "live_relay_ice_candidates_denied_total") == 1
+        # The subscription the server closed (unsubscribed) takes a late candidate with unknown_media.
+        await host.request({"type": "unpublish", "media": media})
+        with pytest.raises(ServerError) as err:
+            await host.request({"type": "candidate", "media": media, "candidate": {"candidate": ""}})
+        assert err.value.code == "unknown_media"
+        assert await host.ping() > 0
+        await publisher.pc.close()
+
+
+async def test_a_refused_publish_is_never_announced(server):
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show") as viewer:
+        sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        with pytest.raises(ServerError) as err:
+            await host.request({"type": "publish", "sdp": sdp})
+        assert err.value.code == "bad_sdp"
+        with pytest.raises(TimeoutError):
+            await viewer.next_event("media", timeout=1.0)
+
+
+async def test_rate_limited_messages_do_not_count_as_bad_input(start_server):
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(max_errors_per_conn=5, comment_rate=0.1,
+                                                                   comment_burst=1))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "keen")) as keen:
+        codes = []
+        for n in range(20):  # a keen viewer: one comment goes through, the rest are limited
+            try:
+                await keen.comment(f"again {n}")
+                codes.append("ok")
+            except ServerError as exc:
+                codes.append(str(exc.code))
+        assert codes[0] == "ok" and set(codes[1:]) == {"rate_limited"}
+        assert await keen.ping() > 0 and keen.connected  # still here: refusals are not bad input
