@@ -40,6 +40,10 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 @click.option("--anonymous/--no-anonymous", default=True,
               help="Let viewers without a token join read-only (they may like, not comment).")
 @click.option("--max-conns-per-ip", default=500, type=int, help="Connections per remote address (0: no limit).")
+@click.option("--max-media-per-ip", default=200, type=int,
+              help="Media sessions (peer connections) per remote address (0: no limit).")
+@click.option("--max-media-per-room", default=2000, type=int,
+              help="Media sessions per room on this node (0: no limit).")
 @click.option("--comment-rate", default=2.0, type=float, help="Comments per second per user.")
 @click.option("--comment-burst", default=5, type=int, help="Comment burst per user.")
 @click.option("--history-size", default=1000, type=int, help="Durable events kept per room.")
@@ -63,7 +67,8 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--node-port", default=None, type=int, hidden=True)
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
-          max_conns_per_ip: int, comment_rate: float, comment_burst: int, history_size: int,
+          max_conns_per_ip: int, max_media_per_ip: int, max_media_per_room: int, comment_rate: float,
+          comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
@@ -92,7 +97,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         rooms = (*rooms, "demo")
     config = ServerConfig(
         host=host, port=port, secret=secret, allow_anonymous=anonymous, rooms=rooms,
-        limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, comment_rate=comment_rate,
+        limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, max_media_per_ip=max_media_per_ip,
+                            max_media_per_room=max_media_per_room, comment_rate=comment_rate,
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,

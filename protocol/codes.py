@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_MEDIA = "unknown_media"  # no such media session on this connection
     ALREADY_PUBLISHING = "already_publishing"
     MEDIA_UNAVAILABLE = "media_unavailable"  # this server runs without the media relay
+    TOO_MANY_MEDIA = "too_many_media"  # over a bound on media sessions (per connection, address or room)
     STAGE_FULL = "stage_full"  # every seat is taken
     NOT_FOUND = "not_found"  # the user or room named is not there
     NO_INVITATION = "no_invitation"  # nothing to answer (never invited, or the invitation expired)

@@ -99,6 +99,9 @@ class MediaConfig:
     # Client ICE candidates on these networks are ignored: a client must not aim the relay's connectivity
     # checks at link-local addresses (the cloud metadata address 169.254.169.254 among them).
     deny_networks: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
+    # A peer connection not connected this long after its answer is closed (its client went away, or ICE
+    # cannot get through): nothing a client starts and abandons is held for long.
+    connect_timeout: float = 20.0
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -160,6 +163,8 @@ class _Peer:
             return
         self.closed = True
         self._on_close()
+        # Whoever started it learns it is gone, however it ended (closed by the client, ICE failure, timeout).
+        self.room.router.emit(self.room.name, {"type": "peer_closed", "peer": self.id})
         await self.pc.close()
 
     def _on_close(self) -> None:
@@ -416,6 +421,7 @@ class MediaRouter:
         publisher.announced = True
         self.emit(room_name, {"type": "publisher_joined", "publisher": peer_id, "user": user,
                               "kinds": sorted(publisher.tracks)})
+        self._watch_connect(peer_id)
         return answer
 
     async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,
@@ -438,7 +444,9 @@ class MediaRouter:
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
         try:
-            return await subscriber.negotiate(offer_sdp, source)
+            answer = await subscriber.negotiate(offer_sdp, source)
+            self._watch_connect(peer_id)
+            return answer
         except MediaError:
             await self.close_peer(peer_id)
             raise
@@ -481,6 +489,20 @@ class MediaRouter:
         self.forget(peer_id)
         if peer is not None:
             await peer.close()
+
+    def _watch_connect(self, peer_id: str) -> None:
+        asyncio.get_running_loop().call_later(self.config.connect_timeout, self._check_connected, peer_id)
+
+    def _check_connected(self, peer_id: str) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.pc.connectionState != "connected":
+            log.info("peer never connected; closing it", extra={"peer": peer_id, "state": peer.pc.connectionState})
+            self.close_soon(peer_id)
+
+    def room_peer_count(self, room_name: str) -> int:
+        """Peer connections (publishers and subscribers) this node holds for a room."""
+        room = self.rooms.get(room_name)
+        return 0 if room is None else sum(1 for p in room.publishers.values() if p.local) + len(room.subscribers)
 
     def close_soon(self, peer_id: str) -> None:
         """Close a peer from a synchronous callback; the task is kept and awaited in ``close``."""

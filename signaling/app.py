@@ -54,10 +54,11 @@ class RelayServer:
             node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
                                            else f"ws://{reachable_host(config.host)}:{config.port}/ws")
             router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses,
-                                             deny_networks=config.ice_deny),
+                                             deny_networks=config.ice_deny,
+                                             connect_timeout=config.limits.media_connect_timeout),
                                  on_event=self._on_router_event)
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
-            self.media = MediaSignaling(router, broker, broker, node_url, self._observe_media_setup,
+            self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,
                                         self.metrics.ice_candidates_denied.inc, hub.spawn, cascade)
         self.scenes = Scenes(
             ScenePorts(store=broker, registry=broker, stream=broker, sign_grant=self._sign_grant, local=hub,

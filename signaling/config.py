@@ -48,6 +48,15 @@ class LimitsConfig:
     socket_send_buffer: int = 0
     # Seconds a client has to send its `join` after connecting.
     join_timeout: float = 10.0
+    # Media sessions (peer connections) a client can make the server hold (0 = unlimited): per WebSocket
+    # (a viewer of a full stage and a PK needs about 8), publications per WebSocket, per remote address,
+    # per room on this node. Over a bound: `too_many_media`.
+    max_media_per_conn: int = 10
+    max_publish_per_conn: int = 2
+    max_media_per_ip: int = 200
+    max_media_per_room: int = 2000
+    # A peer connection not connected this long after the answer is closed and its slot freed (seconds).
+    media_connect_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,6 +22,7 @@ from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from relay.router import MediaError, MediaRouter
 from signaling.brokers import BrokerUnavailable, EventStream, Registry
 from signaling.cascade import EdgeCascade
+from signaling.config import LimitsConfig
 from signaling.scenes.port import Member
 from signaling.session import Session
 
@@ -37,13 +39,15 @@ async def _no_rooms(room: str) -> tuple[str, ...]:
 
 class MediaSignaling:
     def __init__(self, router: MediaRouter, registry: Registry, stream: EventStream, node_url: str,
-                 on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[], None],
+                 limits: LimitsConfig, on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[], None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None],
                  cascade: EdgeCascade | None = None) -> None:
         self.router = router
         self.registry = registry
         self.stream = stream
         self.node_url = node_url  # how other nodes reach this one (the registry says where publishers are)
+        self.limits = limits
+        self._by_address: Counter[str] = Counter()  # media sessions held, by the owner's remote address
         self.cascade = cascade
         self._spawn = spawn
         self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
@@ -66,8 +70,12 @@ class MediaSignaling:
         ref, room = message.get("id"), _room_of(session)
         if session.role not in _PUBLISHERS:
             raise ProtocolError(ErrorCode.FORBIDDEN, "only a host or co-host can publish", ref)
+        if self.limits.max_publish_per_conn and sum(
+                1 for m in session.media if "-pub" in m) >= self.limits.max_publish_per_conn:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA,
+                                f"at most {self.limits.max_publish_per_conn} publications per connection", ref)
         started = time.perf_counter()
-        media_id = self._adopt(session, "pub")
+        media_id = self._adopt(session, "pub", ref)
         with self._media_errors(session, media_id, ref):
             sdp = await self.router.publish(room, media_id, session.user, message["sdp"])
         await self._register(room, media_id)
@@ -76,7 +84,7 @@ class MediaSignaling:
     async def subscribe(self, session: Session, message: dict[str, Any]) -> None:
         ref, room = message.get("id"), _room_of(session)
         started = time.perf_counter()
-        media_id = self._adopt(session, "sub")
+        media_id = self._adopt(session, "sub", ref)
         with self._media_errors(session, media_id, ref):
             visible = await self.visible_rooms(room)
             publisher = await self._pull_if_remote(room, message.get("publisher"), visible)
@@ -99,11 +107,30 @@ class MediaSignaling:
         await self.close_media(message["media"])
         session.send({"type": "closed_media", "id": ref, "media": message["media"]})
 
-    def _adopt(self, session: Session, what: str) -> str:
+    def _adopt(self, session: Session, what: str, ref: Ref) -> str:
+        """A new media id for this connection, within the bounds. Raises ProtocolError(too_many_media)."""
+        limits, room = self.limits, _room_of(session)
+        if limits.max_media_per_conn and len(session.media) >= limits.max_media_per_conn:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA,
+                                f"at most {limits.max_media_per_conn} media sessions per connection", ref)
+        if limits.max_media_per_ip and self._by_address[session.remote] >= limits.max_media_per_ip:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "too many media sessions from your address", ref)
+        if limits.max_media_per_room and self.router.room_peer_count(room) >= limits.max_media_per_room:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "this room holds as many media sessions as it may", ref)
         media_id = f"{session.id}-{what}{next(self._ids)}"
         self._owner[media_id] = session
         session.media.add(media_id)
+        self._by_address[session.remote] += 1
         return media_id
+
+    def _forget(self, media_id: str) -> None:
+        """The media session is over (closed by anyone, or never started): free its slot."""
+        session = self._owner.pop(media_id, None)
+        if session is not None:
+            session.media.discard(media_id)
+            self._by_address[session.remote] -= 1
+            if self._by_address[session.remote] <= 0:
+                del self._by_address[session.remote]
 
     @contextlib.contextmanager
     def _media_errors(self, session: Session, media_id: str | None, ref: Ref) -> Any:
@@ -112,8 +139,7 @@ class MediaSignaling:
             yield
         except MediaError as exc:
             if media_id is not None:
-                self._owner.pop(media_id, None)
-                session.media.discard(media_id)
+                self._forget(media_id)
             raise ProtocolError(exc.code, exc.message, ref) from None
 
     def _check_owner(self, session: Session, media_id: str, ref: Ref) -> None:
@@ -177,6 +203,9 @@ class MediaSignaling:
 
     def on_router_event(self, room: str, event: dict[str, Any]) -> None:
         """From the media router (publisher joined/left): tell the room, off the router's call stack."""
+        if event["type"] == "peer_closed":  # for us, not the room: its owner's slot is free again
+            self._forget(event["peer"])
+            return
         message = {"type": "media", "room": room, **{("event" if k == "type" else k): v for k, v in event.items()},
                    "server_ts": now_ms()}
         self._spawn(self._announce(room, message), f"media-event-{room}")
@@ -209,9 +238,7 @@ class MediaSignaling:
     # -- closing --------------------------------------------------------------------------------------------
 
     async def close_media(self, media_id: str) -> None:
-        session = self._owner.pop(media_id, None)
-        if session is not None:
-            session.media.discard(media_id)
+        self._forget(media_id)
         await self.router.close_peer(media_id)
         await self.unregister(media_id)
 

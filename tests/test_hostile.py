@@ -3,6 +3,8 @@ out-of-range input, floods of media sessions and likes. Real server on loopback,
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import msgpack
 import pytest
@@ -189,3 +191,80 @@ async def test_rate_limited_messages_do_not_count_as_bad_input(start_server):
                 codes.append(str(exc.code))
         assert codes[0] == "ok" and set(codes[1:]) == {"rate_limited"}
         assert await keen.ping() > 0 and keen.connected  # still here: refusals are not bad input
+
+
+# -- media resources are bounded and reclaimed -------------------------------------------------------------------
+
+
+async def _offer(kinds: tuple[str, ...] = ("video",)) -> tuple[object, str]:
+    """A receive-only offer from a peer connection that will never answer ICE checks (closed at once)."""
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return pc, sdp
+
+
+async def test_media_sessions_are_bounded_per_connection_and_reclaimed(start_server):
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(max_media_per_conn=3, media_connect_timeout=1.0))
+    router = srv.relay.media.router
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        anon = LiveClient(srv.ws_url, "show")  # anonymous: the bound holds for everyone
+        await anon.connect()
+        _, sdp = await _offer()
+        answers = []
+        for _ in range(3):
+            answers.append(await anon.request({"type": "subscribe", "sdp": sdp}))
+        with pytest.raises(ServerError) as err:
+            await anon.request({"type": "subscribe", "sdp": sdp})
+        assert err.value.code == "too_many_media"
+        assert len(router.rooms["show"].subscribers) == 3
+        # Nobody completes ICE for them: after the connect timeout the server closes them and frees the slots.
+        async with asyncio.timeout(15):
+            while router.rooms["show"].subscribers:  # noqa: ASYNC110 - the server's own timer; nothing to await
+                await asyncio.sleep(0.1)
+        again = await anon.request({"type": "subscribe", "sdp": sdp})
+        assert again["media"] not in {a["media"] for a in answers}
+        await anon.close()  # a connection that goes takes its media sessions with it
+        async with asyncio.timeout(10):
+            while router.rooms["show"].subscribers:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        with pytest.raises(ServerError) as err:  # and a host cannot publish without end either
+            for _ in range(3):
+                await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        assert err.value.code == "too_many_media"
+        await publisher.close()
+
+
+async def test_media_sessions_are_bounded_per_address(start_server):
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(max_media_per_ip=4, max_media_per_conn=10))
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])  # 1 from this address
+        _, sdp = await _offer()
+        clients = [LiveClient(srv.ws_url, "show") for _ in range(4)]
+        codes = []
+        for client in clients:  # many connections from one address share its bound
+            await client.connect()
+            try:
+                await client.request({"type": "subscribe", "sdp": sdp})
+                codes.append("ok")
+            except ServerError as exc:
+                codes.append(str(exc.code))
+        assert codes == ["ok", "ok", "ok", "too_many_media"]
+        for client in clients:
+            await client.close()
+        await publisher.close()
