@@ -58,11 +58,12 @@ class Channel:
         count = message.get("count", 1)
         if count > self.limits.max_like_count:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"count must be at most {self.limits.max_like_count}", ref)
-        if not session.like_bucket.take():
+        granted = self._take_taps(session, room, count)
+        if not granted:
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many likes; slow down", ref)
         chat = self.hub.room(room)
         if chat is not None:
-            chat.pending_likes += count  # summed and published by the ticker
+            chat.pending_likes += granted  # summed and published by the ticker
 
     async def product(self, session: Session, message: dict[str, Any]) -> None:
         ref, room, limits = message.get("id"), _room_of(session), self.limits
@@ -97,12 +98,34 @@ class Channel:
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
-    def _take(self, room: str, user: str, what: str, rate: float, burst: int) -> bool:
-        key = (room, user, what)
+    def _bucket(self, room: str, who: str, what: str, rate: float, burst: int) -> TokenBucket:
+        key = (room, who, what)
         bucket = self._user_buckets.get(key)
         if bucket is None:
             bucket = self._user_buckets[key] = TokenBucket(rate, burst)
-        return bucket.take()
+        return bucket
+
+    def _take(self, room: str, user: str, what: str, rate: float, burst: int) -> bool:
+        return self._bucket(room, user, what, rate, burst).take()
+
+    def _take_taps(self, session: Session, room: str, count: int) -> int:
+        """Taps allowed by the connection's, the user's and the address's buckets (what one allows and a
+        later one refuses is given back)."""
+        limits = self.limits
+        buckets = [session.like_bucket, self._bucket(room, "@" + session.remote, "like", limits.like_address_rate,
+                                                     limits.like_address_burst)]
+        if not session.anonymous:
+            buckets.append(self._bucket(room, session.user, "like", limits.like_rate, limits.like_burst))
+        granted = count
+        taken: list[tuple[TokenBucket, int]] = []
+        for bucket in buckets:
+            got = bucket.take_up_to(granted)
+            taken.append((bucket, got))
+            granted = min(granted, got)
+        for bucket, got in taken:
+            if got > granted:
+                bucket.give_back(got - granted)
+        return granted
 
     def forget_idle_buckets(self) -> None:
         """Buckets that refilled are as good as new: drop them (the ticker calls this)."""

@@ -24,9 +24,14 @@ class LimitsConfig:
     # Comments: token bucket per user per room.
     comment_rate: float = 2.0
     comment_burst: int = 5
-    # Like messages (each may carry up to `max_like_count` taps): token bucket per connection.
+    # Likes are counted in taps (a `like` message carries up to `max_like_count`). Taps per second (and
+    # burst) per connection, per signed-in user, and per remote address in a room: the address bound is
+    # what keeps a script with many connections from buying likes (and PK scores); it is generous because
+    # many real viewers can share one address (a venue's Wi-Fi, carrier NAT). Taps over a bound are dropped.
     like_rate: float = 20.0
-    like_burst: int = 40
+    like_burst: int = 60
+    like_address_rate: float = 200.0
+    like_address_burst: int = 600
     max_like_count: int = 50
     # Product pushes and announcements, per user.
     product_rate: float = 10.0

@@ -25,6 +25,18 @@ class TokenBucket:
             return True
         return False
 
+    def take_up_to(self, amount: int) -> int:
+        """Spend as many whole tokens as are there, up to ``amount``; return how many."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        granted = min(amount, int(self._tokens))
+        self._tokens -= granted
+        return granted
+
+    def give_back(self, amount: int) -> None:
+        self._tokens = min(self.burst, self._tokens + amount)
+
     @property
     def exhausted(self) -> bool:
         """True while not even one token is left."""

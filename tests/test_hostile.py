@@ -4,6 +4,7 @@ out-of-range input, floods of media sessions and likes. Real server on loopback,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 import msgpack
@@ -268,3 +269,29 @@ async def test_media_sessions_are_bounded_per_address(start_server):
         for client in clients:
             await client.close()
         await publisher.close()
+
+
+async def test_likes_cannot_be_bought_with_many_connections(server):
+    """20 anonymous connections from one address asking 60,000 taps get the address's allowance, no more."""
+    import time
+
+    from signaling.config import LimitsConfig
+
+    limits = LimitsConfig()
+    bots = [LiveClient(server.ws_url, "show") for _ in range(20)]
+    for bot in bots:
+        await bot.connect()
+    started = time.monotonic()
+    await asyncio.gather(*(bot.like(50) for bot in bots for _ in range(60)))
+    elapsed = time.monotonic() - started
+    async with LiveClient(server.ws_url, "show") as watcher:
+        await asyncio.sleep(0.5)  # the ticker publishes totals every 200 ms
+        total = watcher.joined["state"]["likes"]
+        with contextlib.suppress(TimeoutError):
+            while True:
+                total = (await watcher.next_event("likes", timeout=0.5))["total"]
+    allowance = limits.like_address_burst + limits.like_address_rate * (elapsed + 1.0)
+    assert limits.like_address_burst <= total <= allowance, (total, allowance)
+    assert total < 60_000 / 20
+    for bot in bots:
+        await bot.close()
