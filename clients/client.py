@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 _FINAL_CLOSE_CODES = {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNKNOWN_ROOM, CloseCode.NORMAL}
 
 
-# Join errors after which retrying cannot help.
+# Join errors after which retrying cannot help. (`unknown_room` on a *re*join is not one of them: the room
+# may come back — a server restarted, a host reconnecting — and the client keeps trying; see docs/protocol.md.)
 _FINAL_JOIN_ERRORS = {ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.REVOKED, ErrorCode.FORBIDDEN,
-                      ErrorCode.WRONG_ROOM,
-                      ErrorCode.UNKNOWN_ROOM}
+                      ErrorCode.WRONG_ROOM}
 
 # Messages that answer a request (matched by `id`) rather than being events.
 _REPLY_TYPES = frozenset({"ack", "error", "pong", "answer", "closed_media", "ok"})
@@ -68,10 +68,15 @@ class ConnectionClosed(Exception):
 
 
 class LiveClient:
-    def __init__(self, url: str, room: str, token: str | None = None, *, name: str | None = None,
+    def __init__(self, url: str | Sequence[str], room: str, token: str | None = None, *, name: str | None = None,
                  encoding: Encoding = Encoding.JSON, reconnect: bool = False, max_backoff: float = 5.0,
                  queue_size: int = 10_000, http: aiohttp.ClientSession | None = None) -> None:
-        self.url = url
+        # Several node URLs (nodes sharing rooms through Redis): a reconnect that fails on one moves on to
+        # the next, and resumes there by sequence number.
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("LiveClient needs at least one URL")
+        self.url = self.urls[0]
         self.room = room
         self.token = token
         self.name = name
@@ -154,16 +159,20 @@ class LiveClient:
             join["name"] = self.name
         if self.epoch is not None:
             join["resume"] = {"epoch": self.epoch, "seq": self.seq}
-        await self._send_raw(join)
-        # Read until the answer to the join: an error, or `joined` followed by the recovered events.
-        while True:
-            message = await self._receive_one(ws)
-            if message is None:
-                raise ConnectionClosed(ws.close_code)
-            if message["type"] == "error":
-                raise ServerError(message)
-            if message["type"] == "joined":
-                break
+        try:
+            await self._send_raw(join)
+            # Read until the answer to the join: an error, or `joined` followed by the recovered events.
+            while True:
+                message = await self._receive_one(ws)
+                if message is None:
+                    raise ConnectionClosed(ws.close_code)
+                if message["type"] == "error":
+                    raise ServerError(message)
+                if message["type"] == "joined":
+                    break
+        except BaseException:
+            await ws.close()
+            raise
         if self.joined is not None:
             self.reconnects += 1
         self.joined = message
@@ -306,11 +315,16 @@ class LiveClient:
         self._end_events()
 
     async def _reconnect(self) -> bool:
-        """Reconnect and rejoin with backoff until it works (True) or cannot (False)."""
+        """Reconnect and rejoin with backoff until it works (True) or cannot (False). A node that cannot be
+        reached (or refuses with a retryable error) makes the next try go to the next URL."""
         backoff = 0.1
+        attempt = 0
         while not self._closed:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(self.max_backoff, backoff * 2)
+            if attempt:
+                self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+            attempt += 1
             try:
                 await self._open()
                 return True
@@ -318,9 +332,9 @@ class LiveClient:
                 if exc.code in _FINAL_JOIN_ERRORS:
                     log.warning("rejoin refused for good", extra={"room": self.room, "error": str(exc)})
                     return False
-                log.info("rejoin refused; retrying", extra={"room": self.room, "error": str(exc)})
+                log.info("rejoin refused; retrying", extra={"room": self.room, "error": str(exc), "url": self.url})
             except (aiohttp.ClientError, ConnectionClosed, OSError, TimeoutError) as exc:
-                log.info("reconnect failed", extra={"room": self.room, "error": repr(exc)})
+                log.info("reconnect failed", extra={"room": self.room, "error": repr(exc), "url": self.url})
         return False
 
     def _end_events(self) -> None:

@@ -47,11 +47,16 @@ class Membership:
             room = await self._enter(session, room_name, ref)
         except BrokerUnavailable:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
+        opened_here = not room.sessions
         session.room = room_name
         session.hold()  # live events wait until the recovered ones are written
         room.add(session, self.config.room.presence_max_names)
         self.metrics.connections.inc()
         try:
+            if opened_here:
+                # The room exists room-wide from this moment, not from the next presence tick: a viewer
+                # joining on another node right after the host is not told `unknown_room`.
+                await self.store.set_presence(room_name, len(room), room.viewer_count)
             recovery = await self.stream.recover(room_name, resume)
             joined = await self._joined_message(session, room, recovery)
         except BrokerUnavailable as exc:

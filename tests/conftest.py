@@ -60,7 +60,7 @@ async def start_server() -> AsyncIterator[Callable[..., object]]:
     servers: list[RunningServer] = []
 
     async def start(config: ServerConfig | None = None, **changes: object) -> RunningServer:
-        config = (config or ServerConfig(secret=SECRET)).replace(port=free_port(), **changes)
+        config = (config or ServerConfig(secret=SECRET)).replace(**{"port": free_port(), **changes})
         ready, stop = asyncio.Event(), asyncio.Event()
         app = create_app(config)
         task = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))

@@ -54,6 +54,29 @@ async def test_a_seat_taken_back_on_one_node_is_refused_on_the_other(nodes):
         assert code == "revoked"
 
 
+async def test_a_room_opened_on_one_node_exists_on_the_other_at_once(nodes):
+    a, b = nodes
+    async with LiveClient(a.ws_url, "pop-up", a.token("pop-up", "host", Role.HOST)) as host:
+        async with LiveClient(b.ws_url, "pop-up") as viewer:  # right away: no presence tick in between
+            assert viewer.joined["room"] == "pop-up"
+            await host.comment("hello from A")
+            assert (await viewer.next_event("comment"))["text"] == "hello from A"
+
+
+async def test_a_client_given_several_nodes_fails_over_and_resumes(nodes):
+    a, b = nodes
+    async with LiveClient(b.ws_url, "show", b.token("show", "host", Role.HOST)) as host:
+        viewer = LiveClient([a.ws_url, b.ws_url], "show", reconnect=True, max_backoff=0.3)
+        await viewer.connect()
+        await host.comment("before")
+        assert (await viewer.next_event("comment"))["text"] == "before"
+        await a.shutdown()  # the viewer's node goes away
+        await host.comment("while moving")
+        assert (await viewer.next_event("comment", timeout=15))["text"] == "while moving"  # resumed on B
+        assert viewer.url == b.ws_url and viewer.reconnects == 1
+        await viewer.close()
+
+
 async def test_resume_on_another_node_misses_nothing(nodes):
     a, b = nodes
     async with LiveClient(a.ws_url, "show", a.token("show", "h", Role.HOST)) as host:

@@ -108,3 +108,28 @@ async def test_client_reconnects_and_resumes_after_server_side_close(server):
             assert (await viewer.next_event("comment"))["text"] == "after"
             assert viewer.reconnects == 1
 
+
+
+async def test_viewers_wait_through_a_restart_until_the_room_is_back(start_server):
+    """In-process broker: a restart loses the room. Viewers that come back before the host keep retrying
+    (`unknown_room` on a rejoin is not final), and join the room when the host has reopened it."""
+    first = await start_server()
+    port = first.config.port
+    host = LiveClient(first.ws_url, "live", first.token("live", "host", Role.HOST))
+    await host.connect()
+    viewer = LiveClient(first.ws_url, "live", reconnect=True, max_backoff=0.3)
+    await viewer.connect()
+    old_epoch = viewer.joined["epoch"]
+    await host.close()
+    await first.shutdown()
+    second = await start_server(port=port)
+    await asyncio.sleep(1.0)  # the viewer's rejoins meanwhile are refused: nobody has opened "live" yet
+    assert viewer.reconnects == 0
+    async with LiveClient(second.ws_url, "live", second.token("live", "host", Role.HOST)) as host_again:
+        async with asyncio.timeout(10):
+            while viewer.reconnects == 0:  # noqa: ASYNC110 - the client's own retry loop; nothing to await
+                await asyncio.sleep(0.05)
+        assert viewer.joined["epoch"] != old_epoch and viewer.joined["reason"] == "epoch_changed"
+        await host_again.comment("we are back")
+        assert (await viewer.next_event("comment", timeout=5))["text"] == "we are back"
+    await viewer.close()

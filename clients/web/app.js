@@ -6,7 +6,10 @@ const params = new URLSearchParams(location.search);
 const view = params.get("view");
 const roomName = params.get("room") || "demo";
 const token = params.get("token") || null;
-const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+// This server first; `nodes=wss://a/ws,wss://b/ws` names other nodes sharing the room: a reconnect that fails
+// on one moves on to the next and resumes there by sequence number.
+const wsUrls = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  ...(params.get("nodes") || "").split(",").filter((u) => /^wss?:\/\//.test(u))];
 const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
 
 // ---------------------------------------------------------------------------------------------------
@@ -16,14 +19,14 @@ class Channel {
   constructor(room, tok) {
     this.room = room; this.token = tok; this.handlers = {}; this.pending = new Map(); this.nextId = 1;
     this.offset = 0; this.bestRtt = Infinity; this.epoch = null; this.seq = 0; this.joined = null;
-    this.closed = false; this.backoff = 250;
+    this.closed = false; this.backoff = 250; this.node = 0;
   }
   on(type, fn) { (this.handlers[type] ||= []).push(fn); return this; }
   emit(type, msg) { for (const fn of this.handlers[type] || []) fn(msg); for (const fn of this.handlers["*"] || []) fn(msg); }
   serverNow() { return Date.now() + this.offset; }
   connect() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl);
+      const ws = new WebSocket(wsUrls[this.node % wsUrls.length]);
       this.ws = ws;
       ws.onopen = () => {
         const join = { type: "join", room: this.room, id: "join" };
@@ -44,9 +47,13 @@ class Channel {
         for (const [, p] of this.pending) p.reject(new Error(`closed (${e.code})`));
         this.pending.clear();
         this.emit("closed", { code: e.code });
-        if (!this.closed && ![1000, 4001, 4003, 4004].includes(e.code) && this.joined) {
+        // Once joined, keep coming back: 4004 on a rejoin means the room is not open *yet* (a restarted
+        // server, a host reconnecting); only a refused token (4001) or a private room (4003) is final.
+        if (!this.closed && ![1000, 4001, 4003].includes(e.code) && this.joined) {
+          if (e.code !== 4004) this.node += 1; // unreachable or going away: try the next node
+          this.emit("waiting", { code: e.code });
           setTimeout(() => this.connect().catch(() => {}), this.backoff * (0.5 + Math.random()));
-          this.backoff = Math.min(5000, this.backoff * 2);
+          this.backoff = Math.min(e.code === 4004 ? 10000 : 5000, this.backoff * 2);
         }
       };
     });
@@ -319,7 +326,7 @@ function wireLive(isHost) {
     () => ch.request({ type: "call_answer", accept: false })));
   ch.on("call_grant", (m) => startPrivateCall(m));
   ch.on("closed", (m) => {
-    setStatus(`disconnected (${m.code}), reconnecting…`);
+    setStatus(m.code === 4004 ? "waiting for the room to open again…" : `disconnected (${m.code}), reconnecting…`);
     // The server closes a connection's media sessions with it: drop ours, and redo them on re-join.
     for (const id of [...tiles.keys()]) dropPublisher(id);
     rejoinMedia = Boolean(window.liveRelay.publisher);
