@@ -63,6 +63,7 @@ def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
               help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
 @click.option("--node-url", default=None,
               help="How other nodes reach this one (ws://HOST:PORT/ws), for the media cascade.")
+@click.option("--metrics-token", default=None, help="Require 'Authorization: Bearer TOKEN' on /metrics.")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--node-port", default=None, type=int, hidden=True)
@@ -72,7 +73,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          workers: int, reuse_port: bool, node_port: int | None) -> None:
+          metrics_token: str | None, workers: int, reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
     from pathlib import Path
@@ -105,6 +106,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         ice_addresses=() if "auto" in ice_addresses else ice_addresses, ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
+        metrics_token=metrics_token,
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"

@@ -26,6 +26,7 @@ from signaling.channel import Channel
 from signaling.config import ServerConfig
 from signaling.connection import Connections
 from signaling.dispatch import Dispatcher, Route, unavailable
+from signaling.guard import GuardedTCPSite, HandshakeGuard
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
@@ -159,6 +160,9 @@ _CSP = ("default-src 'self'; img-src 'self' https: http: data:; media-src 'self'
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # No software versions for whoever probes; pages carry tokens in their address, so no referrer leaves.
+    response.headers["Server"] = "live-relay"
+    response.headers["Referrer-Policy"] = "no-referrer"
     if request.path == "/" or request.path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -186,6 +190,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     server = request.app[SERVER]
+    token = server.config.metrics_token
+    if token and not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return web.Response(status=401, text="metrics need Authorization: Bearer <--metrics-token>\n",
+                            headers={"WWW-Authenticate": "Bearer"})
     server.metrics.broker_up.set(1 if server.broker.healthy else 0)
     server.update_media_gauges()
     return web.Response(body=server.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -203,8 +211,11 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     # With --workers, every worker shares the public port (SO_REUSEPORT: the kernel spreads connections)
     # and also listens on a private loopback port of its own, which other nodes use to reach *this* worker.
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, reuse_port=config.reuse_port or None,
-                       ssl_context=ssl_context)
+    limits = config.limits
+    guard = HandshakeGuard(limits.handshake_timeout, limits.max_pending_per_ip,
+                           lambda reason: app[SERVER].metrics.disconnects.labels(reason).inc())
+    site = GuardedTCPSite(runner, config.host, config.port, guard, reuse_address=True,
+                          reuse_port=config.reuse_port or None, ssl_context=ssl_context, backlog=limits.listen_backlog)
     await site.start()
     if config.node_port:
         await web.TCPSite(runner, "127.0.0.1", config.node_port, reuse_address=True).start()

@@ -53,6 +53,12 @@ class LimitsConfig:
     socket_send_buffer: int = 0
     # Seconds a client has to send its `join` after connecting.
     join_timeout: float = 10.0
+    # A TCP connection must send its first complete HTTP request head within this many seconds, and at most
+    # `max_pending_per_ip` connections per address may be waiting to do so (slowloris; 0 = no cap).
+    handshake_timeout: float = 10.0
+    max_pending_per_ip: int = 64
+    # The listen queue: a flash crowd's connection burst waits here instead of being dropped by the kernel.
+    listen_backlog: int = 4096
     # Media sessions (peer connections) a client can make the server hold (0 = unlimited): per WebSocket
     # (a viewer of a full stage and a PK needs about 8), publications per WebSocket, per remote address,
     # per room on this node. Over a bound: `too_many_media`.
@@ -109,6 +115,8 @@ class ServerConfig:
     # HTTPS/WSS (browsers give camera access only on localhost or HTTPS).
     tls_cert: str | None = None
     tls_key: str | None = None
+    # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
+    metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).
     shutdown_timeout: float = 5.0
 

@@ -81,6 +81,7 @@ async def broadcast(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     first = await frames_decoded(viewer)
     await asyncio.sleep(1.5)
     result["browser_frames"] = [first, await frames_decoded(viewer)]
+    result["token_in_address_bar"] = "token=" in await host.evaluate("location.href")
 
     # A Python viewer receives the browser host's video too, decoded.
     async with LiveClient(ws, "show") as py_viewer:

@@ -69,6 +69,7 @@ def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_s
     assert r["hostile_shown_as_text"] and r["hostile_elements"] == 0 and r["pwned"] == 0
     assert r["product_title"] == "Jade bracelet" and r["product_href"].startswith("https://")
     assert r["likes_counted"]
+    assert r["token_in_address_bar"] is False  # the page moved it out (history, screenshots, referrers)
     assert r["rejoined_and_decoding"] and r["host_republished"]  # media comes back after a reconnect
     assert (ARTIFACTS / "viewer.png").stat().st_size > 0
 

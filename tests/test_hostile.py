@@ -295,3 +295,57 @@ async def test_likes_cannot_be_bought_with_many_connections(server):
     assert total < 60_000 / 20
     for bot in bots:
         await bot.close()
+
+
+# -- the HTTP surface ----------------------------------------------------------------------------------------
+
+
+async def test_slowloris_connections_are_capped_per_address_and_timed_out(start_server):
+    import socket
+    import time
+
+    from signaling.config import LimitsConfig
+    from tests.test_bad_input import _metric
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(handshake_timeout=1.0, max_pending_per_ip=10))
+    loop = asyncio.get_running_loop()
+    socks = []
+    for _ in range(30):  # half-sent requests: a head that never ends
+        s = socket.create_connection(("127.0.0.1", srv.config.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        s.setblocking(False)
+        socks.append(s)
+
+    async def closed_after(s: socket.socket) -> float:
+        started = time.monotonic()
+        try:
+            while await loop.sock_recv(s, 1024):
+                pass
+        except ConnectionResetError:
+            pass
+        return time.monotonic() - started
+
+    async with asyncio.timeout(10):
+        waits = await asyncio.gather(*(closed_after(s) for s in socks))
+    for s in socks:
+        s.close()
+    held = sorted(waits)[-10:]
+    assert sum(1 for w in waits if w < 0.5) >= 20  # over the cap: turned away at once
+    assert all(0.5 <= w < 5 for w in held)  # under it: held no longer than the handshake timeout
+    async with aiohttp.ClientSession() as http:  # and everyone else is served as usual
+        assert (await http.get(srv.base + "/healthz")).status == 200
+        metrics = await (await http.get(srv.base + "/metrics")).text()
+    assert _metric(metrics, "live_relay_disconnects_total", reason="too_many_pending") >= 20
+    assert _metric(metrics, "live_relay_disconnects_total", reason="handshake_timeout") >= 10
+
+
+async def test_headers_name_no_versions_send_no_referrer_and_metrics_can_need_a_token(start_server):
+    srv = await start_server(rooms=("show",), metrics_token="s3cret-metrics")
+    async with aiohttp.ClientSession() as http:
+        health = await http.get(srv.base + "/healthz")
+        assert health.headers["Server"] == "live-relay"
+        assert health.headers["Referrer-Policy"] == "no-referrer"
+        assert (await http.get(srv.base + "/metrics")).status == 401
+        assert (await http.get(srv.base + "/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+        ok = await http.get(srv.base + "/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+        assert ok.status == 200 and "live_relay_connections" in await ok.text()

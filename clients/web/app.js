@@ -5,7 +5,15 @@ const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
 const view = params.get("view");
 const roomName = params.get("room") || "demo";
-const token = params.get("token") || null;
+// The token leaves the address bar (and so the history, bookmarks and screenshots) at once; the tab keeps it
+// for reloads. The server also sends Referrer-Policy: no-referrer.
+const tokenKey = `live-relay:${view}:${params.get("room") || "demo"}`;
+const token = params.get("token") || sessionStorage.getItem(tokenKey) || null;
+if (params.has("token")) {
+  sessionStorage.setItem(tokenKey, params.get("token"));
+  params.delete("token");
+  history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
+}
 // This server first; `nodes=wss://a/ws,wss://b/ws` names other nodes sharing the room: a reconnect that fails
 // on one moves on to the next and resumes there by sequence number.
 const wsUrls = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
