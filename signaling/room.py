@@ -36,23 +36,34 @@ class ChatRoom:
         self.joined_names: list[dict[str, Any]] = []
         self.left_names: list[dict[str, Any]] = []
         self.overflowed = False  # more joins/leaves than a presence event lists
+        self._viewers = 0
 
     def __len__(self) -> int:
         return len(self.sessions)
 
     @property
     def viewer_count(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.role is Role.VIEWER)
+        """Kept as sessions come, go and change role: a join costs the same in a room of any size."""
+        return self._viewers
 
     def add(self, session: Session, max_names: int) -> None:
         self.sessions[session.id] = session
+        if session.role is Role.VIEWER:
+            self._viewers += 1
+        session.on_role_change = self._role_changed
         self._note_presence(self.joined_names, session, max_names)
 
     def remove(self, session: Session, max_names: int) -> bool:
         if self.sessions.pop(session.id, None) is None:
             return False
+        session.on_role_change = None
+        if session.role is Role.VIEWER:
+            self._viewers -= 1
         self._note_presence(self.left_names, session, max_names)
         return True
+
+    def _role_changed(self, session: Session, old: Role, new: Role) -> None:
+        self._viewers += (new is Role.VIEWER) - (old is Role.VIEWER)
 
     def _note_presence(self, names: list[dict[str, Any]], session: Session, max_names: int) -> None:
         self.presence_dirty = True

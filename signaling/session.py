@@ -45,7 +45,9 @@ class Session:
         self.room: str | None = None
         self.user: str = ""
         self.name: str | None = None
-        self.role: Role = Role.VIEWER
+        self._role = Role.VIEWER
+        # Told of every role change while the session is in a room (the room keeps its viewer count).
+        self.on_role_change: Callable[[Session, Role, Role], None] | None = None
         self.anonymous = True
         self.last_seq = 0
         self.errors = 0
@@ -59,6 +61,16 @@ class Session:
         self._on_kick = on_kick
         # While joining, live events are held here until the recovered history has been written.
         self._held: list[OutboundEvent] | None = None
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @role.setter
+    def role(self, role: Role) -> None:
+        old, self._role = self._role, role
+        if old is not role and self.on_role_change is not None:
+            self.on_role_change(self, old, role)
 
     @property
     def joined(self) -> bool:
