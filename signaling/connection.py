@@ -9,7 +9,9 @@ a connection that keeps sending bad messages is closed; a failed join closes wit
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import socket
 import time
 from collections import Counter
@@ -61,6 +63,9 @@ class Connections:
         self.membership = membership
         self.metrics = metrics
         self.by_ip: Counter[str] = Counter()
+        # Session ids: a random prefix per process (unique among nodes) and a counter (no syscall per join).
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
         self.dispatcher: Dispatcher | None = None  # set once every part's handlers exist (app wiring)
 
     def routes(self) -> dict[str, Route]:
@@ -85,7 +90,7 @@ class Connections:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
-        session = Session(ws, transport, remote, limits, self.hub.kick)
+        session = Session(f"{self._id_prefix}{next(self._ids):x}", ws, transport, remote, limits, self.hub.kick)
         self.by_ip[remote] += 1
         try:
             if limits.max_conns_per_ip and self.by_ip[remote] > limits.max_conns_per_ip:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -36,9 +35,9 @@ class Delivery(enum.Enum):
 
 
 class Session:
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, remote: str,
+    def __init__(self, session_id: str, ws: web.WebSocketResponse, transport: asyncio.Transport, remote: str,
                  limits: LimitsConfig, on_kick: Callable[[Session, CloseCode, str], None]) -> None:
-        self.id = secrets.token_hex(6)
+        self.id = session_id  # unique room-wide: media ids (seen by every node) start with it
         self.ws = ws
         self.remote = remote
         self.encoding = Encoding.JSON
