@@ -86,7 +86,7 @@ def safe_ref(message: dict[str, Any]) -> Ref:
 
 MAX_SDP_CHARS = 60_000
 ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_URL_RE = re.compile(r"https?://[^\s<>\"']{1,2000}")
+_URL_RE = re.compile(r"https?://[^\s<>\"']+")
 _PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 

@@ -258,6 +258,8 @@ async def test_pk_links_two_rooms_scores_likes_and_ends():
     for room in ("room-a", "room-b"):
         ended = h.room_events(room, "pk_ended")[-1]
         assert ended["reason"] == "ended by bob" and ended["scores"]["room-a"] == 7
+        assert h.room_events(room, "pk")[-1]["state"] is None  # as a call's end announces `call` null
+        assert (await h.broker.get_state(room)).get("pk") is None
     # Every node closes its own subscriptions across the link.
     assert sorted(h.node.cross_closed) == [("room-a", "room-b"), ("room-b", "room-a")]
     assert await h.scenes.visible_rooms("room-a") == ()

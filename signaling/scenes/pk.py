@@ -75,11 +75,11 @@ class PkScene:
             st = await self.ctx.load(r)
             st.pk = None
             await self.ctx.save(r, st)
-            await self.ctx.ports.store.set_state(r, "pk", None)
             # Every node closes its subscriptions across the link when it sees this (see Scenes.observe).
             await self.ctx.ports.stream.broadcast(r, {"type": "pk_ended", "room": r, "reason": reason,
                                                       "rooms": list(link.rooms), "scores": link.scores,
                                                       "server_ts": now_ms()})
+            await self.ctx.announce(r, "pk", st)  # state null, as a call's end announces `call`
 
     async def tick(self, room: str) -> None:
         """Scores (likes during the PK) and time left, by the node that accepted the link."""
