@@ -11,6 +11,7 @@ import pytest
 
 from signaling.brokers import Broker, BrokerUnavailable, MemoryBroker, StreamPosition
 from tests import redis_server
+from tests.conftest import require_dependency
 
 BrokerFactory = Callable[..., Awaitable[Broker]]
 # For what only a shared broker has (other nodes, a server that can go away): the in-process broker has
@@ -20,8 +21,7 @@ ONLY_REDIS = pytest.mark.parametrize("make_broker", ["redis"], indirect=True)
 
 @pytest.fixture(scope="module")
 def redis():
-    if not redis_server.available():
-        pytest.skip("needs redis-server (apt-get install redis-server; .ci/run installs it)")
+    require_dependency(None if redis_server.available() else "redis-server (apt-get install redis-server)")
     server = redis_server.RedisServer()
     server.start()
     yield server

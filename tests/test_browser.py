@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_dependency
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "browser"
 
@@ -36,7 +38,9 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+@pytest.fixture(autouse=True, scope="module")
+def _needs_browser() -> None:
+    require_dependency(_missing())
 
 
 @pytest.fixture(scope="module")

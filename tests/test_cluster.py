@@ -11,10 +11,12 @@ import pytest
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from protocol import Role
 from tests import redis_server
-from tests.conftest import assert_one_order, eventually
+from tests.conftest import assert_one_order, eventually, require_dependency
 
-pytestmark = pytest.mark.skipif(not redis_server.available(),
-                                reason="needs redis-server (apt-get install redis-server; .ci/run installs it)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_redis() -> None:
+    require_dependency(None if redis_server.available() else "redis-server (apt-get install redis-server)")
 
 PRODUCT = {"title": "t", "price": "1.00", "currency": "EUR", "url": "https://x.test/p", "image": "https://x.test/i"}
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a Debian machine, system packages included:
+#   Debian: iproute2 (network namespaces for the browser tests), chromium (driven by Playwright; it never
+#   downloads a browser), redis-server (the broker contract suite and the cluster tests start their own).
+#   Python: a venv in .venv with the project and its test extras.
+# Packages already installed are not fetched again. Without root it uses sudo when it can; when it
+# cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
+# tests that need it are skipped, and pytest's summary says so).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(iproute2 chromium redis-server)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        as_root=()
+        [ "$(id -u)" -eq 0 ] || as_root=(sudo -n)
+        echo "installing Debian packages: ${missing[*]}" >&2
+        if ! { "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+               "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+            echo "could not install ${missing[*]} (needs root or passwordless sudo)" >&2
+            [ "${LIVE_RELAY_SKIP_MISSING:-}" = 1 ] || exit 1
+        fi
+    else
+        echo "not a Debian machine: install ${missing[*]} yourself, or set LIVE_RELAY_SKIP_MISSING=1" >&2
+        [ "${LIVE_RELAY_SKIP_MISSING:-}" = 1 ] || exit 1
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
