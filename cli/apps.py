@@ -86,6 +86,7 @@ async def keep_media(client: LiveClient, sessions: list[MediaSession], redo: Cal
     """The server closes a connection's media with it: after a reconnect, or when the current media session
     died, do it again (once the connection is up), retrying until it works."""
     seen = client.reconnects
+    said: str | None = None  # tell a person once per reason, not twice a second while it lasts
     while True:
         await asyncio.sleep(0.5)
         current = sessions[-1]
@@ -97,12 +98,18 @@ async def keep_media(client: LiveClient, sessions: list[MediaSession], redo: Cal
         try:
             sessions.append(await redo())
         except (ServerError, ConnectionClosed, TimeoutError) as exc:
-            _print(f"could not {what} again yet ({exc}); retrying")
+            if str(exc) != said:
+                said = str(exc)
+                _print(f"could not {what} again yet ({exc}); retrying quietly")
             continue
+        said = None
         _print(done(sessions[-1]))
 
 
 # -- host ---------------------------------------------------------------------------------------------
+
+HOST_HELP = ("Type: 'p' pushes the next product, 'p N' product N, 'accept USER' seats a stage request, "
+             "'help' shows this, 'q' quits; any other line is sent as a comment.")
 
 
 async def run_host(url: str, room: str, token: str, source: str | None, products: list[dict[str, Any]],
@@ -119,15 +126,18 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
             return [t for t in (player.video, player.audio) if t is not None]
         return [CounterVideoTrack(), ToneAudioTrack()]
 
-    media = await MediaSession.publish(client, make_tracks())
+    try:
+        media = await MediaSession.publish(client, make_tracks())
+    except BaseException:
+        await client.close()
+        raise
     medias = [media]
 
     def keep_publishing() -> Any:
         return keep_media(client, medias, lambda: MediaSession.publish(client, make_tracks()),
                           "go on air", lambda m: f"back on air ({m.media_id})")
 
-    _print(f"on air in {room!r} as {client.user} ({media.media_id}); "
-           f"{len(products)} products: type 'p' to push the next, 'p N' for one, 'accept USER', 'q' to quit")
+    _print(f"on air in {room!r} as {client.user} ({media.media_id}); {len(products)} products. {HOST_HELP}")
     lines = await _stdin_lines()
     index = 0
 
@@ -160,17 +170,33 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
                 command = await asyncio.wait_for(lines.get(), 1.0)
             except TimeoutError:
                 continue
+            word, _, arg = command.partition(" ")
             if command == "q":
                 break
-            if command.startswith("p") and products:
-                arg = command[1:].strip()
-                await push(int(arg) - 1 if arg.isdigit() else index)
-                index += 0 if arg.isdigit() else 1
-            elif command.startswith("accept "):
-                with contextlib.suppress(ServerError):
-                    await client.request({"type": "stage_accept", "user": command.split(maxsplit=1)[1]})
+            if command in ("help", "?", "h"):
+                _print(HOST_HELP)
+            elif word == "p":
+                if not products:
+                    _print("no products loaded (start with --products FILE)")
+                elif arg and not (arg.isdigit() and 1 <= int(arg) <= len(products)):
+                    _print(f"p N: N is 1..{len(products)}")
+                else:
+                    await push(int(arg) - 1 if arg else index)
+                    index += 0 if arg else 1
+            elif word == "accept":
+                if not arg:
+                    _print("accept USER: the user named in a stage request")
+                    continue
+                try:
+                    await client.request({"type": "stage_accept", "user": arg})
+                    _print(f"{arg} is on stage")
+                except ServerError as exc:
+                    _print(f"could not seat {arg}: {exc}")
             elif command:
-                await client.comment(command)
+                try:
+                    await client.comment(command)
+                except ServerError as exc:
+                    _print(f"comment refused: {exc}")
     finally:
         for task in tasks:
             task.cancel()
@@ -292,7 +318,21 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
             _print(f"📊 frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}, "
                    f"recent message E2E {avg}")
 
+    async def comment_from_stdin() -> None:
+        lines = await _stdin_lines()
+        _print("type a line to send it as a comment")
+        while True:
+            text = await lines.get()
+            if not text:
+                continue
+            try:
+                await client.comment(text)
+            except ServerError as exc:
+                _print(f"comment refused: {exc}")
+
     tasks = [asyncio.create_task(show()), asyncio.create_task(report()), asyncio.create_task(keep_watching())]
+    if token:
+        tasks.append(asyncio.create_task(comment_from_stdin()))
     try:
         # Returns early only if a task fails: its error is raised here rather than lost.
         done, _ = await asyncio.wait(tasks, timeout=duration if duration else None,
@@ -318,7 +358,11 @@ async def run_call(url: str, room: str, token: str, duration: float | None) -> d
     client = LiveClient(url, room, token, reconnect=True)
     await client.connect()
     started = time.perf_counter()
-    mine = await MediaSession.publish(client, [CounterVideoTrack(), ToneAudioTrack()])
+    try:
+        mine = await MediaSession.publish(client, [CounterVideoTrack(), ToneAudioTrack()])
+    except BaseException:
+        await client.close()
+        raise
     others = [p for p in client.state.get("publishers", []) if p["publisher"] != mine.media_id]
     if not others:
         _print("waiting for the other party…")

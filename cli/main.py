@@ -20,14 +20,19 @@ from protocol import Role
 
 
 @click.group(context_settings={"auto_envvar_prefix": "LIVE_RELAY", "show_default": True})
-@click.option("--log-level", default="INFO", help="Logging level.")
-@click.option("--log-json/--no-log-json", default=True, help="JSON-lines logs (structured).")
+@click.option("--log-level", default=None,
+              help="Logging level [default: INFO for serve, WARNING for the interactive commands].")
+@click.option("--log-json/--no-log-json", default=None,
+              help="JSON-lines logs [default: on for serve (structured), off for the interactive commands].")
 @click.pass_context
-def main(ctx: click.Context, log_level: str, log_json: bool) -> None:
+def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> None:
     """live-relay: a self-hosted media and message relay for live commerce."""
     from signaling.logs import setup_logging
 
-    setup_logging(log_level, log_json)
+    # The server keeps structured logs; a person at a terminal (host, view, call, token, loadtest) gets
+    # warnings and worse in plain text, not a stream of JSON interleaved with the program's own output.
+    server = ctx.invoked_subcommand == "serve"
+    setup_logging(log_level or ("INFO" if server else "WARNING"), server if log_json is None else log_json)
     ctx.ensure_object(dict)
 
 
@@ -84,13 +89,14 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
 
     import clients
     from cli.demo import DemoHost
+    from cli.errors import explain_listen_error
     from protocol import issue_token
     from signaling.app import reachable_host
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
 
     printed_secret = secret is None
-    secret = secret or _secrets.token_urlsafe(32)
+    secret = check_secret(secret) if secret is not None else _secrets.token_urlsafe(32)
     if workers > 1:
         if not redis_url:
             raise click.UsageError("--workers N shares rooms through Redis: give --redis too")
@@ -117,7 +123,9 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     base = f"{scheme}://{reachable_host(host)}:{port}"
     click.echo(f"live-relay listening on {base} (WebSocket {base.replace('http', 'ws', 1)}/ws)", err=True)
     if printed_secret:
-        click.echo("no --secret given: using a random one for this run", err=True)
+        click.echo(f"no --secret given: this run signs tokens with {secret}", err=True)
+        click.echo(f"  more tokens: live-relay token --secret {secret} --room ROOM --user NAME --role viewer",
+                   err=True)
     for room in rooms:
         host_token = issue_token(secret, room, "host", Role.HOST, 86400)
         click.echo(f"room {room!r}: host token {host_token}", err=True)
@@ -125,8 +133,9 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
             click.echo(f"  watch:   {base}/?view=viewer&room={room}", err=True)
             click.echo(f"  comment: {base}/?view=viewer&room={room}&token="
                        f"{issue_token(secret, room, 'guest', Role.VIEWER, 86400, 'Guest')}", err=True)
-            if not demo or room != "demo":
-                click.echo(f"  go live: {base}/?view=host&room={room}&token={host_token}", err=True)
+            live_note = " (the demo's synthetic host is on air: you would publish beside it)" \
+                if demo and room == "demo" else ""
+            click.echo(f"  go live: {base}/?view=host&room={room}&token={host_token}{live_note}", err=True)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -152,8 +161,11 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
             if demo_host is not None:
                 await demo_host.stop()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    except OSError as exc:  # the listening socket: a busy port, a foreign address, a privileged port
+        raise click.ClickException(explain_listen_error(exc, host, port)) from None
 
 
 def _run_workers(workers: int, secret: str, redis_url: str) -> None:
@@ -205,16 +217,18 @@ def token(room: str, user: str, role: str, ttl: float, name: str | None, secret:
     """Print a signed token for a room."""
     from protocol import issue_token
 
-    click.echo(issue_token(secret, room, user, Role(role), ttl, name))
+    click.echo(issue_token(check_secret(secret), room, user, Role(role), ttl, name))
 
 
 @main.command()
-@click.option("--url", required=True, help="WebSocket URL, e.g. ws://127.0.0.1:8080/ws")
+@click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
 @click.option("--token", required=True, help="A host (or co-host) token for the room.")
-@click.option("--source", default=None, help="A video file to publish (looped); default: a synthetic pattern.")
+@click.option("--source", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A video file to publish (looped); default: a synthetic pattern.")
 @click.option("--synthetic", is_flag=True, help="Publish the synthetic test pattern and tone (the default).")
-@click.option("--products", "products_file", default=None, help="Product cards, YAML or JSON list.")
+@click.option("--products", "products_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Product cards, YAML or JSON list.")
 @click.option("--every", default=None, type=float, help="Push the next product every S seconds.")
 @click.option("--duration", default=None, type=float, help="Stop after S seconds.")
 def host(url: str, room: str, token: str, source: str | None, synthetic: bool, products_file: str | None,
@@ -223,15 +237,19 @@ def host(url: str, room: str, token: str, source: str | None, synthetic: bool, p
     import uvloop
 
     from cli.apps import load_products, run_host
+    from cli.errors import friendly_errors, websocket_url
 
+    url = websocket_url(url)
     products = load_products(products_file) if products_file else []
-    uvloop.run(run_host(url, room, token, None if synthetic else source, products, every, duration))
+    with friendly_errors(url, room, needs_publisher=True):
+        uvloop.run(run_host(url, room, token, None if synthetic else source, products, every, duration))
 
 
 @main.command()
-@click.option("--url", required=True)
+@click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
-@click.option("--token", default=None, help="A viewer token (to comment); anonymous without.")
+@click.option("--token", default=None,
+              help="A viewer token: lines typed then are sent as comments. Anonymous (watch only) without.")
 @click.option("--record", default=None, help="Save the received video here (.webm for VP8, .mkv for H.264) as is.")
 @click.option("--duration", default=None, type=float, help="Stop after S seconds.")
 def view(url: str, room: str, token: str | None, record: str | None, duration: float | None) -> None:
@@ -239,14 +257,17 @@ def view(url: str, room: str, token: str | None, record: str | None, duration: f
     import uvloop
 
     from cli.apps import run_view
+    from cli.errors import friendly_errors, websocket_url
 
-    stats = uvloop.run(run_view(url, room, token, record, duration))
+    url = websocket_url(url)
+    with friendly_errors(url, room):
+        stats = uvloop.run(run_view(url, room, token, record, duration))
     click.echo(f"frames {stats['frames']}, freezes {stats['freezes']}, messages {stats['messages']}"
                + (f", recorded {stats.get('recorded_frames', 0)} frames to {record}" if record else ""))
 
 
 @main.command()
-@click.option("--url", required=True)
+@click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
 @click.option("--token", required=True, help="A token for the call's room.")
 @click.option("--duration", default=None, type=float, help="Hang up after S seconds.")
@@ -255,9 +276,23 @@ def call(url: str, room: str, token: str, duration: float | None) -> None:
     import uvloop
 
     from cli.apps import run_call
+    from cli.errors import friendly_errors, websocket_url
 
-    result = uvloop.run(run_call(url, room, token, duration))
+    url = websocket_url(url)
+    with friendly_errors(url, room, needs_publisher=True):
+        result = uvloop.run(run_call(url, room, token, duration))
     click.echo(f"call over: set-up {result['setup_ms']:.0f} ms, {result['frames']} frames")
+
+
+MIN_SECRET_BYTES = 32
+
+
+def check_secret(secret: str) -> str:
+    """HS256 secrets shorter than 32 bytes can be guessed offline from any one token: refuse them."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise click.BadParameter(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. $(openssl rand -hex 32))",
+                                 param_hint="--secret")
+    return secret
 
 
 class LazyGroup(click.Group):
@@ -274,7 +309,9 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy and cmd_name not in self.commands:
             module, _, attribute = self.lazy[cmd_name].partition(":")
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            command = getattr(importlib.import_module(module), attribute)
+            _show_envvars(command)
+            self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
@@ -285,6 +322,19 @@ class LazyGroup(click.Group):
 def loadtest() -> None:
     """Load tests against a running server."""
 
+
+
+def _show_envvars(command: click.Command) -> None:
+    """`--help` names each flag's environment variable (LIVE_RELAY_<COMMAND>_<FLAG>), as the README says."""
+    for param in command.params:
+        if isinstance(param, click.Option):
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _show_envvars(sub)
+
+
+_show_envvars(main)
 
 if __name__ == "__main__":
     sys.exit(main())

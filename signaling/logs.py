@@ -18,5 +18,8 @@ def setup_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log is one line per HTTP request: keep it for /healthz and friends but quiet.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log is one line per HTTP request: keep it for /healthz and friends but quiet. aioice
+    # and aiortc log every candidate pair and state change at INFO: most of a log, little of its news.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in ("aiohttp.access", "aioice", "aiortc"):
+        logging.getLogger(name).setLevel(quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -36,3 +37,90 @@ def test_loadtest_commands_are_listed_and_load_when_asked():
     out = subprocess.run([sys.executable, "-m", "cli.main", "loadtest", "call", "--help"], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert "--calls" in out
+
+
+# -- ordinary mistakes: one clear line, a non-zero exit, never a traceback ----------------------------------
+
+
+async def _cli(*args: str, stdin: bytes | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def _one_clear_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err and "Unclosed" not in err, err
+    assert lines and lines[-1].startswith("Error: "), err
+    return lines[-1]
+
+
+async def test_mistakes_get_one_clear_line(server):
+    from tests.conftest import free_port
+
+    viewer = server.token("show", "v", Role.VIEWER)
+    base = f"http://127.0.0.1:{server.config.port}"
+    cases = [
+        (("token", "--room", "r", "--user", "u", "--secret", "short"), "at least 32 bytes"),
+        (("view", "--url", f"ws://127.0.0.1:{free_port()}/ws", "--room", "show", "--duration", "1"),
+         "cannot connect to"),
+        (("view", "--url", base + "/wrong", "--room", "show", "--duration", "1"), "is the path /ws?"),
+        (("view", "--url", server.ws_url, "--room", "nope", "--duration", "1"), "no room 'nope'"),
+        (("host", "--url", server.ws_url, "--room", "show", "--token", viewer, "--duration", "1"),
+         "use a host or co-host token"),
+        (("call", "--url", server.ws_url, "--room", "show", "--token", "garbage", "--duration", "1"),
+         "refused the token"),
+        (("host", "--url", server.ws_url, "--room", "other", "--token", viewer, "--duration", "1"),
+         "token is for another room"),
+        (("host", "--url", server.ws_url, "--room", "show", "--token", viewer, "--products", "/no/such.yaml"),
+         "does not exist"),
+        (("serve", "--port", str(server.config.port), "--secret", SECRET, "--no-media"), "is in use"),
+    ]
+    for args, expected in cases:
+        code, _, err = await _cli(*args)
+        assert code != 0, args
+        assert expected in _one_clear_line(err), (args, err)
+
+
+async def test_a_base_url_means_its_websocket(server):
+    code, out, err = await _cli("view", "--url", f"http://127.0.0.1:{server.config.port}", "--room", "show",
+                                "--duration", "1")
+    assert code == 0, err
+    assert "frames 0" in out and "Traceback" not in err
+
+
+async def test_interactive_commands_log_plain_warnings_not_json(server):
+    code, _, err = await _cli("view", "--url", server.ws_url, "--room", "show", "--duration", "1")
+    assert code == 0, err
+    assert not [line for line in err.splitlines() if line.startswith("{")]  # no JSON lines at a terminal
+    _, help_text, _ = await _cli("serve", "--help")
+    assert "LIVE_RELAY_SERVE_PORT" in help_text and "LIVE_RELAY_SECRET" in help_text
+
+
+async def test_host_commands_help_and_failed_accept_and_view_comments(server):
+    import asyncio
+
+    host_token = server.token("show", "shop", Role.HOST)
+    host = asyncio.create_task(_cli("host", "--url", server.ws_url, "--room", "show", "--token", host_token,
+                                    "--duration", "4", stdin=b"help\naccept nobody\n"))
+    await asyncio.sleep(2.0)
+    from clients.client import LiveClient
+
+    async with LiveClient(server.ws_url, "show") as watcher:
+        code, _, err = await _cli("view", "--url", server.ws_url, "--room", "show", "--token",
+                                  server.token("show", "ann", name="Ann"), "--duration", "2",
+                                  stdin=b"hello from the terminal\n")
+        assert code == 0, err
+        comment = await watcher.next_event("comment", timeout=5)
+        assert comment["text"] == "hello from the terminal" and comment["user"] == "ann"
+        with contextlib.suppress(TimeoutError):  # "help" and "accept" are never posted as comments
+            while True:
+                extra = await watcher.next_event("comment", timeout=1)
+                assert extra["text"] not in ("help", "accept nobody"), extra
+    code, out, err = await host
+    assert code == 0, err
+    assert "'p' pushes the next product" in out and "could not seat nobody" in out
