@@ -142,6 +142,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
         "token": (_str(4096, 1), False),
         "resume": (_resume, False),
         "name": (_str(40, 1), False),
+        # Without `resume`: also send the room's last N durable events (a late joiner's recent comments).
+        "history": (_int(0, 100), False),
     },
     "leave": {},
     "ping": {},

@@ -169,7 +169,8 @@ class Connections:
         grant = verify_token(self.secret, token) if token else None
         resume = message.get("resume")
         position = StreamPosition(resume["seq"], resume["epoch"]) if resume else None
-        await self.membership.join(session, message["room"], grant, message.get("name"), position, message.get("id"))
+        await self.membership.join(session, message["room"], grant, message.get("name"), position, message.get("id"),
+                                   history=message.get("history", 0))
 
     async def ping(self, session: Session, message: dict[str, Any]) -> None:
         session.send(pong_message(message.get("id"), message.get("ts")))

@@ -39,7 +39,7 @@ class Membership:
         self._anonymous_ids = random.Random(secrets.randbits(64))
 
     async def join(self, session: Session, room_name: str, grant: Grant | None, name: str | None,
-                   resume: StreamPosition | None, ref: Ref) -> None:
+                   resume: StreamPosition | None, ref: Ref, history: int = 0) -> None:
         """Join ``session`` to a room and write ``joined`` plus recovered events. Raises ProtocolError."""
         if session.joined:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "already joined a room", ref)
@@ -61,6 +61,12 @@ class Membership:
                 # joining on another node right after the host is not told `unknown_room`.
                 await self.store.set_presence(room_name, len(room), room.viewer_count)
             recovery = await self.stream.recover(room_name, resume)
+            if resume is None and history and recovery.position.seq:
+                # A fresh view asking for the recent past: the last `history` events, as kept.
+                top = recovery.position
+                past = await self.stream.recover(room_name, StreamPosition(max(0, top.seq - history), top.epoch))
+                if past.recovered:  # (history may have aged out: then there is none to show)
+                    recovery.publications = [p for p in past.publications if p.seq <= top.seq]
             joined = await self._joined_message(session, room, recovery)
         except BrokerUnavailable as exc:
             self.leave(session)

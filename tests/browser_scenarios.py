@@ -196,21 +196,143 @@ async def demo(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
         await wait_for(viewer, "window.liveRelay.framesDecoded > 10")
         await wait_for(viewer, "!document.querySelector('#product-card').hidden")
         result = {"product": await viewer.text_content("#product-card .product-title"),
-                  "announcement": await viewer.text_content("#announcement")}
+                  "announcement": await viewer.text_content("#announcement"),
+                  "image_loaded": await wait_for(
+                      viewer, "document.querySelector('#product-card img').naturalWidth > 0")}
         await viewer.screenshot(path=str(out / "demo.png"))
         return result
     finally:
         await host.stop()
 
 
-SCENARIOS = {"broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo}
+HIDDEN = "getComputedStyle(document.querySelector('%s')).display === 'none'"
+
+
+async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """What a viewer meets: sound, the product card and its countdown, history, guests, phones, outages."""
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
+    async with LiveClient(ws, "show", token("show", "chatty", Role.VIEWER, "Chatty")) as chatty:
+        for n in range(3):
+            await chatty.comment(f"before you came {n}")
+    phone = await browser.new_page(viewport={"width": 390, "height": 844})
+    await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'ann', Role.VIEWER, 'Ann')}")
+    await wait_for(phone, "window.liveRelay.framesDecoded > 0")
+    # A late joiner sees the recent comments, listed but not flown across the video.
+    r["history"] = await wait_for(phone, "[...document.querySelectorAll('#comments li')].map(l => l.textContent)"
+                                         ".filter(t => t.includes('before you came')).length")
+    r["history_bullets"] = await phone.evaluate("document.querySelectorAll('#danmaku .bullet').length")
+    # No product yet: no card at all (not an empty white card).
+    r["card_hidden_before_product"] = await phone.evaluate(HIDDEN % "#product-card")
+    # Sound: muted until one tap, which is remembered.
+    r["muted_at_first"] = await phone.evaluate("[...document.querySelectorAll('#stage video')].every(v => v.muted)")
+    r["unmute_offered"] = not await phone.evaluate(HIDDEN % "#unmute")
+    await phone.click("#unmute")
+    r["unmuted_after_tap"] = await phone.evaluate("[...document.querySelectorAll('#stage video')].every(v => !v.muted)")
+    # Phone layout: the whole 4:3 camera in the 9:16 stage, buttons big enough for a thumb.
+    r["phone_object_fit"] = await phone.evaluate("getComputedStyle(document.querySelector('#stage video')).objectFit")
+    r["phone_button_heights"] = await phone.evaluate(
+        "[...document.querySelectorAll('.controls button')].filter(b => !b.hidden)"
+        ".map(b => b.getBoundingClientRect().height)")
+    # The product card, its countdown counting down, and its close button. Images come from this server.
+    await host.click("#shelf button >> nth=0")  # Jade bracelet, countdown 300 s
+    await wait_for(phone, "!(" + HIDDEN % "#product-card" + ")")
+    first = await phone.text_content("#product-card .product-extra")
+    await asyncio.sleep(2.2)
+    r["countdown"] = [first, await phone.text_content("#product-card .product-extra")]
+    r["image_loaded"] = await wait_for(phone, "document.querySelector('#product-card img').naturalWidth > 0")
+    await phone.click("#product-card .close")
+    r["card_closed"] = await phone.evaluate(HIDDEN % "#product-card")
+    r["e2e_shown"] = await phone.text_content("#stat-e2e")
+    await phone.screenshot(path=str(out / "viewer-phone.png"))
+    # Reloaded, the page remembers the sound choice.
+    await phone.reload()
+    await wait_for(phone, "window.liveRelay.framesDecoded > 0")
+    r["unmuted_after_reload"] = await phone.evaluate(
+        "[...document.querySelectorAll('#stage video')].every(v => !v.muted)")
+    r["unmute_hidden_after_reload"] = await phone.evaluate(HIDDEN % "#unmute")
+    # A guest (no token) is told how to comment instead of being answered "forbidden".
+    guest = await browser.new_page()
+    await guest.goto(f"{base}/?view=viewer&room=show")
+    await wait_for(guest, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    r["guest_box"] = await guest.evaluate(
+        "({disabled: document.querySelector('#comment-input').disabled,"
+        " hint: document.querySelector('#comment-input').placeholder})")
+    # An outage is noticed within seconds: the page says it is reconnecting, then comes back.
+    joins = await phone.evaluate("window.liveRelay.joins")
+    await phone.context.set_offline(True)
+    started = time.monotonic()
+    await wait_for(phone, "document.querySelector('#status').textContent.includes('reconnecting')", timeout=10)
+    r["outage_noticed_s"] = round(time.monotonic() - started, 2)
+    await phone.context.set_offline(False)
+    await wait_for(phone, f"window.liveRelay.joins > {joins}", timeout=20)
+    r["back_after_outage"] = True
+    return r
+
+
+async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """What a host meets: no echo of their own stream, pinning, the stage list, PK time, a private call."""
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
+    viewer = await browser.new_page()
+    await viewer.goto(f"{base}/?view=viewer&room=show")
+    await wait_for(viewer, "window.liveRelay.framesDecoded > 0")
+    await asyncio.sleep(1.0)
+    r["host_own_tiles"] = await host.evaluate("document.querySelectorAll('#stage video').length")
+    # Pin and unpin a note.
+    await host.fill("#pin-form input[name=text]", "Free shipping tonight")
+    await host.click("#pin-form button >> text=Pin")
+    await wait_for(viewer, "document.querySelector('#announcement').textContent.includes('Free shipping')"
+                           " && !(" + HIDDEN % "#announcement" + ")")
+    await host.click("#unpin")
+    r["unpinned"] = bool(await wait_for(viewer, HIDDEN % "#announcement"))
+    # A co-host on stage: listed for the host with mute and remove; the co-host can leave.
+    async with LiveClient(ws, "show", token("show", "gus", Role.VIEWER, "Gus")) as gus:
+        await gus.request({"type": "stage_request"})
+        await host.wait_for_selector("#requests li button", timeout=20000)
+        await host.click("#requests li button >> text=Accept")
+        await host.wait_for_selector("#seats li[data-user=gus] .remove", timeout=20000)
+        await host.click("#seats li[data-user=gus] .mute-audio")
+        while not (await gus.next_event("stage", timeout=10))["state"]["seats"][0]["muted"]["audio"]:
+            pass
+        r["cohost_muted"] = True
+        await host.click("#seats li[data-user=gus] .remove")
+        r["cohost_removed"] = (await gus.next_event("grant", timeout=10))["reason"]
+    # A PK with its time left, and the bar gone when it ends.
+    async with LiveClient(ws, "rival", token("rival", "rita", Role.HOST)) as rita:
+        await host.fill("#pk-form input[name=room]", "rival")
+        await host.fill("#pk-form input[name=duration]", "60")
+        await host.click("#pk-form button >> text=Invite to PK")
+        await rita.next_event("pk_invited", timeout=10)
+        await rita.request({"type": "pk_answer", "room": "show", "accept": True})
+        await wait_for(viewer, "!(" + HIDDEN % "#pk-bar" + ")")
+        r["pk_time"] = await wait_for(viewer, "document.querySelector('#pk-bar .time')?.textContent")
+        await rita.request({"type": "pk_end"})
+        r["pk_bar_gone"] = bool(await wait_for(viewer, HIDDEN % "#pk-bar"))
+    # The host takes a viewer into a private call: the others are told why the picture froze.
+    async with LiveClient(ws, "show", token("show", "vip", Role.VIEWER)) as vip:
+        await host.fill("#call-form input[name=user]", "vip")
+        await host.uncheck("#call-form input[name=keep]")
+        await host.click("#call-form button")
+        await vip.next_event("call_invited", timeout=10)
+        await vip.request({"type": "call_answer", "accept": True})
+        r["call_notice"] = await wait_for(viewer, "!(" + HIDDEN % "#notice" + ")"
+                                                  " && document.querySelector('#notice').textContent")
+        await vip.request({"type": "call_end"})
+        r["call_notice_gone"] = bool(await wait_for(viewer, HIDDEN % "#notice"))
+    await host.screenshot(path=str(out / "host.png"))
+    return r
+
+
+SCENARIOS = {"broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page,
+             "host_page": host_page}
 
 
 async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
-    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo"), web_root=WEB_ROOT)
+    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT)
     ready, stop = asyncio.Event(), asyncio.Event()
     app = create_app(config)
     server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))

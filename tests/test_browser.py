@@ -92,3 +92,32 @@ def test_1v1_call_between_two_browser_pages(netns):
 def test_the_demo_room_shows_a_live_show_at_once(netns):
     r = run_scenario(netns, "demo")
     assert r["product"] and "Welcome" in r["announcement"]
+    assert r["image_loaded"]  # the demo's product images are served by the server itself
+
+
+def test_what_a_viewer_meets_on_a_phone(netns):
+    r = run_scenario(netns, "viewer_page")
+    assert r["history"] == 3 and r["history_bullets"] == 0  # recent comments listed, not flown
+    assert r["card_hidden_before_product"] and r["card_closed"]
+    assert r["muted_at_first"] and r["unmute_offered"] and r["unmuted_after_tap"]
+    assert r["unmuted_after_reload"] and r["unmute_hidden_after_reload"]  # the tap is remembered
+    assert r["phone_object_fit"] == "contain" and min(r["phone_button_heights"]) >= 44
+    def seconds(text: str) -> int:
+        minutes, secs = text.rsplit(" ", 1)[1].split(":")
+        return int(minutes) * 60 + int(secs)
+
+    first, later = r["countdown"]
+    assert first.startswith("20 left · offer ends in ") and 295 <= seconds(first) <= 300
+    assert seconds(later) < seconds(first)  # it counts down
+    assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
+    assert r["guest_box"]["disabled"] and "token" in r["guest_box"]["hint"]
+    assert r["outage_noticed_s"] < 5 and r["back_after_outage"]
+
+
+def test_what_a_host_meets(netns):
+    r = run_scenario(netns, "host_page")
+    assert r["host_own_tiles"] == 0  # the host's own stream is not echoed back as a tile
+    assert r["unpinned"]
+    assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
+    assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
+    assert "private call" in r["call_notice"] and r["call_notice_gone"]

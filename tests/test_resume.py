@@ -133,3 +133,18 @@ async def test_viewers_wait_through_a_restart_until_the_room_is_back(start_serve
         await host_again.comment("we are back")
         assert (await viewer.next_event("comment", timeout=5))["text"] == "we are back"
     await viewer.close()
+
+
+async def test_a_late_joiner_can_ask_for_the_recent_history(server):
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        for n in range(5):
+            await host.comment(f"earlier {n}")
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url) as ws:
+            await ws.send_json({"type": "join", "room": "show", "history": 3})
+            joined = await ws.receive_json()
+            assert joined["missed"] == 3 and joined["recovered"] is False
+            past = [await ws.receive_json() for _ in range(3)]
+            assert [p["text"] for p in past] == ["earlier 2", "earlier 3", "earlier 4"]
+            assert all(p["seq"] <= joined["seq"] for p in past)
+            await host.comment("live")
+            assert (await ws.receive_json())["text"] == "live"  # then live, no repeats

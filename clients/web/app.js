@@ -27,7 +27,7 @@ class Channel {
   constructor(room, tok) {
     this.room = room; this.token = tok; this.handlers = {}; this.pending = new Map(); this.nextId = 1;
     this.offset = 0; this.bestRtt = Infinity; this.epoch = null; this.seq = 0; this.joined = null;
-    this.closed = false; this.backoff = 250; this.node = 0;
+    this.closed = false; this.backoff = 250; this.node = 0; this.history = 0; this.lastHeard = 0;
   }
   on(type, fn) { (this.handlers[type] ||= []).push(fn); return this; }
   emit(type, msg) { for (const fn of this.handlers[type] || []) fn(msg); for (const fn of this.handlers["*"] || []) fn(msg); }
@@ -40,31 +40,45 @@ class Channel {
         const join = { type: "join", room: this.room, id: "join" };
         if (this.token) join.token = this.token;
         if (this.epoch) join.resume = { epoch: this.epoch, seq: this.seq };
+        else if (this.history) join.history = this.history; // a late joiner sees the recent comments
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (e) => {
+        this.lastHeard = Date.now();
         const msg = JSON.parse(e.data);
         if (msg.type === "joined") {
           this.joined = msg; this.epoch = msg.epoch; if (!msg.recovered) this.seq = msg.seq;
-          this.backoff = 250; this.measureClock(); this.emit("joined", msg); resolve(msg); return;
+          this.backoff = 250; this.measureClock(); this.watch(ws); this.emit("joined", msg); resolve(msg); return;
         }
         if (msg.type === "error" && msg.id === "join") { reject(new Error(`${msg.code}: ${msg.message}`)); return; }
         this.dispatch(msg);
       };
-      ws.onclose = (e) => {
-        for (const [, p] of this.pending) p.reject(new Error(`closed (${e.code})`));
-        this.pending.clear();
-        this.emit("closed", { code: e.code });
-        // Once joined, keep coming back: 4004 on a rejoin means the room is not open *yet* (a restarted
-        // server, a host reconnecting); only a refused token (4001) or a private room (4003) is final.
-        if (!this.closed && ![1000, 4001, 4003].includes(e.code) && this.joined) {
-          if (e.code !== 4004) this.node += 1; // unreachable or going away: try the next node
-          this.emit("waiting", { code: e.code });
-          setTimeout(() => this.connect().catch(() => {}), this.backoff * (0.5 + Math.random()));
-          this.backoff = Math.min(e.code === 4004 ? 10000 : 5000, this.backoff * 2);
-        }
-      };
+      ws.onclose = (e) => { this.lost(ws, e.code); reject(new Error(`closed (${e.code})`)); };
     });
+  }
+  // A dead link (Wi-Fi gone, a NAT that forgot us) closes nothing by itself for a long time: ping every
+  // second and give up on the socket when nothing was heard for 2.5 s.
+  watch(ws) {
+    clearInterval(this.watchdog);
+    this.watchdog = setInterval(() => {
+      if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) { clearInterval(this.watchdog); return; }
+      if (Date.now() - this.lastHeard > 2500) { clearInterval(this.watchdog); this.lost(ws, 4999); ws.close(); return; }
+      this.send({ type: "ping" });
+    }, 1000);
+  }
+  lost(ws, code) {
+    if (ws.lostHandled) return;
+    ws.lostHandled = true; ws.onmessage = null; ws.onclose = null;
+    for (const [, p] of this.pending) p.reject(new Error(`closed (${code})`));
+    this.pending.clear();
+    this.emit("closed", { code });
+    // Once joined, keep coming back: 4004 on a rejoin means the room is not open *yet* (a restarted server, a
+    // host reconnecting); only a refused token (4001) or a private room (4003) is final.
+    if (!this.closed && ![1000, 4001, 4003].includes(code) && this.joined) {
+      if (code !== 4004) this.node += 1; // unreachable or going away: try the next node
+      setTimeout(() => this.connect().catch(() => {}), this.backoff * (0.5 + Math.random()));
+      this.backoff = Math.min(code === 4004 ? 10000 : 5000, this.backoff * 2);
+    }
   }
   dispatch(msg) {
     if (["ack", "ok", "answer", "error", "pong", "closed_media"].includes(msg.type) && this.pending.has(msg.id)) {
@@ -157,31 +171,45 @@ let ch; let myPublisher = null; let statsTimer = null;
 
 function setStatus(text) { $("#status").textContent = text; }
 
-function addComment(msg) {
+function addComment(msg, fly = true) {
   const li = document.createElement("li");
   const who = document.createElement("span"); who.className = "who"; who.textContent = msg.name || msg.user;
   const text = document.createElement("span"); text.textContent = msg.text;
   li.append(who, text); $("#comments").prepend(li);
   while ($("#comments").children.length > 100) $("#comments").lastChild.remove();
+  if (!fly) return; // from history: listed, not flown across the video
   const bullet = document.createElement("div"); bullet.className = "bullet"; bullet.textContent = msg.text;
   bullet.style.top = `${5 + Math.floor(Math.random() * 10) * 8}%`;
   bullet.addEventListener("animationend", () => bullet.remove());
   $("#danmaku").append(bullet);
 }
 
-let cardTimer = null;
+let cardTimer = null; let countdownTimer = null;
 function showProduct(msg) {
   const p = msg.product; const card = $("#product-card");
   card.querySelector(".product-title").textContent = p.title;
   card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
-  const extra = [];
-  if (typeof p.stock === "number") extra.push(`${p.stock} left`);
-  if (typeof p.countdown_s === "number") extra.push(`offer ends in ${p.countdown_s}s`);
-  card.querySelector(".product-extra").textContent = extra.join(" · ");
+  const stock = typeof p.stock === "number" ? `${p.stock} left` : "";
+  // The offer's end is fixed on the server's clock when the card was pushed: late joiners count the same.
+  const endsAt = typeof p.countdown_s === "number" ? (msg.server_ts || ch.serverNow()) + p.countdown_s * 1000 : null;
+  const tick = () => {
+    const parts = stock ? [stock] : [];
+    if (endsAt !== null) {
+      const left = Math.min(p.countdown_s, Math.ceil((endsAt - ch.serverNow()) / 1000)); // clock estimates wobble
+      parts.push(left > 0 ? `offer ends in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` : "offer ended");
+      if (left <= -5) { clearInterval(countdownTimer); card.hidden = true; }
+    }
+    card.querySelector(".product-extra").textContent = parts.join(" · ");
+  };
+  clearInterval(countdownTimer); tick();
+  if (endsAt !== null) countdownTimer = setInterval(tick, 1000);
   const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
   const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
-  card.dataset.productId = p.id; card.hidden = false;
-  clearTimeout(cardTimer); cardTimer = setTimeout(() => { card.hidden = true; }, 20000);
+  card.dataset.productId = p.id;
+  if (endsAt !== null && endsAt - ch.serverNow() < -5000) { card.hidden = true; return; } // long over
+  card.hidden = false;
+  clearTimeout(cardTimer);
+  if (endsAt === null) cardTimer = setTimeout(() => { card.hidden = true; }, 20000); // else: until it ends
 }
 
 function showAnnouncement(msg) {
@@ -191,12 +219,27 @@ function showAnnouncement(msg) {
 
 let lastE2E = null;
 function noteLatency(msg) {
-  if (typeof msg.latency_ms === "number") { lastE2E = msg.latency_ms; $("#stat-e2e").textContent = lastE2E.toFixed(1); }
+  // Clock estimation is good to about a millisecond: never show a message arriving before it was sent.
+  if (typeof msg.latency_ms === "number") { lastE2E = Math.max(0, msg.latency_ms); $("#stat-e2e").textContent = lastE2E.toFixed(1); }
 }
 
 function layout() {
   const n = Math.max(1, tiles.size);
   $("#stage").style.setProperty("--cols", String(Math.ceil(Math.sqrt(n))));
+}
+
+// Sound: browsers let a page autoplay video with sound only after the person interacted with it. Start muted
+// unless sound was turned on before (remembered); one tap turns it on for the whole stage.
+let soundOn = localStorage.getItem("live-relay:sound") === "on";
+function offerSound() { $("#unmute").hidden = soundOn; }
+function setSound(on) {
+  soundOn = on; localStorage.setItem("live-relay:sound", on ? "on" : "off");
+  for (const v of document.querySelectorAll("#stage video, #call-remote")) { v.muted = !on; v.play().catch(() => {}); }
+  offerSound();
+}
+function playWithSound(video) {
+  video.muted = !soundOn;
+  video.play().catch(() => { video.muted = true; soundOn = false; offerSound(); video.play().catch(() => {}); });
 }
 
 async function showPublisher(publisher, user) {
@@ -205,7 +248,7 @@ async function showPublisher(publisher, user) {
   try {
     const sub = await subscribe(ch, publisher);
     const el = document.createElement("div"); el.className = "tile";
-    const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.muted = true;
+    const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.muted = !soundOn;
     video.srcObject = sub.stream; video.dataset.publisher = publisher;
     const label = document.createElement("span"); label.className = "label"; label.textContent = user || "";
     el.append(video, label); $("#stage").prepend(el);
@@ -215,7 +258,7 @@ async function showPublisher(publisher, user) {
       $("#stat-setup").textContent = ms.toFixed(0);
       ch.send({ type: "client_stats", first_frame_ms: ms });
     });
-    video.play().catch(() => {});
+    playWithSound(video);
   } catch (err) {
     tiles.delete(publisher);
     console.warn("subscribe failed", publisher, err.message);
@@ -230,7 +273,9 @@ function dropPublisher(publisher) {
 function reconcile(state) {
   // Everyone publishing in this room, plus the PK opponent's publishers.
   const wanted = new Map();
-  for (const p of state.publishers || []) wanted.set(p.publisher, p.user);
+  // Our own stream is never a tile (publisher_joined can arrive before `publish` has answered us).
+  const me = ch.joined?.user;
+  for (const p of state.publishers || []) if (p.user !== me) wanted.set(p.publisher, p.user);
   for (const side of state.pk?.sides || []) for (const id of side.publishers) wanted.set(id, side.host);
   for (const [id, user] of wanted) showPublisher(id, user);
   for (const id of [...tiles.keys()]) if (!wanted.has(id)) dropPublisher(id);
@@ -238,15 +283,26 @@ function reconcile(state) {
 
 const roomState = { publishers: [], pk: null };
 
-function renderPk(pk, scores) {
+function renderPk(pk, scores, remaining) {
   const bar = $("#pk-bar");
   if (!pk) { bar.hidden = true; return; }
   const [a, b] = pk.sides; const sa = scores?.[a.room] ?? a.score; const sb = scores?.[b.room] ?? b.score;
+  const secs = Math.max(0, Math.round(remaining ?? (pk.ends_at_ms - ch.serverNow()) / 1000));
   bar.replaceChildren();
   const left = document.createElement("span"); left.className = "a"; left.textContent = `${a.host} ${sa}`;
+  const time = document.createElement("span"); time.className = "time";
+  time.textContent = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
   const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${b.host}`;
   left.style.flexGrow = String(1 + sa); right.style.flexGrow = String(1 + sb);
-  bar.append(left, right); bar.hidden = false;
+  bar.append(left, time, right); bar.hidden = false;
+}
+
+// While the host is in a private 1v1 and the show does not get their video, say so over the frozen frame.
+function renderCall(call) {
+  const notice = $("#notice");
+  const away = call && !call.keep_video && ch.joined?.user !== call.host && ch.joined?.user !== call.guest;
+  notice.textContent = away ? `${call.host} is in a private call — back soon` : "";
+  notice.hidden = !away;
 }
 
 function invitePanel(text, onAccept, onDecline) {
@@ -304,11 +360,13 @@ function wireLive(isHost) {
     if (msg.state.product) showProduct(msg.state.product);
     showAnnouncement(msg.state.pinned);
     Object.assign(roomState, { publishers: msg.state.publishers, pk: msg.state.pk });
-    renderPk(msg.state.pk); reconcile(roomState);
+    renderPk(msg.state.pk); reconcile(roomState); renderCall(msg.state.call); renderSeats(msg.state.stage);
     for (const el of document.querySelectorAll(".host-only")) el.hidden = msg.role !== "host";
     for (const el of document.querySelectorAll(".viewer-only")) el.hidden = msg.role !== "viewer";
+    $("#leave-stage").hidden = msg.role !== "cohost";
   });
-  ch.on("comment", (m) => { addComment(m); noteLatency(m); });
+  // Events up to joined.seq that follow `joined` are the room's recent history (join.history): list them.
+  ch.on("comment", (m) => { addComment(m, !(ch.joined && m.seq <= ch.joined.seq)); noteLatency(m); });
   ch.on("product", (m) => { showProduct(m); noteLatency(m); });
   ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
   ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
@@ -319,11 +377,17 @@ function wireLive(isHost) {
     reconcile(roomState);
   });
   ch.on("pk", (m) => { roomState.pk = m.state; renderPk(m.state); reconcile(roomState); });
-  ch.on("pk_score", (m) => renderPk(roomState.pk, m.scores));
+  ch.on("pk_score", (m) => renderPk(roomState.pk, m.scores, m.remaining_s));
+  ch.on("call", (m) => renderCall(m.state));
+  ch.on("stage", (m) => renderSeats(m.state));
   ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
   ch.on("grant", (m) => {
     setStatus(m.role);
     $("#raise-hand").hidden = m.role !== "viewer";
+    $("#leave-stage").hidden = m.role !== "cohost";
+    if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
+      window.liveRelay.publisher.pc.close(); window.liveRelay.publisher = null; myPublisher = null; liveStream = null;
+    }
     if (m.role === "cohost") goLive().catch((e) => setStatus(`camera: ${e.message}`));
   });
   ch.on("stage_invited", (m) => invitePanel(`${m.from} invites you on stage`,
@@ -342,6 +406,13 @@ function wireLive(isHost) {
     window.liveRelay.publisher = null; myPublisher = null;
   });
 
+  if (!token) { // anonymous viewers watch and like; say how to comment instead of answering "forbidden"
+    $("#comment-input").disabled = true; $("#comment-send").hidden = true;
+    $("#comment-input").placeholder = "Watching as a guest: open your invitation link (with its token) to comment";
+  }
+  $("#unmute").onclick = () => setSound(true);
+  offerSound();
+  $("#leave-stage").onclick = () => ch.request({ type: "stage_leave" }).catch((err) => setStatus(err.message));
   $("#comment-form").onsubmit = (e) => {
     e.preventDefault();
     const text = $("#comment-input").value.trim(); if (!text) return;
@@ -360,9 +431,10 @@ function wireLive(isHost) {
 }
 
 const SHELF = [
-  { id: "sku-jade", title: "Jade bracelet", price: "19.90", currency: "EUR", url: "https://shop.example/p/jade", image: "https://shop.example/p/jade.jpg", stock: 20, countdown_s: 300 },
-  { id: "sku-tea", title: "Oolong tea, 250 g", price: "12.50", currency: "EUR", url: "https://shop.example/p/tea", image: "https://shop.example/p/tea.jpg", stock: 50 },
-  { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: "https://shop.example/p/silk.jpg", stock: 5 },
+  // Images from this server (they load wherever the page does); Buy links to a placeholder shop.
+  { id: "sku-jade", title: "Jade bracelet", price: "19.90", currency: "EUR", url: "https://shop.example/p/jade", image: `${location.origin}/static/demo/jade.svg`, stock: 20, countdown_s: 300 },
+  { id: "sku-tea", title: "Oolong tea, 250 g", price: "12.50", currency: "EUR", url: "https://shop.example/p/tea", image: `${location.origin}/static/demo/tea.svg`, stock: 50 },
+  { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: `${location.origin}/static/demo/scarf.svg`, stock: 5 },
 ];
 
 function wireHost() {
@@ -373,6 +445,13 @@ function wireHost() {
     b.onclick = () => ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
     $("#shelf").append(b);
   }
+  $("#pin-form").onsubmit = (e) => {
+    e.preventDefault();
+    const text = e.target.text.value.trim(); if (!text) return;
+    ch.request({ type: "announce", text, pinned: true }).then(() => { e.target.text.value = ""; })
+      .catch((err) => setStatus(err.message));
+  };
+  $("#unpin").onclick = () => ch.request({ type: "announce", text: "", pinned: true }).catch((err) => setStatus(err.message));
   const requests = $("#requests");
   ch.on("stage_requested", (m) => {
     const li = document.createElement("li"); li.dataset.user = m.user;
@@ -386,7 +465,8 @@ function wireHost() {
   ch.on("stage_request_cancelled", (m) => requests.querySelector(`li[data-user="${CSS.escape(m.user)}"]`)?.remove());
   $("#pk-form").onsubmit = (e) => {
     e.preventDefault();
-    ch.request({ type: "pk_invite", room: e.target.room.value }).then(() => setStatus("PK invitation sent"))
+    ch.request({ type: "pk_invite", room: e.target.room.value, duration_s: Number(e.target.duration.value) || 300 })
+      .then(() => setStatus("PK invitation sent"))
       .catch((err) => setStatus(err.message));
   };
   $("#pk-end").onclick = () => ch.request({ type: "pk_end" }).catch((err) => setStatus(err.message));
@@ -404,6 +484,27 @@ function wireHost() {
     ch.request({ type: "call_invite", user: e.target.user.value, keep_video: e.target.keep.checked })
       .then(() => setStatus("call invitation sent")).catch((err) => setStatus(err.message));
   };
+}
+
+// The host's view of the stage: each co-host with mute and remove.
+function renderSeats(stage) {
+  const list = $("#seats"); if (!list || !stage) return;
+  list.replaceChildren();
+  for (const seat of stage.seats || []) {
+    const li = document.createElement("li"); li.dataset.user = seat.user;
+    const who = document.createElement("span"); who.textContent = `${seat.seat}. ${seat.name || seat.user}`;
+    li.append(who);
+    for (const kind of ["audio", "video"]) {
+      const muted = Boolean(seat.muted?.[kind]);
+      const b = document.createElement("button"); b.className = `mute-${kind}`;
+      b.textContent = `${muted ? "Unmute" : "Mute"} ${kind}`;
+      b.onclick = () => ch.request({ type: "stage_mute", user: seat.user, kind, muted: !muted }).catch((e) => setStatus(e.message));
+      li.append(b);
+    }
+    const remove = document.createElement("button"); remove.className = "remove"; remove.textContent = "Remove";
+    remove.onclick = () => ch.request({ type: "stage_remove", user: seat.user }).catch((e) => setStatus(e.message));
+    li.append(remove); list.append(li);
+  }
 }
 
 async function updateStats() {
@@ -437,7 +538,7 @@ async function runCall(call, remoteVideo) {
     if (!mine || !other || subscribed) return;
     subscribed = true;
     const sub = await subscribe(call, other.publisher);
-    remoteVideo.srcObject = sub.stream; remoteVideo.muted = true; remoteVideo.play().catch(() => {});
+    remoteVideo.srcObject = sub.stream; playWithSound(remoteVideo);
     window.liveRelay.callPc = sub.pc;
     const ms = (await firstFrame(remoteVideo, sub.started)) + (sub.started - started);
     $("#stat-setup").textContent = ms.toFixed(0);
@@ -475,6 +576,7 @@ async function main() {
   }
   $("#live").hidden = false;
   ch = new Channel(roomName, token);
+  ch.history = 30; // a late joiner sees the last comments, not an empty list
   window.liveRelay.channel = ch;
   if (view === "call") {
     $("#stage").replaceChildren();
