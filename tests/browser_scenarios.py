@@ -163,6 +163,11 @@ async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
     result["labels"] = await audience.evaluate(
         "[...document.querySelectorAll('#stage .label')].map(l => l.textContent)")
     await audience.screenshot(path=str(out / "stage.png"))
+    # The co-host leaves the stage from the page: back to viewer, camera off, one tile for the audience.
+    await guest.click("#leave-stage")
+    await wait_for(audience, "document.querySelectorAll('#stage video').length === 1")
+    result["left_stage"] = await wait_for(guest, "!window.liveRelay.publisher && " + HIDDEN % "#leave-stage"
+                                          + " && !(" + HIDDEN % "#raise-hand" + ")")
     return result
 
 

@@ -81,6 +81,7 @@ def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_s
 def test_cohost_accepted_in_the_browser_appears_on_the_viewers_stage(netns):
     r = run_scenario(netns, "cohost")
     assert (r["tiles"] == 2 and sorted(r["labels"]) == ["Gina", "Host"]) or set(r["labels"]) >= {"host", "gina"}
+    assert r["left_stage"]  # "Leave the stage": the co-host is a viewer again and the audience sees one tile
 
 
 def test_1v1_call_between_two_browser_pages(netns):
