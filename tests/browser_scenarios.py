@@ -246,6 +246,12 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     await asyncio.sleep(2.2)
     r["countdown"] = [first, await phone.text_content("#product-card .product-extra")]
     r["image_loaded"] = await wait_for(phone, "document.querySelector('#product-card img').naturalWidth > 0")
+    r["card_covers_name"] = await phone.evaluate("""(() => {
+        const a = document.querySelector('#product-card').getBoundingClientRect();
+        return [...document.querySelectorAll('#stage .tile .label')].some(l => {
+            const b = l.getBoundingClientRect();
+            return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
+    })()""")
     await phone.click("#product-card .close")
     r["card_closed"] = await phone.evaluate(HIDDEN % "#product-card")
     r["e2e_shown"] = await phone.text_content("#stat-e2e")

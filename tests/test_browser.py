@@ -111,6 +111,7 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert first.startswith("20 left · offer ends in ") and 295 <= seconds(first) <= 300
     assert seconds(later) < seconds(first)  # it counts down
     assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
+    assert r["card_covers_name"] is False
     assert r["guest_box"]["disabled"] and "token" in r["guest_box"]["hint"]
     assert r["outage_noticed_s"] < 5 and r["back_after_outage"]
 

@@ -124,3 +124,46 @@ async def test_host_commands_help_and_failed_accept_and_view_comments(server):
     code, out, err = await host
     assert code == 0, err
     assert "'p' pushes the next product" in out and "could not seat nobody" in out
+
+
+async def test_serve_demo_prints_the_pages_and_how_to_mint_tokens():
+    import asyncio
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "serve", "--demo", "--no-media", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any(line.strip().startswith("go live:") for line in lines):
+                lines.append((await proc.stderr.readline()).decode())
+    finally:
+        proc.terminate()
+        await proc.wait()
+    text = "".join(lines)
+    assert f"http://127.0.0.1:{port}/?view=host&room=demo&token=" in text
+    secret = text.split("this run signs tokens with ", 1)[1].split()[0]
+    assert f"live-relay token --secret {secret}" in text
+    code, minted, err = await _cli("token", "--room", "demo", "--user", "x", "--secret", secret)
+    assert code == 0, err
+    assert verify_token(secret, minted.strip()).room == "demo"
+
+
+def test_a_missing_dependency_fails_the_run_unless_skipping_is_asked_for(tmp_path):
+    import os
+    import shutil
+
+    bin_dir = tmp_path / "bin"  # a PATH with python but no redis-server
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(shutil.which("python3") or sys.executable)
+    env = {**os.environ, "PATH": str(bin_dir)}
+    env.pop("LIVE_RELAY_SKIP_MISSING", None)
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_brokers.py", "-k", "lifecycle"]
+    failed = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode != 0 and "missing dependency: redis-server" in failed.stdout
+    skipped = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                             env={**env, "LIVE_RELAY_SKIP_MISSING": "1"})
+    assert skipped.returncode == 0 and "NOT A FULL RUN" in skipped.stdout and "redis-server" in skipped.stdout
