@@ -26,6 +26,7 @@ from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
 
 FREEZE_S = 0.2
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 
 
 def _print(*parts: object) -> None:
@@ -236,7 +237,7 @@ class Recorder:
         if self.container is None:
             self.container = av.open(self.path, "w")
             self.stream = self.container.add_stream(codec_name.lower(), rate=30)
-            self.stream.time_base = fractions.Fraction(1, 90000)
+            self.stream.time_base = VIDEO_TIME_BASE
             if codec_name.lower() == "vp8" and len(data) >= 10:
                 # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
                 self.stream.width = int.from_bytes(data[6:8], "little") & 0x3FFF
@@ -246,7 +247,9 @@ class Recorder:
         packet = av.Packet(data)
         packet.pts = packet.dts = self._offset + ((timestamp - self._first_ts) & 0xFFFFFFFF)
         self._last_pts = packet.pts
-        packet.time_base = self.stream.time_base
+        # Our pts count 1/90000 s (RTP video time). Not `self.stream.time_base`: the muxer replaces that once
+        # the header is written (1/1000 for WebM), which made every frame after the first 90x too late.
+        packet.time_base = VIDEO_TIME_BASE
         packet.stream = self.stream
         self.container.mux(packet)
         self.frames += 1

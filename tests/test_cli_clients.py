@@ -44,6 +44,9 @@ products:
     with av.open(str(record)) as container:  # recorded as received, and it plays
         decoded = [f for f in container.decode(video=0)]
     assert len(decoded) > 20 and (decoded[0].width, decoded[0].height) == (640, 480)
+    # It lasts as long as it was recorded: ~30 frames a second (the timestamps were once 90x too long).
+    span = decoded[-1].time - decoded[0].time
+    assert 0.5 < span / ((len(decoded) - 1) / 30) < 2, (span, len(decoded))
 
 
 async def test_two_call_clients_connect(server):
