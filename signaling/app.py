@@ -33,6 +33,7 @@ from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
+from signaling.whip import HttpMedia
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", app[SERVER].connections.handle)
+    server = app[SERVER]
+    if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
+        HttpMedia(server.media, server.membership, config.secret, config.allow_anonymous).add_routes(app)
     if config.web_root:
         app.router.add_get("/", index)
         app.router.add_static("/static", config.web_root, append_version=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -59,6 +60,8 @@ class MediaSignaling:
         self._on_setup = on_setup  # (kind, seconds from offer received to answer sent), for metrics
         self._on_candidate_denied = on_candidate_denied
         self._owner: dict[str, Session] = {}
+        self._http_owner: dict[str, str] = {}  # WHIP/WHEP sessions: media id -> remote address
+        self._http_prefix = secrets.token_hex(4)  # media ids are unique room-wide (several nodes)
 
     def handlers(self) -> dict[str, MediaHandler]:
         return {"publish": self.publish, "subscribe": self.subscribe, "candidate": self.candidate,
@@ -107,16 +110,20 @@ class MediaSignaling:
         await self.close_media(message["media"])
         session.send({"type": "closed_media", "id": ref, "media": message["media"]})
 
-    def _adopt(self, session: Session, what: str, ref: Ref) -> str:
-        """A new media id for this connection, within the bounds. Raises ProtocolError(too_many_media)."""
-        limits, room = self.limits, _room_of(session)
-        if limits.max_media_per_conn and len(session.media) >= limits.max_media_per_conn:
-            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA,
-                                f"at most {limits.max_media_per_conn} media sessions per connection", ref)
-        if limits.max_media_per_ip and self._by_address[session.remote] >= limits.max_media_per_ip:
+    def _check_bounds(self, remote: str, room: str, ref: Ref) -> None:
+        limits = self.limits
+        if limits.max_media_per_ip and self._by_address[remote] >= limits.max_media_per_ip:
             raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "too many media sessions from your address", ref)
         if limits.max_media_per_room and self.router.room_peer_count(room) >= limits.max_media_per_room:
             raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "this room holds as many media sessions as it may", ref)
+
+    def _adopt(self, session: Session, what: str, ref: Ref) -> str:
+        """A new media id for this connection, within the bounds. Raises ProtocolError(too_many_media)."""
+        limits = self.limits
+        if limits.max_media_per_conn and len(session.media) >= limits.max_media_per_conn:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA,
+                                f"at most {limits.max_media_per_conn} media sessions per connection", ref)
+        self._check_bounds(session.remote, _room_of(session), ref)
         media_id = f"{session.id}-{what}{next(self._ids)}"
         self._owner[media_id] = session
         session.media.add(media_id)
@@ -126,11 +133,58 @@ class MediaSignaling:
     def _forget(self, media_id: str) -> None:
         """The media session is over (closed by anyone, or never started): free its slot."""
         session = self._owner.pop(media_id, None)
+        remote = self._http_owner.pop(media_id, None)
         if session is not None:
             session.media.discard(media_id)
-            self._by_address[session.remote] -= 1
-            if self._by_address[session.remote] <= 0:
-                del self._by_address[session.remote]
+            remote = session.remote
+        if remote is not None:
+            self._by_address[remote] -= 1
+            if self._by_address[remote] <= 0:
+                del self._by_address[remote]
+
+    # -- media sessions over plain HTTP (WHIP ingest, WHEP playback; see signaling/whip.py) -------------------
+
+    async def publish_http(self, room: str, user: str, remote: str, offer: str) -> tuple[str, str]:
+        """A publisher with no WebSocket (OBS over WHIP): (media id, answer SDP). Raises ProtocolError."""
+        self._check_bounds(remote, room, None)
+        media_id = f"{self._http_prefix}-whip{next(self._ids)}"
+        self._http_owner[media_id] = remote
+        self._by_address[remote] += 1
+        try:
+            answer = await self.router.publish(room, media_id, user, offer)
+        except MediaError as exc:
+            self._forget(media_id)
+            raise ProtocolError(exc.code, exc.message) from None
+        await self._register(room, media_id)
+        return media_id, answer
+
+    async def subscribe_http(self, room: str, user: str, remote: str, offer: str,
+                             publisher: str | None) -> tuple[str, str]:
+        """A player with no WebSocket (WHEP): (media id, answer SDP) for the room's (or a named) publisher."""
+        self._check_bounds(remote, room, None)
+        media_id = f"{self._http_prefix}-whep{next(self._ids)}"
+        self._http_owner[media_id] = remote
+        self._by_address[remote] += 1
+        try:
+            visible = await self.visible_rooms(room)
+            source = await self._pull_if_remote(room, publisher, visible)
+            answer = await self.router.subscribe(room, media_id, user, offer, source, visible)
+        except MediaError as exc:
+            self._forget(media_id)
+            raise ProtocolError(exc.code, exc.message) from None
+        return media_id, answer
+
+    def owns_http(self, media_id: str) -> bool:
+        return media_id in self._http_owner
+
+    async def candidates_http(self, media_id: str, candidates: list[dict[str, Any]]) -> None:
+        """Trickled candidates of an HTTP-owned session. Raises ProtocolError."""
+        for candidate in candidates:
+            try:
+                if not await self.router.add_candidate(media_id, candidate):
+                    self._on_candidate_denied()
+            except MediaError as exc:
+                raise ProtocolError(exc.code, exc.message) from None
 
     @contextlib.contextmanager
     def _media_errors(self, session: Session, media_id: str | None, ref: Ref) -> Any:

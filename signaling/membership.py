@@ -46,7 +46,7 @@ class Membership:
         self._identify(session, room_name, grant, name, ref)
         try:
             if grant is not None and grant.grant_id is not None:
-                await self._check_grant_live(room_name, grant, ref)
+                await self.check_grant_live(room_name, grant, ref)
             room = await self._enter(session, room_name, ref)
         except BrokerUnavailable:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
@@ -92,7 +92,7 @@ class Membership:
         session.user, session.role, session.anonymous = grant.user, grant.role, False
         session.name = grant.name or name
 
-    async def _check_grant_live(self, room_name: str, grant: Grant, ref: Ref) -> None:
+    async def check_grant_live(self, room_name: str, grant: Grant, ref: Ref) -> None:
         """A server-issued grant (a seat's co-host token, a call token) joins only while it is live."""
         assert grant.grant_id is not None
         record = await self.registry.get_grant(room_name, grant.grant_id)

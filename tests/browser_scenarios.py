@@ -335,8 +335,36 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     return r
 
 
-SCENARIOS = {"broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page,
-             "host_page": host_page}
+async def whip(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """The page's own WHIP and WHEP client (plain HTTP, no WebSocket) in Chromium."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show") as watcher:
+        studio = await browser.new_page()
+        await studio.goto(f"{base}/?view=whip&room=show&token={token('show', 'studio', Role.HOST)}")
+        joined = await watcher.next_event("media", timeout=20)
+        r["joined_user"] = joined["user"]
+        session = await MediaSession.subscribe(watcher, publisher=joined["publisher"], kinds=("video",))
+        track = await session.wait_track("video", timeout=20)
+        frames = [await asyncio.wait_for(track.recv(), 20) for _ in range(5)]
+        r["python_decoded"] = [frames[-1].width, frames[-1].height]
+        await session.close()
+        player = await browser.new_page()
+        await player.goto(f"{base}/?view=whep&room=show")
+        r["whep_frames"] = await wait_for(player, """(async () => {
+            if (!window.liveRelay.whep) return 0;
+            const s = await window.liveRelay.whep.pc.getStats(); let n = 0;
+            s.forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') n = x.framesDecoded; });
+            return n > 5 ? n : 0; })()""")
+        r["whep_stop"] = await player.evaluate("window.liveRelay.whep.stop()")
+        r["whip_stop"] = await studio.evaluate("window.liveRelay.whip.stop()")
+        while (left := await watcher.next_event("media", timeout=10))["event"] != "publisher_left":
+            pass
+        r["left"] = left["publisher"] == joined["publisher"]
+    return r
+
+
+SCENARIOS = {"whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo,
+             "viewer_page": viewer_page, "host_page": host_page}
 
 
 async def main(scenario: str, out: Path) -> None:

@@ -123,3 +123,10 @@ def test_what_a_host_meets(netns):
     assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
     assert "private call" in r["call_notice"] and r["call_notice_gone"]
+
+
+def test_the_pages_whip_and_whep_clients(netns):
+    r = run_scenario(netns, "whip")
+    assert r["joined_user"] == "studio" and r["python_decoded"][0] > 0  # WHIP from Chromium, decoded in Python
+    assert r["whep_frames"] > 5  # WHEP in Chromium decodes it
+    assert r["whep_stop"] == 200 and r["whip_stop"] == 200 and r["left"]  # DELETE ends each session

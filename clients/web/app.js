@@ -559,6 +559,52 @@ async function runCall(call, remoteVideo) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// WHIP (publish) and WHEP (play): media with nothing but HTTP, as OBS and players speak it. The offer is
+// POSTed with a bearer token; the answer comes back with the session's URL, to which our ICE candidates
+// are PATCHed (trickle-ice-sdpfrag) and which DELETE ends.
+
+async function httpMedia(kind, room, tok, pc) {
+  const queued = []; let location = null;
+  const patch = (lines) => fetch(location, { method: "PATCH", body: lines.join("\r\n") + "\r\n",
+    headers: { "Content-Type": "application/trickle-ice-sdpfrag", ...(tok ? { Authorization: `Bearer ${tok}` } : {}) } });
+  pc.onicecandidate = (e) => {
+    const c = e.candidate; if (!c || !c.candidate) return;
+    const lines = [`a=mid:${c.sdpMid}`, `a=${c.candidate}`];
+    if (location) patch(lines); else queued.push(...lines);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  const res = await fetch(`/${kind}/${encodeURIComponent(room)}`, { method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", ...(tok ? { Authorization: `Bearer ${tok}` } : {}) } });
+  if (res.status !== 201) throw new Error(`${kind.toUpperCase()} ${res.status}: ${(await res.text()).trim()}`);
+  location = new URL(res.headers.get("Location"), location || window.location.href).href;
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  if (queued.length) await patch(queued);
+  // Stop: DELETE first (closing the peer connection first would end the session under the request).
+  return { pc, location, stop: async () => { const r = await fetch(location, { method: "DELETE" }); pc.close(); return r.status; } };
+}
+
+async function runWhip(room, tok) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  $("#stage").replaceChildren();
+  const preview = document.createElement("video"); preview.autoplay = true; preview.muted = true; preview.playsInline = true;
+  preview.srcObject = stream; $("#stage").append(preview);
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+  const session = await httpMedia("whip", room, tok, pc);
+  window.liveRelay.whip = session;
+  setStatus("on air over WHIP");
+}
+
+async function runWhep(room, tok) {
+  $("#stage").replaceChildren();
+  const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.id = "whep-video";
+  $("#stage").append(video);
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver("video", { direction: "recvonly" }); pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream(); pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; playWithSound(video); };
+  window.liveRelay.whep = await httpMedia("whep", room, tok, pc);
+  setStatus("playing over WHEP");
+}
 
 window.liveRelay = { framesDecoded: 0, callSetupMs: null };
 
@@ -575,6 +621,12 @@ async function main() {
     return;
   }
   $("#live").hidden = false;
+  if (view === "whip" || view === "whep") { // plain HTTP media, no message channel
+    for (const el of document.querySelectorAll(".controls, #comments, #stats")) el.hidden = true;
+    $("#unmute").onclick = () => setSound(true); offerSound();
+    try { await (view === "whip" ? runWhip(roomName, token) : runWhep(roomName, token)); } catch (err) { setStatus(err.message); }
+    return;
+  }
   ch = new Channel(roomName, token);
   ch.history = 30; // a late joiner sees the last comments, not an empty list
   window.liveRelay.channel = ch;

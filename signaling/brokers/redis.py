@@ -262,7 +262,7 @@ class RedisBroker(Broker):
 
     async def room_exists(self, room: str) -> bool:
         k = _keys(room)
-        return bool(await self._call(self._client.exists(k["seq"], k["presence"])))
+        return bool(await self._call(self._client.exists(k["seq"], k["presence"], k["publishers"])))
 
     async def gc(self) -> list[str]:
         gone = []

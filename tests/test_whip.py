@@ -1,0 +1,134 @@
+"""WHIP ingest and WHEP playback, driven by a client of this file's own on aiortc and plain HTTP (not the
+project's client library), against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from clients.client import LiveClient
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, read_frame
+from protocol import Role
+from rtc import adapter
+from signaling.whip import parse_sdpfrag
+
+
+class WhipClient:
+    """What OBS does, in a few lines: POST an offer with a bearer token, use the answer, DELETE to stop."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.pc = RTCPeerConnection()
+        self.location: str | None = None
+
+    async def start(self, path: str, token: str | None, *, send: bool) -> aiohttp.ClientResponse:
+        if send:
+            self.pc.addTransceiver(CounterVideoTrack(320, 240, start=900_000), direction="sendonly")
+        else:
+            self.pc.addTransceiver("video", direction="recvonly")
+        adapter.restrict_host_addresses(self.pc, ["127.0.0.1"])  # aioice leaves loopback out otherwise
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        headers = {"Content-Type": "application/sdp", **({"Authorization": f"Bearer {token}"} if token else {})}
+        response = await self.http.post(self.base + path, data=self.pc.localDescription.sdp, headers=headers)
+        if response.status == 201:
+            self.location = response.headers["Location"]
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=await response.text(), type="answer"))
+        return response
+
+    async def stop(self) -> int:
+        status = (await self.http.delete(self.base + self.location)).status if self.location else 0
+        await self.pc.close()
+        return status
+
+
+async def test_a_whip_stream_is_a_publisher_of_the_room_and_whep_plays_it(server):
+    async with aiohttp.ClientSession() as http, LiveClient(server.ws_url, "show") as viewer:
+        obs = WhipClient(http, server.base)
+        response = await obs.start("/whip/show", server.token("show", "studio", Role.HOST), send=True)
+        assert response.status == 201 and response.headers["Content-Type"].startswith("application/sdp")
+        assert obs.location and obs.location.startswith("/whip/show/")
+        joined = await viewer.next_event("media", timeout=10)
+        assert joined["event"] == "publisher_joined" and joined["user"] == "studio"
+        # A WebSocket viewer sees it as any host's stream, by its content.
+        sub = await MediaSession.subscribe(viewer, publisher=joined["publisher"], kinds=("video",))
+        frame = await asyncio.wait_for((await sub.wait_track("video", 20)).recv(), 20)
+        assert read_frame(frame)[0] >= 900_000
+        # A WHEP player (no token: anonymous viewing is on) plays the room's stream.
+        player = WhipClient(http, server.base)
+        got = asyncio.get_running_loop().create_future()
+        player.pc.on("track", lambda track: got.set_result(track) if not got.done() else None)
+        answer = await player.start("/whep/show", None, send=False)
+        assert answer.status == 201 and answer.headers["Location"].startswith("/whep/show/")
+        track = await asyncio.wait_for(got, 20)
+        frame = await asyncio.wait_for(track.recv(), 20)
+        assert read_frame(frame)[0] >= 900_000
+        assert await player.stop() == 200
+        await sub.close()
+        # DELETE ends the stream for the room.
+        assert await obs.stop() == 200
+        while (left := await viewer.next_event("media", timeout=10))["event"] != "publisher_left":
+            pass
+        assert left["publisher"] == joined["publisher"]
+
+
+async def test_whip_answers_with_the_rfc_status_codes(server):
+    async with aiohttp.ClientSession() as http:
+        cases = [
+            ("/whip/show", None, "application/sdp", 401),
+            ("/whip/show", server.token("show", "v", Role.VIEWER), "application/sdp", 403),
+            ("/whip/show", server.token("other", "h", Role.HOST), "application/sdp", 403),
+            ("/whip/show", "garbage", "application/sdp", 401),
+            ("/whip/show", server.token("show", "h", Role.HOST), "text/plain", 415),
+            ("/whep/show", None, "application/sdp", 404),  # nobody publishes yet
+        ]
+        for path, token, content_type, status in cases:
+            headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+            response = await http.post(server.base + path, data="v=0\r\n", headers=headers)
+            assert response.status == status, (path, token, await response.text())
+            assert (await response.text()).strip()  # a body that says why
+            if status == 401:
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+        bad = await http.post(server.base + "/whip/show", data="not sdp at all",
+                              headers={"Content-Type": "application/sdp",
+                                       "Authorization": f"Bearer {server.token('show', 'h', Role.HOST)}"})
+        assert bad.status == 400 and "bad_sdp" in await bad.text()
+        assert (await http.delete(server.base + "/whip/show/nope")).status == 404
+        assert (await http.patch(server.base + "/whip/show/nope", data="a=end-of-candidates",
+                                 headers={"Content-Type": "application/trickle-ice-sdpfrag"})).status == 404
+        options = await http.options(server.base + "/whip/show")
+        assert options.status == 204 and options.headers["Accept-Post"] == "application/sdp"
+        assert options.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Location" in options.headers["Access-Control-Expose-Headers"]
+
+
+async def test_whip_trickle_patch(server):
+    async with aiohttp.ClientSession() as http:
+        obs = WhipClient(http, server.base)
+        assert (await obs.start("/whip/show", server.token("show", "studio", Role.HOST), send=True)).status == 201
+        frag = ("a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+                "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n")
+        ok = await http.patch(server.base + obs.location, data=frag,
+                              headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+        assert ok.status == 204
+        bad = await http.patch(server.base + obs.location, data="m=video 9 X 0\r\na=mid:0\r\na=candidate:garbage\r\n",
+                               headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+        assert bad.status == 400 and "bad_candidate" in await bad.text()
+        assert (await http.patch(server.base + obs.location, data=frag,
+                                 headers={"Content-Type": "application/sdp"})).status == 415
+        assert await obs.stop() == 200
+        assert (await http.delete(server.base + obs.location)).status == 404  # already ended
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("m=audio 9 X 0\r\na=mid:a\r\na=candidate:1 1 udp 1 127.0.0.1 1 typ host\r\n"
+     "m=video 9 X 0\r\na=mid:v\r\na=candidate:2 1 udp 1 127.0.0.1 2 typ host\r\n",
+     [("candidate:1 1 udp 1 127.0.0.1 1 typ host", "a", 0), ("candidate:2 1 udp 1 127.0.0.1 2 typ host", "v", 1)]),
+    ("a=end-of-candidates\r\n", []),
+])
+def test_sdpfrag_parsing(text, expected):
+    assert [(c["candidate"], c["sdpMid"], c["sdpMLineIndex"]) for c in parse_sdpfrag(text)] == expected
