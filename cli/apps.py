@@ -23,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from clients.media import MediaSession
-from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
+from clients.sources import CounterVideoTrack, LoopingFile, ToneAudioTrack, latency_ms, read_frame
 
 FREEZE_S = 0.2
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
@@ -121,10 +121,7 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
     def make_tracks() -> list[Any]:
         # Fresh tracks each time: closing a peer connection stops the tracks it was sending.
         if source:
-            from aiortc.contrib.media import MediaPlayer
-
-            player = MediaPlayer(source, loop=True)
-            return [t for t in (player.video, player.audio) if t is not None]
+            return LoopingFile(source).tracks
         return [CounterVideoTrack(), ToneAudioTrack()]
 
     try:

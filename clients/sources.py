@@ -11,10 +11,11 @@ import asyncio
 import fractions
 import math
 import time
+from typing import Any
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 BLOCK = 16
 BITS = 64
@@ -118,4 +119,73 @@ class ToneAudioTrack(MediaStreamTrack):
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self.rate)
         self._pts += self.samples
+        return frame
+
+
+class LoopingFile:
+    """A media file played over and over as live tracks, with timestamps that keep rising.
+
+    aiortc's ``MediaPlayer(loop=True)`` restarts the file's timestamps at each loop: its pacing then sends
+    the whole next pass at once, and the VP8 encoder refuses the frames that go back in time
+    (``avcodec_send_frame()``: video stops for good while audio goes on). Here each pass is a fresh
+    player, and each track adds the time already played to its frames' ``pts``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._player: Any = None
+        self._generation = 0
+        self.tracks: list[MediaStreamTrack] = []
+        probe = self._open()
+        for kind in ("video", "audio"):
+            if getattr(probe, kind) is not None:
+                self.tracks.append(_LoopTrack(self, kind))
+
+    def _open(self) -> Any:
+        from aiortc.contrib.media import MediaPlayer
+
+        self._player = MediaPlayer(self.path)
+        self._generation += 1
+        return self._player
+
+    def current(self, kind: str, generation: int) -> tuple[Any, int]:
+        """This pass's track of ``kind``; a track that reached the end asks for the next pass."""
+        if generation == self._generation:
+            self._open()
+        return getattr(self._player, kind), self._generation
+
+    def stop(self) -> None:
+        for track in self.tracks:
+            track.stop()
+
+
+class _LoopTrack(MediaStreamTrack):
+    def __init__(self, source: LoopingFile, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._inner: Any = getattr(source._player, kind)
+        self._generation = source._generation
+        self._offset = 0  # pts of the passes already played, in the track's time base
+        self._next = 0  # where the current pass ends so far: last pts + one frame
+        self._last: int | None = None
+        self._step = 0
+
+    async def recv(self) -> Any:
+        while True:
+            try:
+                frame = await self._inner.recv()
+                break
+            except MediaStreamError:
+                if self.readyState != "live":
+                    raise
+                self._offset = self._next
+                self._inner, self._generation = self._source.current(self.kind, self._generation)
+        frame.pts = (frame.pts or 0) + self._offset
+        if self.kind == "audio":
+            self._step = frame.samples
+        elif self._last is not None and frame.pts > self._last:
+            self._step = frame.pts - self._last  # the file's own frame interval
+        self._last = frame.pts
+        self._next = frame.pts + max(1, self._step)
         return frame

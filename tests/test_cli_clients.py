@@ -106,3 +106,28 @@ async def test_host_goes_back_on_air_after_the_server_drops_it(server):
     code, out, err = await host
     assert code == 0, err
     assert "back on air" in out
+
+
+async def test_host_source_file_loops_without_stopping_the_video(server, tmp_path):
+    """A 1 s file played for several seconds: video goes on through every loop, at the file's pace."""
+    import numpy as np
+
+    clip = tmp_path / "clip.webm"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libvpx", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), i * 8, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    host = asyncio.create_task(cli("host", "--url", server.ws_url, "--room", "show", "--token",
+                                   server.token("show", "shop", Role.HOST), "--source", str(clip), "--duration", "8"))
+    await asyncio.sleep(1.5)
+    code, out, err = await cli("view", "--url", server.ws_url, "--room", "show", "--duration", "5")
+    assert code == 0, err
+    frames = int(re.match(r"frames (\d+),", out.strip().splitlines()[-1]).group(1))
+    assert 90 <= frames <= 200, frames  # ~30 fps through ~5 loops: neither stopped nor bursting
+    host_code, _, host_err = await host
+    assert host_code == 0 and "InvalidDataError" not in host_err, host_err
