@@ -70,6 +70,9 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
               help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
 @click.option("--node-url", default=None,
               help="How other nodes reach this one (ws://HOST:PORT/ws), for the media cascade.")
+@click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
+              help="Record every publisher as received (Matroska) and each room's events into this directory.")
+@click.option("--record-max-gb", default=10.0, type=float, help="Stop recording once the directory holds this much.")
 @click.option("--metrics-token", default=None, help="Require 'Authorization: Bearer TOKEN' on /metrics.")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
 @click.option("--reuse-port", is_flag=True, hidden=True)
@@ -80,7 +83,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          metrics_token: str | None, workers: int, reuse_port: bool, node_port: int | None) -> None:
+          record_dir: str | None, record_max_gb: float, metrics_token: str | None, workers: int,
+          reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
     from pathlib import Path
@@ -117,7 +121,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         ice_addresses=() if "auto" in ice_addresses else ice_addresses, ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
-        metrics_token=metrics_token,
+        metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"

@@ -127,6 +127,8 @@ class PublishedTrack:
         self.codec: RTCRtpCodecParameters | None = None  # known once negotiated
         self.time_base = VIDEO_TIME_BASE if kind == "video" else fractions.Fraction(1, 48000)
         self.down_tracks: set[DownTrack] = set()
+        # Called with every frame as it fans out (a recorder): (track, frame, chain_broken); must not block.
+        self.observers: list[Callable[[PublishedTrack, EncodedFrame, bool], None]] = []
         self.frames_in = 0
         self.keyframes_in = 0
         self.pli_sent = 0
@@ -154,6 +156,8 @@ class PublishedTrack:
         frame = EncodedFrame(data, timestamp, keyframe)
         for down in tuple(self.down_tracks):
             down.push(frame, chain_broken)
+        for observe in tuple(self.observers):
+            observe(self, frame, chain_broken)
         if chain_broken and self.kind == "video":
             self.request_keyframe("upstream loss")
 

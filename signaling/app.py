@@ -31,6 +31,7 @@ from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
+from signaling.recording import Recordings
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
 from signaling.whip import HttpMedia
@@ -62,6 +63,11 @@ class RelayServer:
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,
                                         self.metrics.ice_candidates_denied.inc, hub.spawn, cascade)
+        self.recordings: Recordings | None = None
+        if self.media is not None and config.record_dir:
+            self.recordings = Recordings(config.record_dir, self.media.router, config.record_max_bytes)
+            hub.observe_publications(self.recordings.observe)
+            hub.observe_broadcasts(self.recordings.observe)
         self.scenes = Scenes(
             ScenePorts(store=broker, registry=broker, stream=broker, sign_grant=self._sign_grant, local=hub,
                        media=self.media),
@@ -72,7 +78,8 @@ class RelayServer:
             self.media.on_publishers_changed = self.scenes.on_publisher_change
         self.channel = Channel(hub, broker, broker, config.limits, self.metrics)
         self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics)
-        self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics)
+        self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics,
+                             self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
         media_routes = self.media.handlers() if self.media is not None else dict.fromkeys(
             _MEDIA_KINDS, unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media"))
@@ -90,6 +97,8 @@ class RelayServer:
     def _on_router_event(self, room: str, event: dict) -> None:
         if self.media is not None:
             self.media.on_router_event(room, event)
+        if self.recordings is not None:
+            self.recordings.on_router_event(room, event)
 
     def _observe_media_setup(self, kind: str, seconds: float) -> None:
         self.metrics.media_setup.labels(kind).observe(seconds)
@@ -106,6 +115,8 @@ class RelayServer:
             return
         await self.ticker.stop()
         await self.hub.close(code, reason)
+        if self.recordings is not None:
+            await self.recordings.close()
         if self.media is not None:
             await self.media.close()
         await self.broker.close()

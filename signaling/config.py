@@ -115,6 +115,10 @@ class ServerConfig:
     # HTTPS/WSS (browsers give camera access only on localhost or HTTPS).
     tls_cert: str | None = None
     tls_key: str | None = None
+    # `serve --record DIR`: record every publisher on this node as received, and each room's events, into DIR;
+    # recording stops (and is refused) once DIR holds `record_max_bytes`.
+    record_dir: str | None = None
+    record_max_bytes: int = 10 * 1024**3
     # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).

@@ -36,11 +36,16 @@ class Hub:
         self.rooms: dict[str, ChatRoom] = {}
         self.closed = False
         self._observers: list[BroadcastObserver] = []
+        self._publication_observers: list[Callable[[str, dict[str, Any]], object]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         stream.set_handlers(self._on_publication, self._on_broadcast, self._on_reset)
 
     def observe_broadcasts(self, observer: BroadcastObserver) -> None:
         self._observers.append(observer)
+
+    def observe_publications(self, observer: Callable[[str, dict[str, Any]], object]) -> None:
+        """Also see every durable event of this node's rooms (a recording's event log)."""
+        self._publication_observers.append(observer)
 
     # -- rooms ----------------------------------------------------------------------------------------------
 
@@ -108,6 +113,8 @@ class Hub:
     # -- from the broker --------------------------------------------------------------------------------------
 
     def _on_publication(self, room_name: str, publication: Publication) -> None:
+        for observe in self._publication_observers:
+            observe(room_name, publication.data)
         self._fanout(room_name, OutboundEvent(publication.data))
 
     def _on_broadcast(self, room_name: str, data: dict[str, Any]) -> None:

@@ -47,6 +47,8 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.ice_candidates_denied = Counter(
             "live_relay_ice_candidates_denied", "Client ICE candidates ignored: on a denied network", registry=r)
+        self.recording_bytes = Gauge("live_relay_recording_bytes",
+                                     "Bytes in the recording directory (serve --record)", registry=r)
         self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
 
     def render(self) -> bytes:

@@ -17,6 +17,7 @@ from signaling.config import ServerConfig
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.metrics import ServerMetrics
+from signaling.recording import Recordings
 from signaling.scenes import Scenes
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ PRESENCE_REFRESH_S = 5.0  # report presence at least this often: with several no
 
 class Ticker:
     def __init__(self, config: ServerConfig, hub: Hub, stream: EventStream, store: RoomStore, channel: Channel,
-                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics) -> None:
+                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics,
+                 recordings: Recordings | None = None) -> None:
         self.config = config
         self.hub = hub
         self.stream = stream
@@ -38,6 +40,7 @@ class Ticker:
         self.scenes = scenes
         self.media = media
         self.metrics = metrics
+        self.recordings = recordings
         self._presence_reported: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -116,4 +119,7 @@ class Ticker:
                 self._presence_reported.pop(name, None)
         await self.stream.gc()
         self.metrics.rooms.set(len(self.hub.rooms))
+        if self.recordings is not None:
+            await self.recordings.enforce_bound()
+            self.metrics.recording_bytes.set(await asyncio.to_thread(self.recordings.disk_bytes))
         self.channel.forget_idle_buckets()

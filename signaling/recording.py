@@ -1,0 +1,115 @@
+"""Server-side recording (``serve --record DIR``): every publisher on this node is recorded as received
+(``relay.recorder``), and each recorded room's durable events and scene changes go into a JSON-lines log
+with their media time, so a replay can show the comments and product cards when they happened.
+
+Layout: ``DIR/<room>/<started>-<publisher>.mkv`` per publisher and ``DIR/<room>/<started>-events.jsonl``
+per room session (the first recorded publisher starts it). Disk use is bounded: past ``max_bytes`` in
+``DIR``, running recordings stop and new ones are refused (logged, and visible in /metrics).
+
+Not here yet (issue 13): a host starting and stopping recording, the replay page, the listing and
+token-protected serving of recordings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.recorder import Recording
+from relay.router import MediaRouter
+
+log = logging.getLogger(__name__)
+
+_LOGGED_KINDS = frozenset({"comment", "product", "announce", "stage", "pk", "pk_ended", "call", "media"})
+
+
+@dataclass
+class _RoomLog:
+    path: Path
+    started_ms: float
+    recordings: dict[str, Recording] = field(default_factory=dict)  # by publisher id
+
+
+class Recordings:
+    def __init__(self, directory: str, router: MediaRouter, max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.router = router
+        self.max_bytes = max_bytes
+        self.rooms: dict[str, _RoomLog] = {}
+        self.refused = 0
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file()) \
+            if self.directory.exists() else 0
+
+    @staticmethod
+    def _safe(name: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+    def on_router_event(self, room: str, event: dict[str, Any]) -> None:
+        if event["type"] == "publisher_joined":
+            self._start(room, event["publisher"])
+        elif event["type"] == "publisher_left":
+            asyncio.get_running_loop().create_task(self._stop(room, event["publisher"]))
+
+    def _start(self, room: str, publisher: str) -> None:
+        source = self.router.sources.get(publisher)
+        if source is None or not source.local:
+            return  # another node's publisher: recorded where it is published
+        if self.max_bytes and self.disk_bytes() >= self.max_bytes:
+            self.refused += 1
+            log.warning("recording refused: the recording directory is full", extra={"room": room})
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = self.directory / self._safe(room)
+        room_log = self.rooms.get(room)
+        if room_log is None:
+            room_log = self.rooms[room] = _RoomLog(folder / f"{stamp}-events.jsonl", time.time() * 1000)
+        path = folder / f"{stamp}-{self._safe(publisher)}.mkv"
+        room_log.recordings[publisher] = Recording(path, dict(source.tracks))
+        self._log(room, {"type": "recording_started", "publisher": publisher, "user": source.user,
+                         "file": path.name})
+
+    async def _stop(self, room: str, publisher: str) -> None:
+        room_log = self.rooms.get(room)
+        recording = room_log.recordings.pop(publisher, None) if room_log else None
+        if recording is None or room_log is None:
+            return
+        await asyncio.to_thread(recording.stop)
+        self._log(room, {"type": "recording_stopped", "publisher": publisher, "frames": recording.frames_written,
+                         "dropped": recording.frames_dropped})
+        if not room_log.recordings:
+            del self.rooms[room]
+
+    def observe(self, room: str, data: dict[str, Any]) -> bool:
+        """Publications and broadcasts of the room (the hub passes them): log what a replay shows."""
+        if room in self.rooms and data.get("type") in _LOGGED_KINDS:
+            self._log(room, data)
+        return False  # never consumes: the room gets every event as usual
+
+    def _log(self, room: str, data: dict[str, Any]) -> None:
+        room_log = self.rooms.get(room)
+        if room_log is None:
+            return
+        media_ms = round(time.time() * 1000 - room_log.started_ms, 1)
+        room_log.path.parent.mkdir(parents=True, exist_ok=True)
+        with room_log.path.open("a", encoding="utf-8") as out:  # small appends: a line per event
+            out.write(json.dumps({"media_ms": media_ms, **data}, ensure_ascii=False) + "\n")
+
+    async def enforce_bound(self) -> None:
+        """Stop every running recording once the directory is over its bound (the ticker calls this)."""
+        if self.max_bytes and self.rooms and self.disk_bytes() >= self.max_bytes:
+            log.warning("recording directory full; stopping recordings", extra={"dir": str(self.directory)})
+            for room, room_log in list(self.rooms.items()):
+                for publisher in list(room_log.recordings):
+                    await self._stop(room, publisher)
+
+    async def close(self) -> None:
+        for room, room_log in list(self.rooms.items()):
+            for publisher in list(room_log.recordings):
+                await self._stop(room, publisher)

@@ -1,0 +1,42 @@
+"""`serve --record DIR`: a publisher recorded as received (video and audio in one Matroska file, the right
+duration), and the room's events logged with their media time. Real server, real aiortc publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import av
+
+from clients.client import LiveClient
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, ToneAudioTrack
+from protocol import Role
+
+
+async def test_a_publisher_is_recorded_with_its_sound_and_the_rooms_events(start_server, tmp_path):
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])
+        await asyncio.sleep(1.5)
+        await host.comment("recorded comment")
+        await asyncio.sleep(1.5)
+        await publisher.close()
+        async with asyncio.timeout(10):  # the file is closed once the publisher has left
+            while not list((tmp_path / "show").glob("*-events.jsonl")) or "recording_stopped" not in \
+                    next((tmp_path / "show").glob("*-events.jsonl")).read_text():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    [media] = list((tmp_path / "show").glob("*.mkv"))
+    with av.open(str(media)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        assert kinds == ["audio", "video"]  # sound and picture together
+        video = container.streams.video[0]
+        frames = [f for f in container.decode(video)]
+    assert len(frames) > 60 and (frames[0].width, frames[0].height) == (320, 240)
+    span = frames[-1].time - frames[0].time
+    assert 2.0 < span < 4.0, span  # ~3 s of show is ~3 s of file
+    events = [json.loads(line) for line in next((tmp_path / "show").glob("*-events.jsonl")).read_text().splitlines()]
+    kinds_logged = [e["type"] for e in events]
+    assert kinds_logged[0] == "recording_started" and "recording_stopped" in kinds_logged
+    [comment] = [e for e in events if e["type"] == "comment"]
+    assert comment["text"] == "recorded comment" and 1000 < comment["media_ms"] < 2500
