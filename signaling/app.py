@@ -31,7 +31,7 @@ from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
-from signaling.recording import Recordings
+from signaling.recording import Recordings, add_recording_routes
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
 from signaling.whip import HttpMedia
@@ -146,6 +146,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", app[SERVER].connections.handle)
     server = app[SERVER]
+    if server.recordings is not None:
+        add_recording_routes(app, server.recordings, config.secret)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, config.secret, config.allow_anonymous).add_routes(app)
     if config.web_root:

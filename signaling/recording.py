@@ -6,8 +6,10 @@ Layout: ``DIR/<room>/<started>-<publisher>.mkv`` per publisher and ``DIR/<room>/
 per room session (the first recorded publisher starts it). Disk use is bounded: past ``max_bytes`` in
 ``DIR``, running recordings stop and new ones are refused (logged, and visible in /metrics).
 
-Not here yet (issue 13): a host starting and stopping recording, the replay page, the listing and
-token-protected serving of recordings.
+A room's recordings are listed at ``GET /recordings/{room}`` and served (with Range, so players can seek)
+at ``GET /recordings/{room}/{file}``, both only with a host or co-host token of that room (``Authorization:
+Bearer`` or ``?token=`` for a <video> element). Not here yet (issue 13): a host starting and stopping
+recording, and the replay page.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from protocol import ProtocolError, Role, verify_token
 from relay.recorder import Recording
 from relay.router import MediaRouter
 
@@ -42,6 +47,22 @@ class Recordings:
         self.max_bytes = max_bytes
         self.rooms: dict[str, _RoomLog] = {}
         self.refused = 0
+
+    def listing(self, room: str) -> list[dict[str, Any]]:
+        """The room's recorded files, newest first: media files and their events logs."""
+        folder = self.directory / self._safe(room)
+        if not folder.is_dir():
+            return []
+        files = sorted((p for p in folder.iterdir() if p.suffix in (".mkv", ".jsonl")), reverse=True)
+        return [{"file": p.name, "bytes": p.stat().st_size, "kind": "media" if p.suffix == ".mkv" else "events",
+                 "recording": p.name.split("-", 2)[0] + "-" + p.name.split("-", 2)[1]} for p in files]
+
+    def file(self, room: str, name: str) -> Path | None:
+        """A recorded file of the room by its listed name (nothing outside the room's folder)."""
+        if name != self._safe(name) or name.startswith("."):
+            return None
+        path = self.directory / self._safe(room) / name
+        return path if path.is_file() and path.suffix in (".mkv", ".jsonl") else None
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file()) \
@@ -113,3 +134,39 @@ class Recordings:
         for room, room_log in list(self.rooms.items()):
             for publisher in list(room_log.recordings):
                 await self._stop(room, publisher)
+
+
+def add_recording_routes(app: web.Application, recordings: Recordings, secret: str) -> None:
+    """``GET /recordings/{room}`` (a JSON listing) and ``GET /recordings/{room}/{file}`` (the file, with
+    Range), for a host or co-host token of that room only."""
+
+    def authorized(request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("token")
+        if not token:
+            return web.Response(status=401, text="a host or co-host token of this room is required\n",
+                                headers={"WWW-Authenticate": "Bearer"})
+        try:
+            grant = verify_token(secret, token)
+        except ProtocolError as exc:
+            return web.Response(status=401, text=f"{exc.code}: {exc.message}\n", headers={"WWW-Authenticate": "Bearer"})
+        if grant.room != request.match_info["room"] or grant.role not in (Role.HOST, Role.COHOST):
+            return web.Response(status=403, text="recordings are for this room's host and co-hosts\n")
+        return None
+
+    async def listing(request: web.Request) -> web.Response:
+        refused = authorized(request)
+        return refused or web.json_response(recordings.listing(request.match_info["room"]))
+
+    async def one(request: web.Request) -> web.StreamResponse:
+        refused = authorized(request)
+        if refused is not None:
+            return refused
+        path = recordings.file(request.match_info["room"], request.match_info["file"])
+        if path is None:
+            return web.Response(status=404, text="no such recording\n")
+        content_type = "video/webm" if path.suffix == ".mkv" else "application/x-ndjson"
+        return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "private"})
+
+    app.router.add_get("/recordings/{room}", listing)
+    app.router.add_get("/recordings/{room}/{file}", one)

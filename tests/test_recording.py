@@ -40,3 +40,35 @@ async def test_a_publisher_is_recorded_with_its_sound_and_the_rooms_events(start
     assert kinds_logged[0] == "recording_started" and "recording_stopped" in kinds_logged
     [comment] = [e for e in events if e["type"] == "comment"]
     assert comment["text"] == "recorded comment" and 1000 < comment["media_ms"] < 2500
+
+
+async def test_recordings_are_listed_and_served_to_the_rooms_host_only(start_server, tmp_path):
+    import aiohttp
+
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        await asyncio.sleep(1.0)
+        await publisher.close()
+        async with asyncio.timeout(10):
+            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's writer thread
+                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
+                await asyncio.sleep(0.1)
+    host_token = srv.token("show", "host", Role.HOST)
+    async with aiohttp.ClientSession() as http:
+        url = f"{srv.base}/recordings/show"
+        assert (await http.get(url)).status == 401
+        assert (await http.get(url, headers={"Authorization": f"Bearer {srv.token('show', 'v')}"})).status == 403
+        other = srv.token("other", "host", Role.HOST)
+        assert (await http.get(url, headers={"Authorization": f"Bearer {other}"})).status == 403
+        listing = await (await http.get(url, headers={"Authorization": f"Bearer {host_token}"})).json()
+        assert {item["kind"] for item in listing} == {"media", "events"}
+        media = next(item for item in listing if item["kind"] == "media")
+        on_disk = (tmp_path / "show" / media["file"]).read_bytes()
+        assert media["bytes"] == len(on_disk) > 0
+        whole = await http.get(f"{url}/{media['file']}", params={"token": host_token})  # as a <video src> would
+        assert whole.status == 200 and await whole.read() == on_disk
+        part = await http.get(f"{url}/{media['file']}", params={"token": host_token}, headers={"Range": "bytes=0-99"})
+        assert part.status == 206 and await part.read() == on_disk[:100]  # players can seek
+        for name in ("..%2F..%2Fetc%2Fpasswd", "nope.mkv"):
+            assert (await http.get(f"{url}/{name}", params={"token": host_token})).status == 404
