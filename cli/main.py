@@ -73,6 +73,8 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
               help="Record every publisher as received (Matroska) and each room's events into this directory.")
 @click.option("--record-max-gb", default=10.0, type=float, help="Stop recording once the directory holds this much.")
+@click.option("--recordings-dir", default="recordings", type=click.Path(file_okay=False),
+              help="Where a host's record_start records when there is no --record.")
 @click.option("--metrics-token", default=None, help="Require 'Authorization: Bearer TOKEN' on /metrics.")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
 @click.option("--reuse-port", is_flag=True, hidden=True)
@@ -83,7 +85,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          record_dir: str | None, record_max_gb: float, metrics_token: str | None, workers: int,
+          record_dir: str | None, record_max_gb: float, recordings_dir: str, metrics_token: str | None, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
@@ -122,6 +124,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
+        recordings_dir=recordings_dir,
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"

@@ -175,6 +175,9 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "call_invite": {"user": (_str(128, 1), True), "keep_video": (_bool, False)},
     "call_answer": {"accept": (_bool, True)},
     "call_end": {},
+    # Recording the room (host only): every publisher as received, and the room's events.
+    "record_start": {},
+    "record_stop": {},
     # Client-measured figures the server records in its metrics (it cannot see decoded frames itself).
     "client_stats": {"call_setup_ms": (_number, False), "first_frame_ms": (_number, False)},
 }

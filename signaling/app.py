@@ -31,7 +31,7 @@ from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
-from signaling.recording import Recordings, add_recording_routes
+from signaling.recording import RecordingControl, Recordings, add_recording_routes
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
 from signaling.whip import HttpMedia
@@ -64,8 +64,9 @@ class RelayServer:
             self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,
                                         self.metrics.ice_candidates_denied.inc, hub.spawn, cascade)
         self.recordings: Recordings | None = None
-        if self.media is not None and config.record_dir:
-            self.recordings = Recordings(config.record_dir, self.media.router, config.record_max_bytes)
+        if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
+            self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
+                                         config.record_max_bytes, record_all=bool(config.record_dir))
             hub.observe_publications(self.recordings.observe)
             hub.observe_broadcasts(self.recordings.observe)
         self.scenes = Scenes(
@@ -81,13 +82,16 @@ class RelayServer:
         self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics,
                              self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
-        media_routes = self.media.handlers() if self.media is not None else dict.fromkeys(
-            _MEDIA_KINDS, unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media"))
+        no_media = unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media")
+        media_routes = self.media.handlers() if self.media is not None else dict.fromkeys(_MEDIA_KINDS, no_media)
+        recording_routes = RecordingControl(self.recordings, broker, broker).handlers() \
+            if self.recordings is not None else dict.fromkeys(("record_start", "record_stop"), no_media)
         self.connections.dispatcher = Dispatcher({
             **self.connections.routes(),
             **{kind: Route(handler) for kind, handler in self.channel.handlers().items()},
             **{kind: Route(handler) for kind, handler in self.scenes.routes().items()},
             **{kind: Route(handler) for kind, handler in media_routes.items()},
+            **{kind: Route(handler) for kind, handler in recording_routes.items()},
         }, self.metrics)
         self.started = time.time()
 

@@ -119,6 +119,8 @@ class ServerConfig:
     # recording stops (and is refused) once DIR holds `record_max_bytes`.
     record_dir: str | None = None
     record_max_bytes: int = 10 * 1024**3
+    # Where a host's `record_start` records when the server runs without --record (no recording of every room).
+    recordings_dir: str = "recordings"
     # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).

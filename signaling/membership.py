@@ -129,7 +129,8 @@ class Membership:
             "state": {"pinned": state.get("pinned"), "product": state.get("product"), "likes": likes,
                       "members": len(room), "viewers": room.viewer_count,
                       "publishers": await self.media.publishers(name) if self.media else [],
-                      "stage": stage, "pk": state.get("pk"), "call": state.get("call")},
+                      "stage": stage, "pk": state.get("pk"), "call": state.get("call"),
+                      "recording": state.get("recording")},
             "server_ts": now_ms(),
         }
         if recovery.reason is not None:

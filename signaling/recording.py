@@ -18,15 +18,18 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from protocol import ProtocolError, Role, verify_token
+from protocol import ErrorCode, ProtocolError, Role, verify_token
 from relay.recorder import Recording
 from relay.router import MediaRouter
+from signaling.brokers import EventStream, RoomStore
+from signaling.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,15 @@ class _RoomLog:
 
 
 class Recordings:
-    def __init__(self, directory: str, router: MediaRouter, max_bytes: int) -> None:
+    """``record_all``: every room (``serve --record DIR``); otherwise the rooms whose host asked."""
+
+    def __init__(self, directory: str, router: MediaRouter, max_bytes: int, record_all: bool = True) -> None:
         self.directory = Path(directory)
         self.router = router
         self.max_bytes = max_bytes
+        self.record_all = record_all
         self.rooms: dict[str, _RoomLog] = {}
+        self.requested: set[str] = set()  # rooms whose host started a recording (on this node)
         self.refused = 0
 
     def listing(self, room: str) -> list[dict[str, Any]]:
@@ -73,7 +80,7 @@ class Recordings:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
     def on_router_event(self, room: str, event: dict[str, Any]) -> None:
-        if event["type"] == "publisher_joined":
+        if event["type"] == "publisher_joined" and (self.record_all or room in self.requested):
             self._start(room, event["publisher"])
         elif event["type"] == "publisher_left":
             asyncio.get_running_loop().create_task(self._stop(room, event["publisher"]))
@@ -121,6 +128,23 @@ class Recordings:
         room_log.path.parent.mkdir(parents=True, exist_ok=True)
         with room_log.path.open("a", encoding="utf-8") as out:  # small appends: a line per event
             out.write(json.dumps({"media_ms": media_ms, **data}, ensure_ascii=False) + "\n")
+
+    def start_room(self, room: str) -> bool:
+        """A host asked: record the room's publishers on this node from now on. False if the disk is full."""
+        if self.max_bytes and self.disk_bytes() >= self.max_bytes:
+            self.refused += 1
+            return False
+        self.requested.add(room)
+        for source in [s for s in self.router.sources.values() if s.local and s.room.name == room]:
+            if room not in self.rooms or source.id not in self.rooms[room].recordings:
+                self._start(room, source.id)
+        return True
+
+    async def stop_room(self, room: str) -> None:
+        self.requested.discard(room)
+        room_log = self.rooms.get(room)
+        for publisher in list(room_log.recordings) if room_log else []:
+            await self._stop(room, publisher)
 
     async def enforce_bound(self) -> None:
         """Stop every running recording once the directory is over its bound (the ticker calls this)."""
@@ -170,3 +194,48 @@ def add_recording_routes(app: web.Application, recordings: Recordings, secret: s
 
     app.router.add_get("/recordings/{room}", listing)
     app.router.add_get("/recordings/{room}/{file}", one)
+
+
+class RecordingControl:
+    """``record_start`` / ``record_stop`` from a room's host: the room's publishers on this node are recorded
+    (or stop being); the room is told (``recording`` event, ``joined.state.recording``)."""
+
+    def __init__(self, recordings: Recordings, store: RoomStore, stream: EventStream) -> None:
+        self.recordings = recordings
+        self.store = store
+        self.stream = stream
+
+    def handlers(self) -> dict[str, Callable[[Session, dict[str, Any]], Awaitable[None]]]:
+        return {"record_start": self.start, "record_stop": self.stop}
+
+    @staticmethod
+    def _host_only(session: Session, ref: Any) -> str:
+        if session.role is not Role.HOST or session.room is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the host can start or stop recording", ref)
+        return session.room
+
+    async def _announce(self, room: str, state: dict[str, Any] | None) -> None:
+        await self.store.set_state(room, "recording", state)
+        await self.stream.broadcast(room, {"type": "recording", "room": room, "state": state,
+                                           "server_ts": time.time() * 1000})
+
+    async def start(self, session: Session, message: dict[str, Any]) -> None:
+        ref = message.get("id")
+        room = self._host_only(session, ref)
+        if room in self.recordings.requested or self.recordings.record_all:
+            raise ProtocolError(ErrorCode.BUSY, "this room is already being recorded", ref)
+        if not self.recordings.start_room(room):
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the recording directory is full", ref)
+        await self._announce(room, {"active": True, "started_ms": time.time() * 1000, "by": session.user})
+        if ref is not None:
+            session.send({"type": "ok", "id": ref})
+
+    async def stop(self, session: Session, message: dict[str, Any]) -> None:
+        ref = message.get("id")
+        room = self._host_only(session, ref)
+        if room not in self.recordings.requested:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no recording of this room to stop", ref)
+        await self.recordings.stop_room(room)
+        await self._announce(room, None)
+        if ref is not None:
+            session.send({"type": "ok", "id": ref})

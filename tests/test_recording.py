@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import av
+import pytest
 
 from clients.client import LiveClient
 from clients.media import MediaSession
@@ -72,3 +73,34 @@ async def test_recordings_are_listed_and_served_to_the_rooms_host_only(start_ser
         assert part.status == 206 and await part.read() == on_disk[:100]  # players can seek
         for name in ("..%2F..%2Fetc%2Fpasswd", "nope.mkv"):
             assert (await http.get(f"{url}/{name}", params={"token": host_token})).status == 404
+
+
+async def test_the_host_starts_and_stops_a_recording(start_server, tmp_path):
+    from clients.client import ServerError
+
+    srv = await start_server(rooms=("show",), recordings_dir=str(tmp_path))  # no --record: only when asked
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "fan")) as fan:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120), ToneAudioTrack()])
+        await asyncio.sleep(0.5)
+        assert not (tmp_path / "show").exists()  # nothing is recorded unless the host asks
+        with pytest.raises(ServerError) as err:
+            await fan.request({"type": "record_start"})
+        assert err.value.code == "forbidden"
+        await host.request({"type": "record_start"})
+        state = (await fan.next_event("recording"))["state"]
+        assert state["active"] and state["by"] == "host"
+        with pytest.raises(ServerError) as err:
+            await host.request({"type": "record_start"})
+        assert err.value.code == "busy"
+        await asyncio.sleep(1.5)
+        await host.request({"type": "record_stop"})
+        assert (await fan.next_event("recording"))["state"] is None
+        async with LiveClient(srv.ws_url, "show") as late:
+            assert late.joined["state"]["recording"] is None
+        [media] = list((tmp_path / "show").glob("*.mkv"))
+        with av.open(str(media)) as container:
+            streams = len(container.streams)
+            frames = list(container.decode(video=0))
+        assert 1.0 < frames[-1].time - frames[0].time < 2.5 and streams == 2
+        await publisher.close()
