@@ -363,7 +363,39 @@ async def whip(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
     return r
 
 
-SCENARIOS = {"whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo,
+async def replay(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A recorded show replayed in the page: its product card and comment at their moments, and seeking."""
+    from clients.sources import CounterVideoTrack, ToneAudioTrack
+
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])
+        await host.request({"type": "record_start"})
+        await asyncio.sleep(0.5)
+        await host.push_product({"id": "r1", "title": "Replay teapot", "price": "9.00", "currency": "EUR",
+                                 "url": "https://shop.example/teapot", "image": f"{base}/static/demo/tea.svg"})
+        await asyncio.sleep(1.0)
+        await host.comment("replayed comment")
+        await asyncio.sleep(1.5)
+        await host.request({"type": "record_stop"})
+        await publisher.close()
+    page = await browser.new_page()
+    await page.goto(f"{base}/?view=replay&room=show&token={token('show', 'host', Role.HOST)}")
+    await wait_for(page, "window.liveRelay.replay && window.liveRelay.replayMs > 2300", timeout=30)
+    r["duration"] = await page.evaluate("window.liveRelay.replay.video.duration")
+    r["comment_listed"] = await page.evaluate(COMMENT_SHOWN % "replayed comment")
+    r["product"] = await page.text_content("#product-card .product-title")
+    await page.screenshot(path=str(out / "replay.png"))
+    # Seek back to the start: the screen is as it was then (no card, no comment yet), and it plays again.
+    await page.evaluate("window.liveRelay.replay.video.currentTime = 0.05")
+    r["after_seek_clean"] = bool(await wait_for(
+        page, "!(" + COMMENT_SHOWN % "replayed comment" + ") && " + HIDDEN % "#product-card"))
+    await wait_for(page, "window.liveRelay.replayMs > 1200", timeout=20)
+    r["product_again"] = await wait_for(page, "!(" + HIDDEN % "#product-card" + ")")
+    return r
+
+
+SCENARIOS = {"replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo,
              "viewer_page": viewer_page, "host_page": host_page}
 
 
@@ -371,7 +403,8 @@ async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
-    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT)
+    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
+                          recordings_dir=str(out / "recordings"))
     ready, stop = asyncio.Event(), asyncio.Event()
     app = create_app(config)
     server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))

@@ -130,3 +130,10 @@ def test_the_pages_whip_and_whep_clients(netns):
     assert r["joined_user"] == "studio" and r["python_decoded"][0] > 0  # WHIP from Chromium, decoded in Python
     assert r["whep_frames"] > 5  # WHEP in Chromium decodes it
     assert r["whep_stop"] == 200 and r["whip_stop"] == 200 and r["left"]  # DELETE ends each session
+
+
+def test_a_recorded_show_replays_with_its_comments_and_products(netns):
+    r = run_scenario(netns, "replay")
+    assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded
+    assert r["comment_listed"] and r["product"] == "Replay teapot"  # at their moments
+    assert r["after_seek_clean"] and r["product_again"]  # seekable, and the events follow the position

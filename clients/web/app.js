@@ -606,6 +606,72 @@ async function runWhep(room, tok) {
   setStatus("playing over WHEP");
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Replay: a recorded show with its comments flying and its product cards appearing when they did. The
+// events log says, for each event, its time since the recording started (media_ms); each media file starts
+// at its own `recording_started` line. Seeking replays the state up to the new position.
+
+async function runReplay(room, tok) {
+  const q = `token=${encodeURIComponent(tok || "")}`;
+  const res = await fetch(`/recordings/${encodeURIComponent(room)}?${q}`);
+  if (!res.ok) throw new Error(`recordings: ${res.status} ${(await res.text()).trim()}`);
+  const files = await res.json();
+  const wanted = params.get("rec") || files.find((f) => f.kind === "media")?.recording;
+  const media = files.find((f) => f.kind === "media" && f.recording === wanted);
+  const log = files.find((f) => f.kind === "events" && f.recording === wanted);
+  if (!media) throw new Error("no recording of this room yet");
+  // The room's recordings, newest first: each a link to its replay.
+  const list = document.createElement("ul"); list.id = "recordings"; list.className = "requests";
+  for (const rec of [...new Set(files.filter((f) => f.kind === "media").map((f) => f.recording))]) {
+    const li = document.createElement("li"); const a = document.createElement("a");
+    a.textContent = rec + (rec === wanted ? " (playing)" : ""); a.href = `?view=replay&room=${encodeURIComponent(room)}&rec=${rec}`;
+    li.append(a); list.append(li);
+  }
+  $("#comments").before(list);
+  const events = log ? (await (await fetch(`/recordings/${encodeURIComponent(room)}/${log.file}?${q}`)).text())
+    .split("\n").filter(Boolean).map((line) => JSON.parse(line)) : [];
+  const start = events.find((e) => e.type === "recording_started" && media.file.includes(e.publisher))?.media_ms ?? 0;
+  $("#stage").querySelectorAll("video").forEach((v) => v.remove());
+  const video = document.createElement("video"); video.id = "replay-video"; video.controls = true; video.playsInline = true;
+  video.src = `/recordings/${encodeURIComponent(room)}/${media.file}?${q}`;
+  $("#stage").prepend(video);
+  let shown = -1; // media_ms up to which events are on screen
+  const at = () => start + video.currentTime * 1000;
+  const show = (e, fly) => {
+    if (e.type === "comment") addComment(e, fly);
+    else if (e.type === "product") showProductAt(e);
+    else if (e.type === "announce" && e.pinned) showAnnouncement(e);
+  };
+  const replayTo = (now) => { // after a seek: the state at `now`, without flying old comments
+    $("#comments").replaceChildren(); $("#danmaku").replaceChildren(); $("#product-card").hidden = true;
+    showAnnouncement(null);
+    for (const e of events) if (e.media_ms <= now) show(e, false);
+    shown = now;
+  };
+  const tick = () => {
+    const now = at();
+    for (const e of events) if (e.media_ms > shown && e.media_ms <= now) show(e, true);
+    shown = Math.max(shown, now);
+    window.liveRelay.replayMs = now;
+  };
+  video.addEventListener("timeupdate", tick);
+  video.addEventListener("seeked", () => replayTo(at()));
+  window.liveRelay.replay = { video, events, start };
+  setStatus(`replay of ${wanted}`);
+  playWithSound(video);
+}
+
+// A product card as it was at its moment: a replay has no server clock to count its offer down against.
+function showProductAt(e) {
+  const p = e.product; const card = $("#product-card");
+  card.querySelector(".product-title").textContent = p.title;
+  card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
+  card.querySelector(".product-extra").textContent = typeof p.stock === "number" ? `${p.stock} left` : "";
+  const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
+  const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
+  card.hidden = false;
+}
+
 window.liveRelay = { framesDecoded: 0, callSetupMs: null };
 
 async function main() {
@@ -621,6 +687,13 @@ async function main() {
     return;
   }
   $("#live").hidden = false;
+  if (view === "replay") {
+    for (const el of document.querySelectorAll(".controls, #stats")) el.hidden = true;
+    $("#product-card .close").onclick = () => { $("#product-card").hidden = true; };
+    $("#unmute").onclick = () => setSound(true); offerSound();
+    try { await runReplay(roomName, token); } catch (err) { setStatus(err.message); }
+    return;
+  }
   if (view === "whip" || view === "whep") { // plain HTTP media, no message channel
     for (const el of document.querySelectorAll(".controls, #comments, #stats")) el.hidden = true;
     $("#unmute").onclick = () => setSound(true); offerSound();
