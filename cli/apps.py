@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import sys
 import time
@@ -16,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import av
 import click
 import yaml
 from aiortc.mediastreams import MediaStreamError
@@ -24,9 +22,9 @@ from aiortc.mediastreams import MediaStreamError
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, LoopingFile, ToneAudioTrack, latency_ms, read_frame
+from rtc.mediafile import MediaFileWriter
 
 FREEZE_S = 0.2
-VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 
 
 def _print(*parts: object) -> None:
@@ -206,56 +204,6 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
 # -- view ---------------------------------------------------------------------------------------------
 
 
-class Recorder:
-    """Writes received encoded video frames into a container as they are (no decoding, no encoding)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.container: Any = None
-        self.stream: Any = None
-        self.frames = 0
-        self._first_ts: int | None = None
-        self._offset = 0  # pts carried over from earlier subscriptions
-        self._last_pts = 0
-        self._waiting = True  # for a keyframe: after a (re)subscription the stream restarts
-
-    def restart(self) -> None:
-        """A new subscription: its timestamps start elsewhere; continue the file from where it was."""
-        self._waiting = True
-
-    def add(self, codec_name: str, data: bytes, timestamp: int, keyframe: bool) -> None:
-        if self._waiting:
-            if not keyframe:
-                return  # a file (and each resumed part of it) starts at a keyframe
-            self._waiting = False
-            if self.container is not None:
-                self._offset = self._last_pts + 3000
-                self._first_ts = timestamp
-        if self.container is None:
-            self.container = av.open(self.path, "w")
-            self.stream = self.container.add_stream(codec_name.lower(), rate=30)
-            self.stream.time_base = VIDEO_TIME_BASE
-            if codec_name.lower() == "vp8" and len(data) >= 10:
-                # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
-                self.stream.width = int.from_bytes(data[6:8], "little") & 0x3FFF
-                self.stream.height = int.from_bytes(data[8:10], "little") & 0x3FFF
-            self._first_ts = timestamp
-        assert self._first_ts is not None
-        packet = av.Packet(data)
-        packet.pts = packet.dts = self._offset + ((timestamp - self._first_ts) & 0xFFFFFFFF)
-        self._last_pts = packet.pts
-        # Our pts count 1/90000 s (RTP video time). Not `self.stream.time_base`: the muxer replaces that once
-        # the header is written (1/1000 for WebM), which made every frame after the first 90x too late.
-        packet.time_base = VIDEO_TIME_BASE
-        packet.stream = self.stream
-        self.container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-
-
 async def run_view(url: str, room: str, token: str | None, record: str | None, duration: float | None) -> dict:
     from rtc.codecs import is_keyframe
 
@@ -263,18 +211,29 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
     await client.connect()
     stats: dict[str, Any] = {"frames": 0, "freezes": 0, "messages": 0, "e2e_ms": []}
     last_frame = [0.0]
-    recorder = Recorder(record) if record else None
+    # Recorded as received (rtc.mediafile): video and, when the publisher sends it, Opus, in one file.
+    writer: MediaFileWriter | None = None
+    kinds: list[str] = []  # what the watched publisher sends
 
     def on_frame(kind: str, frame: Any, codec: Any) -> None:
-        if kind != "video":
+        nonlocal writer
+        if kind == "video":
+            now = time.monotonic()
+            if last_frame[0] and now - last_frame[0] > FREEZE_S:
+                stats["freezes"] += 1
+            last_frame[0] = now
+            stats["frames"] += 1
+        if record is None:
             return
-        now = time.monotonic()
-        if last_frame[0] and now - last_frame[0] > FREEZE_S:
-            stats["freezes"] += 1
-        last_frame[0] = now
-        stats["frames"] += 1
-        if recorder is not None:
-            recorder.add(codec.name, frame.data, frame.timestamp, is_keyframe(codec.name, frame.data))
+        if writer is None:
+            if kind != "video":
+                return
+            writer = MediaFileWriter(record, {"video": codec.name, **({"audio": "opus"} if "audio" in kinds else {})})
+        keyframe = kind == "video" and is_keyframe(codec.name, frame.data)
+        before = writer.frames
+        writer.write(kind, frame.data, frame.timestamp, keyframe)
+        if kind == "video" and writer.frames > before:
+            stats["recorded_frames"] = stats.get("recorded_frames", 0) + 1
 
     live = asyncio.Event()  # someone publishes (set from the events, for when nobody did at join)
 
@@ -285,8 +244,9 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
             live.clear()
             await live.wait()
             publishers = latest
-        if recorder is not None:
-            recorder.restart()
+        kinds[:] = publishers[0].get("kinds", ["video"])
+        if writer is not None:
+            writer.restart()
         session = await MediaSession.subscribe(client, publisher=publishers[0]["publisher"], frame_sink=on_frame)
         _print(f"watching {room!r}: {publishers[0]['user']}'s stream" + (f", recording to {record}" if record else ""))
         return session
@@ -345,9 +305,8 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
         for session in sessions:
             await session.close()
         await client.close()
-        if recorder is not None:
-            recorder.close()
-            stats["recorded_frames"] = recorder.frames
+        if writer is not None:
+            writer.close()
     return stats
 
 

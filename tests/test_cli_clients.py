@@ -42,6 +42,7 @@ products:
     host_code, host_out, host_err = await host
     assert host_code == 0, host_err and "pushed Tea set" in host_out
     with av.open(str(record)) as container:  # recorded as received, and it plays
+        assert sorted(s.type for s in container.streams) == ["audio", "video"]  # with the host's sound
         decoded = [f for f in container.decode(video=0)]
     assert len(decoded) > 20 and (decoded[0].width, decoded[0].height) == (640, 480)
     # It lasts as long as it was recorded: ~30 frames a second (the timestamps were once 90x too long).

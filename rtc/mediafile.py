@@ -1,0 +1,100 @@
+"""Encoded frames as received into one Matroska/WebM file: no decoding, no re-encoding.
+
+Shared by the server's recorder (``relay.recorder``) and ``live-relay view --record``. Timestamps are the
+sender's RTP timestamps (90 kHz video, 48 kHz Opus), unwrapped and counted from the file's first frame, in
+the file's own time base (never the stream's: the muxer rewrites that at the header). The file starts at
+a video keyframe (audio before it is skipped) and is opened then, when the picture size is known. After
+``restart`` (a new subscription, whose timestamps start elsewhere) the file continues where it was.
+"""
+
+from __future__ import annotations
+
+import fractions
+from typing import Any
+
+import av
+
+_CLOCK = {"video": 90000, "audio": 48000}
+
+
+class _Track:
+    def __init__(self, stream: Any, kind: str) -> None:
+        self.stream = stream
+        self.time_base = fractions.Fraction(1, _CLOCK[kind])
+        self.first: int | None = None
+        self.last_raw: int | None = None
+        self.extended = 0
+        self.offset = 0  # where this part of the file starts (after a restart)
+        self.last_pts = 0
+
+    def pts(self, timestamp: int) -> int:
+        if self.last_raw is None:
+            self.extended = timestamp
+        else:
+            self.extended += (timestamp - self.last_raw + (1 << 31)) % (1 << 32) - (1 << 31)
+        self.last_raw = timestamp
+        if self.first is None:
+            self.first = self.extended
+        self.last_pts = self.offset + self.extended - self.first
+        return self.last_pts
+
+    def restart(self) -> None:
+        self.offset = self.last_pts + self.time_base.denominator // 30  # one frame after the last
+        self.first = self.last_raw = None
+
+
+class MediaFileWriter:
+    def __init__(self, path: str, codecs: dict[str, str]) -> None:
+        """``codecs``: kind -> codec name (``{"video": "vp8", "audio": "opus"}``)."""
+        self.path = path
+        self.codecs = {kind: name.lower() for kind, name in codecs.items()}
+        self.container: Any = None
+        self.tracks: dict[str, _Track] = {}
+        self.frames = 0
+        self.bytes = 0
+        self._waiting = "video" in self.codecs  # for a keyframe: the file (and each restarted part) starts at one
+
+    def restart(self) -> None:
+        """A new subscription: its timestamps start elsewhere; continue the file after what it holds."""
+        self._waiting = "video" in self.codecs
+        for track in self.tracks.values():
+            track.restart()
+
+    def write(self, kind: str, data: bytes, timestamp: int, keyframe: bool) -> None:
+        if kind not in self.codecs:
+            return
+        if self._waiting:
+            if kind != "video" or not keyframe:
+                return
+            self._waiting = False
+        if self.container is None:
+            self._open(data)
+        track = self.tracks[kind]
+        packet = av.Packet(data)
+        packet.pts = packet.dts = track.pts(timestamp)
+        packet.time_base = track.time_base
+        packet.stream = track.stream
+        if keyframe and kind == "video":
+            packet.is_keyframe = True
+        self.container.mux(packet)
+        self.frames += 1
+        self.bytes += len(data)
+
+    def _open(self, first_video: bytes) -> None:
+        self.container = av.open(self.path, "w", format="webm" if self.path.endswith(".webm") else "matroska")
+        for kind, name in self.codecs.items():
+            if kind == "video":
+                stream: Any = self.container.add_stream(name, rate=30)
+                stream.width, stream.height = 640, 480
+                if name == "vp8" and len(first_video) >= 10:
+                    # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
+                    stream.width = int.from_bytes(first_video[6:8], "little") & 0x3FFF
+                    stream.height = int.from_bytes(first_video[8:10], "little") & 0x3FFF
+            else:
+                stream = self.container.add_stream(name, rate=_CLOCK["audio"])
+            self.tracks[kind] = _Track(stream, kind)
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
