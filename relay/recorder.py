@@ -36,6 +36,8 @@ class Recording:
         self.tracks = tracks
         self.started = time.time()
         self.frames_written = 0
+        self.duration_s = 0.0  # once stopped: what the file says of itself
+        self.streams: dict[str, str] = {}
         self.frames_dropped = 0
         self.bytes_written = 0
         self.stopped = False
@@ -69,6 +71,7 @@ class Recording:
             log.exception("recording failed", extra={"path": str(self.path)})
         finally:
             writer.close()
+            self.duration_s, self.streams = round(writer.duration_s, 3), writer.streams
 
     def stop(self) -> None:
         """Stop observing, write what is queued, close the file (blocking until the writer is done)."""

@@ -94,6 +94,16 @@ class MediaFileWriter:
                 stream = self.container.add_stream(name, rate=_CLOCK["audio"])
             self.tracks[kind] = _Track(stream, kind)
 
+    @property
+    def duration_s(self) -> float:
+        """How long the file plays: the latest frame's time over its tracks."""
+        return max((float(t.last_pts * t.time_base) for t in self.tracks.values()), default=0.0)
+
+    @property
+    def streams(self) -> dict[str, str]:
+        """What the file holds once opened: kind -> codec."""
+        return {kind: self.codecs[kind] for kind in self.tracks}
+
     def close(self) -> None:
         if self.container is not None:
             self.container.close()

@@ -61,8 +61,16 @@ class Recordings:
         if not folder.is_dir():
             return []
         files = sorted((p for p in folder.iterdir() if p.suffix in (".mkv", ".jsonl")), reverse=True)
+        said: dict[str, dict[str, Any]] = {}  # what the server wrote of each finished file
+        for log_file in (p for p in files if p.suffix == ".jsonl"):
+            for line in log_file.read_text(encoding="utf-8").splitlines():
+                if '"recording_stopped"' in line:
+                    entry = json.loads(line)
+                    said[entry.get("file", "")] = {"duration_s": entry.get("duration_s"),
+                                                   "streams": entry.get("streams")}
         return [{"file": p.name, "bytes": p.stat().st_size, "kind": "media" if p.suffix == ".mkv" else "events",
-                 "recording": p.name.split("-", 2)[0] + "-" + p.name.split("-", 2)[1]} for p in files]
+                 "recording": p.name.split("-", 2)[0] + "-" + p.name.split("-", 2)[1], **said.get(p.name, {})}
+                for p in files]
 
     def file(self, room: str, name: str) -> Path | None:
         """A recorded file of the room by its listed name (nothing outside the room's folder)."""
@@ -109,8 +117,9 @@ class Recordings:
         if recording is None or room_log is None:
             return
         await asyncio.to_thread(recording.stop)
-        self._log(room, {"type": "recording_stopped", "publisher": publisher, "frames": recording.frames_written,
-                         "dropped": recording.frames_dropped})
+        self._log(room, {"type": "recording_stopped", "publisher": publisher, "file": recording.path.name,
+                         "frames": recording.frames_written, "dropped": recording.frames_dropped,
+                         "duration_s": recording.duration_s, "streams": recording.streams})
         if not room_log.recordings:
             del self.rooms[room]
 

@@ -104,3 +104,35 @@ async def test_the_host_starts_and_stops_a_recording(start_server, tmp_path):
             frames = list(container.decode(video=0))
         assert 1.0 < frames[-1].time - frames[0].time < 2.5 and streams == 2
         await publisher.close()
+
+
+async def test_ffprobe_agrees_with_what_the_server_says_it_recorded(start_server, tmp_path):
+    """An independent reader (ffprobe) finds the duration and streams the listing states."""
+    import shutil
+
+    import aiohttp
+
+    from tests.conftest import require_dependency
+
+    require_dependency(None if shutil.which("ffprobe") else "ffprobe (apt-get install ffmpeg)")
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])
+        await asyncio.sleep(2.5)
+        await publisher.close()
+        async with asyncio.timeout(10):
+            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's writer thread
+                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
+                await asyncio.sleep(0.1)
+    host_token = srv.token("show", "h", Role.HOST)
+    async with aiohttp.ClientSession() as http:
+        response = await http.get(f"{srv.base}/recordings/show", headers={"Authorization": f"Bearer {host_token}"})
+        listing = await response.json()
+    [media] = [item for item in listing if item["kind"] == "media"]
+    assert media["streams"] == {"video": "vp8", "audio": "opus"} and 2.0 < media["duration_s"] < 3.5
+    proc = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
+        str(tmp_path / "show" / media["file"]), stdout=asyncio.subprocess.PIPE)
+    probe = json.loads((await asyncio.wait_for(proc.communicate(), 30))[0])
+    assert sorted((s["codec_type"], s["codec_name"]) for s in probe["streams"]) == [("audio", "opus"), ("video", "vp8")]
+    assert abs(float(probe["format"]["duration"]) - media["duration_s"]) < 0.2, (probe["format"], media)
