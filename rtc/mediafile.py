@@ -81,7 +81,10 @@ class MediaFileWriter:
         self.bytes += len(data)
 
     def _open(self, first_video: bytes) -> None:
-        self.container = av.open(self.path, "w", format="webm" if self.path.endswith(".webm") else "matroska")
+        # Clusters of at most a second, written out as they close: a crash loses about a second, not the 5 s
+        # (or the whole file before its first cluster) the muxer would otherwise hold in memory.
+        self.container = av.open(self.path, "w", format="webm" if self.path.endswith(".webm") else "matroska",
+                                 options={"cluster_time_limit": "1000", "flush_packets": "1"})
         for kind, name in self.codecs.items():
             if kind == "video":
                 stream: Any = self.container.add_stream(name, rate=30)

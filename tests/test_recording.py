@@ -4,8 +4,10 @@ duration), and the room's events logged with their media time. Real server, real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
+import aiohttp
 import av
 import pytest
 
@@ -13,6 +15,7 @@ from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack
 from protocol import Role
+from signaling.config import RoomConfig
 
 
 async def test_a_publisher_is_recorded_with_its_sound_and_the_rooms_events(start_server, tmp_path):
@@ -136,3 +139,61 @@ async def test_ffprobe_agrees_with_what_the_server_says_it_recorded(start_server
     probe = json.loads((await asyncio.wait_for(proc.communicate(), 30))[0])
     assert sorted((s["codec_type"], s["codec_name"]) for s in probe["streams"]) == [("audio", "opus"), ("video", "vp8")]
     assert abs(float(probe["format"]["duration"]) - media["duration_s"]) < 0.2, (probe["format"], media)
+
+
+async def test_a_crash_loses_at_most_a_few_seconds(tmp_path):
+    """The server is killed (SIGKILL) three seconds into a recording: the file holds most of them."""
+    import sys
+
+    from tests.conftest import SECRET, free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port), "--secret", SECRET,
+        "--room", "show", "--no-web", "--record", str(tmp_path), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        from protocol import issue_token
+
+        host = LiveClient(url, "show", issue_token(SECRET, "show", "host", Role.HOST))
+        await host.connect()
+        await MediaSession.publish(host, [CounterVideoTrack(640, 480), ToneAudioTrack()])
+        await asyncio.sleep(3.5)
+    finally:
+        proc.kill()
+        await proc.wait()
+    with contextlib.suppress(Exception):
+        await host.close()
+    [media] = list((tmp_path / "show").glob("*.mkv"))
+    frames = []
+    with av.open(str(media)) as container, contextlib.suppress(av.error.InvalidDataError, av.error.EOFError):
+        for frame in container.decode(video=0):  # the file has no trailer: read what is there
+            frames.append(frame)
+    assert frames and frames[-1].time - frames[0].time > 1.5, (len(frames), frames[-1].time if frames else None)
+
+
+async def test_the_recording_directory_is_bounded(start_server, tmp_path):
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path), record_max_bytes=30_000,
+                             room=RoomConfig(presence_interval=0.2, likes_interval=0.1))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(640, 480)])
+        async with asyncio.timeout(15):  # the ticker stops it once the directory is over its bound
+            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's own ticker
+                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
+                await asyncio.sleep(0.2)
+        assert srv.relay.media.router.source(publisher.media_id) is not None  # the show itself goes on
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(srv.base + "/metrics")).text()
+        from tests.test_bad_input import _metric
+
+        assert _metric(metrics, "live_relay_recording_bytes") >= 30_000
+        await publisher.close()

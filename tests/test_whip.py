@@ -132,3 +132,36 @@ async def test_whip_trickle_patch(server):
 ])
 def test_sdpfrag_parsing(text, expected):
     assert [(c["candidate"], c["sdpMid"], c["sdpMLineIndex"]) for c in parse_sdpfrag(text)] == expected
+
+
+async def test_what_obs_sends_h264_and_opus_bundled(server):
+    """OBS's WHIP output: H.264 video and Opus audio on one bundled connection."""
+    from aiortc import RTCRtpSender
+
+    from clients.sources import ToneAudioTrack
+
+    async with aiohttp.ClientSession() as http, LiveClient(server.ws_url, "show") as viewer:
+        obs = WhipClient(http, server.base)
+        video = obs.pc.addTransceiver(CounterVideoTrack(320, 240, start=500_000), direction="sendonly")
+        video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                   if c.mimeType.lower() in ("video/h264", "video/rtx")])
+        obs.pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        adapter.restrict_host_addresses(obs.pc, ["127.0.0.1"])
+        await obs.pc.setLocalDescription(await obs.pc.createOffer())
+        assert obs.pc.localDescription.sdp.count("m=") == 2 and "a=group:BUNDLE" in obs.pc.localDescription.sdp
+        response = await http.post(server.base + "/whip/show", data=obs.pc.localDescription.sdp, headers={
+            "Content-Type": "application/sdp", "Authorization": f"Bearer {server.token('show', 'obs', Role.HOST)}"})
+        assert response.status == 201
+        answer = await response.text()
+        assert "H264" in answer and "opus" in answer
+        obs.location = response.headers["Location"]
+        await obs.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        joined = await viewer.next_event("media", timeout=10)
+        assert joined["kinds"] == ["audio", "video"]
+        sub = await MediaSession.subscribe(viewer, publisher=joined["publisher"])
+        frame = await asyncio.wait_for((await sub.wait_track("video", 20)).recv(), 20)
+        assert read_frame(frame)[0] >= 500_000
+        audio = await asyncio.wait_for((await sub.wait_track("audio", 20)).recv(), 20)
+        assert audio.sample_rate == 48000
+        await sub.close()
+        assert await obs.stop() == 200
