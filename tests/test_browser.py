@@ -108,7 +108,7 @@ def test_what_a_viewer_meets_on_a_phone(netns):
         return int(minutes) * 60 + int(secs)
 
     first, later = r["countdown"]
-    assert first.startswith("20 left · offer ends in ") and 295 <= seconds(first) <= 300
+    assert first.startswith("20 left · offer ends in ") and 285 <= seconds(first) <= 300
     assert seconds(later) < seconds(first)  # it counts down
     assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
     assert r["card_covers_name"] is False
