@@ -66,7 +66,7 @@ class RelayServer:
         self.recordings: Recordings | None = None
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
             self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
-                                         config.record_max_bytes, record_all=bool(config.record_dir))
+                                         config.record_max_bytes, hub.spawn, record_all=bool(config.record_dir))
             hub.observe_publications(self.recordings.observe)
             hub.observe_broadcasts(self.recordings.observe)
         self.scenes = Scenes(

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,11 @@ class _RoomLog:
 class Recordings:
     """``record_all``: every room (``serve --record DIR``); otherwise the rooms whose host asked."""
 
-    def __init__(self, directory: str, router: MediaRouter, max_bytes: int, record_all: bool = True) -> None:
+    def __init__(self, directory: str, router: MediaRouter, max_bytes: int,
+                 spawn: Callable[[Coroutine[Any, Any, None], str], None], record_all: bool = True) -> None:
         self.directory = Path(directory)
+        # Side work (closing a file when its publisher leaves) runs as the server's tracked tasks.
+        self._spawn = spawn
         self.router = router
         self.max_bytes = max_bytes
         self.record_all = record_all
@@ -91,7 +94,7 @@ class Recordings:
         if event["type"] == "publisher_joined" and (self.record_all or room in self.requested):
             self._start(room, event["publisher"])
         elif event["type"] == "publisher_left":
-            asyncio.get_running_loop().create_task(self._stop(room, event["publisher"]))
+            self._spawn(self._stop(room, event["publisher"]), f"recording-stop-{event['publisher']}")
 
     def _start(self, room: str, publisher: str) -> None:
         source = self.router.sources.get(publisher)
