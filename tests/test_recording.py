@@ -18,6 +18,15 @@ from protocol import Role
 from signaling.config import RoomConfig
 
 
+async def recording_stopped(root, room: str = "show", timeout: float = 10) -> None:
+    """Until the room's events log says a recording stopped (the writer thread and the ticker are the
+    server's own: there is nothing to await)."""
+    async with asyncio.timeout(timeout):
+        while "recording_stopped" not in "".join(  # noqa: ASYNC110
+                p.read_text() for p in (root / room).glob("*-events.jsonl")):
+            await asyncio.sleep(0.1)
+
+
 async def test_a_publisher_is_recorded_with_its_sound_and_the_rooms_events(start_server, tmp_path):
     srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
     async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
@@ -26,10 +35,7 @@ async def test_a_publisher_is_recorded_with_its_sound_and_the_rooms_events(start
         await host.comment("recorded comment")
         await asyncio.sleep(1.5)
         await publisher.close()
-        async with asyncio.timeout(10):  # the file is closed once the publisher has left
-            while not list((tmp_path / "show").glob("*-events.jsonl")) or "recording_stopped" not in \
-                    next((tmp_path / "show").glob("*-events.jsonl")).read_text():  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        await recording_stopped(tmp_path)  # the file is closed once the publisher has left
     [media] = list((tmp_path / "show").glob("*.mkv"))
     with av.open(str(media)) as container:
         kinds = sorted(s.type for s in container.streams)
@@ -54,10 +60,7 @@ async def test_recordings_are_listed_and_served_to_the_rooms_host_only(start_ser
         publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
         await asyncio.sleep(1.0)
         await publisher.close()
-        async with asyncio.timeout(10):
-            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's writer thread
-                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
-                await asyncio.sleep(0.1)
+        await recording_stopped(tmp_path)
     host_token = srv.token("show", "host", Role.HOST)
     async with aiohttp.ClientSession() as http:
         url = f"{srv.base}/recordings/show"
@@ -123,10 +126,7 @@ async def test_ffprobe_agrees_with_what_the_server_says_it_recorded(start_server
         publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])
         await asyncio.sleep(2.5)
         await publisher.close()
-        async with asyncio.timeout(10):
-            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's writer thread
-                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
-                await asyncio.sleep(0.1)
+        await recording_stopped(tmp_path)
     host_token = srv.token("show", "h", Role.HOST)
     async with aiohttp.ClientSession() as http:
         response = await http.get(f"{srv.base}/recordings/show", headers={"Authorization": f"Bearer {host_token}"})
@@ -186,10 +186,7 @@ async def test_the_recording_directory_is_bounded(start_server, tmp_path):
                              room=RoomConfig(presence_interval=0.2, likes_interval=0.1))
     async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
         publisher = await MediaSession.publish(host, [CounterVideoTrack(640, 480)])
-        async with asyncio.timeout(15):  # the ticker stops it once the directory is over its bound
-            while "recording_stopped" not in "".join(  # noqa: ASYNC110 - the server's own ticker
-                    p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl")):
-                await asyncio.sleep(0.2)
+        await recording_stopped(tmp_path, timeout=15)  # the ticker stops it once the directory is over its bound
         assert srv.relay.media.router.source(publisher.media_id) is not None  # the show itself goes on
         async with aiohttp.ClientSession() as http:
             metrics = await (await http.get(srv.base + "/metrics")).text()
