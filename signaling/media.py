@@ -79,27 +79,20 @@ class MediaSignaling:
                                 f"at most {self.limits.max_publish_per_conn} publications per connection", ref)
         started = time.perf_counter()
         media_id = self._adopt(session, "pub", ref)
-        with self._media_errors(session, media_id, ref):
-            sdp = await self.router.publish(room, media_id, session.user, message["sdp"])
-        await self._register(room, media_id)
+        sdp = await self._start_publish(room, media_id, session.user, message["sdp"], ref)
         self._answer(session, ref, media_id, sdp, "publish", started)
 
     async def subscribe(self, session: Session, message: dict[str, Any]) -> None:
         ref, room = message.get("id"), _room_of(session)
         started = time.perf_counter()
         media_id = self._adopt(session, "sub", ref)
-        with self._media_errors(session, media_id, ref):
-            visible = await self.visible_rooms(room)
-            publisher = await self._pull_if_remote(room, message.get("publisher"), visible)
-            sdp = await self.router.subscribe(room, media_id, session.user, message["sdp"], publisher, visible)
+        sdp = await self._start_subscribe(room, media_id, session.user, message["sdp"], message.get("publisher"), ref)
         self._answer(session, ref, media_id, sdp, "subscribe", started)
 
     async def candidate(self, session: Session, message: dict[str, Any]) -> None:
         ref = message.get("id")
         self._check_owner(session, message["media"], ref)
-        with self._media_errors(session, None, ref):
-            if not await self.router.add_candidate(message["media"], message["candidate"]):
-                self._on_candidate_denied()
+        await self._add_candidate(message["media"], message["candidate"], ref)
         if ref is not None:
             session.send({"type": "ok", "id": ref})
 
@@ -144,35 +137,23 @@ class MediaSignaling:
 
     # -- media sessions over plain HTTP (WHIP ingest, WHEP playback; see signaling/whip.py) -------------------
 
-    async def publish_http(self, room: str, user: str, remote: str, offer: str) -> tuple[str, str]:
-        """A publisher with no WebSocket (OBS over WHIP): (media id, answer SDP). Raises ProtocolError."""
+    def _adopt_http(self, remote: str, room: str, what: str) -> str:
         self._check_bounds(remote, room, None)
-        media_id = f"{self._http_prefix}-whip{next(self._ids)}"
+        media_id = f"{self._http_prefix}-{what}{next(self._ids)}"
         self._http_owner[media_id] = remote
         self._by_address[remote] += 1
-        try:
-            answer = await self.router.publish(room, media_id, user, offer)
-        except MediaError as exc:
-            self._forget(media_id)
-            raise ProtocolError(exc.code, exc.message) from None
-        await self._register(room, media_id)
-        return media_id, answer
+        return media_id
+
+    async def publish_http(self, room: str, user: str, remote: str, offer: str) -> tuple[str, str]:
+        """A publisher with no WebSocket (OBS over WHIP): (media id, answer SDP). Raises ProtocolError."""
+        media_id = self._adopt_http(remote, room, "whip")
+        return media_id, await self._start_publish(room, media_id, user, offer, None)
 
     async def subscribe_http(self, room: str, user: str, remote: str, offer: str,
                              publisher: str | None) -> tuple[str, str]:
         """A player with no WebSocket (WHEP): (media id, answer SDP) for the room's (or a named) publisher."""
-        self._check_bounds(remote, room, None)
-        media_id = f"{self._http_prefix}-whep{next(self._ids)}"
-        self._http_owner[media_id] = remote
-        self._by_address[remote] += 1
-        try:
-            visible = await self.visible_rooms(room)
-            source = await self._pull_if_remote(room, publisher, visible)
-            answer = await self.router.subscribe(room, media_id, user, offer, source, visible)
-        except MediaError as exc:
-            self._forget(media_id)
-            raise ProtocolError(exc.code, exc.message) from None
-        return media_id, answer
+        media_id = self._adopt_http(remote, room, "whep")
+        return media_id, await self._start_subscribe(room, media_id, user, offer, publisher, None)
 
     def owns_http(self, media_id: str) -> bool:
         return media_id in self._http_owner
@@ -180,14 +161,30 @@ class MediaSignaling:
     async def candidates_http(self, media_id: str, candidates: list[dict[str, Any]]) -> None:
         """Trickled candidates of an HTTP-owned session. Raises ProtocolError."""
         for candidate in candidates:
-            try:
-                if not await self.router.add_candidate(media_id, candidate):
-                    self._on_candidate_denied()
-            except MediaError as exc:
-                raise ProtocolError(exc.code, exc.message) from None
+            await self._add_candidate(media_id, candidate, None)
+
+    # -- what both kinds of owner share ---------------------------------------------------------------------
+
+    async def _start_publish(self, room: str, media_id: str, user: str, offer: str, ref: Ref) -> str:
+        with self._media_errors(media_id, ref):
+            answer = await self.router.publish(room, media_id, user, offer)
+        await self._register(room, media_id)
+        return answer
+
+    async def _start_subscribe(self, room: str, media_id: str, user: str, offer: str, publisher: str | None,
+                               ref: Ref) -> str:
+        with self._media_errors(media_id, ref):
+            visible = await self.visible_rooms(room)
+            source = await self._pull_if_remote(room, publisher, visible)
+            return await self.router.subscribe(room, media_id, user, offer, source, visible)
+
+    async def _add_candidate(self, media_id: str, candidate: dict[str, Any], ref: Ref) -> None:
+        with self._media_errors(None, ref):
+            if not await self.router.add_candidate(media_id, candidate):
+                self._on_candidate_denied()
 
     @contextlib.contextmanager
-    def _media_errors(self, session: Session, media_id: str | None, ref: Ref) -> Any:
+    def _media_errors(self, media_id: str | None, ref: Ref) -> Any:
         """A MediaError becomes the client's error; a media session that failed to start is forgotten."""
         try:
             yield
