@@ -27,6 +27,7 @@ from signaling.config import ServerConfig
 from signaling.connection import Connections
 from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.guard import GuardedTCPSite, HandshakeGuard
+from signaling.httpauth import HttpAuth, bearer_token
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
@@ -150,10 +151,11 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", app[SERVER].connections.handle)
     server = app[SERVER]
+    auth = HttpAuth(config.secret, server.membership)
     if server.recordings is not None:
-        add_recording_routes(app, server.recordings, config.secret)
+        add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
-        HttpMedia(server.media, server.membership, config.secret, config.allow_anonymous).add_routes(app)
+        HttpMedia(server.media, server.membership, auth, config.allow_anonymous).add_routes(app)
     if config.web_root:
         app.router.add_get("/", index)
         app.router.add_static("/static", config.web_root, append_version=False)
@@ -212,7 +214,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     token = server.config.metrics_token
-    if token and not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+    if token and not secrets.compare_digest(bearer_token(request) or "", token):
         return web.Response(status=401, text="metrics need Authorization: Bearer <--metrics-token>\n",
                             headers={"WWW-Authenticate": "Bearer"})
     server.metrics.broker_up.set(1 if server.broker.healthy else 0)

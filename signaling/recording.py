@@ -25,10 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import ErrorCode, ProtocolError, Role, verify_token
+from protocol import ErrorCode, ProtocolError, Role
 from relay.recorder import Recording
 from relay.router import MediaRouter
 from signaling.brokers import EventStream, RoomStore
+from signaling.httpauth import HttpAuth, refusal
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
@@ -172,32 +173,24 @@ class Recordings:
                 await self._stop(room, publisher)
 
 
-def add_recording_routes(app: web.Application, recordings: Recordings, secret: str) -> None:
+def add_recording_routes(app: web.Application, recordings: Recordings, auth: HttpAuth) -> None:
     """``GET /recordings/{room}`` (a JSON listing) and ``GET /recordings/{room}/{file}`` (the file, with
-    Range), for a host or co-host token of that room only."""
+    Range), for a host or co-host token of that room only (``?token=`` too: a <video> sends no headers)."""
 
-    def authorized(request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("token")
-        if not token:
-            return web.Response(status=401, text="a host or co-host token of this room is required\n",
-                                headers={"WWW-Authenticate": "Bearer"})
+    async def refused(request: web.Request) -> web.Response | None:
         try:
-            grant = verify_token(secret, token)
+            await auth.grant(request, request.match_info["room"], roles=(Role.HOST, Role.COHOST), query=True)
         except ProtocolError as exc:
-            return web.Response(status=401, text=f"{exc.code}: {exc.message}\n", headers={"WWW-Authenticate": "Bearer"})
-        if grant.room != request.match_info["room"] or grant.role not in (Role.HOST, Role.COHOST):
-            return web.Response(status=403, text="recordings are for this room's host and co-hosts\n")
+            return refusal(exc)
         return None
 
     async def listing(request: web.Request) -> web.Response:
-        refused = authorized(request)
-        return refused or web.json_response(recordings.listing(request.match_info["room"]))
+        return await refused(request) or web.json_response(recordings.listing(request.match_info["room"]))
 
     async def one(request: web.Request) -> web.StreamResponse:
-        refused = authorized(request)
-        if refused is not None:
-            return refused
+        refusing = await refused(request)
+        if refusing is not None:
+            return refusing
         path = recordings.file(request.match_info["room"], request.match_info["file"])
         if path is None:
             return web.Response(status=404, text="no such recording\n")

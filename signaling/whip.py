@@ -19,17 +19,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from protocol import ErrorCode, Grant, ProtocolError, Role, verify_token
+from protocol import Grant, ProtocolError, Role
+from signaling.httpauth import HttpAuth, refusal
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 
-_STATUS = {
-    ErrorCode.UNAUTHORIZED: 401, ErrorCode.TOKEN_EXPIRED: 401, ErrorCode.REVOKED: 401,
-    ErrorCode.FORBIDDEN: 403, ErrorCode.WRONG_ROOM: 403,
-    ErrorCode.BAD_SDP: 400, ErrorCode.BAD_CANDIDATE: 400, ErrorCode.BAD_MESSAGE: 400,
-    ErrorCode.NO_PUBLISHER: 404, ErrorCode.UNKNOWN_MEDIA: 404, ErrorCode.UNKNOWN_ROOM: 404,
-    ErrorCode.TOO_MANY_MEDIA: 429, ErrorCode.UNAVAILABLE: 503, ErrorCode.MEDIA_UNAVAILABLE: 503,
-}
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
@@ -41,11 +35,6 @@ _MAX_SDP_BYTES = 60_000
 
 def _error(status: int, why: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=why + "\n", headers={**_CORS, **headers})
-
-
-def _bearer(request: web.Request) -> str | None:
-    value = request.headers.get("Authorization", "")
-    return value[7:].strip() or None if value.lower().startswith("bearer ") else None
 
 
 def parse_sdpfrag(text: str) -> list[dict[str, str | int | None]]:
@@ -67,10 +56,10 @@ def parse_sdpfrag(text: str) -> list[dict[str, str | int | None]]:
 class HttpMedia:
     """The WHIP and WHEP endpoints of one node."""
 
-    def __init__(self, media: MediaSignaling, membership: Membership, secret: str, allow_anonymous: bool) -> None:
+    def __init__(self, media: MediaSignaling, membership: Membership, auth: HttpAuth, allow_anonymous: bool) -> None:
         self.media = media
         self.membership = membership
-        self.secret = secret
+        self.auth = auth
         self.allow_anonymous = allow_anonymous
         self._rooms: dict[str, str] = {}  # session (media id) -> room, for the resource URLs
 
@@ -87,22 +76,6 @@ class HttpMedia:
         return web.Response(status=204, headers={**_CORS, "Accept-Post": "application/sdp",
                                                  "Accept-Patch": "application/trickle-ice-sdpfrag"})
 
-    async def _authorize(self, request: web.Request, room: str, *, publisher: bool) -> Grant | None:
-        token = _bearer(request)
-        if token is None:
-            if publisher or not self.allow_anonymous:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, "an Authorization: Bearer <token> for this room is "
-                                    "required" + (" (a host or co-host token)" if publisher else ""))
-            return None
-        grant = verify_token(self.secret, token)
-        if grant.room != room:
-            raise ProtocolError(ErrorCode.WRONG_ROOM, f"the token is for room {grant.room!r}, not {room!r}")
-        if grant.grant_id is not None:
-            await self.membership.check_grant_live(room, grant, None)
-        if publisher and grant.role not in (Role.HOST, Role.COHOST):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "only a host or co-host token may publish")
-        return grant
-
     async def _offer(self, request: web.Request) -> str:
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="the body must be an SDP offer (Content-Type: application/sdp)\n",
@@ -116,12 +89,12 @@ class HttpMedia:
                       start: Callable[[str, Grant | None, str], Awaitable[tuple[str, str]]]) -> web.Response:
         room = request.match_info["room"]
         try:
-            grant = await self._authorize(request, room, publisher=kind == "whip")
+            grant = await (self.auth.grant(request, room, roles=(Role.HOST, Role.COHOST)) if kind == "whip"
+                           else self.auth.grant(request, room, anonymous_ok=self.allow_anonymous))
             offer = await self._offer(request)
             session, answer = await start(room, grant, offer)
         except ProtocolError as exc:
-            extra = {"WWW-Authenticate": "Bearer"} if _STATUS.get(exc.code) == 401 else {}
-            return _error(_STATUS.get(exc.code, 400), f"{exc.code}: {exc.message}", **extra)
+            return refusal(exc, _CORS)
         for ended in [s for s in self._rooms if not self.media.owns_http(s)]:
             del self._rooms[ended]  # sessions that ended without a DELETE (peer gone, connect timeout)
         self._rooms[session] = room
@@ -165,7 +138,7 @@ class HttpMedia:
         try:
             await self.media.candidates_http(session, parse_sdpfrag(text))
         except ProtocolError as exc:
-            return _error(_STATUS.get(exc.code, 400), f"{exc.code}: {exc.message}")
+            return refusal(exc, _CORS)
         return web.Response(status=204, headers=_CORS)
 
     async def delete(self, request: web.Request) -> web.Response:
