@@ -85,6 +85,7 @@ async def test_whip_answers_with_the_rfc_status_codes(server):
             ("/whip/show", "garbage", "application/sdp", 401),
             ("/whip/show", server.token("show", "h", Role.HOST), "text/plain", 415),
             ("/whep/show", None, "application/sdp", 404),  # nobody publishes yet
+            ("/whip/not%20a%20room!", "x", "application/sdp", 400),  # room names as the WebSocket allows them
         ]
         for path, token, content_type, status in cases:
             headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
