@@ -80,6 +80,14 @@ async def _stdin_lines() -> asyncio.Queue[str]:
     return queue
 
 
+async def _say(client: LiveClient, text: str) -> None:
+    """A line typed at the terminal, sent as a comment; a refusal is said, not raised."""
+    try:
+        await client.comment(text)
+    except ServerError as exc:
+        _print(f"comment refused: {exc}")
+
+
 async def keep_media(client: LiveClient, sessions: list[MediaSession], redo: Callable[[], Awaitable[MediaSession]],
                      what: str, done: Callable[[MediaSession], str]) -> None:
     """The server closes a connection's media with it: after a reconnect, or when the current media session
@@ -189,10 +197,7 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
                 except ServerError as exc:
                     _print(f"could not seat {arg}: {exc}")
             elif command:
-                try:
-                    await client.comment(command)
-                except ServerError as exc:
-                    _print(f"comment refused: {exc}")
+                await _say(client, command)
     finally:
         for task in tasks:
             task.cancel()
@@ -285,10 +290,7 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
             text = await lines.get()
             if not text:
                 continue
-            try:
-                await client.comment(text)
-            except ServerError as exc:
-                _print(f"comment refused: {exc}")
+            await _say(client, text)
 
     tasks = [asyncio.create_task(show()), asyncio.create_task(report()), asyncio.create_task(keep_watching())]
     if token:
