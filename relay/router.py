@@ -17,6 +17,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiortc import (
@@ -30,6 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
 from protocol import ErrorCode
+from relay.recorder import Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
 
@@ -527,6 +529,18 @@ class MediaRouter:
         if source is None:
             return None
         return SourceInfo(source.id, source.room.name, source.user, tuple(sorted(source.tracks)), source.local)
+
+    def local_sources(self, room_name: str) -> list[SourceInfo]:
+        """This node's own publishers in a room, as the signaling side may know them."""
+        return [info for p in self.publishers_of(room_name) if (info := self.source(p.id)) is not None]
+
+    def record(self, source_id: str, path: Path) -> Recording | None:
+        """Start recording a local publisher's tracks as received into ``path`` (None: no such publisher
+        here). The caller stops the recording; a publisher that leaves simply stops feeding it."""
+        source = self.sources.get(source_id)
+        if source is None or not source.local:
+            return None
+        return Recording(path, dict(source.tracks))
 
     def is_publisher(self, peer_id: str) -> bool:
         """Whether ``peer_id`` is a publisher connected to this node."""

@@ -98,7 +98,7 @@ class Recordings:
             self._spawn(self._stop(room, event["publisher"]), f"recording-stop-{event['publisher']}")
 
     def _start(self, room: str, publisher: str) -> None:
-        source = self.router.sources.get(publisher)
+        source = self.router.source(publisher)
         if source is None or not source.local:
             return  # another node's publisher: recorded where it is published
         if self.max_bytes and self.disk_bytes() >= self.max_bytes:
@@ -107,11 +107,14 @@ class Recordings:
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = self.directory / self._safe(room)
+        path = folder / f"{stamp}-{self._safe(publisher)}.mkv"
+        recording = self.router.record(publisher, path)
+        if recording is None:
+            return
         room_log = self.rooms.get(room)
         if room_log is None:
             room_log = self.rooms[room] = _RoomLog(folder / f"{stamp}-events.jsonl", time.time() * 1000)
-        path = folder / f"{stamp}-{self._safe(publisher)}.mkv"
-        room_log.recordings[publisher] = Recording(path, dict(source.tracks))
+        room_log.recordings[publisher] = recording
         self._log(room, {"type": "recording_started", "publisher": publisher, "user": source.user,
                          "file": path.name})
 
@@ -148,7 +151,7 @@ class Recordings:
             self.refused += 1
             return False
         self.requested.add(room)
-        for source in [s for s in self.router.sources.values() if s.local and s.room.name == room]:
+        for source in self.router.local_sources(room):
             if room not in self.rooms or source.id not in self.rooms[room].recordings:
                 self._start(room, source.id)
         return True
