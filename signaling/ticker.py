@@ -41,6 +41,7 @@ class Ticker:
         self.media = media
         self.metrics = metrics
         self.recordings = recordings
+        self._recording_active = False
         self._presence_reported: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -119,7 +120,9 @@ class Ticker:
                 self._presence_reported.pop(name, None)
         await self.stream.gc()
         self.metrics.rooms.set(len(self.hub.rooms))
-        if self.recordings is not None:
+        # The directory is walked only while something records (and once after, for the final figure).
+        if self.recordings is not None and (self.recordings.rooms or self._recording_active):
+            self._recording_active = bool(self.recordings.rooms)
             await self.recordings.enforce_bound()
             self.metrics.recording_bytes.set(await asyncio.to_thread(self.recordings.disk_bytes))
         self.channel.forget_idle_buckets()
