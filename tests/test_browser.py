@@ -113,7 +113,7 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
     assert r["card_covers_name"] is False
     assert r["guest_box"]["disabled"] and "token" in r["guest_box"]["hint"]
-    # Noticed in seconds (the watchdog gives up after 2.5 s of silence), not when TCP finally times out.
+    # Noticed in seconds (the watchdog gives up after 2 s of silence), not when TCP finally times out.
     assert r["outage_noticed_s"] < 8 and r["back_after_outage"]
 
 

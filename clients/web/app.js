@@ -56,15 +56,18 @@ class Channel {
       ws.onclose = (e) => { this.lost(ws, e.code); reject(new Error(`closed (${e.code})`)); };
     });
   }
-  // A dead link (Wi-Fi gone, a NAT that forgot us) closes nothing by itself for a long time: ping every
-  // second and give up on the socket when nothing was heard for 2.5 s.
+  // A dead link (Wi-Fi gone, a NAT that forgot us) closes nothing by itself for a long time. After a second
+  // with nothing heard, ping (at most once a second: a busy room's own traffic makes pings unnecessary);
+  // after two seconds of silence, give up on the socket.
   watch(ws) {
     clearInterval(this.watchdog);
+    let pinged = 0;
     this.watchdog = setInterval(() => {
       if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) { clearInterval(this.watchdog); return; }
-      if (Date.now() - this.lastHeard > 2500) { clearInterval(this.watchdog); this.lost(ws, 4999); ws.close(); return; }
-      this.send({ type: "ping" });
-    }, 1000);
+      const now = Date.now(); const silent = now - this.lastHeard;
+      if (silent > 2000) { clearInterval(this.watchdog); this.lost(ws, 4999); ws.close(); return; }
+      if (silent > 1000 && now - pinged >= 1000) { pinged = now; this.send({ type: "ping" }); }
+    }, 250);
   }
   lost(ws, code) {
     if (ws.lostHandled) return;
