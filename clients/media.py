@@ -37,6 +37,8 @@ class MediaSession:
 
         # Load tests set this before negotiating: encoded frames go to it and are never decoded.
         self.frame_sink: Callable[[str, Any, Any], None] | None = None  # (kind, frame, RTCRtpCodecParameters)
+        # Cascades set this too: every RTP packet (RTX unwrapped) goes to it, before frames are assembled.
+        self.packet_sink: Callable[[str, Any, Any], None] | None = None  # (kind, RtpPacket, codec)
         # With a frame sink: the tapped receivers and the sender's SSRC per kind (to ask for keyframes).
         self.receivers: dict[str, Any] = {}
         self.ssrcs: dict[str, int] = {}
@@ -52,7 +54,13 @@ class MediaSession:
                     self.ssrcs[kind] = ssrc
                     sink(kind, frame, codec)
 
-                adapter.tap_receiver(receiver, kind, on_frame)
+                packets = self.packet_sink
+
+                def on_packet(codec: Any, packet: Any) -> None:
+                    if packets is not None:
+                        packets(kind, packet, codec)
+
+                adapter.tap_receiver(receiver, kind, on_frame, on_packet if packets is not None else None)
             self.tracks[track.kind] = track
             self.track_ready[track.kind].set()
 
@@ -100,12 +108,15 @@ class MediaSession:
                         kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
                         host_addresses: tuple[str, ...] = ("127.0.0.1",),
                         answer_filter: Callable[[str], str] | None = None,
-                        frame_sink: Callable[[str, Any, Any], None] | None = None) -> MediaSession:
+                        frame_sink: Callable[[str, Any, Any], None] | None = None,
+                        packet_sink: Callable[[str, Any, Any], None] | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use (tests route media through their own forwarder with it);
-        ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them."""
+        ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them;
+        with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first."""
         session = cls(client, cls._peer_connection(ice_servers))
         session.frame_sink = frame_sink
+        session.packet_sink = packet_sink
         for kind in kinds:
             session.pc.addTransceiver(kind, direction="recvonly")
         message: dict[str, Any] = {"type": "subscribe"}

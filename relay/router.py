@@ -28,6 +28,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from protocol import ErrorCode
@@ -94,8 +95,9 @@ class MediaConfig:
     ice_servers: tuple[str, ...] = ()
     # Addresses offered as ICE host candidates. Empty: aioice's choice (every non-loopback interface).
     host_addresses: tuple[str, ...] = ("127.0.0.1",)
-    # Most frames queued for one subscriber before it skips to the next keyframe.
-    max_queue_frames: int = 30
+    # Most bytes waiting in one subscriber's socket buffer; beyond it packets to that subscriber are
+    # dropped (it NACKs what it still wants) instead of growing memory or delaying anyone else.
+    max_buffered_bytes: int = 256 * 1024
     # Least time between two keyframe requests to one publisher (seconds).
     keyframe_interval: float = 0.1
     # Client ICE candidates on these networks are ignored: a client must not aim the relay's connectivity
@@ -205,18 +207,20 @@ class Publisher(_Peer):
             else:
                 pli_wanted[0] = True  # no packet seen yet: ask as soon as we know the SSRC
 
-        published = PublishedTrack(kind, track_id, self.id, send_pli,
-                                   keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
+        published = PublishedTrack(kind, track_id, self.id, send_pli, keyframe_interval=config.keyframe_interval)
 
-        def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
-            ssrc_box["ssrc"] = ssrc
+        def on_packet(codec: RTCRtpCodecParameters, packet: RtpPacket) -> None:
             if pli_wanted[0]:
                 pli_wanted[0] = False
-                adapter.send_pli(receiver, ssrc)
+                adapter.send_pli(receiver, packet.ssrc)
+            ssrc_box["ssrc"] = packet.ssrc
+            published.on_packet(codec.name, codec.clockRate, packet)
+
+        def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
             published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
                                getattr(frame, "after_gap", False))
 
-        adapter.tap_receiver(receiver, kind, on_frame)
+        adapter.tap_receiver(receiver, kind, on_frame, on_packet)
         self.tracks[kind] = published
 
     async def negotiate(self, offer_sdp: str) -> str:
@@ -262,17 +266,16 @@ class RemotePublisher:
         """The upstream subscription negotiated ``codec`` for ``kind``: subscribers here get exactly it."""
         config = self.room.router.config
         track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda: self._request_keyframe(kind),
-                               keyframe_interval=config.keyframe_interval, max_queue=config.max_queue_frames)
+                               keyframe_interval=config.keyframe_interval)
         track.codec = codec
         self.tracks[kind] = track
         self.codecs[kind] = codec
 
-    def feed(self, kind: str, codec_name: str, clock_rate: int, data: bytes, timestamp: int,
-             chain_broken: bool) -> None:
-        """One encoded frame from upstream, fanned out to this node's subscribers."""
+    def feed(self, kind: str, codec_name: str, clock_rate: int, packet: RtpPacket) -> None:
+        """One RTP packet from upstream, fanned out to this node's subscribers."""
         track = self.tracks.get(kind)
         if track is not None:
-            track.on_frame(codec_name, clock_rate, data, timestamp, chain_broken)
+            track.on_packet(codec_name, clock_rate, packet)
 
     @property
     def subscriber_count(self) -> int:
@@ -311,11 +314,25 @@ class Subscriber(_Peer):
             self.pc.addTrack(down)
             transceiver.direction = "sendonly"
             adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
+            adapter.on_nack(transceiver.sender, down.retransmit)
             self.down_tracks.append(down)
             attached += 1
         if not attached:
             raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes")
-        return await self._answer()
+        answer = await self._answer()
+        max_buffered = self.room.router.config.max_buffered_bytes
+        for transceiver in self.pc.getTransceivers():
+            bound = next((d for d in self.down_tracks if transceiver.sender.track is d), None)
+            params = adapter.send_parameters(transceiver)
+            if bound is None or params is None:
+                continue
+            sender = transceiver.sender
+
+            def report(ntp: int, rtp_timestamp: int, packets: int, octets: int, sender: Any = sender) -> None:
+                adapter.report_sent(sender, ntp, rtp_timestamp, packets, octets)
+
+            bound.bind(params, adapter.PacketOutput(sender, max_buffered), report)
+        return answer
 
     def _down_track_ended(self, down: DownTrack) -> None:
         # Its publisher left: once nothing is left to forward, the peer connection goes too.

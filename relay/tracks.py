@@ -1,15 +1,23 @@
-"""Published tracks and their per-subscriber down-tracks: where encoded frames fan out.
+"""Published tracks and their per-subscriber down-tracks: where RTP packets fan out.
 
-A ``PublishedTrack`` receives a publisher's encoded frames (from the adapter's receiver tap) and hands
-each to its ``DownTrack``s. A ``DownTrack`` is the ``MediaStreamTrack`` a subscriber's ``RTCRtpSender``
-reads: it yields ``av.Packet``s, so the sender only re-packetizes (its own sequence numbers, timestamps,
-VP8 picture ids) and never encodes. Nothing here decodes either.
+A ``PublishedTrack`` receives a publisher's RTP packets (from the adapter's receiver tap, RTX already
+unwrapped) and hands each to its ``DownTrack``s in one synchronous loop: no task, no queue and no await
+per subscriber. A ``DownTrack`` rewrites the packet for its subscriber (SSRC, payload type, sequence
+number, timestamp, header extensions; for VP8 the picture id when its offset is not zero), keeps it in a
+short history for NACKs, and writes it SRTP-protected straight to the subscriber's socket through a
+``PacketOutput``. Nothing here decodes, re-encodes or re-packetizes.
 
-Keyframes: a new down-track, a subscriber's PLI/FIR, or a down-track that fell behind asks the published
-track for a keyframe; requests are coalesced (while one is on its way it serves every requester, and
-PLIs upstream are at least ``keyframe_interval`` apart). A video
-down-track forwards nothing until it has a keyframe, and after a loss it cannot repair it waits for the
-next one again. Each down-track's queue is bounded: one that cannot keep up skips to the next keyframe.
+Continuity: a down-track starts at a keyframe. Whenever it has to restart (it joined, its subscriber was
+too slow, the track was muted, or the publisher's stream restarted with a new SSRC) it waits for the next
+keyframe and then continues its own sequence numbers, timestamps and picture ids from where it stopped,
+so the subscriber's decoder sees one continuous stream.
+
+Keyframes: a new down-track, a subscriber's PLI/FIR, or a down-track that restarts asks the published
+track for a keyframe; requests are coalesced (while one is on its way it serves every requester, and PLIs
+upstream are at least ``keyframe_interval`` apart).
+
+Frames are still assembled upstream of this (the adapter's marker-bit jitter buffer) for ``observers``
+such as the recorder; forwarding never waits for them.
 """
 
 from __future__ import annotations
@@ -17,22 +25,29 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import random
+import struct
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
-from rtc.codecs import is_keyframe
+from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_picture_id_at
 
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 1.0
+HISTORY = 512  # packets a down-track keeps for NACKs: ~1 s of 1.5 Mbit/s video
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+_HEADER = struct.Struct("!BBHII")
+_RTX_HEADER = struct.Struct("!BBHIIH")  # an RTX packet's header followed by the original sequence number
 
 
 class EncodedFrame:
@@ -45,67 +60,211 @@ class EncodedFrame:
         self.received = time.monotonic()
 
 
-class DownTrack(MediaStreamTrack):
-    """One subscriber's copy of a published track."""
+class SourcePacket:
+    """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
 
-    def __init__(self, source: PublishedTrack, max_queue: int) -> None:
+    __slots__ = ("abs_send_time", "epoch", "keyframe", "marker", "ntp", "payload", "picture_id", "seq", "timestamp")
+
+    def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
+                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None) -> None:
+        self.seq = seq
+        self.timestamp = timestamp
+        self.marker = marker
+        self.payload = payload
+        self.keyframe = keyframe
+        self.epoch = epoch
+        self.ntp = ntp
+        self.abs_send_time = abs_send_time
+        self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
+
+
+class Output(Protocol):
+    """Where a down-track's finished packets go (the adapter's ``PacketOutput`` for a real subscriber)."""
+
+    def write(self, data: bytes) -> bool: ...
+
+
+class SenderLink(Protocol):
+    """What a down-track needs of its subscriber's RTP sender: the settled send parameters, and a place to
+    put the figures the next RTCP sender report carries."""
+
+    ssrc: int
+    rtx_ssrc: int
+    payload_type: int
+    rtx_payload_type: int | None
+    mid: str | None
+    mid_id: int | None
+    abs_send_time_id: int | None
+
+
+def _extension_block(params: SenderLink) -> tuple[bytes, bytes, int]:
+    """The subscriber's header extension block as (head, tail, abs-send-time id byte): head holds the
+    RFC 8285 one-byte header and the mid, the 3-byte abs-send-time goes between head and tail."""
+    elements = b""
+    if params.mid_id and params.mid:
+        mid = params.mid.encode()[:16]
+        elements += bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
+    ast_length = 4 if params.abs_send_time_id else 0
+    total = len(elements) + ast_length
+    if not total:
+        return b"", b"", 0
+    padding = -total % 4
+    head = b"\xbe\xde" + struct.pack("!H", (total + padding) // 4) + elements
+    ast_id = (params.abs_send_time_id << 4) | 2 if params.abs_send_time_id else 0
+    return head, b"\x00" * padding, ast_id
+
+
+class DownTrack(MediaStreamTrack):
+    """One subscriber's copy of a published track.
+
+    It is also the ``MediaStreamTrack`` its RTP sender holds (for SDP and RTCP); the sender's own send
+    loop finds nothing to read (``recv`` only ends with the track), since packets leave through
+    ``forward``."""
+
+    def __init__(self, source: PublishedTrack) -> None:
         super().__init__()
         self.on_ended: Callable[[DownTrack], None] | None = None
         self.kind = source.kind
         self.source = source
-        self._queue: deque[EncodedFrame] = deque()
-        self._max_queue = max_queue
-        self._wakeup: asyncio.Future[None] | None = None
-        self.waiting_keyframe = source.kind == "video"
-        self.frames_sent = 0
-        self.frames_skipped = 0
+        self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
+        self.packets_sent = 0
+        self.packets_skipped = 0
+        self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
+        self.retransmitted = 0
+        self.restarts = 0
+        self._ended = asyncio.get_event_loop().create_future()
+        self._output: Output | None = None
+        self._report: Callable[[int, int, int, int], None] | None = None
+        # For NACKs: (sequence number, header as sent, payload). The payload is the source packet's own
+        # bytes, shared with every other subscriber: a history costs headers, not copies of the video.
+        self._history: list[tuple[int, bytes, bytes] | None] = [None] * HISTORY
+        # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
+        self._epoch = -1
+        self._start_seq = 0
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._pid_offset = 0
+        self._last_seq = random.randrange(0x8000)  # lower half: keeps SRTP's rollover guess simple
+        self._last_ts = random.getrandbits(32)
+        self._last_pid = random.randrange(0x8000)
+        self._last_wall = 0.0
+        self._rtx_seq = random.randrange(0x8000)
+        self._octets = 0
+        self._ssrc = self._rtx_ssrc = self._pt = 0
+        self._rtx_pt: int | None = None
+        self._ext_head = self._ext_tail = b""
+        self._ast_id = 0
+        self._first_byte = 0x80
 
-    def push(self, frame: EncodedFrame, chain_broken: bool) -> None:
-        if self.readyState != "live":
+    def bind(self, params: SenderLink, output: Output, report: Callable[[int, int, int, int], None]) -> None:
+        """Start sending to a subscriber whose answer settled ``params``; ``report(ntp, rtp_ts, packets,
+        octets)`` feeds its sender reports."""
+        self._ssrc, self._rtx_ssrc = params.ssrc, params.rtx_ssrc
+        self._pt, self._rtx_pt = params.payload_type, params.rtx_payload_type
+        self._ext_head, self._ext_tail, self._ast_id = _extension_block(params)
+        self._first_byte = 0x90 if self._ext_head else 0x80
+        self._output, self._report = output, report
+
+    def _restart(self, packet: SourcePacket) -> None:
+        """Continue this subscriber's numbering from ``packet`` on, one step after what it last got."""
+        now = time.monotonic()
+        if packet.epoch != self._epoch or not self.packets_sent:
+            # A new stream (or the first): its timestamps start elsewhere; carry ours on by the wall time
+            # that passed, so the subscriber's jitter buffer and A/V sync see real time go by.
+            elapsed = int((now - self._last_wall) * self.source.clock_rate) if self.packets_sent else 0
+            self._ts_offset = (self._last_ts + max(1, elapsed) - packet.timestamp) & 0xFFFFFFFF
+            self._epoch = packet.epoch
+        if packet.picture_id is not None:
+            self._pid_offset = (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
+        self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
+        self._start_seq = packet.seq
+        self.waiting_keyframe = False
+        self.restarts += 1
+
+    def forward(self, packet: SourcePacket) -> None:
+        if self._output is None:
             return
-        if self.kind == "video":
-            if chain_broken:
-                self.waiting_keyframe = True
-            if self.waiting_keyframe:
-                if not frame.keyframe:
-                    self.frames_skipped += 1
-                    # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder,
-                    # and a subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
-                    self.source.request_keyframe("subscriber still waiting for a keyframe")
-                    return
-                self.waiting_keyframe = False
-            if len(self._queue) >= self._max_queue:
-                # Cannot keep up: drop what is queued and restart at the next keyframe.
-                self.frames_skipped += len(self._queue) + 1
-                self._queue.clear()
-                self.waiting_keyframe = True
-                self.source.request_keyframe("slow subscriber")
+        if packet.epoch != self._epoch and not self.waiting_keyframe:
+            self.waiting_keyframe = True  # the publisher's stream restarted: wait for its keyframe
+        if self.waiting_keyframe:
+            if not packet.keyframe:
+                self.packets_skipped += 1
+                # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder,
+                # and a subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
+                self.source.request_keyframe("subscriber still waiting for a keyframe")
                 return
-        elif len(self._queue) >= self._max_queue:
-            self._queue.popleft()  # audio: the newest matters most
-            self.frames_skipped += 1
-        self._queue.append(frame)
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+            self._restart(packet)
+        elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
+            return  # from before this subscriber's (re)start: it never had the frame around it
+        seq = (packet.seq + self._seq_offset) & 0xFFFF
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        payload = packet.payload
+        if packet.picture_id is not None and self._pid_offset:
+            offset, width, value = packet.picture_id
+            pid = (value + self._pid_offset) & 0x7FFF
+            if width == 2:
+                payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
+            else:  # a 7-bit picture id stays in 7 bits
+                payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
+            self._last_pid = pid
+        elif packet.picture_id is not None:
+            self._last_pid = packet.picture_id[2]
+        header = _HEADER.pack(self._first_byte, packet.marker << 7 | self._pt, seq, timestamp, self._ssrc)
+        if self._ast_id:
+            header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
+        elif self._ext_head:
+            header += self._ext_head + self._ext_tail
+        data = header + payload
+        if not self._output.write(data):
+            self.packets_dropped += 1
+            if not self.packets_sent:
+                self.waiting_keyframe = True  # not connected yet: start at a keyframe once it is
+                return
+            # The subscriber's socket is full: this packet is lost like on a lossy link (its number is
+            # used, so the subscriber sees the gap and can NACK it once the socket drains).
+        else:
+            self.packets_sent += 1
+            self._octets += len(payload)
+        self._history[seq % HISTORY] = (seq, header, payload)
+        if (seq - self._last_seq) & 0xFFFF < 0x8000:
+            self._last_seq = seq
+        if timestamp != self._last_ts and (timestamp - self._last_ts) & 0xFFFFFFFF < 0x80000000:
+            self._last_ts = timestamp
+            self._last_wall = time.monotonic()
+            if self._report is not None:
+                self._report(packet.ntp, timestamp, self.packets_sent, self._octets)
 
-    async def recv(self) -> av.Packet[Any]:  # a forwarding track yields encoded packets, never frames
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
-        frame = self._queue.popleft()
-        packet = av.Packet(frame.data)
-        packet.pts = frame.timestamp
-        packet.time_base = self.source.time_base
-        self.frames_sent += 1
-        return packet
+    def retransmit(self, seq: int) -> None:
+        """The subscriber lost ``seq``: send it again from history (as RTX where it was negotiated)."""
+        kept = self._history[seq % HISTORY]
+        if kept is None or kept[0] != seq or self._output is None:
+            return
+        _, header, payload = kept
+        if self._rtx_pt is not None:
+            rtx_header = _RTX_HEADER.pack(header[0], (header[1] & 0x80) | self._rtx_pt, self._rtx_seq,
+                                          int.from_bytes(header[4:8], "big"), self._rtx_ssrc, seq)
+            # The RTX payload is the original sequence number and payload; header extensions stay.
+            data = rtx_header[:12] + header[12:] + rtx_header[12:] + payload
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        else:
+            data = header + payload
+        if self._output.write(data):
+            self.retransmitted += 1
+
+    def restart_at_keyframe(self, reason: str) -> None:
+        self.waiting_keyframe = True
+        self.source.request_keyframe(reason)
+
+    async def recv(self) -> av.Packet[Any]:  # never yields: packets leave through forward()
+        await self._ended
+        raise MediaStreamError
 
     def stop(self) -> None:
         if self.readyState == "live":
             super().stop()
-            if self._wakeup is not None and not self._wakeup.done():
-                self._wakeup.set_result(None)
+            if not self._ended.done():
+                self._ended.set_result(None)
+            self._output = None
             self.source.remove(self)
             if self.on_ended is not None:
                 self.on_ended(self)
@@ -115,51 +274,94 @@ class DownTrack(MediaStreamTrack):
 
 
 class PublishedTrack:
-    """One incoming track of a publisher, fanned out to down-tracks."""
+    """One incoming track of a publisher, fanned out to down-tracks packet by packet."""
 
     def __init__(self, kind: str, track_id: str, publisher_id: str,
-                 send_pli: Callable[[], None], keyframe_interval: float = 0.1, max_queue: int = 30,
+                 send_pli: Callable[[], None], keyframe_interval: float = 0.1,
                  keyframe_timeout: float = KEYFRAME_TIMEOUT) -> None:
         self.kind = kind
         self.id = track_id
         self.publisher_id = publisher_id
         self.codec_name: str | None = None
         self.codec: RTCRtpCodecParameters | None = None  # known once negotiated
+        self.clock_rate = 90000 if kind == "video" else 48000
         self.time_base = VIDEO_TIME_BASE if kind == "video" else fractions.Fraction(1, 48000)
         self.down_tracks: set[DownTrack] = set()
-        # Called with every frame as it fans out (a recorder): (track, frame, chain_broken); must not block.
+        # Called with every assembled frame (a recorder): (track, frame, chain_broken); must not block.
         self.observers: list[Callable[[PublishedTrack, EncodedFrame, bool], None]] = []
         self.frames_in = 0
         self.keyframes_in = 0
+        self.packets_in = 0
         self.pli_sent = 0
         self.closed = False
         self.muted = False  # a muted track forwards nothing (a host muting a co-host, a private call)
         self._send_pli = send_pli
         self._keyframe_interval = keyframe_interval
         self._keyframe_timeout = keyframe_timeout
-        self._max_queue = max_queue
         self._last_pli = 0.0
         self._awaiting_keyframe_since: float | None = None
         self._pli_pending: asyncio.TimerHandle | None = None
+        self._ssrc: int | None = None
+        self._epoch = 0
+        self._previous_marker = True
+        self._last_timestamp: int | None = None
+        self._ntp = 0
 
-    def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
+    def _set_codec(self, codec_name: str, clock_rate: int) -> None:
+        self.codec_name = codec_name
+        self.clock_rate = clock_rate
+        self.time_base = fractions.Fraction(1, clock_rate)
+
+    def on_packet(self, codec_name: str, clock_rate: int, packet: RtpPacket) -> None:
+        """One RTP packet from the publisher, forwarded to every down-track before this returns."""
         if self.closed or self.muted:
             return
         if self.codec_name != codec_name:
-            self.codec_name = codec_name
-            self.time_base = fractions.Fraction(1, clock_rate)
+            self._set_codec(codec_name, clock_rate)
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:
+                self._epoch += 1  # the publisher's stream restarted: new SSRC, sequence and timestamps
+                self._last_timestamp = None
+            self._ssrc = packet.ssrc
+        self.packets_in += 1
+        payload = packet.payload
+        keyframe = packet_starts_keyframe(codec_name, payload, self._previous_marker)
+        self._previous_marker = bool(packet.marker)
+        if keyframe and self.kind == "video":
+            self._awaiting_keyframe_since = None
+        wall = time.time()
+        if packet.timestamp != self._last_timestamp:
+            # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
+            self._last_timestamp = packet.timestamp
+            self._ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
+        # abs-send-time: 6.18 fixed-point seconds, 24 bits; only its differences matter to a receiver.
+        abs_send_time = (int(wall * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
+        picture_id = None
+        if self.kind == "video" and codec_name.lower() == "vp8":
+            where = vp8_picture_id_at(payload)
+            if where is not None:
+                offset, width = where
+                value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
+                picture_id = (offset, width, value)
+        source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
+                              self._epoch, self._ntp, abs_send_time, picture_id)
+        for down in tuple(self.down_tracks):
+            down.forward(source)
+
+    def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
+        """One assembled frame: counted, and handed to the observers (forwarding does not wait for it)."""
+        if self.closed or self.muted:
+            return
+        if self.codec_name != codec_name:
+            self._set_codec(codec_name, clock_rate)
         keyframe = is_keyframe(codec_name, data)
         self.frames_in += 1
         if keyframe:
             self.keyframes_in += 1
-            self._awaiting_keyframe_since = None
-        frame = EncodedFrame(data, timestamp, keyframe)
-        for down in tuple(self.down_tracks):
-            down.push(frame, chain_broken)
-        for observe in tuple(self.observers):
-            observe(self, frame, chain_broken)
-        if chain_broken and self.kind == "video":
-            self.request_keyframe("upstream loss")
+        if self.observers:
+            frame = EncodedFrame(data, timestamp, keyframe)
+            for observe in tuple(self.observers):
+                observe(self, frame, chain_broken)
 
     def set_muted(self, muted: bool) -> None:
         if muted == self.muted:
@@ -172,7 +374,7 @@ class PublishedTrack:
             self.request_keyframe("unmuted")
 
     def add_down_track(self) -> DownTrack:
-        down = DownTrack(self, max_queue=self._max_queue)
+        down = DownTrack(self)
         self.down_tracks.add(down)
         if self.kind == "video":
             self.request_keyframe("new subscriber")

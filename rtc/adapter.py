@@ -16,6 +16,11 @@ What it does, and why:
   leaves 127.0.0.1 out, which loopback tests and demos need.
 - ``negotiated_codecs`` / ``narrow_answer_codecs``: the codecs a transceiver settled on, and narrowing a
   subscriber's answer to exactly the publisher's codec.
+- ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
+  subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
+  sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
+  packet. The sender is kept for what it does well: SDP, RTCP (sender reports from the counters we give
+  it, receiver reports, PLI/FIR routing) and BYE; NACKs are answered from the forwarder's own history.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from rtc.codecs import packet_starts_frame
 from rtc.jitter import MarkerJitterBuffer
 
 AIORTC_VERSION = "1.16.0"
+
+PacketHandler = Callable[[RTCRtpCodecParameters, RtpPacket], None]
+"""Called on the event loop with every RTP packet a receiver accepts (RTX already unwrapped, so a
+retransmission arrives as the original packet, possibly late and out of order) and its codec."""
 
 FrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame, int], None]
 """Called on the event loop with (codec, frame, media SSRC) for each complete encoded frame, in order.
@@ -58,9 +67,11 @@ class FrameTap:
         return None
 
 
-def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler) -> None:
-    """Take over a receiver's frames. Call from ``pc.on("track")``, before ``receiver.receive()`` runs
-    (aiortc fires "track" inside setRemoteDescription, before it starts the receiver)."""
+def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
+                 on_packet: PacketHandler | None = None) -> None:
+    """Take over a receiver's frames (and, with ``on_packet``, see each of its packets first). Call from
+    ``pc.on("track")``, before ``receiver.receive()`` runs (aiortc fires "track" inside
+    setRemoteDescription, before it starts the receiver)."""
     codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
 
     def deliver(frame: JitterFrame, payload_type: int, ssrc: int) -> None:
@@ -72,8 +83,18 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler) ->
         codec = codecs.get(packet.payload_type)
         return codec is not None and packet_starts_frame(codec.name, packet.payload)
 
-    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
-        kind == "video", deliver, starts_frame=starts_frame)
+    buffer = MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame)
+    if on_packet is not None:
+        assemble = buffer.add
+
+        def add(packet: RtpPacket) -> tuple[bool, None]:
+            codec = codecs.get(packet.payload_type)
+            if codec is not None:
+                on_packet(codec, packet)
+            return assemble(packet)
+
+        buffer.add = add  # type: ignore[method-assign]
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
     receiver._RTCRtpReceiver__decoder_queue = FrameTap()  # type: ignore[attr-defined]
 
 
@@ -122,3 +143,105 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None
             connection._local_candidates_end = True
 
         connection.gather_candidates = gather
+
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+class SendParameters:
+    """What a subscriber's answer settled for one sender: what forwarded packets must carry."""
+
+    __slots__ = ("abs_send_time_id", "mid", "mid_id", "payload_type", "rtx_payload_type", "rtx_ssrc", "ssrc")
+
+    def __init__(self, ssrc: int, rtx_ssrc: int, payload_type: int, rtx_payload_type: int | None,
+                 mid: str | None, mid_id: int | None, abs_send_time_id: int | None) -> None:
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.mid = mid
+        self.mid_id = mid_id
+        self.abs_send_time_id = abs_send_time_id
+
+
+def send_parameters(transceiver: RTCRtpTransceiver) -> SendParameters | None:
+    """The sender's SSRCs, payload types and header extension ids, once the answer is set."""
+    codecs = list(transceiver._codecs)
+    media = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
+    if not media:
+        return None
+    rtx = next((c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx")
+                and c.parameters.get("apt") == media[0].payloadType), None)
+    ids = {ext.uri: ext.id for ext in transceiver._headerExtensions}
+    sender = transceiver.sender
+    return SendParameters(sender._ssrc, sender._rtx_ssrc, media[0].payloadType or 0, rtx, transceiver.mid,
+                          ids.get(MID_URI), ids.get(ABS_SEND_TIME_URI))
+
+
+class PacketOutput:
+    """Writes finished RTP packets to one subscriber: SRTP protect and a non-blocking sendto on the ICE
+    pair's socket, synchronously, with no task and no await. Binds itself on first use after DTLS is up.
+
+    ``write`` returns False (and sends nothing) while the transport is not connected yet or when the
+    socket's own buffer holds more than ``max_buffered`` bytes: a subscriber that cannot take more
+    loses packets here rather than growing memory or delaying anyone else."""
+
+    def __init__(self, sender: RTCRtpSender, max_buffered: int = 256 * 1024) -> None:
+        self._dtls = sender.transport
+        self._max_buffered = max_buffered
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._nominated: dict[int, Any] = {}
+        self._pair: Any = None
+        self._socket: Any = None
+        self._address: Any = None
+        self.packets = 0
+        self.octets = 0
+
+    def _bind(self) -> bool:
+        dtls = self._dtls
+        if dtls.state != "connected" or dtls._tx_srtp is None:
+            return False
+        self._protect = dtls._tx_srtp.protect
+        self._nominated = dtls.transport._connection._nominated
+        return True
+
+    def write(self, data: bytes) -> bool:
+        if self._protect is None and not self._bind():
+            return False
+        pair = self._nominated.get(1)
+        if pair is not self._pair:  # (re)nominated: follow ICE to the pair it chose
+            if pair is None:
+                return False
+            self._pair, self._socket, self._address = pair, pair.protocol.transport, pair.remote_addr
+        socket = self._socket
+        if socket.is_closing() or socket.get_write_buffer_size() > self._max_buffered:
+            return False
+        socket.sendto(self._protect(data), self._address)  # type: ignore[misc]
+        self.packets += 1
+        self.octets += len(data)
+        return True
+
+    def close(self) -> None:
+        self._protect = None
+        self._nominated = {}
+        self._pair = self._socket = None
+
+
+def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Answer the subscriber's NACKs (one call per lost sequence number) with ``callback`` instead of the
+    sender's history, which holds nothing when the relay forwards packets itself."""
+
+    async def retransmit(sequence_number: int) -> None:
+        callback(sequence_number)
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+def report_sent(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:
+    """Give the sender's RTCP task what its next sender report says: this NTP time matched this RTP
+    timestamp, after this many packets and payload octets."""
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]

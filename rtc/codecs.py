@@ -40,3 +40,48 @@ def is_keyframe(codec_name: str, data: bytes) -> bool:
                 return True
             i += 3
     return True  # audio: every Opus packet stands alone
+
+
+def vp8_picture_id_at(payload: bytes) -> tuple[int, int] | None:
+    """Where a VP8 payload descriptor (RFC 7741 4.2) keeps its picture id: (offset, 1 or 2 bytes), or
+    None when the descriptor carries none."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:  # no X, or X without I
+        return None
+    return (2, 2) if payload[2] & 0x80 else (2, 1)
+
+
+def packet_starts_keyframe(codec_name: str, payload: bytes, previous_marker: bool) -> bool:
+    """Whether an RTP payload is the first packet of a keyframe: where a subscriber can start decoding.
+
+    VP8: the start of partition 0 (S bit, PID 0) whose VP8 header has the P bit clear. H.264: a packet
+    opening with SPS/PPS (alone or first in a STAP-A), or the first fragment or single NAL of an IDR
+    slice right after a frame ended (``previous_marker``). Audio: every packet."""
+    if not payload:
+        return False
+    name = codec_name.lower()
+    if name == "vp8":
+        if not payload[0] & 0x10 or payload[0] & 0x07:
+            return False
+        i = 1
+        if payload[0] & 0x80:  # extended control bits
+            if len(payload) < 2:
+                return False
+            x = payload[1]
+            i = 2
+            if x & 0x80:  # picture id, 7 or 15 bits
+                i += 2 if len(payload) > 2 and payload[2] & 0x80 else 1
+            if x & 0x40:  # TL0PICIDX
+                i += 1
+            if x & 0x30:  # TID/Y/KEYIDX
+                i += 1
+        return len(payload) > i and not payload[i] & 0x01
+    if name == "h264":
+        nal_type = payload[0] & 0x1F
+        if nal_type == 24 and len(payload) > 3:  # STAP-A
+            return payload[3] & 0x1F in (5, 7, 8)
+        if nal_type in (7, 8):
+            return True
+        if nal_type == 28 and len(payload) > 1:  # FU-A: the first fragment of an IDR slice
+            return bool(payload[1] & 0x80) and payload[1] & 0x1F == 5 and previous_marker
+        return nal_type == 5 and previous_marker
+    return True

@@ -102,13 +102,13 @@ class EdgeCascade:
         remote = self.router.add_remote_publisher(mirror.room, mirror.publisher, info["user"], request_keyframe)
         mirror.remote = remote
 
-        def on_frame(kind: str, frame: Any, codec: Any) -> None:
-            remote.feed(kind, codec.name, codec.clockRate, frame.data, frame.timestamp,
-                        getattr(frame, "after_gap", False))
+        def on_packet(kind: str, packet: Any, codec: Any) -> None:
+            remote.feed(kind, codec.name, codec.clockRate, packet)
 
         kinds = tuple(k for k in ("video", "audio") if k in info["kinds"])
         mirror.session = await MediaSession.subscribe(mirror.client, publisher=mirror.publisher, kinds=kinds,
-                                                      frame_sink=on_frame)
+                                                      frame_sink=lambda kind, frame, codec: None,
+                                                      packet_sink=on_packet)
         for kind, codec in mirror.session.codecs().items():
             remote.add_track(kind, codec)
 

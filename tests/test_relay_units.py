@@ -1,13 +1,16 @@
 """The relay's parts on their own: the adapter's marker-bit jitter buffer, keyframe detection, and the
-bounds of a down-track (a slow subscriber skips to the next keyframe instead of growing)."""
+packet down-track's rewriting (continuous numbering across its keyframe gate and a publisher restart, RTX
+from its history, sender report figures) and bounds (a full subscriber loses packets, nobody else does)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiortc.rtp import RtpPacket
 
 from relay.tracks import PublishedTrack
+from rtc.adapter import SendParameters
 from rtc.codecs import is_keyframe
 from rtc.jitter import MarkerJitterBuffer
 
@@ -91,34 +94,147 @@ def test_keyframe_detection():
     assert is_keyframe("opus", b"\xfc")
 
 
-async def test_slow_down_track_skips_to_next_keyframe_and_asks_once():
-    plis = []
-    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.05, max_queue=5)
-    slow = track.add_down_track()
-    fast = track.add_down_track()
-    key, delta = bytes([0x10, 0, 0]), bytes([0x11, 0, 0])
-    received = []
+class Wire:
+    """A down-track's output as a subscriber would read it: every packet parsed back from its bytes."""
 
-    async def reader() -> None:
-        while True:
-            received.append((await fast.recv()).pts)
+    def __init__(self, accept: bool = True) -> None:
+        self.accept = accept
+        self.packets: list[RtpPacket] = []
 
-    task = asyncio.create_task(reader())
-    track.on_frame("VP8", 90000, key, 0, False)
-    for n in range(1, 20):
-        track.on_frame("VP8", 90000, delta, n * 3000, False)
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.1)
-    # The slow one never read: it holds at most its bound, and went back to waiting for a keyframe.
-    assert len(slow._queue) <= 5 and slow.waiting_keyframe and slow.frames_skipped > 0
-    # The fast one got every frame, untouched by its slow neighbour.
-    assert received == [n * 3000 for n in range(20)]
-    assert 1 <= len(plis) <= 3  # new subscribers + the overflow, coalesced
-    track.on_frame("VP8", 90000, key, 60000, False)
-    assert not slow.waiting_keyframe and len(slow._queue) == 1
+    def write(self, data: bytes) -> bool:
+        if self.accept:
+            self.packets.append(RtpPacket.parse(data))
+        return self.accept
+
+
+PARAMS = SendParameters(ssrc=0xABCD, rtx_ssrc=0xBCDE, payload_type=100, rtx_payload_type=101, mid="1",
+                        mid_id=None, abs_send_time_id=None)
+
+
+def vp8(pid: int, key: bool, start: bool = True) -> bytes:
+    """A VP8 RTP payload: descriptor with a 15-bit picture id, then (on a frame's first packet) the frame tag."""
+    descriptor = bytes([0x90 if start else 0x80, 0x80, 0x80 | pid >> 8, pid & 0xFF])
+    return descriptor + (bytes([0x10 if key else 0x11, 0, 0]) if start else b"\x07\x07")
+
+
+def send_frames(track: PublishedTrack, first_frame: int, frames: int, *, ssrc: int = 1234, seq0: int = 100,
+                ts0: int = 0, pid0: int = 0, keys: tuple[int, ...] = (), per_frame: int = 2) -> None:
+    for f in range(first_frame, first_frame + frames):
+        for i in range(per_frame):
+            p = RtpPacket(payload_type=96, sequence_number=(seq0 + f * per_frame + i) & 0xFFFF,
+                          timestamp=(ts0 + 3000 * f) & 0xFFFFFFFF, ssrc=ssrc)
+            p.marker = 1 if i == per_frame - 1 else 0
+            p.payload = vp8((pid0 + f) & 0x7FFF, f in keys, start=i == 0)
+            track.on_packet("VP8", 90000, p)
+
+
+def picture_id(packet: RtpPacket) -> int:
+    return (packet.payload[2] & 0x7F) << 8 | packet.payload[3]
+
+
+def assert_continuous(packets: list[RtpPacket]) -> None:
+    seqs = [p.sequence_number for p in packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    frames = [p for p in packets if p.payload[0] & 0x10]
+    stamps = [p.timestamp for p in frames]
+    assert all(0 < (b - a) & 0xFFFFFFFF < 90000 for a, b in zip(stamps, stamps[1:], strict=False)), stamps
+    pids = [picture_id(p) for p in frames]
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:], strict=False)), pids
+    assert {p.ssrc for p in packets} == {PARAMS.ssrc} and {p.payload_type for p in packets} == {100}
+
+
+async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    send_frames(track, 0, 3)  # no keyframe yet: nothing leaves
+    assert wire.packets == [] and down.waiting_keyframe
+    send_frames(track, 3, 5, keys=(3,))
+    assert len(wire.packets) == 10 and wire.packets[0].payload[4] == 0x10  # the keyframe first
+    assert_continuous(wire.packets)
+    assert [p.marker for p in wire.packets[:2]] == [0, 1]
+    assert wire.packets[0].payload[4:] == vp8(3, True)[4:]  # the payload itself is the publisher's
     track.close()
-    task.cancel()
+
+
+async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publisher_restart():
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    send_frames(track, 0, 4, keys=(0,))
+    track.set_muted(True)
+    send_frames(track, 4, 3)  # muted: nothing
+    track.set_muted(False)
+    send_frames(track, 7, 3)  # the gate: deltas wait for a keyframe
+    send_frames(track, 10, 3, keys=(10,))
+    # The publisher reconnects: new SSRC, sequence numbers, timestamps and picture ids.
+    send_frames(track, 0, 2, ssrc=999, seq0=60000, ts0=123456789, pid0=32000)
+    send_frames(track, 2, 4, ssrc=999, seq0=60000, ts0=123456789, pid0=32000, keys=(2,))
+    assert len(wire.packets) == 2 * (4 + 3 + 4)
+    assert_continuous(wire.packets)
+    assert down.restarts == 3
+    track.close()
+
+
+async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    send_frames(track, 0, 3, keys=(0,))
+    lost = wire.packets[3]
+    down.retransmit(lost.sequence_number)
+    down.retransmit((lost.sequence_number + 1000) & 0xFFFF)  # never sent: nothing to answer with
+    rtx = wire.packets[-1]
+    assert len(wire.packets) == 7 and down.retransmitted == 1
+    assert rtx.payload_type == 101 and rtx.ssrc == PARAMS.rtx_ssrc
+    assert int.from_bytes(rtx.payload[:2], "big") == lost.sequence_number and rtx.payload[2:] == lost.payload
+    track.close()
+
+
+async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    send_frames(track, 5, 2, keys=(5,))
+    send_frames(track, 4, 1)  # frame 4 repaired upstream, arriving late: older than where we started
+    assert len(wire.packets) == 4
+    track.close()
+
+
+async def test_a_full_subscriber_loses_packets_without_touching_the_others():
+    plis = []
+    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.05)
+    slow, fast = track.add_down_track(), track.add_down_track()
+    slow_wire, fast_wire = Wire(), Wire()
+    slow.bind(PARAMS, slow_wire, lambda *a: None)
+    fast.bind(PARAMS, fast_wire, lambda *a: None)
+    send_frames(track, 0, 3, keys=(0,))
+    slow_wire.accept = False  # its socket is full
+    send_frames(track, 3, 5)
+    slow_wire.accept = True
+    send_frames(track, 8, 2)
+    assert len(fast_wire.packets) == 20 and slow.packets_dropped == 10
+    assert_continuous(fast_wire.packets)
+    # The slow one lost what did not fit, as on a lossy link: a gap it can NACK, filled from history.
+    gap = (slow_wire.packets[6].sequence_number - slow_wire.packets[5].sequence_number) & 0xFFFF
+    assert gap == 11
+    slow.retransmit((slow_wire.packets[5].sequence_number + 1) & 0xFFFF)
+    assert slow_wire.packets[-1].payload_type == 101
+    track.close()
     assert slow.readyState == "ended" and fast.readyState == "ended"
+
+
+async def test_sender_reports_pair_each_frames_timestamp_with_the_time_it_came():
+    reports: list[tuple[int, int, int, int]] = []
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: reports.append(a))
+    send_frames(track, 0, 3, keys=(0,))
+    assert [r[1] for r in reports] == [wire.packets[i].timestamp for i in (0, 2, 4)]
+    assert [r[2] for r in reports] == [1, 3, 5]  # packets sent when the frame's first packet left
+    ntp_seconds = reports[-1][0] / (1 << 32) - 2208988800
+    assert abs(ntp_seconds - time.time()) < 5
+    track.close()
 
 
 def test_codec_frame_starts_let_the_very_first_frame_through():
@@ -143,7 +259,7 @@ async def test_keyframe_requests_coalesce_while_one_is_on_its_way():
         track.add_down_track()  # ten joiners at once
         await asyncio.sleep(0.02)
     assert len(plis) == 1  # the keyframe asked for first serves them all
-    track.on_frame("VP8", 90000, bytes([0x10, 0, 0]), 0, False)  # it arrives
+    send_frames(track, 0, 1, keys=(0,))  # it arrives
     track.add_down_track()
     await asyncio.sleep(0.02)
     assert len(plis) == 2  # a later joiner asks again, at once
@@ -156,8 +272,9 @@ async def test_a_waiting_subscriber_keeps_asking_when_a_keyframe_request_is_lost
     down = track.add_down_track()
     await asyncio.sleep(0.02)
     assert len(plis) == 1  # asked once; suppose the publisher ignores it
+    down.bind(PARAMS, Wire(), lambda *a: None)
     for n in range(1, 8):  # delta frames keep coming, no keyframe
-        track.on_frame("VP8", 90000, bytes([0x11, 0, 0]), n * 3000, False)
+        send_frames(track, n, 1)
         await asyncio.sleep(0.03)
     assert len(plis) >= 2 and down.waiting_keyframe  # asked again once the first request timed out
     track.close()
