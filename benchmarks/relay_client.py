@@ -27,7 +27,8 @@ from clients.media import MediaSession
 from protocol import Role, issue_token
 
 ROOM = "bench"
-JANUS_DIR = Path(os.environ.get("JANUS_SIDE_BY_SIDE", Path(__file__).resolve().parents[2] / "shared" / "janus-side-by-side"))
+JANUS_DIR = Path(os.environ.get("JANUS_SIDE_BY_SIDE",
+                                Path(__file__).resolve().parents[2] / "shared" / "janus-side-by-side"))
 
 
 def janus_client() -> ModuleType:

@@ -5,6 +5,7 @@ from its history, sender report figures) and bounds (a full subscriber loses pac
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from aiortc.rtp import RtpPacket
@@ -134,12 +135,12 @@ def picture_id(packet: RtpPacket) -> int:
 
 def assert_continuous(packets: list[RtpPacket]) -> None:
     seqs = [p.sequence_number for p in packets]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
     frames = [p for p in packets if p.payload[0] & 0x10]
     stamps = [p.timestamp for p in frames]
-    assert all(0 < (b - a) & 0xFFFFFFFF < 90000 for a, b in zip(stamps, stamps[1:], strict=False)), stamps
+    assert all(0 < (b - a) & 0xFFFFFFFF < 90000 for a, b in itertools.pairwise(stamps)), stamps
     pids = [picture_id(p) for p in frames]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:], strict=False)), pids
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(pids)), pids
     assert {p.ssrc for p in packets} == {PARAMS.ssrc} and {p.payload_type for p in packets} == {100}
 
 
