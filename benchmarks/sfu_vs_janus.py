@@ -1,9 +1,11 @@
 """live-relay's media plane side by side with Janus 1.1.2 on the same stream (loopback only).
 
     python -m benchmarks.sfu_vs_janus --subs 10 25 50 --runs 3 --duration 20 [--out sfu_vs_janus.jsonl]
+                                      [--servers janus live-relay baseline --baseline-ref REV]
 
 For each run and each N, Janus and then live-relay (in turn, so each pair shares the machine's state) get
-a fresh server, one publisher (../shared/janus-side-by-side's synthetic 640x480 30 fps VP8, encoder
+a fresh server (``baseline``: live-relay's server at git revision REV, from a worktree, with today's
+clients), one publisher (../shared/janus-side-by-side's synthetic 640x480 30 fps VP8, encoder
 pinned at 1.5 Mbit/s) and N non-decoding aiortc subscribers in ceil(N/5) processes. Once every subscriber
 has its first frame and 3 s have passed, a window of --duration seconds measures:
 
@@ -30,6 +32,7 @@ import math
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,6 +152,19 @@ async def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def baseline_tree(ref: str | None) -> Path:
+    """A worktree of this repository at ``ref`` (made once, under the system's temporary directory)."""
+    if not ref:
+        raise SystemExit("--servers baseline needs --baseline-ref REV")
+    rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / f"live-relay-baseline-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+    return tree
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -229,10 +245,11 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
             pub = await spawn("pub", [py, str(JANUS_DIR / "janus_client.py"), "pub", "--kbps", str(a.kbps)], log)
         else:
             port = free_port()
+            tree = baseline_tree(a.baseline_ref) if server_kind == "baseline" else ROOT
             server = await asyncio.create_subprocess_exec(
                 py, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port), "--secret", SECRET,
-                "--max-conns-per-ip", "0", stdout=log, stderr=log, start_new_session=True, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                "--max-conns-per-ip", "0", stdout=log, stderr=log, start_new_session=True, cwd=tree,
+                env={**os.environ, "PYTHONPATH": str(tree)})
             await wait_port(port)
             url = f"ws://127.0.0.1:{port}/ws"
             pub = await spawn("pub", [py, "-m", "benchmarks.relay_client", "pub", "--url", url, "--secret", SECRET,
@@ -256,17 +273,20 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
         pids = {"server": server.pid, **{c.name: c.proc.pid for c in children}}
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
         busy0, _total0 = machine_busy()
-        frames0 = [list(c.last["frames"]) for c in subs]  # type: ignore[index]
+        # Frame counts come once a second with the child's own clock: rates use those times, not ours.
+        frames0 = [(c.last["t"], list(c.last["frames"])) for c in subs]  # type: ignore[index]
         pub0 = dict(pub.last or {})
         t0 = time.monotonic()
         await asyncio.sleep(a.duration)
         dt = time.monotonic() - t0
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         busy1, _total1 = machine_busy()
-        frames1 = [list(c.last["frames"]) for c in subs]  # type: ignore[index]
+        frames1 = [(c.last["t"], list(c.last["frames"])) for c in subs]  # type: ignore[index]
         pub1 = dict(pub.last or {})
         rss_all = rss_mb(server.pid)
-        fps = [(y - x) / dt for fa, fb in zip(frames0, frames1, strict=True) for x, y in zip(fa, fb, strict=True)]
+        fps = [(y - x) / (tb - ta) for (ta, fa), (tb, fb) in zip(frames0, frames1, strict=True)
+               for x, y in zip(fa, fb, strict=True)]
+        pub_dt = pub1["t"] - pub0["t"] if pub1 and pub0 else 0
         used = {k: (cpu1[k] - cpu0[k]) / dt for k in pids}
         row: dict[str, Any] = {
             "server": server_kind, "subs": n, "window_s": round(dt, 1),
@@ -277,8 +297,8 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
             # Cores used by anything outside this benchmark during the window (above ~0.2: contaminated).
             "other_cpu": round((busy1 - busy0) / TICK / dt - sum(used.values()), 3),
             "idle_before": quiet,
-            "pub_fps": round((pub1["frames_made"] - pub0["frames_made"]) / dt, 1) if pub1 and pub0 else None,
-            "pub_kbps": round((pub1["bytes_sent"] - pub0["bytes_sent"]) * 8 / dt / 1000) if pub1 and pub0 else None,
+            "pub_fps": round((pub1["frames_made"] - pub0["frames_made"]) / pub_dt, 1) if pub_dt else None,
+            "pub_kbps": round((pub1["bytes_sent"] - pub0["bytes_sent"]) * 8 / pub_dt / 1000) if pub_dt else None,
             "sub_fps_mean": round(statistics.fmean(fps), 1), "sub_fps_min": round(min(fps), 1),
             "rss_mb_per_sub": round((rss_all - rss_alone) / n, 3),
         }
@@ -303,27 +323,29 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """Medians over the runs, a line per (subscribers, server), with the ratio to Janus's CPU."""
+
     def med(server: str, n: int, key: str) -> float | None:
         values = [r[key] for r in rows if r["server"] == server and r["subs"] == n and r.get(key) is not None]
         return round(statistics.median(values), 5) if values else None
 
-    lines = ["| subs | runs | Janus core/sub | live-relay core/sub | ratio | latency p50/p95 ms Janus | "
-             "latency p50/p95 ms live-relay | copy spread p95 ms Janus / live-relay | fps min Janus / live-relay | "
-             "MB/sub Janus / live-relay | other load (cores) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| subs | server | runs | core/sub | vs Janus | latency p50 / p95 ms | copy spread p50 / p95 ms "
+             "| fps min | MB/sub | other load (cores) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for n in sorted({r["subs"] for r in rows}):
-        runs = sum(1 for r in rows if r["subs"] == n and r["server"] == "live-relay")
-        j, lr = med("janus", n, "server_cpu_per_sub"), med("live-relay", n, "server_cpu_per_sub")
-        ratio = round(lr / j, 2) if j and lr else None
-        other = sorted(r["other_cpu"] for r in rows if r["subs"] == n)
-        lines.append(
-            f"| {n} | {runs} | {j} | {lr} | {ratio}x"
-            f" | {med('janus', n, 'latency_ms_p50')}/{med('janus', n, 'latency_ms_p95')}"
-            f" | {med('live-relay', n, 'latency_ms_p50')}/{med('live-relay', n, 'latency_ms_p95')}"
-            f" | {med('janus', n, 'spread_ms_p95')} / {med('live-relay', n, 'spread_ms_p95')}"
-            f" | {med('janus', n, 'sub_fps_min')} / {med('live-relay', n, 'sub_fps_min')}"
-            f" | {med('janus', n, 'rss_mb_per_sub')} / {med('live-relay', n, 'rss_mb_per_sub')}"
-            f" | {other[0]}..{other[-1]} |")
+        janus = med("janus", n, "server_cpu_per_sub")
+        for server in ("janus", "live-relay", "baseline"):
+            mine = [r for r in rows if r["subs"] == n and r["server"] == server]
+            if not mine:
+                continue
+            cpu = med(server, n, "server_cpu_per_sub")
+            ratio = f"{cpu / janus:.2f}x" if cpu and janus else "-"
+            other = sorted(r["other_cpu"] for r in mine)
+            lines.append(
+                f"| {n} | {server} | {len(mine)} | {cpu} | {ratio}"
+                f" | {med(server, n, 'latency_ms_p50')} / {med(server, n, 'latency_ms_p95')}"
+                f" | {med(server, n, 'spread_ms_p50')} / {med(server, n, 'spread_ms_p95')}"
+                f" | {med(server, n, 'sub_fps_min')} | {med(server, n, 'rss_mb_per_sub')} | {other[0]}..{other[-1]} |")
     return "\n".join(lines)
 
 
@@ -336,7 +358,9 @@ async def main() -> None:
     parser.add_argument("--capture-s", type=float, default=3)
     parser.add_argument("--per-proc", type=int, default=5)
     parser.add_argument("--kbps", type=int, default=1500)
-    parser.add_argument("--servers", nargs="+", default=["janus", "live-relay"], choices=["janus", "live-relay"])
+    parser.add_argument("--servers", nargs="+", default=["janus", "live-relay"],
+                        choices=["janus", "live-relay", "baseline"])
+    parser.add_argument("--baseline-ref", help="git revision whose server the 'baseline' rows run")
     parser.add_argument("--out", default="sfu_vs_janus.jsonl")
     a = parser.parse_args()
     logdir = Path(os.path.abspath(a.out)).parent / "sfu-vs-janus-logs"  # noqa: ASYNC240 (before any task)

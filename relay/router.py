@@ -87,6 +87,11 @@ class RouterStats:
     publishers: int
     subscribers: int
     keyframe_requests: int  # PLIs sent upstream, over every published track
+    # Over the current subscribers' down-tracks: RTP packets written, lost at a full (or not yet
+    # connected) subscriber socket, and sent again on a subscriber's NACK.
+    packets_forwarded: int = 0
+    packets_dropped: int = 0
+    packets_retransmitted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,6 +589,10 @@ class MediaRouter:
 
     def stats(self) -> RouterStats:
         publishers = sum(len(r.publishers) for r in self.rooms.values())
+        downs = [d for r in self.rooms.values() for s in r.subscribers.values() for d in s.down_tracks]
         return RouterStats(publishers=publishers, subscribers=sum(len(r.subscribers) for r in self.rooms.values()),
                            keyframe_requests=sum(t.pli_sent for r in self.rooms.values()
-                                                 for p in r.publishers.values() for t in p.tracks.values()))
+                                                 for p in r.publishers.values() for t in p.tracks.values()),
+                           packets_forwarded=sum(d.packets_sent for d in downs),
+                           packets_dropped=sum(d.packets_dropped for d in downs),
+                           packets_retransmitted=sum(d.retransmitted for d in downs))

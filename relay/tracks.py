@@ -175,7 +175,10 @@ class DownTrack(MediaStreamTrack):
             self._ts_offset = (self._last_ts + max(1, elapsed) - packet.timestamp) & 0xFFFFFFFF
             self._epoch = packet.epoch
         if packet.picture_id is not None:
-            self._pid_offset = (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
+            # The first start keeps the publisher's picture ids: with a zero offset the payload is the
+            # source's own bytes, shared by every subscriber and its history, never copied.
+            first = not self.packets_sent
+            self._pid_offset = 0 if first else (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
         self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
         self.waiting_keyframe = False

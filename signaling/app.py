@@ -133,6 +133,9 @@ class RelayServer:
         self.metrics.media_peers.labels("publisher").set(stats.publishers)
         self.metrics.media_peers.labels("subscriber").set(stats.subscribers)
         self.metrics.media_keyframe_requests.set(stats.keyframe_requests)
+        self.metrics.media_packets.labels("forwarded").set(stats.packets_forwarded)
+        self.metrics.media_packets.labels("dropped").set(stats.packets_dropped)
+        self.metrics.media_packets.labels("retransmitted").set(stats.packets_retransmitted)
 
 
 SERVER = web.AppKey("server", RelayServer)

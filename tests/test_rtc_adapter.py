@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from clients.sources import CounterVideoTrack
 from rtc import adapter
@@ -121,3 +122,77 @@ async def test_negotiated_and_narrowed_codecs(pair):
     await receiver.setLocalDescription(await receiver.createAnswer())
     rtpmaps = [line for line in receiver.localDescription.sdp.splitlines() if line.startswith("a=rtpmap:")]
     assert rtpmaps and all("VP8" in line or "rtx" in line for line in rtpmaps)
+
+
+class SilentVideoTrack(MediaStreamTrack):
+    """A sender's track that never yields (as a relay's down-track): every packet comes from us."""
+
+    kind = "video"
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+async def _connect_silent(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> RTCRtpTransceiver:
+    transceiver = sender.addTransceiver(SilentVideoTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(_vp8_only())
+    adapter.restrict_host_addresses(sender, LOOPBACK)
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    adapter.restrict_host_addresses(receiver, LOOPBACK)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    return transceiver
+
+
+async def test_packet_output_writes_our_packets_and_the_sender_keeps_rtcp(pair):
+    """Packets written with PacketOutput reach the far receiver (its packet tap sees them as sent); its
+    NACK reaches on_nack; the sender's report carries what report_sent gave it."""
+    sender, receiver = pair
+    seen: list[RtpPacket] = []
+    reports: list[Any] = []
+    nacked: list[int] = []
+    tapped: list[Any] = []
+
+    @receiver.on("track")
+    def on_track(track: Any) -> None:
+        rtp_receiver = next(t.receiver for t in receiver.getTransceivers() if t.receiver.track is track)
+        tapped.append(rtp_receiver)
+        adapter.tap_receiver(rtp_receiver, track.kind, lambda codec, frame, ssrc: None,
+                             lambda codec, packet: seen.append(packet))
+
+    transceiver = await _connect_silent(sender, receiver)
+    params = adapter.send_parameters(transceiver)
+    assert params is not None and params.ssrc == transceiver.sender._ssrc
+    assert params.rtx_payload_type is not None and params.mid == transceiver.mid
+    output = adapter.PacketOutput(transceiver.sender)
+    adapter.on_nack(transceiver.sender, nacked.append)
+    handle_rtcp = tapped[0]._handle_rtcp_packet
+
+    async def watch_rtcp(packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            reports.append(packet.sender_info)
+        await handle_rtcp(packet)
+
+    tapped[0]._handle_rtcp_packet = watch_rtcp
+    async with asyncio.timeout(20):
+        while not output.write(_rtp(params, 1000, b"\x90\x80\x01\x10\x00")):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # until ICE and DTLS are up
+        for seq in (1001, 1003):  # 1002 "lost"
+            assert output.write(_rtp(params, seq, b"\x90\x80\x02\x11\x00"))
+        while len(seen) < 3:  # noqa: ASYNC110 - packets arrive through a plain callback
+            await asyncio.sleep(0.02)
+        adapter.report_sent(transceiver.sender, 0x1234_5678_0000_0000, 4242, 3, 15)
+        await tapped[0]._send_rtcp_nack(params.ssrc, [1002])
+        while not nacked or not reports:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert [p.sequence_number for p in seen] == [1000, 1001, 1003]
+    assert seen[0].payload == b"\x90\x80\x01\x10\x00" and seen[0].payload_type == params.payload_type
+    assert set(nacked) == {1002}  # the receiver asked by itself too: it saw the gap
+    assert (reports[-1].rtp_timestamp, reports[-1].packet_count, reports[-1].octet_count) == (4242, 3, 15)
+    assert output.packets == 3
+
+
+def _rtp(params: adapter.SendParameters, seq: int, payload: bytes) -> bytes:
+    return bytes([0x80, 0x80 | params.payload_type]) + seq.to_bytes(2, "big") + (seq * 3000).to_bytes(4, "big") \
+        + params.ssrc.to_bytes(4, "big") + payload
