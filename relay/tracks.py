@@ -135,9 +135,12 @@ class DownTrack(MediaStreamTrack):
         self._ended = asyncio.get_event_loop().create_future()
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
-        # For NACKs: (sequence number, header as sent, payload). The payload is the source packet's own
-        # bytes, shared with every other subscriber: a history costs headers, not copies of the video.
-        self._history: list[tuple[int, bytes, bytes] | None] = [None] * HISTORY
+        # For NACKs, by sequence number modulo HISTORY: the number, the header as sent, and the payload (the
+        # source packet's own bytes, shared with every other subscriber: a history costs headers, not
+        # copies of the video). Three flat lists, not a tuple per packet: nothing for the GC to track.
+        self._sent_seq: list[int] = [-1] * HISTORY
+        self._sent_header: list[bytes] = [b""] * HISTORY
+        self._sent_payload: list[bytes] = [b""] * HISTORY
         # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
         self._epoch = -1
         self._start_seq = 0
@@ -228,7 +231,8 @@ class DownTrack(MediaStreamTrack):
         else:
             self.packets_sent += 1
             self._octets += len(payload)
-        self._history[seq % HISTORY] = (seq, header, payload)
+        slot = seq % HISTORY
+        self._sent_seq[slot], self._sent_header[slot], self._sent_payload[slot] = seq, header, payload
         if (seq - self._last_seq) & 0xFFFF < 0x8000:
             self._last_seq = seq
         if timestamp != self._last_ts and (timestamp - self._last_ts) & 0xFFFFFFFF < 0x80000000:
@@ -239,10 +243,10 @@ class DownTrack(MediaStreamTrack):
 
     def retransmit(self, seq: int) -> None:
         """The subscriber lost ``seq``: send it again from history (as RTX where it was negotiated)."""
-        kept = self._history[seq % HISTORY]
-        if kept is None or kept[0] != seq or self._output is None:
+        slot = seq % HISTORY
+        if self._sent_seq[slot] != seq or self._output is None:
             return
-        _, header, payload = kept
+        header, payload = self._sent_header[slot], self._sent_payload[slot]
         if self._rtx_pt is not None:
             rtx_header = _RTX_HEADER.pack(header[0], (header[1] & 0x80) | self._rtx_pt, self._rtx_seq,
                                           int.from_bytes(header[4:8], "big"), self._rtx_ssrc, seq)
