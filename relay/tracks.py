@@ -203,6 +203,8 @@ class DownTrack(MediaStreamTrack):
         elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
             return  # from before this subscriber's (re)start: it never had the frame around it
         seq = (packet.seq + self._seq_offset) & 0xFFFF
+        if self._sent_seq[seq % HISTORY] == seq:
+            return  # a duplicate (the publisher answered a NACK for a packet that came after all)
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         payload = packet.payload
         if packet.picture_id is not None and self._pid_offset:

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
@@ -217,7 +218,10 @@ class PacketOutput:
         socket = self._socket
         if socket.is_closing() or socket.get_write_buffer_size() > self._max_buffered:
             return False
-        socket.sendto(self._protect(data), self._address)  # type: ignore[misc]
+        try:
+            socket.sendto(self._protect(data), self._address)  # type: ignore[misc]
+        except (pylibsrtp.Error, OSError):
+            return False  # this subscriber's session or socket refused it; the others are not concerned
         self.packets += 1
         self.octets += len(data)
         return True

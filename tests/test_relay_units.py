@@ -202,6 +202,16 @@ async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
     track.close()
 
 
+async def test_a_packet_that_comes_twice_is_forwarded_once():
+    track = PublishedTrack("video", "t", "p", lambda: None)
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    send_frames(track, 0, 2, keys=(0,))
+    send_frames(track, 1, 1)  # frame 1 again: a retransmission the publisher sent although both came
+    assert len(wire.packets) == 4
+    track.close()
+
+
 async def test_a_full_subscriber_loses_packets_without_touching_the_others():
     plis = []
     track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.05)
