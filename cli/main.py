@@ -76,6 +76,12 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
 @click.option("--recordings-dir", default="recordings", type=click.Path(file_okay=False),
               help="Where a host's record_start records when there is no --record.")
 @click.option("--metrics-token", default=None, help="Require 'Authorization: Bearer TOKEN' on /metrics.")
+@click.option("--analytics", default="data/analytics.sqlite3",
+              help="Conversion analytics: a SQLite file, a postgresql:// URL, or 'off'.")
+@click.option("--analytics-retention-days", default=90.0, type=float,
+              help="Delete analytics events older than this (0 keeps them).")
+@click.option("--order-secret", default=None, envvar="LIVE_RELAY_ORDER_SECRET",
+              help="HMAC secret of the shop's order webhook (POST /api/orders); without it the webhook is off.")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--node-port", default=None, type=int, hidden=True)
@@ -85,7 +91,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          record_dir: str | None, record_max_gb: float, recordings_dir: str, metrics_token: str | None, workers: int,
+          record_dir: str | None, record_max_gb: float, recordings_dir: str, metrics_token: str | None,
+          analytics: str, analytics_retention_days: float, order_secret: str | None, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
@@ -124,7 +131,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
-        recordings_dir=recordings_dir,
+        recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
+        analytics_retention_days=analytics_retention_days, order_secret=order_secret,
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"
@@ -212,6 +220,49 @@ def _run_workers(workers: int, secret: str, redis_url: str) -> None:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     sys.exit(max(codes))
+
+
+@main.command()
+@click.option("--room", required=True, help="The room whose show to report.")
+@click.option("--show", default=None, help="Which show (default: the latest); `--list` names them.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Write report.html, report.json, CSV tables and PNG charts here.")
+@click.option("--analytics", default="data/analytics.sqlite3", help="The analytics database (as for serve).")
+@click.option("--list", "list_shows", is_flag=True, help="List the room's shows and exit.")
+def report(room: str, show: str | None, out_dir: str | None, analytics: str, list_shows: bool) -> None:
+    """A show's conversion report: funnel, audience, sources, products, quality against dwell."""
+    import json
+    import time
+    from pathlib import Path
+
+    from analytics.report import build_report, write_report
+    from analytics.store import open_store
+
+    if not analytics.startswith(("postgresql://", "postgres://")) and not Path(
+            analytics.removeprefix("sqlite://")).exists():
+        raise click.ClickException(f"no analytics database at {analytics} (serve writes one there by default)")
+    store = open_store(analytics, Path("data"))
+    try:
+        store.migrate()
+        shows = store.shows(room)
+        if list_shows:
+            for show_id, first, last in shows:
+                click.echo(f"{show_id}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(first / 1000))}"
+                           f"  {round((last - first) / 60000)} min")
+            return
+        if not shows:
+            raise click.ClickException(f"no show recorded for room {room!r}")
+        chosen = show or shows[-1][0]
+        if chosen not in {s for s, _, _ in shows}:
+            raise click.ClickException(f"room {room!r} has no show {chosen!r} (see --list)")
+        data = build_report(store.events(room, chosen))
+    finally:
+        store.close()
+    if out_dir:
+        for path in write_report(data, Path(out_dir)):
+            click.echo(str(path))
+    else:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @main.command()

@@ -70,7 +70,8 @@ class ConnectionClosed(Exception):
 class LiveClient:
     def __init__(self, url: str | Sequence[str], room: str, token: str | None = None, *, name: str | None = None,
                  encoding: Encoding = Encoding.JSON, reconnect: bool = False, max_backoff: float = 5.0,
-                 queue_size: int = 10_000, http: aiohttp.ClientSession | None = None) -> None:
+                 queue_size: int = 10_000, http: aiohttp.ClientSession | None = None,
+                 source: str | None = None, device: str | None = None) -> None:
         # Several node URLs (nodes sharing rooms through Redis): a reconnect that fails on one moves on to
         # the next, and resumes there by sequence number.
         self.urls = [url] if isinstance(url, str) else list(url)
@@ -78,6 +79,8 @@ class LiveClient:
             raise ValueError("LiveClient needs at least one URL")
         self.url = self.urls[0]
         self.room = room
+        self.source = source  # analytics: where this viewer came from, and an anonymous viewer's device id
+        self.device = device
         self.token = token
         self.name = name
         self.encoding = encoding
@@ -157,6 +160,10 @@ class LiveClient:
             join["token"] = self.token
         if self.name:
             join["name"] = self.name
+        if self.source:
+            join["source"] = self.source
+        if self.device:
+            join["device"] = self.device
         if self.epoch is not None:
             join["resume"] = {"epoch": self.epoch, "seq": self.seq}
         try:

@@ -144,6 +144,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
         "name": (_str(40, 1), False),
         # Without `resume`: also send the room's last N durable events (a late joiner's recent comments).
         "history": (_int(0, 100), False),
+        # Analytics: where the viewer came from (a page's src/utm_source or referrer host), and an anonymous
+        # viewer's random per-browser id (so a returning anonymous viewer counts once).
+        "source": (_str(64, 1), False),
+        "device": (_str(64, 8), False),
     },
     "leave": {},
     "ping": {},
@@ -179,7 +183,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "record_start": {},
     "record_stop": {},
     # Client-measured figures the server records in its metrics (it cannot see decoded frames itself).
-    "client_stats": {"call_setup_ms": (_number, False), "first_frame_ms": (_number, False)},
+    "client_stats": {"call_setup_ms": (_number, False), "first_frame_ms": (_number, False),
+                     "freezes": (_int(0, 10**6), False), "message_latency_ms": (_number, False)},
+    # The viewer's page showed this product card (an impression, for the conversion funnel).
+    "product_seen": {"product": (_str(64, 1), True)},
 }
 
 SCENE_KINDS = frozenset(k for k in CLIENT_MESSAGES if k.startswith(("stage_", "pk_", "call_")))

@@ -15,11 +15,15 @@ import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
+from analytics.store import open_store
+from analytics.writer import AnalyticsWriter
 from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
+from signaling.analytics import AnalyticsSink, NoAnalytics, ShowAnalytics
 from signaling.brokers import create_broker
 from signaling.cascade import EdgeCascade
 from signaling.channel import Channel
@@ -27,7 +31,7 @@ from signaling.config import ServerConfig
 from signaling.connection import Connections
 from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.guard import GuardedTCPSite, HandshakeGuard
-from signaling.httpauth import HttpAuth, bearer_token
+from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
@@ -78,8 +82,18 @@ class RelayServer:
         if self.media is not None:
             self.media.visible_rooms = self.scenes.visible_rooms
             self.media.on_publishers_changed = self.scenes.on_publisher_change
-        self.channel = Channel(hub, broker, broker, config.limits, self.metrics)
-        self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics)
+        self.analytics: AnalyticsSink = NoAnalytics()
+        self.analytics_writer: AnalyticsWriter | None = None
+        if config.analytics:
+            store = open_store(config.analytics, Path("data"))
+            self.analytics_writer = AnalyticsWriter(
+                store, on_drop=self.metrics.analytics_dropped.inc,
+                retention_ms=int(config.analytics_retention_days * 86_400_000))
+            self.analytics = ShowAnalytics(self.analytics_writer, config.secret, config.order_secret, self.metrics)
+            hub.observe_publications(self._learn_product)
+        self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics)
+        self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics,
+                                     self.analytics)
         self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics,
                              self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
@@ -96,6 +110,10 @@ class RelayServer:
         }, self.metrics)
         self.started = time.time()
 
+    def _learn_product(self, room: str, event: dict) -> None:
+        if event.get("type") == "product":
+            self.analytics.learn_product(room, event)
+
     def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None, grant_id: str) -> str:
         return issue_token(self.config.secret, room, user, role, ttl, name, grant_id)
 
@@ -110,6 +128,8 @@ class RelayServer:
 
     async def start(self) -> None:
         await self.broker.start()
+        if self.analytics_writer is not None:
+            await self.analytics_writer.start()
         for room in self.config.rooms:
             await self.hub.open_room(room)  # configured rooms exist from the start
         self.ticker.start()
@@ -124,9 +144,13 @@ class RelayServer:
             await self.recordings.close()
         if self.media is not None:
             await self.media.close()
+        if self.analytics_writer is not None:
+            await self.analytics_writer.close()  # after the connections: their leave events are in
         await self.broker.close()
 
     def update_media_gauges(self) -> None:
+        if self.analytics_writer is not None:
+            self.metrics.analytics_queue.set(len(self.analytics_writer.queue))
         if self.media is None:
             return
         stats = self.media.router.stats()
@@ -159,6 +183,8 @@ def create_app(config: ServerConfig) -> web.Application:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, auth, config.allow_anonymous).add_routes(app)
+    if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
+        app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:
         app.router.add_get("/", index)
         app.router.add_static("/static", config.web_root, append_version=False)

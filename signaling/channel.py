@@ -1,6 +1,7 @@
 """The rules of the message channel: who may send comments, likes, product pushes and announcements, how
 often and how large, and publishing what passes through the broker (sequenced, kept in history, acked
-with its seq/epoch). Client-measured figures (``client_stats``) go into the server's metrics.
+with its seq/epoch). Client-measured figures (``client_stats``) go into the server's metrics. What
+passes is also told to the analytics sink (``signaling/analytics.py``), which never blocks.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Ref, Role, ack_message, now_ms
+from signaling.analytics import AnalyticsSink, NoAnalytics
 from signaling.brokers import BrokerUnavailable, EventStream, RoomStore
 from signaling.config import LimitsConfig
 from signaling.hub import Hub
@@ -26,17 +28,18 @@ ChannelHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 
 class Channel:
     def __init__(self, hub: Hub, stream: EventStream, store: RoomStore, limits: LimitsConfig,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, analytics: AnalyticsSink | None = None) -> None:
         self.hub = hub
         self.stream = stream
         self.store = store
         self.limits = limits
         self.metrics = metrics
+        self.analytics = analytics or NoAnalytics()
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def handlers(self) -> dict[str, ChannelHandler]:
         return {"comment": self.comment, "like": self.like, "product": self.product, "announce": self.announce,
-                "client_stats": self.client_stats}
+                "client_stats": self.client_stats, "product_seen": self.product_seen}
 
     # -- messages ---------------------------------------------------------------------------------------------
 
@@ -64,6 +67,7 @@ class Channel:
         chat = self.hub.room(room)
         if chat is not None:
             chat.pending_likes += granted  # summed and published by the ticker
+        self.analytics.liked(session, room, granted)
 
     async def product(self, session: Session, message: dict[str, Any]) -> None:
         ref, room, limits = message.get("id"), _room_of(session), self.limits
@@ -90,7 +94,15 @@ class Channel:
             # Pinning an empty text clears the pinned message.
             await self._store(self.store.set_state(room, "pinned", event if text else None), ref)
 
+    async def product_seen(self, session: Session, message: dict[str, Any]) -> None:
+        """The viewer's page showed a product card (an impression, for the conversion funnel)."""
+        self.analytics.seen(session, message["product"])
+
     async def client_stats(self, session: Session, message: dict[str, Any]) -> None:
+        measured = ("call_setup_ms", "first_frame_ms", "freezes", "message_latency_ms")
+        stats: dict[str, Any] = {k: message[k] for k in measured if k in message}
+        if stats:
+            self.analytics.quality(session, stats)
         if "call_setup_ms" in message:
             self.metrics.client_call_setup.observe(max(0.0, message["call_setup_ms"]) / 1000.0)
         if "first_frame_ms" in message:
@@ -149,6 +161,7 @@ class Channel:
         publication = await self._store(self.stream.publish(room, event), ref)
         if ref is not None:
             session.send(ack_message(ref, publication.seq, publication.epoch))
+        self.analytics.published(session, room, publication.data)
         return publication.data
 
     @staticmethod

@@ -121,6 +121,13 @@ class ServerConfig:
     record_max_bytes: int = 10 * 1024**3
     # Where a host's `record_start` records when the server runs without --record (no recording of every room).
     recordings_dir: str = "recordings"
+    # Conversion analytics: None (off), a SQLite file path (sqlite:///PATH or PATH) or a PostgreSQL URL
+    # (postgresql://...). `serve` turns it on by default with data/analytics.sqlite3.
+    analytics: str | None = None
+    # Events older than this are deleted (days; 0 keeps everything).
+    analytics_retention_days: float = 90.0
+    # The shop's order webhook (POST /api/orders) is signed with this (HMAC-SHA256); None: webhook off.
+    order_secret: str | None = None
     # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).

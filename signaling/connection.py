@@ -170,7 +170,8 @@ class Connections:
         resume = message.get("resume")
         position = StreamPosition(resume["seq"], resume["epoch"]) if resume else None
         await self.membership.join(session, message["room"], grant, message.get("name"), position, message.get("id"),
-                                   history=message.get("history", 0))
+                                   history=message.get("history", 0), source=message.get("source"),
+                                   device=message.get("device"))
 
     async def ping(self, session: Session, message: dict[str, Any]) -> None:
         session.send(pong_message(message.get("id"), message.get("ts")))

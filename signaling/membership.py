@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 
 from protocol import ErrorCode, Grant, ProtocolError, Ref, Role, now_ms
+from signaling.analytics import AnalyticsSink, NoAnalytics
 from signaling.brokers import BrokerUnavailable, EventStream, Recovery, Registry, RoomStore, StreamPosition
 from signaling.config import ServerConfig
 from signaling.hub import Hub
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 class Membership:
     def __init__(self, config: ServerConfig, hub: Hub, stream: EventStream, store: RoomStore, registry: Registry,
-                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics) -> None:
+                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics,
+                 analytics: AnalyticsSink | None = None) -> None:
         self.config = config
         self.hub = hub
         self.stream = stream
@@ -35,11 +37,13 @@ class Membership:
         self.scenes = scenes
         self.media = media
         self.metrics = metrics
+        self.analytics = analytics or NoAnalytics()
         # Anonymous viewers' ids only need to differ (nothing is granted by one): no syscall per join.
         self._anonymous_ids = random.Random(secrets.randbits(64))
 
     async def join(self, session: Session, room_name: str, grant: Grant | None, name: str | None,
-                   resume: StreamPosition | None, ref: Ref, history: int = 0) -> None:
+                   resume: StreamPosition | None, ref: Ref, history: int = 0, source: str | None = None,
+                   device: str | None = None) -> None:
         """Join ``session`` to a room and write ``joined`` plus recovered events. Raises ProtocolError."""
         if session.joined:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "already joined a room", ref)
@@ -72,6 +76,9 @@ class Membership:
             self.leave(session)
             log.warning("join failed: broker", extra={"room": room_name, "error": repr(exc)})
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
+        viewer = self.analytics.joined(session, room_name, recovery.position.epoch, source, device)
+        if viewer:
+            joined["viewer"] = viewer  # this viewer's pseudonym in the room (the page's Buy links carry it)
         if ref is not None:
             joined["id"] = ref
         session.send(joined)
@@ -153,6 +160,7 @@ class Membership:
             self.hub.spawn(self.media.close_session(session), f"media-close-{session.id}")
         if session.room is None:
             return
+        self.analytics.left(session)
         room_name = session.room
         room = self.hub.room(room_name)
         if room is not None and room.remove(session, self.config.room.presence_max_names):

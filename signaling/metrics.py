@@ -39,6 +39,14 @@ class ServerMetrics:
                                  registry=r)
         self.media_keyframe_requests = Gauge("live_relay_media_keyframe_requests",
                                              "PLIs sent to publishers (current publishers)", registry=r)
+        self.analytics_events = Counter("live_relay_analytics_events", "Analytics events recorded, by kind",
+                                        ["kind"], registry=r)
+        self.analytics_dropped = Counter("live_relay_analytics_dropped",
+                                         "Analytics events dropped: the writer's queue was full", registry=r)
+        self.analytics_rejected = Counter("live_relay_analytics_rejected",
+                                          "Analytics HTTP requests refused, by reason", ["reason"], registry=r)
+        self.analytics_queue = Gauge("live_relay_analytics_queue", "Analytics events waiting to be written",
+                                     registry=r)
         self.media_packets = Gauge("live_relay_media_packets",
                                    "RTP packets to current subscribers: forwarded, dropped at a full socket, "
                                    "retransmitted on NACK", ["outcome"], registry=r)

@@ -20,6 +20,22 @@ const wsUrls = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.h
   ...(params.get("nodes") || "").split(",").filter((u) => /^wss?:\/\//.test(u))];
 const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
 
+// Analytics: where this viewer came from (?src= / ?utm_source=, else the referring site), and a random id
+// kept by this browser so an anonymous viewer who comes back counts once. Nothing else leaves the page.
+const entrySource = (() => {
+  const given = params.get("src") || params.get("utm_source");
+  if (given) return given.slice(0, 64);
+  try { const ref = document.referrer && new URL(document.referrer); if (ref && ref.host !== location.host) return ref.host.slice(0, 64); } catch (e) { /* no referrer */ }
+  return null;
+})();
+const deviceId = (() => {
+  try {
+    let id = localStorage.getItem("live-relay-device");
+    if (!id) { id = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join(""); localStorage.setItem("live-relay-device", id); }
+    return id;
+  } catch (e) { return null; }
+})();
+
 // ---------------------------------------------------------------------------------------------------
 // The message channel: join, requests with ids, events, clock offset (min-RTT ping), reconnect + resume.
 
@@ -41,6 +57,8 @@ class Channel {
         if (this.token) join.token = this.token;
         if (this.epoch) join.resume = { epoch: this.epoch, seq: this.seq };
         else if (this.history) join.history = this.history; // a late joiner sees the recent comments
+        if (entrySource) join.source = entrySource;
+        if (deviceId) join.device = deviceId;
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (e) => {
@@ -187,7 +205,7 @@ function addComment(msg, fly = true) {
   $("#danmaku").append(bullet);
 }
 
-let cardTimer = null; let countdownTimer = null;
+let cardTimer = null; let countdownTimer = null; const seenProducts = new Set();
 function showProduct(msg) {
   const p = msg.product; const card = $("#product-card");
   card.querySelector(".product-title").textContent = p.title;
@@ -207,10 +225,16 @@ function showProduct(msg) {
   clearInterval(countdownTimer); tick();
   if (endsAt !== null) countdownTimer = setInterval(tick, 1000);
   const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
-  const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
+  const buy = card.querySelector(".buy"); const href = safeUrl(p.url);
+  // With analytics on (the server named this viewer), Buy goes through the server's redirect, which counts
+  // the click and sends the browser on to this product's own URL.
+  const viewer = ch.joined?.viewer;
+  if (href && viewer) buy.href = `/go/${encodeURIComponent(ch.room)}/${encodeURIComponent(p.id)}?v=${encodeURIComponent(viewer)}`;
+  else if (href) buy.href = href; else buy.removeAttribute("href");
   card.dataset.productId = p.id;
   if (endsAt !== null && endsAt - ch.serverNow() < -5000) { card.hidden = true; return; } // long over
   card.hidden = false;
+  if (viewer && !seenProducts.has(p.id)) { seenProducts.add(p.id); ch.send({ type: "product_seen", product: p.id }); }
   clearTimeout(cardTimer);
   if (endsAt === null) cardTimer = setTimeout(() => { card.hidden = true; }, 20000); // else: until it ends
 }

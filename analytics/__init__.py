@@ -1,0 +1,1 @@
+"""Conversion analytics: events, their storage (SQLite or PostgreSQL), the writer and the reports."""

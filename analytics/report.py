@@ -1,0 +1,245 @@
+"""A show's report, computed from its events: what a seller looks at after (and during) a live show.
+
+``build_report`` returns plain data (the JSON API and ``report.json`` are exactly it); ``write_report``
+also writes CSV tables, PNG charts (matplotlib, drawn server-side) and one HTML page with both.
+
+- funnel: entered -> stayed 30 s -> saw a product -> clicked -> ordered, with each step's rate;
+- audience: viewers watching per interval, exits per interval, and where products were pushed;
+- sources: viewers, median dwell, click and order rate per entry source;
+- products: pushes, impressions, clicks, click-through, orders, revenue, median push-to-click time;
+- quality against dwell: median dwell of viewers with and without freezes, with slow and fast first frames;
+- engagement: comments and likes per minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import itertools
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from analytics.events import Event
+
+STAYED_S = 30.0
+SLOW_FIRST_FRAME_MS = 1000.0
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: int = 60) -> dict[str, Any]:
+    events = sorted(events, key=lambda e: e.ts_ms)
+    if not events:
+        return {"show": None, "events": 0}
+    start, end = events[0].ts_ms, max(events[-1].ts_ms, now_ms or 0)
+    joined: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    sessions: dict[str, list[tuple[int, int | None]]] = defaultdict(list)  # viewer -> [(join, leave)]
+    pushes: list[Event] = []
+    impressions: dict[str, set[str]] = defaultdict(set)  # product -> viewers
+    clicks: dict[str, Event] = {}  # click ref -> click
+    clickers: dict[str, set[str]] = defaultdict(set)  # product -> viewers
+    orders: list[Event] = []
+    quality: dict[str, dict[str, Any]] = {}
+    comments: list[int] = []
+    likes: list[tuple[int, float]] = []
+    for e in events:
+        if e.kind in ("join", "leave") and (e.data or {}).get("role", "viewer") != "viewer":
+            continue  # the host and co-hosts are not the audience
+        if e.kind == "join" and e.viewer:
+            joined.setdefault(e.viewer, e.ts_ms)
+            sources.setdefault(e.viewer, e.source or "direct")
+            sessions[e.viewer].append((e.ts_ms, None))
+        elif e.kind == "leave" and e.viewer and sessions.get(e.viewer):
+            opened = sessions[e.viewer][-1]
+            if opened[1] is None:
+                sessions[e.viewer][-1] = (opened[0], e.ts_ms)
+        elif e.kind == "push" and e.product:
+            pushes.append(e)
+        elif e.kind == "impression" and e.product and e.viewer:
+            impressions[e.product].add(e.viewer)
+        elif e.kind == "click" and e.product and e.viewer:
+            clickers[e.product].add(e.viewer)
+            if e.ref:
+                clicks[e.ref] = e
+        elif e.kind == "order":
+            orders.append(e)
+        elif e.kind == "quality" and e.viewer and e.data:
+            quality.setdefault(e.viewer, {}).update(e.data)
+        elif e.kind == "comment":
+            comments.append(e.ts_ms)
+        elif e.kind == "like":
+            likes.append((e.ts_ms, e.value or 1))
+
+    dwell = {v: sum(((left or end) - entered) for entered, left in spans) / 1000 for v, spans in sessions.items()}
+    viewers = set(joined)
+    stayed = {v for v in viewers if dwell.get(v, 0) >= STAYED_S}
+    saw = set().union(*impressions.values()) & viewers if impressions else set()
+    clicked = set().union(*clickers.values()) & viewers if clickers else set()
+
+    def attributed(order: Event) -> Event | None:
+        ref = (order.data or {}).get("click")
+        return clicks.get(ref) if isinstance(ref, str) else None
+
+    ordered = {c.viewer for o in orders if (c := attributed(o)) is not None and c.viewer}
+    funnel: list[dict[str, Any]] = [{"step": step, "viewers": len(group), "of_entered": _rate(len(group), len(viewers)),
+                                     "of_previous": None}
+              for step, group in (("entered", viewers), ("stayed_30s", stayed), ("saw_product", saw),
+                                  ("clicked", clicked), ("ordered", ordered))]
+    for previous, step in itertools.pairwise(funnel):
+        step["of_previous"] = _rate(step["viewers"], previous["viewers"])
+
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for v in viewers:
+        by_source[sources[v]].append(v)
+    source_rows = [{"source": s, "viewers": len(vs), "median_dwell_s": _median([dwell[v] for v in vs]),
+                    "click_rate": _rate(sum(1 for v in vs if v in clicked), len(vs)),
+                    "order_rate": _rate(sum(1 for v in vs if v in ordered), len(vs))}
+                   for s, vs in sorted(by_source.items(), key=lambda kv: -len(kv[1]))]
+
+    products: dict[str, dict[str, Any]] = {}
+    for p in {e.product for e in pushes} | set(impressions) | set(clickers) | {o.product for o in orders if o.product}:
+        if p is None:
+            continue
+        push_times = [e.ts_ms for e in pushes if e.product == p]
+        to_click = []
+        for c in clicks.values():
+            if c.product == p:
+                before = [t for t in push_times if t <= c.ts_ms]
+                if before:
+                    to_click.append((c.ts_ms - max(before)) / 1000)
+        product_orders = [o for o in orders if o.product == p]
+        products[p] = {
+            "product": p, "pushes": len(push_times), "impressions": len(impressions.get(p, ())),
+            "clicks": len(clickers.get(p, ())),
+            "click_through": _rate(len(clickers.get(p, ())), len(impressions.get(p, ()))),
+            "orders": len(product_orders), "revenue": round(sum(o.value or 0 for o in product_orders), 2),
+            "median_push_to_click_s": _median(to_click)}
+
+    buckets = max(1, (end - start) // (bucket_s * 1000) + 1)
+    watching, exits = [0] * buckets, [0] * buckets
+    for spans in sessions.values():
+        for entered, left in spans:
+            first = (entered - start) // (bucket_s * 1000)
+            last = ((left or end) - start) // (bucket_s * 1000)
+            for b in range(first, min(last, buckets - 1) + 1):
+                watching[b] += 1
+            if left is not None:
+                exits[min(last, buckets - 1)] += 1
+    per_minute_comments, per_minute_likes = [0] * buckets, [0.0] * buckets
+    for t in comments:
+        per_minute_comments[(t - start) // (bucket_s * 1000)] += 1
+    for t, n in likes:
+        per_minute_likes[(t - start) // (bucket_s * 1000)] += n
+
+    def quality_group(test: Any) -> dict[str, Any]:
+        group = [v for v in viewers if v in quality and test(quality[v])]
+        return {"viewers": len(group), "median_dwell_s": _median([dwell[v] for v in group])}
+
+    return {
+        "show": events[0].show, "room": events[0].room, "start_ms": start, "end_ms": end, "events": len(events),
+        "funnel": funnel,
+        "audience": {"bucket_s": bucket_s, "watching": watching, "exits": exits,
+                     "pushes": [{"at_s": round((e.ts_ms - start) / 1000, 1), "product": e.product} for e in pushes]},
+        "sources": source_rows,
+        "products": sorted(products.values(), key=lambda r: (-r["clicks"], r["product"])),
+        "orders": {"count": len(orders), "attributed": sum(1 for o in orders if attributed(o) is not None),
+                   "revenue": round(sum(o.value or 0 for o in orders), 2)},
+        "quality": {
+            "with_freezes": quality_group(lambda q: (q.get("freezes") or 0) > 0),
+            "without_freezes": quality_group(lambda q: (q.get("freezes") or 0) == 0),
+            "slow_first_frame": quality_group(lambda q: (q.get("first_frame_ms") or 0) > SLOW_FIRST_FRAME_MS),
+            "fast_first_frame": quality_group(
+                lambda q: 0 < (q.get("first_frame_ms") or 0) <= SLOW_FIRST_FRAME_MS)},
+        "engagement": {"bucket_s": bucket_s, "comments": per_minute_comments, "likes": per_minute_likes,
+                       "comments_total": len(comments), "likes_total": sum(n for _, n in likes)},
+    }
+
+
+def _charts(report: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    names = []
+    audience = report["audience"]
+    minutes = [i * audience["bucket_s"] / 60 for i in range(len(audience["watching"]))]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(minutes, audience["watching"], label="watching", color="#1f6feb")
+    ax.bar(minutes, audience["exits"], width=audience["bucket_s"] / 60 * 0.8, color="#d1242f", alpha=0.5,
+           label="left")
+    for push in audience["pushes"]:
+        ax.axvline(push["at_s"] / 60, color="#9a6700", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("minutes into the show")
+    ax.set_ylabel("viewers")
+    ax.set_title("Audience (dashed: product pushed)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "audience.png", dpi=110)
+    plt.close(fig)
+    names.append("audience.png")
+    engagement = report["engagement"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(minutes, engagement["comments"], label="comments", color="#8250df")
+    ax.plot(minutes, engagement["likes"], label="likes", color="#bf3989")
+    ax.set_xlabel("minutes into the show")
+    ax.set_title(f"Comments and likes per {engagement['bucket_s']} s")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "engagement.png", dpi=110)
+    plt.close(fig)
+    names.append("engagement.png")
+    return names
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r.values())
+                   + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """report.json, funnel/sources/products .csv, audience.png, engagement.png and report.html in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json"]
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    for name in ("funnel", "sources", "products"):
+        rows = report.get(name) or []
+        path = out / f"{name}.csv"
+        with path.open("w", newline="") as f:
+            if rows:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        written.append(path)
+    charts = _charts(report, out) if report.get("events") else []
+    written += [out / c for c in charts]
+    title = f"Show {report.get('show')} in room {report.get('room')}"
+    images = "".join(f'<img src="{c}" alt="{c}">' for c in charts)
+    page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+            "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>"
+            f"<h1>{html.escape(title)}</h1>{images}"
+            f"<h2>Funnel</h2>{_table(report.get('funnel', []))}"
+            f"<h2>Sources</h2>{_table(report.get('sources', []))}"
+            f"<h2>Products</h2>{_table(report.get('products', []))}"
+            f"<h2>Orders</h2>{_table([report['orders']] if 'orders' in report else [])}"
+            f"<h2>Quality against dwell</h2>"
+            f"{_table([{'group': k, **v} for k, v in report.get('quality', {}).items()])}")
+    (out / "report.html").write_text(page)
+    written.append(out / "report.html")
+    return written

@@ -1,0 +1,261 @@
+"""Conversion analytics on both databases: SQLite (the embedded default) and a real PostgreSQL server.
+
+The store contract, the writer riding out a database outage, the report's arithmetic, and a show driven
+end to end through a real server (viewers with sources joining, product pushes, impressions, Buy clicks
+through the redirect, signed orders from the shop's webhook) whose report must reproduce exactly what
+the test did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from analytics.events import Event
+from analytics.report import build_report, write_report
+from analytics.store import PostgresStore, SqliteStore, Store
+from analytics.writer import AnalyticsWriter
+from clients.client import LiveClient
+from protocol import Role
+from tests import postgres_server
+
+SKIP_MISSING = os.environ.get("LIVE_RELAY_SKIP_MISSING") == "1"
+ORDER_SECRET = "shop-webhook-secret"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[postgres_server.PostgresServer]:
+    if not postgres_server.available():
+        if SKIP_MISSING:
+            pytest.skip("PostgreSQL is not installed")
+        pytest.fail("PostgreSQL is not installed: run tools/setup.sh (apt-get install postgresql)")
+    server = postgres_server.PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh database URL of each kind."""
+    if request.param == "sqlite":
+        return str(tmp_path / "analytics.sqlite3")
+    pg: postgres_server.PostgresServer = request.getfixturevalue("postgres")
+    name = f"t{os.urandom(4).hex()}"
+    import psycopg
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def open_db(url: str) -> Store:
+    from pathlib import Path
+
+    return PostgresStore(url) if url.startswith("postgresql://") else SqliteStore(Path(url))
+
+
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    s = open_db(database)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def ev(ts: int, kind: str, **fields: object) -> Event:
+    return Event(ts, "room1", "show1", kind, **fields)  # type: ignore[arg-type]
+
+
+def test_store_contract(store: Store) -> None:
+    assert store.migrate() == store.migrate()  # migrations run once
+    store.insert([ev(2000, "join", viewer="a", source="douyin"), ev(1000, "push", product="p1", ref="3"),
+                  Event(1500, "room2", "other", "join", viewer="z")])
+    got = store.events("room1")
+    assert [(e.ts_ms, e.kind) for e in got] == [(1000, "push"), (2000, "join")]
+    assert got[1].source == "douyin" and got[0].product == "p1"
+    order = ev(3000, "order", ref="o-1", value=19.9, data={"currency": "CNY", "click": "c1"})
+    assert store.insert_order(order) is True
+    assert store.insert_order(order) is False  # the webhook delivered it twice: kept once
+    assert [e.data for e in store.events("room1") if e.kind == "order"] == [{"currency": "CNY", "click": "c1"}]
+    assert store.shows("room1") == [("show1", 1000, 3000)]
+    assert store.delete_before(1600) == 2  # retention, in every room
+    assert [e.ts_ms for e in store.events("room1")] == [2000, 3000]
+
+
+def test_report_arithmetic() -> None:
+    minute = 60_000
+    events = [
+        ev(0, "join", viewer="host", data={"role": "host"}),
+        ev(0, "join", viewer="a", source="douyin"), ev(0, "join", viewer="b", source="douyin"),
+        ev(10_000, "join", viewer="c", source="wechat"),
+        ev(20_000, "push", product="p1", ref="1"),
+        ev(21_000, "impression", viewer="a", product="p1"), ev(22_000, "impression", viewer="c", product="p1"),
+        ev(25_000, "click", viewer="a", product="p1", ref="k1"),
+        ev(25_000, "leave", viewer="b", value=25.0),
+        ev(90_000, "order", ref="o1", product="p1", value=30.0, data={"click": "k1"}),
+        ev(100_000, "comment", viewer="a"), ev(110_000, "like", viewer="c", value=5),
+        ev(130_000, "quality", viewer="a", data={"freezes": 2, "first_frame_ms": 1500}),
+        ev(130_000, "quality", viewer="c", data={"freezes": 0, "first_frame_ms": 300}),
+        ev(2 * minute + 10_000, "leave", viewer="c", value=120.0),
+    ]
+    report = build_report(events, now_ms=3 * minute)
+    funnel = {step["step"]: step["viewers"] for step in report["funnel"]}
+    assert funnel == {"entered": 3, "stayed_30s": 2, "saw_product": 2, "clicked": 1, "ordered": 1}
+    assert report["funnel"][1]["of_entered"] == round(2 / 3, 4)
+    assert report["audience"]["watching"] == [3, 2, 2, 1] and report["audience"]["exits"] == [1, 0, 1, 0]
+    assert report["audience"]["pushes"] == [{"at_s": 20.0, "product": "p1"}]
+    sources = {s["source"]: s for s in report["sources"]}
+    assert sources["douyin"]["viewers"] == 2 and sources["douyin"]["median_dwell_s"] == (180 + 25) / 2
+    assert sources["douyin"]["click_rate"] == 0.5 and sources["wechat"]["order_rate"] == 0.0
+    product = report["products"][0]
+    assert (product["impressions"], product["clicks"], product["orders"], product["revenue"]) == (2, 1, 1, 30.0)
+    assert product["click_through"] == 0.5 and product["median_push_to_click_s"] == 5.0
+    assert report["quality"]["with_freezes"] == {"viewers": 1, "median_dwell_s": 180.0}
+    assert report["quality"]["fast_first_frame"] == {"viewers": 1, "median_dwell_s": 120.0}
+    assert report["engagement"]["comments_total"] == 1 and report["engagement"]["likes_total"] == 5
+
+
+def test_report_files(tmp_path) -> None:
+    events = [ev(0, "join", viewer="a"), ev(5000, "push", product="p1"), ev(70_000, "leave", viewer="a", value=70)]
+    written = write_report(build_report(events), tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"report.json", "report.html", "funnel.csv", "products.csv", "audience.png"} <= names
+    assert (tmp_path / "out" / "audience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "entered,1" in (tmp_path / "out" / "funnel.csv").read_text()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["funnel"][0]["viewers"] == 1
+
+
+async def test_writer_rides_out_a_postgresql_outage(postgres: postgres_server.PostgresServer) -> None:
+    """PostgreSQL stops while events keep coming: nothing that fits the queue is lost; overflow is counted."""
+    dropped: list[int] = []
+    writer = AnalyticsWriter(PostgresStore(postgres.dsn), max_queue=1000, batch=100, interval=0.05,
+                             on_drop=lambda: dropped.append(1))
+    await writer.start()
+    try:
+        room = f"outage-{os.urandom(3).hex()}"
+        for i in range(200):
+            writer.record(Event(i, room, "s", "comment"))
+        while writer.written < 200:  # noqa: ASYNC110 - the writer's own counter
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(postgres.stop)
+        for i in range(200, 1400):  # 1,200 while the database is away: 1,000 fit the queue
+            writer.record(Event(i, room, "s", "comment"))
+        await asyncio.sleep(1.0)
+        assert writer.failures >= 1 and writer.written == 200
+        await asyncio.to_thread(postgres.start)
+        async with asyncio.timeout(30):
+            while writer.queue:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert len(dropped) == writer.dropped == 200
+        kept = await writer.call(writer.store.events, room)
+        assert len(kept) == 1200 and [e.ts_ms for e in kept] == list(range(1200))
+    finally:
+        await writer.close()
+
+
+@pytest.fixture
+async def shop_server(start_server, database: str) -> AsyncIterator[object]:
+    yield await start_server(rooms=("show",), analytics=database, order_secret=ORDER_SECRET)
+
+
+def _signed(body: dict[str, object], secret: str = ORDER_SECRET) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    return raw, {"X-Live-Relay-Signature": "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
+                 "Content-Type": "application/json"}
+
+
+async def test_a_show_end_to_end_is_reported_exactly(shop_server) -> None:
+    server = shop_server
+    base = server.ws_url.rsplit("/ws", 1)[0].replace("ws://", "http://")
+    products = {p: {"id": p, "title": f"Item {p}", "price": "19.90", "currency": "CNY",
+                    "url": f"https://shop.example/{p}?ref=live", "image": "https://shop.example/i.png"}
+                for p in ("A", "B")}
+    sources = ["douyin", "douyin", "douyin", "wechat", "wechat", None]
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            aiohttp.ClientSession() as http:
+        viewers = [LiveClient(server.ws_url, "show", source=s, device=f"device-{i:04d}")
+                   for i, s in enumerate(sources)]
+        for v in viewers:
+            await v.connect()
+        ids = [v.joined["viewer"] for v in viewers]
+        assert len(set(ids)) == 6
+        for p in ("A", "B"):
+            await host.request({"type": "product", "product": products[p]})
+        for i in range(4):
+            await viewers[i].send({"type": "product_seen", "product": "A"})
+            await viewers[i].send({"type": "product_seen", "product": "A"})  # a card shown twice counts once
+        for i in range(2):
+            await viewers[i].send({"type": "product_seen", "product": "B"})
+        clicks = {}
+        for i, p in ((0, "A"), (1, "A"), (3, "A"), (0, "B")):
+            async with http.get(f"{base}/go/show/{p}", params={"v": ids[i]}, allow_redirects=False) as r:
+                assert r.status == 302
+                where = urlsplit(r.headers["Location"])
+                assert f"{where.scheme}://{where.netloc}{where.path}" == f"https://shop.example/{p}"
+                assert parse_qs(where.query)["ref"] == ["live"]  # the product's own query kept
+                clicks[(i, p)] = parse_qs(where.query)["lr_click"][0]
+        async with http.get(f"{base}/go/show/NOPE", params={"v": ids[0]}, allow_redirects=False) as r:
+            assert r.status == 404  # only a product pushed in this room: no open redirect
+        async with http.get(f"{base}/go/other/A", allow_redirects=False) as r:
+            assert r.status == 404
+        # The shop reports two orders (one of them twice), through its signed webhook.
+        for body, expect in ((
+                {"order_id": "o-1", "room": "show", "product": "A", "amount": "19.90", "currency": "CNY",
+                 "click": clicks[(0, "A")]}, {"duplicate": False, "attributed": True}),
+                ({"order_id": "o-2", "room": "show", "product": "A", "amount": "5", "currency": "CNY",
+                  "click": clicks[(3, "A")]}, {"duplicate": False, "attributed": True}),
+                ({"order_id": "o-1", "room": "show", "product": "A", "amount": "19.90", "currency": "CNY",
+                  "click": clicks[(0, "A")]}, {"duplicate": True, "attributed": True})):
+            raw, headers = _signed(body)
+            async with http.post(f"{base}/api/orders", data=raw, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert {k: (await r.json())[k] for k in expect} == expect
+        raw, headers = _signed({"order_id": "o-3", "room": "show", "amount": "1"}, secret="wrong")
+        async with http.post(f"{base}/api/orders", data=raw, headers=headers) as r:
+            assert r.status == 401
+        raw, headers = _signed({"order_id": "bad id!", "room": "show", "amount": "1"})
+        async with http.post(f"{base}/api/orders", data=raw, headers=headers) as r:
+            assert r.status == 400
+        await host.request({"type": "comment", "text": "welcome"})
+        for v in viewers[4:]:
+            await v.close()  # two viewers leave early
+        writer = server.relay.analytics_writer
+        async with asyncio.timeout(10):
+            while writer.queue:  # noqa: ASYNC110 - the writer's own queue
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        headers = {"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}
+        async with http.get(f"{base}/api/rooms/show/report", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            report = await r.json()
+        viewer_token = server.token("show", "someone", Role.VIEWER)
+        async with http.get(f"{base}/api/rooms/show/report", headers={"Authorization": f"Bearer {viewer_token}"}) as r:
+            assert r.status == 403
+        other_host = server.token("other", "host", Role.HOST)
+        async with http.get(f"{base}/api/rooms/show/report", headers={"Authorization": f"Bearer {other_host}"}) as r:
+            assert r.status == 403
+        for v in viewers[:4]:
+            await v.close()
+    funnel = {step["step"]: step["viewers"] for step in report["funnel"]}
+    assert funnel == {"entered": 6, "stayed_30s": 0, "saw_product": 4, "clicked": 3, "ordered": 2}
+    by_product = {p["product"]: p for p in report["products"]}
+    assert (by_product["A"]["pushes"], by_product["A"]["impressions"], by_product["A"]["clicks"],
+            by_product["A"]["orders"], by_product["A"]["revenue"]) == (1, 4, 3, 2, 24.9)
+    assert (by_product["B"]["impressions"], by_product["B"]["clicks"], by_product["B"]["orders"]) == (2, 1, 0)
+    by_source = {s["source"]: s for s in report["sources"]}
+    assert {s: row["viewers"] for s, row in by_source.items()} == {"douyin": 3, "wechat": 2, "direct": 1}
+    assert by_source["douyin"]["click_rate"] == round(2 / 3, 4) and by_source["douyin"]["order_rate"] == round(1 / 3, 4)
+    assert by_source["wechat"]["click_rate"] == 0.5 and by_source["wechat"]["order_rate"] == 0.5
+    assert report["orders"] == {"count": 2, "attributed": 2, "revenue": 24.9}
+    assert report["engagement"]["comments_total"] == 1
+    assert sum(report["audience"]["exits"]) == 2  # the two who left before the report was read
