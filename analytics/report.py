@@ -146,8 +146,18 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
         group = [v for v in viewers if v in quality and test(quality[v])]
         return {"viewers": len(group), "median_dwell_s": _median([dwell[v] for v in group])}
 
+    now = now_ms or end
+    minute_ago = now - 60_000
+    recent_clicks: dict[str, int] = defaultdict(int)
+    for c in clicks.values():
+        if c.ts_ms >= minute_ago and c.product:
+            recent_clicks[c.product] += 1
+    live = {"watching_now": sum(1 for spans in sessions.values() if spans and spans[-1][1] is None),
+            "clicks_last_minute": dict(sorted(recent_clicks.items(), key=lambda kv: -kv[1])),
+            "top_sources": [{"source": r["source"], "viewers": r["viewers"]} for r in source_rows[:5]]}
     return {
         "show": events[0].show, "room": events[0].room, "start_ms": start, "end_ms": end, "events": len(events),
+        "live": live,
         "funnel": funnel,
         "audience": {"bucket_s": bucket_s, "watching": watching, "exits": exits,
                      "pushes": [{"at_s": round((e.ts_ms - start) / 1000, 1), "product": e.product} for e in pushes]},
@@ -166,40 +176,48 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
     }
 
 
+CHARTS = ("audience", "engagement")
+
+
+def chart_png(report: dict[str, Any], name: str) -> bytes:
+    """One of the report's charts as PNG bytes (matplotlib's object API: safe off the main thread)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    if name == "audience":
+        audience = report["audience"]
+        minutes = [i * audience["bucket_s"] / 60 for i in range(len(audience["watching"]))]
+        ax.plot(minutes, audience["watching"], label="watching", color="#1f6feb", marker="o", markersize=3)
+        ax.bar(minutes, audience["exits"], width=audience["bucket_s"] / 60 * 0.8, color="#d1242f", alpha=0.5,
+               label="left")
+        for push in audience["pushes"]:
+            ax.axvline(push["at_s"] / 60, color="#9a6700", linestyle="--", linewidth=0.8)
+        ax.set_ylabel("viewers")
+        ax.set_title("Audience (dashed: product pushed)")
+    elif name == "engagement":
+        engagement = report["engagement"]
+        minutes = [i * engagement["bucket_s"] / 60 for i in range(len(engagement["comments"]))]
+        ax.plot(minutes, engagement["comments"], label="comments", color="#8250df", marker="o", markersize=3)
+        ax.plot(minutes, engagement["likes"], label="likes", color="#bf3989", marker="o", markersize=3)
+        ax.set_title(f"Comments and likes per {engagement['bucket_s']} s")
+    else:
+        raise ValueError(f"no chart {name!r}")
+    ax.set_xlabel("minutes into the show")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=110)
+    return out.getvalue()
+
+
 def _charts(report: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
     names = []
-    audience = report["audience"]
-    minutes = [i * audience["bucket_s"] / 60 for i in range(len(audience["watching"]))]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.plot(minutes, audience["watching"], label="watching", color="#1f6feb")
-    ax.bar(minutes, audience["exits"], width=audience["bucket_s"] / 60 * 0.8, color="#d1242f", alpha=0.5,
-           label="left")
-    for push in audience["pushes"]:
-        ax.axvline(push["at_s"] / 60, color="#9a6700", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("minutes into the show")
-    ax.set_ylabel("viewers")
-    ax.set_title("Audience (dashed: product pushed)")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "audience.png", dpi=110)
-    plt.close(fig)
-    names.append("audience.png")
-    engagement = report["engagement"]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.plot(minutes, engagement["comments"], label="comments", color="#8250df")
-    ax.plot(minutes, engagement["likes"], label="likes", color="#bf3989")
-    ax.set_xlabel("minutes into the show")
-    ax.set_title(f"Comments and likes per {engagement['bucket_s']} s")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "engagement.png", dpi=110)
-    plt.close(fig)
-    names.append("engagement.png")
+    for name in CHARTS:
+        (out / f"{name}.png").write_bytes(chart_png(report, name))
+        names.append(f"{name}.png")
     return names
 
 

@@ -18,6 +18,7 @@ HTTP:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -32,7 +33,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from analytics.events import Event, pseudonym
-from analytics.report import build_report
+from analytics.report import CHARTS, build_report, chart_png
 from analytics.writer import AnalyticsWriter
 from protocol import Grant, ProtocolError, Role, now_ms
 from signaling.metrics import ServerMetrics
@@ -261,6 +262,20 @@ class ShowAnalytics:
         events = await self.writer.call(self.writer.store.events, room, show)
         return web.json_response(build_report(events, int(now_ms())))
 
+    async def chart(self, request: web.Request) -> web.StreamResponse:
+        """A report chart as PNG; the token may come as ?token= (an <img> cannot send headers)."""
+        room, name = request.match_info["room"], request.match_info["name"]
+        if name not in CHARTS:
+            raise web.HTTPNotFound(text="no such chart\n")
+        if (denied := await self._denied(request, room, query=True)) is not None:
+            return denied
+        show = request.query.get("show") or await self._latest_show(room)
+        events = await self.writer.call(self.writer.store.events, room, show) if show else []
+        if not events:
+            raise web.HTTPNotFound(text="no show recorded for this room yet\n")
+        png = await asyncio.to_thread(chart_png, build_report(events, int(now_ms())), name)
+        return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
+
     async def shows(self, request: web.Request) -> web.StreamResponse:
         room = request.match_info["room"]
         if (denied := await self._denied(request, room)) is not None:
@@ -272,12 +287,12 @@ class ShowAnalytics:
         rows = await self.writer.call(self.writer.store.shows, room)
         return rows[-1][0] if rows else None
 
-    async def _denied(self, request: web.Request, room: str) -> web.Response | None:
+    async def _denied(self, request: web.Request, room: str, query: bool = False) -> web.Response | None:
         """None for a host token of ``room`` (checked as a join checks it: signature, room, not revoked);
         otherwise the refusal to answer with."""
         assert self._auth is not None and self._refuse is not None
         try:
-            await self._auth.grant(request, room, roles=(Role.HOST,))
+            await self._auth.grant(request, room, roles=(Role.HOST,), query=query)
         except ProtocolError as exc:
             return self._refuse(exc)
         return None
@@ -285,4 +300,5 @@ class ShowAnalytics:
     def routes(self, auth: HostCheck, refuse: Callable[[ProtocolError], web.Response]) -> list[web.RouteDef]:
         self._auth, self._refuse = auth, refuse
         return [web.get("/go/{room}/{product}", self.click), web.post("/api/orders", self.order),
-                web.get("/api/rooms/{room}/report", self.report), web.get("/api/rooms/{room}/shows", self.shows)]
+                web.get("/api/rooms/{room}/report", self.report), web.get("/api/rooms/{room}/shows", self.shows),
+                web.get("/api/rooms/{room}/report/{name}.png", self.chart)]

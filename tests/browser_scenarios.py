@@ -395,16 +395,50 @@ async def replay(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
     return r
 
 
-SCENARIOS = {"replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call, "demo": demo,
-             "viewer_page": viewer_page, "host_page": host_page}
+async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Analytics from the page: a viewer from a campaign sees a product card (an impression), its Buy link
+    goes through the server's redirect (a click), and the host's dashboard shows it live with its charts."""
+    import aiohttp
+
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST)) as host:
+        viewer = await browser.new_page()
+        await viewer.goto(f"{base}/?view=viewer&room=show&src=douyin")
+        await wait_for(viewer, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        r["viewer_id"] = await viewer.evaluate("window.liveRelay.channel.joined.viewer")
+        await host.push_product({"id": "A", "title": "Silk scarf", "price": "39.00", "currency": "EUR",
+                                 "url": "https://shop.example/scarf", "image": f"{base}/static/demo/tea.svg"})
+        await wait_for(viewer, "!(" + HIDDEN % "#product-card" + ")")
+        href = await viewer.evaluate("document.querySelector('#product-card .buy').href")
+        r["buy_href"] = href
+        async with aiohttp.ClientSession() as http, http.get(href, allow_redirects=False) as resp:
+            r["click_status"], r["click_location"] = resp.status, resp.headers.get("Location", "")
+        dashboard = await browser.new_page()
+        await dashboard.goto(f"{base}/?view=dashboard&room=show&token={token('show', 'host', Role.HOST)}")
+        report = await wait_for(dashboard, "(() => { const r = window.liveRelay.report; return r && r.funnel && "
+                                           "r.funnel[3].viewers >= 1 && r; })()", timeout=30)
+        r["funnel"] = {step["step"]: step["viewers"] for step in report["funnel"]}
+        r["live"] = report["live"]
+        r["charts_drawn"] = await wait_for(dashboard, "[...document.querySelectorAll('#dashboard img')]"
+                                                      ".filter(i => i.complete && i.naturalWidth > 0).length")
+        r["live_line"] = await dashboard.text_content("#dash-live")
+        await dashboard.screenshot(path=str(out / "dashboard.png"), full_page=True)
+    return r
+
+
+SCENARIOS = {"shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call,
+             "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 
 
 async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
+    for old in out.glob("analytics.sqlite3*"):  # noqa: ASYNC240 - a fresh database for each run
+        old.unlink()
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
-                          recordings_dir=str(out / "recordings"))
+                          recordings_dir=str(out / "recordings"),
+                          analytics=str(out / "analytics.sqlite3") if scenario == "shop" else None)
     ready, stop = asyncio.Event(), asyncio.Event()
     app = create_app(config)
     server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))

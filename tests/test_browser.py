@@ -65,6 +65,16 @@ def run_scenario(netns: str, scenario: str) -> dict:
     return result
 
 
+def test_the_pages_analytics_buy_link_and_the_hosts_dashboard(netns):
+    r = run_scenario(netns, "shop")
+    assert r["buy_href"].split("?")[0].endswith("/go/show/A") and f"v={r['viewer_id']}" in r["buy_href"]
+    assert r["click_status"] == 302 and r["click_location"].startswith("https://shop.example/scarf?lr_click=")
+    assert r["funnel"]["entered"] == 1 and r["funnel"]["saw_product"] == 1 and r["funnel"]["clicked"] == 1
+    assert r["live"]["watching_now"] == 1 and r["live"]["clicks_last_minute"] == {"A": 1}
+    assert r["live"]["top_sources"] == [{"source": "douyin", "viewers": 1}]
+    assert r["charts_drawn"] == 2 and "watching now 1" in r["live_line"]
+
+
 def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_safe_text(netns):
     r = run_scenario(netns, "broadcast")
     assert r["browser_frames"][1] > r["browser_frames"][0] > 0  # decoding, and still decoding

@@ -699,6 +699,45 @@ function showProductAt(e) {
   card.hidden = false;
 }
 
+// The host's dashboard: the show's report, refreshed every few seconds while it runs (watching now, clicks
+// per product in the last minute, top sources), with the funnel, products and sources tables and the
+// server-drawn charts. Needs a host token of the room.
+async function runDashboard(room, tok) {
+  const panel = document.createElement("div"); panel.id = "dashboard"; panel.className = "dashboard";
+  $("#live").replaceChildren(panel);
+  const table = (rows, cols) => {
+    const t = document.createElement("table"); const head = t.createTHead().insertRow();
+    for (const c of cols) { const th = document.createElement("th"); th.textContent = c; head.append(th); }
+    const body = t.createTBody();
+    for (const r of rows) { const tr = body.insertRow(); for (const c of cols) tr.insertCell().textContent = r[c] ?? "–"; }
+    return t;
+  };
+  const section = (title, ...children) => { const h = document.createElement("h3"); h.textContent = title; return [h, ...children]; };
+  const refresh = async () => {
+    const resp = await fetch(`/api/rooms/${encodeURIComponent(room)}/report`, { headers: { Authorization: `Bearer ${tok}` } });
+    if (!resp.ok) { setStatus(`dashboard: ${resp.status} ${(await resp.text()).trim()}`); return; }
+    const r = await resp.json(); window.liveRelay.report = r;
+    if (!r.events) { setStatus("no show recorded yet"); panel.replaceChildren(); return; }
+    setStatus(`show ${r.show}`);
+    const live = document.createElement("p"); live.id = "dash-live";
+    const clicks = Object.entries(r.live.clicks_last_minute).map(([p, n]) => `${p} ${n}`).join(", ") || "none";
+    const sources = r.live.top_sources.map((s) => `${s.source} ${s.viewers}`).join(", ") || "none";
+    live.textContent = `watching now ${r.live.watching_now} · clicks in the last minute: ${clicks} · top sources: ${sources}`;
+    const charts = ["audience", "engagement"].map((name) => {
+      const img = document.createElement("img"); img.alt = `${name} chart`;
+      img.src = `/api/rooms/${encodeURIComponent(room)}/report/${name}.png?token=${encodeURIComponent(tok)}&t=${Date.now()}`;
+      return img;
+    });
+    panel.replaceChildren(live, ...charts,
+      ...section("Funnel", table(r.funnel, ["step", "viewers", "of_entered", "of_previous"])),
+      ...section("Products", table(r.products, ["product", "pushes", "impressions", "clicks", "click_through", "orders", "revenue", "median_push_to_click_s"])),
+      ...section("Sources", table(r.sources, ["source", "viewers", "median_dwell_s", "click_rate", "order_rate"])),
+      ...section("Quality against dwell", table(Object.entries(r.quality).map(([g, q]) => ({ group: g, ...q })), ["group", "viewers", "median_dwell_s"])));
+  };
+  await refresh();
+  setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
+}
+
 window.liveRelay = { framesDecoded: 0, callSetupMs: null };
 
 async function main() {
@@ -719,6 +758,10 @@ async function main() {
     $("#product-card .close").onclick = () => { $("#product-card").hidden = true; };
     $("#unmute").onclick = () => setSound(true); offerSound();
     try { await runReplay(roomName, token); } catch (err) { setStatus(err.message); }
+    return;
+  }
+  if (view === "dashboard") {
+    try { await runDashboard(roomName, token); } catch (err) { setStatus(err.message); }
     return;
   }
   if (view === "whip" || view === "whep") { // plain HTTP media, no message channel
