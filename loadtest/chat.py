@@ -29,6 +29,7 @@ import psutil
 
 from clients.client import LiveClient, ServerError
 from loadtest.report import CpuMeter, find_server_processes, latency_summary, plot_latency, print_table, write_json
+from loadtest.shoppers import Shopper, ShopperConfig, ShopperCounts
 from loadtest.sink import SinkProtocol
 from protocol import ClockEstimate, Encoding, Role, issue_token, now_ms
 
@@ -53,8 +54,13 @@ class ViewerStats:
 
 
 class WorkerViewers:
-    def __init__(self, urls: list[str], room: str, count: int, encoding: Encoding, first_index: int) -> None:
+    def __init__(self, urls: list[str], room: str, count: int, encoding: Encoding, first_index: int,
+                 shopper: ShopperConfig | None = None) -> None:
         self.urls = urls
+        self.shopper = shopper
+        self.shopper_counts = ShopperCounts()
+        self.http: aiohttp.ClientSession | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
         self.room = room
         self.count = count
         self.encoding = encoding
@@ -103,7 +109,12 @@ class WorkerViewers:
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.failed_joins.append(f"connect: {exc!r}")
             return
-        sink.send({"type": "join", "room": self.room, "name": f"lt{index}"})
+        shopper = None
+        if self.shopper is not None:
+            shopper = Shopper(self.shopper, index, f"http://{parsed.hostname}:{parsed.port or 80}", self.room,
+                              self.shopper_counts)
+        sink.send({"type": "join", "room": self.room, "name": f"lt{index}",
+                   **(shopper.join_fields() if shopper is not None else {})})
         try:
             joined = await asyncio.wait_for(replies.get(), 10)
         except TimeoutError:
@@ -113,6 +124,8 @@ class WorkerViewers:
             sink.close()
             return
         stats.base_seq = stats.last_seq = joined["seq"]
+        if shopper is not None:
+            shopper.joined(joined)
         self.stats.append(stats)
         self.sinks.append(sink)
         if len(self.stats) == 1:  # one viewer per process measures the clock offset
@@ -124,13 +137,34 @@ class WorkerViewers:
                 self.clock.add_sample(sent, reply["server_ts"], now_ms())
         while not replies.empty():
             self._on_event(stats, replies.get_nowait())
-        sink.on_message = lambda event: self._on_event(stats, event)
+        if shopper is None:
+            sink.on_message = lambda event: self._on_event(stats, event)
+        else:
+            sink.on_message = lambda event: self._on_shopper_event(stats, shopper, sink, event)
+            if shopper.dwell is not None:
+                asyncio.get_running_loop().call_later(shopper.dwell, self._leave, shopper, sink)
         sink.closed.add_done_callback(lambda f: setattr(stats, "closed_code", f.result() or -1))
+
+    def _on_shopper_event(self, stats: ViewerStats, shopper: Shopper, sink: SinkProtocol,
+                          event: dict[str, Any]) -> None:
+        self._on_event(stats, event)
+        product = event.get("product")
+        if event.get("type") == "product" and isinstance(product, dict) and self.http is not None:
+            task = asyncio.create_task(shopper.on_product(str(product.get("id")), sink.send, self.http))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _leave(self, shopper: Shopper, sink: SinkProtocol) -> None:
+        if not self.stop.is_set():
+            self.shopper_counts.left += 1
+            sink.close()
 
     async def run(self, control: Connection) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(control.fileno(), self.stop.set)
         gate = asyncio.Semaphore(64)  # connect in waves, not all at once
+        if self.shopper is not None:
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
 
         async def start(index: int) -> None:
             async with gate:
@@ -144,6 +178,10 @@ class WorkerViewers:
         loop.remove_reader(control.fileno())
         os.set_blocking(control.fileno(), True)
         control.recv()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10)
+        if self.http is not None:
+            await self.http.close()
         for sink in self.sinks:
             sink.close()
         delivered = {kind: sum(s.delivered[kind] for s in self.stats) for kind in KINDS}
@@ -155,14 +193,15 @@ class WorkerViewers:
             "closed": sum(1 for s in self.stats if s.closed_code is not None),
             "clock_rtt_ms": self.clock.rtt_ms,
             "latency": {kind: self.latency[kind].tobytes() for kind in KINDS},
+            "shoppers": self.shopper_counts.as_dict(),
         })
 
 
 def _worker_main(urls: list[str], room: str, count: int, encoding: str, first_index: int,
-                 control: Connection) -> None:
+                 control: Connection, shopper: ShopperConfig | None = None) -> None:
     import uvloop
 
-    viewers = WorkerViewers(urls, room, count, Encoding(encoding), first_index)
+    viewers = WorkerViewers(urls, room, count, Encoding(encoding), first_index, shopper)
     uvloop.run(viewers.run(control))
 
 
@@ -197,7 +236,8 @@ async def _paced(rate: float, duration: float, send: Any) -> None:
 Worker = tuple[mp.process.BaseProcess, Connection]
 
 
-def _start_workers(urls: list[str], room: str, viewers: int, processes: int, encoding: str) -> list[Worker]:
+def _start_workers(urls: list[str], room: str, viewers: int, processes: int, encoding: str,
+                   shopper: ShopperConfig | None = None) -> list[Worker]:
     """Viewer processes (spawned), each holding its share of the viewers."""
     ctx = mp.get_context("spawn")
     per = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
@@ -205,7 +245,8 @@ def _start_workers(urls: list[str], room: str, viewers: int, processes: int, enc
     first = 0
     for count in per:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(urls, room, count, encoding, first, child), daemon=True)
+        proc = ctx.Process(target=_worker_main, args=(urls, room, count, encoding, first, child, shopper),
+                           daemon=True)
         proc.start()
         workers.append((proc, parent))
         first += count
@@ -312,9 +353,9 @@ def _summarize(results: list[dict[str, Any]], counts: SendCounts, send_elapsed: 
 
 async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: float, product_rate: float,
                         duration: float, secret: str, processes: int, encoding: str, drain: float,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, shopper: ShopperConfig | None = None) -> dict[str, Any]:
     processes = max(1, min(processes, viewers or 1))
-    workers = _start_workers(urls, room, viewers, processes, encoding)
+    workers = _start_workers(urls, room, viewers, processes, encoding, shopper)
     # Generous: an overloaded server acks late, and a late ack still means the event is expected.
     senders = _Senders(urls, room, secret, comment_rate, ack_timeout=duration + 60.0)
     click.echo(f"connecting 1 host and {len(senders.commenters)} commenters; {viewers} viewers in {processes} "
@@ -364,7 +405,16 @@ async def run_chat_load(urls: list[str], room: str, viewers: int, comment_rate: 
         "machine": {"cpus": os.cpu_count(), "note": "server and load generator share this machine"},
         **{kind: summary[kind] for kind in KINDS},
         "deliveries_per_s": summary["deliveries_per_s"], "_latency_samples": summary["_latency_samples"],
+        **({"shoppers": _shoppers(results, len(senders.commenters))} if shopper is not None else {}),
     }
+
+
+def _shoppers(results: list[dict[str, Any]], commenters: int) -> dict[str, Any]:
+    """What the simulated shoppers did, summed; the commenters are viewers too (joined with no source)."""
+    merged = ShopperCounts.merge([r["shoppers"] for r in results])
+    if commenters:
+        merged["sources"]["direct"] = merged["sources"].get("direct", 0) + commenters
+    return merged
 
 
 def report(result: dict[str, Any]) -> None:
@@ -378,6 +428,11 @@ def report(result: dict[str, Any]) -> None:
                                               "lost", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
     print(f"\ndeliveries/s {result['deliveries_per_s']}   duplicates {result['duplicates']}   "
           f"out-of-order {result['out_of_order']}   closed during run {result['closed_during_run']}")
+    if "shoppers" in result:
+        s = result["shoppers"]
+        print(f"shoppers: sources {s['sources']}  impressions {sum(s['impressions'].values())}  clicks "
+              f"{sum(s['clicks'].values())}  orders {sum(s['orders'].values())} ({s['revenue']})  left {s['left']}"
+              f"  failed {s['failed']}")
     print(f"server CPU {result['server_cpu_cores']} cores, RSS {result['server_rss_mb']} MB   "
           f"load generator CPU {result['generator_cpu_cores']} cores  (shared machine, "
           f"{result['machine']['cpus']} CPUs)")
@@ -398,14 +453,35 @@ def report(result: dict[str, Any]) -> None:
 @click.option("--drain", default=2.0, type=float, help="Seconds to wait for late deliveries after sending.")
 @click.option("--json", "json_out", default=None, help="Write the figures here as JSON.")
 @click.option("--plot", "plot_out", default=None, help="Write a latency CDF plot here (PNG).")
+@click.option("--sources", default=None,
+              help="Shoppers: entry sources and weights, e.g. douyin=0.5,wechat=0.3,direct=0.2.")
+@click.option("--dwell-mean", default=0.0, type=float,
+              help="Shoppers: mean seconds a viewer stays (exponential; 0 stays to the end).")
+@click.option("--click-rate", default=0.0, type=float, help="Shoppers: chance a viewer clicks a pushed product.")
+@click.option("--order-rate", default=0.0, type=float, help="Shoppers: chance a click becomes an order.")
+@click.option("--order-secret", default=None, envvar="LIVE_RELAY_ORDER_SECRET",
+              help="The server's order webhook secret (orders are posted signed with it).")
+@click.option("--seed", default=1, type=int, help="Shoppers: random seed (the same seed, the same choices).")
 def chat_command(urls: tuple[str, ...], room: str, viewers: int, comment_rate: float, product_rate: float,
                  duration: float, secret: str, processes: int, encoding: str, drain: float,
-                 json_out: str | None, plot_out: str | None) -> None:
-    """Many viewers in one room; comments and product pushes at fixed rates; latency and loss per kind."""
+                 json_out: str | None, plot_out: str | None, sources: str | None, dwell_mean: float,
+                 click_rate: float, order_rate: float, order_secret: str | None, seed: int) -> None:
+    """Many viewers in one room; comments and product pushes at fixed rates; latency and loss per kind.
+    With any shopper option, viewers also behave like shoppers (loadtest/shoppers.py) and the figures say
+    what they did, for comparison with the server's analytics report."""
     import uvloop
 
+    shopper = None
+    if sources or dwell_mean or click_rate or order_rate:
+        if order_rate and not order_secret:
+            raise click.UsageError("--order-rate needs --order-secret (the server's webhook secret)")
+        try:
+            parsed = ShopperConfig.parse_sources(sources) if sources else (("direct", 1.0),)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sources") from None
+        shopper = ShopperConfig(parsed, dwell_mean, click_rate, order_rate, order_secret, seed)
     result = uvloop.run(run_chat_load(list(urls), room, viewers, comment_rate, product_rate, duration, secret,
-                                      processes, encoding, drain))
+                                      processes, encoding, drain, shopper=shopper))
     samples = result.pop("_latency_samples")
     report(result)
     if json_out:

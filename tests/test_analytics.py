@@ -259,3 +259,41 @@ async def test_a_show_end_to_end_is_reported_exactly(shop_server) -> None:
     assert report["orders"] == {"count": 2, "attributed": 2, "revenue": 24.9}
     assert report["engagement"]["comments_total"] == 1
     assert sum(report["audience"]["exits"]) == 2  # the two who left before the report was read
+
+
+async def test_the_report_reproduces_what_the_load_generator_did(shop_server) -> None:
+    """`loadtest chat` with shopper behaviour (sources, dwell, clicks after pushes, signed orders) against
+    a server keeping analytics: the report's funnel, sources and per-product figures equal its counts."""
+    from loadtest.chat import run_chat_load
+    from loadtest.shoppers import ShopperConfig
+    from tests.conftest import SECRET
+
+    server = shop_server
+    shopper = ShopperConfig((("douyin", 0.5), ("wechat", 0.3), ("direct", 0.2)), dwell_mean=6.0, click_rate=0.5,
+                            order_rate=0.5, order_secret=ORDER_SECRET, seed=7)
+    result = await run_chat_load([server.ws_url], "show", 30, comment_rate=2.0, product_rate=1.0, duration=3.0,
+                                 secret=SECRET, processes=1, encoding="msgpack", drain=1.5, progress=False,
+                                 shopper=shopper)
+    did = result["shoppers"]
+    assert did["failed"] == 0 and sum(did["clicks"].values()) > 0 and sum(did["orders"].values()) > 0
+    writer = server.relay.analytics_writer
+    async with asyncio.timeout(10):
+        while writer.queue:  # noqa: ASYNC110 - the writer's own queue
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    async with aiohttp.ClientSession() as http, http.get(
+            server.ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0] + "/api/rooms/show/report",
+            headers={"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}) as r:
+        report = await r.json()
+    funnel = {step["step"]: step["viewers"] for step in report["funnel"]}
+    assert funnel["entered"] == sum(did["sources"].values())
+    assert {k: funnel[k] for k in ("saw_product", "clicked", "ordered")} == \
+        {k: did["funnel"].get(k, 0) for k in ("saw_product", "clicked", "ordered")}
+    assert {s["source"]: s["viewers"] for s in report["sources"]} == did["sources"]
+    by_product = {p["product"]: p for p in report["products"]}
+    assert {p: row["impressions"] for p, row in by_product.items() if row["impressions"]} == did["impressions"]
+    assert {p: row["clicks"] for p, row in by_product.items() if row["clicks"]} == did["clicks"]
+    assert {p: row["orders"] for p, row in by_product.items() if row["orders"]} == did["orders"]
+    assert report["orders"]["revenue"] == did["revenue"]
+    assert report["orders"]["attributed"] == sum(did["orders"].values())
+    assert sum(report["audience"]["exits"]) >= did["left"]  # those who left by their dwell (and the rest at the end)
