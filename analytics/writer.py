@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 class AnalyticsWriter:
-    def __init__(self, store: Store, max_queue: int = 100_000, batch: int = 2000, interval: float = 0.25,
+    def __init__(self, store: Store, max_queue: int = 100_000, batch: int = 5000, interval: float = 1.0,
                  on_drop: Callable[[], None] | None = None, retention_ms: int = 0) -> None:
         self.store = store
         self.max_queue = max_queue
@@ -43,6 +43,12 @@ class AnalyticsWriter:
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._in_flight = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written: everything recorded so far is in the store."""
+        return not self.queue and not self._in_flight
 
     async def start(self) -> None:
         await self.call(self.store.migrate)
@@ -88,9 +94,11 @@ class AnalyticsWriter:
                     pass
                 continue
             chunk = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+            self._in_flight = len(chunk)
             try:
                 await self.call(self.store.insert, chunk)
             except Exception as exc:  # the database is away: keep the batch, try again later
+                self._in_flight = 0
                 self.failures += 1
                 self.queue.extendleft(reversed(chunk))
                 log.warning("analytics write failed; retrying", extra={"error": str(exc)[:200],
@@ -102,6 +110,7 @@ class AnalyticsWriter:
                 continue
             pause = self.interval
             self.written += len(chunk)
+            self._in_flight = 0
 
     async def close(self, timeout: float = 30.0) -> None:
         """Write what is queued (for at most ``timeout`` seconds), then stop the thread."""

@@ -111,12 +111,16 @@ class ShowAnalytics:
         # room -> product id -> (url, show): what the Buy redirect may send a browser to.
         self._products: OrderedDict[str, OrderedDict[str, tuple[str, str]]] = OrderedDict()
         self._clicks: OrderedDict[str, Event] = OrderedDict()
+        self._counted: dict[str, Any] = {}
         self._auth: HostCheck | None = None
         self._refuse: Callable[[ProtocolError], web.Response] | None = None
 
     def _record(self, event: Event) -> None:
         self.writer.record(event)
-        self._metrics.analytics_events.labels(event.kind).inc()
+        counter = self._counted.get(event.kind)
+        if counter is None:  # the labelled child, looked up once per kind (a labels() call is not free)
+            counter = self._counted[event.kind] = self._metrics.analytics_events.labels(event.kind)
+        counter.inc()
 
     # -- what the server sees -------------------------------------------------------------------------------
 

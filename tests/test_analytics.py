@@ -231,9 +231,8 @@ async def test_a_show_end_to_end_is_reported_exactly(shop_server) -> None:
             await v.close()  # two viewers leave early
         writer = server.relay.analytics_writer
         async with asyncio.timeout(10):
-            while writer.queue:  # noqa: ASYNC110 - the writer's own queue
+            while not writer.idle:  # noqa: ASYNC110 - the writer's own state
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
         headers = {"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}
         async with http.get(f"{base}/api/rooms/show/report", headers=headers) as r:
             assert r.status == 200, await r.text()
@@ -278,9 +277,8 @@ async def test_the_report_reproduces_what_the_load_generator_did(shop_server) ->
     assert did["failed"] == 0 and sum(did["clicks"].values()) > 0 and sum(did["orders"].values()) > 0
     writer = server.relay.analytics_writer
     async with asyncio.timeout(10):
-        while writer.queue:  # noqa: ASYNC110 - the writer's own queue
+        while not writer.idle:  # noqa: ASYNC110 - the writer's own state
             await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
     async with aiohttp.ClientSession() as http, http.get(
             server.ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0] + "/api/rooms/show/report",
             headers={"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}) as r:
