@@ -295,3 +295,43 @@ async def test_the_report_reproduces_what_the_load_generator_did(shop_server) ->
     assert report["orders"]["revenue"] == did["revenue"]
     assert report["orders"]["attributed"] == sum(did["orders"].values())
     assert sum(report["audience"]["exits"]) >= did["left"]  # those who left by their dwell (and the rest at the end)
+
+
+@pytest.fixture
+async def pg_shop_server(start_server, postgres: postgres_server.PostgresServer) -> AsyncIterator[object]:
+    import psycopg
+
+    name = f"t{os.urandom(4).hex()}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield await start_server(rooms=("show",), analytics=postgres.dsn.rsplit("/", 1)[0] + "/" + name,
+                             order_secret=ORDER_SECRET)
+
+
+async def test_postgresql_away_for_ten_seconds_under_load_loses_nothing(pg_shop_server, postgres) -> None:
+    """The database stops for 10 s while the room goes on: comments keep being accepted and delivered, and
+    once it is back every event of that time is written (none dropped: they fit the queue)."""
+    server = pg_shop_server
+    async with LiveClient(server.ws_url, "show", server.token("show", "talker", Role.COHOST)) as talker, \
+            LiveClient(server.ws_url, "show") as watcher:
+        await asyncio.to_thread(postgres.stop)
+        try:
+            started = asyncio.get_running_loop().time()
+            sent = 0
+            while asyncio.get_running_loop().time() - started < 10:
+                await talker.request({"type": "comment", "text": f"during the outage {sent}"})
+                sent += 1
+                await asyncio.sleep(0.05)
+            received = 0
+            while received < sent:  # every comment reached the other viewer: the room never noticed
+                await watcher.next_event("comment", timeout=5)
+                received += 1
+        finally:
+            await asyncio.to_thread(postgres.start)
+        writer = server.relay.analytics_writer
+        async with asyncio.timeout(30):
+            while not writer.idle:  # noqa: ASYNC110 - the writer's own state
+                await asyncio.sleep(0.1)
+        assert writer.failures >= 1 and writer.dropped == 0
+        comments = [e for e in await writer.call(writer.store.events, "show") if e.kind == "comment"]
+        assert len(comments) == sent
