@@ -52,6 +52,7 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
     orders: list[Event] = []
     quality: dict[str, dict[str, Any]] = {}
     comments: list[int] = []
+    moments: list[Event] = []
     likes: list[tuple[int, float]] = []
     for e in events:
         if e.kind in ("join", "leave") and (e.data or {}).get("role", "viewer") != "viewer":
@@ -78,6 +79,8 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
             quality.setdefault(e.viewer, {}).update(e.data)
         elif e.kind == "comment":
             comments.append(e.ts_ms)
+        elif e.kind == "stage":
+            moments.append(e)
         elif e.kind == "like":
             likes.append((e.ts_ms, e.value or 1))
 
@@ -160,7 +163,9 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
         "live": live,
         "funnel": funnel,
         "audience": {"bucket_s": bucket_s, "watching": watching, "exits": exits,
-                     "pushes": [{"at_s": round((e.ts_ms - start) / 1000, 1), "product": e.product} for e in pushes]},
+                     "pushes": [{"at_s": round((e.ts_ms - start) / 1000, 1), "product": e.product} for e in pushes],
+                     # Stage and PK moments: co-hosts on or off the stage, a PK or a private call starting or ending.
+                     "moments": [{"at_s": round((e.ts_ms - start) / 1000, 1), **(e.data or {})} for e in moments]},
         "sources": source_rows,
         "products": sorted(products.values(), key=lambda r: (-r["clicks"], r["product"])),
         "orders": {"count": len(orders), "attributed": sum(1 for o in orders if attributed(o) is not None),
@@ -195,8 +200,10 @@ def chart_png(report: dict[str, Any], name: str) -> bytes:
                label="left")
         for push in audience["pushes"]:
             ax.axvline(push["at_s"] / 60, color="#9a6700", linestyle="--", linewidth=0.8)
+        for moment in audience.get("moments", []):
+            ax.axvline(moment["at_s"] / 60, color="#8250df", linestyle=":", linewidth=1.0)
         ax.set_ylabel("viewers")
-        ax.set_title("Audience (dashed: product pushed)")
+        ax.set_title("Audience (dashed: product pushed; dotted: stage or PK moment)")
     elif name == "engagement":
         engagement = report["engagement"]
         minutes = [i * engagement["bucket_s"] / 60 for i in range(len(engagement["comments"]))]

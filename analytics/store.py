@@ -43,6 +43,10 @@ MIGRATIONS: list[list[str]] = [
         # An order is counted once, however often the shop's webhook delivers it.
         "CREATE UNIQUE INDEX IF NOT EXISTS orders_once ON events (room, ref) WHERE kind = 'order'",
     ],
+    [
+        # A scene moment (stage, PK, call) is seen by every node of the room: kept once.
+        "CREATE UNIQUE INDEX IF NOT EXISTS moments_once ON events (room, ref) WHERE kind = 'stage'",
+    ],
 ]
 
 COLUMNS = ("ts_ms", "room", "show_id", "kind", "viewer", "product", "source", "value", "ref", "data")
@@ -119,7 +123,8 @@ class SqlStore:
     def insert(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({self._dialect.params(len(COLUMNS))})"
+        sql = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({self._dialect.params(len(COLUMNS))}) "
+               "ON CONFLICT DO NOTHING")
         with self._lock:
             self._ensure()
             try:

@@ -174,6 +174,20 @@ class ShowAnalytics:
         if viewer is not None:
             self._record(Event(int(now_ms()), viewer.room, viewer.show, "quality", viewer=viewer.id, data=stats))
 
+    def observe_broadcast(self, room: str, data: dict[str, Any]) -> None:
+        """Scene moments (the stage's seats changed, a PK began or ended, a private call): every node sees
+        the same broadcast, and the store keeps one row per (room, moment)."""
+        kind = data.get("type")
+        if kind not in ("stage", "pk", "call") or room not in self._shows:
+            return
+        state = data.get("state")
+        summary: dict[str, Any] = {"scene": kind, "active": bool(state)}
+        if kind == "stage" and isinstance(state, dict):
+            summary["seats"] = len(state.get("seats") or [])
+            summary["active"] = summary["seats"] > 0
+        ts = int(data.get("server_ts") or now_ms())
+        self._record(Event(ts, room, self._shows[room], "stage", ref=f"{kind}:{ts}", data=summary))
+
     def learn_product(self, room: str, event: dict[str, Any]) -> None:
         """Remember a pushed product's URL (from any node) for the Buy redirect."""
         product = event.get("product") or {}

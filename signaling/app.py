@@ -91,6 +91,7 @@ class RelayServer:
                 retention_ms=int(config.analytics_retention_days * 86_400_000))
             self.analytics = ShowAnalytics(self.analytics_writer, config.secret, config.order_secret, self.metrics)
             hub.observe_publications(self._learn_product)
+            hub.observe_broadcasts(self._observe_moment)
         self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics)
         self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics,
                                      self.analytics)
@@ -109,6 +110,11 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in recording_routes.items()},
         }, self.metrics)
         self.started = time.time()
+
+    def _observe_moment(self, room: str, data: dict) -> bool:
+        if isinstance(self.analytics, ShowAnalytics):
+            self.analytics.observe_broadcast(room, data)
+        return False  # only watching: the event still fans out
 
     def _learn_product(self, room: str, event: dict) -> None:
         if event.get("type") == "product":

@@ -335,3 +335,57 @@ async def test_postgresql_away_for_ten_seconds_under_load_loses_nothing(pg_shop_
         assert writer.failures >= 1 and writer.dropped == 0
         comments = [e for e in await writer.call(writer.store.events, "show") if e.kind == "comment"]
         assert len(comments) == sent
+
+
+async def test_stage_moments_are_kept_once_and_marked_in_the_report(start_server, tmp_path) -> None:
+    server = await start_server(rooms=("show",), analytics=str(tmp_path / "a.sqlite3"))
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show", server.token("show", "guest", Role.VIEWER)) as guest:
+        await host.request({"type": "stage_invite", "user": "guest"})
+        await guest.next_event("stage_invited")
+        await guest.request({"type": "stage_invite_answer", "accept": True})
+        while (await host.next_event("stage"))["state"]["seats"] == []:
+            pass
+        writer = server.relay.analytics_writer
+        async with asyncio.timeout(10):
+            while not writer.idle:  # noqa: ASYNC110 - the writer's own state
+                await asyncio.sleep(0.05)
+        events = await writer.call(writer.store.events, "show")
+        moments = [e for e in events if e.kind == "stage"]
+        assert [m.data for m in moments][-1] == {"scene": "stage", "active": True, "seats": 1}
+        assert len({m.ref for m in moments}) == len(moments)  # each broadcast kept once
+        # The same moment written again (as a second node would) is not kept twice.
+        await writer.call(writer.store.insert, [moments[-1]])
+        assert len([e for e in await writer.call(writer.store.events, "show") if e.kind == "stage"]) == len(moments)
+        report = build_report(events)
+        assert report["audience"]["moments"][-1]["seats"] == 1
+
+
+def test_report_command_writes_the_files_and_says_what_is_missing_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "a.sqlite3"
+    store = SqliteStore(db)
+    store.migrate()
+    store.insert([ev(0, "join", viewer="a", source="douyin"), ev(5000, "push", product="p1"),
+                  ev(8000, "click", viewer="a", product="p1", ref="k"), ev(70_000, "leave", viewer="a", value=70)])
+    store.close()
+
+    def live_relay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli.main", "report", *args], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+
+    listed = live_relay("--room", "room1", "--analytics", str(db), "--list")
+    assert listed.returncode == 0 and listed.stdout.startswith("show1 ")
+    done = live_relay("--room", "room1", "--analytics", str(db), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {s["step"]: s["viewers"] for s in report["funnel"]}["clicked"] == 1
+    assert (tmp_path / "out" / "report.html").read_text().count("<table>") >= 4
+    for args, says in ((("--room", "nobody", "--analytics", str(db)), "no show recorded for room 'nobody'"),
+                       (("--room", "room1", "--analytics", str(tmp_path / "none.sqlite3")), "no analytics database"),
+                       (("--room", "room1", "--analytics", str(db), "--show", "x"), "has no show 'x'")):
+        failed = live_relay(*args)
+        assert failed.returncode != 0 and says in failed.stderr and "Traceback" not in failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr

@@ -534,14 +534,30 @@ function renderSeats(stage) {
   }
 }
 
+// Every 10 s a viewer tells the server the quality it got (freezes so far, how late messages come), for the
+// host's report; only what changed is sent, and nothing while there is nothing to say.
+let reportedQuality = ""; let lastQualityReport = 0;
+function reportQuality(freezes) {
+  const now = Date.now();
+  if (!ch || !ch.joined || now - lastQualityReport < 10000) return;
+  const stats = {};
+  if (freezes !== null) stats.freezes = freezes;
+  if (lastE2E !== null) stats.message_latency_ms = Math.round(lastE2E);
+  const key = JSON.stringify(stats);
+  if (key === "{}" || key === reportedQuality) return;
+  lastQualityReport = now; reportedQuality = key;
+  ch.send({ type: "client_stats", ...stats });
+}
+
 async function updateStats() {
-  let frames = 0;
+  let frames = 0; let freezes = null;
   for (const t of tiles.values()) {
     if (!t.sub) continue;
     const report = await t.sub.pc.getStats();
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         frames += s.framesDecoded || 0;
+        if (typeof s.freezeCount === "number") freezes = (freezes || 0) + s.freezeCount;
         if (typeof s.jitter === "number") $("#stat-jitter").textContent = (s.jitter * 1000).toFixed(1);
       }
       if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
@@ -551,6 +567,7 @@ async function updateStats() {
   }
   $("#stat-frames").textContent = frames;
   window.liveRelay.framesDecoded = frames;
+  reportQuality(freezes);
 }
 
 // ---------------------------------------------------------------------------------------------------
