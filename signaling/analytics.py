@@ -2,8 +2,8 @@
 
 ``ShowAnalytics`` is told of joins, leaves, comments, likes, product pushes, the cards a viewer's page
 showed (``product_seen``) and client quality figures; it writes ``analytics.events.Event``s through an
-``AnalyticsWriter`` (never awaiting on the hot path). ``NoAnalytics`` is the same interface doing nothing
-(``--analytics off``). A show is a room's event stream epoch: the same on every node, new when the room's
+``AnalyticsWriter`` (never awaiting on the hot path). Its base, ``AnalyticsSink``, is the same interface
+doing nothing (``--analytics off``). A show is a room's event stream epoch: the same on every node, new when the room's
 stream is created anew.
 
 HTTP:
@@ -55,26 +55,12 @@ class HostCheck(Protocol):
                     anonymous_ok: bool = False, query: bool = False) -> Grant | None: ...
 
 
-class AnalyticsSink(Protocol):
-    def joined(self, session: Session, room: str, show: str, source: str | None, device: str | None) -> str: ...
-
-    def left(self, session: Session) -> None: ...
-
-    def published(self, session: Session, room: str, event: dict[str, Any]) -> None: ...
-
-    def liked(self, session: Session, room: str, count: int) -> None: ...
-
-    def seen(self, session: Session, product: str) -> None: ...
-
-    def quality(self, session: Session, stats: dict[str, Any]) -> None: ...
-
-    def learn_product(self, room: str, event: dict[str, Any]) -> None: ...
-
-
-class NoAnalytics:
-    """Analytics off: every call does nothing."""
+class AnalyticsSink:
+    """What the server tells analytics. This base does nothing: it is what runs with analytics off;
+    ``ShowAnalytics`` records."""
 
     def joined(self, session: Session, room: str, show: str, source: str | None, device: str | None) -> str:
+        """Returns the viewer's pseudonym in the room ("" when nothing is recorded)."""
         return ""
 
     def left(self, session: Session) -> None: ...
@@ -89,6 +75,8 @@ class NoAnalytics:
 
     def learn_product(self, room: str, event: dict[str, Any]) -> None: ...
 
+    def observe_broadcast(self, room: str, data: dict[str, Any]) -> None: ...
+
 
 class _Viewer:
     __slots__ = ("id", "joined_ms", "role", "room", "seen", "show", "source")
@@ -99,7 +87,7 @@ class _Viewer:
         self.seen: set[str] = set()
 
 
-class ShowAnalytics:
+class ShowAnalytics(AnalyticsSink):
     def __init__(self, writer: AnalyticsWriter, secret: str, order_secret: str | None,
                  metrics: ServerMetrics) -> None:
         self.writer = writer

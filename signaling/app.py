@@ -23,7 +23,7 @@ from analytics.store import open_store
 from analytics.writer import AnalyticsWriter
 from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
-from signaling.analytics import AnalyticsSink, NoAnalytics, ShowAnalytics
+from signaling.analytics import AnalyticsSink, ShowAnalytics
 from signaling.brokers import create_broker
 from signaling.cascade import EdgeCascade
 from signaling.channel import Channel
@@ -82,7 +82,7 @@ class RelayServer:
         if self.media is not None:
             self.media.visible_rooms = self.scenes.visible_rooms
             self.media.on_publishers_changed = self.scenes.on_publisher_change
-        self.analytics: AnalyticsSink = NoAnalytics()
+        self.analytics: AnalyticsSink = AnalyticsSink()
         self.analytics_writer: AnalyticsWriter | None = None
         if config.analytics:
             store = open_store(config.analytics, Path("data"))
@@ -112,8 +112,7 @@ class RelayServer:
         self.started = time.time()
 
     def _observe_moment(self, room: str, data: dict) -> bool:
-        if isinstance(self.analytics, ShowAnalytics):
-            self.analytics.observe_broadcast(room, data)
+        self.analytics.observe_broadcast(room, data)
         return False  # only watching: the event still fans out
 
     def _learn_product(self, room: str, event: dict) -> None:

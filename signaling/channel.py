@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Ref, Role, ack_message, now_ms
-from signaling.analytics import AnalyticsSink, NoAnalytics
+from signaling.analytics import AnalyticsSink
 from signaling.brokers import BrokerUnavailable, EventStream, RoomStore
 from signaling.config import LimitsConfig
 from signaling.hub import Hub
@@ -34,7 +34,7 @@ class Channel:
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.analytics = analytics or NoAnalytics()
+        self.analytics = analytics or AnalyticsSink()
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def handlers(self) -> dict[str, ChannelHandler]:

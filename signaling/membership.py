@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from protocol import ErrorCode, Grant, ProtocolError, Ref, Role, now_ms
-from signaling.analytics import AnalyticsSink, NoAnalytics
+from signaling.analytics import AnalyticsSink
 from signaling.brokers import BrokerUnavailable, EventStream, Recovery, Registry, RoomStore, StreamPosition
 from signaling.config import ServerConfig
 from signaling.hub import Hub
@@ -37,7 +37,7 @@ class Membership:
         self.scenes = scenes
         self.media = media
         self.metrics = metrics
-        self.analytics = analytics or NoAnalytics()
+        self.analytics = analytics or AnalyticsSink()
         # Anonymous viewers' ids only need to differ (nothing is granted by one): no syscall per join.
         self._anonymous_ids = random.Random(secrets.randbits(64))
 

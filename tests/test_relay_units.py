@@ -10,7 +10,7 @@ import time
 
 from aiortc.rtp import RtpPacket
 
-from relay.tracks import PublishedTrack
+from relay.tracks import DownTrack, PublishedTrack
 from rtc.adapter import SendParameters
 from rtc.codecs import is_keyframe
 from rtc.jitter import MarkerJitterBuffer
@@ -112,6 +112,13 @@ PARAMS = SendParameters(ssrc=0xABCD, rtx_ssrc=0xBCDE, payload_type=100, rtx_payl
                         mid_id=None, abs_send_time_id=None)
 
 
+def bound(track: PublishedTrack) -> tuple[DownTrack, Wire]:
+    """A new down-track of ``track`` sending to a fresh wire."""
+    down, wire = track.add_down_track(), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+    return down, wire
+
+
 def vp8(pid: int, key: bool, start: bool = True) -> bytes:
     """A VP8 RTP payload: descriptor with a 15-bit picture id, then (on a frame's first packet) the frame tag."""
     descriptor = bytes([0x90 if start else 0x80, 0x80, 0x80 | pid >> 8, pid & 0xFF])
@@ -146,8 +153,7 @@ def assert_continuous(packets: list[RtpPacket]) -> None:
 
 async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
     track = PublishedTrack("video", "t", "p", lambda: None)
-    down, wire = track.add_down_track(), Wire()
-    down.bind(PARAMS, wire, lambda *a: None)
+    down, wire = bound(track)
     send_frames(track, 0, 3)  # no keyframe yet: nothing leaves
     assert wire.packets == [] and down.waiting_keyframe
     send_frames(track, 3, 5, keys=(3,))
@@ -160,8 +166,7 @@ async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
 
 async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publisher_restart():
     track = PublishedTrack("video", "t", "p", lambda: None)
-    down, wire = track.add_down_track(), Wire()
-    down.bind(PARAMS, wire, lambda *a: None)
+    down, wire = bound(track)
     send_frames(track, 0, 4, keys=(0,))
     track.set_muted(True)
     send_frames(track, 4, 3)  # muted: nothing
@@ -179,8 +184,7 @@ async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publish
 
 async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
     track = PublishedTrack("video", "t", "p", lambda: None)
-    down, wire = track.add_down_track(), Wire()
-    down.bind(PARAMS, wire, lambda *a: None)
+    down, wire = bound(track)
     send_frames(track, 0, 3, keys=(0,))
     lost = wire.packets[3]
     down.retransmit(lost.sequence_number)
@@ -194,8 +198,7 @@ async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
 
 async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
     track = PublishedTrack("video", "t", "p", lambda: None)
-    down, wire = track.add_down_track(), Wire()
-    down.bind(PARAMS, wire, lambda *a: None)
+    _down, wire = bound(track)
     send_frames(track, 5, 2, keys=(5,))
     send_frames(track, 4, 1)  # frame 4 repaired upstream, arriving late: older than where we started
     assert len(wire.packets) == 4
@@ -204,8 +207,7 @@ async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
 
 async def test_a_packet_that_comes_twice_is_forwarded_once():
     track = PublishedTrack("video", "t", "p", lambda: None)
-    down, wire = track.add_down_track(), Wire()
-    down.bind(PARAMS, wire, lambda *a: None)
+    _down, wire = bound(track)
     send_frames(track, 0, 2, keys=(0,))
     send_frames(track, 1, 1)  # frame 1 again: a retransmission the publisher sent although both came
     assert len(wire.packets) == 4

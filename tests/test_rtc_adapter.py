@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from clients.sources import CounterVideoTrack
@@ -33,10 +33,10 @@ async def pair() -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
     await receiver.close()
 
 
-async def _connect(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> str:
-    """Offer from ``sender`` (a VP8 video track), answer from ``receiver``; both gather on loopback only.
-    Returns the answer SDP."""
-    transceiver = sender.addTransceiver(CounterVideoTrack(160, 120), direction="sendonly")
+async def _connect(sender: RTCPeerConnection, receiver: RTCPeerConnection, track: Any = None) -> str:
+    """Offer from ``sender`` (a VP8 video track: ``track`` or a test pattern), answer from ``receiver``;
+    both gather on loopback only. Returns the answer SDP."""
+    transceiver = sender.addTransceiver(track or CounterVideoTrack(160, 120), direction="sendonly")
     transceiver.setCodecPreferences(_vp8_only())
     adapter.restrict_host_addresses(sender, LOOPBACK)
     await sender.setLocalDescription(await sender.createOffer())
@@ -133,18 +133,6 @@ class SilentVideoTrack(MediaStreamTrack):
         await asyncio.Event().wait()
 
 
-async def _connect_silent(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> RTCRtpTransceiver:
-    transceiver = sender.addTransceiver(SilentVideoTrack(), direction="sendonly")
-    transceiver.setCodecPreferences(_vp8_only())
-    adapter.restrict_host_addresses(sender, LOOPBACK)
-    await sender.setLocalDescription(await sender.createOffer())
-    await receiver.setRemoteDescription(sender.localDescription)
-    adapter.restrict_host_addresses(receiver, LOOPBACK)
-    await receiver.setLocalDescription(await receiver.createAnswer())
-    await sender.setRemoteDescription(receiver.localDescription)
-    return transceiver
-
-
 async def test_packet_output_writes_our_packets_and_the_sender_keeps_rtcp(pair):
     """Packets written with PacketOutput reach the far receiver (its packet tap sees them as sent); its
     NACK reaches on_nack; the sender's report carries what report_sent gave it."""
@@ -161,7 +149,8 @@ async def test_packet_output_writes_our_packets_and_the_sender_keeps_rtcp(pair):
         adapter.tap_receiver(rtp_receiver, track.kind, lambda codec, frame, ssrc: None,
                              lambda codec, packet: seen.append(packet))
 
-    transceiver = await _connect_silent(sender, receiver)
+    await _connect(sender, receiver, SilentVideoTrack())
+    transceiver = sender.getTransceivers()[0]
     params = adapter.send_parameters(transceiver)
     assert params is not None and params.ssrc == transceiver.sender._ssrc
     assert params.rtx_payload_type is not None and params.mid == transceiver.mid
