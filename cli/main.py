@@ -148,6 +148,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
             click.echo(f"  watch:   {base}/?view=viewer&room={room}", err=True)
             click.echo(f"  comment: {base}/?view=viewer&room={room}&token="
                        f"{issue_token(secret, room, 'guest', Role.VIEWER, 86400, 'Guest')}", err=True)
+            if config.analytics:
+                click.echo(f"  dashboard: {base}/?view=dashboard&room={room}&token={host_token}", err=True)
             live_note = " (the demo's synthetic host is on air: you would publish beside it)" \
                 if demo and room == "demo" else ""
             click.echo(f"  go live: {base}/?view=host&room={room}&token={host_token}{live_note}", err=True)
