@@ -185,6 +185,11 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     # Client-measured figures the server records in its metrics (it cannot see decoded frames itself).
     "client_stats": {"call_setup_ms": (_number, False), "first_frame_ms": (_number, False),
                      "freezes": (_int(0, 10**6), False), "message_latency_ms": (_number, False)},
+    # The assistant in the room (host only): on/off, mode, and optionally a small catalog (the HTTP
+    # PUT /api/rooms/ROOM/assistant takes large ones); approving a suggested answer (suggest mode).
+    "assistant": {"on": (_bool, True), "mode": (_str(16, 1), False), "catalog": (_str(8000, 0), False),
+                  "format": (_str(8, 4, re.compile("yaml|json|markdown")), False)},
+    "assistant_approve": {"suggestion": (_str(32, 1), True)},
     # The viewer's page showed this product card (an impression, for the conversion funnel).
     "product_seen": {"product": (_str(64, 1), True)},
 }

@@ -24,6 +24,7 @@ from analytics.writer import AnalyticsWriter
 from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
 from signaling.analytics import AnalyticsSink, ShowAnalytics
+from signaling.assistant import AssistantService
 from signaling.brokers import create_broker
 from signaling.cascade import EdgeCascade
 from signaling.channel import Channel
@@ -92,7 +93,11 @@ class RelayServer:
             self.analytics = ShowAnalytics(self.analytics_writer, config.secret, config.order_secret, self.metrics)
             hub.observe_publications(self._learn_product)
             hub.observe_broadcasts(self._observe_moment)
-        self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics)
+        self.assistant = AssistantService(broker, broker, hub, config.assistant_llm, config.assistant_model,
+                                          config.assistant_deadline, config.assistant_digest_interval)
+        hub.observe_publications(self.assistant.observe_publication)
+        hub.observe_broadcasts(self.assistant.observe_broadcast)
+        self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics, self.assistant)
         self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics,
                                      self.analytics)
         self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics,
@@ -108,6 +113,7 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in self.scenes.routes().items()},
             **{kind: Route(handler) for kind, handler in media_routes.items()},
             **{kind: Route(handler) for kind, handler in recording_routes.items()},
+            **{kind: Route(handler) for kind, handler in self.assistant.handlers().items()},
         }, self.metrics)
         self.started = time.time()
 
@@ -135,6 +141,7 @@ class RelayServer:
         await self.broker.start()
         if self.analytics_writer is not None:
             await self.analytics_writer.start()
+        self.assistant.start()
         for room in self.config.rooms:
             await self.hub.open_room(room)  # configured rooms exist from the start
         self.ticker.start()
@@ -145,6 +152,7 @@ class RelayServer:
             return
         await self.ticker.stop()
         await self.hub.close(code, reason)
+        await self.assistant.close()
         if self.recordings is not None:
             await self.recordings.close()
         if self.media is not None:
@@ -188,6 +196,12 @@ def create_app(config: ServerConfig) -> web.Application:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, auth, config.allow_anonymous).add_routes(app)
+    assistant = server.assistant
+
+    async def set_assistant(request: web.Request) -> web.StreamResponse:
+        return await assistant.http_set(request, auth.grant, refusal)
+
+    app.router.add_put("/api/rooms/{room}/assistant", set_assistant)
     if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
         app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:

@@ -12,6 +12,7 @@ from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Ref, Role, ack_message, now_ms
 from signaling.analytics import AnalyticsSink
+from signaling.assistant import AssistantService
 from signaling.brokers import BrokerUnavailable, EventStream, RoomStore
 from signaling.config import LimitsConfig
 from signaling.hub import Hub
@@ -28,13 +29,15 @@ ChannelHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 
 class Channel:
     def __init__(self, hub: Hub, stream: EventStream, store: RoomStore, limits: LimitsConfig,
-                 metrics: ServerMetrics, analytics: AnalyticsSink | None = None) -> None:
+                 metrics: ServerMetrics, analytics: AnalyticsSink | None = None,
+                 assistant: AssistantService | None = None) -> None:
         self.hub = hub
         self.stream = stream
         self.store = store
         self.limits = limits
         self.metrics = metrics
         self.analytics = analytics or AnalyticsSink()
+        self.assistant = assistant
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def handlers(self) -> dict[str, ChannelHandler]:
@@ -162,6 +165,8 @@ class Channel:
         if ref is not None:
             session.send(ack_message(ref, publication.seq, publication.epoch))
         self.analytics.published(session, room, publication.data)
+        if self.assistant is not None and event["type"] == "comment":
+            self.assistant.comment_accepted(session, room, publication.data)
         return publication.data
 
     @staticmethod

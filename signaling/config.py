@@ -128,6 +128,13 @@ class ServerConfig:
     analytics_retention_days: float = 90.0
     # The shop's order webhook (POST /api/orders) is signed with this (HMAC-SHA256); None: webhook off.
     order_secret: str | None = None
+    # The assistant in the room: an OpenAI-compatible chat-completions base URL (…/v1) and model (None: the
+    # offline engine only; the key comes from LIVE_RELAY_ASSISTANT_KEY or OPENAI_API_KEY), how long a model
+    # answer may take before the offline one is used, and how often hosts get the digest (seconds).
+    assistant_llm: str | None = None
+    assistant_model: str | None = None
+    assistant_deadline: float = 2.0
+    assistant_digest_interval: float = 10.0
     # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).

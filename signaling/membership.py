@@ -137,7 +137,7 @@ class Membership:
                       "members": len(room), "viewers": room.viewer_count,
                       "publishers": await self.media.publishers(name) if self.media else [],
                       "stage": stage, "pk": state.get("pk"), "call": state.get("call"),
-                      "recording": state.get("recording")},
+                      "recording": state.get("recording"), "assistant": state.get("assistant")},
             "server_ts": now_ms(),
         }
         if recovery.reason is not None:
