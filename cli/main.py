@@ -80,6 +80,10 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
               help="Conversion analytics: a SQLite file, a postgresql:// URL, or 'off'.")
 @click.option("--analytics-retention-days", default=90.0, type=float,
               help="Delete analytics events older than this (0 keeps them).")
+@click.option("--assistant-llm", default=None,
+              help="The room assistant's model: an OpenAI-compatible base URL (…/v1); key from "
+                   "LIVE_RELAY_ASSISTANT_KEY or OPENAI_API_KEY. Without it answers come from the offline engine.")
+@click.option("--assistant-model", default=None, help="The model name to ask for (with --assistant-llm).")
 @click.option("--order-secret", default=None, envvar="LIVE_RELAY_ORDER_SECRET",
               help="HMAC secret of the shop's order webhook (POST /api/orders); without it the webhook is off.")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
@@ -92,7 +96,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
           record_dir: str | None, record_max_gb: float, recordings_dir: str, metrics_token: str | None,
-          analytics: str, analytics_retention_days: float, order_secret: str | None, workers: int,
+          analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
+          order_secret: str | None, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
@@ -133,6 +138,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,
+        assistant_llm=assistant_llm, assistant_model=assistant_model,
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"

@@ -423,6 +423,13 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
                                                       ".filter(i => i.complete && i.naturalWidth > 0).length")
         r["live_line"] = await dashboard.text_content("#dash-live")
         await dashboard.screenshot(path=str(out / "dashboard.png"), full_page=True)
+        # The assistant answers a viewer's question; the page shows it with its badge, under the question.
+        await host.request({"type": "assistant", "on": True})
+        async with LiveClient(ws, "show", token("show", "asker")) as asker:
+            await asker.request({"type": "comment", "text": "how much is the scarf?"})
+            r["assistant_item"] = await wait_for(viewer, "(() => { const li = document.querySelector("
+                                                         "'#comments li.assistant'); return li && li.textContent; })()")
+        await viewer.screenshot(path=str(out / "assistant.png"))
     return r
 
 

@@ -73,6 +73,8 @@ def test_the_pages_analytics_buy_link_and_the_hosts_dashboard(netns):
     assert r["live"]["watching_now"] == 1 and r["live"]["clicks_last_minute"] == {"A": 1}
     assert r["live"]["top_sources"] == [{"source": "douyin", "viewers": 1}]
     assert r["charts_drawn"] == 2 and "watching now 1" in r["live_line"]
+    assistant = r["assistant_item"]  # the badge, the question quoted, the live price
+    assert assistant.startswith("AI assistant") and "how much is the scarf?" in assistant and "39.00 EUR" in assistant
 
 
 def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_safe_text(netns):

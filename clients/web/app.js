@@ -196,7 +196,15 @@ function addComment(msg, fly = true) {
   const li = document.createElement("li");
   const who = document.createElement("span"); who.className = "who"; who.textContent = msg.name || msg.user;
   const text = document.createElement("span"); text.textContent = msg.text;
-  li.append(who, text); $("#comments").prepend(li);
+  li.dataset.seq = msg.seq;
+  if (msg.role === "assistant") { // the server's own assistant: a badge no viewer or host can have
+    li.classList.add("assistant");
+    const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = "AI assistant";
+    who.prepend(badge, " ");
+    const asked = document.querySelector(`#comments li[data-seq="${msg.reply_to}"] span:last-child`);
+    if (asked) { const quote = document.createElement("q"); quote.textContent = asked.textContent; li.append(quote); }
+  }
+  li.prepend(who); li.append(text); $("#comments").prepend(li);
   while ($("#comments").children.length > 100) $("#comments").lastChild.remove();
   if (!fly) return; // from history: listed, not flown across the video
   const bullet = document.createElement("div"); bullet.className = "bullet"; bullet.textContent = msg.text;
@@ -479,6 +487,24 @@ function wireHost() {
       .catch((err) => setStatus(err.message));
   };
   $("#unpin").onclick = () => ch.request({ type: "announce", text: "", pinned: true }).catch((err) => setStatus(err.message));
+  // The assistant: off, answering by itself, or suggesting answers for the host to approve.
+  const mode = $("#assistant-mode");
+  mode.onchange = () => ch.request(mode.value === "off" ? { type: "assistant", on: false }
+    : { type: "assistant", on: true, mode: mode.value }).catch((err) => setStatus(err.message));
+  ch.on("joined", (m) => { const a = m.state.assistant; mode.value = a && a.on ? a.mode : "off"; });
+  ch.on("assistant_suggestion", (m) => {
+    const li = document.createElement("li"); const text = document.createElement("span");
+    text.textContent = `${m.question} → ${m.text}`;
+    const approve = document.createElement("button"); approve.textContent = "Post";
+    approve.onclick = () => ch.request({ type: "assistant_approve", suggestion: m.id }).then(() => li.remove())
+      .catch((err) => { setStatus(err.message); li.remove(); });
+    li.append(text, approve); $("#assistant-suggestions").prepend(li);
+  });
+  ch.on("assistant_digest", (m) => {
+    const list = $("#assistant-digest"); list.replaceChildren();
+    for (const q of m.unanswered) { const li = document.createElement("li"); li.textContent = `${q.count} asked: ${q.question}`; list.append(li); }
+    for (const q of m.answered_again) { const li = document.createElement("li"); li.textContent = `answered, asked ${q.count}×: ${q.question}`; list.append(li); }
+  });
   const requests = $("#requests");
   ch.on("stage_requested", (m) => {
     const li = document.createElement("li"); li.dataset.user = m.user;
