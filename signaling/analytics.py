@@ -37,6 +37,7 @@ from analytics.report import CHARTS, build_report, chart_png
 from analytics.writer import AnalyticsWriter
 from protocol import Grant, ProtocolError, Role, now_ms
 from signaling.metrics import ServerMetrics
+from signaling.ratelimit import TokenBucket
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 MAX_PRODUCTS_PER_ROOM = 500  # pushed product URLs kept for the click redirect, newest first
 MAX_ROOMS = 10_000
 RECENT_CLICKS = 100_000  # clicks kept in memory too: an order may name one before it is written
+# Buy clicks recorded per remote address (the redirect itself always works): a script cannot fill the
+# store with clicks. Generous, since a venue's Wi-Fi or carrier NAT puts many shoppers behind one address.
+CLICK_RATE, CLICK_BURST, MAX_CLICK_BUCKETS = 5.0, 50, 10_000
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _AMOUNT = re.compile(r"^\d{1,12}(\.\d{1,4})?$")
 
@@ -100,6 +104,7 @@ class ShowAnalytics(AnalyticsSink):
         self._products: OrderedDict[str, OrderedDict[str, tuple[str, str]]] = OrderedDict()
         self._clicks: OrderedDict[str, Event] = OrderedDict()
         self._counted: dict[str, Any] = {}
+        self._click_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._auth: HostCheck | None = None
         self._refuse: Callable[[ProtocolError], web.Response] | None = None
 
@@ -152,7 +157,11 @@ class ShowAnalytics(AnalyticsSink):
 
     def seen(self, session: Session, product: str) -> None:
         viewer = self._viewers.get(session.id)
-        if viewer is not None and product not in viewer.seen and len(viewer.seen) < MAX_PRODUCTS_PER_ROOM:
+        if viewer is None or product not in self._products.get(viewer.room, {}):
+            if viewer is not None:  # a card that was never pushed in this room: not an impression
+                self._metrics.analytics_rejected.labels("unknown_product").inc()
+            return
+        if product not in viewer.seen and len(viewer.seen) < MAX_PRODUCTS_PER_ROOM:
             viewer.seen.add(product)
             self._record(Event(int(now_ms()), viewer.room, viewer.show, "impression", viewer=viewer.id,
                                product=product, source=viewer.source))
@@ -200,6 +209,9 @@ class ShowAnalytics(AnalyticsSink):
             self._metrics.analytics_rejected.labels("unknown_product").inc()
             raise web.HTTPNotFound(text="no such product in this room\n")
         url, show = known
+        if not self._click_allowed(request.remote or ""):
+            self._metrics.analytics_rejected.labels("click_rate").inc()
+            raise web.HTTPFound(url)  # the shopper still gets there; the click is not counted
         viewer = request.query.get("v", "")[:32] or None
         ref = secrets.token_urlsafe(9)
         click = Event(int(now_ms()), room, show, "click", viewer=viewer, product=product, ref=ref,
@@ -211,6 +223,15 @@ class ShowAnalytics(AnalyticsSink):
         parts = urlsplit(url)
         query = (parts.query + "&" if parts.query else "") + urlencode({"lr_click": ref})
         raise web.HTTPFound(urlunsplit(parts._replace(query=query)))
+
+    def _click_allowed(self, address: str) -> bool:
+        bucket = self._click_buckets.get(address)
+        if bucket is None:
+            bucket = self._click_buckets[address] = TokenBucket(CLICK_RATE, CLICK_BURST)
+            while len(self._click_buckets) > MAX_CLICK_BUCKETS:
+                self._click_buckets.popitem(last=False)
+        self._click_buckets.move_to_end(address)
+        return bucket.take()
 
     def _source_of(self, viewer: str | None) -> str | None:
         if viewer is None:

@@ -389,3 +389,30 @@ def test_report_command_writes_the_files_and_says_what_is_missing_in_one_line(tm
         failed = live_relay(*args)
         assert failed.returncode != 0 and says in failed.stderr and "Traceback" not in failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+
+
+async def test_junk_impressions_and_click_floods_are_not_counted(start_server, tmp_path) -> None:
+    server = await start_server(rooms=("show",), analytics=str(tmp_path / "a.sqlite3"))
+    base = server.ws_url.rsplit("/ws", 1)[0].replace("ws://", "http://")
+    card = {"id": "A", "title": "Scarf", "price": "9.00", "currency": "EUR", "url": "https://shop.example/a",
+            "image": "https://shop.example/a.png"}
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show", device="device-junk-01") as viewer, aiohttp.ClientSession() as http:
+        await host.request({"type": "product", "product": card})
+        for i in range(20):
+            await viewer.send({"type": "product_seen", "product": f"never-pushed-{i}"})
+        await viewer.send({"type": "product_seen", "product": "A"})
+        statuses = []
+        for _ in range(80):  # a script hammering one Buy link from one address
+            async with http.get(f"{base}/go/show/A", params={"v": viewer.joined["viewer"]},
+                                allow_redirects=False) as r:
+                statuses.append((r.status, r.headers["Location"].split("?")[0]))
+        assert set(statuses) == {(302, "https://shop.example/a")}  # every shopper still gets to the shop
+        writer = server.relay.analytics_writer
+        async with asyncio.timeout(10):
+            while not writer.idle:  # noqa: ASYNC110 - the writer's own state
+                await asyncio.sleep(0.05)
+        events = await writer.call(writer.store.events, "show")
+    assert [e.product for e in events if e.kind == "impression"] == ["A"]
+    clicks = sum(1 for e in events if e.kind == "click")
+    assert 50 <= clicks < 80  # the burst, and whatever refilled meanwhile; not all 80
