@@ -287,3 +287,42 @@ async def test_one_continuous_stream_through_the_keyframe_gate_with_consistent_s
         arrivals.setdefault(ts, when)
     matched = [abs(arrivals[ts] - ntp) for ntp, ts in reports if ts in arrivals]
     assert len(matched) >= 2 and max(matched) < 0.1, (reports[:3], matched)
+
+
+async def test_a_publishers_stream_restart_is_one_continuous_stream_for_its_subscribers(server):
+    """The publisher's stream starts again under a new SSRC (an encoder or connection restart): the relay
+    waits for its keyframe and carries the subscriber's numbering on, so the subscriber sees no gap, no
+    jump and no new stream, and keeps getting frames."""
+    import random
+
+    packets: list[tuple[float, int, int, int]] = []  # (arrival, sequence number, timestamp, ssrc)
+    frames: list[float] = []
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
+        async with LiveClient(server.ws_url, "show") as viewer:
+            subscription = await MediaSession.subscribe(
+                viewer, kinds=("video",), frame_sink=lambda *args: frames.append(time.time()),
+                packet_sink=lambda kind, p, codec: packets.append((time.time(), p.sequence_number, p.timestamp,
+                                                                   p.ssrc)))
+            await asyncio.sleep(2.0)
+            sender = next(t.sender for t in publisher.pc.getTransceivers() if t.kind == "video")
+            downs = [d for s in server.relay.media.router.rooms["show"].subscribers.values() for d in s.down_tracks]
+            restarts = downs[0].restarts
+            switched = time.time()
+            # The publisher's stream restarts under a new SSRC (its transport routes RTCP for it too, as a
+            # restarted encoder's would: the relay's keyframe request must reach it).
+            sender._ssrc = random.getrandbits(32)
+            sender.transport._rtp_router.register_sender(sender, sender._ssrc)
+            await asyncio.sleep(2.5)
+            await subscription.close()
+        await publisher.close()
+    assert len(downs) == 1 and downs[0].restarts == restarts + 1  # again, at the new stream's keyframe
+    assert len({ssrc for *_, ssrc in packets}) == 1  # one stream, as the subscriber sees it
+    seqs = [seq for _, seq, _, _ in packets]
+    assert len(set(seqs)) == max(seqs) - min(seqs) + 1  # nothing missing, nothing skipped
+    before = [p for p in packets if p[0] < switched]
+    after = [p for p in packets if p[0] > switched + 0.3]
+    assert before and after and after[0][1] > before[-1][1]
+    elapsed = after[0][0] - before[-1][0]
+    assert abs(((after[0][2] - before[-1][2]) & 0xFFFFFFFF) / 90000 - elapsed) < 0.3  # timestamps follow time
+    assert sum(1 for t in frames if t > switched + 0.5) > 30  # and it keeps decoding-ready frames coming
