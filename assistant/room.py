@@ -122,6 +122,16 @@ class RoomAssistant:
         self.answers += 1
         return Post(seq, answer.text, answer.engine)
 
+    def vocabulary(self) -> list[str]:
+        """Phrases a listener should expect: product names (cards and catalog) and the FAQ's questions."""
+        return ([str(c.get("title", "")) for c in self.cards.values()] +
+                [p.title for p in self.catalog.products.values()] + [f.question for f in self.catalog.faq])
+
+    async def answer_text(self, text: str, now_ms: float) -> str | None:
+        """An answer to ``text`` as said in a call: no window, no rate limit, nothing posted."""
+        answer = await self._answer(text, now_ms)
+        return answer.text if answer is not None else None
+
     async def _answer(self, text: str, now_ms: float) -> Answer | None:
         knowledge = self.knowledge
         if self.llm is not None:

@@ -190,6 +190,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "assistant": {"on": (_bool, True), "mode": (_str(16, 1), False), "catalog": (_str(8000, 0), False),
                   "format": (_str(8, 4, re.compile("yaml|json|markdown")), False)},
     "assistant_approve": {"suggestion": (_str(32, 1), True)},
+    # Call the assistant (a signed-in viewer): a private 1v1 call room whose other side is the assistant.
+    "assistant_call": {},
     # The viewer's page showed this product card (an impression, for the conversion funnel).
     "product_seen": {"product": (_str(64, 1), True)},
 }

@@ -40,6 +40,7 @@ from signaling.metrics import ServerMetrics
 from signaling.recording import RecordingControl, Recordings, add_recording_routes
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
+from signaling.voicecall import VoiceCalls
 from signaling.whip import HttpMedia
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class RelayServer:
                              self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
         no_media = unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media")
+        self.voice_calls = VoiceCalls(self.assistant, hub, config.secret, self.media.node_url) \
+            if self.media is not None else None
+        voice_routes = self.voice_calls.handlers() if self.voice_calls is not None else \
+            {"assistant_call": no_media}
         media_routes = self.media.handlers() if self.media is not None else dict.fromkeys(_MEDIA_KINDS, no_media)
         recording_routes = RecordingControl(self.recordings, broker, broker).handlers() \
             if self.recordings is not None else dict.fromkeys(("record_start", "record_stop"), no_media)
@@ -114,6 +119,7 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in media_routes.items()},
             **{kind: Route(handler) for kind, handler in recording_routes.items()},
             **{kind: Route(handler) for kind, handler in self.assistant.handlers().items()},
+            **{kind: Route(handler) for kind, handler in voice_routes.items()},
         }, self.metrics)
         self.started = time.time()
 

@@ -115,6 +115,14 @@ class AssistantService:
         self.rooms[room] = assistant
         return assistant
 
+    async def room_assistant(self, room: str) -> RoomAssistant | None:
+        """The room's assistant (None: it is off there)."""
+        return await self._room(room)
+
+    async def answer_text(self, room: str, text: str) -> str | None:
+        assistant = await self._room(room)
+        return await assistant.answer_text(text, now_ms()) if assistant is not None else None
+
     # -- what happens in the room -------------------------------------------------------------------------------
 
     def observe_publication(self, room: str, event: dict[str, Any]) -> None:

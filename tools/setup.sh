@@ -3,7 +3,8 @@
 #   Debian: iproute2 (network namespaces for the browser tests), chromium (driven by Playwright; it never
 #   downloads a browser), redis-server (the broker contract suite and the cluster tests start their own),
 #   ffmpeg (ffprobe checks what the recorder wrote, independently of the PyAV that wrote it), postgresql
-#   (the analytics tests create and start their own server on a free loopback port).
+#   (the analytics tests create and start their own server on a free loopback port), espeak-ng (the voice
+#   assistant speaks with it, and the voice test's caller asks with it).
 #   Python: a venv in .venv with the project and its test extras.
 # Packages already installed are not fetched again. Without root it uses sudo when it can; when it
 # cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 chromium redis-server ffmpeg postgresql)
+packages=(iproute2 chromium redis-server ffmpeg postgresql espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,125 @@
+"""Calling the assistant: a viewer's 1v1 call whose other side is the room's assistant, speaking.
+
+``assistant_call`` (a signed-in viewer, the assistant on in the room) opens a private call room and answers
+``ok`` with the room's name and a token for it (the viewer joins as a co-host, so it can publish its
+microphone). The assistant joins the same room through this node's own WebSocket (an ordinary client: the
+media path is the relay's, nothing special), publishes its voice and subscribes to the caller's audio;
+``assistant.voice.VoiceAssistant`` listens and answers with the room's knowledge. The agent leaves when the
+caller's audio ends or after ``max_call_s``; calls are bounded per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError
+
+from assistant.voice import Recognizer, SpeechTrack, VoiceAssistant
+from clients.client import LiveClient
+from clients.media import MediaSession
+from protocol import ErrorCode, ProtocolError, Role, issue_token
+from signaling.assistant import AssistantService
+from signaling.hub import Hub
+from signaling.session import Session
+
+log = logging.getLogger(__name__)
+
+_URL = re.compile(r"https?://\S+")
+_SPOKEN_CURRENCY = {"EUR": "euros", "USD": "dollars", "CNY": "yuan", "GBP": "pounds", "JPY": "yen"}
+
+
+_PRICE = re.compile(r"(\d+)[.,](\d{2}) ([A-Z]{3})\b")
+
+
+def spoken(text: str) -> str:
+    """A chat answer as something to say: no links, prices as a person says them ("19 euros 90"),
+    separators as pauses."""
+    def price(match: re.Match[str]) -> str:
+        units, cents, code = match.groups()
+        word = _SPOKEN_CURRENCY.get(code, code)
+        return f"{units} {word}" if cents == "00" else f"{units} {word} {cents}"
+
+    text = _PRICE.sub(price, _URL.sub("", text).replace("buy:", "").replace("·", ",").replace(":", ","))
+    return re.sub(r"[,\s]+$", "", re.sub(r"\s+", " ", text)).strip()
+
+
+class VoiceCalls:
+    def __init__(self, assistants: AssistantService, hub: Hub, secret: str, node_url: str, max_calls: int = 4,
+                 max_call_s: float = 600.0) -> None:
+        self.assistants = assistants
+        self.hub = hub
+        self.secret = secret
+        self.node_url = node_url
+        self.max_calls = max_calls
+        self.max_call_s = max_call_s
+        self.calls: dict[str, VoiceAssistant | None] = {}  # call room -> its assistant, once listening
+
+    async def handle_call(self, session: Session, message: dict[str, Any]) -> None:
+        ref = message.get("id")
+        room = session.room
+        if room is None or session.anonymous:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "sign in (a token) to call the assistant", ref)
+        if await self.assistants.room_assistant(room) is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the assistant is off in this room", ref)
+        if len(self.calls) >= self.max_calls:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "the assistant is on other calls; try again soon", ref)
+        call_room = f"assistant-call-{secrets.token_hex(6)}"
+        await self.hub.open_room(call_room)
+        self.calls[call_room] = None
+        self.hub.spawn(self._agent(room, call_room, session.user), f"voice-{call_room}")
+        token = issue_token(self.secret, call_room, session.user, Role.COHOST, self.max_call_s, session.name)
+        reply: dict[str, Any] = {"type": "ok", "call_room": call_room, "token": token}
+        if ref is not None:
+            reply["id"] = ref
+        session.send(reply)
+
+    async def _agent(self, room: str, call_room: str, caller: str) -> None:
+        client = LiveClient(self.node_url, call_room,
+                            issue_token(self.secret, call_room, "assistant", Role.HOST, self.max_call_s, "Assistant"))
+        voice: MediaSession | None = None
+        listening: MediaSession | None = None
+        try:
+            async with asyncio.timeout(self.max_call_s):
+                await client.connect()
+                track = SpeechTrack()
+                voice = await MediaSession.publish(client, [track])
+                # The caller's microphone: wait until it publishes in the call room.
+                publisher = next((p["publisher"] for p in (client.joined or {})["state"].get("publishers") or []
+                                  if p.get("user") == caller), None)
+                while publisher is None:
+                    event = await client.next_event("media", timeout=30)
+                    if event.get("event") == "publisher_joined" and event.get("user") == caller:
+                        publisher = event["publisher"]
+                listening = await MediaSession.subscribe(client, publisher=publisher, kinds=("audio",))
+                heard = await listening.wait_track("audio")
+                knowledge = await self.assistants.room_assistant(room)
+                phrases = knowledge.vocabulary() if knowledge is not None else []
+                recognizer = await asyncio.get_running_loop().run_in_executor(None, Recognizer, phrases)
+
+                async def answer(text: str) -> str | None:
+                    reply = await self.assistants.answer_text(room, text)
+                    return spoken(reply) if reply else None
+
+                assistant = VoiceAssistant(recognizer, answer, track)
+                self.calls[call_room] = assistant
+                await assistant.run(heard.recv)
+        except (MediaStreamError, TimeoutError, ConnectionError):
+            pass  # the caller hung up (its track ended), never published, or the call ran its length
+        except Exception:
+            log.exception("assistant voice call failed", extra={"room": room, "call": call_room})
+        finally:
+            for media in (listening, voice):
+                if media is not None:
+                    with contextlib.suppress(Exception):
+                        await media.close()
+            with contextlib.suppress(Exception):
+                await client.close()
+            self.calls.pop(call_room, None)
+
+    def handlers(self) -> dict[str, Any]:
+        return {"assistant_call": self.handle_call}
