@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import secrets
+import shutil
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
@@ -66,6 +67,8 @@ class VoiceCalls:
             raise ProtocolError(ErrorCode.FORBIDDEN, "sign in (a token) to call the assistant", ref)
         if await self.assistants.room_assistant(room) is None:
             raise ProtocolError(ErrorCode.FORBIDDEN, "the assistant is off in this room", ref)
+        if shutil.which("espeak-ng") is None:
+            raise ProtocolError(ErrorCode.MEDIA_UNAVAILABLE, "voice calls need espeak-ng on the server", ref)
         if len(self.calls) >= self.max_calls:
             raise ProtocolError(ErrorCode.RATE_LIMITED, "the assistant is on other calls; try again soon", ref)
         call_room = f"assistant-call-{secrets.token_hex(6)}"
