@@ -36,6 +36,8 @@ def describe(event: dict[str, Any]) -> str | None:
     kind = event["type"]
     lat = f" ({event['latency_ms']:.1f} ms)" if isinstance(event.get("latency_ms"), float) else ""
     who = event.get("name") or event.get("user", "")
+    if kind == "comment" and event.get("role") == "assistant":  # the room's assistant, never a person
+        return f"🤖 [assistant] ↳ #{event.get('reply_to')}: {event['text']}{lat}"
     if kind == "comment":
         return f"💬 {who}: {event['text']}{lat}"
     if kind == "product":

@@ -240,3 +240,11 @@ async def test_the_model_path_with_its_deadline_and_fact_check(start_server, mod
         assert late["engine"] == "offline" and "19.90 EUR" in late["text"]
         assistant = server.relay.assistant.rooms["show"]
         assert assistant.llm is not None and assistant.llm.rejected == 1 and assistant.llm.timeouts == 1
+
+
+def test_command_line_clients_mark_the_assistant() -> None:
+    from cli.apps import describe
+
+    line = describe({"type": "comment", "role": "assistant", "user": "assistant", "reply_to": 45, "text": "19.90 EUR"})
+    assert line is not None and line.startswith("🤖 [assistant] ↳ #45")
+    assert describe({"type": "comment", "role": "viewer", "user": "assistant", "text": "hi"}) == "💬 assistant: hi"
