@@ -12,6 +12,8 @@ Kinds, and what their fields mean (``docs/analytics.md`` is the reference for wh
   amount, ``data`` currency and the click reference it was attributed through.
 - ``comment``, ``like`` (``value``: how many), ``stage`` (a co-host or PK moment, ``data`` says which).
 - ``quality``: a viewer's client stats: ``data`` holds first-frame time, freezes, message latency.
+- ``question``: the room's assistant saw a viewer's question (its text is not kept): ``data.outcome``
+  (answered, suggested, unanswered, repeated, rate_limited) and ``engine``; ``product`` what it was about.
 
 Viewer ids are pseudonyms: an HMAC of the viewer's identity with the deployment's secret and the room, so
 the same viewer has the same id within a room and an unrelated one in another; no IP address is kept.
@@ -24,7 +26,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("join", "leave", "push", "impression", "click", "order", "comment", "like", "stage", "quality")
+KINDS = ("join", "leave", "push", "impression", "click", "order", "comment", "like", "stage", "quality",
+         "question")
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more per event

@@ -18,7 +18,7 @@ import html
 import itertools
 import json
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
     quality: dict[str, dict[str, Any]] = {}
     comments: list[int] = []
     moments: list[Event] = []
+    questions: list[Event] = []
     likes: list[tuple[int, float]] = []
     for e in events:
         if e.kind in ("join", "leave") and (e.data or {}).get("role", "viewer") != "viewer":
@@ -81,6 +82,8 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
             comments.append(e.ts_ms)
         elif e.kind == "stage":
             moments.append(e)
+        elif e.kind == "question":
+            questions.append(e)
         elif e.kind == "like":
             likes.append((e.ts_ms, e.value or 1))
 
@@ -176,6 +179,10 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
             "slow_first_frame": quality_group(lambda q: (q.get("first_frame_ms") or 0) > SLOW_FIRST_FRAME_MS),
             "fast_first_frame": quality_group(
                 lambda q: 0 < (q.get("first_frame_ms") or 0) <= SLOW_FIRST_FRAME_MS)},
+        # The room's assistant: viewers' questions by outcome, and the products they were about.
+        "assistant": {"questions": len(questions),
+                      "outcomes": dict(sorted(Counter(str((q.data or {}).get("outcome")) for q in questions).items())),
+                      "by_product": dict(Counter(q.product for q in questions if q.product).most_common(10))},
         "engagement": {"bucket_s": bucket_s, "comments": per_minute_comments, "likes": per_minute_likes,
                        "comments_total": len(comments), "likes_total": sum(n for _, n in likes)},
     }

@@ -65,6 +65,10 @@ class RoomAssistant:
     answered_at: deque[float] = field(default_factory=deque)
     answers: int = 0
     rate_limited: int = 0
+    # What happened to the last comment: None (not a question), "repeated", "unanswered", "rate_limited",
+    # "suggested" or "answered"; and the product its answer was about (for analytics).
+    last_outcome: str | None = None
+    last_product: str | None = None
     _knowledge: Knowledge | None = None
     _offline: OfflineEngine = field(default_factory=OfflineEngine)
 
@@ -91,6 +95,7 @@ class RoomAssistant:
 
     async def on_comment(self, seq: int, text: str, now_ms: float) -> Post | Suggest | None:
         """What to do about one viewer comment (None: nothing now)."""
+        self.last_outcome, self.last_product = None, None
         if not is_question(text):
             return None
         now = time.monotonic()
@@ -98,6 +103,7 @@ class RoomAssistant:
         seen = self.asked.get(key)
         if seen is not None and now - seen.first < self.window_s:
             seen.count += 1
+            self.last_outcome = "repeated"
             return None  # asked again within the window: counted, not answered again
         self.asked[key] = seen = Asked(text, 1, now, False)
         self.asked.move_to_end(key)
@@ -105,14 +111,18 @@ class RoomAssistant:
             self.asked.popitem(last=False)
         answer = await self._answer(text, now_ms)
         if answer is None:
+            self.last_outcome = "unanswered"
             return None  # goes to the digest
+        self.last_product = answer.product
         while self.answered_at and now - self.answered_at[0] > self.rate_window_s:
             self.answered_at.popleft()
         if len(self.answered_at) >= self.max_answers:
             self.rate_limited += 1
+            self.last_outcome = "rate_limited"
             return None
         self.answered_at.append(now)
         seen.answered = True
+        self.last_outcome = "suggested" if self.mode == "suggest" else "answered"
         if self.mode == "suggest":
             suggestion = Suggest(secrets.token_hex(4), seq, text, answer.text)
             self.suggestions[suggestion.id] = suggestion

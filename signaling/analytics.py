@@ -81,6 +81,8 @@ class AnalyticsSink:
 
     def observe_broadcast(self, room: str, data: dict[str, Any]) -> None: ...
 
+    def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None: ...
+
 
 class _Viewer:
     __slots__ = ("id", "joined_ms", "role", "room", "seen", "show", "source")
@@ -184,6 +186,12 @@ class ShowAnalytics(AnalyticsSink):
             summary["active"] = summary["seats"] > 0
         ts = int(data.get("server_ts") or now_ms())
         self._record(Event(ts, room, self._shows[room], "stage", ref=f"{kind}:{ts}", data=summary))
+
+    def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None:
+        """The room's assistant saw a question (its text is not kept): what came of it, about which product."""
+        if room in self._shows:
+            self._record(Event(int(now_ms()), room, self._shows[room], "question", product=product,
+                               data={"outcome": outcome, "engine": engine}))
 
     def learn_product(self, room: str, event: dict[str, Any]) -> None:
         """Remember a pushed product's URL (from any node) for the Buy redirect."""

@@ -98,6 +98,7 @@ class RelayServer:
                                           config.assistant_deadline, config.assistant_digest_interval)
         hub.observe_publications(self.assistant.observe_publication)
         hub.observe_broadcasts(self.assistant.observe_broadcast)
+        self.assistant.on_question = self.analytics.assistant_question
         self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics, self.assistant)
         self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics,
                                      self.analytics)

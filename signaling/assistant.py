@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +52,8 @@ class AssistantService:
         self._digested: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self.latencies_ms: list[float] = []  # question accepted -> answer published (for benchmarks)
+        # Told of every question the assistant saw: (room, product or None, outcome, engine or None).
+        self.on_question: Callable[[str, str | None, str, str | None], None] | None = None
 
     def start(self) -> None:
         warm_up()
@@ -148,6 +151,9 @@ class AssistantService:
         if assistant is None:
             return
         action = await assistant.on_comment(int(event.get("seq", 0)), str(event.get("text", "")), now_ms())
+        if assistant.last_outcome is not None and self.on_question is not None:
+            self.on_question(room, assistant.last_product, assistant.last_outcome,
+                             action.engine if isinstance(action, Post) else None)
         if isinstance(action, Post):
             await self._post(room, action, event.get("server_ts"))
         elif isinstance(action, Suggest):

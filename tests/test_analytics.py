@@ -416,3 +416,26 @@ async def test_junk_impressions_and_click_floods_are_not_counted(start_server, t
     assert [e.product for e in events if e.kind == "impression"] == ["A"]
     clicks = sum(1 for e in events if e.kind == "click")
     assert 50 <= clicks < 80  # the burst, and whatever refilled meanwhile; not all 80
+
+
+async def test_the_assistants_questions_are_in_the_report(start_server, tmp_path) -> None:
+    server = await start_server(rooms=("show",), analytics=str(tmp_path / "a.sqlite3"))
+    card = {"id": "A", "title": "Scarf", "price": "9.00", "currency": "EUR", "url": "https://shop.example/a",
+            "image": "https://shop.example/a.png"}
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show", server.token("show", "v")) as viewer:
+        await host.request({"type": "assistant", "on": True})
+        await host.request({"type": "product", "product": card})
+        await viewer.request({"type": "comment", "text": "how much is it?"})
+        await viewer.request({"type": "comment", "text": "do you ship to Mars?"})
+        await viewer.request({"type": "comment", "text": "lovely"})  # not a question: not counted
+        async with asyncio.timeout(10):
+            while sum(1 for e in await server.relay.analytics_writer.call(  # noqa: ASYNC110
+                    server.relay.analytics_writer.store.events, "show") if e.kind == "question") < 2 or \
+                    not server.relay.analytics_writer.idle:
+                await asyncio.sleep(0.1)
+        events = await server.relay.analytics_writer.call(server.relay.analytics_writer.store.events, "show")
+    report = build_report(events)
+    assert report["assistant"] == {"questions": 2, "outcomes": {"answered": 1, "unanswered": 1},
+                                   "by_product": {"A": 1}}
+    assert all(e.data and "text" not in e.data for e in events if e.kind == "question")  # no question text kept
