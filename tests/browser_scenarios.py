@@ -419,8 +419,9 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
                                            "r.funnel[3].viewers >= 1 && r; })()", timeout=30)
         r["funnel"] = {step["step"]: step["viewers"] for step in report["funnel"]}
         r["live"] = report["live"]
-        r["charts_drawn"] = await wait_for(dashboard, "[...document.querySelectorAll('#dashboard img')]"
-                                                      ".filter(i => i.complete && i.naturalWidth > 0).length")
+        drawn = "[...document.querySelectorAll('#dashboard img')].filter(i => i.complete && i.naturalWidth > 0).length"
+        # Both charts drawn (each refresh reloads them, so wait until both are, and count them then).
+        r["charts_drawn"] = await wait_for(dashboard, f"(({drawn}) >= 2) && ({drawn})")
         r["live_line"] = await dashboard.text_content("#dash-live")
         await dashboard.screenshot(path=str(out / "dashboard.png"), full_page=True)
         # The assistant answers a viewer's question; the page shows it with its badge, under the question.
