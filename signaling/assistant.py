@@ -48,6 +48,7 @@ class AssistantService:
         self.digest_interval = digest_interval
         self.rooms: dict[str, RoomAssistant] = {}  # rooms of this node with the assistant on
         self._loaded: set[str] = set()  # rooms whose configuration was read (on or off)
+        self._loading: dict[str, asyncio.Lock] = {}
         self._cards: dict[str, dict[str, dict[str, Any]]] = {}  # room -> cards seen, before the assistant is on
         self._digested: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -56,7 +57,6 @@ class AssistantService:
         self.on_question: Callable[[str, str | None, str, str | None], None] | None = None
 
     def start(self) -> None:
-        warm_up()
         self._task = asyncio.create_task(self._digest_loop(), name="assistant-digest")
 
     async def close(self) -> None:
@@ -96,12 +96,20 @@ class AssistantService:
     async def _room(self, room: str) -> RoomAssistant | None:
         if room in self._loaded:
             return self.rooms.get(room)
+        lock = self._loading.setdefault(room, asyncio.Lock())
+        async with lock:  # the first comments of a room arrive together: load its assistant once
+            if room not in self._loaded:
+                await self._load(room)
+                self._loaded.add(room)
+            self._loading.pop(room, None)
+        return self.rooms.get(room)
+
+    async def _load(self, room: str) -> None:
         state = await self.store.get_state(room)
-        self._loaded.add(room)
         view = state.get("assistant") or {}
         if not view.get("on"):
             self.rooms.pop(room, None)
-            return None
+            return
         stored = state.get("assistant_catalog") or {}
         try:
             catalog = parse_catalog(stored.get("text") or "", stored.get("format") or "yaml")
@@ -110,13 +118,15 @@ class AssistantService:
             catalog = parse_catalog("", "yaml")
         llm = LlmEngine(self.llm_url, self.llm_model, os.environ.get("LIVE_RELAY_ASSISTANT_KEY") or
                         os.environ.get("OPENAI_API_KEY"), self.llm_deadline) if self.llm_url else None
+        # The Chinese dictionary loads once per process (about half a second), off the loop, and only where
+        # an assistant is on: servers that never use one never pay for it.
+        await asyncio.get_running_loop().run_in_executor(None, warm_up)
         assistant = RoomAssistant(mode=view.get("mode") or "auto", catalog=catalog, llm=llm)
         for card in self._cards.pop(room, {}).values():
             assistant.on_card({"product": card, "server_ts": card.get("server_ts")})
         if (product := state.get("product")) is not None:
             assistant.on_card(product)
         self.rooms[room] = assistant
-        return assistant
 
     async def room_assistant(self, room: str) -> RoomAssistant | None:
         """The room's assistant (None: it is off there)."""
