@@ -144,12 +144,14 @@ class SpeechTrack(AudioStreamTrack):
         self._pts = 0
         self._t0: float | None = None  # (aiortc's AudioStreamTrack keeps its own `_start`)
         self.on_first_sound: Callable[[], None] | None = None
+        self.finished_at: float | None = None  # when the last sample of what it was given to say went out
 
     @property
     def speaking(self) -> bool:
         return bool(self._samples)
 
     def say(self, samples: np.ndarray) -> None:
+        self.finished_at = None
         for i in range(0, len(samples), OUT_SAMPLES):
             chunk = samples[i:i + OUT_SAMPLES]
             self._samples.append(np.pad(chunk, (0, OUT_SAMPLES - len(chunk))))
@@ -169,6 +171,8 @@ class SpeechTrack(AudioStreamTrack):
             if self.on_first_sound is not None:
                 self.on_first_sound()
                 self.on_first_sound = None
+            if not self._samples:
+                self.finished_at = time.monotonic()
         else:
             samples = np.zeros(OUT_SAMPLES, np.int16)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")

@@ -7,17 +7,14 @@ webrtcvad, pocketsphinx (en-us model from its wheel) and espeak-ng (Debian's).""
 from __future__ import annotations
 
 import asyncio
-import fractions
 import shutil
 import time
-from collections import deque
 
 import av
 import numpy as np
 import pytest
-from aiortc.mediastreams import AudioStreamTrack
 
-from assistant.voice import OUT_RATE, OUT_SAMPLES, Recognizer, SpeechDetector, speak, to_pcm
+from assistant.voice import OUT_RATE, Recognizer, SpeechDetector, SpeechTrack, speak, to_pcm
 from clients.client import LiveClient
 from clients.media import MediaSession
 from protocol import Role
@@ -72,41 +69,13 @@ def test_speech_is_detected_and_the_shops_words_recognized() -> None:
         "Silk scarf, 19 euros 90 , 12 left"
 
 
-class Microphone(AudioStreamTrack):
-    """The caller's microphone: what the test makes it say, silence otherwise; notes when speech ends."""
+class Microphone(SpeechTrack):
+    """The caller's microphone: says what the test gives it (the assistant's own voice track does the same
+    job), silence otherwise; ``ended_at`` is when the last sample of it went out."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: deque[np.ndarray] = deque()
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self._t0: float | None = None
-        self._pts = 0
-
-    def say(self, samples: np.ndarray) -> None:
-        self.started_at = self.ended_at = None
-        for i in range(0, len(samples), OUT_SAMPLES):
-            chunk = samples[i:i + OUT_SAMPLES]
-            self.queue.append(np.pad(chunk, (0, OUT_SAMPLES - len(chunk))))
-
-    async def recv(self) -> av.AudioFrame:
-        if self._t0 is None:
-            self._t0 = time.monotonic()
-        self._pts += OUT_SAMPLES
-        wait = self._t0 + self._pts / OUT_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if self.queue:
-            samples = self.queue.popleft()
-            if self.started_at is None:
-                self.started_at = time.monotonic()
-            if not self.queue:
-                self.ended_at = time.monotonic()
-        else:
-            samples = np.zeros(OUT_SAMPLES, np.int16)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = OUT_RATE, self._pts, fractions.Fraction(1, OUT_RATE)
-        return frame
+    @property
+    def ended_at(self) -> float | None:
+        return self.finished_at
 
 
 def loud(samples: np.ndarray) -> bool:
