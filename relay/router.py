@@ -92,6 +92,8 @@ class RouterStats:
     packets_forwarded: int = 0
     packets_dropped: int = 0
     packets_retransmitted: int = 0
+    # Down-tracks by the loss their subscriber last reported: "<1%", "1-5%", "5-20%", ">20%".
+    loss_buckets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,7 @@ class Subscriber(_Peer):
             transceiver.direction = "sendonly"
             adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
             adapter.on_nack(transceiver.sender, down.retransmit)
+            adapter.on_link_report(transceiver.sender, down.on_link_report)
             self.down_tracks.append(down)
             attached += 1
         if not attached:
@@ -349,6 +352,14 @@ class Subscriber(_Peer):
             down.on_ended = None
             down.stop()
         self.room.remove_subscriber(self)
+
+
+def _loss_buckets(losses: Any) -> dict[str, int]:
+    buckets = {"<1%": 0, "1-5%": 0, "5-20%": 0, ">20%": 0}
+    for loss in losses:
+        key = "<1%" if loss < 0.01 else "1-5%" if loss < 0.05 else "5-20%" if loss < 0.2 else ">20%"
+        buckets[key] += 1
+    return buckets
 
 
 def _denied(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
@@ -587,6 +598,15 @@ class MediaRouter:
         return [s.id for s in room.subscribers.values()
                 if any(d.source.publisher_id in other.publishers for d in s.down_tracks)]
 
+    def quality(self, room_name: str) -> list[dict[str, Any]]:
+        """Each subscriber of ``room_name`` on this node and how its link is doing, per down-track."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return []
+        return [{"subscriber": s.id, "user": s.user,
+                 "tracks": [{"publisher": d.source.publisher_id, **d.quality()} for d in s.down_tracks]}
+                for s in room.subscribers.values()]
+
     def stats(self) -> RouterStats:
         publishers = sum(len(r.publishers) for r in self.rooms.values())
         downs = [d for r in self.rooms.values() for s in r.subscribers.values() for d in s.down_tracks]
@@ -595,4 +615,5 @@ class MediaRouter:
                                                  for p in r.publishers.values() for t in p.tracks.values()),
                            packets_forwarded=sum(d.packets_sent for d in downs),
                            packets_dropped=sum(d.packets_dropped for d in downs),
-                           packets_retransmitted=sum(d.retransmitted for d in downs))
+                           packets_retransmitted=sum(d.retransmitted for d in downs),
+                           loss_buckets=_loss_buckets(d.loss for d in downs))

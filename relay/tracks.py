@@ -132,6 +132,13 @@ class DownTrack(MediaStreamTrack):
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
         self.retransmitted = 0
         self.restarts = 0
+        # The subscriber's own word on its link (its RTCP): loss 0-1 over the last report interval, the
+        # packets it lost in all, round-trip time, jitter, and its bandwidth estimate.
+        self.loss = 0.0
+        self.packets_lost = 0
+        self.rtt_ms: float | None = None
+        self.jitter_ms: float | None = None
+        self.estimate_bps: int | None = None
         self._ended = asyncio.get_event_loop().create_future()
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
@@ -259,6 +266,20 @@ class DownTrack(MediaStreamTrack):
             data = header + payload
         if self._output.write(data):
             self.retransmitted += 1
+
+    def on_link_report(self, report: Any) -> None:
+        """The subscriber reported on its link (``rtc.adapter.LinkReport``)."""
+        self.loss = report.fraction_lost
+        self.packets_lost = report.packets_lost
+        self.jitter_ms = round(report.jitter / self.source.clock_rate * 1000, 2)
+        self.rtt_ms = round(report.rtt * 1000, 1) if report.rtt is not None else None
+        self.estimate_bps = report.remb_bps
+
+    def quality(self) -> dict[str, Any]:
+        return {"kind": self.kind, "packets_sent": self.packets_sent, "packets_dropped": self.packets_dropped,
+                "retransmitted": self.retransmitted, "loss": round(self.loss, 4), "packets_lost": self.packets_lost,
+                "rtt_ms": self.rtt_ms, "jitter_ms": self.jitter_ms, "estimate_bps": self.estimate_bps,
+                "waiting_keyframe": self.waiting_keyframe}
 
     def restart_at_keyframe(self, reason: str) -> None:
         self.waiting_keyframe = True

@@ -35,7 +35,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 
 from rtc.codecs import packet_starts_frame
 from rtc.jitter import MarkerJitterBuffer
@@ -240,6 +240,50 @@ def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
         callback(sequence_number)
 
     sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+class LinkReport:
+    """What a subscriber's receiver said of its link in its last RTCP: loss since the previous report (0-1),
+    cumulative packets lost, interarrival jitter (in the codec's clock units), the round-trip time aiortc
+    worked out from it (seconds, or None), and the receiver's own bandwidth estimate (REMB, bit/s, or None)."""
+
+    __slots__ = ("fraction_lost", "jitter", "packets_lost", "remb_bps", "rtt")
+
+    def __init__(self) -> None:
+        self.fraction_lost = 0.0
+        self.packets_lost = 0
+        self.jitter = 0
+        self.rtt: float | None = None
+        self.remb_bps: int | None = None
+
+
+def on_link_report(sender: RTCRtpSender, callback: Callable[[LinkReport], None]) -> None:
+    """Call ``callback`` after each receiver report or REMB the subscriber sends about ``sender``'s stream
+    (aiortc's own handling, RTT included, runs first)."""
+    handle = sender._handle_rtcp_packet
+    report = LinkReport()
+
+    async def handle_rtcp(packet: Any) -> None:
+        await handle(packet)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            mine = [r for r in packet.reports if r.ssrc == sender._ssrc]
+            if not mine:
+                return
+            report.fraction_lost = mine[0].fraction_lost / 256
+            report.packets_lost = mine[0].packets_lost
+            report.jitter = mine[0].jitter
+            report.rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
+            callback(report)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if sender._ssrc in ssrcs:
+                report.remb_bps = bitrate
+                callback(report)
+
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
 
 def report_sent(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:

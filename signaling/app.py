@@ -21,7 +21,7 @@ from aiohttp import web
 
 from analytics.store import open_store
 from analytics.writer import AnalyticsWriter
-from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Role, issue_token
+from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, ProtocolError, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
 from signaling.analytics import AnalyticsSink, ShowAnalytics
 from signaling.assistant import AssistantService
@@ -180,6 +180,8 @@ class RelayServer:
         self.metrics.media_packets.labels("forwarded").set(stats.packets_forwarded)
         self.metrics.media_packets.labels("dropped").set(stats.packets_dropped)
         self.metrics.media_packets.labels("retransmitted").set(stats.packets_retransmitted)
+        for bucket, count in stats.loss_buckets.items():
+            self.metrics.media_subscriber_loss.labels(bucket).set(count)
 
 
 SERVER = web.AppKey("server", RelayServer)
@@ -209,6 +211,18 @@ def create_app(config: ServerConfig) -> web.Application:
         return await assistant.http_set(request, auth.grant, refusal)
 
     app.router.add_put("/api/rooms/{room}/assistant", set_assistant)
+
+    async def media_quality(request: web.Request) -> web.StreamResponse:
+        """Each subscriber of the room on this node, and its link as its own RTCP reports it (host only)."""
+        room = request.match_info["room"]
+        try:
+            await auth.grant(request, room, roles=(Role.HOST,))
+        except ProtocolError as exc:
+            return refusal(exc)
+        router = server.media.router if server.media is not None else None
+        return web.json_response({"room": room, "subscribers": router.quality(room) if router else []})
+
+    app.router.add_get("/api/rooms/{room}/quality", media_quality)
     if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
         app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:

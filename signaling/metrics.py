@@ -39,6 +39,9 @@ class ServerMetrics:
                                  registry=r)
         self.media_keyframe_requests = Gauge("live_relay_media_keyframe_requests",
                                              "PLIs sent to publishers (current publishers)", registry=r)
+        self.media_subscriber_loss = Gauge(
+            "live_relay_media_subscriber_loss", "Subscribers' down-tracks by the loss their last receiver "
+            "report gave (video and audio counted apart)", ["loss"], registry=r)
         self.analytics_events = Counter("live_relay_analytics_events", "Analytics events recorded, by kind",
                                         ["kind"], registry=r)
         self.analytics_dropped = Counter("live_relay_analytics_dropped",

@@ -212,6 +212,7 @@ async def test_loss_on_one_subscriber_link_is_repaired_and_spares_the_others(ser
                 read_counters(clean, 150, timeout=40), read_counters(lossy, 120, timeout=40))
             subscribers = server.relay.media.router.rooms["show"].subscribers
             repaired = {s.id: sum(d.retransmitted for d in s.down_tracks) for s in subscribers.values()}
+            links = {s["subscriber"]: s["tracks"][0] for s in server.relay.media.router.quality("show")}
             for s in (clean, lossy):
                 await s.close()
         await publisher.close()
@@ -226,6 +227,9 @@ async def test_loss_on_one_subscriber_link_is_repaired_and_spares_the_others(ser
     # The lossy subscriber's NACKs were answered from its down-track's history (RTX); the clean one's
     # link lost nothing to ask for.
     assert repaired[lossy.media_id] > 10 and repaired[clean.media_id] == 0, repaired
+    # Each subscriber's own receiver reports say the same: loss on one link, none on the other.
+    assert links[lossy.media_id]["packets_lost"] > 0 and links[clean.media_id]["packets_lost"] == 0, links
+    assert links[clean.media_id]["rtt_ms"] is not None
     assert coverage(clean_counters) >= 0.95 and clean_counters == sorted(clean_counters)
     assert coverage(lossy_counters) >= 0.9 and lossy_counters == sorted(lossy_counters)
 
@@ -326,3 +330,26 @@ async def test_a_publishers_stream_restart_is_one_continuous_stream_for_its_subs
     elapsed = after[0][0] - before[-1][0]
     assert abs(((after[0][2] - before[-1][2]) & 0xFFFFFFFF) / 90000 - elapsed) < 0.3  # timestamps follow time
     assert sum(1 for t in frames if t > switched + 0.5) > 30  # and it keeps decoding-ready frames coming
+
+
+async def test_the_host_sees_each_subscribers_link(server):
+    import aiohttp
+
+    url = server.ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0] + "/api/rooms/show/quality"
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
+        async with LiveClient(server.ws_url, "show") as viewer, aiohttp.ClientSession() as http:
+            subscription = await MediaSession.subscribe(viewer, kinds=("video",))
+            await read_counters(subscription, 40)  # more than a second: its receiver has reported
+            headers = {"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}
+            async with http.get(url, headers=headers) as r:
+                assert r.status == 200
+                body = await r.json()
+            async with http.get(url, headers={"Authorization": f"Bearer {server.token('show', 'v')}"}) as r:
+                assert r.status == 403
+            await subscription.close()
+        await publisher.close()
+    [link] = body["subscribers"]
+    track = link["tracks"][0]
+    assert link["subscriber"] == subscription.media_id and track["kind"] == "video"
+    assert track["packets_sent"] > 40 and track["loss"] == 0 and track["rtt_ms"] is not None
