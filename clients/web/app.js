@@ -576,7 +576,7 @@ function reportQuality(freezes) {
 }
 
 async function updateStats() {
-  let frames = 0; let freezes = null;
+  let frames = 0; let freezes = null; let lost = 0; let received = 0;
   for (const t of tiles.values()) {
     if (!t.sub) continue;
     const report = await t.sub.pc.getStats();
@@ -584,6 +584,7 @@ async function updateStats() {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         frames += s.framesDecoded || 0;
         if (typeof s.freezeCount === "number") freezes = (freezes || 0) + s.freezeCount;
+        lost += s.packetsLost || 0; received += s.packetsReceived || 0;
         if (typeof s.jitter === "number") $("#stat-jitter").textContent = (s.jitter * 1000).toFixed(1);
       }
       if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
@@ -592,6 +593,8 @@ async function updateStats() {
     });
   }
   $("#stat-frames").textContent = frames;
+  if (received + lost > 0) $("#stat-loss").textContent = `${(100 * lost / (received + lost)).toFixed(1)}%`;
+  if (freezes !== null) $("#stat-freezes").textContent = freezes;
   window.liveRelay.framesDecoded = frames;
   reportQuality(freezes);
 }
