@@ -101,7 +101,7 @@ class ShowAnalytics(AnalyticsSink):
         self._order_secret = order_secret
         self._metrics = metrics
         self._viewers: dict[str, _Viewer] = {}  # by session id, while joined
-        self._shows: dict[str, str] = {}  # room -> current show (its stream epoch)
+        self._shows: OrderedDict[str, str] = OrderedDict()  # room -> current show (its stream epoch), newest last
         # room -> product id -> (url, show): what the Buy redirect may send a browser to.
         self._products: OrderedDict[str, OrderedDict[str, tuple[str, str]]] = OrderedDict()
         self._clicks: OrderedDict[str, Event] = OrderedDict()
@@ -127,6 +127,9 @@ class ShowAnalytics(AnalyticsSink):
                          str(session.role))
         self._viewers[session.id] = viewer
         self._shows[room] = show
+        self._shows.move_to_end(room)
+        while len(self._shows) > MAX_ROOMS:
+            self._shows.popitem(last=False)
         self._record(Event(viewer.joined_ms, room, show, "join", viewer=viewer.id, source=viewer.source,
                            data={"role": viewer.role}))
         return viewer.id

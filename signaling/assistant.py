@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 ASSISTANT_USER = "assistant"
 ASSISTANT_ROLE = "assistant"  # not a token role: no client can join as it, so none can pass for it
 MODES = ("auto", "suggest")
+MAX_ROOMS = 10_000  # rooms whose cards are remembered before their assistant is on
 
 
 class AssistantService:
@@ -49,7 +51,8 @@ class AssistantService:
         self.rooms: dict[str, RoomAssistant] = {}  # rooms of this node with the assistant on
         self._loaded: set[str] = set()  # rooms whose configuration was read (on or off)
         self._loading: dict[str, asyncio.Lock] = {}
-        self._cards: dict[str, dict[str, dict[str, Any]]] = {}  # room -> cards seen, before the assistant is on
+        # room -> cards seen there before the assistant was turned on (newest rooms last, at most MAX_ROOMS)
+        self._cards: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
         self._digested: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self.latencies_ms: list[float] = []  # question accepted -> answer published (for benchmarks)
@@ -147,9 +150,12 @@ class AssistantService:
             assistant.on_card(event)
         elif isinstance(event.get("product"), dict):
             cards = self._cards.setdefault(room, {})
+            self._cards.move_to_end(room)
             cards[event["product"]["id"]] = {**event["product"], "server_ts": event.get("server_ts")}
             while len(cards) > 200:
                 cards.pop(next(iter(cards)))
+            while len(self._cards) > MAX_ROOMS:
+                self._cards.popitem(last=False)
 
     def comment_accepted(self, session: Session, room: str, event: dict[str, Any]) -> None:
         """A viewer's comment this node accepted: think about it off the commenter's path."""
