@@ -229,7 +229,6 @@ async def test_loss_on_one_subscriber_link_is_repaired_and_spares_the_others(ser
     assert repaired[lossy.media_id] > 10 and repaired[clean.media_id] == 0, repaired
     # Each subscriber's own receiver reports say the same: loss on one link, none on the other.
     assert links[lossy.media_id]["packets_lost"] > 0 and links[clean.media_id]["packets_lost"] == 0, links
-    assert links[clean.media_id]["rtt_ms"] is not None
     assert coverage(clean_counters) >= 0.95 and clean_counters == sorted(clean_counters)
     assert coverage(lossy_counters) >= 0.9 and lossy_counters == sorted(lossy_counters)
 
@@ -340,11 +339,18 @@ async def test_the_host_sees_each_subscribers_link(server):
         publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
         async with LiveClient(server.ws_url, "show") as viewer, aiohttp.ClientSession() as http:
             subscription = await MediaSession.subscribe(viewer, kinds=("video",))
-            await read_counters(subscription, 40)  # more than a second: its receiver has reported
+            await read_counters(subscription, 40)
             headers = {"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}
-            async with http.get(url, headers=headers) as r:
-                assert r.status == 200
-                body = await r.json()
+            # Until its receiver has answered one of the relay's sender reports (they come every 0.5-1.5 s):
+            # only then is there a round-trip time.
+            async with asyncio.timeout(15):
+                while True:
+                    async with http.get(url, headers=headers) as r:
+                        assert r.status == 200
+                        body = await r.json()
+                    if body["subscribers"] and body["subscribers"][0]["tracks"][0]["rtt_ms"] is not None:
+                        break
+                    await asyncio.sleep(0.2)
             async with http.get(url, headers={"Authorization": f"Bearer {server.token('show', 'v')}"}) as r:
                 assert r.status == 403
             await subscription.close()
