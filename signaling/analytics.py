@@ -77,9 +77,10 @@ class AnalyticsSink:
 
     def quality(self, session: Session, stats: dict[str, Any]) -> None: ...
 
-    def learn_product(self, room: str, event: dict[str, Any]) -> None: ...
+    def observe_publication(self, room: str, event: dict[str, Any]) -> None: ...
 
-    def observe_broadcast(self, room: str, data: dict[str, Any]) -> None: ...
+    def observe_broadcast(self, room: str, data: dict[str, Any]) -> bool:
+        return False
 
     def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None: ...
 
@@ -150,7 +151,6 @@ class ShowAnalytics(AnalyticsSink):
             self._record(Event(int(now_ms()), room, show, "comment", viewer=who))
         elif event.get("type") == "product":
             product = event.get("product") or {}
-            self.learn_product(room, event)
             self._record(Event(int(now_ms()), room, show, "push", viewer=who, product=product.get("id"),
                                ref=str(event.get("seq")), data={"price": product.get("price"),
                                                                 "currency": product.get("currency")}))
@@ -176,12 +176,12 @@ class ShowAnalytics(AnalyticsSink):
         if viewer is not None:
             self._record(Event(int(now_ms()), viewer.room, viewer.show, "quality", viewer=viewer.id, data=stats))
 
-    def observe_broadcast(self, room: str, data: dict[str, Any]) -> None:
+    def observe_broadcast(self, room: str, data: dict[str, Any]) -> bool:
         """Scene moments (the stage's seats changed, a PK began or ended, a private call): every node sees
-        the same broadcast, and the store keeps one row per (room, moment)."""
+        the same broadcast, and the store keeps one row per (room, moment). Only watches: returns False."""
         kind = data.get("type")
         if kind not in ("stage", "pk", "call") or room not in self._shows:
-            return
+            return False
         state = data.get("state")
         summary: dict[str, Any] = {"scene": kind, "active": bool(state)}
         if kind == "stage" and isinstance(state, dict):
@@ -189,6 +189,7 @@ class ShowAnalytics(AnalyticsSink):
             summary["active"] = summary["seats"] > 0
         ts = int(data.get("server_ts") or now_ms())
         self._record(Event(ts, room, self._shows[room], "stage", ref=f"{kind}:{ts}", data=summary))
+        return False
 
     def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None:
         """The room's assistant saw a question (its text is not kept): what came of it, about which product."""
@@ -196,8 +197,11 @@ class ShowAnalytics(AnalyticsSink):
             self._record(Event(int(now_ms()), room, self._shows[room], "question", product=product,
                                data={"outcome": outcome, "engine": engine}))
 
-    def learn_product(self, room: str, event: dict[str, Any]) -> None:
-        """Remember a pushed product's URL (from any node) for the Buy redirect."""
+    def observe_publication(self, room: str, event: dict[str, Any]) -> None:
+        """Every durable event of this node's rooms, whichever node took it (this one's too, before it fans
+        out): a pushed product's URL is remembered for the Buy redirect."""
+        if event.get("type") != "product":
+            return
         product = event.get("product") or {}
         if not isinstance(product.get("id"), str) or not isinstance(product.get("url"), str):
             return

@@ -92,8 +92,8 @@ class RelayServer:
                 store, on_drop=self.metrics.analytics_dropped.inc,
                 retention_ms=int(config.analytics_retention_days * 86_400_000))
             self.analytics = ShowAnalytics(self.analytics_writer, config.secret, config.order_secret, self.metrics)
-            hub.observe_publications(self._learn_product)
-            hub.observe_broadcasts(self._observe_moment)
+            hub.observe_publications(self.analytics.observe_publication)
+            hub.observe_broadcasts(self.analytics.observe_broadcast)
         self.assistant = AssistantService(broker, broker, hub, config.assistant_llm, config.assistant_model,
                                           config.assistant_deadline, config.assistant_digest_interval)
         hub.observe_publications(self.assistant.observe_publication)
@@ -123,14 +123,6 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in voice_routes.items()},
         }, self.metrics)
         self.started = time.time()
-
-    def _observe_moment(self, room: str, data: dict) -> bool:
-        self.analytics.observe_broadcast(room, data)
-        return False  # only watching: the event still fans out
-
-    def _learn_product(self, room: str, event: dict) -> None:
-        if event.get("type") == "product":
-            self.analytics.learn_product(room, event)
 
     def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None, grant_id: str) -> str:
         return issue_token(self.config.secret, room, user, role, ttl, name, grant_id)
