@@ -19,7 +19,6 @@ import fractions
 import logging
 import re
 import subprocess
-import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -91,9 +90,10 @@ class Recognizer:
     def __init__(self, phrases: Iterable[str]) -> None:
         from pocketsphinx import Decoder
 
-        probe = Decoder(samprate=RATE)
+        decoder = Decoder(samprate=RATE)
+
         def known(words: list[str]) -> bool:
-            return bool(words) and all(probe.lookup_word(w) is not None for w in words)
+            return bool(words) and all(decoder.lookup_word(w) is not None for w in words)
 
         candidates = {" ".join(re.sub(r"[^a-z ]+", " ", x.lower()).split()) for x in phrases}
         items = sorted(c for c in candidates if c and known(c.split()))
@@ -103,10 +103,9 @@ class Recognizer:
                    f"<ask> = {' | '.join(asks)};",
                    f"<item> = {' | '.join(items) if items else 'it'};",
                    f"<w> = {' | '.join(FILLERS)};"]
-        self._file = tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False)
-        self._file.write("\n".join(grammar) + "\n")
-        self._file.close()
-        self._decoder = Decoder(samprate=RATE, jsgf=self._file.name)
+        decoder.add_jsgf_string("shop", "\n".join(grammar) + "\n")  # the grammar as text: no file to clean up
+        decoder.activate_search("shop")
+        self._decoder = decoder
         self.items = items
 
     def recognize(self, pcm: bytes) -> str:

@@ -18,17 +18,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
-import numpy as np
-
-from assistant.voice import speak
 from benchmarks.common import SECRET, free_port, wait_ready
 from clients.client import LiveClient
-from clients.media import MediaSession
 from protocol import Role, issue_token
 from tests.test_assistant import CARD, CATALOG
-from tests.test_voice import Microphone, loud
+from tests.voice_caller import Caller
 
 
 async def one_run() -> tuple[float, float]:
@@ -49,45 +44,15 @@ async def one_run() -> tuple[float, float]:
         grant = await viewer.request({"type": "assistant_call"})
         call = LiveClient(url, grant["call_room"], grant["token"])
         await call.connect()
-        mic = Microphone()
-        await MediaSession.publish(call, [mic])
-        found = next((p for p in call.joined["state"]["publishers"] if p["user"] == "assistant"), None)
-        while found is None:
-            event = await call.next_event("media", timeout=20)
-            if event.get("event") == "publisher_joined" and event.get("user") == "assistant":
-                found = event
-        listening = await MediaSession.subscribe(call, publisher=found["publisher"], kinds=("audio",))
-        track = await listening.wait_track("audio")
-        heard: list[tuple[float, np.ndarray]] = []
-
-        async def listen() -> None:
-            while True:
-                frame = await track.recv()
-                heard.append((time.monotonic(), frame.to_ndarray().reshape(-1)[::len(frame.layout.channels)]))
-
-        listener = asyncio.create_task(listen())
-        await asyncio.sleep(1.0)
-        question = await asyncio.to_thread(speak, "how much is the silk scarf", 150)
-
-        async def ask() -> float:
-            mic.say(question)
-            async with asyncio.timeout(30):
-                while mic.ended_at is None or not any(loud(s) for t, s in heard if t > mic.ended_at):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-            return next(t for t, s in heard if t > mic.ended_at and loud(s))  # type: ignore[operator]
-
-        first = await ask()
-        response_ms = 1000 * (first - mic.ended_at)  # type: ignore[operator]
-        while any(loud(s) for t, s in heard if t > time.monotonic() - 1.0):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        await ask()
+        caller = Caller(call)
+        await caller.start()
+        first = await caller.ask("how much is the silk scarf")
+        response_ms = 1000 * (first - caller.mic.finished_at)  # type: ignore[operator]
+        await caller.whole_answer(first)
+        await caller.ask("how much is the silk scarf")
         await asyncio.sleep(0.6)
-        mic.say(await asyncio.to_thread(speak, "stop stop stop", 150))
-        interrupted = time.monotonic()
-        await asyncio.sleep(2.0)
-        after = [(t, loud(s)) for t, s in heard if t >= interrupted]
-        stopped = next(t for i, (t, _) in enumerate(after) if not any(x for u, x in after[i:] if u <= t + 0.3))
-        listener.cancel()
+        interrupted, stopped = await caller.talk_over("stop stop stop")
+        await caller.close()
         for c in (call, viewer, host):
             await c.close()
         return response_ms, 1000 * (stopped - interrupted)
