@@ -32,6 +32,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from protocol import ErrorCode
+from relay.link import SubscriberLink
 from relay.recorder import Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
@@ -234,6 +235,7 @@ class Publisher(_Peer):
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly"  # a publisher only sends to us
+            adapter.enable_opus_fec(transceiver)  # its encoder adds in-band FEC when our reports show loss
         answer = await self._answer()
         for transceiver in self.pc.getTransceivers():
             codecs = [c for c in adapter.negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
@@ -302,10 +304,12 @@ class Subscriber(_Peer):
         super().__init__(peer_id, room)
         self.user = user
         self.down_tracks: list[DownTrack] = []
+        self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
 
     async def negotiate(self, offer_sdp: str, publisher: TrackSource) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         attached = 0
+        link = self.link
         for transceiver in self.pc.getTransceivers():
             source = publisher.tracks.get(transceiver.kind)
             codec = publisher.codecs.get(transceiver.kind)
@@ -316,7 +320,10 @@ class Subscriber(_Peer):
             transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
             if not adapter.narrow_answer_codecs(transceiver):
                 raise MediaError(ErrorCode.BAD_SDP, f"the offer cannot receive {codec.mimeType}, the publisher's codec")
-            down = source.add_down_track()
+            if transceiver.kind == "audio":
+                adapter.accept_red(transceiver, offer_sdp)  # Opus in RED where the subscriber can take it
+                adapter.enable_opus_fec(transceiver)
+            down = source.add_down_track(link)
             down.on_ended = self._down_track_ended
             self.pc.addTrack(down)
             transceiver.direction = "sendonly"

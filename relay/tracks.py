@@ -36,6 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from relay.link import SubscriberLink
 from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_picture_id_at
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,24 @@ class SenderLink(Protocol):
     mid: str | None
     mid_id: int | None
     abs_send_time_id: int | None
+    red_payload_type: int | None
+
+
+def abs_send_time(wall: float) -> bytes:
+    """abs-send-time: 6.18 fixed-point seconds in 24 bits; only its differences matter to a receiver."""
+    return (int(wall * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def red_payload(payload_type: int, primary: bytes, timestamp: int, earlier: list[tuple[int, bytes]]) -> bytes:
+    """An RFC 2198 payload: ``earlier`` (oldest first, as (timestamp, payload)) as redundant blocks, then
+    ``primary``. A block whose timestamp offset or length does not fit the header's 14 or 10 bits is left out."""
+    headers, blocks = [], []
+    for block_timestamp, block in earlier:
+        offset = (timestamp - block_timestamp) & 0xFFFFFFFF
+        if 0 < offset < 1 << 14 and len(block) < 1 << 10:
+            headers.append(bytes((0x80 | payload_type,)) + (offset << 10 | len(block)).to_bytes(3, "big"))
+            blocks.append(block)
+    return b"".join(headers) + bytes((payload_type,)) + b"".join(blocks) + primary
 
 
 def _extension_block(params: SenderLink) -> tuple[bytes, bytes, int]:
@@ -121,24 +140,19 @@ class DownTrack(MediaStreamTrack):
     loop finds nothing to read (``recv`` only ends with the track), since packets leave through
     ``forward``."""
 
-    def __init__(self, source: PublishedTrack) -> None:
+    def __init__(self, source: PublishedTrack, link: SubscriberLink | None = None) -> None:
         super().__init__()
         self.on_ended: Callable[[DownTrack], None] | None = None
         self.kind = source.kind
         self.source = source
+        # What the subscriber's RTCP says of its link, shared with its other down-tracks.
+        self.link = link if link is not None else SubscriberLink()
         self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
         self.packets_sent = 0
         self.packets_skipped = 0
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
         self.retransmitted = 0
         self.restarts = 0
-        # The subscriber's own word on its link (its RTCP): loss 0-1 over the last report interval, the
-        # packets it lost in all, round-trip time, jitter, and its bandwidth estimate.
-        self.loss = 0.0
-        self.packets_lost = 0
-        self.rtt_ms: float | None = None
-        self.jitter_ms: float | None = None
-        self.estimate_bps: int | None = None
         self._ended = asyncio.get_event_loop().create_future()
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
@@ -162,6 +176,8 @@ class DownTrack(MediaStreamTrack):
         self._octets = 0
         self._ssrc = self._rtx_ssrc = self._pt = 0
         self._rtx_pt: int | None = None
+        self._red_pt: int | None = None
+        self._earlier: list[tuple[int, bytes]] = []  # audio: the last packets' (timestamp, payload), for RED
         self._ext_head = self._ext_tail = b""
         self._ast_id = 0
         self._first_byte = 0x80
@@ -171,6 +187,7 @@ class DownTrack(MediaStreamTrack):
         octets)`` feeds its sender reports."""
         self._ssrc, self._rtx_ssrc = params.ssrc, params.rtx_ssrc
         self._pt, self._rtx_pt = params.payload_type, params.rtx_payload_type
+        self._red_pt = params.red_payload_type if self.kind == "audio" else None
         self._ext_head, self._ext_tail, self._ast_id = _extension_block(params)
         self._first_byte = 0x90 if self._ext_head else 0x80
         self._output, self._report = output, report
@@ -191,6 +208,7 @@ class DownTrack(MediaStreamTrack):
             self._pid_offset = 0 if first else (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
         self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
+        self._earlier.clear()  # redundancy never reaches back across a restart
         self.waiting_keyframe = False
         self.restarts += 1
 
@@ -224,7 +242,18 @@ class DownTrack(MediaStreamTrack):
             self._last_pid = pid
         elif packet.picture_id is not None:
             self._last_pid = packet.picture_id[2]
-        header = _HEADER.pack(self._first_byte, packet.marker << 7 | self._pt, seq, timestamp, self._ssrc)
+        payload_type = self._pt
+        if self._red_pt is not None:
+            # Audio wrapped in RED with as many earlier packets as the link's loss asks for: a packet lost
+            # on the way is rebuilt from the next one(s), with no round trip.
+            earlier = self._earlier
+            primary = payload
+            payload = red_payload(self._pt, primary, packet.timestamp, earlier[-self.link.red_level:])
+            earlier.append((packet.timestamp, primary))
+            if len(earlier) > 3:
+                del earlier[0]
+            payload_type = self._red_pt
+        header = _HEADER.pack(self._first_byte, packet.marker << 7 | payload_type, seq, timestamp, self._ssrc)
         if self._ast_id:
             header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
         elif self._ext_head:
@@ -250,36 +279,57 @@ class DownTrack(MediaStreamTrack):
             if self._report is not None:
                 self._report(packet.ntp, timestamp, self.packets_sent, self._octets)
 
-    def retransmit(self, seq: int) -> None:
-        """The subscriber lost ``seq``: send it again from history (as RTX where it was negotiated)."""
+    def retransmit(self, seq: int, requested: bool = True) -> bool:
+        """The subscriber lost ``seq`` (``requested``: it sent a NACK; otherwise a probe pads with it): send it
+        again from history (as RTX where it was negotiated)."""
+        if requested:
+            self.link.on_nacks(1)
         slot = seq % HISTORY
         if self._sent_seq[slot] != seq or self._output is None:
-            return
+            return False
         header, payload = self._sent_header[slot], self._sent_payload[slot]
-        if self._rtx_pt is not None:
-            rtx_header = _RTX_HEADER.pack(header[0], (header[1] & 0x80) | self._rtx_pt, self._rtx_seq,
-                                          int.from_bytes(header[4:8], "big"), self._rtx_ssrc, seq)
-            # The RTX payload is the original sequence number and payload; header extensions stay.
-            data = rtx_header[:12] + header[12:] + rtx_header[12:] + payload
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        else:
-            data = header + payload
-        if self._output.write(data):
-            self.retransmitted += 1
+        if self._ast_id:
+            # Stamped now: a receiver's bandwidth estimator reads it as when this copy left, not the original.
+            at = 13 + len(self._ext_head)
+            header = header[:at] + abs_send_time(time.time()) + header[at + 3:]
+        # On a lossy link a retransmission is lost as often as the original, and a receive-only browser
+        # re-asks only after its default 100 ms round trip: send two or three copies where loss is high.
+        copies = self.link.retransmission_copies if requested else 1
+        sent = False
+        for _ in range(copies):
+            if self._rtx_pt is not None:
+                rtx_header = _RTX_HEADER.pack(header[0], (header[1] & 0x80) | self._rtx_pt, self._rtx_seq,
+                                              int.from_bytes(header[4:8], "big"), self._rtx_ssrc, seq)
+                # The RTX payload is the original sequence number and payload; header extensions stay.
+                data = rtx_header[:12] + header[12:] + rtx_header[12:] + payload
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            else:
+                data = header + payload
+            if self._output.write(data):
+                self.retransmitted += 1
+                sent = True
+        return sent
 
     def on_link_report(self, report: Any) -> None:
-        """The subscriber reported on its link (``rtc.adapter.LinkReport``)."""
-        self.loss = report.fraction_lost
-        self.packets_lost = report.packets_lost
-        self.jitter_ms = round(report.jitter / self.source.clock_rate * 1000, 2)
-        self.rtt_ms = round(report.rtt * 1000, 1) if report.rtt is not None else None
-        self.estimate_bps = report.remb_bps
+        """The subscriber reported on its link (``rtc.adapter.LinkReport``): a receiver report or a REMB."""
+        if report.is_estimate:
+            self.link.on_estimate(report.remb_bps)
+            return
+        self.link.on_receiver_report(report.fraction_lost, report.packets_lost,
+                                     round(report.jitter / self.source.clock_rate * 1000, 2),
+                                     round(report.rtt * 1000, 1) if report.rtt is not None else None)
+
+    @property
+    def loss(self) -> float:
+        return self.link.loss
 
     def quality(self) -> dict[str, Any]:
+        link = self.link
         return {"kind": self.kind, "packets_sent": self.packets_sent, "packets_dropped": self.packets_dropped,
-                "retransmitted": self.retransmitted, "loss": round(self.loss, 4), "packets_lost": self.packets_lost,
-                "rtt_ms": self.rtt_ms, "jitter_ms": self.jitter_ms, "estimate_bps": self.estimate_bps,
-                "waiting_keyframe": self.waiting_keyframe}
+                "retransmitted": self.retransmitted, "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
+                "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
+                "waiting_keyframe": self.waiting_keyframe,
+                **({"red": link.red_level if self._red_pt is not None else 0} if self.kind == "audio" else {})}
 
     def restart_at_keyframe(self, reason: str) -> None:
         self.waiting_keyframe = True
@@ -364,8 +414,6 @@ class PublishedTrack:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             self._last_timestamp = packet.timestamp
             self._ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
-        # abs-send-time: 6.18 fixed-point seconds, 24 bits; only its differences matter to a receiver.
-        abs_send_time = (int(wall * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
         picture_id = None
         if self.kind == "video" and codec_name.lower() == "vp8":
             where = vp8_picture_id_at(payload)
@@ -374,7 +422,7 @@ class PublishedTrack:
                 value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
                 picture_id = (offset, width, value)
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              self._epoch, self._ntp, abs_send_time, picture_id)
+                              self._epoch, self._ntp, abs_send_time(wall), picture_id)
         for down in tuple(self.down_tracks):
             down.forward(source)
 
@@ -403,8 +451,8 @@ class PublishedTrack:
                 down.waiting_keyframe = True
             self.request_keyframe("unmuted")
 
-    def add_down_track(self) -> DownTrack:
-        down = DownTrack(self)
+    def add_down_track(self, link: SubscriberLink | None = None) -> DownTrack:
+        down = DownTrack(self, link)
         self.down_tracks.add(down)
         if self.kind == "video":
             self.request_keyframe("new subscriber")

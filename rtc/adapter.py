@@ -16,6 +16,9 @@ What it does, and why:
   leaves 127.0.0.1 out, which loopback tests and demos need.
 - ``negotiated_codecs`` / ``narrow_answer_codecs``: the codecs a transceiver settled on, and narrowing a
   subscriber's answer to exactly the publisher's codec.
+- ``accept_red`` / ``enable_opus_fec``: audio that survives loss. aiortc knows no RED (RFC 2198), so a
+  subscriber's offered ``red/48000/2`` is added to the answer by hand (the forwarder wraps Opus in it),
+  and Opus answers say ``useinbandfec=1`` so a publisher's encoder adds in-band FEC when it sees loss.
 - ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
   subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
   sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
@@ -36,6 +39,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
+from aiortc.sdp import SessionDescription
 
 from rtc.codecs import packet_starts_frame
 from rtc.jitter import MarkerJitterBuffer
@@ -146,6 +150,37 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None
         connection.gather_candidates = gather
 
 
+def _offered_media(offer_sdp: str, mid: str | None) -> Any:
+    for media in SessionDescription.parse(offer_sdp).media:
+        if media.rtp.muxId == mid:
+            return media
+    return None
+
+
+def accept_red(transceiver: RTCRtpTransceiver, offer_sdp: str) -> int | None:
+    """Answer an audio transceiver with RED (RFC 2198) over its Opus when the offer lists
+    ``red/48000/2``; returns RED's payload type, or None when the offer has none. Call after
+    setRemoteDescription and the codec narrowing, before createAnswer."""
+    opus = next((c for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"), None)
+    media = _offered_media(offer_sdp, transceiver.mid)
+    if opus is None or media is None:
+        return None
+    red = next((c for c in media.rtp.codecs if c.mimeType.lower() == "audio/red" and c.clockRate == 48000), None)
+    if red is None or red.payloadType is None:
+        return None
+    transceiver._codecs.append(RTCRtpCodecParameters(
+        mimeType="audio/red", clockRate=48000, channels=2, payloadType=red.payloadType,
+        parameters={f"{opus.payloadType}/{opus.payloadType}": None}))
+    return int(red.payloadType)
+
+
+def enable_opus_fec(transceiver: RTCRtpTransceiver) -> None:
+    """Say ``useinbandfec=1`` (and Opus's usual ``minptime=10``) in the answer, which aiortc leaves out."""
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters = {"minptime": 10, "useinbandfec": 1, **codec.parameters}
+
+
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
@@ -153,10 +188,12 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 class SendParameters:
     """What a subscriber's answer settled for one sender: what forwarded packets must carry."""
 
-    __slots__ = ("abs_send_time_id", "mid", "mid_id", "payload_type", "rtx_payload_type", "rtx_ssrc", "ssrc")
+    __slots__ = ("abs_send_time_id", "mid", "mid_id", "payload_type", "red_payload_type", "rtx_payload_type",
+                 "rtx_ssrc", "ssrc")
 
     def __init__(self, ssrc: int, rtx_ssrc: int, payload_type: int, rtx_payload_type: int | None,
-                 mid: str | None, mid_id: int | None, abs_send_time_id: int | None) -> None:
+                 mid: str | None, mid_id: int | None, abs_send_time_id: int | None,
+                 red_payload_type: int | None = None) -> None:
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
         self.payload_type = payload_type
@@ -164,20 +201,22 @@ class SendParameters:
         self.mid = mid
         self.mid_id = mid_id
         self.abs_send_time_id = abs_send_time_id
+        self.red_payload_type = red_payload_type  # audio wrapped in RED (RFC 2198), when negotiated
 
 
 def send_parameters(transceiver: RTCRtpTransceiver) -> SendParameters | None:
     """The sender's SSRCs, payload types and header extension ids, once the answer is set."""
     codecs = list(transceiver._codecs)
-    media = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
+    media = [c for c in codecs if not c.mimeType.lower().endswith(("/rtx", "/red"))]
     if not media:
         return None
     rtx = next((c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx")
                 and c.parameters.get("apt") == media[0].payloadType), None)
+    red = next((c.payloadType for c in codecs if c.mimeType.lower() == "audio/red"), None)
     ids = {ext.uri: ext.id for ext in transceiver._headerExtensions}
     sender = transceiver.sender
     return SendParameters(sender._ssrc, sender._rtx_ssrc, media[0].payloadType or 0, rtx, transceiver.mid,
-                          ids.get(MID_URI), ids.get(ABS_SEND_TIME_URI))
+                          ids.get(MID_URI), ids.get(ABS_SEND_TIME_URI), red)
 
 
 class PacketOutput:
@@ -232,7 +271,7 @@ class PacketOutput:
         self._pair = self._socket = None
 
 
-def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+def on_nack(sender: RTCRtpSender, callback: Callable[[int], object]) -> None:
     """Answer the subscriber's NACKs (one call per lost sequence number) with ``callback`` instead of the
     sender's history, which holds nothing when the relay forwards packets itself."""
 
@@ -245,11 +284,13 @@ def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
 class LinkReport:
     """What a subscriber's receiver said of its link in its last RTCP: loss since the previous report (0-1),
     cumulative packets lost, interarrival jitter (in the codec's clock units), the round-trip time aiortc
-    worked out from it (seconds, or None), and the receiver's own bandwidth estimate (REMB, bit/s, or None)."""
+    worked out from it (seconds, or None), and the receiver's own bandwidth estimate (REMB, bit/s, or None).
+    ``is_estimate`` says which of the two the current call is about: a REMB (True) or a receiver report."""
 
-    __slots__ = ("fraction_lost", "jitter", "packets_lost", "remb_bps", "rtt")
+    __slots__ = ("fraction_lost", "is_estimate", "jitter", "packets_lost", "remb_bps", "rtt")
 
     def __init__(self) -> None:
+        self.is_estimate = False
         self.fraction_lost = 0.0
         self.packets_lost = 0
         self.jitter = 0
@@ -273,6 +314,7 @@ def on_link_report(sender: RTCRtpSender, callback: Callable[[LinkReport], None])
             report.packets_lost = mine[0].packets_lost
             report.jitter = mine[0].jitter
             report.rtt = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
+            report.is_estimate = False
             callback(report)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
@@ -281,6 +323,7 @@ def on_link_report(sender: RTCRtpSender, callback: Callable[[LinkReport], None])
                 return
             if sender._ssrc in ssrcs:
                 report.remb_bps = bitrate
+                report.is_estimate = True
                 callback(report)
 
     sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]

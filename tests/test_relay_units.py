@@ -291,3 +291,47 @@ async def test_a_waiting_subscriber_keeps_asking_when_a_keyframe_request_is_lost
         await asyncio.sleep(0.03)
     assert len(plis) >= 2 and down.waiting_keyframe  # asked again once the first request timed out
     track.close()
+
+
+def test_red_payload_carries_earlier_packets_before_the_primary():
+    from relay.tracks import red_payload
+
+    data = red_payload(111, b"now", 2880, [(1920, b"two-ago"), (2880, b"same-time"), (960, b"x" * 2000)])
+    # One redundant block (offset 960, length 7), then the primary's header; the block with the same
+    # timestamp and the one too long for 10 bits are left out.
+    assert data[0] == 0x80 | 111 and int.from_bytes(data[1:4], "big") == (960 << 10 | 7)
+    assert data[4] == 111 and data[5:] == b"two-ago" + b"now"
+
+
+async def test_audio_goes_out_in_red_with_more_redundancy_as_the_subscriber_reports_loss():
+    from relay.link import SubscriberLink
+
+    track = PublishedTrack("audio", "a", "p", lambda: None)
+    link = SubscriberLink()
+    down, wire = track.add_down_track(link), Wire()
+    down.bind(SendParameters(ssrc=1, rtx_ssrc=2, payload_type=111, rtx_payload_type=None, mid="0", mid_id=None,
+                             abs_send_time_id=None, red_payload_type=63), wire, lambda *a: None)
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            p = RtpPacket(payload_type=111, sequence_number=len(wire.packets) + 1, timestamp=960 * len(wire.packets),
+                          ssrc=9)
+            p.payload = bytes([len(wire.packets)]) * 20
+            track.on_packet("opus", 48000, p)
+
+    def redundant_blocks(packet: RtpPacket) -> int:
+        blocks = 0
+        while packet.payload[blocks * 4] & 0x80:
+            blocks += 1
+        return blocks
+
+    send(4)
+    assert [p.payload_type for p in wire.packets] == [63] * 4
+    assert [redundant_blocks(p) for p in wire.packets] == [0, 1, 1, 1]  # a clean link: one earlier packet
+    link.on_receiver_report(0.25, 100, 1.0, 20.0)
+    send(3)
+    assert [redundant_blocks(p) for p in wire.packets[-3:]] == [3, 3, 3]
+    last = wire.packets[-1].payload
+    assert last[3 * 4] == 111 and last.endswith(bytes([6]) * 20)  # the primary comes last, as it came
+    assert link.retransmission_copies == 3
+    track.close()

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 chromium redis-server ffmpeg postgresql espeak-ng)
+packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -575,6 +575,34 @@ function reportQuality(freezes) {
   ch.send({ type: "client_stats", ...stats });
 }
 
+// What this page receives, summed over its subscriptions (inbound-rtp of getStats): the stats line shows
+// it, and the weak-network lab reads it (window.liveRelay.mediaStats).
+async function mediaStats() {
+  const video = { framesDecoded: 0, freezeCount: 0, totalFreezesDuration: 0, packetsLost: 0, packetsReceived: 0,
+                  nackCount: 0, frameWidth: 0, frameHeight: 0, jitter: null };
+  const audio = { concealedSamples: 0, totalSamplesReceived: 0, packetsLost: 0, packetsReceived: 0 };
+  let rtt = null;
+  for (const t of tiles.values()) {
+    if (!t.sub) continue;
+    (await t.sub.pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        for (const k of ["framesDecoded", "freezeCount", "totalFreezesDuration", "packetsLost", "packetsReceived",
+                         "nackCount"]) video[k] += s[k] || 0;
+        video.frameWidth = Math.max(video.frameWidth, s.frameWidth || 0);
+        video.frameHeight = Math.max(video.frameHeight, s.frameHeight || 0);
+        if (typeof s.jitter === "number") video.jitter = s.jitter;
+      }
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        for (const k of Object.keys(audio)) audio[k] += s[k] || 0;
+      }
+      if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
+        rtt = s.currentRoundTripTime;
+      }
+    });
+  }
+  return { video, audio, rtt, subscriptions: [...tiles.values()].filter((t) => t.sub).length };
+}
+
 async function updateStats() {
   let frames = 0; let freezes = null; let lost = 0; let received = 0;
   for (const t of tiles.values()) {
@@ -784,7 +812,7 @@ async function runDashboard(room, tok) {
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
 }
 
-window.liveRelay = { framesDecoded: 0, callSetupMs: null };
+window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats };
 
 async function main() {
   $("#room-name").textContent = roomName;

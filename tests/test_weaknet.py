@@ -1,0 +1,58 @@
+"""The weak-network lab as tests: a Chromium viewer in its own network namespace behind real loss (nft) and a
+real bandwidth cap (tbf), control viewers on loopback (tests/netlab.py, tests/weaknet_scenarios.py).
+
+These assert behaviour, with bounds loose enough for a shared machine; the figures themselves (30 s
+windows, medians of three runs) are printed by ``benchmarks/weaknet.py`` into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_dependency
+from tests.netlab import NetLab, lab_missing
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "weaknet"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_lab() -> None:
+    from tests.test_browser import _missing
+
+    require_dependency(lab_missing() or _missing())
+
+
+def run_lab(scenario: str, window: float) -> dict:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with NetLab() as lab:
+        proc = subprocess.run(lab.in_server([sys.executable, "-m", "tests.weaknet_scenarios", scenario, str(ARTIFACTS),
+                                             lab.server, lab.weak, lab.server_interface, "--window", str(window)]),
+                              cwd=ROOT, capture_output=True, text=True, timeout=window * 12 + 150)
+    path = ARTIFACTS / f"{scenario}.json"
+    assert path.exists(), f"scenario {scenario} wrote no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(path.read_text())
+    assert result["ok"], f"{result.get('error')}\n{proc.stderr[-3000:]}"
+    return result
+
+
+def test_a_viewer_behind_heavy_loss_keeps_hearing_and_watching_and_nobody_else_pays():
+    phases = run_lab("loss", window=8)["phases"]
+    clean, ten, heavy = phases["0"], phases["10"], phases["25"]
+    # The loss was real: the weak viewer's own stats saw it (before repair) and it asked for repairs.
+    assert heavy["weak"]["video_loss"] > 0.08 and heavy["weak"]["nacks"] > 20
+    # Audio in RED with more redundancy as the link reports loss: without it, concealment equals the loss.
+    assert heavy["server_view"]["audio"]["red"] == 3 and clean["server_view"]["audio"]["red"] == 1
+    assert heavy["weak"]["audio_concealed"] < 0.08 and ten["weak"]["audio_concealed"] < 0.03
+    # Video repaired by retransmissions (in several copies at this loss): it keeps playing.
+    assert heavy["weak"]["fps"] > 10 and heavy["weak"]["frozen_share"] < 0.15
+    assert heavy["server_view"]["video"]["retransmitted"] > 0
+    # The control viewer on loopback saw none of it.
+    for phase in (clean, ten, heavy):
+        assert phase["control"]["freezes"] == 0 and phase["control"]["audio_concealed"] == 0
+        assert phase["control"]["fps"] > 10

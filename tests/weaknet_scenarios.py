@@ -1,0 +1,152 @@
+"""Weak-network scenarios, run inside the server namespace of a ``tests.netlab.NetLab``:
+
+    ip netns exec SERVER_NS python -m tests.weaknet_scenarios SCENARIO OUT_DIR SERVER_NS WEAK_NS SERVER_IF [--window S]
+
+A live-relay server (on loopback and on the lab's private address), a host page and a control viewer page
+in one headless Chromium on loopback, and the weak viewer's page in a second Chromium started inside the
+weak namespace. Impairments go on the weak viewer's link only. Writes OUT_DIR/SCENARIO.json with what each
+page's getStats said over each phase (the test and ``benchmarks/weaknet.py`` read it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, async_playwright
+
+from protocol import Role
+from signaling.app import SERVER, create_app, serve
+from signaling.config import ServerConfig
+from tests.browser_scenarios import CHROMIUM_ARGS, SECRET, WEB_ROOT, host_on_air, token, wait_for
+from tests.netlab import SERVER_ADDRESS, NetLab
+
+
+async def stats(page: Page) -> dict[str, Any]:
+    return dict(await page.evaluate("window.liveRelay.mediaStats()"))
+
+
+def delta(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What a page received over a phase: freezes, frozen share, audio concealed share, frame size at the end."""
+    v0, v1, a0, a1 = before["video"], after["video"], before["audio"], after["audio"]
+    samples = a1["totalSamplesReceived"] - a0["totalSamplesReceived"]
+    video_packets = (v1["packetsReceived"] - v0["packetsReceived"]) + (v1["packetsLost"] - v0["packetsLost"])
+    return {
+        "seconds": round(seconds, 2),
+        "frames": v1["framesDecoded"] - v0["framesDecoded"],
+        "fps": round((v1["framesDecoded"] - v0["framesDecoded"]) / seconds, 1),
+        "freezes": v1["freezeCount"] - v0["freezeCount"],
+        "frozen_share": round((v1["totalFreezesDuration"] - v0["totalFreezesDuration"]) / seconds, 4),
+        "audio_concealed": round((a1["concealedSamples"] - a0["concealedSamples"]) / samples, 4) if samples else None,
+        "audio_samples": samples,
+        "video_loss": round((v1["packetsLost"] - v0["packetsLost"]) / video_packets, 4) if video_packets else None,
+        "nacks": v1["nackCount"] - v0["nackCount"],
+        "frame_height": v1["frameHeight"],
+    }
+
+
+async def measure(pages: dict[str, Page], seconds: float) -> dict[str, Any]:
+    before = {name: await stats(page) for name, page in pages.items()}
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return {name: delta(before[name], await stats(page), elapsed) for name, page in pages.items()}
+
+
+def quality_of(relay: Any, user: str) -> dict[str, Any]:
+    """The server's own view of one viewer's link (its /api/rooms/ROOM/quality entry)."""
+    for entry in relay.media.router.quality("show"):
+        if entry["user"] == user:
+            return {t["kind"]: t for t in entry["tracks"]}
+    return {}
+
+
+async def loss(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+               window: float) -> dict[str, Any]:
+    """Random loss towards the weak viewer, phase by phase: 0%, 10%, 25%."""
+    host = await host_on_air(base, "show", browsers["local"])
+    control = await viewer(base, browsers["local"], "control")
+    weak = await viewer(weak_base, browsers["weak"], "weak")
+    await asyncio.sleep(2)  # past the first keyframe and the first receiver reports
+    result: dict[str, Any] = {"phases": {}}
+    for percent in (0, 10, 25):
+        lab.loss(percent) if percent else lab.clear_loss()
+        await asyncio.sleep(2)  # the link's reports catch up with the new loss
+        phase = await measure({"weak": weak, "control": control}, window)
+        phase["server_view"] = quality_of(relay, "weak")
+        result["phases"][str(percent)] = phase
+    lab.clear_loss()
+    await host.close()
+    return result
+
+
+async def viewer(base: str, browser: Any, user: str) -> Page:
+    page = await browser.new_page()
+    await page.goto(f"{base}/?view=viewer&room=show&token={token('show', user, Role.VIEWER, user.title())}")
+    await wait_for(page, "window.liveRelay.framesDecoded > 0", timeout=30)
+    await page.click("#unmute")  # the audio is played, as by a viewer who tapped for sound
+    return page
+
+
+SCENARIOS = {"loss": loss}
+
+
+async def main(args: argparse.Namespace) -> None:
+    from tests.conftest import free_port
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
+    lab = NetLab.attach(args.server_ns, args.weak_ns, args.server_if)
+    wrapper = out / "chromium-in-weak-namespace.sh"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {args.weak_ns} /usr/bin/chromium "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    config = ServerConfig(secret=SECRET, host="0.0.0.0", port=free_port(), rooms=("show",),
+                          web_root=WEB_ROOT, ice_addresses=("127.0.0.1", SERVER_ADDRESS))
+    ready, stop = asyncio.Event(), asyncio.Event()
+    app = create_app(config)
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
+    await ready.wait()
+    base, weak_base = f"http://127.0.0.1:{config.port}", f"http://{SERVER_ADDRESS}:{config.port}"
+    result: dict[str, Any]
+    try:
+        async with async_playwright() as pw:
+            local = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            weak = await pw.chromium.launch(executable_path=str(wrapper), args=[
+                *CHROMIUM_ARGS[:-3], "--allow-loopback-in-peer-connection",
+                f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {SERVER_ADDRESS}",
+                f"--unsafely-treat-insecure-origin-as-secure={weak_base}",
+                "--autoplay-policy=no-user-gesture-required"])
+            browsers = {"local": local, "weak": weak}
+            try:
+                result = await asyncio.wait_for(
+                    SCENARIOS[args.scenario](base, weak_base, browsers, app[SERVER], lab, args.window),
+                    args.window * 12 + 90)
+                result["ok"] = True
+            except Exception as exc:
+                result = {"ok": False, "error": repr(exc)}
+            finally:
+                await weak.close()
+                await local.close()
+    finally:
+        lab.clear()
+        stop.set()
+        await server
+    result["load"] = os.getloadavg()
+    (out / f"{args.scenario}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("out")
+    parser.add_argument("server_ns")
+    parser.add_argument("weak_ns")
+    parser.add_argument("server_if")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds measured per phase")
+    asyncio.run(main(parser.parse_args()))
