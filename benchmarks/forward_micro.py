@@ -57,7 +57,7 @@ async def main(subscribers: int, frames: int) -> None:
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))
-        track = PublishedTrack("video", "t", "p", lambda: None)
+        track = PublishedTrack("video", "t", "p", lambda *_: None)
         transports = []
         for i in range(subscribers):
             transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,

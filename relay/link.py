@@ -25,12 +25,15 @@ from collections.abc import Sequence
 
 LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earlier packets
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
-UP_HOLD = 2.0  # seconds a higher layer must have fitted before switching up to it
-FIT = 0.9  # a layer fits when its bitrate is at most this share of the estimate
+UP_HOLD = 2.0  # seconds on a new layer before probing for the next one
+FIT = 0.9  # a lower layer fits when its bitrate is at most this share of the estimate
+DOWN_AT = 0.75  # the current layer is left when the estimate falls under this share of its bitrate
 LOSS_CEILING = 0.10  # above this loss the estimate is cut to what is getting through
-PROBE_FOR = 3.0  # seconds a probe lasts at most
-PROBE_BACKOFF = (4.0, 30.0)  # the wait before the next probe: first, and at most (doubling after a failure)
+PROBE_FOR = 1.5  # seconds a probe lasts
+PROBE_LOSS = 0.03  # loss during a probe that fails it
+PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most (doubling after a failure)
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
+CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 
 
 class SubscriberLink:
@@ -45,8 +48,12 @@ class SubscriberLink:
         self.estimate_bps: int | None = None
         self.red_level = 1
         self._red_raised = 0.0
-        self._nacked = 0
+        self._nacked: set[int] = set()
         self._sent_at_last_nack_count = 0
+        self._estimates: list[tuple[float, int]] = []
+        self._congested_until = 0.0
+        self.sending_bps = 0.0  # everything the subscriber's down-tracks sent lately (set by the adaptation)
+        self.bytes_out = 0  # everything they wrote, audio and video, media, retransmissions and padding
 
     def on_receiver_report(self, fraction_lost: float, packets_lost: int, jitter_ms: float,
                            rtt_ms: float | None, now: float | None = None) -> None:
@@ -59,21 +66,51 @@ class SubscriberLink:
 
     @property
     def retransmission_copies(self) -> int:
-        """How many copies of a retransmission to send: one, two above 5% loss, three above 20%."""
+        """How many copies of a retransmission to send: one, two above 5% loss, three above 20%; one while
+        the link is congested (its loss comes from too much being sent, and copies would add to it)."""
+        if not self.headroom():
+            return 1
         return 1 + (self.loss > 0.05) + (self.loss > 0.20)
 
-    def on_estimate(self, bps: int) -> None:
+    def headroom(self, now: float | None = None) -> bool:
+        """Whether extra bytes (audio redundancy past one packet, retransmission copies) may go out: not
+        while the link is congested or already sends more than its receiver estimates it carries; on such
+        a link the loss comes from sending too much, and redundancy would only add to it."""
+        if self.congested(now):
+            return False
+        return self.estimate_bps is None or self.sending_bps <= self.estimate_bps
+
+    @property
+    def audio_redundancy(self) -> int:
+        """Earlier packets each audio packet carries in RED: the loss's level, one when there is no headroom."""
+        return self.red_level if self.headroom() else 1
+
+    def on_estimate(self, bps: int, now: float | None = None) -> None:
+        """A REMB. A receiver's estimate only falls when it detects over-use (queues growing), so a fall
+        means congestion; a low estimate that is still rising only means little has been sent yet."""
+        now = time.monotonic() if now is None else now
+        self._estimates = [(t, v) for t, v in self._estimates if now - t < CONGESTION_HOLD]
+        peak = max((v for _, v in self._estimates), default=0)
+        if peak and bps < peak * 0.95:
+            self._congested_until = now + CONGESTION_HOLD
+        self._estimates.append((now, bps))
         self.estimate_bps = bps
 
-    def on_nacks(self, count: int) -> None:
-        self._nacked += count
+    def congested(self, now: float | None = None) -> bool:
+        """The receiver's estimate fell lately (what is sent being more than the estimate says nothing:
+        the estimate trails what it receives while a stream ramps up)."""
+        return (time.monotonic() if now is None else now) < self._congested_until
+
+    def on_nack(self, seq: int) -> None:
+        if len(self._nacked) < 4096:
+            self._nacked.add(seq)  # a receiver asks again for what is still missing: count each once
 
     def nack_loss(self, packets_sent: int, now: float | None = None) -> None:
         """Loss as NACKs show it since the last call (the video down-track calls this about once a second)."""
         sent = packets_sent - self._sent_at_last_nack_count
         if sent >= 20:
-            loss = min(1.0, self._nacked / sent)
-            self._nacked, self._sent_at_last_nack_count = 0, packets_sent
+            loss = min(1.0, len(self._nacked) / sent)
+            self._nacked, self._sent_at_last_nack_count = set(), packets_sent
             self._observe_loss(loss, time.monotonic() if now is None else now)
 
     def _observe_loss(self, loss: float, now: float) -> None:
@@ -89,21 +126,29 @@ class SubscriberLink:
 class LayerChooser:
     """Which simulcast layer (0 = lowest) one subscriber gets, from its link and the layers' bitrates.
 
-    ``choose`` is called with the bitrate of each layer the publisher sends now (None while a layer is not
-    coming) and returns the layer wanted, or None for "no video"; ``probe_bps`` says how much padding a
-    probe wants on top of the media right now (0 when not probing)."""
+    ``choose`` runs about twice a second with each layer's bitrate now (None while a layer is not coming)
+    and what the down-track sends, and returns the layer wanted, or None for "no video". ``probe_bps``
+    is how much padding a probe wants on top of the media (0 when not probing).
+
+    Down: when the estimate falls under ``DOWN_AT`` of the current layer's bitrate or loss passes
+    ``LOSS_CEILING``, to the best layer that fits (none: video pauses after ``PAUSE_HOLD``). Up: a
+    receiver's estimate grows only ~8% a second past what it receives, so it is not waited for: padding
+    raises what the subscriber receives to the next layer's bitrate for ``PROBE_FOR``; no loss and no fall
+    in its estimate meanwhile, and the layer goes up (and the next probe starts soon); otherwise the
+    next probe waits twice as long (at most ``PROBE_BACKOFF[1]``)."""
 
     def __init__(self, link: SubscriberLink) -> None:
         self.link = link
         self.max_layer: int | None = None  # the subscriber's preference (a small tile); None: no limit
         self.paused_by_subscriber = False  # a hidden tab
-        self.current: int | None = None  # what is being forwarded (None: nothing yet, or paused)
-        self.switches = 0
+        self.current: int | None = None  # what is wanted now (None: no video)
+        self.switches = {"up": 0, "down": 0, "pause": 0, "resume": 0}
         self.probe_bps = 0
-        self._fits_since: dict[int, float] = {}
+        self.can_probe = True  # False when the subscriber negotiated no RTX to pad with
         self._nothing_fits_since: float | None = None
-        self._probe_until = 0.0
         self._probe_layer: int | None = None
+        self._probe_until = 0.0
+        self._probe_estimate: int | None = None
         self._next_probe = 0.0
         self._backoff = PROBE_BACKOFF[0]
 
@@ -114,72 +159,93 @@ class LayerChooser:
             budget = min(budget, sending_bps * (1 - 0.5 * self.link.loss))
         return budget
 
+    def start(self, top: int) -> int:
+        """The layer a new subscriber starts on: the best one, its link unknown yet (most links carry it)."""
+        allowed = top if self.max_layer is None else min(top, self.max_layer)
+        self.current = allowed
+        return allowed
+
     def choose(self, rates: Sequence[float | None], sending_bps: float, now: float | None = None) -> int | None:
         now = time.monotonic() if now is None else now
         available = [i for i, rate in enumerate(rates) if rate is not None]
         if self.paused_by_subscriber or not available:
-            self.probe_bps = 0
-            return None
-        top = available[-1] if self.max_layer is None else max(
-            [i for i in available if i <= self.max_layer] or [available[0]])
-        budget = self.budget(sending_bps)
-        fitting = [i for i in available if i <= top and (rates[i] or 0) <= budget * FIT]
-        current = self.current
-        if not fitting:
-            # Even the lowest layer does not fit: keep it a little (estimates dip), then pause video.
-            self._nothing_fits_since = self._nothing_fits_since or now
-            self._end_probe(now, failed=self._probe_layer is not None)
-            if current is not None and now - self._nothing_fits_since < PAUSE_HOLD:
-                return min(current, available[0]) if current not in available else available[0]
-            if current is None and self._probe_due(now):  # paused: see whether the lowest fits again
-                self._start_probe(available[0], rates, sending_bps, now)
-            return None
-        self._nothing_fits_since = None
-        best = fitting[-1]
-        for i in list(self._fits_since):
-            if i not in fitting:
-                del self._fits_since[i]
-        for i in fitting:
-            self._fits_since.setdefault(i, now)
-        if current is None or current not in available or current > top:
-            target = best if current is None else min(best, top)
-        elif best < current:
-            target = best  # down at once: it no longer fits
-            self._end_probe(now, failed=self._probe_layer is not None)
-        elif best > current and now - self._fits_since[best] >= UP_HOLD:
-            target = min(best, current + 1) if self._probe_layer is None else best
             self._end_probe(now, failed=False)
-        else:
-            target = current
-        self._probe_if_room(target, top, available, rates, sending_bps, now)
-        return target
-
-    def _probe_if_room(self, target: int, top: int, available: list[int], rates: Sequence[float | None],
-                       sending_bps: float, now: float) -> None:
-        higher = [i for i in available if target < i <= top]
-        if self._probe_layer is not None:
-            if now >= self._probe_until or self.link.loss > 0.05:
+            return self._set(None)
+        allowed = [i for i in available if self.max_layer is None or i <= self.max_layer] or available[:1]
+        current = self.current
+        if current is not None and current not in allowed:
+            # The layer stopped coming (the publisher's encoder dropped it) or the preference changed.
+            below = [i for i in allowed if i < current]
+            current = self._set(below[-1] if below else allowed[0])
+        budget = self.budget(sending_bps)
+        loss = self.link.loss
+        congested = self.link.congested(now)
+        if current is not None:
+            rate = rates[current] or 0.0
+            if congested and budget < rate * DOWN_AT:
+                # The link cannot carry this layer: down to the best that fits; if none does and the
+                # congestion lasts, video pauses (audio goes on).
+                fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
                 self._end_probe(now, failed=True)
+                lowest = allowed[0]
+                if fitting or current != lowest:
+                    self._nothing_fits_since = None
+                    return self._set(fitting[-1] if fitting else lowest)
+                self._nothing_fits_since = self._nothing_fits_since or now
+                return self._set(None) if now - self._nothing_fits_since >= PAUSE_HOLD else current
+            self._nothing_fits_since = None
+            if loss > LOSS_CEILING:
+                # Heavy loss without congestion (a noisy radio link): a smaller layer loses fewer packets
+                # per frame, so step down to what the loss-cut budget fits, but never pause for loss alone.
+                fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
+                self._end_probe(now, failed=True)
+                return self._set(fitting[-1] if fitting else current) if budget < rate * DOWN_AT else current
+        higher = [i for i in allowed if current is None or i > current]
+        if not higher:
+            self._end_probe(now, failed=False)
+            return current
+        wanted = higher[0]
+        if self._probe_layer is not None:
+            dropped = (self._probe_estimate is not None and self.link.estimate_bps is not None
+                       and self.link.estimate_bps < self._probe_estimate * 0.85)
+            if loss > PROBE_LOSS or dropped or congested:
+                self._end_probe(now, failed=True)
+            elif now >= self._probe_until:
+                layer = self._probe_layer
+                self._end_probe(now, failed=False)
+                return self._set(layer)
             else:
-                self.probe_bps = max(0, int((rates[self._probe_layer] or 0) / FIT - sending_bps))
-            return
-        if higher and self._probe_due(now) and self.link.loss < 0.02:
-            self._start_probe(higher[0], rates, sending_bps, now)
+                self.probe_bps = max(0, int((rates[self._probe_layer] or 0.0) - sending_bps))
+            return current
+        if now >= self._next_probe and loss < PROBE_LOSS and not congested:
+            if not self.can_probe or (self.link.estimate_bps or 0) * FIT >= (rates[wanted] or 0.0):
+                self._next_probe = now + UP_HOLD
+                return self._set(wanted)  # the estimate already says it fits, or there is no way to probe
+            self._probe_layer, self._probe_until = wanted, now + PROBE_FOR
+            self._probe_estimate = self.link.estimate_bps
+            self.probe_bps = max(0, int((rates[wanted] or 0.0) - sending_bps))
+        return current
 
-    def _probe_due(self, now: float) -> bool:
-        return self._probe_layer is None and now >= self._next_probe
-
-    def _start_probe(self, layer: int, rates: Sequence[float | None], sending_bps: float, now: float) -> None:
-        self._probe_layer, self._probe_until = layer, now + PROBE_FOR
-        self.probe_bps = max(0, int((rates[layer] or 0) / FIT - sending_bps))
+    def _set(self, layer: int | None) -> int | None:
+        if layer != self.current:
+            if layer is None:
+                self.switches["pause"] += 1
+            elif self.current is None:
+                self.switches["resume"] += 1
+            else:
+                self.switches["up" if layer > self.current else "down"] += 1
+            self.current = layer
+        return layer
 
     def _end_probe(self, now: float, failed: bool) -> None:
-        if self._probe_layer is None:
+        if self._probe_layer is None and not failed:
             return
+        was_probing = self._probe_layer is not None
         self._probe_layer, self.probe_bps = None, 0
         if failed:
-            self._next_probe = now + self._backoff
-            self._backoff = min(self._backoff * 2, PROBE_BACKOFF[1])
+            if was_probing or now >= self._next_probe:
+                self._next_probe = now + self._backoff
+                self._backoff = min(self._backoff * 2, PROBE_BACKOFF[1])
         else:
             self._backoff = PROBE_BACKOFF[0]
-            self._next_probe = now + self._backoff
+            self._next_probe = now + UP_HOLD

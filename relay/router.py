@@ -32,7 +32,8 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from protocol import ErrorCode
-from relay.link import SubscriberLink
+from relay.adaptation import Adaptation
+from relay.link import LayerChooser, SubscriberLink
 from relay.recorder import Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
@@ -190,6 +191,8 @@ class Publisher(_Peer):
         self.tracks: dict[str, PublishedTrack] = {}  # by kind
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
         self.announced = False  # set once its offer is accepted: a refused publish is never announced
+        self._receivers: dict[str, Any] = {}
+        self._demux: dict[str, adapter.SimulcastDemux] = {}  # by kind: a simulcast track's SSRC -> layer
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -206,23 +209,28 @@ class Publisher(_Peer):
 
     def _attach(self, kind: str, track_id: str, receiver: Any) -> None:
         config = self.room.router.config
-        ssrc_box: dict[str, int] = {}
-        pli_wanted = [False]
+        ssrc_box: dict[int, int] = {}  # the SSRC each layer arrives on
+        pli_wanted: set[int] = set()
 
-        def send_pli() -> None:
-            if "ssrc" in ssrc_box:
-                adapter.send_pli(receiver, ssrc_box["ssrc"])
+        def send_pli(layer: int) -> None:
+            if layer in ssrc_box:
+                adapter.send_pli(receiver, ssrc_box[layer])
             else:
-                pli_wanted[0] = True  # no packet seen yet: ask as soon as we know the SSRC
+                pli_wanted.add(layer)  # no packet of it seen yet: ask as soon as we know its SSRC
 
         published = PublishedTrack(kind, track_id, self.id, send_pli, keyframe_interval=config.keyframe_interval)
 
-        def on_packet(codec: RTCRtpCodecParameters, packet: RtpPacket) -> None:
-            if pli_wanted[0]:
-                pli_wanted[0] = False
+        def on_packet(codec: RTCRtpCodecParameters, packet: RtpPacket) -> bool:
+            demux = self._demux.get(kind)
+            layer = 0 if demux is None else demux.layer_of.get(packet.ssrc)
+            if layer is None:
+                return False  # a layer not known yet (its rid not seen): nothing can place it
+            if layer in pli_wanted:
+                pli_wanted.discard(layer)
                 adapter.send_pli(receiver, packet.ssrc)
-            ssrc_box["ssrc"] = packet.ssrc
-            published.on_packet(codec.name, codec.clockRate, packet)
+            ssrc_box[layer] = packet.ssrc
+            published.on_packet(codec.name, codec.clockRate, packet, layer)
+            return layer == len(published.layers) - 1  # frames are assembled (for a recorder) from the top layer
 
         def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
             published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
@@ -230,13 +238,24 @@ class Publisher(_Peer):
 
         adapter.tap_receiver(receiver, kind, on_frame, on_packet)
         self.tracks[kind] = published
+        self._receivers[kind] = receiver
 
     async def negotiate(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        simulcast: dict[str | None, list[str]] = {}
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly"  # a publisher only sends to us
             adapter.enable_opus_fec(transceiver)  # its encoder adds in-band FEC when our reports show loss
+            receiver = self._receivers.get(transceiver.kind)
+            if transceiver.kind == "video" and receiver is not None:
+                rids = adapter.accept_simulcast(transceiver, offer_sdp)
+                if rids:  # one published track with a layer per rid, in the offer's order (lowest first)
+                    simulcast[transceiver.mid] = rids
+                    self.tracks["video"].set_layers(len(rids))
+                    self._demux["video"] = adapter.SimulcastDemux(receiver, rids)
         answer = await self._answer()
+        for mid, rids in simulcast.items():
+            answer = adapter.answer_simulcast(answer, mid, rids)
         for transceiver in self.pc.getTransceivers():
             codecs = [c for c in adapter.negotiated_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
             if codecs and transceiver.kind in self.tracks:
@@ -274,7 +293,7 @@ class RemotePublisher:
     def add_track(self, kind: str, codec: RTCRtpCodecParameters) -> None:
         """The upstream subscription negotiated ``codec`` for ``kind``: subscribers here get exactly it."""
         config = self.room.router.config
-        track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda: self._request_keyframe(kind),
+        track = PublishedTrack(kind, f"{self.id}-{kind}", self.id, lambda _layer: self._request_keyframe(kind),
                                keyframe_interval=config.keyframe_interval)
         track.codec = codec
         self.tracks[kind] = track
@@ -323,7 +342,13 @@ class Subscriber(_Peer):
             if transceiver.kind == "audio":
                 adapter.accept_red(transceiver, offer_sdp)  # Opus in RED where the subscriber can take it
                 adapter.enable_opus_fec(transceiver)
-            down = source.add_down_track(link)
+            chooser = None
+            if source.simulcast and transceiver.kind == "video":
+                chooser = LayerChooser(link)
+                down = source.add_down_track(link, chooser.start(len(source.layers) - 1))
+                down.chooser = chooser
+            else:
+                down = source.add_down_track(link)
             down.on_ended = self._down_track_ended
             self.pc.addTrack(down)
             transceiver.direction = "sendonly"
@@ -347,6 +372,9 @@ class Subscriber(_Peer):
                 adapter.report_sent(sender, ntp, rtp_timestamp, packets, octets)
 
             bound.bind(params, adapter.PacketOutput(sender, max_buffered), report)
+            if bound.chooser is not None:
+                bound.chooser.can_probe = params.rtx_payload_type is not None  # padding goes out as RTX
+                self.room.router.adaptation.add(bound)
         return answer
 
     def _down_track_ended(self, down: DownTrack) -> None:
@@ -422,6 +450,7 @@ class MediaRouter:
         self.sources: dict[str, TrackSource] = {}  # publishers, local and mirrored, by id
         self._on_event = on_event or (lambda room, event: None)
         self._closing: set[asyncio.Task[None]] = set()
+        self.adaptation = Adaptation()  # simulcast subscribers' layers and probes, on one timer
 
     def emit(self, room: str, event: dict[str, Any]) -> None:
         self._on_event(room, event)
@@ -553,6 +582,7 @@ class MediaRouter:
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        self.adaptation.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         for peer_id in [*self.peers, *self.sources]:

@@ -36,7 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from relay.link import SubscriberLink
+from relay.link import LayerChooser, SubscriberLink
 from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_picture_id_at
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,11 @@ class EncodedFrame:
 class SourcePacket:
     """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
 
-    __slots__ = ("abs_send_time", "epoch", "keyframe", "marker", "ntp", "payload", "picture_id", "seq", "timestamp")
+    __slots__ = ("abs_send_time", "epoch", "keyframe", "layer", "marker", "ntp", "payload", "picture_id", "seq",
+                 "timestamp")
 
     def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
-                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None) -> None:
+                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0) -> None:
         self.seq = seq
         self.timestamp = timestamp
         self.marker = marker
@@ -77,6 +78,7 @@ class SourcePacket:
         self.ntp = ntp
         self.abs_send_time = abs_send_time
         self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
+        self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
 
 
 class Output(Protocol):
@@ -148,6 +150,11 @@ class DownTrack(MediaStreamTrack):
         # What the subscriber's RTCP says of its link, shared with its other down-tracks.
         self.link = link if link is not None else SubscriberLink()
         self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
+        # Simulcast: the layer forwarded now (None: none yet, or paused), and the one wanted (None: no
+        # video); a switch happens on the wanted layer's keyframe, the current one flowing until then.
+        self.layer: int | None = None
+        self.target_layer: int | None = 0
+        self.chooser: LayerChooser | None = None  # set for a simulcast video track
         self.packets_sent = 0
         self.packets_skipped = 0
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
@@ -165,6 +172,7 @@ class DownTrack(MediaStreamTrack):
         # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
         self._epoch = -1
         self._start_seq = 0
+        self._restart_out_seq = 0
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
@@ -173,7 +181,8 @@ class DownTrack(MediaStreamTrack):
         self._last_pid = random.randrange(0x8000)
         self._last_wall = 0.0
         self._rtx_seq = random.randrange(0x8000)
-        self._octets = 0
+        self._octets = 0  # payload octets forwarded (what sender reports count)
+        self.bytes_out = 0  # everything written: packets, retransmissions and padding (what the link carries)
         self._ssrc = self._rtx_ssrc = self._pt = 0
         self._rtx_pt: int | None = None
         self._red_pt: int | None = None
@@ -208,6 +217,7 @@ class DownTrack(MediaStreamTrack):
             self._pid_offset = 0 if first else (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
         self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
+        self._restart_out_seq = (self._last_seq + 1) & 0xFFFF
         self._earlier.clear()  # redundancy never reaches back across a restart
         self.waiting_keyframe = False
         self.restarts += 1
@@ -215,6 +225,17 @@ class DownTrack(MediaStreamTrack):
     def forward(self, packet: SourcePacket) -> None:
         if self._output is None:
             return
+        if packet.layer != self.layer:
+            if packet.layer != self.target_layer:
+                if self.target_layer is None:
+                    self.layer = None  # paused: the current layer stops here
+                return
+            if not packet.keyframe:
+                self.packets_skipped += 1
+                self.source.request_keyframe("switching layer", packet.layer)
+                return
+            self.layer = packet.layer  # the wanted layer's keyframe: switch here, continuing our numbering
+            self.waiting_keyframe = True
         if packet.epoch != self._epoch and not self.waiting_keyframe:
             self.waiting_keyframe = True  # the publisher's stream restarted: wait for its keyframe
         if self.waiting_keyframe:
@@ -222,7 +243,7 @@ class DownTrack(MediaStreamTrack):
                 self.packets_skipped += 1
                 # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder,
                 # and a subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
-                self.source.request_keyframe("subscriber still waiting for a keyframe")
+                self.source.request_keyframe("subscriber still waiting for a keyframe", packet.layer)
                 return
             self._restart(packet)
         elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
@@ -248,7 +269,7 @@ class DownTrack(MediaStreamTrack):
             # on the way is rebuilt from the next one(s), with no round trip.
             earlier = self._earlier
             primary = payload
-            payload = red_payload(self._pt, primary, packet.timestamp, earlier[-self.link.red_level:])
+            payload = red_payload(self._pt, primary, packet.timestamp, earlier[-self.link.audio_redundancy:])
             earlier.append((packet.timestamp, primary))
             if len(earlier) > 3:
                 del earlier[0]
@@ -269,6 +290,8 @@ class DownTrack(MediaStreamTrack):
         else:
             self.packets_sent += 1
             self._octets += len(payload)
+            self.bytes_out += len(data)
+            self.link.bytes_out += len(data)
         slot = seq % HISTORY
         self._sent_seq[slot], self._sent_header[slot], self._sent_payload[slot] = seq, header, payload
         if (seq - self._last_seq) & 0xFFFF < 0x8000:
@@ -282,8 +305,12 @@ class DownTrack(MediaStreamTrack):
     def retransmit(self, seq: int, requested: bool = True) -> bool:
         """The subscriber lost ``seq`` (``requested``: it sent a NACK; otherwise a probe pads with it): send it
         again from history (as RTX where it was negotiated)."""
+        if (seq - self._restart_out_seq) & 0xFFFF >= 0x8000:
+            # From before the last restart (a layer switch, the keyframe gate): the subscriber's decoder
+            # starts over at the keyframe after it, and on a congested link the repair only costs room.
+            return False
         if requested:
-            self.link.on_nacks(1)
+            self.link.on_nack(seq)
         slot = seq % HISTORY
         if self._sent_seq[slot] != seq or self._output is None:
             return False
@@ -307,6 +334,8 @@ class DownTrack(MediaStreamTrack):
                 data = header + payload
             if self._output.write(data):
                 self.retransmitted += 1
+                self.bytes_out += len(data)
+                self.link.bytes_out += len(data)
                 sent = True
         return sent
 
@@ -329,11 +358,37 @@ class DownTrack(MediaStreamTrack):
                 "retransmitted": self.retransmitted, "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
                 "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
                 "waiting_keyframe": self.waiting_keyframe,
-                **({"red": link.red_level if self._red_pt is not None else 0} if self.kind == "audio" else {})}
+                **({"layer": self.layer, "target_layer": self.target_layer, "layers": len(self.source.layers),
+                    "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches)}
+                   if self.chooser is not None else {}),
+                **({"red": link.audio_redundancy if self._red_pt is not None else 0} if self.kind == "audio" else {})}
+
+    def set_target_layer(self, layer: int | None) -> None:
+        """Forward ``layer`` from its next keyframe on (asked for now); None stops video at once."""
+        if layer == self.target_layer:
+            return
+        self.target_layer = layer
+        if layer is None:
+            self.layer = None
+        else:
+            self.source.request_keyframe("layer switch", layer)
+
+    def pad(self, octets: int) -> int:
+        """Send about ``octets`` of padding (copies of the latest packets, as RTX) for a bandwidth probe;
+        returns what was sent."""
+        sent, seq = 0, self._last_seq
+        for _ in range(32):
+            slot = seq % HISTORY
+            if sent >= octets or self._sent_seq[slot] != seq:
+                break
+            if self.retransmit(seq, requested=False):
+                sent += len(self._sent_payload[slot]) + 12
+            seq = (seq - 1) & 0xFFFF
+        return sent
 
     def restart_at_keyframe(self, reason: str) -> None:
         self.waiting_keyframe = True
-        self.source.request_keyframe(reason)
+        self.source.request_keyframe(reason, self.target_layer or 0)
 
     async def recv(self) -> av.Packet[Any]:  # never yields: packets leave through forward()
         await self._ended
@@ -350,15 +405,46 @@ class DownTrack(MediaStreamTrack):
                 self.on_ended(self)
 
     def on_subscriber_keyframe_request(self) -> None:
-        self.source.request_keyframe("subscriber PLI/FIR")
+        layer = self.layer if self.layer is not None else self.target_layer
+        if layer is not None:
+            self.source.request_keyframe("subscriber PLI/FIR", layer)
+
+
+class StreamLayer:
+    """One RTP stream of a published track: the track itself, or one simulcast layer of it. Keeps what
+    is per stream: its SSRC and epoch, keyframe requests, and how many bits per second it carries."""
+
+    __slots__ = ("_pli_pending", "awaiting_keyframe_since", "bitrate", "epoch", "highest_seq", "index", "last_packet",
+                 "last_pli", "last_timestamp", "ntp", "octets", "previous_marker", "ssrc")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ssrc: int | None = None
+        self.epoch = -1
+        self.previous_marker = True
+        self.last_timestamp: int | None = None
+        self.highest_seq: int | None = None
+        self.ntp = 0
+        self.octets = 0  # since the last rate update
+        self.bitrate = 0.0  # bit/s, smoothed
+        self.last_packet = 0.0
+        self.last_pli = 0.0
+        self.awaiting_keyframe_since: float | None = None
+        self._pli_pending: asyncio.TimerHandle | None = None
+
+
+LAYER_GONE = 1.0  # seconds without a packet after which a layer counts as not sent (the encoder dropped it)
 
 
 class PublishedTrack:
-    """One incoming track of a publisher, fanned out to down-tracks packet by packet."""
+    """One incoming track of a publisher, fanned out to down-tracks packet by packet.
+
+    A simulcast track has several layers (0 = lowest, in the publisher's offer order); each down-track
+    forwards one of them. ``send_pli(layer)`` asks the publisher for a keyframe on one layer."""
 
     def __init__(self, kind: str, track_id: str, publisher_id: str,
-                 send_pli: Callable[[], None], keyframe_interval: float = 0.1,
-                 keyframe_timeout: float = KEYFRAME_TIMEOUT) -> None:
+                 send_pli: Callable[[int], None], keyframe_interval: float = 0.1,
+                 keyframe_timeout: float = KEYFRAME_TIMEOUT, layers: int = 1) -> None:
         self.kind = kind
         self.id = track_id
         self.publisher_id = publisher_id
@@ -369,6 +455,7 @@ class PublishedTrack:
         self.down_tracks: set[DownTrack] = set()
         # Called with every assembled frame (a recorder): (track, frame, chain_broken); must not block.
         self.observers: list[Callable[[PublishedTrack, EncodedFrame, bool], None]] = []
+        self.layers = [StreamLayer(i) for i in range(max(1, layers))]
         self.frames_in = 0
         self.keyframes_in = 0
         self.packets_in = 0
@@ -378,42 +465,53 @@ class PublishedTrack:
         self._send_pli = send_pli
         self._keyframe_interval = keyframe_interval
         self._keyframe_timeout = keyframe_timeout
-        self._last_pli = 0.0
-        self._awaiting_keyframe_since: float | None = None
-        self._pli_pending: asyncio.TimerHandle | None = None
-        self._ssrc: int | None = None
-        self._epoch = 0
-        self._previous_marker = True
-        self._last_timestamp: int | None = None
-        self._ntp = 0
+        self._epochs = 0  # every (layer, SSRC) stream gets its own epoch: a down-track restarts across them
+        self._rates_at = time.monotonic()
+
+    def set_layers(self, count: int) -> None:
+        """The publisher sends ``count`` simulcast layers (known once its offer is read, before any packet)."""
+        self.layers = [StreamLayer(i) for i in range(max(1, count))]
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
 
     def _set_codec(self, codec_name: str, clock_rate: int) -> None:
         self.codec_name = codec_name
         self.clock_rate = clock_rate
         self.time_base = fractions.Fraction(1, clock_rate)
 
-    def on_packet(self, codec_name: str, clock_rate: int, packet: RtpPacket) -> None:
+    def on_packet(self, codec_name: str, clock_rate: int, packet: RtpPacket, layer: int = 0) -> None:
         """One RTP packet from the publisher, forwarded to every down-track before this returns."""
         if self.closed or self.muted:
             return
         if self.codec_name != codec_name:
             self._set_codec(codec_name, clock_rate)
-        if packet.ssrc != self._ssrc:
-            if self._ssrc is not None:
-                self._epoch += 1  # the publisher's stream restarted: new SSRC, sequence and timestamps
-                self._last_timestamp = None
-            self._ssrc = packet.ssrc
+        stream = self.layers[layer]
+        if packet.ssrc != stream.ssrc:
+            # The first packet of this layer, or its stream restarted (new SSRC, sequence and timestamps).
+            stream.epoch = self._epochs
+            self._epochs += 1
+            stream.last_timestamp = None
+            stream.highest_seq = None
+            stream.ssrc = packet.ssrc
         self.packets_in += 1
         payload = packet.payload
-        keyframe = packet_starts_keyframe(codec_name, payload, self._previous_marker)
-        self._previous_marker = bool(packet.marker)
-        if keyframe and self.kind == "video":
-            self._awaiting_keyframe_since = None
+        if stream.highest_seq is None or 0 < (packet.sequence_number - stream.highest_seq) & 0xFFFF < 0x8000:
+            # Only new packets count towards a layer's bitrate: the publisher's retransmissions and the
+            # padding it probes its own link with (old packets again, as RTX) are not what it encodes.
+            stream.highest_seq = packet.sequence_number
+            stream.octets += len(payload)
+        keyframe = packet_starts_keyframe(codec_name, payload, stream.previous_marker)
+        stream.previous_marker = bool(packet.marker)
         wall = time.time()
-        if packet.timestamp != self._last_timestamp:
+        stream.last_packet = time.monotonic()
+        if keyframe and self.kind == "video":
+            stream.awaiting_keyframe_since = None
+        if packet.timestamp != stream.last_timestamp:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
-            self._last_timestamp = packet.timestamp
-            self._ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
+            stream.last_timestamp = packet.timestamp
+            stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
         picture_id = None
         if self.kind == "video" and codec_name.lower() == "vp8":
             where = vp8_picture_id_at(payload)
@@ -422,12 +520,27 @@ class PublishedTrack:
                 value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
                 picture_id = (offset, width, value)
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              self._epoch, self._ntp, abs_send_time(wall), picture_id)
+                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer)
         for down in tuple(self.down_tracks):
             down.forward(source)
 
+    def layer_rates(self, now: float | None = None) -> list[float | None]:
+        """Each layer's bitrate (bit/s, smoothed over about a second), None for a layer not coming now.
+        Updates the figures when called at least 0.25 s after the previous update."""
+        now = time.monotonic() if now is None else now
+        elapsed = now - self._rates_at
+        if elapsed >= 0.25:
+            self._rates_at = now
+            for stream in self.layers:
+                rate = stream.octets * 8 / elapsed
+                stream.bitrate = rate if not stream.bitrate else stream.bitrate * 0.6 + rate * 0.4
+                stream.octets = 0
+        return [stream.bitrate if stream.ssrc is not None and now - stream.last_packet < LAYER_GONE else None
+                for stream in self.layers]
+
     def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
-        """One assembled frame: counted, and handed to the observers (forwarding does not wait for it)."""
+        """One assembled frame (of the top layer): counted, and handed to the observers (forwarding does
+        not wait for it)."""
         if self.closed or self.muted:
             return
         if self.codec_name != codec_name:
@@ -449,47 +562,52 @@ class PublishedTrack:
             # Subscribers resume at a keyframe: their decoders lost the chain while nothing came.
             for down in self.down_tracks:
                 down.waiting_keyframe = True
-            self.request_keyframe("unmuted")
+                self.request_keyframe("unmuted", down.target_layer or 0)
 
-    def add_down_track(self, link: SubscriberLink | None = None) -> DownTrack:
+    def add_down_track(self, link: SubscriberLink | None = None, layer: int = 0) -> DownTrack:
         down = DownTrack(self, link)
+        down.target_layer = layer
         self.down_tracks.add(down)
         if self.kind == "video":
-            self.request_keyframe("new subscriber")
+            self.request_keyframe("new subscriber", layer)
         return down
 
     def remove(self, down: DownTrack) -> None:
         self.down_tracks.discard(down)
 
-    def request_keyframe(self, reason: str) -> None:
-        """Ask the publisher for a keyframe, coalescing: while one is on its way (asked less than
-        ``KEYFRAME_TIMEOUT`` ago and not yet arrived) it serves every new requester too, and PLIs are at
-        least ``keyframe_interval`` apart."""
-        if self.kind != "video" or self.closed or self._pli_pending is not None:
+    def request_keyframe(self, reason: str, layer: int = 0) -> None:
+        """Ask the publisher for a keyframe on ``layer``, coalescing: while one is on its way (asked less
+        than ``KEYFRAME_TIMEOUT`` ago and not yet arrived) it serves every new requester too, and PLIs
+        are at least ``keyframe_interval`` apart."""
+        if self.kind != "video" or self.closed or not 0 <= layer < len(self.layers):
+            return
+        stream = self.layers[layer]
+        if stream._pli_pending is not None:
             return
         now = time.monotonic()
-        if self._awaiting_keyframe_since is not None and now - self._awaiting_keyframe_since < self._keyframe_timeout:
+        if stream.awaiting_keyframe_since is not None and now - stream.awaiting_keyframe_since < self._keyframe_timeout:
             return
-        wait = self._last_pli + self._keyframe_interval - now
+        wait = stream.last_pli + self._keyframe_interval - now
         loop = asyncio.get_running_loop()
-        self._pli_pending = loop.call_later(max(0.0, wait), self._fire_pli, reason)
+        stream._pli_pending = loop.call_later(max(0.0, wait), self._fire_pli, reason, stream)
 
-    def _fire_pli(self, reason: str) -> None:
-        self._pli_pending = None
+    def _fire_pli(self, reason: str, stream: StreamLayer) -> None:
+        stream._pli_pending = None
         if self.closed:
             return
-        self._last_pli = self._awaiting_keyframe_since = time.monotonic()
+        stream.last_pli = stream.awaiting_keyframe_since = time.monotonic()
         self.pli_sent += 1
-        log.debug("PLI upstream", extra={"track": self.id, "reason": reason})
-        self._send_pli()
+        log.debug("PLI upstream", extra={"track": self.id, "reason": reason, "layer": stream.index})
+        self._send_pli(stream.index)
 
     def close(self) -> None:
         """The publisher left: end every down-track (their senders stop) and refuse new ones."""
         if self.closed:
             return
         self.closed = True
-        if self._pli_pending is not None:
-            self._pli_pending.cancel()
-            self._pli_pending = None
+        for stream in self.layers:
+            if stream._pli_pending is not None:
+                stream._pli_pending.cancel()
+                stream._pli_pending = None
         for down in tuple(self.down_tracks):
             down.stop()

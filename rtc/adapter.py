@@ -19,6 +19,11 @@ What it does, and why:
 - ``accept_red`` / ``enable_opus_fec``: audio that survives loss. aiortc knows no RED (RFC 2198), so a
   subscriber's offered ``red/48000/2`` is added to the answer by hand (the forwarder wraps Opus in it),
   and Opus answers say ``useinbandfec=1`` so a publisher's encoder adds in-band FEC when it sees loss.
+- ``accept_simulcast`` / ``answer_simulcast`` / ``SimulcastDemux``: rid-based simulcast ingest (RFC 8853),
+  which aiortc's SDP does not know: the rid header extensions are negotiated, the answer says
+  ``a=rid:X recv`` and ``a=simulcast:recv``, and the single video receiver that aiortc routes every layer
+  to (by payload type) learns which SSRC is which layer from the rid extensions, finds each layer's RTX
+  stream by its repaired-rid, and keeps one NACK generator per SSRC instead of one for all.
 - ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
   subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
   sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
@@ -37,7 +42,8 @@ import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 from aiortc.sdp import SessionDescription
 
@@ -46,9 +52,10 @@ from rtc.jitter import MarkerJitterBuffer
 
 AIORTC_VERSION = "1.16.0"
 
-PacketHandler = Callable[[RTCRtpCodecParameters, RtpPacket], None]
+PacketHandler = Callable[[RTCRtpCodecParameters, RtpPacket], bool | None]
 """Called on the event loop with every RTP packet a receiver accepts (RTX already unwrapped, so a
-retransmission arrives as the original packet, possibly late and out of order) and its codec."""
+retransmission arrives as the original packet, possibly late and out of order) and its codec; returns
+False to keep the packet out of the frame assembly."""
 
 FrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame, int], None]
 """Called on the event loop with (codec, frame, media SSRC) for each complete encoded frame, in order.
@@ -94,8 +101,8 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
 
         def add(packet: RtpPacket) -> tuple[bool, None]:
             codec = codecs.get(packet.payload_type)
-            if codec is not None:
-                on_packet(codec, packet)
+            if codec is not None and on_packet(codec, packet) is False:
+                return False, None  # not for the frame assembly (a simulcast layer other than the top one)
             return assemble(packet)
 
         buffer.add = add  # type: ignore[method-assign]
@@ -179,6 +186,113 @@ def enable_opus_fec(transceiver: RTCRtpTransceiver) -> None:
     for codec in transceiver._codecs:
         if codec.mimeType.lower() == "audio/opus":
             codec.parameters = {"minptime": 10, "useinbandfec": 1, **codec.parameters}
+
+
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+
+def offered_rids(offer_sdp: str, mid: str | None) -> list[str]:
+    """The rids an offer's m-section (by mid) says it sends as simulcast, in its ``a=simulcast`` order."""
+    section_mid: str | None = None
+    rids: list[str] = []
+    order: list[str] = []
+    for line in offer_sdp.splitlines():
+        if line.startswith("m="):
+            if section_mid == mid and order:
+                break
+            section_mid, rids, order = None, [], []
+        elif line.startswith("a=mid:"):
+            section_mid = line[6:].strip()
+        elif line.startswith("a=rid:") and line.split()[1:2] == ["send"]:
+            rids.append(line[6:].split()[0])
+        elif line.startswith("a=simulcast:send "):
+            # "q;h;f" or with alternatives "q,q2;h": the first of each, paused ones (~) left out.
+            order = [alt.split(",")[0] for alt in line.split(" ", 1)[1].strip().split(";")]
+            order = [r for r in order if not r.startswith("~")]
+    if section_mid != mid:
+        return []
+    return [r for r in order if r in rids]
+
+
+def accept_simulcast(transceiver: RTCRtpTransceiver, offer_sdp: str) -> list[str]:
+    """Accept the simulcast an offer's video m-section sends: negotiate its rid header extensions (so
+    the receiver parses them) and return its rids (empty: no simulcast). Call after setRemoteDescription."""
+    rids = offered_rids(offer_sdp, transceiver.mid)
+    media = _offered_media(offer_sdp, transceiver.mid)
+    if len(rids) < 2 or media is None:
+        return []
+    known = {ext.uri for ext in transceiver._headerExtensions}
+    wanted = [ext for ext in media.rtp.headerExtensions if ext.uri in (RID_URI, REPAIRED_RID_URI)]
+    if not any(ext.uri == RID_URI for ext in wanted):
+        return []
+    transceiver._headerExtensions += [RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri)
+                                      for ext in wanted if ext.uri not in known]
+    return rids
+
+
+def answer_simulcast(answer_sdp: str, mid: str | None, rids: list[str]) -> str:
+    """Add ``a=rid:X recv`` and ``a=simulcast:recv`` for ``rids`` to the answer's m-section ``mid``."""
+    lines, out, in_section = answer_sdp.split("\r\n"), [], False
+    for line in lines:
+        if line.startswith("m="):
+            in_section = False
+        if line == f"a=mid:{mid}":
+            in_section = True
+        out.append(line)
+        if in_section and line == f"a=mid:{mid}":
+            out += [f"a=rid:{rid} recv" for rid in rids] + [f"a=simulcast:recv {';'.join(rids)}"]
+    return "\r\n".join(out)
+
+
+class _NacksPerSsrc:
+    """Stands where a receiver's one NACK generator was: one per SSRC, since simulcast layers arrive on
+    one receiver with unrelated sequence numbers. ``missing`` is that of the last packet's SSRC."""
+
+    def __init__(self) -> None:
+        self._generators: dict[int, NackGenerator] = {}
+        self._current = NackGenerator()
+
+    @property
+    def missing(self) -> set[int]:
+        return self._current.missing
+
+    def add(self, packet: RtpPacket) -> bool:
+        generator = self._generators.get(packet.ssrc)
+        if generator is None:
+            if len(self._generators) >= 16:  # bounded: a publisher changing SSRCs forever
+                self._generators.clear()
+            generator = self._generators[packet.ssrc] = NackGenerator()
+        self._current = generator
+        return generator.add(packet)
+
+
+class SimulcastDemux:
+    """Which layer each SSRC arriving on a simulcast receiver belongs to (index into ``rids``), learnt from
+    the rid header extensions; RTX streams are mapped to their layer's SSRC so the receiver unwraps them."""
+
+    def __init__(self, receiver: RTCRtpReceiver, rids: list[str]) -> None:
+        self.rids = rids
+        self.layer_of: dict[int, int] = {}
+        self._ssrc_of_rid: dict[str, int] = {}
+        rtx_map: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__nack_generator = _NacksPerSsrc()  # type: ignore[attr-defined]
+        handle = receiver._handle_rtp_packet
+
+        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            extensions = packet.extensions
+            if extensions.rtp_stream_id is not None and packet.ssrc not in self.layer_of:
+                rid = extensions.rtp_stream_id
+                if rid in self.rids:
+                    self.layer_of[packet.ssrc] = self.rids.index(rid)
+                    self._ssrc_of_rid[rid] = packet.ssrc
+            elif extensions.repaired_rtp_stream_id is not None and packet.ssrc not in rtx_map:
+                media_ssrc = self._ssrc_of_rid.get(extensions.repaired_rtp_stream_id)
+                if media_ssrc is not None:
+                    rtx_map[packet.ssrc] = media_ssrc
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
 
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"

@@ -152,7 +152,7 @@ def assert_continuous(packets: list[RtpPacket]) -> None:
 
 
 async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = bound(track)
     send_frames(track, 0, 3)  # no keyframe yet: nothing leaves
     assert wire.packets == [] and down.waiting_keyframe
@@ -165,7 +165,7 @@ async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
 
 
 async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publisher_restart():
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = bound(track)
     send_frames(track, 0, 4, keys=(0,))
     track.set_muted(True)
@@ -183,7 +183,7 @@ async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publish
 
 
 async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = bound(track)
     send_frames(track, 0, 3, keys=(0,))
     lost = wire.packets[3]
@@ -197,7 +197,7 @@ async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
 
 
 async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     _down, wire = bound(track)
     send_frames(track, 5, 2, keys=(5,))
     send_frames(track, 4, 1)  # frame 4 repaired upstream, arriving late: older than where we started
@@ -206,7 +206,7 @@ async def test_a_late_retransmission_from_before_a_restart_is_not_forwarded():
 
 
 async def test_a_packet_that_comes_twice_is_forwarded_once():
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     _down, wire = bound(track)
     send_frames(track, 0, 2, keys=(0,))
     send_frames(track, 1, 1)  # frame 1 again: a retransmission the publisher sent although both came
@@ -216,7 +216,7 @@ async def test_a_packet_that_comes_twice_is_forwarded_once():
 
 async def test_a_full_subscriber_loses_packets_without_touching_the_others():
     plis = []
-    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.05)
+    track = PublishedTrack("video", "t", "p", lambda *_: plis.append(1), keyframe_interval=0.05)
     slow, fast = track.add_down_track(), track.add_down_track()
     slow_wire, fast_wire = Wire(), Wire()
     slow.bind(PARAMS, slow_wire, lambda *a: None)
@@ -239,7 +239,7 @@ async def test_a_full_subscriber_loses_packets_without_touching_the_others():
 
 async def test_sender_reports_pair_each_frames_timestamp_with_the_time_it_came():
     reports: list[tuple[int, int, int, int]] = []
-    track = PublishedTrack("video", "t", "p", lambda: None)
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = track.add_down_track(), Wire()
     down.bind(PARAMS, wire, lambda *a: reports.append(a))
     send_frames(track, 0, 3, keys=(0,))
@@ -267,7 +267,7 @@ def test_codec_frame_starts_let_the_very_first_frame_through():
 
 async def test_keyframe_requests_coalesce_while_one_is_on_its_way():
     plis = []
-    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.01)
+    track = PublishedTrack("video", "t", "p", lambda *_: plis.append(1), keyframe_interval=0.01)
     for _ in range(10):
         track.add_down_track()  # ten joiners at once
         await asyncio.sleep(0.02)
@@ -281,7 +281,7 @@ async def test_keyframe_requests_coalesce_while_one_is_on_its_way():
 
 async def test_a_waiting_subscriber_keeps_asking_when_a_keyframe_request_is_lost():
     plis = []
-    track = PublishedTrack("video", "t", "p", lambda: plis.append(1), keyframe_interval=0.01, keyframe_timeout=0.1)
+    track = PublishedTrack("video", "t", "p", lambda *_: plis.append(1), keyframe_interval=0.01, keyframe_timeout=0.1)
     down = track.add_down_track()
     await asyncio.sleep(0.02)
     assert len(plis) == 1  # asked once; suppose the publisher ignores it
@@ -306,7 +306,7 @@ def test_red_payload_carries_earlier_packets_before_the_primary():
 async def test_audio_goes_out_in_red_with_more_redundancy_as_the_subscriber_reports_loss():
     from relay.link import SubscriberLink
 
-    track = PublishedTrack("audio", "a", "p", lambda: None)
+    track = PublishedTrack("audio", "a", "p", lambda *_: None)
     link = SubscriberLink()
     down, wire = track.add_down_track(link), Wire()
     down.bind(SendParameters(ssrc=1, rtx_ssrc=2, payload_type=111, rtx_payload_type=None, mid="0", mid_id=None,

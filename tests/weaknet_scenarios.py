@@ -86,6 +86,50 @@ async def loss(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, 
     return result
 
 
+async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+              window: float) -> dict[str, Any]:
+    """A simulcast host (about 1.5 Mbit/s on its top layer); the weak viewer's link capped at 400 kbit/s
+    for ``window`` seconds, then freed for ``window`` seconds; two control viewers on loopback throughout.
+    Sampled every 0.25 s: each viewer's layer (the server's view) and the weak viewer's getStats."""
+    host = await host_on_air(base, "show", browsers["local"])
+    controls = [await viewer(base, browsers["local"], f"control{n}") for n in (1, 2)]
+    weak = await viewer(weak_base, browsers["weak"], "weak")
+    top = None
+    for _ in range(60):  # until every viewer forwards the top layer (the host's encoder ramps up first)
+        layers = {u: quality_of(relay, u).get("video", {}) for u in ("weak", "control1", "control2")}
+        top = next(iter(layers.values())).get("layers")
+        if top and all(v.get("layer") == top - 1 for v in layers.values()):
+            break
+        await asyncio.sleep(0.5)
+    result: dict[str, Any] = {"layers": top, "samples": []}
+    started = time.monotonic()
+
+    async def sample(phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            row = {"t": round(time.monotonic() - started, 2), "phase": phase,
+                   "weak_stats": (await stats(weak))["video"]}
+            for user in ("weak", "control1", "control2"):
+                video = quality_of(relay, user).get("video", {})
+                row[user] = {k: video.get(k) for k in ("layer", "target_layer", "estimate_bps", "loss", "probe_bps")}
+            row["rates"] = [round(r or 0) for r in video_track(relay).layer_rates()]
+            result["samples"].append(row)
+            await asyncio.sleep(0.25)
+
+    await sample("before", 3)
+    lab.cap(400)
+    await sample("capped", window)
+    lab.uncap()
+    await sample("freed", window)
+    result["control_freezes"] = [(await stats(c))["video"]["freezeCount"] for c in controls]
+    await host.close()
+    return result
+
+
+def video_track(relay: Any) -> Any:
+    return next(t for p in relay.media.router.sources.values() for k, t in p.tracks.items() if k == "video")
+
+
 async def viewer(base: str, browser: Any, user: str) -> Page:
     page = await browser.new_page()
     await page.goto(f"{base}/?view=viewer&room=show&token={token('show', user, Role.VIEWER, user.title())}")
@@ -94,7 +138,7 @@ async def viewer(base: str, browser: Any, user: str) -> Page:
     return page
 
 
-SCENARIOS = {"loss": loss}
+SCENARIOS = {"loss": loss, "cap": cap}
 
 
 async def main(args: argparse.Namespace) -> None:

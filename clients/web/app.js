@@ -157,9 +157,25 @@ async function negotiate(ch, pc, message) {
   return mediaId;
 }
 
-async function publish(ch, stream) {
+// A host's camera goes out in simulcast layers (lowest first, as the server ranks them) so each viewer gets
+// the best one its link carries; a camera too small for layers is sent as it is.
+function simulcastLayers(track) {
+  const width = track.getSettings().width || 0;
+  if (width >= 960) {
+    return [{ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+            { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+            { rid: "f", maxBitrate: 1_500_000 }];
+  }
+  if (width >= 480) return [{ rid: "h", scaleResolutionDownBy: 2, maxBitrate: 200_000 }, { rid: "f", maxBitrate: 900_000 }];
+  return null;
+}
+
+async function publish(ch, stream, simulcast = false) {
   const pc = new RTCPeerConnection({ iceServers: [] });
-  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+  for (const track of stream.getTracks()) {
+    const layers = simulcast && track.kind === "video" ? simulcastLayers(track) : null;
+    pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(layers ? { sendEncodings: layers } : {}) });
+  }
   const mediaId = await negotiate(ch, pc, { type: "publish" });
   return { pc, mediaId };
 }
@@ -354,16 +370,16 @@ let rejoinMedia = false; let liveStream = null;
 
 async function republish() {
   if (!liveStream) return;
-  const pub = await publish(ch, liveStream);
+  const pub = await publish(ch, liveStream, true);
   myPublisher = pub.mediaId; window.liveRelay.publisher = pub;
   setStatus("on air (reconnected)");
 }
 
 async function goLive() {
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: true });
   liveStream = stream;
   $("#preview").srcObject = stream;
-  const pub = await publish(ch, stream);
+  const pub = await publish(ch, stream, true);
   myPublisher = pub.mediaId;
   window.liveRelay.publisher = pub;
   setStatus("on air");

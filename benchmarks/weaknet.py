@@ -1,0 +1,108 @@
+"""Weak-network figures: a Chromium viewer behind loss and a bandwidth cap, control viewers on loopback.
+
+    python -m benchmarks.weaknet --runs 3 --window 30
+
+Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
+``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each) and ``cap`` (a simulcast host,
+the weak viewer capped at 400 kbit/s for a window, then freed for a window). Prints one row per run and the
+medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.netlab import NetLab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(scenario: str, window: float, out: Path) -> dict[str, Any]:
+    with NetLab() as lab:
+        subprocess.run(lab.in_server([sys.executable, "-m", "tests.weaknet_scenarios", scenario, str(out), lab.server,
+                                      lab.weak, lab.server_interface, "--window", str(window)]),
+                       cwd=ROOT, capture_output=True, text=True, timeout=window * 12 + 150)
+    result: dict[str, Any] = json.loads((out / f"{scenario}.json").read_text())
+    if not result.get("ok"):
+        raise SystemExit(f"{scenario}: {result.get('error')}")
+    return result
+
+
+def loss_figures(result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for percent, phase in result["phases"].items():
+        weak, control = phase["weak"], phase["control"]
+        row[f"loss{percent}"] = {"audio_concealed": weak["audio_concealed"], "frozen_share": weak["frozen_share"],
+                                 "freezes": weak["freezes"], "fps": weak["fps"], "measured_loss": weak["video_loss"],
+                                 "control_freezes": control["freezes"], "control_concealed": control["audio_concealed"]}
+    return row
+
+
+def cap_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """Seconds from the cap to the weak viewer's first lower layer, its freezes after that switch while
+    capped, seconds from lifting the cap back to the top layer, and whether the controls ever left the top."""
+    top = result["layers"] - 1
+    samples = result["samples"]
+    capped = [s for s in samples if s["phase"] == "capped"]
+    freed = [s for s in samples if s["phase"] == "freed"]
+    cap_at, free_at = capped[0]["t"], freed[0]["t"]
+    down = next((s for s in capped if s["weak"]["layer"] is not None and s["weak"]["layer"] < top), None)
+    freezes_after = (capped[-1]["weak_stats"]["freezeCount"] - down["weak_stats"]["freezeCount"]) if down else None
+    back = next((s for s in freed if s["weak"]["layer"] == top), None)
+    controls_left_top = sum(1 for s in samples for c in ("control1", "control2") if s[c]["layer"] != top)
+    return {"to_lower_layer_s": round(down["t"] - cap_at, 2) if down else None,
+            "freezes_after_switch": freezes_after,
+            "lowest_layer_while_capped": min((s["weak"]["layer"] for s in capped if s["weak"]["layer"] is not None),
+                                             default=None),
+            "back_to_top_s": round(back["t"] - free_at, 2) if back else None,
+            "control_samples_off_top": controls_left_top, "control_freezes": result["control_freezes"],
+            "top_layer_kbps": round(samples[-1]["rates"][top] / 1000)}
+
+
+def median(values: list[Any]) -> Any:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per phase")
+    parser.add_argument("--scenarios", nargs="+", default=["loss", "cap"], choices=["loss", "cap"])
+    args = parser.parse_args()
+    out = ROOT / "artifacts" / "weaknet-bench"
+    out.mkdir(parents=True, exist_ok=True)
+    results = ROOT / "benchmarks" / "results" / f"weaknet-{datetime.date.today()}.jsonl"
+    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in args.scenarios}
+    for n in range(args.runs):
+        for scenario in args.scenarios:
+            load = os.getloadavg()[0]
+            result = run(scenario, args.window, out)
+            row = loss_figures(result) if scenario == "loss" else cap_figures(result)
+            row["load_before"] = round(load, 2)
+            rows[scenario].append(row)
+            print(f"run {n + 1} {scenario}: {json.dumps(row)}", flush=True)
+            with results.open("a") as f:
+                f.write(json.dumps({"scenario": scenario, "window": args.window, "run": n + 1, **row,
+                                    "raw": result}) + "\n")
+    print(f"\nmedians of {args.runs} runs, {args.window:.0f} s windows:")
+    if rows.get("loss"):
+        for percent in ("0", "10", "25"):
+            phases = [r[f"loss{percent}"] for r in rows["loss"]]
+            print(f"  loss {percent:>2}%: " + ", ".join(f"{k} {median([p[k] for p in phases])}" for k in phases[0]))
+    if rows.get("cap"):
+        keys = [k for k in rows["cap"][0] if k not in ("control_freezes", "load_before")]
+        print("  cap 400 kbit/s: " + ", ".join(f"{k} {median([r[k] for r in rows['cap']])}" for k in keys))
+        print(f"  control freezes per run: {[r['control_freezes'] for r in rows['cap']]}")
+
+
+if __name__ == "__main__":
+    main()
