@@ -129,6 +129,10 @@ class MediaSession:
             raise
         return session
 
+    async def set_video_quality(self, quality: str) -> None:
+        """A subscription's wish: the highest simulcast layer ("high", "medium", "low"), or "off" (no video)."""
+        await self.client.request({"type": "video_quality", "media": self.media_id, "quality": quality})
+
     def request_keyframe(self, kind: str = "video") -> None:
         """With a frame sink: ask the sender for a keyframe (RTCP PLI), as a decoder would."""
         if kind in self.receivers and kind in self.ssrcs:

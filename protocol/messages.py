@@ -192,6 +192,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "assistant_approve": {"suggestion": (_str(32, 1), True)},
     # Call the assistant (a signed-in viewer): a private 1v1 call room whose other side is the assistant.
     "assistant_call": {},
+    # Which video a subscription wants: the highest simulcast layer ("high", "medium", "low"), or "off" to
+    # pause its video (a hidden tab); audio is not concerned.
+    "video_quality": {"media": (_str(64, 1), True),
+                      "quality": (_str(6, 2, re.compile("high|medium|low|off")), True)},
     # The viewer's page showed this product card (an impression, for the conversion funnel).
     "product_seen": {"product": (_str(64, 1), True)},
 }

@@ -47,8 +47,8 @@ class Adaptation:
                     del self._down_tracks[down]
                     continue
                 if choose:
-                    # What the subscriber's link carried since the last choice (audio, video, repairs and
-                    # padding): congestion is judged against all of it, the layer against the video.
+                    # The media the subscriber's link carried since the last choice, audio and video: what
+                    # its estimate is weighed against (repairs and padding come and go with loss and probes).
                     elapsed = max(now - then, 1e-3)
                     sending_bps = (down.link.bytes_out - bytes_then) * 8 / elapsed
                     down.link.sending_bps = sending_bps

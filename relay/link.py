@@ -52,8 +52,8 @@ class SubscriberLink:
         self._sent_at_last_nack_count = 0
         self._estimates: list[tuple[float, int]] = []
         self._congested_until = 0.0
-        self.sending_bps = 0.0  # everything the subscriber's down-tracks sent lately (set by the adaptation)
-        self.bytes_out = 0  # everything they wrote, audio and video, media, retransmissions and padding
+        self.sending_bps = 0.0  # the media the subscriber's down-tracks sent lately (set by the adaptation)
+        self.bytes_out = 0  # the media they wrote, audio and video (not repairs or padding)
 
     def on_receiver_report(self, fraction_lost: float, packets_lost: int, jitter_ms: float,
                            rtt_ms: float | None, now: float | None = None) -> None:
@@ -194,9 +194,10 @@ class LayerChooser:
                 self._nothing_fits_since = self._nothing_fits_since or now
                 return self._set(None) if now - self._nothing_fits_since >= PAUSE_HOLD else current
             self._nothing_fits_since = None
-            if loss > LOSS_CEILING:
-                # Heavy loss without congestion (a noisy radio link): a smaller layer loses fewer packets
-                # per frame, so step down to what the loss-cut budget fits, but never pause for loss alone.
+            if loss > LOSS_CEILING and not self.link.headroom(now):
+                # Heavy loss while sending more than the receiver estimates (a policer that drops without
+                # queueing, so the estimate never falls): step down to what the loss-cut budget fits, but never
+                # pause for loss alone. Random loss on a link with room (a noisy radio) is left to repairs.
                 fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
                 self._end_probe(now, failed=True)
                 return self._set(fitting[-1] if fitting else current) if budget < rate * DOWN_AT else current
@@ -217,10 +218,19 @@ class LayerChooser:
             else:
                 self.probe_bps = max(0, int((rates[self._probe_layer] or 0.0) - sending_bps))
             return current
-        if now >= self._next_probe and loss < PROBE_LOSS and not congested:
-            if not self.can_probe or (self.link.estimate_bps or 0) * FIT >= (rates[wanted] or 0.0):
+        if loss >= PROBE_LOSS or congested:
+            return current
+        estimate = self.link.estimate_bps
+        fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
+        if fits:
+            # The estimate already says so (or there is none yet: nothing says the link cannot): straight
+            # to the best such layer, as after the subscriber raised its own limit.
+            self._next_probe = now + UP_HOLD
+            return self._set(fits[-1])
+        if now >= self._next_probe:
+            if not self.can_probe:
                 self._next_probe = now + UP_HOLD
-                return self._set(wanted)  # the estimate already says it fits, or there is no way to probe
+                return self._set(wanted)  # no RTX to pad with: try the layer itself
             self._probe_layer, self._probe_until = wanted, now + PROBE_FOR
             self._probe_estimate = self.link.estimate_bps
             self.probe_bps = max(0, int((rates[wanted] or 0.0) - sending_bps))

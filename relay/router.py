@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,12 @@ class RouterStats:
     packets_retransmitted: int = 0
     # Down-tracks by the loss their subscriber last reported: "<1%", "1-5%", "5-20%", ">20%".
     loss_buckets: dict[str, int] = field(default_factory=dict)
+    # Simulcast video down-tracks by the layer forwarded ("0", "1", ..., "paused", "None" while starting),
+    # their layer switches by direction, subscribers by their receiver's estimate, audio by RED redundancy.
+    layers: dict[str, int] = field(default_factory=dict)
+    switches: dict[str, int] = field(default_factory=dict)
+    estimates: dict[str, int] = field(default_factory=dict)
+    redundancy: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +384,33 @@ class Subscriber(_Peer):
                 self.room.router.adaptation.add(bound)
         return answer
 
+    def set_video_quality(self, quality: str) -> None:
+        """The subscriber's own wish: the highest layer it wants, or no video ("off")."""
+        for down in self.down_tracks:
+            if down.kind != "video":
+                continue
+            chooser = down.chooser
+            if chooser is None:  # one stream: only on or off
+                down.set_target_layer(None if quality == "off" else 0)
+                continue
+            chooser.paused_by_subscriber = quality == "off"
+            top = len(down.source.layers) - 1
+            chooser.max_layer = {"low": 0, "medium": min(1, top)}.get(quality)
+            down.set_target_layer(chooser.choose(down.source.layer_rates(), chooser.link.sending_bps))
+
+    def link_view(self) -> dict[str, Any]:
+        """What the subscriber is told of its link: the layer it gets, the estimate, loss, audio redundancy."""
+        link = self.link
+        video = next((d for d in self.down_tracks if d.kind == "video"), None)
+        audio = next((d for d in self.down_tracks if d.kind == "audio"), None)
+        view: dict[str, Any] = {"estimate_bps": link.estimate_bps, "loss": round(link.loss, 4), "rtt_ms": link.rtt_ms,
+                                "sending_bps": round(link.sending_bps)}
+        if video is not None:
+            view.update(layer=video.layer, layers=len(video.source.layers), paused=video.target_layer is None)
+        if audio is not None:
+            view["red"] = audio.quality().get("red", 0)
+        return view
+
     def _down_track_ended(self, down: DownTrack) -> None:
         # Its publisher left: once nothing is left to forward, the peer connection goes too.
         if not self.closed and all(d.readyState == "ended" for d in self.down_tracks):
@@ -393,6 +427,29 @@ def _loss_buckets(losses: Any) -> dict[str, int]:
     buckets = {"<1%": 0, "1-5%": 0, "5-20%": 0, ">20%": 0}
     for loss in losses:
         key = "<1%" if loss < 0.01 else "1-5%" if loss < 0.05 else "5-20%" if loss < 0.2 else ">20%"
+        buckets[key] += 1
+    return buckets
+
+
+def _layer_counts(downs: Any) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for down in downs:
+        counts["paused" if down.target_layer is None else str(down.layer)] += 1
+    return dict(counts)
+
+
+def _switch_counts(choosers: Any) -> dict[str, int]:
+    counts: Counter[str] = Counter({"up": 0, "down": 0, "pause": 0, "resume": 0})
+    for chooser in choosers:
+        counts.update(chooser.switches)
+    return dict(counts)
+
+
+def _estimate_buckets(estimates: Any) -> dict[str, int]:
+    buckets = {"unknown": 0, "<300k": 0, "300k-1M": 0, "1M-3M": 0, ">3M": 0}
+    for bps in estimates:
+        key = ("unknown" if bps is None else "<300k" if bps < 300_000 else "300k-1M" if bps < 1_000_000
+               else "1M-3M" if bps < 3_000_000 else ">3M")
         buckets[key] += 1
     return buckets
 
@@ -644,6 +701,17 @@ class MediaRouter:
                  "tracks": [{"publisher": d.source.publisher_id, **d.quality()} for d in s.down_tracks]}
                 for s in room.subscribers.values()]
 
+    def set_video_quality(self, peer_id: str, quality: str) -> bool:
+        subscriber = self.peers.get(peer_id)
+        if not isinstance(subscriber, Subscriber):
+            return False
+        subscriber.set_video_quality(quality)
+        return True
+
+    def link_view(self, peer_id: str) -> dict[str, Any] | None:
+        subscriber = self.peers.get(peer_id)
+        return subscriber.link_view() if isinstance(subscriber, Subscriber) else None
+
     def stats(self) -> RouterStats:
         publishers = sum(len(r.publishers) for r in self.rooms.values())
         downs = [d for r in self.rooms.values() for s in r.subscribers.values() for d in s.down_tracks]
@@ -653,4 +721,9 @@ class MediaRouter:
                            packets_forwarded=sum(d.packets_sent for d in downs),
                            packets_dropped=sum(d.packets_dropped for d in downs),
                            packets_retransmitted=sum(d.retransmitted for d in downs),
-                           loss_buckets=_loss_buckets(d.loss for d in downs))
+                           loss_buckets=_loss_buckets(d.loss for d in downs),
+                           layers=_layer_counts(d for d in downs if d.chooser is not None),
+                           switches=_switch_counts(d.chooser for d in downs if d.chooser is not None),
+                           estimates=_estimate_buckets(s.link.estimate_bps for r in self.rooms.values()
+                                                       for s in r.subscribers.values()),
+                           redundancy=Counter(str(d.quality().get("red", 0)) for d in downs if d.kind == "audio"))

@@ -291,7 +291,7 @@ class DownTrack(MediaStreamTrack):
             self.packets_sent += 1
             self._octets += len(payload)
             self.bytes_out += len(data)
-            self.link.bytes_out += len(data)
+            self.link.bytes_out += len(data)  # media only: repairs and padding are not what the link must carry
         slot = seq % HISTORY
         self._sent_seq[slot], self._sent_header[slot], self._sent_payload[slot] = seq, header, payload
         if (seq - self._last_seq) & 0xFFFF < 0x8000:
@@ -335,7 +335,6 @@ class DownTrack(MediaStreamTrack):
             if self._output.write(data):
                 self.retransmitted += 1
                 self.bytes_out += len(data)
-                self.link.bytes_out += len(data)
                 sent = True
         return sent
 

@@ -45,7 +45,7 @@ from signaling.whip import HttpMedia
 
 log = logging.getLogger(__name__)
 
-_MEDIA_KINDS = ("publish", "subscribe", "candidate", "unpublish", "unsubscribe")
+_MEDIA_KINDS = ("publish", "subscribe", "candidate", "unpublish", "unsubscribe", "video_quality")
 
 
 class RelayServer:
@@ -70,6 +70,7 @@ class RelayServer:
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,
                                         self.metrics.ice_candidates_denied.inc, hub.spawn, cascade)
+        self._gauge_labels: dict[int, set[str]] = {}  # label values each labelled media gauge was ever set for
         self.recordings: Recordings | None = None
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
             self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
@@ -174,6 +175,14 @@ class RelayServer:
         self.metrics.media_packets.labels("retransmitted").set(stats.packets_retransmitted)
         for bucket, count in stats.loss_buckets.items():
             self.metrics.media_subscriber_loss.labels(bucket).set(count)
+        for gauge, values in ((self.metrics.media_subscriber_layer, stats.layers),
+                              (self.metrics.media_layer_switches, stats.switches),
+                              (self.metrics.media_subscriber_bandwidth, stats.estimates),
+                              (self.metrics.media_audio_redundancy, stats.redundancy)):
+            seen = self._gauge_labels.setdefault(id(gauge), set())
+            seen.update(values)
+            for label in seen:
+                gauge.labels(label).set(values.get(label, 0))  # a bucket that emptied reads 0, not its last count
 
 
 SERVER = web.AppKey("server", RelayServer)

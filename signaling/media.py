@@ -65,7 +65,7 @@ class MediaSignaling:
 
     def handlers(self) -> dict[str, MediaHandler]:
         return {"publish": self.publish, "subscribe": self.subscribe, "candidate": self.candidate,
-                "unpublish": self.close_own, "unsubscribe": self.close_own}
+                "unpublish": self.close_own, "unsubscribe": self.close_own, "video_quality": self.video_quality}
 
     # -- messages -------------------------------------------------------------------------------------------
 
@@ -102,6 +102,24 @@ class MediaSignaling:
         self._check_owner(session, message["media"], ref)
         await self.close_media(message["media"])
         session.send({"type": "closed_media", "id": ref, "media": message["media"]})
+
+    async def video_quality(self, session: Session, message: dict[str, Any]) -> None:
+        """``video_quality``: the highest layer one of this connection's subscriptions wants, or no video."""
+        ref = message.get("id")
+        self._check_owner(session, message["media"], ref)
+        if not self.router.set_video_quality(message["media"], message["quality"]):
+            raise ProtocolError(ErrorCode.UNKNOWN_MEDIA, "not a subscription of this connection", ref)
+        if ref is not None:
+            session.send({"type": "ok", "id": ref})
+
+    def send_link_reports(self) -> None:
+        """Tell each subscriber on this node what the relay knows of its link (a ``link`` message)."""
+        for media_id, session in list(self._owner.items()):
+            if session.closing or "-sub" not in media_id:
+                continue
+            view = self.router.link_view(media_id)
+            if view is not None:
+                session.send({"type": "link", "media": media_id, **view, "server_ts": now_ms()})
 
     def _check_bounds(self, remote: str, room: str, ref: Ref) -> None:
         limits = self.limits

@@ -42,6 +42,18 @@ class ServerMetrics:
         self.media_subscriber_loss = Gauge(
             "live_relay_media_subscriber_loss", "Subscribers' down-tracks by the loss their last receiver "
             "report gave (video and audio counted apart)", ["loss"], registry=r)
+        self.media_subscriber_layer = Gauge(
+            "live_relay_media_subscriber_layer", "Simulcast video down-tracks by the layer they forward "
+            "(0 = lowest; paused: no video fits the subscriber's link or it asked for none)", ["layer"], registry=r)
+        self.media_layer_switches = Gauge(
+            "live_relay_media_layer_switches", "Layer switches of the current simulcast down-tracks, by direction",
+            ["direction"], registry=r)
+        self.media_subscriber_bandwidth = Gauge(
+            "live_relay_media_subscriber_bandwidth", "Subscribers by their receiver's bandwidth estimate (REMB)",
+            ["bandwidth"], registry=r)
+        self.media_audio_redundancy = Gauge(
+            "live_relay_media_audio_redundancy", "Audio down-tracks by the earlier packets each RED packet carries "
+            "(0: no RED negotiated)", ["red"], registry=r)
         self.analytics_events = Counter("live_relay_analytics_events", "Analytics events recorded, by kind",
                                         ["kind"], registry=r)
         self.analytics_dropped = Counter("live_relay_analytics_dropped",

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SCENES_INTERVAL_S = 0.5
 REGISTRY_INTERVAL_S = 5.0
 GC_INTERVAL_S = 5.0
+LINK_INTERVAL_S = 2.0  # how often each subscriber is told of its link (layer, estimate, loss)
 PRESENCE_REFRESH_S = 5.0  # report presence at least this often: with several nodes, counts are sums of reports
 
 
@@ -58,7 +59,7 @@ class Ticker:
     async def _run(self) -> None:
         cfg = self.config.room
         interval = min(cfg.likes_interval, cfg.presence_interval)
-        next_presence = next_gc = next_scenes = next_registry = time.monotonic()
+        next_presence = next_gc = next_scenes = next_registry = next_link = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -71,6 +72,9 @@ class Ticker:
                 if now >= next_registry and self.media is not None:
                     next_registry = now + REGISTRY_INTERVAL_S
                     await self.media.refresh_registrations()
+                if now >= next_link and self.media is not None:
+                    next_link = now + LINK_INTERVAL_S
+                    self.media.send_link_reports()
                 if now >= next_presence:
                     next_presence = now + cfg.presence_interval
                     await self.flush_presence()

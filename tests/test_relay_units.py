@@ -335,3 +335,103 @@ async def test_audio_goes_out_in_red_with_more_redundancy_as_the_subscriber_repo
     assert last[3 * 4] == 111 and last.endswith(bytes([6]) * 20)  # the primary comes last, as it came
     assert link.retransmission_copies == 3
     track.close()
+
+
+class ChooserClock:
+    """Drives a LayerChooser as the adaptation timer does, twice a second, on a clock of the test's own."""
+
+    RATES = (150e3, 350e3, 1.2e6)
+
+    def __init__(self) -> None:
+        from relay.link import LayerChooser, SubscriberLink
+
+        self.link = SubscriberLink()
+        self.chooser = LayerChooser(self.link)
+        self.chooser.start(2)
+        self.now = 0.0
+
+    def step(self, sending: float, estimate: int | None = None, loss: float | None = None, n: int = 1) -> int | None:
+        layer = self.chooser.current
+        for _ in range(n):
+            self.now += 0.5
+            if estimate is not None:
+                self.link.on_estimate(estimate, now=self.now)
+            if loss is not None:
+                self.link.on_receiver_report(loss, 0, 1.0, 10.0, now=self.now)
+            self.link.sending_bps = sending
+            layer = self.chooser.choose(self.RATES, sending, now=self.now)
+        return layer
+
+
+def test_a_layer_chooser_goes_down_when_the_estimate_falls_and_probes_its_way_back_up():
+    c = ChooserClock()
+    assert c.step(1.3e6, estimate=1_500_000, n=4) == 2
+    # A low estimate that is still rising (a receiver ramping up) is not congestion: the layer stays.
+    assert c.step(1.3e6, estimate=1_600_000) == 2
+    # The estimate falls (over-use): down at once to the best layer that fits.
+    assert c.step(1.3e6, estimate=420_000) == 1
+    assert c.step(400e3, estimate=200_000) == 0
+    assert c.chooser.probe_bps == 0
+    # Clean and stable: a probe pads up to the next layer's bitrate, then the layer goes up.
+    probes, layer = [], 0
+    for _ in range(20):
+        layer = c.step(200e3, estimate=200_000, loss=0.0)
+        probes.append(c.chooser.probe_bps)
+        if layer == 1:
+            break
+    assert layer == 1 and max(probes) > 100_000
+    assert c.chooser.switches["down"] == 2 and c.chooser.switches["up"] == 1
+
+
+def test_a_failed_probe_backs_off_and_a_link_that_carries_nothing_pauses_video():
+    c = ChooserClock()
+    c.step(1.3e6, estimate=1_500_000, n=2)
+    c.step(1.3e6, estimate=200_000)  # fell: congested
+    assert c.chooser.current == 0
+    c.step(150e3, estimate=100_000, n=6)  # even the lowest layer does not fit, and it lasts: no video
+    assert c.chooser.current is None and c.chooser.switches["pause"] == 1
+    # A probe that meets loss fails, and the next one waits longer.
+    c.step(20e3, estimate=100_000, loss=0.0, n=12)
+    first_wait = c.chooser._backoff
+    for _ in range(12):
+        c.step(20e3, estimate=100_000, loss=0.2 if c.chooser.probe_bps else 0.0)
+    assert c.chooser._backoff > first_wait or c.chooser.current is None
+
+
+def test_a_subscribers_own_limit_and_pause_are_kept_whatever_its_link():
+    c = ChooserClock()
+    c.chooser.max_layer = 0
+    assert c.step(1.3e6, estimate=5_000_000) == 0
+    c.chooser.max_layer = None
+    assert c.step(1.3e6, estimate=5_000_000) == 2  # raised: straight up, the estimate says it fits
+    c.chooser.paused_by_subscriber = True
+    assert c.step(1.3e6, estimate=5_000_000) is None
+
+
+async def test_a_down_track_switches_layer_on_the_wanted_layers_keyframe_with_continuous_numbering():
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
+    track.set_layers(2)
+    down, wire = track.add_down_track(layer=1), Wire()
+    down.bind(PARAMS, wire, lambda *a: None)
+
+    def both(first: int, frames: int, keys: tuple[int, ...] = ()) -> None:
+        for f in range(first, first + frames):
+            for layer, ssrc, seq0 in ((0, 500, 9000), (1, 600, 100)):
+                p = RtpPacket(payload_type=96, sequence_number=seq0 + f, timestamp=3000 * f + layer * 77, ssrc=ssrc)
+                p.marker = 1
+                p.payload = vp8((layer * 1000 + f) & 0x7FFF, f in keys)
+                track.on_packet("VP8", 90000, p, layer)
+
+    both(0, 3, keys=(0,))
+    assert len(wire.packets) == 3 and down.layer == 1
+    down.set_target_layer(0)
+    both(3, 2)  # no keyframe of layer 0 yet: layer 1 goes on meanwhile
+    assert down.layer == 1 and len(wire.packets) == 5
+    both(5, 3, keys=(5,))
+    assert down.layer == 0 and len(wire.packets) == 8
+    assert_continuous(wire.packets)
+    assert wire.packets[-1].ssrc == PARAMS.ssrc and picture_id(wire.packets[5]) == (picture_id(wire.packets[4]) + 1) & 0x7FFF
+    down.set_target_layer(None)  # paused: nothing more, at once
+    both(8, 2, keys=(8,))
+    assert len(wire.packets) == 8
+    track.close()

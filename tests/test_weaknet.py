@@ -56,3 +56,29 @@ def test_a_viewer_behind_heavy_loss_keeps_hearing_and_watching_and_nobody_else_p
     for phase in (clean, ten, heavy):
         assert phase["control"]["freezes"] == 0 and phase["control"]["audio_concealed"] == 0
         assert phase["control"]["fps"] > 10
+
+
+def test_a_capped_viewer_moves_to_a_lower_layer_and_back_and_the_others_stay_on_top():
+    result = run_lab("cap", window=12)
+    top = result["layers"] - 1
+    assert top == 2  # the host page sends three layers from its 720p camera
+    samples = result["samples"]
+    capped = [s for s in samples if s["phase"] == "capped"]
+    freed = [s for s in samples if s["phase"] == "freed"]
+    # Before the cap every viewer gets the top layer.
+    assert all(s[u]["layer"] == top for s in samples if s["phase"] == "before" for u in ("weak", "control1"))
+    # Capped at 400 kbit/s (the top layer alone is more): the weak viewer goes down and keeps decoding there.
+    switched = next(s for s in capped if s["weak"]["layer"] is not None and s["weak"]["layer"] < top)
+    assert capped[-1]["weak"]["layer"] == 0
+    assert capped[-1]["weak_stats"]["framesDecoded"] > switched["weak_stats"]["framesDecoded"] + 50
+    assert capped[-1]["weak_stats"]["frameHeight"] < 720
+    # Freed: back on the top layer (probed up), decoding the full picture again.
+    assert freed[-1]["weak"]["layer"] == top and freed[-1]["weak_stats"]["frameHeight"] == 720
+    # The control viewers on loopback never left the top layer.
+    assert all(s[u]["layer"] == top for s in samples for u in ("control1", "control2"))
+    # A subscriber's own wish: a small layer, then no video (audio goes on), then the best again.
+    prefs = result["preferences"]
+    assert (prefs["start"], prefs["low"], prefs["off"], prefs["high"]) == (top, 0, None, top)
+    assert prefs["video_packets_while_off"] == 0 and prefs["audio_packets_while_off"] > 20
+    link = prefs["link_message"]
+    assert link["type"] == "link" and link["layers"] == 3 and link["layer"] in (0, 1, 2)

@@ -21,6 +21,8 @@ from typing import Any
 
 from playwright.async_api import Page, async_playwright
 
+from clients.client import LiveClient
+from clients.media import MediaSession
 from protocol import Role
 from signaling.app import SERVER, create_app, serve
 from signaling.config import ServerConfig
@@ -122,8 +124,43 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
     lab.uncap()
     await sample("freed", window)
     result["control_freezes"] = [(await stats(c))["video"]["freezeCount"] for c in controls]
+    result["preferences"] = await preferences(base, relay, top)
     await host.close()
     return result
+
+
+async def preferences(base: str, relay: Any, layers: int) -> dict[str, Any]:
+    """A Python viewer on loopback asks for a small layer, then for no video (a hidden tab), then for the best:
+    the layer the server forwards it each time (until it settles, at most 5 s), and whether audio went on."""
+    out: dict[str, Any] = {}
+    ws = base.replace("http", "ws") + "/ws"
+    async with LiveClient(ws, "show", token("show", "py", Role.VIEWER, "Py")) as client:
+        session = await MediaSession.subscribe(client)
+        try:
+            async def settle(wanted: Any) -> Any:
+                for _ in range(50):
+                    video = quality_of(relay, "py").get("video", {})
+                    if video.get("layer") == wanted and video.get("target_layer") == wanted:
+                        break
+                    await asyncio.sleep(0.1)
+                return quality_of(relay, "py").get("video", {}).get("layer")
+
+            out["start"] = await settle(layers - 1)
+            await session.set_video_quality("low")
+            out["low"] = await settle(0)
+            audio_before = quality_of(relay, "py")["audio"]["packets_sent"]
+            await session.set_video_quality("off")
+            out["off"] = await settle(None)
+            video_paused = quality_of(relay, "py")["video"]["packets_sent"]
+            await asyncio.sleep(1.0)
+            out["video_packets_while_off"] = quality_of(relay, "py")["video"]["packets_sent"] - video_paused
+            out["audio_packets_while_off"] = quality_of(relay, "py")["audio"]["packets_sent"] - audio_before
+            await session.set_video_quality("high")
+            out["high"] = await settle(layers - 1)
+            out["link_message"] = await client.next_event("link", timeout=5)
+        finally:
+            await session.close()
+    return out
 
 
 def video_track(relay: Any) -> Any:

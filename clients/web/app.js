@@ -305,6 +305,7 @@ async function showPublisher(publisher, user) {
     el.append(video, label); $("#stage").prepend(el);
     tiles.set(publisher, { sub, el });
     layout();
+    askVideoQuality();
     firstFrame(video, sub.started).then((ms) => {
       $("#stat-setup").textContent = ms.toFixed(0);
       ch.send({ type: "client_stats", first_frame_ms: ms });
@@ -314,6 +315,35 @@ async function showPublisher(publisher, user) {
     tiles.delete(publisher);
     console.warn("subscribe failed", publisher, err.message);
   }
+}
+
+// Each subscription tells the server the most video it wants: none while the tab is hidden (audio goes on),
+// a small layer for a small tile; the server still gives no more than the viewer's link carries.
+const askedQuality = new Map();
+function qualityFor(el) {
+  if (document.hidden) return "off";
+  const pixels = (el.clientWidth || 0) * (window.devicePixelRatio || 1);
+  return pixels < 400 ? "low" : pixels < 800 ? "medium" : "high";
+}
+function askVideoQuality() {
+  for (const t of tiles.values()) {
+    if (!t.sub || !t.sub.mediaId) continue;
+    const quality = qualityFor(t.el);
+    if (askedQuality.get(t.sub.mediaId) === quality) continue;
+    askedQuality.set(t.sub.mediaId, quality);
+    ch.send({ type: "video_quality", media: t.sub.mediaId, quality });
+  }
+}
+document.addEventListener("visibilitychange", askVideoQuality);
+let resizeTimer = null;
+window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(askVideoQuality, 300); });
+
+// What the server says of this viewer's link every 2 s: the layer it gets, its bandwidth estimate.
+function showLink(m) {
+  window.liveRelay.link = m;
+  const layer = m.paused ? "audio only" : m.layers > 1 ? `${m.layer === null ? "–" : m.layer + 1}/${m.layers}` : "one";
+  $("#stat-layer").textContent = layer;
+  $("#stat-bw").textContent = m.estimate_bps ? `${(m.estimate_bps / 1e6).toFixed(2)} Mb/s` : "–";
 }
 
 function dropPublisher(publisher) {
@@ -421,6 +451,7 @@ function wireLive(isHost) {
   ch.on("product", (m) => { showProduct(m); noteLatency(m); });
   ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
   ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
+  ch.on("link", showLink);
   ch.on("presence", (m) => { $("#viewers").textContent = `${m.viewers} watching`; });
   ch.on("media", (m) => {
     if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
