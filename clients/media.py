@@ -87,7 +87,8 @@ class MediaSession:
     @classmethod
     async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
                       video_codec: str | None = None, ice_servers: list[str] | None = None,
-                      host_addresses: tuple[str, ...] = ("127.0.0.1",)) -> MediaSession:
+                      host_addresses: tuple[str, ...] = ("127.0.0.1",),
+                      answer_filter: Callable[[str], str] | None = None) -> MediaSession:
         session = cls(client, cls._peer_connection(ice_servers))
         for track in tracks:
             transceiver = session.pc.addTransceiver(track, direction="sendonly")
@@ -97,7 +98,7 @@ class MediaSession:
                     [c for c in RTCRtpSender.getCapabilities("video").codecs
                      if c.mimeType.lower() in (wanted, "video/rtx")])
         try:
-            await session._negotiate({"type": "publish"}, list(host_addresses or []))
+            await session._negotiate({"type": "publish"}, list(host_addresses or []), answer_filter)
         except BaseException:
             await session.pc.close()
             raise

@@ -190,6 +190,7 @@ def enable_opus_fec(transceiver: RTCRtpTransceiver) -> None:
 
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+MAX_SIMULCAST_LAYERS = 4  # a publisher's further rids are declined in the answer (bounded per-layer state)
 
 
 def offered_rids(offer_sdp: str, mid: str | None) -> list[str]:
@@ -218,7 +219,7 @@ def offered_rids(offer_sdp: str, mid: str | None) -> list[str]:
 def accept_simulcast(transceiver: RTCRtpTransceiver, offer_sdp: str) -> list[str]:
     """Accept the simulcast an offer's video m-section sends: negotiate its rid header extensions (so
     the receiver parses them) and return its rids (empty: no simulcast). Call after setRemoteDescription."""
-    rids = offered_rids(offer_sdp, transceiver.mid)
+    rids = offered_rids(offer_sdp, transceiver.mid)[:MAX_SIMULCAST_LAYERS]
     media = _offered_media(offer_sdp, transceiver.mid)
     if len(rids) < 2 or media is None:
         return []

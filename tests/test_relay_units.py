@@ -430,7 +430,8 @@ async def test_a_down_track_switches_layer_on_the_wanted_layers_keyframe_with_co
     both(5, 3, keys=(5,))
     assert down.layer == 0 and len(wire.packets) == 8
     assert_continuous(wire.packets)
-    assert wire.packets[-1].ssrc == PARAMS.ssrc and picture_id(wire.packets[5]) == (picture_id(wire.packets[4]) + 1) & 0x7FFF
+    assert wire.packets[-1].ssrc == PARAMS.ssrc
+    assert picture_id(wire.packets[5]) == (picture_id(wire.packets[4]) + 1) & 0x7FFF
     down.set_target_layer(None)  # paused: nothing more, at once
     both(8, 2, keys=(8,))
     assert len(wire.packets) == 8

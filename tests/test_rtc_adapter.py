@@ -185,3 +185,18 @@ async def test_packet_output_writes_our_packets_and_the_sender_keeps_rtcp(pair):
 def _rtp(params: adapter.SendParameters, seq: int, payload: bytes) -> bytes:
     return bytes([0x80, 0x80 | params.payload_type]) + seq.to_bytes(2, "big") + (seq * 3000).to_bytes(4, "big") \
         + params.ssrc.to_bytes(4, "big") + payload
+
+
+def test_simulcast_rids_are_read_from_the_offer_and_answered_in_its_section():
+    offer = "\r\n".join([
+        "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=mid:0", "a=rid:x send",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:1", "a=rid:q send", "a=rid:h send", "a=rid:f send",
+        "a=rid:z recv", "a=simulcast:send q;h,h2;~f", ""])
+    # In the offer's order, first of each alternative, paused (~) ones and rids never declared left out.
+    assert adapter.offered_rids(offer, "1") == ["q", "h"]
+    assert adapter.offered_rids(offer, "0") == []  # no a=simulcast in the audio section
+    answer = "\r\n".join(["v=0", "m=audio 9 X 111", "a=mid:0", "m=video 9 X 96", "a=mid:1", "a=sendrecv", ""])
+    lines = adapter.answer_simulcast(answer, "1", ["q", "h"]).split("\r\n")
+    assert lines[lines.index("a=mid:1") + 1:lines.index("a=mid:1") + 4] == ["a=rid:q recv", "a=rid:h recv",
+                                                                             "a=simulcast:recv q;h"]
+    assert lines.index("a=simulcast:recv q;h") > lines.index("m=video 9 X 96")

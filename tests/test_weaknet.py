@@ -80,5 +80,7 @@ def test_a_capped_viewer_moves_to_a_lower_layer_and_back_and_the_others_stay_on_
     prefs = result["preferences"]
     assert (prefs["start"], prefs["low"], prefs["off"], prefs["high"]) == (top, 0, None, top)
     assert prefs["video_packets_while_off"] == 0 and prefs["audio_packets_while_off"] > 20
-    link = prefs["link_message"]
-    assert link["type"] == "link" and link["layers"] == 3 and link["layer"] in (0, 1, 2)
+    # The subscriber is told: a link message saying its video is paused, then one with the top layer.
+    assert prefs["link_while_off"] is not None and prefs["link_while_off"]["layer"] is None
+    after = prefs["link_after_high"]
+    assert after is not None and after["layers"] == 3 and after["paused"] is False and after["red"] == 0

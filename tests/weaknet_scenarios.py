@@ -151,16 +151,30 @@ async def preferences(base: str, relay: Any, layers: int) -> dict[str, Any]:
             audio_before = quality_of(relay, "py")["audio"]["packets_sent"]
             await session.set_video_quality("off")
             out["off"] = await settle(None)
+            out["link_while_off"] = await next_link(client, lambda m: m.get("paused"))
             video_paused = quality_of(relay, "py")["video"]["packets_sent"]
             await asyncio.sleep(1.0)
             out["video_packets_while_off"] = quality_of(relay, "py")["video"]["packets_sent"] - video_paused
             out["audio_packets_while_off"] = quality_of(relay, "py")["audio"]["packets_sent"] - audio_before
             await session.set_video_quality("high")
             out["high"] = await settle(layers - 1)
-            out["link_message"] = await client.next_event("link", timeout=5)
+            out["link_after_high"] = await next_link(client, lambda m: m.get("layer") == layers - 1)
         finally:
             await session.close()
     return out
+
+
+async def next_link(client: LiveClient, wanted: Any) -> dict[str, Any] | None:
+    """The first ``link`` message (older ones queued included) that ``wanted`` accepts, within 6 s."""
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        try:
+            message = await client.next_event("link", timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            return None
+        if wanted(message):
+            return message
+    return None
 
 
 def video_track(relay: Any) -> Any:
