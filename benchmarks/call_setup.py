@@ -51,12 +51,11 @@ class SlowUdp(asyncio.DatagramProtocol):
         return int(self.transport.get_extra_info("sockname")[1])
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.server is None or self.rng.random() < self.loss:
+        if addr != self.client:
+            self.server = addr  # the server may check this path before its answer reached the party
+        if self.rng.random() < self.loss:
             return
-        if addr == self.server:
-            target = self.client
-        else:
-            self.client, target = addr, self.server
+        target = self.client if addr == self.server else self.server
         if target is not None:
             asyncio.get_running_loop().call_later(self.one_way, self._send, data, target)
 
@@ -94,10 +93,14 @@ async def one_call(ws_url: str, room: str, one_way: float, loss: float, rng: ran
                                                            local_addr=("127.0.0.1", 0))
         forwarders.append(forwarder)
 
-        def through(sdp: str) -> str:
+        def offer_through(sdp: str) -> str:  # the server reaches this party only through the forwarder
+            forwarder.client = ("127.0.0.1", server_port_in(sdp))
+            return route_through(sdp, forwarder.port)
+
+        def answer_through(sdp: str) -> str:  # and this party reaches the server only through it
             forwarder.server = ("127.0.0.1", server_port_in(sdp))
             return route_through(sdp, forwarder.port)
-        return through
+        return {"offer_filter": offer_through, "answer_filter": answer_through}
 
     a = LiveClient(ws_url, room, issue_token(SECRET, room, "caller", Role.HOST, 600))
     b = LiveClient(ws_url, room, issue_token(SECRET, room, "callee", Role.COHOST, 600))
@@ -108,12 +111,12 @@ async def one_call(ws_url: str, room: str, one_way: float, loss: float, rng: ran
         paths = [await path() for _ in range(4)]
         start = time.perf_counter()
         a_pub, b_pub = await asyncio.gather(
-            MediaSession.publish(a, [CounterVideoTrack(320, 240)], answer_filter=paths[0]),
-            MediaSession.publish(b, [CounterVideoTrack(320, 240)], answer_filter=paths[1]))
+            MediaSession.publish(a, [CounterVideoTrack(320, 240)], **paths[0]),
+            MediaSession.publish(b, [CounterVideoTrack(320, 240)], **paths[1]))
         sessions += [a_pub, b_pub]
         a_sub, b_sub = await asyncio.gather(
-            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",), answer_filter=paths[2]),
-            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",), answer_filter=paths[3]))
+            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",), **paths[2]),
+            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",), **paths[3]))
         sessions += [a_sub, b_sub]
 
         async def first_frame(s: MediaSession) -> None:

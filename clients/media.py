@@ -70,12 +70,15 @@ class MediaSession:
         return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers or []]))
 
     async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None,
-                         answer_filter: Callable[[str], str] | None = None) -> None:
+                         answer_filter: Callable[[str], str] | None = None,
+                         offer_filter: Callable[[str], str] | None = None) -> None:
         offer = await self.pc.createOffer()
         if host_addresses:
             adapter.restrict_host_addresses(self.pc, host_addresses)
         await self.pc.setLocalDescription(offer)
         message["sdp"] = self.pc.localDescription.sdp
+        if offer_filter is not None:
+            message["sdp"] = offer_filter(message["sdp"])
         self.role = message["type"]
         self.offer_sent = time.perf_counter()
         answer = await self.client.request(message, timeout=20.0)
@@ -88,7 +91,8 @@ class MediaSession:
     async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
                       video_codec: str | None = None, ice_servers: list[str] | None = None,
                       host_addresses: tuple[str, ...] = ("127.0.0.1",),
-                      answer_filter: Callable[[str], str] | None = None) -> MediaSession:
+                      answer_filter: Callable[[str], str] | None = None,
+                      offer_filter: Callable[[str], str] | None = None) -> MediaSession:
         session = cls(client, cls._peer_connection(ice_servers))
         for track in tracks:
             transceiver = session.pc.addTransceiver(track, direction="sendonly")
@@ -98,7 +102,7 @@ class MediaSession:
                     [c for c in RTCRtpSender.getCapabilities("video").codecs
                      if c.mimeType.lower() in (wanted, "video/rtx")])
         try:
-            await session._negotiate({"type": "publish"}, list(host_addresses or []), answer_filter)
+            await session._negotiate({"type": "publish"}, list(host_addresses or []), answer_filter, offer_filter)
         except BaseException:
             await session.pc.close()
             raise
@@ -109,10 +113,12 @@ class MediaSession:
                         kinds: tuple[str, ...] = ("video", "audio"), *, ice_servers: list[str] | None = None,
                         host_addresses: tuple[str, ...] = ("127.0.0.1",),
                         answer_filter: Callable[[str], str] | None = None,
+                        offer_filter: Callable[[str], str] | None = None,
                         frame_sink: Callable[[str, Any, Any], None] | None = None,
                         packet_sink: Callable[[str, Any, Any], None] | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
-        server's answer SDP before use (tests route media through their own forwarder with it);
+        server's answer SDP before use, ``offer_filter`` our offer before it is sent (tests and benchmarks
+        route media through their own forwarder with them);
         ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them;
         with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first."""
         session = cls(client, cls._peer_connection(ice_servers))
@@ -124,7 +130,7 @@ class MediaSession:
         if publisher:
             message["publisher"] = publisher
         try:
-            await session._negotiate(message, list(host_addresses or []), answer_filter)
+            await session._negotiate(message, list(host_addresses or []), answer_filter, offer_filter)
         except BaseException:
             await session.pc.close()
             raise
