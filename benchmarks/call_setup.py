@@ -2,13 +2,14 @@
 
     python -m benchmarks.call_setup --rtt 100 --loss 5 --calls 20 --runs 3
 
-A live-relay server (a subprocess, loopback only) and two aiortc parties per call, as ``live-relay loadtest
-call`` makes them: each publishes, then subscribes to the other; set-up is from the first offer sent to the
-first decoded frame on both sides. Every path between a party and the server goes through a forwarder of
-this script's own that holds each packet half the round trip each way and drops ``--loss`` % of the UDP
-datagrams (STUN, DTLS, RTP and RTCP alike): one per peer connection for media, and a TCP relay that
-delays the WebSocket's bytes the same (TCP repairs its own loss; the kernel here has no netem). Prints the
-p50/p95 of each run, then the medians, beside a baseline run with no delay and no loss.
+A live-relay server (a subprocess, loopback only) and two aiortc parties per call, exactly as
+``live-relay loadtest call`` makes them (``loadtest.media.one_call``): each publishes, then subscribes to
+the other; set-up is from the first offer sent to the first decoded frame on both sides. Every path
+between a party and the server goes through a forwarder of this script's own that holds each packet half
+the round trip each way and drops ``--loss`` % of the UDP datagrams (STUN, DTLS, RTP and RTCP alike): one
+per peer connection for media, and a TCP relay that delays the WebSocket's bytes the same (TCP repairs its
+own loss; the kernel here has no netem). Prints the p50/p95 of each run, then the medians, beside a
+baseline run with no delay and no loss.
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import SECRET, free_port, wait_ready
-from clients.client import LiveClient
-from clients.media import MediaSession
-from clients.sources import CounterVideoTrack, read_frame
-from protocol import Role, issue_token
+from loadtest.media import one_call as loadtest_call
 from tests.lossy_forwarder import route_through, server_port_in
 
 
@@ -102,34 +99,9 @@ async def one_call(ws_url: str, room: str, one_way: float, loss: float, rng: ran
             return route_through(sdp, forwarder.port)
         return {"offer_filter": offer_through, "answer_filter": answer_through}
 
-    a = LiveClient(ws_url, room, issue_token(SECRET, room, "caller", Role.HOST, 600))
-    b = LiveClient(ws_url, room, issue_token(SECRET, room, "callee", Role.COHOST, 600))
-    sessions: list[MediaSession] = []
     try:
-        await a.connect()
-        await b.connect()
-        paths = [await path() for _ in range(4)]
-        start = time.perf_counter()
-        a_pub, b_pub = await asyncio.gather(
-            MediaSession.publish(a, [CounterVideoTrack(320, 240)], **paths[0]),
-            MediaSession.publish(b, [CounterVideoTrack(320, 240)], **paths[1]))
-        sessions += [a_pub, b_pub]
-        a_sub, b_sub = await asyncio.gather(
-            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",), **paths[2]),
-            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",), **paths[3]))
-        sessions += [a_sub, b_sub]
-
-        async def first_frame(s: MediaSession) -> None:
-            track = await s.wait_track("video", timeout=20)
-            read_frame(await asyncio.wait_for(track.recv(), 20))
-
-        await asyncio.gather(first_frame(a_sub), first_frame(b_sub))
-        return (time.perf_counter() - start) * 1000
+        return await loadtest_call(ws_url, room, SECRET, path)
     finally:
-        for s in sessions:
-            await s.close()
-        await a.close()
-        await b.close()
         for f in forwarders:
             if f.transport is not None:
                 f.transport.close()

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -249,21 +250,26 @@ def media_command(urls: tuple[str, ...], room: str, secret: str, subscribers: in
         raise SystemExit(1)
 
 
-async def one_call(url: str, room: str, secret: str) -> float:
-    """A 1v1 call; returns ms from the first offer sent to the first decoded frame on both sides."""
+async def one_call(url: str, room: str, secret: str,
+                   path: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> float:
+    """A 1v1 call; returns ms from the first offer sent to the first decoded frame on both sides.
+
+    ``path()``, when given, is awaited once per peer connection (before the clock starts) for the SDP
+    filters (``offer_filter``/``answer_filter``) that route it, as a benchmark's impaired path does."""
     a = LiveClient(url, room, issue_token(secret, room, "caller", Role.HOST, 600))
     b = LiveClient(url, room, issue_token(secret, room, "callee", Role.COHOST, 600))
     sessions: list[MediaSession] = []
     try:
         await a.connect()
         await b.connect()
+        paths = [await path() if path is not None else {} for _ in range(4)]
         start = time.perf_counter()
-        a_pub, b_pub = await asyncio.gather(MediaSession.publish(a, [CounterVideoTrack(320, 240)]),
-                                            MediaSession.publish(b, [CounterVideoTrack(320, 240)]))
+        a_pub, b_pub = await asyncio.gather(MediaSession.publish(a, [CounterVideoTrack(320, 240)], **paths[0]),
+                                            MediaSession.publish(b, [CounterVideoTrack(320, 240)], **paths[1]))
         sessions += [a_pub, b_pub]
         a_sub, b_sub = await asyncio.gather(
-            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",)),
-            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",)))
+            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",), **paths[2]),
+            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",), **paths[3]))
         sessions += [a_sub, b_sub]
 
         async def first_frame(s: MediaSession) -> None:
