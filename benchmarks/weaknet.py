@@ -55,10 +55,16 @@ def cap_figures(result: dict[str, Any]) -> dict[str, Any]:
     freed = [s for s in samples if s["phase"] == "freed"]
     cap_at, free_at = capped[0]["t"], freed[0]["t"]
     down = next((s for s in capped if s["weak"]["layer"] is not None and s["weak"]["layer"] < top), None)
-    freezes_after = (capped[-1]["weak_stats"]["freezeCount"] - down["weak_stats"]["freezeCount"]) if down else None
+    # After the switch: once the viewer decodes the smaller picture (the switch has reached its screen).
+    full_height = samples[0]["weak_stats"]["frameHeight"]
+    shown = next((s for s in capped if 0 < s["weak_stats"]["frameHeight"] < full_height), None)
+    freezes_after = (capped[-1]["weak_stats"]["freezeCount"] - shown["weak_stats"]["freezeCount"]) if shown else None
     back = next((s for s in freed if s["weak"]["layer"] == top), None)
     controls_left_top = sum(1 for s in samples for c in ("control1", "control2") if s[c]["layer"] != top)
     return {"to_lower_layer_s": round(down["t"] - cap_at, 2) if down else None,
+            "to_smaller_picture_s": round(shown["t"] - cap_at, 2) if shown else None,
+            "freezes_while_switching": (shown["weak_stats"]["freezeCount"] - capped[0]["weak_stats"]["freezeCount"])
+            if shown else None,
             "freezes_after_switch": freezes_after,
             "lowest_layer_while_capped": min((s["weak"]["layer"] for s in capped if s["weak"]["layer"] is not None),
                                              default=None),

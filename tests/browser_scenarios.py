@@ -9,9 +9,11 @@ Writes OUT_DIR/SCENARIO.json with what was observed (the test asserts on it) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -438,6 +440,20 @@ SCENARIOS = {"shop": shop, "replay": replay, "whip": whip, "broadcast": broadcas
              "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 
 
+@contextlib.asynccontextmanager
+async def running(config: ServerConfig) -> AsyncIterator[Any]:
+    """A live-relay server in this process for the block's duration; yields its RelayServer."""
+    ready, stop = asyncio.Event(), asyncio.Event()
+    app = create_app(config)
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
+    await ready.wait()
+    try:
+        yield app[SERVER]
+    finally:
+        stop.set()
+        await server
+
+
 async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
@@ -447,28 +463,20 @@ async def main(scenario: str, out: Path) -> None:
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
                           recordings_dir=str(out / "recordings"),
                           analytics=str(out / "analytics.sqlite3") if scenario == "shop" else None)
-    ready, stop = asyncio.Event(), asyncio.Event()
-    app = create_app(config)
-    server = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
-    await ready.wait()
     base, ws = f"http://127.0.0.1:{config.port}", f"ws://127.0.0.1:{config.port}/ws"
     result: dict[str, Any]
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            try:
-                result = await asyncio.wait_for(SCENARIOS[scenario](base, ws, out, browser, app[SERVER]), 90)
-                result["ok"] = True
-            except Exception as exc:
-                result = {"ok": False, "error": repr(exc)}
-                pages = [page for context in browser.contexts for page in context.pages]
-                for i, page in enumerate(pages):
-                    await page.screenshot(path=str(out / f"{scenario}-failure-{i}.png"))
-            finally:
-                await browser.close()
-    finally:
-        stop.set()
-        await server
+    async with running(config) as relay, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            result = await asyncio.wait_for(SCENARIOS[scenario](base, ws, out, browser, relay), 90)
+            result["ok"] = True
+        except Exception as exc:
+            result = {"ok": False, "error": repr(exc)}
+            pages = [page for context in browser.contexts for page in context.pages]
+            for i, page in enumerate(pages):
+                await page.screenshot(path=str(out / f"{scenario}-failure-{i}.png"))
+        finally:
+            await browser.close()
     (out / f"{scenario}.json").write_text(json.dumps(result, indent=2))
 
 
