@@ -1,21 +1,22 @@
 """One subscriber's link: what its RTCP says it can carry, and what the relay sends it because of that.
 
 A ``SubscriberLink`` is shared by a subscriber's down-tracks. It gathers the subscriber's own word on its
-link (receiver reports: loss, jitter, round-trip time; REMB: its bandwidth estimate; NACKs: what it is
-missing right now) and turns it into two decisions:
+link (receiver reports: loss, jitter, round-trip time; REMB: its bandwidth estimate, whose falls mean
+congestion; NACKs: what it is missing right now) and turns it into:
 
 - how much audio redundancy (RED, RFC 2198) to send: one earlier packet on a clean link, more as loss
-  rises (two earlier packets survive 10% random loss with 0.1% of audio lost, three survive 25% with 0.4%);
-- which video layer of a simulcast publisher fits (``LayerChooser``): the best layer whose bitrate fits
-  the estimate, down at once when it no longer fits, up only after the estimate has held long enough
-  (hysteresis), at most the subscriber's own preference, and no video at all (audio goes on) when even
-  the lowest layer does not fit. A receiver's estimate cannot grow far past what it receives, so a link
-  that may carry more is probed: padding (retransmissions of recent packets) raises what it receives to
-  the next layer's bitrate for a few seconds; if its estimate follows without loss, the layer goes up.
+  rises (two earlier packets survive 10% random loss with 0.1% of audio lost, three survive 25% with 0.4%),
+  and how many copies of each retransmission; both only while the link has headroom (a congested link's
+  loss comes from sending too much, and redundancy would add to it);
+- which video layer of a simulcast publisher fits (``LayerChooser``): down at once when the link is
+  congested below the current layer, up when the estimate allows or a probe showed the link carries the
+  next layer (a receiver's estimate grows only ~8% a second past what it receives, so padding raises
+  what it receives for a moment and the layer goes up if nothing suffered), at most the subscriber's own
+  preference, and no video at all (audio goes on) when even the lowest layer does not fit.
 
 Loss is taken as the larger of what the receiver reports (fraction lost per report, which counts
-repaired packets as received) and what it NACKs per packet sent, smoothed so that one bad second moves
-the decision at once and one good second does not undo it.
+repaired packets as received) and the share of packets it NACKs, smoothed so that one bad second moves
+the decisions at once and one good second does not undo them.
 """
 
 from __future__ import annotations
@@ -130,11 +131,13 @@ class LayerChooser:
     and what the down-track sends, and returns the layer wanted, or None for "no video". ``probe_bps``
     is how much padding a probe wants on top of the media (0 when not probing).
 
-    Down: when the estimate falls under ``DOWN_AT`` of the current layer's bitrate or loss passes
-    ``LOSS_CEILING``, to the best layer that fits (none: video pauses after ``PAUSE_HOLD``). Up: a
-    receiver's estimate grows only ~8% a second past what it receives, so it is not waited for: padding
-    raises what the subscriber receives to the next layer's bitrate for ``PROBE_FOR``; no loss and no fall
-    in its estimate meanwhile, and the layer goes up (and the next probe starts soon); otherwise the
+    Down: when the link is congested and its estimate is under ``DOWN_AT`` of the current layer's
+    bitrate, to the best layer within ``FIT`` of the estimate (none, and it lasts ``PAUSE_HOLD``: video
+    pauses); on loss over ``LOSS_CEILING`` without headroom, to what the loss-cut budget fits (never a
+    pause for loss alone: random loss is left to repairs). Up: straight to the best layer the estimate
+    fits (or the best allowed, with no estimate yet); beyond that, padding raises what the subscriber
+    receives to the next layer's bitrate for ``PROBE_FOR``; no loss, no congestion and no fall in its
+    estimate meanwhile, and the layer goes up (the next probe may follow after ``UP_HOLD``); otherwise the
     next probe waits twice as long (at most ``PROBE_BACKOFF[1]``)."""
 
     def __init__(self, link: SubscriberLink) -> None:
