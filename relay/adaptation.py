@@ -54,7 +54,7 @@ class Adaptation:
                     down.link.sending_bps = sending_bps
                     self._down_tracks[down] = (now, down.link.bytes_out)
                     down.link.nack_loss(down.packets_sent, now)
-                    down.set_target_layer(chooser.choose(down.source.layer_rates(now), sending_bps, now))
+                    down.adapt(sending_bps, now)
                 if chooser.probe_bps:
                     down.pad(int(chooser.probe_bps * TICK / 8))
         except Exception:  # one broken down-track must not stop every subscriber's adaptation

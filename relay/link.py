@@ -125,7 +125,8 @@ class SubscriberLink:
 
 
 class LayerChooser:
-    """Which simulcast layer (0 = lowest) one subscriber gets, from its link and the layers' bitrates.
+    """Which simulcast layer (0 = lowest) one subscriber gets, from its link and the layers' bitrates; with
+    VP8 temporal layers, the lowest layer at a quarter or half frame rate comes before no video at all.
 
     ``choose`` runs about twice a second with each layer's bitrate now (None while a layer is not coming)
     and what the down-track sends, and returns the layer wanted, or None for "no video". ``probe_bps``
@@ -168,13 +169,17 @@ class LayerChooser:
         self.current = allowed
         return allowed
 
-    def choose(self, rates: Sequence[float | None], sending_bps: float, now: float | None = None) -> int | None:
+    def choose(self, rates: Sequence[float | None], sending_bps: float, now: float | None = None,
+               spatial: Sequence[int] | None = None) -> int | None:
+        """``rates`` are the options cheapest first (a layer, or a layer at a lower frame rate); ``spatial``
+        names the layer of each (the subscriber's limit is on layers); by default option i is layer i."""
         now = time.monotonic() if now is None else now
         available = [i for i, rate in enumerate(rates) if rate is not None]
         if self.paused_by_subscriber or not available:
             self._end_probe(now, failed=False)
             return self._set(None)
-        allowed = [i for i in available if self.max_layer is None or i <= self.max_layer] or available[:1]
+        layer_of = spatial if spatial is not None else range(len(rates))
+        allowed = [i for i in available if self.max_layer is None or layer_of[i] <= self.max_layer] or available[:1]
         current = self.current
         if current is not None and current not in allowed:
             # The layer stopped coming (the publisher's encoder dropped it) or the preference changed.

@@ -396,7 +396,7 @@ class Subscriber(_Peer):
             chooser.paused_by_subscriber = quality == "off"
             top = len(down.source.layers) - 1
             chooser.max_layer = {"low": 0, "medium": min(1, top)}.get(quality)
-            down.set_target_layer(chooser.choose(down.source.layer_rates(), chooser.link.sending_bps))
+            down.adapt(chooser.link.sending_bps)
 
     def link_view(self) -> dict[str, Any]:
         """What the subscriber is told of its link: the layer it gets, the estimate, loss, audio redundancy."""

@@ -37,7 +37,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from relay.link import LayerChooser, SubscriberLink
-from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_picture_id_at
+from rtc.codecs import is_keyframe, packet_starts_frame, packet_starts_keyframe, vp8_picture_id_at, vp8_temporal_index
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ class SourcePacket:
     """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
 
     __slots__ = ("abs_send_time", "epoch", "keyframe", "layer", "marker", "ntp", "payload", "picture_id", "seq",
-                 "timestamp")
+                 "temporal", "timestamp")
 
     def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
-                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0) -> None:
+                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0,
+                 temporal: int | None = None) -> None:
         self.seq = seq
         self.timestamp = timestamp
         self.marker = marker
@@ -79,6 +80,7 @@ class SourcePacket:
         self.abs_send_time = abs_send_time
         self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
         self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
+        self.temporal = temporal  # its VP8 temporal layer (TID), None when the publisher sends none
 
 
 class Output(Protocol):
@@ -155,6 +157,11 @@ class DownTrack(MediaStreamTrack):
         self.layer: int | None = None
         self.target_layer: int | None = 0
         self.chooser: LayerChooser | None = None  # set for a simulcast video track
+        # VP8 temporal layers: the highest forwarded now and the one wanted (None: all). Fewer goes at once;
+        # more waits for a base-layer (TID 0) frame, which every higher frame after it can refer back to.
+        self.temporal_cap: int | None = None
+        self.target_temporal: int | None = None
+        self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
         self.packets_sent = 0
         self.packets_skipped = 0
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
@@ -176,6 +183,8 @@ class DownTrack(MediaStreamTrack):
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
+        self._pid_out: dict[int, int] = {}  # publisher picture id -> ours, for the last frames (late packets agree)
+        self._dropped_pids: dict[int, None] = {}  # picture ids of the last frames left out (counted once each)
         self._last_seq = random.randrange(0x8000)  # lower half: keeps SRTP's rollover guess simple
         self._last_ts = random.getrandbits(32)
         self._last_pid = random.randrange(0x8000)
@@ -215,6 +224,9 @@ class DownTrack(MediaStreamTrack):
             # source's own bytes, shared by every subscriber and its history, never copied.
             first = not self.packets_sent
             self._pid_offset = 0 if first else (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
+            self._pid_out.clear()
+            self._dropped_pids.clear()
+        self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
         self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
         self._restart_out_seq = (self._last_seq + 1) & 0xFFFF
@@ -253,16 +265,32 @@ class DownTrack(MediaStreamTrack):
             return  # a duplicate (the publisher answered a NACK for a packet that came after all)
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         payload = packet.payload
-        if packet.picture_id is not None and self._pid_offset:
-            offset, width, value = packet.picture_id
-            pid = (value + self._pid_offset) & 0x7FFF
-            if width == 2:
-                payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
-            else:  # a 7-bit picture id stays in 7 bits
-                payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
-            self._last_pid = pid
+        first_byte, marker = self._first_byte, packet.marker
+        if packet.temporal is not None and self.temporal_cap != self.target_temporal:
+            self._follow_temporal_target(packet)
+        if packet.temporal is not None and self.temporal_cap is not None and packet.temporal > self.temporal_cap:
+            # A frame above the temporal layers this subscriber gets: its packets go out as padding only
+            # (the sequence stays whole, nothing is NACKed), and kept frames' picture ids close the gap.
+            if packet.picture_id is not None and packet.picture_id[2] not in self._dropped_pids:
+                self._dropped_pids[packet.picture_id[2]] = None
+                if len(self._dropped_pids) > 64:
+                    del self._dropped_pids[next(iter(self._dropped_pids))]
+                self._pid_offset = (self._pid_offset - 1) & 0x7FFF
+            payload, first_byte, marker = b"\x01", first_byte | 0x20, 0
+            self.frames_thinned += packet.marker
         elif packet.picture_id is not None:
-            self._last_pid = packet.picture_id[2]
+            offset, width, value = packet.picture_id
+            pid = self._pid_out.get(value)
+            if pid is None:  # a frame's first packet to come: its number, kept for the rest of its packets
+                pid = self._pid_out[value] = (value + self._pid_offset) & 0x7FFF
+                if len(self._pid_out) > 64:
+                    del self._pid_out[next(iter(self._pid_out))]
+            if pid != value:
+                if width == 2:
+                    payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
+                else:  # a 7-bit picture id stays in 7 bits
+                    payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
+            self._last_pid = pid
         payload_type = self._pt
         if self._red_pt is not None:
             # Audio wrapped in RED with as many earlier packets as the link's loss asks for: a packet lost
@@ -274,7 +302,7 @@ class DownTrack(MediaStreamTrack):
             if len(earlier) > 3:
                 del earlier[0]
             payload_type = self._red_pt
-        header = _HEADER.pack(self._first_byte, packet.marker << 7 | payload_type, seq, timestamp, self._ssrc)
+        header = _HEADER.pack(first_byte, marker << 7 | payload_type, seq, timestamp, self._ssrc)
         if self._ast_id:
             header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
         elif self._ext_head:
@@ -358,9 +386,40 @@ class DownTrack(MediaStreamTrack):
                 "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
                 "waiting_keyframe": self.waiting_keyframe,
                 **({"layer": self.layer, "target_layer": self.target_layer, "layers": len(self.source.layers),
+                    "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,
                     "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches)}
                    if self.chooser is not None else {}),
                 **({"red": link.audio_redundancy if self._red_pt is not None else 0} if self.kind == "audio" else {})}
+
+    def _follow_temporal_target(self, packet: SourcePacket) -> None:
+        target, cap = self.target_temporal, self.temporal_cap
+        if target is not None and (cap is None or target < cap):
+            self.temporal_cap = target  # fewer layers: at once, dropping higher frames never breaks a chain
+        elif packet.temporal == 0 and packet_starts_frame("vp8", packet.payload):
+            self.temporal_cap = target  # more: from a base-layer frame on
+
+    def adapt(self, sending_bps: float, now: float | None = None) -> None:
+        """Let the chooser pick among what the publisher sends now (each layer, and the lowest one's
+        temporal layers), and aim this down-track at it."""
+        chooser = self.chooser
+        if chooser is None:
+            return
+        rungs = self.source.rungs(now)
+        keys = [(layer, temporal) for layer, temporal, _ in rungs]
+        # Where it is aimed now, as an option of today's list (which grows when temporal layers show up).
+        wanted = (self.target_layer, self.target_temporal)
+        same_layer = [i for i, key in enumerate(keys) if key[0] == self.target_layer]
+        chooser.current = keys.index(wanted) if wanted in keys else same_layer[-1] if same_layer else None
+        choice = chooser.choose([rate for _, _, rate in rungs], sending_bps, now, [layer for layer, _ in keys])
+        if choice is None:
+            self.set_target_layer(None)
+        else:
+            self.set_target_temporal(keys[choice][1])
+            self.set_target_layer(keys[choice][0])
+
+    def set_target_temporal(self, temporal: int | None) -> None:
+        """Forward VP8 temporal layers up to ``temporal`` (None: all) of the current layer."""
+        self.target_temporal = temporal
 
     def set_target_layer(self, layer: int | None) -> None:
         """Forward ``layer`` from its next keyframe on (asked for now); None stops video at once."""
@@ -414,7 +473,8 @@ class StreamLayer:
     is per stream: its SSRC and epoch, keyframe requests, and how many bits per second it carries."""
 
     __slots__ = ("_pli_pending", "awaiting_keyframe_since", "bitrate", "epoch", "highest_seq", "index", "last_packet",
-                 "last_pli", "last_timestamp", "ntp", "octets", "previous_marker", "ssrc")
+                 "last_pli", "last_timestamp", "ntp", "octets", "previous_marker", "ssrc", "temporal_layers",
+                 "temporal_octets", "temporal_share")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -426,6 +486,11 @@ class StreamLayer:
         self.ntp = 0
         self.octets = 0  # since the last rate update
         self.bitrate = 0.0  # bit/s, smoothed
+        # VP8 temporal layers (TID) seen in this stream, and the share of its bits up to each TID (smoothed):
+        # what it costs to forward only TID <= t.
+        self.temporal_layers = 0
+        self.temporal_octets = [0, 0, 0, 0]
+        self.temporal_share = [1.0, 1.0, 1.0, 1.0]
         self.last_packet = 0.0
         self.last_pli = 0.0
         self.awaiting_keyframe_since: float | None = None
@@ -511,15 +576,20 @@ class PublishedTrack:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             stream.last_timestamp = packet.timestamp
             stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
-        picture_id = None
+        picture_id = temporal = None
         if self.kind == "video" and codec_name.lower() == "vp8":
             where = vp8_picture_id_at(payload)
             if where is not None:
                 offset, width = where
                 value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
                 picture_id = (offset, width, value)
+            temporal = vp8_temporal_index(payload)
+            if temporal is not None:
+                stream.temporal_octets[temporal] += len(payload)
+                if temporal >= stream.temporal_layers:
+                    stream.temporal_layers = temporal + 1
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer)
+                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal)
         for down in tuple(self.down_tracks):
             down.forward(source)
 
@@ -534,8 +604,26 @@ class PublishedTrack:
                 rate = stream.octets * 8 / elapsed
                 stream.bitrate = rate if not stream.bitrate else stream.bitrate * 0.6 + rate * 0.4
                 stream.octets = 0
+                total = sum(stream.temporal_octets)
+                if total:
+                    running = 0
+                    for tid, octets in enumerate(stream.temporal_octets):
+                        running += octets
+                        stream.temporal_share[tid] = stream.temporal_share[tid] * 0.6 + running / total * 0.4
+                    stream.temporal_octets = [0, 0, 0, 0]
         return [stream.bitrate if stream.ssrc is not None and now - stream.last_packet < LAYER_GONE else None
                 for stream in self.layers]
+
+    def rungs(self, now: float | None = None) -> list[tuple[int, int | None, float | None]]:
+        """What a subscriber can be given, cheapest first, as (layer, highest temporal layer or None for all,
+        bitrate or None while that layer is not coming): the lowest layer's temporal layers (a lower frame
+        rate before no video at all), then every layer whole."""
+        rates = self.layer_rates(now)
+        lowest = self.layers[0]
+        out: list[tuple[int, int | None, float | None]] = [
+            (0, tid, None if rates[0] is None else rates[0] * lowest.temporal_share[tid])
+            for tid in range(lowest.temporal_layers - 1)]
+        return out + [(layer, None, rate) for layer, rate in enumerate(rates)]
 
     def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
         """One assembled frame (of the top layer): counted, and handed to the observers (forwarding does

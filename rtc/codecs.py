@@ -50,6 +50,18 @@ def vp8_picture_id_at(payload: bytes) -> tuple[int, int] | None:
     return (2, 2) if payload[2] & 0x80 else (2, 1)
 
 
+def vp8_temporal_index(payload: bytes) -> int | None:
+    """The temporal layer (TID, 0-3) a VP8 payload descriptor (RFC 7741 4.2) names, or None when it names none."""
+    if len(payload) < 2 or not payload[0] & 0x80 or not payload[1] & 0x20:  # no X, or no T
+        return None
+    x, i = payload[1], 2
+    if x & 0x80:  # picture id, 7 or 15 bits
+        i += 2 if len(payload) > 2 and payload[2] & 0x80 else 1
+    if x & 0x40:  # TL0PICIDX
+        i += 1
+    return payload[i] >> 6 if len(payload) > i else None
+
+
 def packet_starts_keyframe(codec_name: str, payload: bytes, previous_marker: bool) -> bool:
     """Whether an RTP payload is the first packet of a keyframe: where a subscriber can start decoding.
 

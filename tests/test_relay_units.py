@@ -143,7 +143,7 @@ def picture_id(packet: RtpPacket) -> int:
 def assert_continuous(packets: list[RtpPacket]) -> None:
     seqs = [p.sequence_number for p in packets]
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
-    frames = [p for p in packets if p.payload[0] & 0x10]
+    frames = [p for p in packets if p.payload and p.payload[0] & 0x10]  # padding-only packets carry none
     stamps = [p.timestamp for p in frames]
     assert all(0 < (b - a) & 0xFFFFFFFF < 90000 for a, b in itertools.pairwise(stamps)), stamps
     pids = [picture_id(p) for p in frames]
@@ -436,3 +436,57 @@ async def test_a_down_track_switches_layer_on_the_wanted_layers_keyframe_with_co
     both(8, 2, keys=(8,))
     assert len(wire.packets) == 8
     track.close()
+
+
+def vp8_temporal(pid: int, tid: int, tl0: int, key: bool, start: bool = True) -> bytes:
+    """A VP8 payload whose descriptor has a picture id, TL0PICIDX and TID (as Chromium's simulcast sends)."""
+    descriptor = bytes([0x90 if start else 0x80, 0xE0, 0x80 | pid >> 8, pid & 0xFF, tl0 & 0xFF, tid << 6])
+    return descriptor + (bytes([0x10 if key else 0x11, 0, 0]) if start else b"\x07\x07")
+
+
+async def test_temporal_layers_above_the_cap_go_out_as_padding_and_picture_ids_stay_contiguous():
+    from rtc.codecs import vp8_temporal_index
+
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
+    down, wire = bound(track)
+    pattern = (0, 2, 1, 2)  # L1T3: TID of frame f is pattern[f % 4]; TL0PICIDX counts the TID 0 frames
+
+    def send(first: int, frames: int, keys: tuple[int, ...] = ()) -> None:
+        for f in range(first, first + frames):
+            for i in range(2):
+                p = RtpPacket(payload_type=96, sequence_number=100 + 2 * f + i, timestamp=3000 * f, ssrc=7)
+                p.marker = i
+                p.payload = vp8_temporal(f, pattern[f % 4], f // 4, f in keys, start=i == 0)
+                track.on_packet("VP8", 90000, p)
+
+    send(0, 4, keys=(0,))
+    assert track.layers[0].temporal_layers == 3 and vp8_temporal_index(wire.packets[2].payload) == 2
+    down.set_target_temporal(0)
+    send(4, 8)  # from here only TID 0 frames (4 and 8) keep their payload
+    sent = wire.packets[8:]
+    assert_continuous(wire.packets)  # padding keeps the sequence whole: nothing for the subscriber to NACK
+    padding = [p for p in sent if p.padding_size]
+    assert len(padding) == 12 and all(not p.payload for p in padding) and down.frames_thinned == 6
+    kept = [picture_id(p) for p in sent if p.payload]
+    assert kept == [4, 4, 5, 5]  # frames 4 and 8, numbered one after the other
+    down.set_target_temporal(None)
+    send(12, 4)  # back to all layers from the next base-layer frame (12) on
+    assert [picture_id(p) for p in wire.packets[-8:]] == [6, 6, 7, 7, 8, 8, 9, 9]
+    track.close()
+
+
+def test_a_chooser_drops_the_frame_rate_before_it_drops_the_video():
+    from relay.link import LayerChooser, SubscriberLink
+
+    link = SubscriberLink()
+    chooser = LayerChooser(link)
+    chooser.start(2)
+    rates = (40e3, 70e3, 150e3, 350e3, 1.2e6)  # layer 0 at TID<=0, TID<=1, all; layers 1, 2
+    spatial = (0, 0, 0, 1, 2)
+    chooser.current = 4
+    link.on_estimate(1_500_000, now=0.0)
+    link.on_estimate(100_000, now=0.5)  # fell: congested, and only layer 0 at TID 0-1 fits
+    assert chooser.choose(rates, 1.3e6, now=0.5, spatial=spatial) == 1
+    chooser.max_layer = 0  # "low" still means the whole lowest layer when it fits
+    link.on_estimate(5_000_000, now=10.0)
+    assert chooser.choose(rates, 80e3, now=10.0, spatial=spatial) == 2

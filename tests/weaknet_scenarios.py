@@ -127,15 +127,17 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
     await sample("freed", window)
     result["control_freezes"] = [(await stats(c))["video"]["freezeCount"] - before
                                  for c, before in zip(controls, control_freezes_before, strict=True)]
-    result["preferences"] = await preferences(base, relay, top)
+    coming = [i for i, rate in enumerate(video_track(relay).layer_rates()) if rate is not None]
+    result["preferences"] = await preferences(base, relay, coming[-1] + 1 if coming else top)
     await host.close()
     return result
 
 
 async def preferences(base: str, relay: Any, layers: int) -> dict[str, Any]:
     """A Python viewer on loopback asks for a small layer, then for no video (a hidden tab), then for the best:
-    the layer the server forwards it each time (until it settles, at most 5 s), and whether audio went on."""
-    out: dict[str, Any] = {}
+    the layer the server forwards it each time (until it settles, at most 5 s), and whether audio went on.
+    ``layers``: how many the host sends now (its encoder may hold its top layer back on a busy machine)."""
+    out: dict[str, Any] = {"layers_coming": layers}
     ws = base.replace("http", "ws") + "/ws"
     async with LiveClient(ws, "show", token("show", "py", Role.VIEWER, "Py")) as client:
         session = await MediaSession.subscribe(client)
