@@ -213,7 +213,10 @@ class LayerChooser:
         if not higher:
             self._end_probe(now, failed=False)
             return current
-        wanted = higher[0]
+        # The next option worth a probe: at least half again what it gets now (a half-frame-rate step of the
+        # lowest layer is not worth a probe of its own), else the best there is.
+        floor = (rates[current] or 0.0) * 1.5 if current is not None else 0.0
+        wanted = next((i for i in higher if (rates[i] or 0.0) >= floor), higher[-1])
         if self._probe_layer is not None:
             dropped = (self._probe_estimate is not None and self.link.estimate_bps is not None
                        and self.link.estimate_bps < self._probe_estimate * 0.85)

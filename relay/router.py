@@ -406,7 +406,8 @@ class Subscriber(_Peer):
         view: dict[str, Any] = {"estimate_bps": link.estimate_bps, "loss": round(link.loss, 4), "rtt_ms": link.rtt_ms,
                                 "sending_bps": round(link.sending_bps)}
         if video is not None:
-            view.update(layer=video.layer, layers=len(video.source.layers), paused=video.target_layer is None)
+            view.update(layer=video.layer, layers=len(video.source.layers), paused=video.target_layer is None,
+                        temporal=video.temporal_cap)
         if audio is not None:
             view["red"] = audio.quality().get("red", 0)
         return view

@@ -133,6 +133,40 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
     return result
 
 
+async def thin(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+               window: float) -> dict[str, Any]:
+    """A simulcast host and the weak viewer on ever thinner links: 150 kbit/s (under the lowest layer with
+    its sound), 96 kbit/s (room for the sound alone), then free again. Sampled every 0.25 s: the server's
+    view of the weak viewer (layer, temporal layer, paused) and the page's video frames and audio samples."""
+    host = await host_on_air(base, "show", browsers["local"])
+    weak = await viewer(weak_base, browsers["weak"], "weak")
+    await asyncio.sleep(3)
+    result: dict[str, Any] = {"samples": []}
+    started = time.monotonic()
+
+    async def sample(phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            page = await stats(weak)
+            video = quality_of(relay, "weak").get("video", {})
+            result["samples"].append({
+                "t": round(time.monotonic() - started, 2), "phase": phase,
+                "frames": page["video"]["framesDecoded"], "audio_samples": page["audio"]["totalSamplesReceived"],
+                "concealed": page["audio"]["concealedSamples"], "height": page["video"]["frameHeight"],
+                **{k: video.get(k) for k in ("layer", "target_layer", "temporal", "estimate_bps", "loss")}})
+            await asyncio.sleep(0.25)
+
+    await sample("before", 2)
+    lab.cap(150)
+    await sample("thin", window)
+    lab.cap(96)
+    await sample("thinner", window)
+    lab.uncap()
+    await sample("freed", window)
+    await host.close()
+    return result
+
+
 async def preferences(base: str, relay: Any, layers: int) -> dict[str, Any]:
     """A Python viewer on loopback asks for a small layer, then for no video (a hidden tab), then for the best:
     the layer the server forwards it each time (until it settles, at most 5 s), and whether audio went on.
@@ -194,7 +228,7 @@ async def viewer(base: str, browser: Any, user: str) -> Page:
     return page
 
 
-SCENARIOS = {"loss": loss, "cap": cap}
+SCENARIOS = {"loss": loss, "cap": cap, "thin": thin}
 
 
 async def main(args: argparse.Namespace) -> None:
