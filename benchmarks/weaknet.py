@@ -3,8 +3,9 @@
     python -m benchmarks.weaknet --runs 3 --window 30
 
 Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
-``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each) and ``cap`` (a simulcast host,
-the weak viewer capped at 400 kbit/s for a window, then freed for a window). Prints one row per run and the
+``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each), ``cap`` (a simulcast host,
+the weak viewer capped at 400 kbit/s for a window, then freed for a window) and ``thin`` (150 kbit/s,
+96 kbit/s, then freed). Prints one row per run and the
 medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
 """
 
@@ -73,6 +74,23 @@ def cap_figures(result: dict[str, Any]) -> dict[str, Any]:
             "top_layer_kbps": round(samples[-1]["rates"][top] / 1000)}
 
 
+def thin_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """At 150 kbit/s: the frame rate the weak viewer still decodes and its temporal layer; at 96 kbit/s: how
+    long video was off and how much of the sound was concealed; freed: seconds until frames come again."""
+    samples = result["samples"]
+    phase = {n: [s for s in samples if s["phase"] == n] for n in ("thin", "thinner", "freed")}
+    thin, thinner, freed = phase["thin"], phase["thinner"], phase["freed"]
+    late = thin[len(thin) // 2:]
+    fps = (late[-1]["frames"] - late[0]["frames"]) / max(late[-1]["t"] - late[0]["t"], 1e-3)
+    heard = thinner[-1]["audio_samples"] - thinner[0]["audio_samples"]
+    resumed = next((s for s in freed if s["frames"] > freed[0]["frames"] + 2), None)
+    return {"fps_at_150k": round(fps, 1), "temporal_at_150k": thin[-1]["temporal"],
+            "video_off_share_at_96k": round(sum(s["target_layer"] is None for s in thinner) / len(thinner), 2),
+            "audio_concealed_at_96k": round((thinner[-1]["concealed"] - thinner[0]["concealed"]) / heard, 4)
+            if heard else None,
+            "video_back_after_s": round(resumed["t"] - freed[0]["t"], 2) if resumed else None}
+
+
 def median(values: list[Any]) -> Any:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 4) if values else None
@@ -82,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=float, default=30.0, help="seconds per phase")
-    parser.add_argument("--scenarios", nargs="+", default=["loss", "cap"], choices=["loss", "cap"])
+    parser.add_argument("--scenarios", nargs="+", default=["loss", "cap", "thin"], choices=["loss", "cap", "thin"])
     args = parser.parse_args()
     out = ROOT / "artifacts" / "weaknet-bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +110,7 @@ def main() -> None:
         for scenario in args.scenarios:
             load = os.getloadavg()[0]
             result = run(scenario, args.window, out)
-            row = loss_figures(result) if scenario == "loss" else cap_figures(result)
+            row = {"loss": loss_figures, "cap": cap_figures, "thin": thin_figures}[scenario](result)
             row["load_before"] = round(load, 2)
             rows[scenario].append(row)
             print(f"run {n + 1} {scenario}: {json.dumps(row)}", flush=True)
@@ -108,6 +126,10 @@ def main() -> None:
         keys = [k for k in rows["cap"][0] if k not in ("control_freezes", "load_before")]
         print("  cap 400 kbit/s: " + ", ".join(f"{k} {median([r[k] for r in rows['cap']])}" for k in keys))
         print(f"  control freezes per run: {[r['control_freezes'] for r in rows['cap']]}")
+    if rows.get("thin"):
+        keys = [k for k in rows["thin"][0] if k not in ("load_before", "temporal_at_150k")]
+        print("  thin links: " + ", ".join(f"{k} {median([r[k] for r in rows['thin']])}" for k in keys)
+              + f", temporal layer at 150 kbit/s per run {[r['temporal_at_150k'] for r in rows['thin']]}")
 
 
 if __name__ == "__main__":
