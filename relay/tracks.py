@@ -191,7 +191,6 @@ class DownTrack(MediaStreamTrack):
         self._last_wall = 0.0
         self._rtx_seq = random.randrange(0x8000)
         self._octets = 0  # payload octets forwarded (what sender reports count)
-        self.bytes_out = 0  # everything written: packets, retransmissions and padding (what the link carries)
         self._ssrc = self._rtx_ssrc = self._pt = 0
         self._rtx_pt: int | None = None
         self._red_pt: int | None = None
@@ -280,8 +279,13 @@ class DownTrack(MediaStreamTrack):
             self.frames_thinned += packet.marker
         elif packet.picture_id is not None:
             offset, width, value = packet.picture_id
-            pid = self._pid_out.get(value)
-            if pid is None:  # a frame's first packet to come: its number, kept for the rest of its packets
+            if not self._pid_offset and self.temporal_cap is None and not self._dropped_pids:
+                pid = value  # the publisher's own numbers (the usual case): the payload is shared, not copied
+            elif self.temporal_cap is None and not self._dropped_pids:
+                pid = (value + self._pid_offset) & 0x7FFF  # one offset since the restart: nothing to remember
+            elif value in self._pid_out:
+                pid = self._pid_out[value]  # a later packet of a frame already numbered
+            else:  # a frame's first packet to come: its number, kept for the rest of its packets
                 pid = self._pid_out[value] = (value + self._pid_offset) & 0x7FFF
                 if len(self._pid_out) > 64:
                     del self._pid_out[next(iter(self._pid_out))]
@@ -318,7 +322,6 @@ class DownTrack(MediaStreamTrack):
         else:
             self.packets_sent += 1
             self._octets += len(payload)
-            self.bytes_out += len(data)
             self.link.bytes_out += len(data)  # media only: repairs and padding are not what the link must carry
         slot = seq % HISTORY
         self._sent_seq[slot], self._sent_header[slot], self._sent_payload[slot] = seq, header, payload
@@ -362,7 +365,6 @@ class DownTrack(MediaStreamTrack):
                 data = header + payload
             if self._output.write(data):
                 self.retransmitted += 1
-                self.bytes_out += len(data)
                 sent = True
         return sent
 
