@@ -35,6 +35,7 @@ PROBE_LOSS = 0.03  # loss during a probe that fails it
 PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most (doubling after a failure)
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
+LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
 
 
 class SubscriberLink:
@@ -53,6 +54,7 @@ class SubscriberLink:
         self._sent_at_last_nack_count = 0
         self._estimates: list[tuple[float, int]] = []
         self._congested_until = 0.0
+        self._loss_observed_at = 0.0
         self.sending_bps = 0.0  # the media the subscriber's down-tracks sent lately (set by the adaptation)
         self.bytes_out = 0  # the media they wrote, audio and video (not repairs or padding)
 
@@ -108,14 +110,20 @@ class SubscriberLink:
 
     def nack_loss(self, packets_sent: int, now: float | None = None) -> None:
         """Loss as NACKs show it since the last call (the video down-track calls this about once a second)."""
+        now = time.monotonic() if now is None else now
         sent = packets_sent - self._sent_at_last_nack_count
         if sent >= 20:
             loss = min(1.0, len(self._nacked) / sent)
             self._nacked, self._sent_at_last_nack_count = set(), packets_sent
-            self._observe_loss(loss, time.monotonic() if now is None else now)
+            self._observe_loss(loss, now)
+        elif now - self._loss_observed_at >= LOSS_SILENCE:
+            # Nothing to judge by (video paused: no packets, so no NACKs and no receiver reports for it):
+            # the last bad figure fades rather than holding a paused subscriber off its probes for ever.
+            self._observe_loss(0.0, now)
 
     def _observe_loss(self, loss: float, now: float) -> None:
         # Up at once, down slowly: a link that just lost a lot is not trusted after one clean second.
+        self._loss_observed_at = now
         self.loss = loss if loss > self.loss else self.loss * 0.7 + loss * 0.3
         wanted = 1 + sum(self.loss >= threshold for threshold in LOSS_FOR_RED)
         if wanted > self.red_level:
