@@ -43,7 +43,6 @@ class SubscriberLink:
 
     def __init__(self) -> None:
         self.loss = 0.0  # smoothed, 0-1
-        self.reported_loss = 0.0
         self.packets_lost = 0
         self.rtt_ms: float | None = None
         self.jitter_ms: float | None = None
@@ -60,7 +59,6 @@ class SubscriberLink:
 
     def on_receiver_report(self, fraction_lost: float, packets_lost: int, jitter_ms: float,
                            rtt_ms: float | None, now: float | None = None) -> None:
-        self.reported_loss = fraction_lost
         self.packets_lost = packets_lost
         self.jitter_ms = jitter_ms
         if rtt_ms is not None:

@@ -410,7 +410,7 @@ class Subscriber(_Peer):
             view.update(layer=video.layer, layers=len(video.source.layers), paused=video.target_layer is None,
                         temporal=video.temporal_cap)
         if audio is not None:
-            view["red"] = audio.quality().get("red", 0)
+            view["red"] = audio.red
         return view
 
     def _down_track_ended(self, down: DownTrack) -> None:
@@ -729,4 +729,4 @@ class MediaRouter:
                            switches=_switch_counts(d.chooser for d in downs if d.chooser is not None),
                            estimates=_estimate_buckets(s.link.estimate_bps for r in self.rooms.values()
                                                        for s in r.subscribers.values()),
-                           redundancy=Counter(str(d.quality().get("red", 0)) for d in downs if d.kind == "audio"))
+                           redundancy=Counter(str(d.red) for d in downs if d.kind == "audio"))

@@ -37,7 +37,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from relay.link import LayerChooser, SubscriberLink
-from rtc.codecs import is_keyframe, packet_starts_frame, packet_starts_keyframe, vp8_picture_id_at, vp8_temporal_index
+from rtc.codecs import is_keyframe, packet_starts_frame, packet_starts_keyframe, vp8_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,12 @@ class DownTrack(MediaStreamTrack):
                     "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,
                     "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches)}
                    if self.chooser is not None else {}),
-                **({"red": link.audio_redundancy if self._red_pt is not None else 0} if self.kind == "audio" else {})}
+                **({"red": self.red} if self.kind == "audio" else {})}
+
+    @property
+    def red(self) -> int:
+        """Earlier packets each audio packet carries in RED now (0: RED not negotiated, or not audio)."""
+        return self.link.audio_redundancy if self._red_pt is not None else 0
 
     def _follow_temporal_target(self, packet: SourcePacket) -> None:
         target, cap = self.target_temporal, self.temporal_cap
@@ -580,12 +585,11 @@ class PublishedTrack:
             stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
         picture_id = temporal = None
         if self.kind == "video" and codec_name.lower() == "vp8":
-            where = vp8_picture_id_at(payload)
+            where, temporal = vp8_descriptor(payload)
             if where is not None:
                 offset, width = where
                 value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
                 picture_id = (offset, width, value)
-            temporal = vp8_temporal_index(payload)
             if temporal is not None:
                 stream.temporal_octets[temporal] += len(payload)
                 if temporal >= stream.temporal_layers:

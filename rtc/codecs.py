@@ -42,24 +42,28 @@ def is_keyframe(codec_name: str, data: bytes) -> bool:
     return True  # audio: every Opus packet stands alone
 
 
+def vp8_descriptor(payload: bytes) -> tuple[tuple[int, int] | None, int | None]:
+    """What a VP8 payload descriptor (RFC 7741 4.2) says, read once: where its picture id is (offset, 1 or 2
+    bytes; None without one) and its temporal layer (TID 0-3; None without one)."""
+    if len(payload) < 2 or not payload[0] & 0x80:  # no X: no extension byte, so neither field
+        return None, None
+    x, i, where = payload[1], 2, None
+    if x & 0x80:  # picture id, 7 or 15 bits
+        if len(payload) < 3:
+            return None, None
+        width = 2 if payload[2] & 0x80 else 1
+        where, i = (2, width), 2 + width
+    if x & 0x40:  # TL0PICIDX
+        i += 1
+    return where, (payload[i] >> 6 if x & 0x20 and len(payload) > i else None)
+
+
 def vp8_picture_id_at(payload: bytes) -> tuple[int, int] | None:
-    """Where a VP8 payload descriptor (RFC 7741 4.2) keeps its picture id: (offset, 1 or 2 bytes), or
-    None when the descriptor carries none."""
-    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:  # no X, or X without I
-        return None
-    return (2, 2) if payload[2] & 0x80 else (2, 1)
+    return vp8_descriptor(payload)[0]
 
 
 def vp8_temporal_index(payload: bytes) -> int | None:
-    """The temporal layer (TID, 0-3) a VP8 payload descriptor (RFC 7741 4.2) names, or None when it names none."""
-    if len(payload) < 2 or not payload[0] & 0x80 or not payload[1] & 0x20:  # no X, or no T
-        return None
-    x, i = payload[1], 2
-    if x & 0x80:  # picture id, 7 or 15 bits
-        i += 2 if len(payload) > 2 and payload[2] & 0x80 else 1
-    if x & 0x40:  # TL0PICIDX
-        i += 1
-    return payload[i] >> 6 if len(payload) > i else None
+    return vp8_descriptor(payload)[1]
 
 
 def packet_starts_keyframe(codec_name: str, payload: bytes, previous_marker: bool) -> bool:
