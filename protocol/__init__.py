@@ -23,6 +23,7 @@ from protocol.messages import (
     pong_message,
     safe_ref,
     validate_client_message,
+    validate_room_name,
 )
 from protocol.tokens import Grant, issue_token, verify_token
 
@@ -32,5 +33,5 @@ __all__ = [
     "ROOM_RE", "SCENE_KINDS", "ClockEstimate", "CloseCode", "Encoding", "ErrorCode", "Grant", "ProtocolError",
     "Ref", "Role", "ack_message", "decode", "encode", "error_message", "issue_token", "now_ms", "pong_message",
     "safe_ref",
-    "validate_client_message", "verify_token",
+    "validate_client_message", "validate_room_name", "verify_token",
 ]

@@ -85,7 +85,18 @@ def safe_ref(message: dict[str, Any]) -> Ref:
 
 
 MAX_SDP_CHARS = 60_000
-ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# Room names end up in URLs, file names (recordings) and broker keys: letters, digits and `_ . : -`, never
+# starting with a dot (so never `.` or `..`, never a hidden file), no separators, no control characters.
+ROOM_RE = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,63}")
+ROOM_RULE = "1-64 of A-Z a-z 0-9 _ . : -, not starting with a dot"
+
+
+def validate_room_name(name: object) -> str:
+    """The one room-name check every path uses (WebSocket, HTTP, WHIP/WHEP, recordings, analytics).
+    Raises ProtocolError(bad_message)."""
+    if not isinstance(name, str) or not ROOM_RE.fullmatch(name):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not a room name ({ROOM_RULE})")
+    return name
 _URL_RE = re.compile(r"https?://[^\s<>\"']+")
 _PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")

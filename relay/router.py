@@ -150,6 +150,7 @@ class _Peer:
         self.room = room
         self.pc = RTCPeerConnection(_rtc_configuration(room.router.config))
         self.closed = False
+        self._trickled = 0  # candidates trickled so far (bounded)
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -166,11 +167,23 @@ class _Peer:
         await self.pc.setLocalDescription(answer)
         return self.pc.localDescription.sdp
 
+    def _screen(self, offer_sdp: str) -> str:
+        """The offer's candidates screened as trickled ones are (denied networks dropped, a bounded count)."""
+        networks = self.room.router.deny_networks
+        screened, dropped = screen_offer_candidates(offer_sdp, lambda ip: _denied(ip, networks))
+        self.room.router.candidates_denied += dropped
+        self._trickled = 0
+        return screened
+
     async def add_candidate(self, candidate: dict[str, Any]) -> bool:
-        """Add a client's trickled candidate; False if it was ignored (its address is on a denied network)."""
+        """Add a client's trickled candidate; False if it was ignored (its address is on a denied network).
+        Raises MediaError past the bound on candidates per peer."""
         text = candidate.get("candidate") or ""
         if not text:
             return True  # end of candidates
+        self._trickled += 1
+        if self._trickled > MAX_OFFER_CANDIDATES:
+            raise MediaError(ErrorCode.BAD_CANDIDATE, f"at most {MAX_OFFER_CANDIDATES} candidates per session")
         parsed = candidate_from_sdp(text.removeprefix("candidate:"))
         if _denied(parsed.ip, self.room.router.deny_networks):
             return False
@@ -249,6 +262,7 @@ class Publisher(_Peer):
         self._receivers[kind] = receiver
 
     async def negotiate(self, offer_sdp: str) -> str:
+        offer_sdp = self._screen(offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         simulcast: dict[str | None, list[str]] = {}
         for transceiver in self.pc.getTransceivers():
@@ -334,6 +348,7 @@ class Subscriber(_Peer):
         self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
 
     async def negotiate(self, offer_sdp: str, publisher: TrackSource) -> str:
+        offer_sdp = self._screen(offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         attached = 0
         link = self.link
@@ -456,6 +471,30 @@ def _estimate_buckets(estimates: Any) -> dict[str, int]:
     return buckets
 
 
+MAX_OFFER_CANDIDATES = 64
+"""ICE candidates an offer may carry, and a peer may trickle in all (a browser sends a handful per network)."""
+
+
+def screen_offer_candidates(sdp: str, denied: Callable[[str], bool],
+                            max_candidates: int = MAX_OFFER_CANDIDATES) -> tuple[str, int]:
+    """The offer without its candidates on denied networks, and how many were dropped: candidates in an
+    offer get the same screening as trickled ones. Raises MediaError(bad_candidate) past ``max_candidates``."""
+    lines = sdp.split("\n")
+    kept: list[str] = []
+    count = dropped = 0
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            count += 1
+            if count > max_candidates:
+                raise MediaError(ErrorCode.BAD_CANDIDATE, f"an offer may carry at most {max_candidates} candidates")
+            fields = line.split()
+            if len(fields) >= 5 and denied(fields[4]):
+                dropped += 1
+                continue
+        kept.append(line)
+    return "\n".join(kept), dropped
+
+
 def _denied(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -504,6 +543,7 @@ class MediaRouter:
     def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
         self.config = config
         self.deny_networks = tuple(ipaddress.ip_network(n) for n in config.deny_networks)
+        self.candidates_denied = 0  # offers' candidates dropped for their network (trickled ones: the caller counts)
         self.rooms: dict[str, MediaRoom] = {}
         self.peers: dict[str, Publisher | Subscriber] = {}  # this node's peer connections, by id
         self.sources: dict[str, TrackSource] = {}  # publishers, local and mirrored, by id
@@ -630,10 +670,19 @@ class MediaRouter:
             log.info("peer never connected; closing it", extra={"peer": peer_id, "state": peer.pc.connectionState})
             self.close_soon(peer_id)
 
-    def room_peer_count(self, room_name: str) -> int:
-        """Peer connections (publishers and subscribers) this node holds for a room."""
+    def room_peer_count(self, room_name: str, connected_only: bool = False) -> int:
+        """Peer connections (publishers and subscribers) this node holds for a room; with
+        ``connected_only``, those whose ICE and DTLS are done (a session still starting is not counted)."""
         room = self.rooms.get(room_name)
-        return 0 if room is None else sum(1 for p in room.publishers.values() if p.local) + len(room.subscribers)
+        if room is None:
+            return 0
+        peers = [*(p for p in room.publishers.values() if isinstance(p, Publisher)), *room.subscribers.values()]
+        return sum(1 for p in peers if not connected_only or p.pc.connectionState == "connected")
+
+    def peer_connected(self, peer_id: str) -> bool | None:
+        """Whether a peer connection has connected (None: no such peer on this node)."""
+        peer = self.peers.get(peer_id)
+        return None if peer is None else peer.pc.connectionState == "connected"
 
     def close_soon(self, peer_id: str) -> None:
         """Close a peer from a synchronous callback; the task is kept and awaited in ``close``."""

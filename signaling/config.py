@@ -66,6 +66,11 @@ class LimitsConfig:
     max_publish_per_conn: int = 2
     max_media_per_ip: int = 200
     max_media_per_room: int = 2000
+    # Sessions still starting (answered, not yet connected) are counted apart: the room bound above counts
+    # connected ones only, so sessions that never connect cannot fill a room; an address may have this many
+    # starting at once (a page of a full stage and a PK starts about 8), the node this many in all.
+    max_pending_media_per_ip: int = 16
+    max_pending_media: int = 500
     # A peer connection not connected this long after the answer is closed and its slot freed (seconds).
     media_connect_timeout: float = 20.0
 

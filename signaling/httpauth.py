@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from protocol import ROOM_RE, ErrorCode, Grant, ProtocolError, Role, verify_token
+from protocol import ErrorCode, Grant, ProtocolError, Role, validate_room_name, verify_token
 from signaling.membership import Membership
 
 STATUS = {
@@ -41,8 +41,7 @@ class HttpAuth:
     async def grant(self, request: web.Request, room: str, *, roles: tuple[Role, ...] | None = None,
                     anonymous_ok: bool = False, query: bool = False) -> Grant | None:
         """The request's grant for ``room`` (None: anonymous, where allowed). Raises ProtocolError."""
-        if not ROOM_RE.fullmatch(room):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "not a room name (1-64 of A-Z a-z 0-9 _ . : -)")
+        validate_room_name(room)
         token = bearer_token(request, query=query)
         if token is None:
             if anonymous_ok:

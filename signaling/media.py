@@ -40,7 +40,7 @@ async def _no_rooms(room: str) -> tuple[str, ...]:
 
 class MediaSignaling:
     def __init__(self, router: MediaRouter, registry: Registry, stream: EventStream, node_url: str,
-                 limits: LimitsConfig, on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[], None],
+                 limits: LimitsConfig, on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[float], None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None],
                  cascade: EdgeCascade | None = None) -> None:
         self.router = router
@@ -62,6 +62,7 @@ class MediaSignaling:
         self._owner: dict[str, Session] = {}
         self._http_owner: dict[str, str] = {}  # WHIP/WHEP sessions: media id -> remote address
         self._http_prefix = secrets.token_hex(4)  # media ids are unique room-wide (several nodes)
+        self._pending: dict[str, str] = {}  # media sessions not yet connected: media id -> owner's address
 
     def handlers(self) -> dict[str, MediaHandler]:
         return {"publish": self.publish, "subscribe": self.subscribe, "candidate": self.candidate,
@@ -125,8 +126,26 @@ class MediaSignaling:
         limits = self.limits
         if limits.max_media_per_ip and self._by_address[remote] >= limits.max_media_per_ip:
             raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "too many media sessions from your address", ref)
-        if limits.max_media_per_room and self.router.room_peer_count(room) >= limits.max_media_per_room:
+        pending = self._pending_now()
+        if limits.max_pending_media_per_ip and sum(
+                1 for r in pending.values() if r == remote) >= limits.max_pending_media_per_ip:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA,
+                                "too many media sessions starting from your address; connect those first", ref)
+        if limits.max_pending_media and len(pending) >= limits.max_pending_media:
+            raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "too many media sessions starting on this server; retry",
+                                ref)
+        if limits.max_media_per_room and self.router.room_peer_count(
+                room, connected_only=True) >= limits.max_media_per_room:
             raise ProtocolError(ErrorCode.TOO_MANY_MEDIA, "this room holds as many media sessions as it may", ref)
+
+    def _pending_now(self) -> dict[str, str]:
+        """Media sessions answered but not yet connected (media id -> owner's address); the connected and
+        the gone are dropped as they are found."""
+        for media_id in list(self._pending):
+            gone = media_id not in self._owner and media_id not in self._http_owner
+            if gone or self.router.peer_connected(media_id):
+                del self._pending[media_id]
+        return self._pending
 
     def _adopt(self, session: Session, what: str, ref: Ref) -> str:
         """A new media id for this connection, within the bounds. Raises ProtocolError(too_many_media)."""
@@ -139,12 +158,14 @@ class MediaSignaling:
         self._owner[media_id] = session
         session.media.add(media_id)
         self._by_address[session.remote] += 1
+        self._pending[media_id] = session.remote
         return media_id
 
     def _forget(self, media_id: str) -> None:
         """The media session is over (closed by anyone, or never started): free its slot."""
         session = self._owner.pop(media_id, None)
         remote = self._http_owner.pop(media_id, None)
+        self._pending.pop(media_id, None)
         if session is not None:
             session.media.discard(media_id)
             remote = session.remote
@@ -160,6 +181,7 @@ class MediaSignaling:
         media_id = f"{self._http_prefix}-{what}{next(self._ids)}"
         self._http_owner[media_id] = remote
         self._by_address[remote] += 1
+        self._pending[media_id] = remote
         return media_id
 
     async def publish_http(self, room: str, user: str, remote: str, offer: str) -> tuple[str, str]:
@@ -184,14 +206,14 @@ class MediaSignaling:
     # -- what both kinds of owner share ---------------------------------------------------------------------
 
     async def _start_publish(self, room: str, media_id: str, user: str, offer: str, ref: Ref) -> str:
-        with self._media_errors(media_id, ref):
+        with self._media_errors(media_id, ref), self._counting_denied():
             answer = await self.router.publish(room, media_id, user, offer)
         await self._register(room, media_id)
         return answer
 
     async def _start_subscribe(self, room: str, media_id: str, user: str, offer: str, publisher: str | None,
                                ref: Ref) -> str:
-        with self._media_errors(media_id, ref):
+        with self._media_errors(media_id, ref), self._counting_denied():
             visible = await self.visible_rooms(room)
             source = await self._pull_if_remote(room, publisher, visible)
             return await self.router.subscribe(room, media_id, user, offer, source, visible)
@@ -199,7 +221,17 @@ class MediaSignaling:
     async def _add_candidate(self, media_id: str, candidate: dict[str, Any], ref: Ref) -> None:
         with self._media_errors(None, ref):
             if not await self.router.add_candidate(media_id, candidate):
-                self._on_candidate_denied()
+                self._on_candidate_denied(1)
+
+    @contextlib.contextmanager
+    def _counting_denied(self) -> Any:
+        """Candidates the router dropped from an offer (denied networks) count as trickled ones do."""
+        before = self.router.candidates_denied
+        try:
+            yield
+        finally:
+            if self.router.candidates_denied > before:
+                self._on_candidate_denied(self.router.candidates_denied - before)
 
     @contextlib.contextmanager
     def _media_errors(self, media_id: str | None, ref: Ref) -> Any:

@@ -25,6 +25,7 @@ class WhipClient:
         self.base = base
         self.pc = RTCPeerConnection()
         self.location: str | None = None
+        self.auth: dict[str, str] = {}  # RFC 9725: the session's URL is used with the token that created it
 
     async def start(self, path: str, token: str | None, *, send: bool) -> aiohttp.ClientResponse:
         if send:
@@ -33,7 +34,8 @@ class WhipClient:
             self.pc.addTransceiver("video", direction="recvonly")
         adapter.restrict_host_addresses(self.pc, ["127.0.0.1"])  # aioice leaves loopback out otherwise
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        headers = {"Content-Type": "application/sdp", **({"Authorization": f"Bearer {token}"} if token else {})}
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Content-Type": "application/sdp", **self.auth}
         response = await self.http.post(self.base + path, data=self.pc.localDescription.sdp, headers=headers)
         if response.status == 201:
             self.location = response.headers["Location"]
@@ -41,7 +43,7 @@ class WhipClient:
         return response
 
     async def stop(self) -> int:
-        status = (await self.http.delete(self.base + self.location)).status if self.location else 0
+        status = (await self.http.delete(self.base + self.location, headers=self.auth)).status if self.location else 0
         await self.pc.close()
         return status
 
@@ -98,9 +100,9 @@ async def test_whip_answers_with_the_rfc_status_codes(server):
                               headers={"Content-Type": "application/sdp",
                                        "Authorization": f"Bearer {server.token('show', 'h', Role.HOST)}"})
         assert bad.status == 400 and "bad_sdp" in await bad.text()
-        assert (await http.delete(server.base + "/whip/show/nope")).status == 404
+        assert (await http.delete(server.base + "/whip/show/nope")).status == 401  # no token: never says more
         assert (await http.patch(server.base + "/whip/show/nope", data="a=end-of-candidates",
-                                 headers={"Content-Type": "application/trickle-ice-sdpfrag"})).status == 404
+                                 headers={"Content-Type": "application/trickle-ice-sdpfrag"})).status == 401
         options = await http.options(server.base + "/whip/show")
         assert options.status == 204 and options.headers["Accept-Post"] == "application/sdp"
         assert options.headers["Access-Control-Allow-Origin"] == "*"
@@ -114,15 +116,15 @@ async def test_whip_trickle_patch(server):
         frag = ("a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
                 "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n")
         ok = await http.patch(server.base + obs.location, data=frag,
-                              headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+                              headers={"Content-Type": "application/trickle-ice-sdpfrag", **obs.auth})
         assert ok.status == 204
         bad = await http.patch(server.base + obs.location, data="m=video 9 X 0\r\na=mid:0\r\na=candidate:garbage\r\n",
-                               headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+                               headers={"Content-Type": "application/trickle-ice-sdpfrag", **obs.auth})
         assert bad.status == 400 and "bad_candidate" in await bad.text()
         assert (await http.patch(server.base + obs.location, data=frag,
-                                 headers={"Content-Type": "application/sdp"})).status == 415
+                                 headers={"Content-Type": "application/sdp", **obs.auth})).status == 415
         assert await obs.stop() == 200
-        assert (await http.delete(server.base + obs.location)).status == 404  # already ended
+        assert (await http.delete(server.base + obs.location, headers=obs.auth)).status == 404  # already ended
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -156,6 +158,7 @@ async def test_what_obs_sends_h264_and_opus_bundled(server):
         answer = await response.text()
         assert "H264" in answer and "opus" in answer
         obs.location = response.headers["Location"]
+        obs.auth = {"Authorization": f"Bearer {server.token('show', 'obs', Role.HOST)}"}
         await obs.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         joined = await viewer.next_event("media", timeout=10)
         assert joined["kinds"] == ["audio", "video"]
@@ -166,3 +169,51 @@ async def test_what_obs_sends_h264_and_opus_bundled(server):
         assert audio.sample_rate == 48000
         await sub.close()
         assert await obs.stop() == 200
+
+
+async def test_whip_and_whep_sessions_are_reached_only_with_the_token_that_made_them(server):
+    """Finding 1 (critical): anonymous PATCH/DELETE found and ended the host's WHIP stream through ids from one
+    counter. Now a resource id is 128 random bits, and only its own token (or a host token) may touch it."""
+    import re
+
+    async with aiohttp.ClientSession() as http, LiveClient(server.ws_url, "show") as viewer:
+        obs = WhipClient(http, server.base)
+        studio = server.token("show", "studio", Role.COHOST)
+        assert (await obs.start("/whip/show", studio, send=True)).status == 201
+        publisher = (await viewer.next_event("media", timeout=10))["publisher"]
+        player = WhipClient(http, server.base)
+        assert (await player.start("/whep/show", None, send=False)).status == 201
+        ids = [loc.rsplit("/", 1)[1] for loc in (obs.location, player.location)]
+        for resource_id in ids:  # at least 128 bits of URL-safe base64, nothing of a counter
+            assert re.fullmatch(r"[A-Za-z0-9_-]{22,}", resource_id) and "whip" not in resource_id
+        frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        # Without a token, with a stranger's viewer token, with a co-host token of another user, with a host
+        # token of another room: nothing may touch the WHIP session, and nothing says it exists.
+        strangers = [({}, 401), ({"Authorization": f"Bearer {server.token('show', 'eve')}"}, 404),
+                     ({"Authorization": f"Bearer {server.token('show', 'other', Role.COHOST)}"}, 404),
+                     ({"Authorization": f"Bearer {server.token('elsewhere', 'h', Role.HOST)}"}, 403)]
+        for headers, status in strangers:
+            assert (await http.patch(server.base + obs.location, data="a=end-of-candidates",
+                                     headers={**frag, **headers})).status == status, headers
+            assert (await http.delete(server.base + obs.location, headers=headers)).status == status, headers
+        # The same answers for a resource that does not exist (guessing learns nothing).
+        guess = f"/whip/show/{'A' * 22}"
+        for headers, status in strangers:
+            assert (await http.delete(server.base + guess, headers=headers)).status == status, headers
+        # A WHEP session's id under /whip/ is no session at all.
+        assert (await http.delete(server.base + player.location.replace("/whep/", "/whip/"))).status == 404
+        # If-Match that does not match: 412 (RFC 9725 4.3.1), the session lives.
+        wrong = await http.patch(server.base + obs.location, data="a=end-of-candidates",
+                                 headers={**frag, **obs.auth, "If-Match": '"not-it"'})
+        assert wrong.status == 412
+        etag_ok = await http.patch(server.base + obs.location, data="a=end-of-candidates",
+                                   headers={**frag, **obs.auth, "If-Match": "*"})
+        assert etag_ok.status == 204
+        assert server.relay.media.router.source(publisher) is not None  # the stream still runs
+        assert await player.stop() == 200  # the anonymous player's own URL ends its session
+        # A host token of the room may end any session of the room (the operator's own console).
+        host = {"Authorization": f"Bearer {server.token('show', 'boss', Role.HOST)}"}
+        assert (await http.delete(server.base + obs.location, headers=host)).status == 200
+        while (left := await viewer.next_event("media", timeout=10))["event"] != "publisher_left":
+            pass
+        await obs.pc.close()

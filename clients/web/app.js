@@ -728,7 +728,11 @@ async function httpMedia(kind, room, tok, pc) {
   await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   if (queued.length) await patch(queued);
   // Stop: DELETE first (closing the peer connection first would end the session under the request).
-  return { pc, location, stop: async () => { const r = await fetch(location, { method: "DELETE" }); pc.close(); return r.status; } };
+  // The session's URL is used with the token that created it (RFC 9725), or alone for an anonymous player.
+  return { pc, location, stop: async () => {
+    const r = await fetch(location, { method: "DELETE", headers: tok ? { Authorization: `Bearer ${tok}` } : {} });
+    pc.close(); return r.status;
+  } };
 }
 
 async function runWhip(room, tok) {
