@@ -26,13 +26,38 @@ log = logging.getLogger(__name__)
 _QUEUE_FRAMES = 600  # ~10 s of audio+video: a disk slower than that drops frames rather than memory growing
 
 
+class DiskBudget:
+    """Bytes the recordings of one directory may still write, shared by their writer threads: the bound
+    holds frame by frame, not only when the owner next looks at the disk."""
+
+    def __init__(self, remaining: int) -> None:
+        self._lock = threading.Lock()
+        self._remaining = remaining
+
+    def reset(self, remaining: int) -> None:
+        """What the disk says is left (the owner re-reads it now and then)."""
+        with self._lock:
+            self._remaining = remaining
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if size > self._remaining:
+                self._remaining = 0
+                return False
+            self._remaining -= size
+            return True
+
+
 class Recording:
     """One publisher recorded into ``path`` until ``stop``. ``bytes_written`` and ``frames_dropped`` are
     for the operator (metrics, disk bounds)."""
 
     def __init__(self, path: Path, tracks: dict[str, PublishedTrack],
-                 on_stop: Callable[[Recording], None] | None = None) -> None:
+                 on_stop: Callable[[Recording], None] | None = None,
+                 budget: DiskBudget | None = None) -> None:
         self.path = path
+        self._budget = budget
+        self.full = False  # the budget ran out: nothing more is written (the owner stops it)
         self.tracks = tracks
         self.started = time.time()
         self.frames_written = 0
@@ -65,6 +90,10 @@ class Recording:
         writer = MediaFileWriter(str(self.path), codecs)
         try:
             while (item := self._queue.get()) is not None:
+                if self.full or (self._budget is not None and not self._budget.take(len(item[1]))):
+                    self.full = True
+                    self.frames_dropped += 1
+                    continue
                 writer.write(*item)
                 self.frames_written, self.bytes_written = writer.frames, writer.bytes
         except Exception:

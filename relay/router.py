@@ -35,7 +35,7 @@ from aiortc.sdp import candidate_from_sdp
 from protocol import ErrorCode
 from relay.adaptation import Adaptation
 from relay.link import LayerChooser, SubscriberLink
-from relay.recorder import Recording
+from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
 
@@ -713,13 +713,13 @@ class MediaRouter:
         """This node's own publishers in a room, as the signaling side may know them."""
         return [info for p in self.publishers_of(room_name) if (info := self.source(p.id)) is not None]
 
-    def record(self, source_id: str, path: Path) -> Recording | None:
+    def record(self, source_id: str, path: Path, budget: DiskBudget | None = None) -> Recording | None:
         """Start recording a local publisher's tracks as received into ``path`` (None: no such publisher
         here). The caller stops the recording; a publisher that leaves simply stops feeding it."""
         source = self.sources.get(source_id)
         if source is None or not source.local:
             return None
-        return Recording(path, dict(source.tracks))
+        return Recording(path, dict(source.tracks), budget=budget)
 
     def is_publisher(self, peer_id: str) -> bool:
         """Whether ``peer_id`` is a publisher connected to this node."""

@@ -8,8 +8,10 @@ per room session (the first recorded publisher starts it). Disk use is bounded: 
 
 A room's recordings are listed at ``GET /recordings/{room}`` and served (with Range, so players can seek)
 at ``GET /recordings/{room}/{file}``, both only with a host or co-host token of that room (``Authorization:
-Bearer`` or ``?token=`` for a <video> element). Not here yet (issue 13): a host starting and stopping
-recording, and the replay page.
+Bearer`` or ``?token=`` for a <video> element).
+
+Every path is built from a validated room name and checked, once resolved, to stay inside ``DIR``
+(``inside``); file names carry the start time to the millisecond and never reuse an existing file.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import ErrorCode, ProtocolError, Role
-from relay.recorder import Recording
+from protocol import ErrorCode, ProtocolError, Role, validate_room_name
+from relay.recorder import DiskBudget, Recording
 from relay.router import MediaRouter
 from signaling.brokers import EventStream, RoomStore
 from signaling.httpauth import HttpAuth, refusal
@@ -35,6 +37,31 @@ from signaling.session import Session
 log = logging.getLogger(__name__)
 
 _LOGGED_KINDS = frozenset({"comment", "product", "announce", "stage", "pk", "pk_ended", "call", "media"})
+
+
+def inside(directory: Path, *parts: str) -> Path:
+    """``directory/parts...`` resolved, or ValueError if that is not strictly inside ``directory``."""
+    base = directory.resolve()
+    path = base.joinpath(*parts).resolve()
+    if path == base or base not in path.parents:
+        raise ValueError(f"{'/'.join(parts)!r} is outside {str(directory)!r}")
+    return path
+
+
+def unique_stamp(folder: Path, now: float, taken: set[str]) -> str:
+    """``YYYYmmdd-HHMMSS.mmm`` for ``now``, moved on a millisecond at a time until no file in ``folder``
+    starts with it and it was not handed out before (``taken``, which it joins): two recordings started
+    within a second never share a name."""
+    ms = int(now * 1000)
+    while True:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+        key = f"{folder}/{stamp}"
+        if key not in taken and not (folder.is_dir() and any(folder.glob(stamp + "-*"))):
+            if len(taken) >= 10_000:  # older stamps are on disk by now, where the glob finds them
+                taken.clear()
+            taken.add(key)
+            return stamp
+        ms += 1
 
 
 @dataclass
@@ -58,10 +85,20 @@ class Recordings:
         self.rooms: dict[str, _RoomLog] = {}
         self.requested: set[str] = set()  # rooms whose host started a recording (on this node)
         self.refused = 0
+        self.budget = DiskBudget(max_bytes or 2**62)  # re-read from the disk by the ticker
+        self._stamps: set[str] = set()  # file-name stamps handed out (bounded by the recordings made)
+
+    def _folder(self, room: str) -> Path:
+        """The room's folder (ValueError for a name that is no room, or would lead outside DIR)."""
+        try:
+            validate_room_name(room)
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+        return inside(self.directory, room)
 
     def listing(self, room: str) -> list[dict[str, Any]]:
         """The room's recorded files, newest first: media files and their events logs."""
-        folder = self.directory / self._safe(room)
+        folder = self._folder(room)
         if not folder.is_dir():
             return []
         files = sorted((p for p in folder.iterdir() if p.suffix in (".mkv", ".jsonl")), reverse=True)
@@ -80,7 +117,10 @@ class Recordings:
         """A recorded file of the room by its listed name (nothing outside the room's folder)."""
         if name != self._safe(name) or name.startswith("."):
             return None
-        path = self.directory / self._safe(room) / name
+        try:
+            path = inside(self._folder(room), name)
+        except ValueError:
+            return None
         return path if path.is_file() and path.suffix in (".mkv", ".jsonl") else None
 
     def disk_bytes(self) -> int:
@@ -101,14 +141,18 @@ class Recordings:
         source = self.router.source(publisher)
         if source is None or not source.local:
             return  # another node's publisher: recorded where it is published
-        if self.max_bytes and self.disk_bytes() >= self.max_bytes:
+        if self.max_bytes and not self._sync_budget():
             self.refused += 1
             log.warning("recording refused: the recording directory is full", extra={"room": room})
             return
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = self.directory / self._safe(room)
+        try:
+            folder = self._folder(room)
+        except ValueError:
+            log.warning("recording refused: not a room name", extra={"room": room})
+            return
+        stamp = unique_stamp(folder, time.time(), self._stamps)
         path = folder / f"{stamp}-{self._safe(publisher)}.mkv"
-        recording = self.router.record(publisher, path)
+        recording = self.router.record(publisher, path, self.budget)
         if recording is None:
             return
         room_log = self.rooms.get(room)
@@ -145,9 +189,15 @@ class Recordings:
         with room_log.path.open("a", encoding="utf-8") as out:  # small appends: a line per event
             out.write(json.dumps({"media_ms": media_ms, **data}, ensure_ascii=False) + "\n")
 
+    def _sync_budget(self) -> bool:
+        """Re-read what the directory holds into the writers' shared budget; False once it is full."""
+        left = self.max_bytes - self.disk_bytes()
+        self.budget.reset(max(0, left))
+        return left > 0
+
     def start_room(self, room: str) -> bool:
         """A host asked: record the room's publishers on this node from now on. False if the disk is full."""
-        if self.max_bytes and self.disk_bytes() >= self.max_bytes:
+        if self.max_bytes and not self._sync_budget():
             self.refused += 1
             return False
         self.requested.add(room)
@@ -164,7 +214,8 @@ class Recordings:
 
     async def enforce_bound(self) -> None:
         """Stop every running recording once the directory is over its bound (the ticker calls this)."""
-        if self.max_bytes and self.rooms and self.disk_bytes() >= self.max_bytes:
+        running = [r for room_log in self.rooms.values() for r in room_log.recordings.values()]
+        if self.max_bytes and running and (not self._sync_budget() or any(r.full for r in running)):
             log.warning("recording directory full; stopping recordings", extra={"dir": str(self.directory)})
             for room, room_log in list(self.rooms.items()):
                 for publisher in list(room_log.recordings):
@@ -197,6 +248,9 @@ def add_recording_routes(app: web.Application, recordings: Recordings, auth: Htt
         path = recordings.file(request.match_info["room"], request.match_info["file"])
         if path is None:
             return web.Response(status=404, text="no such recording\n")
+        if request.headers.get("Range", "").replace(" ", "") == "bytes=-0":  # RFC 9110 14.1.1: unsatisfiable
+            return web.Response(status=416, text="a suffix range of 0 bytes selects nothing\n",
+                                headers={"Content-Range": f"bytes */{path.stat().st_size}"})
         content_type = "video/webm" if path.suffix == ".mkv" else "application/x-ndjson"
         return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "private"})
 

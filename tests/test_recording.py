@@ -194,3 +194,66 @@ async def test_the_recording_directory_is_bounded(start_server, tmp_path):
 
         assert _metric(metrics, "live_relay_recording_bytes") >= 30_000
         await publisher.close()
+
+
+async def test_room_names_that_lead_out_of_the_recordings_are_refused_everywhere(start_server, tmp_path):
+    """Finding 3: the room `..` was accepted, recorded outside DIR and listed the parent folder over HTTP."""
+    from clients.client import ServerError
+    from signaling.recording import inside
+
+    root = tmp_path / "rec"
+    (tmp_path / "secret.mkv").write_bytes(b"not yours")
+    srv = await start_server(record_dir=str(root))
+    for name in ("..", ".", ".hidden"):
+        with pytest.raises(ServerError) as err:  # the WebSocket
+            await LiveClient(srv.ws_url, name, srv.token(name, "host", Role.HOST)).connect()
+        assert err.value.code == "bad_message"
+        token = srv.token(name, "host", Role.HOST)
+        async with aiohttp.ClientSession() as http:
+            for path in (f"/recordings/{name}", f"/recordings/{name}/secret.mkv"):  # recordings over HTTP
+                for spelled in (path, path.replace(".", "%2e")):
+                    response = await http.get(srv.base + spelled, headers={"Authorization": f"Bearer {token}"})
+                    assert response.status in (400, 403, 404), (spelled, response.status)
+                    assert b"not yours" not in await response.read()
+            response = await http.post(srv.base + f"/whip/{name.replace('.', '%2e')}", data="v=0",  # WHIP
+                                       headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+            assert response.status in (400, 404)
+    with pytest.raises(ValueError):
+        inside(root, "..", "secret.mkv")
+    with pytest.raises(ValueError):
+        srv.relay.recordings.listing("..")
+    assert srv.relay.recordings.file("..", "secret.mkv") is None
+    assert not any(tmp_path.glob("*events*"))
+
+
+async def test_two_recordings_in_one_second_never_share_a_file_and_empty_ranges_are_416(start_server, tmp_path):
+    srv = await start_server(rooms=("show",), recordings_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        for _ in range(2):  # start and stop twice within a second
+            await host.request({"type": "record_start"})
+            await asyncio.sleep(0.2)
+            await host.request({"type": "record_stop"})
+        await publisher.close()
+    media = sorted(p.name for p in (tmp_path / "show").glob("*.mkv"))
+    assert len(media) == 2 and media[0] != media[1]
+    token = srv.token("show", "host", Role.HOST)
+    async with aiohttp.ClientSession() as http:
+        url = f"{srv.base}/recordings/show/{media[0]}"
+        empty = await http.get(url, params={"token": token}, headers={"Range": "bytes=-0"})
+        assert empty.status == 416 and empty.headers["Content-Range"].startswith("bytes */")
+        tail = await http.get(url, params={"token": token}, headers={"Range": "bytes=-10"})
+        assert tail.status == 206 and len(await tail.read()) == 10
+
+
+async def test_a_tiny_disk_cap_holds_frame_by_frame(start_server, tmp_path):
+    """Finding 11: the cap was checked by the ticker only and overshot five times on a tiny cap."""
+    cap = 40_000
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path), record_max_bytes=cap,
+                             room=RoomConfig(presence_interval=0.2, likes_interval=0.1))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(640, 480)])
+        await recording_stopped(tmp_path, timeout=15)
+        await publisher.close()
+    used = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert used <= cap * 1.25, used  # the container's own bytes and the events log on top of the frames
