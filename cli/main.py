@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import re
 import signal
 import sys
 from typing import Any
@@ -34,6 +35,13 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
     server = ctx.invoked_subcommand == "serve"
     setup_logging(log_level or ("INFO" if server else "WARNING"), server if log_json is None else log_json)
     ctx.ensure_object(dict)
+
+
+def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
+    for url in urls:
+        if not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise click.BadParameter(f"{url!r} is not a ws:// or wss:// URL", param_hint="--failover-node")
+    return urls
 
 
 @main.command()
@@ -70,6 +78,8 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
               help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
 @click.option("--node-url", default=None,
               help="How other nodes reach this one (ws://HOST:PORT/ws), for the media cascade.")
+@click.option("--failover-node", "failover_nodes", multiple=True,
+              help="Another node's public WebSocket URL (wss://HOST/ws) pages may fail over to (repeatable).")
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
               help="Record every publisher as received (Matroska) and each room's events into this directory.")
 @click.option("--record-max-gb", default=10.0, type=float, help="Stop recording once the directory holds this much.")
@@ -95,7 +105,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          record_dir: str | None, record_max_gb: float, recordings_dir: str, metrics_token: str | None,
+          failover_nodes: tuple[str, ...], record_dir: str | None, record_max_gb: float, recordings_dir: str,
+          metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
           order_secret: str | None, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
@@ -135,6 +146,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         ice_addresses=() if "auto" in ice_addresses else ice_addresses, ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
+        failover_nodes=_ws_urls(failover_nodes),
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,

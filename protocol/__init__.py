@@ -14,6 +14,7 @@ from protocol.messages import (
     DROPPABLE_KINDS,
     DURABLE_KINDS,
     MEDIA_KINDS,
+    MODERATION_KINDS,
     PRODUCT_FIELDS,
     PROTOCOL_VERSION,
     ROOM_RE,
@@ -25,13 +26,15 @@ from protocol.messages import (
     validate_client_message,
     validate_room_name,
 )
-from protocol.tokens import Grant, issue_token, verify_token
+from protocol.tokens import Grant, issue_admin_token, issue_token, token_claims, verify_admin_token, verify_token
 
 __all__ = [
     "BAD_INPUT_CODES",
-    "CLIENT_MESSAGES", "DROPPABLE_KINDS", "DURABLE_KINDS", "MEDIA_KINDS", "PRODUCT_FIELDS", "PROTOCOL_VERSION",
+    "CLIENT_MESSAGES", "DROPPABLE_KINDS", "DURABLE_KINDS", "MEDIA_KINDS", "MODERATION_KINDS", "PRODUCT_FIELDS",
+    "PROTOCOL_VERSION",
     "ROOM_RE", "SCENE_KINDS", "ClockEstimate", "CloseCode", "Encoding", "ErrorCode", "Grant", "ProtocolError",
-    "Ref", "Role", "ack_message", "decode", "encode", "error_message", "issue_token", "now_ms", "pong_message",
+    "Ref", "Role", "ack_message", "decode", "encode", "error_message", "issue_admin_token", "issue_token", "now_ms",
+    "pong_message",
     "safe_ref",
-    "validate_client_message", "validate_room_name", "verify_token",
+    "token_claims", "validate_client_message", "validate_room_name", "verify_admin_token", "verify_token",
 ]

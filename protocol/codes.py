@@ -39,6 +39,10 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"  # the user or room named is not there
     NO_INVITATION = "no_invitation"  # nothing to answer (never invited, or the invitation expired)
     BUSY = "busy"  # already on stage / in a PK / in a call, or a request is pending
+    REMOVED = "removed"  # a moderator removed this user from the room (until a time)
+    MUTED = "muted"  # a moderator muted this user's comments (until a time)
+    BLOCKED = "blocked"  # the comment holds a word the room blocks, or the operator's review denied it
+    SLOW_MODE = "slow_mode"  # the room is in slow mode: one comment per N seconds
     INTERNAL = "internal"
 
 
@@ -64,6 +68,8 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4008  # fell too far behind: reconnect and resume by sequence number
     TOO_MANY_CONNECTIONS = 4009
     JOIN_TIMEOUT = 4010
+    REMOVED = 4011  # a moderator removed this user from the room: do not reconnect
+    PROTOCOL_ERROR = 1002  # RFC 6455: e.g. a client frame that was not masked
 
 
 class Role(enum.StrEnum):

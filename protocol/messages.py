@@ -102,6 +102,19 @@ _PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 
+def _words(value: Any) -> list[str]:
+    """A room's blocked words: at most 200, each 1-40 characters, no control characters."""
+    if not isinstance(value, list) or len(value) > 200:
+        raise ValueError("must be a list of at most 200 words")
+    words = []
+    for word in value:
+        word = _str(40, 1)(word).strip()
+        if not word or any(ord(c) < 32 for c in word):
+            raise ValueError("each word must be 1-40 printable characters")
+        words.append(word)
+    return words
+
+
 def _url(value: Any) -> str:
     return _str(2048, 1, _URL_RE)(value)
 
@@ -209,7 +222,21 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
                       "quality": (_str(6, 2, re.compile("high|medium|low|off")), True)},
     # The viewer's page showed this product card (an impression, for the conversion funnel).
     "product_seen": {"product": (_str(64, 1), True)},
+    # Moderation (the host and co-hosts; a co-host moderates viewers only), room-wide on every node.
+    # Remove a user: their connections close (4011) and they cannot rejoin the room for `duration_s`.
+    "remove_user": {"user": (_str(128, 1), True), "duration_s": (_int(1, 30 * 86400), False),
+                    "reason": (_str(200, 0), False)},
+    # Mute a user's comments for `duration_s` (or until unmuted: `muted: false`).
+    "mute_user": {"user": (_str(128, 1), True), "muted": (_bool, False), "duration_s": (_int(1, 30 * 86400), False)},
+    # Delete a comment for everyone: live viewers, late joiners' history and the recording's replay.
+    "delete_comment": {"seq": (_int(1, MAX_SAFE_INT), True)},
+    # The room's blocked words (replaces the list; [] clears it), applied to comments before they fan out.
+    "block_words": {"words": (_words, True)},
+    # Slow mode: a viewer may comment once every `seconds` (0 turns it off).
+    "slow_mode": {"seconds": (_int(0, 3600), True)},
 }
+
+MODERATION_KINDS = frozenset({"remove_user", "mute_user", "delete_comment", "block_words", "slow_mode"})
 
 SCENE_KINDS = frozenset(k for k in CLIENT_MESSAGES if k.startswith(("stage_", "pk_", "call_")))
 
@@ -255,7 +282,7 @@ def validate_client_message(message: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # Server -> client messages. Builders keep field names in one place.
 
-DURABLE_KINDS = frozenset({"comment", "product", "announce"})
+DURABLE_KINDS = frozenset({"comment", "product", "announce", "comment_deleted"})
 """Events that get a sequence number, are kept in history and are replayed on resume."""
 
 DROPPABLE_KINDS = frozenset({"comment", "likes", "presence"})

@@ -37,7 +37,9 @@ from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
+from signaling.moderation import Moderation
 from signaling.recording import RecordingControl, Recordings, add_recording_routes
+from signaling.review import CommentReview
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
 from signaling.voicecall import VoiceCalls
@@ -100,9 +102,15 @@ class RelayServer:
         hub.observe_publications(self.assistant.observe_publication)
         hub.observe_broadcasts(self.assistant.observe_broadcast)
         self.assistant.on_question = self.analytics.assistant_question
-        self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics, self.assistant)
+        self.review = CommentReview(config.comment_review_url, config.comment_review_deadline,
+                                    config.comment_review_fail_open, self.metrics) \
+            if config.comment_review_url else None
+        self.moderation = Moderation(hub, broker, broker, broker, self.metrics, self.review)
+        hub.observe_broadcasts(self.moderation.observe)
+        self.channel = Channel(hub, broker, broker, config.limits, self.metrics, self.analytics, self.assistant,
+                               self.moderation)
         self.membership = Membership(config, hub, broker, broker, broker, self.scenes, self.media, self.metrics,
-                                     self.analytics)
+                                     self.moderation, self.analytics)
         self.ticker = Ticker(config, hub, broker, broker, self.channel, self.scenes, self.media, self.metrics,
                              self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
@@ -122,6 +130,7 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in recording_routes.items()},
             **{kind: Route(handler) for kind, handler in self.assistant.handlers().items()},
             **{kind: Route(handler) for kind, handler in voice_routes.items()},
+            **{kind: Route(handler) for kind, handler in self.moderation.handlers().items()},
         }, self.metrics)
         self.started = time.time()
 
@@ -139,6 +148,8 @@ class RelayServer:
 
     async def start(self) -> None:
         await self.broker.start()
+        if self.review is not None:
+            await self.review.start()
         if self.analytics_writer is not None:
             await self.analytics_writer.start()
         self.assistant.start()
@@ -153,6 +164,8 @@ class RelayServer:
         await self.ticker.stop()
         await self.hub.close(code, reason)
         await self.assistant.close()
+        if self.review is not None:
+            await self.review.close()
         if self.recordings is not None:
             await self.recordings.close()
         if self.media is not None:
@@ -212,6 +225,7 @@ def create_app(config: ServerConfig) -> web.Application:
         return await assistant.http_set(request, auth.grant, refusal)
 
     app.router.add_put("/api/rooms/{room}/assistant", set_assistant)
+    app.add_routes(server.moderation.routes(config.secret))
 
     async def media_quality(request: web.Request) -> web.StreamResponse:
         """Each subscriber of the room on this node, and its link as its own RTCP reports it (host only)."""

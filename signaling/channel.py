@@ -17,6 +17,7 @@ from signaling.brokers import BrokerUnavailable, EventStream, RoomStore
 from signaling.config import LimitsConfig
 from signaling.hub import Hub
 from signaling.metrics import ServerMetrics
+from signaling.moderation import Moderation
 from signaling.ratelimit import TokenBucket
 from signaling.session import Session
 
@@ -30,7 +31,7 @@ ChannelHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 class Channel:
     def __init__(self, hub: Hub, stream: EventStream, store: RoomStore, limits: LimitsConfig,
                  metrics: ServerMetrics, analytics: AnalyticsSink | None = None,
-                 assistant: AssistantService | None = None) -> None:
+                 assistant: AssistantService | None = None, moderation: Moderation | None = None) -> None:
         self.hub = hub
         self.stream = stream
         self.store = store
@@ -38,6 +39,7 @@ class Channel:
         self.metrics = metrics
         self.analytics = analytics or AnalyticsSink()
         self.assistant = assistant
+        self.moderation = moderation
         self._user_buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def handlers(self) -> dict[str, ChannelHandler]:
@@ -53,10 +55,16 @@ class Channel:
         text = message["text"]
         if len(text) > limits.max_comment_chars:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"comment longer than {limits.max_comment_chars} characters", ref)
-        # Hosts and co-hosts are the operator's own people: only the audience is rate-limited.
-        if session.role is Role.VIEWER and not self._take(room, session.user, "comment", limits.comment_rate,
-                                                          limits.comment_burst):
+        viewer = session.role is Role.VIEWER
+        rate, burst = (limits.comment_rate, limits.comment_burst) if viewer else \
+            (limits.host_comment_rate, limits.host_comment_burst)
+        if not self._take(room, session.user, "comment", rate, burst):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many comments; slow down", ref)
+        if viewer and not self._take(room, "@" + session.remote, "comment", limits.comment_address_rate,
+                                     limits.comment_address_burst):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many comments from your network; slow down", ref)
+        if self.moderation is not None:
+            text = await self.moderation.screen_comment(session, room, text, ref)
         await self._publish(session, room, {"type": "comment", "text": text}, message)
 
     async def like(self, session: Session, message: dict[str, Any]) -> None:

@@ -21,9 +21,16 @@ class LimitsConfig:
     max_message_bytes: int = 8 * 1024
     max_comment_chars: int = 200
     max_announce_chars: int = 500
-    # Comments: token bucket per user per room.
+    # Comments: token bucket per user per room; hosts and co-hosts get their own, wider one (a pasted loop
+    # from a leaked host token must not flood the room either); and one per remote address in a room,
+    # generous because many real viewers share an address (a venue's Wi-Fi, carrier NAT), so that a
+    # script with many signed-in users behind one address is still held together.
     comment_rate: float = 2.0
     comment_burst: int = 5
+    host_comment_rate: float = 5.0
+    host_comment_burst: int = 20
+    comment_address_rate: float = 20.0
+    comment_address_burst: int = 60
     # Likes are counted in taps (a `like` message carries up to `max_like_count`). Taps per second (and
     # burst) per connection, per signed-in user, and per remote address in a room: the address bound is
     # what keeps a script with many connections from buying likes (and PK scores); it is generous because
@@ -105,6 +112,10 @@ class ServerConfig:
     redis_url: str | None = None
     # How other nodes reach this one's WebSocket (ws://HOST:PORT/ws), for the media cascade.
     node_url: str | None = None
+    # Other nodes' public WebSocket URLs (wss://HOST/ws) a page may fail over to: told to clients in `joined`
+    # (`nodes`). The page takes them from here only, never from its own address, so a crafted link cannot
+    # send a viewer (and its token) to a server the operator did not name.
+    failover_nodes: tuple[str, ...] = ()
     # --workers: share the public port with sibling processes, and listen on a private node port too.
     reuse_port: bool = False
     node_port: int | None = None
@@ -140,6 +151,12 @@ class ServerConfig:
     assistant_model: str | None = None
     assistant_deadline: float = 2.0
     assistant_digest_interval: float = 10.0
+    # The operator's comment review hook (a URL that gets each comment before it fans out and answers
+    # allow / deny / replace), how long it may take, and what happens when it does not answer in time:
+    # fail-open publishes the comment as written, fail-closed refuses it (`unavailable`).
+    comment_review_url: str | None = None
+    comment_review_deadline: float = 0.5
+    comment_review_fail_open: bool = True
     # /metrics asks for `Authorization: Bearer <token>` when set (None: open, as on a private network).
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).

@@ -49,6 +49,7 @@ _JOIN_FAILURE_CLOSE = {
     ErrorCode.WRONG_ROOM: CloseCode.FORBIDDEN,
     ErrorCode.FORBIDDEN: CloseCode.FORBIDDEN,  # a private call room that is not yours (or has ended)
     ErrorCode.UNKNOWN_ROOM: CloseCode.UNKNOWN_ROOM,
+    ErrorCode.REMOVED: CloseCode.REMOVED,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from protocol import ErrorCode, Grant, ProtocolError, Role, validate_room_name, verify_token
+from signaling.brokers import BrokerUnavailable
 from signaling.membership import Membership
 
 STATUS = {
@@ -16,6 +17,7 @@ STATUS = {
     ErrorCode.BAD_SDP: 400, ErrorCode.BAD_CANDIDATE: 400, ErrorCode.BAD_MESSAGE: 400,
     ErrorCode.NO_PUBLISHER: 404, ErrorCode.UNKNOWN_MEDIA: 404, ErrorCode.UNKNOWN_ROOM: 404,
     ErrorCode.TOO_MANY_MEDIA: 429, ErrorCode.UNAVAILABLE: 503, ErrorCode.MEDIA_UNAVAILABLE: 503,
+    ErrorCode.REMOVED: 403,
 }
 
 
@@ -52,8 +54,11 @@ class HttpAuth:
         grant = verify_token(self.secret, token)
         if grant.room != room:
             raise ProtocolError(ErrorCode.WRONG_ROOM, f"the token is for room {grant.room!r}, not {room!r}")
-        if grant.grant_id is not None:
-            await self.membership.check_grant_live(room, grant, None)
+        try:
+            await self.membership.check_grant(room, grant, None)
+            await self.membership.moderation.check_join(room, grant.user, None)
+        except BrokerUnavailable:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry") from None
         if roles and grant.role not in roles:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"this needs a {' or '.join(r.value for r in roles)} token")
         return grant

@@ -40,7 +40,8 @@ async def _no_rooms(room: str) -> tuple[str, ...]:
 
 class MediaSignaling:
     def __init__(self, router: MediaRouter, registry: Registry, stream: EventStream, node_url: str,
-                 limits: LimitsConfig, on_setup: Callable[[str, float], None], on_candidate_denied: Callable[[float], None],
+                 limits: LimitsConfig, on_setup: Callable[[str, float], None],
+                 on_candidate_denied: Callable[[float], None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None],
                  cascade: EdgeCascade | None = None) -> None:
         self.router = router

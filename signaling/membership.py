@@ -17,6 +17,7 @@ from signaling.config import ServerConfig
 from signaling.hub import Hub
 from signaling.media import MediaSignaling
 from signaling.metrics import ServerMetrics
+from signaling.moderation import Moderation
 from signaling.outbound import OutboundEvent
 from signaling.room import ChatRoom
 from signaling.scenes import Scenes
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class Membership:
     def __init__(self, config: ServerConfig, hub: Hub, stream: EventStream, store: RoomStore, registry: Registry,
-                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics,
+                 scenes: Scenes, media: MediaSignaling | None, metrics: ServerMetrics, moderation: Moderation,
                  analytics: AnalyticsSink | None = None) -> None:
         self.config = config
         self.hub = hub
@@ -37,6 +38,7 @@ class Membership:
         self.scenes = scenes
         self.media = media
         self.metrics = metrics
+        self.moderation = moderation
         self.analytics = analytics or AnalyticsSink()
         # Anonymous viewers' ids only need to differ (nothing is granted by one): no syscall per join.
         self._anonymous_ids = random.Random(secrets.randbits(64))
@@ -49,9 +51,11 @@ class Membership:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "already joined a room", ref)
         self._identify(session, room_name, grant, name, ref)
         try:
-            if grant is not None and grant.grant_id is not None:
-                await self.check_grant_live(room_name, grant, ref)
+            if grant is not None:
+                await self.check_grant(room_name, grant, ref)
             room = await self._enter(session, room_name, ref)
+            if not session.anonymous:
+                await self.moderation.check_join(room_name, session.user, ref)
         except BrokerUnavailable:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message broker unavailable; retry", ref) from None
         opened_here = not room.sessions
@@ -71,6 +75,7 @@ class Membership:
                 past = await self.stream.recover(room_name, StreamPosition(max(0, top.seq - history), top.epoch))
                 if past.recovered:  # (history may have aged out: then there is none to show)
                     recovery.publications = [p for p in past.publications if p.seq <= top.seq]
+            recovery.publications = await self.moderation.visible_history(room_name, recovery.publications)
             joined = await self._joined_message(session, room, recovery)
         except BrokerUnavailable as exc:
             self.leave(session)
@@ -97,7 +102,15 @@ class Membership:
         if grant.room != room_name:
             raise ProtocolError(ErrorCode.WRONG_ROOM, "token is for another room", ref)
         session.user, session.role, session.anonymous = grant.user, grant.role, False
+        session.grant = grant
         session.name = grant.name or name
+
+    async def check_grant(self, room_name: str, grant: Grant, ref: Ref) -> None:
+        """A token joins (or opens an HTTP media session) only if not revoked and, for a server-issued
+        grant, while that grant is live. Raises ProtocolError(revoked) or BrokerUnavailable."""
+        await self.moderation.check_token(room_name, grant, ref)
+        if grant.grant_id is not None:
+            await self.check_grant_live(room_name, grant, ref)
 
     async def check_grant_live(self, room_name: str, grant: Grant, ref: Ref) -> None:
         """A server-issued grant (a seat's co-host token, a call token) joins only while it is live."""
@@ -142,6 +155,8 @@ class Membership:
         }
         if recovery.reason is not None:
             joined["reason"] = recovery.reason
+        if self.config.failover_nodes:
+            joined["nodes"] = list(self.config.failover_nodes)
         return joined
 
     @staticmethod

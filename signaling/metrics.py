@@ -76,6 +76,18 @@ class ServerMetrics:
         self.recording_bytes = Gauge("live_relay_recording_bytes",
                                      "Bytes in the recording directory (serve --record)", registry=r)
         self.broker_up = Gauge("live_relay_broker_up", "1 when the broker is reachable", registry=r)
+        self.moderation = Counter("live_relay_moderation", "Moderation actions taken on this node, by action",
+                                  ["action"], registry=r)
+        self.comments_blocked = Counter("live_relay_comments_blocked",
+                                        "Comments refused before fan-out: a blocked word, or the review hook",
+                                        ["reason"], registry=r)
+        self.comment_reviews = Counter("live_relay_comment_reviews",
+                                       "Comment reviews by outcome (allow, deny, replace, timeout, error, "
+                                       "bad_answer, overloaded)", ["outcome"], registry=r)
+        self.analytics_up = Gauge("live_relay_analytics_up", "1 while the analytics store takes writes", registry=r)
+        self.bad_requests = Counter("live_relay_bad_http_requests",
+                                    "HTTP requests refused before routing (oversized or malformed heads)",
+                                    registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

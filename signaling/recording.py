@@ -36,7 +36,8 @@ from signaling.session import Session
 
 log = logging.getLogger(__name__)
 
-_LOGGED_KINDS = frozenset({"comment", "product", "announce", "stage", "pk", "pk_ended", "call", "media"})
+_LOGGED_KINDS = frozenset({"comment", "comment_deleted", "product", "announce", "stage", "pk", "pk_ended", "call",
+                           "media"})
 
 
 def inside(directory: Path, *parts: str) -> Path:

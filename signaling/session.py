@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import CloseCode, Encoding, ErrorCode, Ref, Role, encode, error_message
+from protocol import CloseCode, Encoding, ErrorCode, Grant, Ref, Role, encode, error_message
 from signaling.config import LimitsConfig
 from signaling.outbound import OutboundBatch, OutboundEvent, websocket_frame
 from signaling.ratelimit import TokenBucket
@@ -48,6 +48,7 @@ class Session:
         # Told of every role change while the session is in a room (the room keeps its viewer count).
         self.on_role_change: Callable[[Session, Role, Role], None] | None = None
         self.anonymous = True
+        self.grant: Grant | None = None  # the token it joined with (revocation closes the connection)
         self.last_seq = 0
         self.errors = 0
         self.closing = False

@@ -281,6 +281,24 @@ async def test_users(broker, request):
     assert await broker.get_user(room, "alice") is None and list(await broker.get_users(room)) == ["bob"]
 
 
+async def test_revocations_reach_every_node_move_on_and_expire(make_broker: BrokerFactory, request):
+    import time
+
+    room = room_name(request)
+    a = await make_broker()
+    nodes = [a, await make_broker()] if make_broker.kind == "redis" else [a]  # type: ignore[attr-defined]
+    assert await a.get_revocations(room, ["*", "user:eve"]) == {}
+    now = time.time()
+    await a.revoke(room, "user:eve", now - 10, None)
+    await a.revoke(room, "user:eve", now - 100, None)  # an older cutoff never moves it back
+    await a.revoke(room, "jti:abc", now, now + 3600)
+    await a.revoke(room, "jti:old", now, now - 1)  # every token it covered has expired
+    for node in nodes:
+        assert await node.get_revocations(room, ["*", "user:eve", "jti:abc", "jti:old"]) == {
+            "user:eve": now - 10, "jti:abc": now}
+    assert await a.get_revocations("another-" + room, ["user:eve"]) == {}
+
+
 async def test_grants_live_until_taken_back_or_expired(make_broker: BrokerFactory, request):
     import time
 

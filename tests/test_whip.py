@@ -214,6 +214,6 @@ async def test_whip_and_whep_sessions_are_reached_only_with_the_token_that_made_
         # A host token of the room may end any session of the room (the operator's own console).
         host = {"Authorization": f"Bearer {server.token('show', 'boss', Role.HOST)}"}
         assert (await http.delete(server.base + obs.location, headers=host)).status == 200
-        while (left := await viewer.next_event("media", timeout=10))["event"] != "publisher_left":
+        while (await viewer.next_event("media", timeout=10))["event"] != "publisher_left":
             pass
         await obs.pc.close()

@@ -14,10 +14,13 @@ if (params.has("token")) {
   params.delete("token");
   history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
 }
-// This server first; `nodes=wss://a/ws,wss://b/ws` names other nodes sharing the room: a reconnect that fails
-// on one moves on to the next and resumes there by sequence number.
-const wsUrls = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
-  ...(params.get("nodes") || "").split(",").filter((u) => /^wss?:\/\//.test(u))];
+// This server first; other nodes sharing the room come from this server only (`joined.nodes`, which the
+// operator sets with --failover-node), never from the page's address: a crafted link must not send a viewer,
+// and its token, elsewhere. A reconnect that fails on one node moves on to the next and resumes there.
+const wsUrls = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`];
+const learnNodes = (nodes) => {
+  for (const u of Array.isArray(nodes) ? nodes : []) if (/^wss?:\/\/[^\s]+$/.test(u) && !wsUrls.includes(u)) wsUrls.push(u);
+};
 const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
 
 // Analytics: where this viewer came from (?src= / ?utm_source=, else the referring site), and a random id
@@ -65,7 +68,7 @@ class Channel {
         this.lastHeard = Date.now();
         const msg = JSON.parse(e.data);
         if (msg.type === "joined") {
-          this.joined = msg; this.epoch = msg.epoch; if (!msg.recovered) this.seq = msg.seq;
+          this.joined = msg; this.epoch = msg.epoch; if (!msg.recovered) this.seq = msg.seq; learnNodes(msg.nodes);
           this.backoff = 250; this.measureClock(); this.watch(ws); this.emit("joined", msg); resolve(msg); return;
         }
         if (msg.type === "error" && msg.id === "join") { reject(new Error(`${msg.code}: ${msg.message}`)); return; }

@@ -182,6 +182,16 @@ class Registry(abc.ABC):
         """The grant if it is live (registered, not taken back, not expired); else None."""
 
     @abc.abstractmethod
+    async def revoke(self, room: str, scope: str, cutoff: float, expires: float | None) -> None:
+        """Revoke the room's tokens of ``scope`` (``*``: all, ``user:ID``, ``jti:ID``) issued at or before
+        ``cutoff`` (Unix seconds), on every node; kept until ``expires`` (None: kept), when every token it
+        covers has expired anyway. A later revocation of the same scope moves its cutoff on."""
+
+    @abc.abstractmethod
+    async def get_revocations(self, room: str, scopes: list[str]) -> dict[str, float]:
+        """The live revocations among ``scopes``: scope -> cutoff."""
+
+    @abc.abstractmethod
     async def room_exists(self, room: str) -> bool:
         """True while the room's stream (history, state or members) exists anywhere."""
 

@@ -45,6 +45,9 @@ class MemoryBroker(Broker):
         # Room state outlives history, as the Redis broker's keys do: a private call room is only state.
         self._state_ttl = history_ttl + 3660 if state_ttl is None else state_ttl
         self._streams: dict[str, _Stream] = {}
+        # Revocations outlive rooms (a revoked token must not come back once its room was forgotten); they
+        # are made by the operator only. (room, scope) -> (cutoff, expires).
+        self._revoked: dict[tuple[str, str], tuple[float, float | None]] = {}
 
     def _stream(self, room: str) -> _Stream:
         stream = self._streams.get(room)
@@ -170,6 +173,22 @@ class MemoryBroker(Broker):
         stream = self._streams.get(room)
         record = stream.grants.get(grant_id) if stream is not None else None
         return record if record is not None and record["expires"] > time.time() else None
+
+    async def revoke(self, room: str, scope: str, cutoff: float, expires: float | None) -> None:
+        old = self._revoked.get((room, scope))
+        if old is not None:
+            cutoff = max(cutoff, old[0])
+            expires = None if expires is None or old[1] is None else max(expires, old[1])
+        self._revoked[(room, scope)] = (cutoff, expires)
+
+    async def get_revocations(self, room: str, scopes: list[str]) -> dict[str, float]:
+        now = time.time()
+        found = {}
+        for scope in scopes:
+            entry = self._revoked.get((room, scope))
+            if entry is not None and (entry[1] is None or entry[1] > now):
+                found[scope] = entry[0]
+        return found
 
     async def gc(self) -> list[str]:
         dropped = []

@@ -61,7 +61,8 @@ def _keys(room: str) -> dict[str, str]:
     tag = f"lr:{{{room}}}"
     return {"epoch": f"{tag}:epoch", "seq": f"{tag}:seq", "hist": f"{tag}:hist", "ch": f"{tag}:ch",
             "state": f"{tag}:state", "likes": f"{tag}:likes", "presence": f"{tag}:presence",
-            "publishers": f"{tag}:publishers", "users": f"{tag}:users", "grants": f"{tag}:grants"}
+            "publishers": f"{tag}:publishers", "users": f"{tag}:users", "grants": f"{tag}:grants",
+            "revoked": f"{tag}:revoked"}
 
 
 class RedisBroker(Broker):
@@ -343,6 +344,31 @@ class RedisBroker(Broker):
         raw = await self._call(self._client.hget(_keys(room)["grants"], grant_id))
         record: GrantRecord | None = json.loads(raw) if raw else None
         return record if record is not None and record["expires"] > time.time() else None
+
+    async def revoke(self, room: str, scope: str, cutoff: float, expires: float | None) -> None:
+        # No key expiry: revocations outlive the room's other keys (entries expire one by one, on read).
+        k = _keys(room)["revoked"]
+        raw = await self._call(self._client.hget(k, scope))
+        if raw:
+            old_cutoff, old_expires = json.loads(raw)
+            cutoff = max(cutoff, old_cutoff)
+            expires = None if expires is None or old_expires is None else max(expires, old_expires)
+        await self._call(self._client.hset(k, scope, json.dumps([cutoff, expires])))
+
+    async def get_revocations(self, room: str, scopes: list[str]) -> dict[str, float]:
+        k = _keys(room)["revoked"]
+        values = await self._call(self._client.hmget(k, scopes))
+        now, found, stale = time.time(), {}, []
+        for scope, raw in zip(scopes, values, strict=True):
+            if raw:
+                cutoff, expires = json.loads(raw)
+                if expires is None or expires > now:
+                    found[scope] = float(cutoff)
+                else:
+                    stale.append(scope)
+        if stale:
+            await self._call(self._client.hdel(k, *stale))
+        return found
 
     async def get_user(self, room: str, user: str) -> UserInfo | None:
         raw = await self._call(self._client.hget(_keys(room)["users"], user))
