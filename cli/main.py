@@ -300,6 +300,51 @@ def token(room: str, user: str, role: str, ttl: float, name: str | None, secret:
 
 
 @main.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Any node of the deployment.")
+@click.option("--room", required=True, help="The room whose tokens are revoked.")
+@click.option("--token", "revoked_token", default=None, help="Revoke this one token.")
+@click.option("--token-id", default=None, help="Revoke the token with this id (its jti).")
+@click.option("--user", default=None, help="Revoke every token of this user for the room issued until now.")
+@click.option("--all", "everyone", is_flag=True, help="Revoke every token of the room issued until now.")
+@click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="Token signing secret (the server's).")
+def revoke(url: str, room: str, revoked_token: str | None, token_id: str | None, user: str | None, everyone: bool,
+           secret: str) -> None:
+    """Revoke tokens on every node (a leaked token, a user who must go): refused from now on."""
+    import asyncio as _asyncio
+
+    from protocol import issue_admin_token
+
+    given = {"token": revoked_token, "token_id": token_id, "user": user}
+    chosen = {k: v for k, v in given.items() if v}
+    if len(chosen) + everyone != 1:
+        raise click.UsageError("say what to revoke: one of --token, --token-id, --user or --all")
+    base = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1).removesuffix("/ws")
+    if not base.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
+
+    async def send() -> tuple[int, str]:
+        import aiohttp
+
+        admin = issue_admin_token(check_secret(secret))
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{base}/api/admin/revoke", json={"room": room, **chosen},
+                headers={"Authorization": f"Bearer {admin}"}, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            return response.status, await response.text()
+
+    try:
+        status, text = _asyncio.run(send())
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc.strerror or exc}") from None
+    except TimeoutError:
+        raise click.ClickException(f"{base} did not answer in 10 s") from None
+    if status != 200:
+        raise click.ClickException(f"the server refused ({status}): {text.strip()}")
+    import json as _json
+
+    click.echo(f"revoked {_json.loads(text)['revoked']} in room {room!r} on every node")
+
+
+@main.command()
 @click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
 @click.option("--token", required=True, help="A host (or co-host) token for the room.")

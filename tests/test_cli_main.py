@@ -167,3 +167,31 @@ def test_a_missing_dependency_fails_the_run_unless_skipping_is_asked_for(tmp_pat
     skipped = subprocess.run(args, capture_output=True, text=True, timeout=120,
                              env={**env, "LIVE_RELAY_SKIP_MISSING": "1"})
     assert skipped.returncode == 0 and "NOT A FULL RUN" in skipped.stdout and "redis-server" in skipped.stdout
+
+
+async def test_revoke_takes_a_leaked_token_back_and_says_so_in_one_line(server):
+    import pytest
+
+    from clients.client import LiveClient, ServerError
+    from tests.conftest import free_port
+
+    secret = server.config.secret
+
+    leaked = server.token("show", "shop", Role.HOST, ttl=10 * 365 * 86400)
+    base = f"http://127.0.0.1:{server.config.port}"
+    code, out, err = await _cli("revoke", "--url", base, "--room", "show", "--token", leaked, "--secret", secret)
+    assert code == 0, err
+    assert out.strip().startswith("revoked jti:") and "on every node" in out
+    with pytest.raises(ServerError) as refused:
+        await LiveClient(server.ws_url, "show", leaked).connect()
+    assert refused.value.code == "revoked"
+    for args, expected in [
+        (("revoke", "--url", base, "--room", "show", "--secret", secret), "say what to revoke"),
+        (("revoke", "--url", base, "--room", "show", "--all", "--secret", "another-secret-of-32-bytes-or-more!"),
+         "the server refused (401)"),
+        (("revoke", "--url", base, "--room", "..", "--all", "--secret", secret), "not a room name"),
+        (("revoke", "--url", f"http://127.0.0.1:{free_port()}", "--room", "show", "--all", "--secret", secret),
+         "cannot reach"),
+    ]:
+        code, _, err = await _cli(*args)
+        assert code != 0 and expected in _one_clear_line(err), (args, err)
