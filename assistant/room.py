@@ -1,14 +1,16 @@
 """One room's assistant: what it does with each comment.
 
 A question (``assistant.text.is_question``) is answered once per ``window`` seconds however often it is
-asked (the asks are counted); answers are rate-limited; an answer comes from the model when one is
-configured and it answers in time with facts that match the cards, otherwise from the offline engine.
-What neither can answer is collected for the host's digest. In ``suggest`` mode answers go to the host as
-suggestions to approve instead of being posted.
+asked (the asks are counted). The answer budget (the room's, and the node's shared by every room) is taken
+*before* anything is asked of an engine: a question over budget goes to the host's digest and costs no
+model call. An answer comes from the model when one is configured and it answers in time with text that
+carries no claim (``assistant.engine.claim_in``), otherwise from the offline engine. What neither can
+answer is collected for the digest. In ``suggest`` mode answers go to the host as suggestions to approve.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -50,6 +52,38 @@ class Suggest:
     text: str
 
 
+class AnswerBudget:
+    """At most ``limit`` answers per ``window_s`` seconds (a sliding window); a reservation not used is
+    given back."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._taken: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        while self._taken and now - self._taken[0] > self.window_s:
+            self._taken.popleft()
+        if len(self._taken) >= self.limit:
+            return False
+        self._taken.append(now)
+        return True
+
+    def give_back(self, at: float) -> None:
+        with contextlib.suppress(ValueError):
+            self._taken.remove(at)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one comment: ``kind`` is None (not a question), "repeated", "unanswered",
+    "rate_limited", "suggested" or "answered"; ``product`` the product the answer was about."""
+
+    action: Post | Suggest | None = None
+    kind: str | None = None
+    product: str | None = None
+
+
 @dataclass
 class RoomAssistant:
     mode: str = "auto"  # or "suggest"
@@ -62,13 +96,10 @@ class RoomAssistant:
     current: str | None = None  # the card on screen now
     asked: OrderedDict[str, Asked] = field(default_factory=OrderedDict)
     suggestions: OrderedDict[str, Suggest] = field(default_factory=OrderedDict)
-    answered_at: deque[float] = field(default_factory=deque)
     answers: int = 0
     rate_limited: int = 0
-    # What happened to the last comment: None (not a question), "repeated", "unanswered", "rate_limited",
-    # "suggested" or "answered"; and the product its answer was about (for analytics).
-    last_outcome: str | None = None
-    last_product: str | None = None
+    node_budget: AnswerBudget | None = None  # shared by every room of the node
+    budget: AnswerBudget | None = None  # the room's own (made from max_answers per rate_window_s)
     _knowledge: Knowledge | None = None
     _offline: OfflineEngine = field(default_factory=OfflineEngine)
 
@@ -93,44 +124,54 @@ class RoomAssistant:
             self._knowledge = Knowledge(self.catalog, self.cards)
         return self._knowledge
 
-    async def on_comment(self, seq: int, text: str, now_ms: float) -> Post | Suggest | None:
-        """What to do about one viewer comment (None: nothing now)."""
-        self.last_outcome, self.last_product = None, None
+    def _reserve(self, now: float) -> bool:
+        """Take one answer from the room's budget and the node's (both, or neither)."""
+        if self.budget is None:
+            self.budget = AnswerBudget(self.max_answers, self.rate_window_s)
+        if not self.budget.take(now):
+            return False
+        if self.node_budget is not None and not self.node_budget.take(now):
+            self.budget.give_back(now)
+            return False
+        return True
+
+    def _release(self, at: float) -> None:
+        if self.budget is not None:
+            self.budget.give_back(at)
+        if self.node_budget is not None:
+            self.node_budget.give_back(at)
+
+    async def on_comment(self, seq: int, text: str, now_ms: float) -> Outcome:
+        """What to do about one viewer comment. Safe to run for many comments at once: every decision
+        before the engine is asked is taken without awaiting."""
         if not is_question(text):
-            return None
+            return Outcome()
         now = time.monotonic()
         key = question_key(text) or text.strip().lower()
         seen = self.asked.get(key)
         if seen is not None and now - seen.first < self.window_s:
             seen.count += 1
-            self.last_outcome = "repeated"
-            return None  # asked again within the window: counted, not answered again
+            return Outcome(kind="repeated")  # asked again within the window: counted, not answered again
         self.asked[key] = seen = Asked(text, 1, now, False)
         self.asked.move_to_end(key)
         while len(self.asked) > MAX_TRACKED:
             self.asked.popitem(last=False)
+        if not self._reserve(now):
+            self.rate_limited += 1
+            return Outcome(kind="rate_limited")  # over budget: to the digest, no engine asked
         answer = await self._answer(text, now_ms)
         if answer is None:
-            self.last_outcome = "unanswered"
-            return None  # goes to the digest
-        self.last_product = answer.product
-        while self.answered_at and now - self.answered_at[0] > self.rate_window_s:
-            self.answered_at.popleft()
-        if len(self.answered_at) >= self.max_answers:
-            self.rate_limited += 1
-            self.last_outcome = "rate_limited"
-            return None
-        self.answered_at.append(now)
+            self._release(now)
+            return Outcome(kind="unanswered")  # goes to the digest
         seen.answered = True
-        self.last_outcome = "suggested" if self.mode == "suggest" else "answered"
         if self.mode == "suggest":
             suggestion = Suggest(secrets.token_hex(4), seq, text, answer.text)
             self.suggestions[suggestion.id] = suggestion
             while len(self.suggestions) > MAX_SUGGESTIONS:
                 self.suggestions.popitem(last=False)
-            return suggestion
+            return Outcome(suggestion, "suggested", answer.product)
         self.answers += 1
-        return Post(seq, answer.text, answer.engine)
+        return Outcome(Post(seq, answer.text, answer.engine), "answered", answer.product)
 
     def vocabulary(self) -> list[str]:
         """Phrases a listener should expect: product names (cards and catalog) and the FAQ's questions."""

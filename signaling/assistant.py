@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -20,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from assistant.catalog import CatalogError, parse_catalog
-from assistant.engine import LlmEngine
-from assistant.room import Post, RoomAssistant, Suggest
+from assistant.catalog import Catalog, CatalogError, parse_catalog
+from assistant.engine import LlmEngine, ModelGate
+from assistant.room import AnswerBudget, Post, RoomAssistant, Suggest
 from assistant.text import warm_up
 from protocol import ErrorCode, ProtocolError, Role, now_ms
 from signaling.brokers import EventStream, RoomStore
@@ -36,6 +37,22 @@ ASSISTANT_USER = "assistant"
 ASSISTANT_ROLE = "assistant"  # not a token role: no client can join as it, so none can pass for it
 MODES = ("auto", "suggest")
 MAX_ROOMS = 10_000  # rooms whose cards are remembered before their assistant is on
+
+
+NODE_ANSWERS = 60  # answers per window across every room of the node
+NODE_ANSWER_WINDOW_S = 10.0
+MODEL_CONCURRENCY = 8
+MAX_BODY_BYTES = 160 * 1024  # PUT /api/rooms/ROOM/assistant: a 64 KiB catalog, escaped in JSON
+PARSE_DEADLINE_S = 2.0
+
+
+async def parse_off_loop(text: str, fmt: str) -> Catalog:
+    """``parse_catalog`` in a worker thread, within a deadline: the event loop never waits on a catalog.
+    Raises CatalogError."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(parse_catalog, text, fmt), PARSE_DEADLINE_S)
+    except TimeoutError:
+        raise CatalogError(f"the catalog took longer than {PARSE_DEADLINE_S:g} s to read") from None
 
 
 class AssistantService:
@@ -56,6 +73,10 @@ class AssistantService:
         self._digested: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self.latencies_ms: list[float] = []  # question accepted -> answer published (for benchmarks)
+        # Every room's answers on this node share one budget, and the model is asked at most this many
+        # questions at once (past it, the offline engine answers): a crowd cannot buy model calls.
+        self.node_budget = AnswerBudget(NODE_ANSWERS, NODE_ANSWER_WINDOW_S)
+        self.model_gate = ModelGate(MODEL_CONCURRENCY)
         # Told of every question the assistant saw: (room, product or None, outcome, engine or None).
         self.on_question: Callable[[str, str | None, str, str | None], None] | None = None
 
@@ -78,7 +99,7 @@ class AssistantService:
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if catalog is not None:
-            parse_catalog(catalog, fmt or "yaml")  # refuse a bad catalog now, with its reason
+            await parse_off_loop(catalog, fmt or "yaml")  # refuse a bad catalog now, with its reason
             await self.store.set_state(room, "assistant_catalog", {"text": catalog, "format": fmt or "yaml"})
         state = await self.store.get_state(room)
         current = state.get("assistant") or {}
@@ -115,16 +136,17 @@ class AssistantService:
             return
         stored = state.get("assistant_catalog") or {}
         try:
-            catalog = parse_catalog(stored.get("text") or "", stored.get("format") or "yaml")
+            catalog = await parse_off_loop(stored.get("text") or "", stored.get("format") or "yaml")
         except CatalogError as exc:
             log.warning("assistant catalog unreadable", extra={"room": room, "error": str(exc)})
             catalog = parse_catalog("", "yaml")
         llm = LlmEngine(self.llm_url, self.llm_model, os.environ.get("LIVE_RELAY_ASSISTANT_KEY") or
-                        os.environ.get("OPENAI_API_KEY"), self.llm_deadline) if self.llm_url else None
+                        os.environ.get("OPENAI_API_KEY"), self.llm_deadline, self.model_gate) if self.llm_url else None
         # The Chinese dictionary loads once per process (about half a second), off the loop, and only where
         # an assistant is on: servers that never use one never pay for it.
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
-        assistant = RoomAssistant(mode=view.get("mode") or "auto", catalog=catalog, llm=llm)
+        assistant = RoomAssistant(mode=view.get("mode") or "auto", catalog=catalog, llm=llm,
+                                  node_budget=self.node_budget)
         for card in self._cards.pop(room, {}).values():
             assistant.on_card({"product": card, "server_ts": card.get("server_ts")})
         if (product := state.get("product")) is not None:
@@ -166,10 +188,10 @@ class AssistantService:
         assistant = await self._room(room)
         if assistant is None:
             return
-        action = await assistant.on_comment(int(event.get("seq", 0)), str(event.get("text", "")), now_ms())
-        if assistant.last_outcome is not None and self.on_question is not None:
-            self.on_question(room, assistant.last_product, assistant.last_outcome,
-                             action.engine if isinstance(action, Post) else None)
+        outcome = await assistant.on_comment(int(event.get("seq", 0)), str(event.get("text", "")), now_ms())
+        action = outcome.action
+        if outcome.kind is not None and self.on_question is not None:
+            self.on_question(room, outcome.product, outcome.kind, action.engine if isinstance(action, Post) else None)
         if isinstance(action, Post):
             await self._post(room, action, event.get("server_ts"))
         elif isinstance(action, Suggest):
@@ -243,7 +265,15 @@ class AssistantService:
         except ProtocolError as exc:
             return refuse(exc)
         try:
-            body = await request.json()
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                raise ValueError(f"a body of at most {MAX_BODY_BYTES // 1024} KiB")
+            raw = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(raw) > MAX_BODY_BYTES:
+                raise ValueError(f"a body of at most {MAX_BODY_BYTES // 1024} KiB")
+            try:
+                body = json.loads(raw)
+            except RecursionError:
+                raise ValueError("JSON nested too deep") from None
             if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
                 raise ValueError("a JSON object with on (true/false), and mode, catalog, format if wanted")
             fmt = body.get("format")

@@ -5,7 +5,8 @@
 microphone). The assistant joins the same room through this node's own WebSocket (an ordinary client: the
 media path is the relay's, nothing special), publishes its voice and subscribes to the caller's audio;
 ``assistant.voice.VoiceAssistant`` listens and answers with the room's knowledge. The agent leaves when the
-caller's audio ends or after ``max_call_s``; calls are bounded per node.
+caller's audio ends or after ``max_call_s``; calls are bounded per node, per room and per user (one at a
+time), and a caller who does not publish within ``publish_within_s`` frees the slot.
 """
 
 from __future__ import annotations
@@ -49,16 +50,32 @@ def spoken(text: str) -> str:
     return re.sub(r"[,\s]+$", "", re.sub(r"\s+", " ", text)).strip()
 
 
+def call_refusal(calls: list[tuple[str, str]], room: str, user: str, max_calls: int,
+                 max_per_room: int) -> str | None:
+    """Why a new call from ``user`` in ``room`` is refused, given the calls running (room, caller); None: it
+    may start. One call per user at a time, ``max_per_room`` per room, ``max_calls`` on the node."""
+    if any(caller == user for _, caller in calls):
+        return "you are on a call with the assistant already"
+    if len(calls) >= max_calls:
+        return "the assistant is on other calls; try again soon"
+    if sum(1 for r, _ in calls if r == room) >= max_per_room:
+        return "the assistant is on other calls in this room; try again soon"
+    return None
+
+
 class VoiceCalls:
     def __init__(self, assistants: AssistantService, hub: Hub, secret: str, node_url: str, max_calls: int = 4,
-                 max_call_s: float = 600.0) -> None:
+                 max_call_s: float = 600.0, max_calls_per_room: int = 2, publish_within_s: float = 10.0) -> None:
         self.assistants = assistants
         self.hub = hub
         self.secret = secret
         self.node_url = node_url
         self.max_calls = max_calls
+        self.max_calls_per_room = max_calls_per_room
         self.max_call_s = max_call_s
+        self.publish_within_s = publish_within_s
         self.calls: dict[str, VoiceAssistant | None] = {}  # call room -> its assistant, once listening
+        self.callers: dict[str, tuple[str, str]] = {}  # call room -> (the show's room, the caller)
 
     async def handle_call(self, session: Session, message: dict[str, Any]) -> None:
         ref = message.get("id")
@@ -69,11 +86,14 @@ class VoiceCalls:
             raise ProtocolError(ErrorCode.FORBIDDEN, "the assistant is off in this room", ref)
         if shutil.which("espeak-ng") is None:
             raise ProtocolError(ErrorCode.MEDIA_UNAVAILABLE, "voice calls need espeak-ng on the server", ref)
-        if len(self.calls) >= self.max_calls:
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "the assistant is on other calls; try again soon", ref)
+        refusal = call_refusal(list(self.callers.values()), room, session.user, self.max_calls,
+                               self.max_calls_per_room)
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, refusal, ref)
         call_room = f"assistant-call-{secrets.token_hex(6)}"
         await self.hub.open_room(call_room)
         self.calls[call_room] = None
+        self.callers[call_room] = (room, session.user)
         self.hub.spawn(self._agent(room, call_room, session.user), f"voice-{call_room}")
         token = issue_token(self.secret, call_room, session.user, Role.COHOST, self.max_call_s, session.name)
         reply: dict[str, Any] = {"type": "ok", "call_room": call_room, "token": token}
@@ -94,8 +114,8 @@ class VoiceCalls:
                 # The caller's microphone: wait until it publishes in the call room.
                 publisher = next((p["publisher"] for p in (client.joined or {})["state"].get("publishers") or []
                                   if p.get("user") == caller), None)
-                while publisher is None:
-                    event = await client.next_event("media", timeout=30)
+                while publisher is None:  # a caller who never publishes holds the slot this long only
+                    event = await client.next_event("media", timeout=self.publish_within_s)
                     if event.get("event") == "publisher_joined" and event.get("user") == caller:
                         publisher = event["publisher"]
                 listening = await MediaSession.subscribe(client, publisher=publisher, kinds=("audio",))
@@ -123,6 +143,7 @@ class VoiceCalls:
             with contextlib.suppress(Exception):
                 await client.close()
             self.calls.pop(call_room, None)
+            self.callers.pop(call_room, None)
 
     def handlers(self) -> dict[str, Any]:
         return {"assistant_call": self.handle_call}

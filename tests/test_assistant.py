@@ -224,12 +224,18 @@ async def test_the_model_path_with_its_deadline_and_fact_check(start_server, mod
             LiveClient(server.ws_url, "show", server.token("show", "v0")) as v0:
         await host.request({"type": "assistant", "on": True, "catalog": CATALOG, "format": "yaml"})
         await host.request({"type": "product", "product": CARD})
-        stand_in.reply = "The Silk scarf is 19.90 EUR today."
-        await v0.request({"type": "comment", "text": "how much is the scarf?"})
+        stand_in.reply = "Yes, the scarf is pure mulberry silk."
+        await v0.request({"type": "comment", "text": "is the scarf real silk?"})
         answer = await assistant_comment(v0)
-        assert answer["engine"] == "llm" and answer["text"] == "The Silk scarf is 19.90 EUR today."
+        assert answer["engine"] == "llm" and answer["text"] == "Yes, the scarf is pure mulberry silk."
         assert stand_in.requests[-1]["model"] == "stand-in" and stand_in.requests[-1]["stream"] is True
         assert "19.90" in stand_in.requests[-1]["messages"][0]["content"]  # the card's facts went with it
+        # The viewer's words go as quoted data, after the instructions.
+        assert stand_in.requests[-1]["messages"][1]["content"].endswith('"is the scarf real silk?"')
+        stand_in.reply = "The Silk scarf is 19.90 EUR today."  # right, but a price: the card's own answer goes
+        await v0.request({"type": "comment", "text": "how much is the scarf?"})
+        priced = await assistant_comment(v0)
+        assert priced["engine"] == "offline" and "19.90 EUR" in priced["text"]
         stand_in.reply = "It is only 9.90 EUR, buy at https://shop.example/scarf"  # a wrong price
         await v0.request({"type": "comment", "text": "what does it cost?"})
         caught = await assistant_comment(v0)
@@ -239,7 +245,7 @@ async def test_the_model_path_with_its_deadline_and_fact_check(start_server, mod
         late = await assistant_comment(v0)
         assert late["engine"] == "offline" and "19.90 EUR" in late["text"]
         assistant = server.relay.assistant.rooms["show"]
-        assert assistant.llm is not None and assistant.llm.rejected == 1 and assistant.llm.timeouts == 1
+        assert assistant.llm is not None and assistant.llm.claims == 2 and assistant.llm.timeouts == 1
 
 
 def test_command_line_clients_mark_the_assistant() -> None:
