@@ -89,6 +89,8 @@ class Store(Protocol):
 
     def delete_before(self, ts_ms: int) -> int: ...
 
+    def ping(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -187,6 +189,12 @@ class SqlStore:
             count = cursor.rowcount
             self._db.commit()
             return int(count)
+
+    def ping(self) -> None:
+        """Raise unless the database answers (the writer's health probe)."""
+        with self._lock:
+            self._ensure()
+            self._db.execute("SELECT 1")
 
     def _ensure(self) -> None:
         """Before each use: a connection that broke (the server restarted) is replaced."""

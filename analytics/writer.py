@@ -4,8 +4,9 @@
 dropped and counted). A background task takes up to ``batch`` events at a time and hands them to the
 store in a single thread (SQLite connections stay in one thread, and a slow database never holds the
 event loop). When the database fails (PostgreSQL restarting), the batch goes back to the front of the
-queue and is retried with a growing pause: nothing that fits the queue is lost. ``close`` writes
-everything still queued before it returns.
+queue and is retried with a growing pause: nothing that fits the queue is lost. ``healthy`` says whether
+the last write (or, when there is nothing to write, the last probe every ``probe_interval``) reached the
+database. ``close`` writes everything still queued before it returns.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ T = TypeVar("T")
 
 class AnalyticsWriter:
     def __init__(self, store: Store, max_queue: int = 100_000, batch: int = 5000, interval: float = 1.0,
-                 on_drop: Callable[[], None] | None = None, retention_ms: int = 0) -> None:
+                 on_drop: Callable[[], None] | None = None, retention_ms: int = 0,
+                 probe_interval: float = 5.0) -> None:
         self.store = store
         self.max_queue = max_queue
         self.batch = batch
@@ -44,6 +46,9 @@ class AnalyticsWriter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._in_flight = 0
+        self.healthy = True
+        self._probe_interval = probe_interval
+        self._next_probe = 0.0
 
     @property
     def idle(self) -> bool:
@@ -80,6 +85,19 @@ class AnalyticsWriter:
         except Exception as exc:
             log.warning("analytics retention failed", extra={"error": str(exc)[:200]})
 
+    async def _probe(self) -> None:
+        """With nothing to write, ask the database now and then whether it is there (for /healthz)."""
+        if time.monotonic() < self._next_probe:
+            return
+        self._next_probe = time.monotonic() + self._probe_interval
+        try:
+            await self.call(self.store.ping)
+            self.healthy = True
+        except Exception as exc:
+            if self.healthy:
+                log.warning("analytics store unreachable", extra={"error": str(exc)[:200]})
+            self.healthy = False
+
     async def _run(self) -> None:
         pause = self.interval
         while True:
@@ -87,6 +105,7 @@ class AnalyticsWriter:
             if not self.queue:
                 if self._closing:
                     return
+                await self._probe()
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), self.interval)
@@ -100,6 +119,7 @@ class AnalyticsWriter:
             except Exception as exc:  # the database is away: keep the batch, try again later
                 self._in_flight = 0
                 self.failures += 1
+                self.healthy = False
                 self.queue.extendleft(reversed(chunk))
                 log.warning("analytics write failed; retrying", extra={"error": str(exc)[:200],
                                                                       "queued": len(self.queue)})
@@ -109,6 +129,7 @@ class AnalyticsWriter:
                 pause = min(pause * 2, 5.0)
                 continue
             pause = self.interval
+            self.healthy = True
             self.written += len(chunk)
             self._in_flight = 0
 

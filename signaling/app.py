@@ -283,12 +283,16 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
-    healthy = server.broker.healthy
+    broker_ok = server.broker.healthy
+    writer = server.analytics_writer
+    analytics_ok = writer.healthy if writer is not None else None
     return web.json_response({
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if broker_ok and analytics_ok is not False else "degraded",
         "protocol": PROTOCOL_VERSION,
         "broker": type(server.broker).__name__,
-        "broker_ok": healthy,
+        "broker_ok": broker_ok,
+        "analytics": writer.store.name if writer is not None else None,
+        "analytics_ok": analytics_ok,
         "rooms": len(server.hub.rooms),
         "connections": sum(len(r) for r in server.hub.rooms.values()),
         "uptime_s": round(time.time() - server.started, 1),
@@ -302,6 +306,8 @@ async def metrics(request: web.Request) -> web.Response:
         return web.Response(status=401, text="metrics need Authorization: Bearer <--metrics-token>\n",
                             headers={"WWW-Authenticate": "Bearer"})
     server.metrics.broker_up.set(1 if server.broker.healthy else 0)
+    if server.analytics_writer is not None:
+        server.metrics.analytics_up.set(1 if server.analytics_writer.healthy else 0)
     server.update_media_gauges()
     return web.Response(body=server.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 

@@ -26,6 +26,7 @@ from analytics.writer import AnalyticsWriter
 from clients.client import LiveClient
 from protocol import Role
 from tests import postgres_server
+from tests.conftest import eventually
 
 SKIP_MISSING = os.environ.get("LIVE_RELAY_SKIP_MISSING") == "1"
 ORDER_SECRET = "shop-webhook-secret"
@@ -304,8 +305,33 @@ async def pg_shop_server(start_server, postgres: postgres_server.PostgresServer)
     name = f"t{os.urandom(4).hex()}"
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
+    from signaling.config import LimitsConfig
+
+    # The outage test's co-host talks at 20 comments a second, past what a host may by default.
     yield await start_server(rooms=("show",), analytics=postgres.dsn.rsplit("/", 1)[0] + "/" + name,
-                             order_secret=ORDER_SECRET)
+                             order_secret=ORDER_SECRET, limits=LimitsConfig(host_comment_rate=50, host_comment_burst=50))
+
+
+async def _health(server) -> tuple[str, bool | None]:
+    async with aiohttp.ClientSession() as http:
+        body = await (await http.get(server.base + "/healthz")).json()
+    return body["status"], body["analytics_ok"]
+
+
+async def _health_is(server, wanted: tuple[str, bool | None]) -> bool:
+    return await _health(server) == wanted
+
+
+async def test_an_idle_server_says_degraded_while_postgresql_is_away(pg_shop_server, postgres) -> None:
+    """Finding 11: /healthz said ok while PostgreSQL was down (nothing was being written to notice)."""
+    server = pg_shop_server
+    assert await _health(server) == ("ok", True)
+    await asyncio.to_thread(postgres.stop)
+    try:
+        await eventually(lambda: _health_is(server, ("degraded", False)), timeout=30)
+    finally:
+        await asyncio.to_thread(postgres.start)
+    await eventually(lambda: _health_is(server, ("ok", True)), timeout=30)
 
 
 async def test_postgresql_away_for_ten_seconds_under_load_loses_nothing(pg_shop_server, postgres) -> None:
@@ -326,8 +352,10 @@ async def test_postgresql_away_for_ten_seconds_under_load_loses_nothing(pg_shop_
             while received < sent:  # every comment reached the other viewer: the room never noticed
                 await watcher.next_event("comment", timeout=5)
                 received += 1
+            assert await _health(server) == ("degraded", False)  # finding 11: /healthz said ok
         finally:
             await asyncio.to_thread(postgres.start)
+        await eventually(lambda: _health_is(server, ("ok", True)), timeout=30)
         writer = server.relay.analytics_writer
         async with asyncio.timeout(30):
             while not writer.idle:  # noqa: ASYNC110 - the writer's own state
@@ -439,3 +467,30 @@ async def test_the_assistants_questions_are_in_the_report(start_server, tmp_path
     assert report["assistant"] == {"questions": 2, "outcomes": {"answered": 1, "unanswered": 1},
                                    "by_product": {"A": 1}}
     assert all(e.data and "text" not in e.data for e in events if e.kind == "question")  # no question text kept
+
+
+async def test_one_address_cannot_invent_viewers_who_clicked(start_server, tmp_path) -> None:
+    """Finding 11: `?v=` took any value, so one address could add "viewers who clicked" at will."""
+    server = await start_server(rooms=("show",), analytics=str(tmp_path / "a.sqlite3"))
+    base = server.base
+    card = {"id": "A", "title": "Scarf", "price": "9.00", "currency": "EUR", "url": "https://shop.example/a",
+            "image": "https://shop.example/a.png"}
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show", server.token("show", "real")) as viewer, aiohttp.ClientSession() as http:
+        await host.request({"type": "product", "product": card})
+        real = viewer.joined["viewer"]
+        forged = [f"{os.urandom(8).hex()}", f"{os.urandom(8).hex()}.{os.urandom(6).hex()}",
+                  real[:-1] + ("1" if real.endswith("0") else "0")]  # a real pseudonym, its signature changed
+        for v in [*forged * 5, real]:
+            async with http.get(f"{base}/go/show/A", params={"v": v}, allow_redirects=False) as r:
+                assert r.status == 302  # the shopper gets to the shop either way
+        writer = server.relay.analytics_writer
+        await eventually(lambda: _writer_idle(writer))
+        events = await writer.call(writer.store.events, "show")
+    named = {e.viewer for e in events if e.kind == "click"}
+    assert named == {real.split(".")[0], None}  # the forged ones count as clicks of nobody in particular
+    assert {s["step"]: s["viewers"] for s in build_report(events)["funnel"]}["clicked"] == 1
+
+
+async def _writer_idle(writer) -> bool:
+    return writer.idle
