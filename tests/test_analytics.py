@@ -309,7 +309,8 @@ async def pg_shop_server(start_server, postgres: postgres_server.PostgresServer)
 
     # The outage test's co-host talks at 20 comments a second, past what a host may by default.
     yield await start_server(rooms=("show",), analytics=postgres.dsn.rsplit("/", 1)[0] + "/" + name,
-                             order_secret=ORDER_SECRET, limits=LimitsConfig(host_comment_rate=50, host_comment_burst=50))
+                             order_secret=ORDER_SECRET,
+                             limits=LimitsConfig(host_comment_rate=50, host_comment_burst=50))
 
 
 async def _health(server) -> tuple[str, bool | None]:
