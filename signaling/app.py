@@ -34,6 +34,7 @@ from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.guard import GuardedTCPSite, HandshakeGuard
 from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.hub import Hub
+from signaling.logs import BadRequestLog
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
@@ -330,6 +331,8 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     site = GuardedTCPSite(runner, config.host, config.port, guard, reuse_address=True,
                           reuse_port=config.reuse_port or None, ssl_context=ssl_context, backlog=limits.listen_backlog)
     await site.start()
+    bad_requests = BadRequestLog(app[SERVER].metrics.bad_requests.inc)
+    logging.getLogger("aiohttp.server").addFilter(bad_requests)
     if config.node_port:
         await web.TCPSite(runner, "127.0.0.1", config.node_port, reuse_address=True).start()
     log.info("listening", extra={"host": config.host, "port": config.port, "node_port": config.node_port})
@@ -339,3 +342,4 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
         await runner.cleanup()
+        logging.getLogger("aiohttp.server").removeFilter(bad_requests)

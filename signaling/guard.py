@@ -5,8 +5,14 @@ memory without ever reaching the application (aiohttp has no header timeout, and
 of ``connection.py`` counts only WebSockets). The guard wraps each accepted connection's protocol: until
 the first request head is complete (``\\r\\n\\r\\n`` seen) the connection is *pending*; at most
 ``per_address`` connections per remote address may be pending, and each for at most ``timeout`` seconds.
-Past either bound the connection is aborted and counted. After the first head, the connection is aiohttp's
-alone (keep-alive, WebSocket frames); a WebSocket that does not join is closed by the join timeout.
+Past either bound the connection is aborted and counted. A head larger than ``MAX_HEAD_BYTES`` (or with a
+line longer than aiohttp takes) is answered 431 here, counted, and never reaches aiohttp (which would log a
+traceback for each: a log flood for the price of a socket).
+
+After the first head the connection is aiohttp's (keep-alive, WebSocket frames), but for one check: a
+connection that asked for a WebSocket has every frame header read as it passes (``FrameScanner``), and a
+frame a client sent without a mask is answered as RFC 6455 5.1 says, a close with 1002, and dropped.
+A WebSocket that does not join is closed by the join timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +25,47 @@ from typing import Any
 from aiohttp import web
 
 _HEAD_END = b"\r\n\r\n"
+MAX_HEAD_BYTES = 16 * 1024
+MAX_LINE_BYTES = 8190  # aiohttp's own limit per line: past it, its parser raises (and logs) LineTooLong
+_CLOSE_1002 = bytes([0x88, 0x02, 0x03, 0xEA])  # a close frame, code 1002 (protocol error), unmasked as a server's
+
+
+def _too_large_response() -> bytes:
+    body = b"request head too large (at most 16 KiB, 8190 bytes a line)\n"
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class FrameScanner:
+    """Reads the headers of the WebSocket frames a client sends, skipping their payloads; ``feed`` is False
+    once a frame arrives without a mask. It keeps no payload, only the few header bytes it has yet to see."""
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._skip = 0  # payload bytes of the current frame still to pass
+
+    def feed(self, data: bytes) -> bool:
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            self._header += view[:1]
+            view = view[1:]
+            if len(self._header) < 2:
+                continue
+            if not self._header[1] & 0x80:
+                return False  # RFC 6455 5.1: the server MUST close the connection
+            short = self._header[1] & 0x7F
+            extra = 2 if short == 126 else 8 if short == 127 else 0
+            if len(self._header) < 2 + extra + 4:
+                continue
+            length = short if not extra else int.from_bytes(self._header[2:2 + extra], "big")
+            self._header.clear()
+            self._skip = length
+        return True
 
 
 class HandshakeGuard:
@@ -53,7 +100,8 @@ class _GuardedProtocol(asyncio.Protocol):
         self._address = ""
         self._pending = False
         self._rejected = False
-        self._tail = b""
+        self._head = bytearray()  # the first request head, while it is arriving
+        self._frames: FrameScanner | None = None  # set once the first head asked for a WebSocket
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
 
@@ -87,12 +135,34 @@ class _GuardedProtocol(asyncio.Protocol):
         if self._rejected:
             return
         if self._pending:
-            window = self._tail + data
-            if _HEAD_END in window:
+            start = max(0, len(self._head) - 3)
+            self._head += data
+            end = self._head.find(_HEAD_END, start)
+            head = self._head if end < 0 else self._head[:end]
+            if len(head) > MAX_HEAD_BYTES or any(len(line) > MAX_LINE_BYTES for line in head.split(b"\r\n")):
+                self._refuse("head_too_large", _too_large_response())
+                return
+            if end >= 0:
                 self._done_waiting()
-            else:
-                self._tail = window[-3:]
+                if b"upgrade: websocket" in bytes(head).lower():
+                    self._frames = FrameScanner()
+                    self._frames.feed(bytes(self._head[end + 4:]))
+                self._head = bytearray()
+        elif self._frames is not None and not self._frames.feed(data):
+            self._refuse("unmasked_frame", _CLOSE_1002)
+            return
         self._inner.data_received(data)
+
+    def _refuse(self, reason: str, answer: bytes) -> None:
+        """Answer and drop the connection here; aiohttp hears only that it was lost."""
+        self._rejected = True
+        self._done_waiting()
+        self._guard._on_reject(reason)
+        transport = self._transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(answer)
+            transport.close()
+        self._inner.connection_lost(None)
 
     def eof_received(self) -> bool | None:
         return None if self._rejected else self._inner.eof_received()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import aiohttp
 import msgpack
@@ -350,3 +351,66 @@ async def test_headers_name_no_versions_send_no_referrer_and_metrics_can_need_a_
         assert (await http.get(srv.base + "/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
         ok = await http.get(srv.base + "/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
         assert ok.status == 200 and "live_relay_connections" in await ok.text()
+
+
+@pytest.mark.parametrize("chunks, ok", [
+    ([bytes([0x81, 0x85]) + b"MASK" + b"hello"], True),  # a masked text frame
+    ([bytes([0x81, 0x85, 0x4D]), b"ASK" + b"hel", b"lo" + bytes([0x82, 0x80]) + b"MASK"], True),  # split anywhere
+    ([bytes([0x82, 0xFE, 0x01, 0x00]) + b"MASK" + b"x" * 256], True),  # a 16-bit length
+    ([bytes([0x82, 0xFF]) + (70_000).to_bytes(8, "big") + b"MASK" + b"x" * 70_000], True),  # a 64-bit length
+    ([bytes([0x81, 0x05]) + b"hello"], False),  # no mask
+    ([bytes([0x81, 0x85]) + b"MASK" + b"hello" + bytes([0x81, 0x02]) + b"hi"], False),  # the second has none
+])
+def test_frame_scanner(chunks, ok):
+    from signaling.guard import FrameScanner
+
+    scanner = FrameScanner()
+    assert all([scanner.feed(chunk) for chunk in chunks]) is ok
+
+
+async def _raw_exchange(port: int, data: bytes, then: bytes = b"") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    if then:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(then)
+        await writer.drain()
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_oversized_and_broken_request_heads_are_refused_in_one_line_and_counted(server, caplog):
+    """Finding 11: each oversized request head logged an ERROR with a traceback (a log flood for free)."""
+    from tests.test_bad_input import _metric
+
+    port = server.config.port
+    for _ in range(5):
+        big = await _raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 431 ")
+        many = await _raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 3000 + b"\r\n")
+        assert many.startswith(b"HTTP/1.1 431 ")
+    for _ in range(20):
+        broken = await _raw_exchange(port, b"GET / HTTP/1.1\r\nthis line has no colon\r\n\r\n")
+        assert broken.startswith(b"HTTP/1.0 400") or broken == b""
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info]
+    async with aiohttp.ClientSession() as http:
+        metrics = await (await http.get(server.base + "/metrics")).text()
+    assert _metric(metrics, "live_relay_disconnects_total", reason="head_too_large") == 10
+    assert _metric(metrics, "live_relay_bad_http_requests_total") == 20
+
+
+async def test_an_unmasked_client_frame_is_closed_with_1002(server):
+    """Finding 11: RFC 6455 5.1 says a server MUST close on a client frame without a mask; it answered it."""
+    upgrade = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    payload = b'{"type":"ping","id":1}'
+    answer = await _raw_exchange(server.config.port, upgrade, bytes([0x81, len(payload)]) + payload)
+    assert answer == bytes([0x88, 0x02, 0x03, 0xEA])  # a close, 1002, and nothing else (no pong)
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url) as ws:  # masked, as clients do
+        await ws.send_json({"type": "ping", "id": 2})
+        assert (await ws.receive_json(timeout=10))["type"] == "pong"
