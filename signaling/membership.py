@@ -150,7 +150,8 @@ class Membership:
                       "members": len(room), "viewers": room.viewer_count,
                       "publishers": await self.media.publishers(name) if self.media else [],
                       "stage": stage, "pk": state.get("pk"), "call": state.get("call"),
-                      "recording": state.get("recording"), "assistant": state.get("assistant")},
+                      "recording": state.get("recording"), "assistant": state.get("assistant"),
+                      "slow_mode_s": (await self.moderation.rules(name)).slow_mode_s},
             "server_ts": now_ms(),
         }
         if recovery.reason is not None:

@@ -436,7 +436,85 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
     return r
 
 
-SCENARIOS = {"shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call,
+async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host moderating from the page (delete, mute, remove, blocked words), and a crafted link whose
+    `nodes=` would send the viewer to a foreign server when its connection drops (finding 2)."""
+    from aiohttp import web
+
+    from tests.conftest import free_port
+
+    r: dict[str, Any] = {}
+    foreign_hits: list[str] = []
+
+    async def foreign(request: web.Request) -> web.StreamResponse:  # the attacker's server
+        foreign_hits.append(request.path_qs)
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", foreign)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    evil_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", evil_port).start()
+    try:
+        host = await browser.new_page()
+        await host.goto(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}")
+        await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        viewer = await browser.new_page(viewport={"width": 390, "height": 844})
+        await viewer.goto(f"{base}/?view=viewer&room=show&nodes=ws://127.0.0.1:{evil_port}/ws"
+                          f"&token={token('show', 'troll', Role.VIEWER, 'Troll')}")
+        await wait_for(viewer, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        # The server drops the viewer (as a slow consumer): it comes back to this server, never the other.
+        await kick(relay, "show", "troll")
+        await wait_for(viewer, "window.liveRelay.joins >= 2")
+        r["rejoined_here"] = True
+        r["foreign_hits"] = list(foreign_hits)
+        async with LiveClient(ws, "show") as watcher, \
+                LiveClient(ws, "show", token("show", "spammer", Role.VIEWER, "Spammer")) as spammer, \
+                LiveClient(ws, "show", token("show", "loud", Role.VIEWER, "Loud")) as loud:
+            await spammer.comment("cheap followers at spam dot example")
+            await wait_for(viewer, COMMENT_SHOWN % "cheap followers")
+            # Delete: the host clicks it on its own page; the viewer's page and a Python viewer lose it.
+            await host.click("#comments li:has-text('cheap followers') .mod button:has-text('Delete')")
+            r["deleted_event"] = (await watcher.next_event("comment_deleted", timeout=10))["target"] > 0
+            r["gone_on_viewer"] = await wait_for(viewer, "!(" + COMMENT_SHOWN % "cheap followers" + ")")
+            # Mute: the muted user's next comment is refused.
+            await loud.comment("LOUD NOISES")
+            await wait_for(host, COMMENT_SHOWN % "LOUD NOISES")
+            await host.click("#comments li:has-text('LOUD NOISES') .mod button:has-text('Mute')")
+            r["mute_told"] = (await loud.next_event("moderation", timeout=10))["action"]
+            try:
+                await loud.comment("still loud")
+                r["muted_refused"] = None
+            except Exception as exc:  # noqa: BLE001 - what the refusal says is the result
+                r["muted_refused"] = getattr(exc, "code", repr(exc))
+            # Blocked words from the host panel.
+            await host.fill("#words-form input[name=words]", "假货, scam")
+            await host.click("#words-form button")
+            await wait_for(host, "document.querySelector('#status').textContent.includes('words blocked')")
+            try:
+                await spammer.comment("这是假货")
+                r["word_refused"] = None
+            except Exception as exc:  # noqa: BLE001
+                r["word_refused"] = getattr(exc, "code", repr(exc))
+            # Remove: the troll comments from the page; the host removes them; the page says so and stays out.
+            await viewer.fill("#comment-input", "you all smell")
+            await viewer.press("#comment-input", "Enter")
+            await wait_for(host, COMMENT_SHOWN % "you all smell")
+            await host.click("#comments li:has-text('you all smell') .mod button:has-text('Remove')")
+            r["removed_status"] = await wait_for(viewer, "(() => { const t = document.querySelector('#status')"
+                                                         ".textContent; return t.includes('removed') && t; })()")
+            await asyncio.sleep(1.5)  # a page that retried would have rejoined by now
+            r["joins_after_removal"] = await viewer.evaluate("window.liveRelay.joins")
+            await host.screenshot(path=str(out / "moderation-host.png"))
+            await viewer.screenshot(path=str(out / "moderation-viewer.png"))
+        r["foreign_hits"] = list(foreign_hits)
+    finally:
+        await runner.cleanup()
+    return r
+
+
+SCENARIOS = {"moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call,
              "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 
 

@@ -150,3 +150,12 @@ def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded
     assert r["comment_listed"] and r["product"] == "Replay teapot"  # at their moments
     assert r["after_seek_clean"] and r["product_again"]  # seekable, and the events follow the position
+
+
+def test_a_host_moderates_from_the_page_and_a_crafted_link_cannot_move_a_viewer(netns):
+    r = run_scenario(netns, "moderation")
+    assert r["rejoined_here"] and r["foreign_hits"] == []  # finding 2: `nodes=` in the address is ignored
+    assert r["deleted_event"] and r["gone_on_viewer"]
+    assert r["mute_told"] == "muted" and r["muted_refused"] == "muted"
+    assert r["word_refused"] == "blocked"
+    assert "removed" in r["removed_status"] and r["joins_after_removal"] == 2  # removed, and it stays out

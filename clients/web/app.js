@@ -98,7 +98,7 @@ class Channel {
     this.emit("closed", { code });
     // Once joined, keep coming back: 4004 on a rejoin means the room is not open *yet* (a restarted server, a
     // host reconnecting); only a refused token (4001) or a private room (4003) is final.
-    if (!this.closed && ![1000, 4001, 4003].includes(code) && this.joined) {
+    if (!this.closed && ![1000, 1002, 4001, 4003, 4011].includes(code) && this.joined) {
       if (code !== 4004) this.node += 1; // unreachable or going away: try the next node
       setTimeout(() => this.connect().catch(() => {}), this.backoff * (0.5 + Math.random()));
       this.backoff = Math.min(code === 4004 ? 10000 : 5000, this.backoff * 2);
@@ -208,6 +208,8 @@ function firstFrame(video, started) {
 
 const tiles = new Map(); // publisher id -> { sub, el }
 let ch; let myPublisher = null; let statsTimer = null;
+let myRole = null; // host | cohost | viewer, as the server last said (joined, grant)
+const moderating = () => myRole === "host" || myRole === "cohost";
 
 function setStatus(text) { $("#status").textContent = text; }
 
@@ -224,13 +226,52 @@ function addComment(msg, fly = true) {
     if (asked) { const quote = document.createElement("q"); quote.textContent = asked.textContent; li.append(quote); }
   }
   li.prepend(who); li.append(text); $("#comments").prepend(li);
+  if (moderating() && ch && msg.role !== "assistant" && msg.user !== ch.joined?.user && typeof msg.seq === "number") {
+    li.append(moderationButtons(msg));
+  }
   while ($("#comments").children.length > 100) $("#comments").lastChild.remove();
   if (!fly) return; // from history: listed, not flown across the video
   const bullet = document.createElement("div"); bullet.className = "bullet"; bullet.textContent = msg.text;
+  bullet.dataset.seq = msg.seq;
   bullet.style.top = `${5 + Math.floor(Math.random() * 10) * 8}%`;
   bullet.addEventListener("animationend", () => bullet.remove());
   $("#danmaku").append(bullet);
 }
+
+// A host's or co-host's tools on each comment: delete it for everyone, mute its author, remove its author.
+function moderationButtons(msg) {
+  const tools = document.createElement("span"); tools.className = "mod";
+  const act = (label, title, request) => {
+    const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.title = title;
+    b.onclick = () => ch.request(request).then(() => setStatus(`${title}: done`)).catch((err) => setStatus(err.message));
+    tools.append(b);
+  };
+  act("Delete", "delete this comment for everyone", { type: "delete_comment", seq: msg.seq });
+  act("Mute", `mute ${msg.name || msg.user} for 10 minutes`, { type: "mute_user", user: msg.user, duration_s: 600 });
+  act("Remove", `remove ${msg.name || msg.user} from the room for an hour`,
+    { type: "remove_user", user: msg.user, duration_s: 3600 });
+  return tools;
+}
+
+function removeComment(seq) {
+  for (const el of document.querySelectorAll(`#comments li[data-seq="${seq}"], #danmaku .bullet[data-seq="${seq}"]`)) el.remove();
+}
+
+// What moderation says to this page: its own mute, slow mode for everyone, and to moderators what was done.
+function showModeration(m) {
+  const mine = ch && m.user === ch.joined?.user;
+  if (m.action === "slow_mode") {
+    setNotice(m.seconds ? `Slow mode: one comment every ${m.seconds} s` : "");
+  } else if (mine && m.action === "muted") {
+    setStatus(`a moderator muted you for ${Math.max(1, Math.round((m.until_ms - ch.serverNow()) / 60000))} min`);
+  } else if (mine && m.action === "unmuted") {
+    setStatus("you may comment again");
+  } else if (moderating()) {
+    setStatus(`${m.by}: ${m.action}${m.user ? ` ${m.user}` : ""}${m.seq ? ` #${m.seq}` : ""}`);
+  }
+}
+
+function setNotice(text) { const n = $("#slow-mode"); n.textContent = text; n.hidden = !text; }
 
 let cardTimer = null; let countdownTimer = null; const seenProducts = new Set();
 function showProduct(msg) {
@@ -448,6 +489,8 @@ function wireLive(isHost) {
     for (const el of document.querySelectorAll(".host-only")) el.hidden = msg.role !== "host";
     for (const el of document.querySelectorAll(".viewer-only")) el.hidden = msg.role !== "viewer";
     $("#leave-stage").hidden = msg.role !== "cohost";
+    myRole = msg.role;
+    setNotice(msg.state.slow_mode_s ? `Slow mode: one comment every ${msg.state.slow_mode_s} s` : "");
   });
   // Events up to joined.seq that follow `joined` are the room's recent history (join.history): list them.
   ch.on("comment", (m) => { addComment(m, !(ch.joined && m.seq <= ch.joined.seq)); noteLatency(m); });
@@ -455,6 +498,8 @@ function wireLive(isHost) {
   ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
   ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
   ch.on("link", showLink);
+  ch.on("comment_deleted", (m) => removeComment(m.target));
+  ch.on("moderation", showModeration);
   ch.on("presence", (m) => { $("#viewers").textContent = `${m.viewers} watching`; });
   ch.on("media", (m) => {
     if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
@@ -467,7 +512,7 @@ function wireLive(isHost) {
   ch.on("stage", (m) => renderSeats(m.state));
   ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
   ch.on("grant", (m) => {
-    setStatus(m.role);
+    setStatus(m.role); myRole = m.role;
     $("#raise-hand").hidden = m.role !== "viewer";
     $("#leave-stage").hidden = m.role !== "cohost";
     if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
@@ -483,7 +528,9 @@ function wireLive(isHost) {
     () => ch.request({ type: "call_answer", accept: false })));
   ch.on("call_grant", (m) => startPrivateCall(m));
   ch.on("closed", (m) => {
-    setStatus(m.code === 4004 ? "waiting for the room to open again…" : `disconnected (${m.code}), reconnecting…`);
+    setStatus(m.code === 4004 ? "waiting for the room to open again…"
+      : m.code === 4011 ? "a moderator removed you from this room"
+        : m.code === 4001 ? "your invitation is no longer valid" : `disconnected (${m.code}), reconnecting…`);
     // The server closes a connection's media sessions with it: drop ours, and redo them on re-join.
     for (const id of [...tiles.keys()]) dropPublisher(id);
     rejoinMedia = Boolean(window.liveRelay.publisher);
@@ -537,6 +584,15 @@ function wireHost() {
       .catch((err) => setStatus(err.message));
   };
   $("#unpin").onclick = () => ch.request({ type: "announce", text: "", pinned: true }).catch((err) => setStatus(err.message));
+  // Moderation: words this room does not allow (comma-separated, Chinese or English), and slow mode.
+  $("#words-form").onsubmit = (e) => {
+    e.preventDefault();
+    const words = e.target.words.value.split(/[,，\n]/).map((w) => w.trim()).filter(Boolean);
+    ch.request({ type: "block_words", words }).then(() => setStatus(`${words.length} words blocked`))
+      .catch((err) => setStatus(err.message));
+  };
+  $("#slow-mode-select").onchange = (e) => ch.request({ type: "slow_mode", seconds: Number(e.target.value) })
+    .catch((err) => setStatus(err.message));
   // The assistant: off, answering by itself, or suggesting answers for the host to approve.
   const mode = $("#assistant-mode");
   mode.onchange = () => ch.request(mode.value === "off" ? { type: "assistant", on: false }
@@ -783,8 +839,11 @@ async function runReplay(room, tok) {
     li.append(a); list.append(li);
   }
   $("#comments").before(list);
-  const events = log ? (await (await fetch(`/recordings/${encodeURIComponent(room)}/${log.file}?${q}`)).text())
+  const logged = log ? (await (await fetch(`/recordings/${encodeURIComponent(room)}/${log.file}?${q}`)).text())
     .split("\n").filter(Boolean).map((line) => JSON.parse(line)) : [];
+  // A comment a moderator deleted is gone from the replay too, from its first moment.
+  const deleted = new Set(logged.filter((e) => e.type === "comment_deleted").map((e) => e.target));
+  const events = logged.filter((e) => !(e.type === "comment" && deleted.has(e.seq)));
   const start = events.find((e) => e.type === "recording_started" && media.file.includes(e.publisher))?.media_ms ?? 0;
   $("#stage").querySelectorAll("video").forEach((v) => v.remove());
   const video = document.createElement("video"); video.id = "replay-video"; video.controls = true; video.playsInline = true;
