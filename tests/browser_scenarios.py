@@ -486,7 +486,7 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
             try:
                 await loud.comment("still loud")
                 r["muted_refused"] = None
-            except Exception as exc:  # noqa: BLE001 - what the refusal says is the result
+            except Exception as exc:  # what the refusal says is the result
                 r["muted_refused"] = getattr(exc, "code", repr(exc))
             # Blocked words from the host panel.
             await host.fill("#words-form input[name=words]", "假货, scam")
@@ -495,7 +495,7 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
             try:
                 await spammer.comment("这是假货")
                 r["word_refused"] = None
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 r["word_refused"] = getattr(exc, "code", repr(exc))
             # Remove: the troll comments from the page; the host removes them; the page says so and stays out.
             await viewer.fill("#comment-input", "you all smell")
