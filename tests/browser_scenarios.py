@@ -514,8 +514,8 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
     return r
 
 
-SCENARIOS = {"moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast, "cohost": cohost, "call": call,
-             "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
+SCENARIOS = {"moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
+             "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 
 
 @contextlib.asynccontextmanager
