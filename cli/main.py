@@ -96,6 +96,11 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--assistant-model", default=None, help="The model name to ask for (with --assistant-llm).")
 @click.option("--order-secret", default=None, envvar="LIVE_RELAY_ORDER_SECRET",
               help="HMAC secret of the shop's order webhook (POST /api/orders); without it the webhook is off.")
+@click.option("--comment-review-url", default=None,
+              help="Your review service: each comment is POSTed there before it fans out (allow/deny/replace).")
+@click.option("--comment-review-deadline", default=0.5, type=float, help="Seconds a review may take.")
+@click.option("--comment-review-fail-open/--comment-review-fail-closed", default=True,
+              help="Without a review in time: publish the comment as written (open) or refuse it (closed).")
 @click.option("--workers", default=1, type=int, help="Node processes on this machine (needs --redis).")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--node-port", default=None, type=int, hidden=True)
@@ -108,7 +113,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           failover_nodes: tuple[str, ...], record_dir: str | None, record_max_gb: float, recordings_dir: str,
           metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
-          order_secret: str | None, workers: int,
+          order_secret: str | None, comment_review_url: str | None, comment_review_deadline: float,
+          comment_review_fail_open: bool, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
     import secrets as _secrets
@@ -124,6 +130,9 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
 
+    if comment_review_url and not re.fullmatch(r"https?://\S+", comment_review_url):
+        raise click.BadParameter(f"{comment_review_url!r} is not an http:// or https:// URL",
+                                 param_hint="--comment-review-url")
     printed_secret = secret is None
     secret = check_secret(secret) if secret is not None else _secrets.token_urlsafe(32)
     if workers > 1:
@@ -151,6 +160,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,
         assistant_llm=assistant_llm, assistant_model=assistant_model,
+        comment_review_url=comment_review_url, comment_review_deadline=comment_review_deadline,
+        comment_review_fail_open=comment_review_fail_open,
     )
     scheme = "https" if tls_cert else "http"
     base = f"{scheme}://{reachable_host(host)}:{port}"
