@@ -149,6 +149,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, max_pending_per_ip=64 if max_conns_per_ip else 0,
                             max_media_per_ip=max_media_per_ip,
                             max_media_per_room=max_media_per_room, comment_rate=comment_rate,
+                            comment_address_rate=20.0 if max_conns_per_ip else 0.0,
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,

@@ -58,10 +58,10 @@ class Channel:
         viewer = session.role is Role.VIEWER
         rate, burst = (limits.comment_rate, limits.comment_burst) if viewer else \
             (limits.host_comment_rate, limits.host_comment_burst)
-        if not self._take(room, session.user, "comment", rate, burst):
+        if rate and not self._take(room, session.user, "comment", rate, burst):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many comments; slow down", ref)
-        if viewer and not self._take(room, "@" + session.remote, "comment", limits.comment_address_rate,
-                                     limits.comment_address_burst):
+        if viewer and limits.comment_address_rate and not self._take(
+                room, "@" + session.remote, "comment", limits.comment_address_rate, limits.comment_address_burst):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many comments from your network; slow down", ref)
         if self.moderation is not None:
             text = await self.moderation.screen_comment(session, room, text, ref)

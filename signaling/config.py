@@ -24,7 +24,8 @@ class LimitsConfig:
     # Comments: token bucket per user per room; hosts and co-hosts get their own, wider one (a pasted loop
     # from a leaked host token must not flood the room either); and one per remote address in a room,
     # generous because many real viewers share an address (a venue's Wi-Fi, carrier NAT), so that a
-    # script with many signed-in users behind one address is still held together.
+    # script with many signed-in users behind one address is still held together. A rate of 0 turns that
+    # bound off (`serve --max-conns-per-ip 0`, for load tests from one machine, does).
     comment_rate: float = 2.0
     comment_burst: int = 5
     host_comment_rate: float = 5.0

@@ -20,7 +20,9 @@ PRODUCT = {"id": "p", "title": "t", "price": "1", "currency": "USD", "url": "htt
 
 
 async def test_slow_reader_does_not_stall_fast_ones(start_server):
-    limits = LimitsConfig(send_buffer_soft=16 * 1024, send_buffer_hard=48 * 1024, socket_send_buffer=32 * 1024)
+    # The host is the load generator here: its own comment limit is off (host_comment_rate=0).
+    limits = LimitsConfig(send_buffer_soft=16 * 1024, send_buffer_hard=48 * 1024, socket_send_buffer=32 * 1024,
+                          host_comment_rate=0)
     srv = await start_server(rooms=("show",), limits=limits)
     slow = await RawWebSocket.connect("127.0.0.1", srv.config.port)
     slow.send_json({"type": "join", "room": "show"})
