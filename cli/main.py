@@ -305,9 +305,13 @@ def report(room: str, show: str | None, out_dir: str | None, analytics: str, lis
 @click.option("--name", default=None, help="Display name.")
 @click.option("--secret", required=True, envvar="LIVE_RELAY_SECRET", help="Token signing secret (the server's).")
 def token(room: str, user: str, role: str, ttl: float, name: str | None, secret: str) -> None:
-    """Print a signed token for a room."""
-    from protocol import issue_token
+    """Print a signed token for a room (its id, for `live-relay revoke --token-id`, is its jti claim)."""
+    from protocol import ProtocolError, issue_token, validate_room_name
 
+    try:
+        validate_room_name(room)
+    except ProtocolError as exc:
+        raise click.BadParameter(exc.message, param_hint="--room") from None
     click.echo(issue_token(check_secret(secret), room, user, Role(role), ttl, name))
 
 

@@ -35,7 +35,7 @@ from aiohttp import web
 from analytics.events import Event, pseudonym
 from analytics.report import CHARTS, build_report, chart_png
 from analytics.writer import AnalyticsWriter
-from protocol import Grant, ProtocolError, Role, now_ms
+from protocol import Grant, ProtocolError, Role, now_ms, validate_room_name
 from signaling.metrics import ServerMetrics
 from signaling.ratelimit import TokenBucket
 from signaling.session import Session
@@ -228,6 +228,10 @@ class ShowAnalytics(AnalyticsSink):
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         room, product = request.match_info["room"], request.match_info["product"]
+        try:
+            validate_room_name(room)
+        except ProtocolError as exc:
+            raise web.HTTPBadRequest(text=exc.message + "\n") from None
         products = self._products.get(room)
         known = products.get(product) if products is not None else None
         if known is None:

@@ -257,3 +257,21 @@ async def test_a_tiny_disk_cap_holds_frame_by_frame(start_server, tmp_path):
         await publisher.close()
     used = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert used <= cap * 1.25, used  # the container's own bytes and the events log on top of the frames
+
+
+async def test_a_deleted_comment_is_marked_in_the_recordings_events(start_server, tmp_path):
+    """The replay leaves out what a moderator deleted: the events log says which comment went."""
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "spam")) as spam:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        await asyncio.sleep(0.5)
+        ack = await spam.request({"type": "comment", "text": "visit spam dot example"})
+        await host.request({"type": "delete_comment", "seq": ack["seq"]})
+        await asyncio.sleep(0.3)
+        await publisher.close()
+        await recording_stopped(tmp_path)
+    events = [json.loads(line) for line in next((tmp_path / "show").glob("*-events.jsonl")).read_text().splitlines()]
+    [deleted] = [e for e in events if e["type"] == "comment_deleted"]
+    assert deleted["target"] == ack["seq"] and deleted["media_ms"] > 0
+    assert any(e["type"] == "comment" and e["seq"] == ack["seq"] for e in events)  # the page drops it by seq
