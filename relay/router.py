@@ -38,6 +38,8 @@ from relay.link import LayerChooser, SubscriberLink
 from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
+from rtc.udpmux import UdpMux
+from rtc.udpmux import interface_addresses as _interface_addresses
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +162,12 @@ class _Peer:
 
     async def _answer(self) -> str:
         answer = await self.pc.createAnswer()
+        mux = self.room.router.mux
         addresses = list(self.room.router.config.host_addresses)
-        if addresses:
+        if mux is not None:  # every peer connection on the node's one UDP port
+            for connection in adapter.ice_connections(self.pc):
+                mux.attach(connection)
+        elif addresses:
             adapter.restrict_host_addresses(self.pc, addresses)
         adapter.quicken_handshakes(self.pc)
         await self.pc.setLocalDescription(answer)
@@ -551,6 +557,14 @@ class MediaRouter:
         self._closing: set[asyncio.Task[None]] = set()
         self.adaptation = Adaptation()  # simulcast subscribers' layers and probes, on one timer
         adapter.set_stun_retransmission_timeout(0.25)  # a lost ICE check costs 250 ms, not 500
+        self.mux: UdpMux | None = None  # the node's one UDP port (open_port); None: a socket per connection
+
+    async def open_port(self, port: int, announce: dict[str, str] | None = None) -> UdpMux:
+        """Carry every peer connection's ICE, DTLS, SRTP and SRTCP on one UDP ``port`` (0: the system
+        chooses) on each host address. Raises OSError."""
+        addresses = list(self.config.host_addresses) or _interface_addresses()
+        self.mux = await UdpMux.open(addresses, port, announce)
+        return self.mux
 
     def emit(self, room: str, event: dict[str, Any]) -> None:
         self._on_event(room, event)
@@ -699,6 +713,8 @@ class MediaRouter:
                 await self.close_peer(peer_id)
             except Exception:
                 log.exception("closing media peer failed", extra={"peer": peer_id})
+        if self.mux is not None:
+            self.mux.close()
 
     # -- queries --------------------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ What it does, and why:
 - ``on_keyframe_request``: route a subscriber's PLI/FIR to the relay; aiortc's sender would only set a
   flag for an encoder that forwarded media never uses.
 - ``restrict_host_addresses``: gather ICE host candidates on the addresses the operator chose; aioice
-  leaves 127.0.0.1 out, which loopback tests and demos need.
+  leaves 127.0.0.1 out, which loopback tests and demos need. ``ice_connections``: the aioice connections
+  the one-port mux (``rtc.udpmux``, which holds its own few aioice names) attaches to.
 - ``negotiated_codecs`` / ``narrow_answer_codecs``: the codecs a transceiver settled on, and narrowing a
   subscriber's answer to exactly the publisher's codec.
 - ``accept_red`` / ``enable_opus_fec``: audio that survives loss. aiortc knows no RED (RFC 2198), so a
@@ -134,6 +135,19 @@ def narrow_answer_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecPara
     publisher (and so which codec) the offer is for; this narrows them to the preferences now set."""
     transceiver._codecs = filter_preferred_codecs(transceiver._codecs, transceiver._preferred_codecs)
     return list(transceiver._codecs)
+
+
+def ice_connections(pc: RTCPeerConnection) -> list[Any]:
+    """The aioice ``Connection`` of each of ``pc``'s ICE transports (one with BUNDLE), once the
+    transceivers exist: what ``rtc.udpmux.UdpMux.attach`` takes."""
+    seen: dict[int, Any] = {}
+    dtls_transports = [t.sender.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls_transports.append(pc.sctp.transport)
+    for dtls in dtls_transports:
+        connection = dtls.transport.iceGatherer._connection
+        seen.setdefault(id(connection), connection)
+    return list(seen.values())
 
 
 def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None:

@@ -148,6 +148,9 @@ class RelayServer:
         self.metrics.media_setup.labels(kind).observe(seconds)
 
     async def start(self) -> None:
+        if self.media is not None and self.config.udp_port is not None and self.config.udp_ports is None:
+            mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce))
+            log.info("media on one UDP port", extra={"port": mux.port, "addresses": mux.addresses})
         await self.broker.start()
         if self.review is not None:
             await self.review.start()
@@ -174,6 +177,20 @@ class RelayServer:
         if self.analytics_writer is not None:
             await self.analytics_writer.close()  # after the connections: their leave events are in
         await self.broker.close()
+
+    def media_view(self) -> dict[str, object] | None:
+        """Where media reaches this node (for /healthz): the one UDP port and its addresses, or a socket
+        per connection; TURN when clients are given one."""
+        if self.media is None:
+            return None
+        mux = self.media.router.mux
+        view: dict[str, object] = {"udp_port": mux.port if mux else None,
+                                   "udp_ports": list(self.config.udp_ports) if self.config.udp_ports else None,
+                                   "addresses": list(mux.announced.values()) if mux else
+                                   list(self.config.ice_addresses)}
+        if mux is not None:
+            view["sessions"] = mux.stats.sessions
+        return view
 
     def update_media_gauges(self) -> None:
         if self.analytics_writer is not None:
@@ -297,6 +314,7 @@ async def healthz(request: web.Request) -> web.Response:
         "rooms": len(server.hub.rooms),
         "connections": sum(len(r) for r in server.hub.rooms.values()),
         "uptime_s": round(time.time() - server.started, 1),
+        "media": server.media_view(),
     })
 
 

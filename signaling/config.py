@@ -125,6 +125,13 @@ class ServerConfig:
     media_enabled: bool = True
     ice_servers: tuple[str, ...] = ()
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # Every peer connection's ICE, DTLS, SRTP and SRTCP on this one UDP port (on each of ice_addresses; 0: a
+    # port the system chooses, as tests want); None: a socket per connection on a random port (or, with
+    # udp_ports, one from that range). `serve` listens on 7882 by default: the one port to open.
+    udp_port: int | None = 0
+    udp_ports: tuple[int, int] | None = None
+    # Addresses announced instead of bound ones (a VM behind 1:1 NAT: local -> public).
+    ice_announce: tuple[tuple[str, str], ...] = ()
     # Client ICE candidates on these networks are ignored (link-local, the cloud metadata address among them).
     ice_deny: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
     # The browser page's files (served at / and /static/); None serves no page.
