@@ -37,6 +37,23 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
     ctx.ensure_object(dict)
 
 
+def _udp_port(value: str, ports: str | None) -> int | None:
+    if ports is not None or value.lower() == "off":
+        return None
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise click.BadParameter(f"{value!r} is not a port (0-65535) or 'off'", param_hint="--udp-port")
+    return int(value)
+
+
+def _port_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    first, _, last = value.partition("-")
+    if not (first.isdigit() and last.isdigit() and 1 <= int(first) <= int(last) <= 65535):
+        raise click.BadParameter(f"{value!r} is not a port range like 50000-50100", param_hint="--udp-ports")
+    return int(first), int(last)
+
+
 def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
     for url in urls:
         if not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s?#]*)?", url):
@@ -67,7 +84,13 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--ice-server", "ice_servers", multiple=True,
               help="STUN/TURN server for the relay (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); none by default.")
 @click.option("--ice-address", "ice_addresses", multiple=True, default=("127.0.0.1",),
-              help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface.")
+              help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface; "
+                   "LOCAL/PUBLIC binds LOCAL and announces PUBLIC (a VM behind 1:1 NAT).")
+@click.option("--udp-port", default="7882", show_default=True,
+              help="The one UDP port every peer connection's media uses (open it in the firewall); 'off' for "
+                   "a socket per connection.")
+@click.option("--udp-ports", default=None, metavar="FIRST-LAST",
+              help="Instead of one port: a socket per connection, on a port of this range (e.g. 50000-50100).")
 @click.option("--ice-deny", "ice_deny", multiple=True, default=("169.254.0.0/16", "fe80::/10"),
               help="Ignore client ICE candidates on this network (repeatable; default: link-local).")
 @click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -108,6 +131,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           max_conns_per_ip: int, max_media_per_ip: int, max_media_per_room: int, comment_rate: float,
           comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
+          udp_port: str, udp_ports: str | None,
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
           failover_nodes: tuple[str, ...], record_dir: str | None, record_max_gb: float, recordings_dir: str,
@@ -138,7 +162,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     if workers > 1:
         if not redis_url:
             raise click.UsageError("--workers N shares rooms through Redis: give --redis too")
-        _run_workers(workers, secret, redis_url)
+        _run_workers(workers, secret, redis_url, _udp_port(udp_port, udp_ports))
         return
     if demo and "demo" not in rooms:
         rooms = (*rooms, "demo")
@@ -153,7 +177,9 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),
         media_enabled=media, ice_servers=ice_servers,
-        ice_addresses=() if "auto" in ice_addresses else ice_addresses, ice_deny=ice_deny,
+        ice_addresses=() if "auto" in ice_addresses else tuple(a.split("/", 1)[0] for a in ice_addresses),
+        ice_announce=tuple(tuple(a.split("/", 1)) for a in ice_addresses if "/" in a),  # type: ignore[misc]
+        udp_port=_udp_port(udp_port, udp_ports), udp_ports=_port_range(udp_ports), ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
         failover_nodes=_ws_urls(failover_nodes),
@@ -213,14 +239,19 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run())
     except OSError as exc:  # the listening socket: a busy port, a foreign address, a privileged port
+        udp = getattr(exc, "udp_port", None)
+        if udp is not None:
+            raise click.ClickException(explain_listen_error(exc, host, udp).replace("--port", "--udp-port")
+                                       .replace("port ", "UDP port ", 1)) from None
         raise click.ClickException(explain_listen_error(exc, host, port)) from None
 
 
-def _run_workers(workers: int, secret: str, redis_url: str) -> None:
+def _run_workers(workers: int, secret: str, redis_url: str, udp_port: int | None) -> None:
     """Start N `serve` processes sharing the port (SO_REUSEPORT) and one Redis; stop them on SIGTERM/SIGINT.
 
-    Each gets a private loopback node port (for the media cascade between workers); only the first runs
-    the demo host. The flags given here are passed on."""
+    Each gets a private loopback node port (for the media cascade between workers) and, with one UDP port,
+    a UDP port of its own (the given one plus its index: datagrams cannot be spread by the kernel the way
+    connections are); only the first runs the demo host. The flags given here are passed on."""
     import socket
     import subprocess
 
@@ -234,9 +265,14 @@ def _run_workers(workers: int, secret: str, redis_url: str) -> None:
     if "--workers" in argv:  # drop "--workers N" (the spaced form)
         i = argv.index("--workers")
         base = argv[:i] + argv[i + 2:]
+    if "--udp-port" in base:
+        i = base.index("--udp-port")
+        base = base[:i] + base[i + 2:]
+    base = [a for a in base if not a.startswith("--udp-port=")]
     children = []
     for n in range(workers):
         args = [*base, "--reuse-port", "--node-port", str(free_port())]
+        args += ["--udp-port", "off" if udp_port is None else str(udp_port + n if udp_port else 0)]
         if "--secret" not in args:
             args += ["--secret", secret]
         if n > 0 and "--demo" in args:

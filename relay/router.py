@@ -124,6 +124,8 @@ class MediaConfig:
     # A peer connection not connected this long after its answer is closed (its client went away, or ICE
     # cannot get through): nothing a client starts and abandons is held for long.
     connect_timeout: float = 20.0
+    # With a socket per peer connection: the UDP ports those sockets may use (first, last), or None.
+    port_range: tuple[int, int] | None = None
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -167,8 +169,9 @@ class _Peer:
         if mux is not None:  # every peer connection on the node's one UDP port
             for connection in adapter.ice_connections(self.pc):
                 mux.attach(connection)
-        elif addresses:
-            adapter.restrict_host_addresses(self.pc, addresses)
+        elif addresses or self.room.router.port_range is not None:
+            adapter.restrict_host_addresses(self.pc, addresses or _interface_addresses(),
+                                            self.room.router.port_range)
         adapter.quicken_handshakes(self.pc)
         await self.pc.setLocalDescription(answer)
         return self.pc.localDescription.sdp
@@ -558,6 +561,8 @@ class MediaRouter:
         self.adaptation = Adaptation()  # simulcast subscribers' layers and probes, on one timer
         adapter.set_stun_retransmission_timeout(0.25)  # a lost ICE check costs 250 ms, not 500
         self.mux: UdpMux | None = None  # the node's one UDP port (open_port); None: a socket per connection
+        # With a socket per connection: the ports they may use (None: any).
+        self.port_range = adapter.PortRange(*config.port_range) if config.port_range else None
 
     async def open_port(self, port: int, announce: dict[str, str] | None = None) -> UdpMux:
         """Carry every peer connection's ICE, DTLS, SRTP and SRTCP on one UDP ``port`` (0: the system

@@ -150,14 +150,14 @@ def ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return list(seen.values())
 
 
-def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None:
-    """Make every ICE gatherer of ``pc`` offer host candidates on ``addresses`` only.
+def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str],
+                            ports: PortRange | None = None) -> None:
+    """Make every ICE gatherer of ``pc`` offer host candidates on ``addresses`` only, on a port of
+    ``ports`` when given (an operator's firewall opens that range; otherwise any port).
 
     Call after the transceivers exist (after setRemoteDescription / addTransceiver) and before
     setLocalDescription, which gathers."""
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.sender.transport.transport.iceGatherer
-        connection: Any = gatherer._connection
+    for connection in ice_connections(pc):
         if getattr(connection, "_live_relay_addresses", None) is not None:
             continue
         connection._live_relay_addresses = list(addresses)
@@ -167,11 +167,62 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: list[str]) -> None
                 return
             connection._local_candidates_start = True
             for component in connection._components:
-                connection._local_candidates += await connection.get_component_candidates(
-                    component=component, addresses=connection._live_relay_addresses)
+                if ports is None:
+                    connection._local_candidates += await connection.get_component_candidates(
+                        component=component, addresses=connection._live_relay_addresses)
+                else:
+                    connection._local_candidates += await _candidates_in_range(
+                        connection, component, connection._live_relay_addresses, ports)
             connection._local_candidates_end = True
 
         connection.gather_candidates = gather
+
+
+class PortRange:
+    """``first..last`` (inclusive); hands out ports round-robin so a port freed a moment ago is the last
+    to be tried again."""
+
+    def __init__(self, first: int, last: int) -> None:
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"not a port range: {first}-{last}")
+        self.first, self.last = first, last
+        self._next = first
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def ports(self) -> list[int]:
+        start = self._next
+        self._next = self.first + (start - self.first + 1) % len(self)
+        return [self.first + (start - self.first + i) % len(self) for i in range(len(self))]
+
+
+async def _candidates_in_range(connection: Any, component: int, addresses: list[str],
+                               ports: PortRange) -> list[Any]:
+    """aioice's host-candidate gathering, on a free port of ``ports`` per address. Raises OSError when
+    the range is full."""
+    from aioice import Candidate
+    from aioice.candidate import candidate_foundation, candidate_priority
+    from aioice.ice import StunProtocol
+
+    loop = asyncio.get_running_loop()
+    candidates = []
+    for address in addresses:
+        for port in ports.ports():
+            try:
+                _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(connection),
+                                                                  local_addr=(address, port))
+                break
+            except OSError:
+                continue
+        else:
+            raise OSError(f"every port of {ports.first}-{ports.last} is in use on {address}")
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", address), component=component, transport="udp",
+            priority=candidate_priority(component, "host"), host=address, port=port, type="host")
+        connection._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
 
 
 def _offered_media(offer_sdp: str, mid: str | None) -> Any:

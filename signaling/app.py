@@ -67,7 +67,7 @@ class RelayServer:
             node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
                                            else f"ws://{reachable_host(config.host)}:{config.port}/ws")
             router = MediaRouter(MediaConfig(ice_servers=config.ice_servers, host_addresses=config.ice_addresses,
-                                             deny_networks=config.ice_deny,
+                                             deny_networks=config.ice_deny, port_range=config.udp_ports,
                                              connect_timeout=config.limits.media_connect_timeout),
                                  on_event=self._on_router_event)
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
@@ -149,7 +149,11 @@ class RelayServer:
 
     async def start(self) -> None:
         if self.media is not None and self.config.udp_port is not None and self.config.udp_ports is None:
-            mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce))
+            try:
+                mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce))
+            except OSError as exc:
+                exc.udp_port = self.config.udp_port  # type: ignore[attr-defined]  # for the one line the CLI says
+                raise
             log.info("media on one UDP port", extra={"port": mux.port, "addresses": mux.addresses})
         await self.broker.start()
         if self.review is not None:
