@@ -101,6 +101,15 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
               help="Share rooms with other nodes through this Redis (redis://HOST:PORT/DB).")
 @click.option("--node-url", default=None,
               help="How other nodes reach this one (ws://HOST:PORT/ws), for the media cascade.")
+@click.option("--turn", "turn_port", default=None, type=int, is_flag=False, flag_value=3478,
+              help="Start coturn beside the relay on this port (3478 if no value), for viewers whose network "
+                   "blocks UDP; with --tls-cert also TURN over TLS on --turn-tls-port.")
+@click.option("--turn-tls-port", default=5349, type=int, show_default=True, help="coturn's TLS port (with --turn).")
+@click.option("--turn-host", default=None, help="The address clients reach coturn at (default: the first ICE address).")
+@click.option("--turn-url", "turn_urls", multiple=True,
+              help="An existing TURN server's URL to give clients (turn:HOST:3478?transport=udp, ...; repeatable).")
+@click.option("--turn-secret", default=None, envvar="LIVE_RELAY_TURN_SECRET",
+              help="Its static-auth-secret (coturn use-auth-secret): clients get credentials minted from it.")
 @click.option("--failover-node", "failover_nodes", multiple=True,
               help="Another node's public WebSocket URL (wss://HOST/ws) pages may fail over to (repeatable).")
 @click.option("--record", "record_dir", default=None, type=click.Path(file_okay=False),
@@ -134,7 +143,9 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           udp_port: str, udp_ports: str | None,
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
-          failover_nodes: tuple[str, ...], record_dir: str | None, record_max_gb: float, recordings_dir: str,
+          turn_port: int | None, turn_tls_port: int, turn_host: str | None, turn_urls: tuple[str, ...],
+          turn_secret: str | None, failover_nodes: tuple[str, ...], record_dir: str | None, record_max_gb: float,
+          recordings_dir: str,
           metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
           order_secret: str | None, comment_review_url: str | None, comment_review_deadline: float,
@@ -154,6 +165,11 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     from signaling.app import serve as run_server
     from signaling.config import LimitsConfig, RoomConfig, ServerConfig
 
+    if turn_urls and not turn_secret:
+        raise click.UsageError("--turn-url needs --turn-secret (the TURN server's static-auth-secret)")
+    for url in turn_urls:
+        if not re.fullmatch(r"turns?:[^\s/]+(\?transport=(udp|tcp))?", url):
+            raise click.BadParameter(f"{url!r} is not a turn: or turns: URL", param_hint="--turn-url")
     if comment_review_url and not re.fullmatch(r"https?://\S+", comment_review_url):
         raise click.BadParameter(f"{comment_review_url!r} is not an http:// or https:// URL",
                                  param_hint="--comment-review-url")
@@ -182,7 +198,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         udp_port=_udp_port(udp_port, udp_ports), udp_ports=_port_range(udp_ports), ice_deny=ice_deny,
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
-        failover_nodes=_ws_urls(failover_nodes),
+        failover_nodes=_ws_urls(failover_nodes), turn_port=turn_port, turn_tls_port=turn_tls_port,
+        turn_host=turn_host, turn_urls=turn_urls, turn_secret=turn_secret,
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,

@@ -24,6 +24,13 @@ from clients.client import ConnectionClosed, LiveClient, ServerError
 from rtc import adapter
 
 
+def _turn_transport(url: str) -> str:
+    """"udp", "tcp" or "tls" for a turn:/turns: URL."""
+    if url.startswith("turns:"):
+        return "tls"
+    return "tcp" if "transport=tcp" in url else "udp"
+
+
 class MediaSession:
     def __init__(self, client: LiveClient, pc: RTCPeerConnection) -> None:
         self.client = client
@@ -65,9 +72,21 @@ class MediaSession:
             self.track_ready[track.kind].set()
 
     @staticmethod
-    def _peer_connection(ice_servers: list[str] | None) -> RTCPeerConnection:
-        # No STUN unless asked: aiortc would otherwise ask a public server.
-        return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers or []]))
+    def _peer_connection(ice_servers: list[str] | None, client: LiveClient | None = None,
+                         turn: str | None = None) -> RTCPeerConnection:
+        """No STUN unless asked (aiortc would otherwise ask a public server); the TURN server the relay
+        gave in ``joined.ice_servers``, with its credentials. aioice uses one TURN URL per connection:
+        ``turn`` ("udp", "tcp" or "tls") says which, the first one given otherwise."""
+        servers = [RTCIceServer(urls=u) for u in ice_servers or []]
+        given = (client.joined or {}).get("ice_servers") if client is not None else None
+        for entry in given if isinstance(given, list) else []:
+            urls = [u for u in entry.get("urls", []) if isinstance(u, str)]
+            if turn is not None:
+                urls = [u for u in urls if _turn_transport(u) == turn]
+            if urls:
+                servers.append(RTCIceServer(urls=urls[0], username=entry.get("username"),
+                                            credential=entry.get("credential")))
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
     async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None,
                          answer_filter: Callable[[str], str] | None = None,
@@ -94,8 +113,8 @@ class MediaSession:
                       video_codec: str | None = None, ice_servers: list[str] | None = None,
                       host_addresses: tuple[str, ...] = ("127.0.0.1",),
                       answer_filter: Callable[[str], str] | None = None,
-                      offer_filter: Callable[[str], str] | None = None) -> MediaSession:
-        session = cls(client, cls._peer_connection(ice_servers))
+                      offer_filter: Callable[[str], str] | None = None, turn: str | None = None) -> MediaSession:
+        session = cls(client, cls._peer_connection(ice_servers, client, turn))
         for track in tracks:
             transceiver = session.pc.addTransceiver(track, direction="sendonly")
             if track.kind == "video" and video_codec:
@@ -117,13 +136,15 @@ class MediaSession:
                         answer_filter: Callable[[str], str] | None = None,
                         offer_filter: Callable[[str], str] | None = None,
                         frame_sink: Callable[[str, Any, Any], None] | None = None,
-                        packet_sink: Callable[[str, Any, Any], None] | None = None) -> MediaSession:
+                        packet_sink: Callable[[str, Any, Any], None] | None = None,
+                        turn: str | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use, ``offer_filter`` our offer before it is sent (tests and benchmarks
         route media through their own forwarder with them);
         ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them;
-        with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first."""
-        session = cls(client, cls._peer_connection(ice_servers))
+        with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first; ``turn`` picks the
+        relay's TURN URL by transport."""
+        session = cls(client, cls._peer_connection(ice_servers, client, turn))
         session.frame_sink = frame_sink
         session.packet_sink = packet_sink
         for kind in kinds:

@@ -43,6 +43,7 @@ from signaling.recording import RecordingControl, Recordings, add_recording_rout
 from signaling.review import CommentReview
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
+from signaling.turn import Coturn, TurnService, coturn_config
 from signaling.voicecall import VoiceCalls
 from signaling.whip import HttpMedia
 
@@ -134,6 +135,8 @@ class RelayServer:
             **{kind: Route(handler) for kind, handler in self.moderation.handlers().items()},
         }, self.metrics)
         self.started = time.time()
+        self.turn, self.coturn = turn_for(config)
+        self.membership.ice_servers = self.turn.ice_servers if self.turn is not None else None
 
     def _sign_grant(self, room: str, user: str, role: Role, ttl: float, name: str | None, grant_id: str) -> str:
         return issue_token(self.config.secret, room, user, role, ttl, name, grant_id)
@@ -148,6 +151,8 @@ class RelayServer:
         self.metrics.media_setup.labels(kind).observe(seconds)
 
     async def start(self) -> None:
+        if self.coturn is not None:
+            await self.coturn.start()
         if self.media is not None and self.config.udp_port is not None and self.config.udp_ports is None:
             try:
                 mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce))
@@ -181,6 +186,8 @@ class RelayServer:
         if self.analytics_writer is not None:
             await self.analytics_writer.close()  # after the connections: their leave events are in
         await self.broker.close()
+        if self.coturn is not None:
+            await self.coturn.stop()
 
     def media_view(self) -> dict[str, object] | None:
         """Where media reaches this node (for /healthz): the one UDP port and its addresses, or a socket
@@ -194,6 +201,7 @@ class RelayServer:
                                    list(self.config.ice_addresses)}
         if mux is not None:
             view["sessions"] = mux.stats.sessions
+        view["turn"] = [u for u in self.turn.urls] if self.turn is not None else None
         return view
 
     def update_media_gauges(self) -> None:
@@ -223,6 +231,27 @@ class RelayServer:
 SERVER = web.AppKey("server", RelayServer)
 
 
+def turn_for(config: ServerConfig) -> tuple[TurnService | None, Coturn | None]:
+    """What clients are told of TURN, and the coturn to start beside the relay (``turn_port``), if any."""
+    if config.turn_port:
+        secret = config.turn_secret or secrets.token_urlsafe(24)
+        host = config.turn_host or next((p for _, p in config.ice_announce), None) or \
+            (config.ice_addresses[0] if config.ice_addresses else reachable_host(config.host))
+        urls = [f"turn:{host}:{config.turn_port}?transport=udp", f"turn:{host}:{config.turn_port}?transport=tcp"]
+        tls = config.turn_tls_port if config.tls_cert and config.tls_key else None
+        if tls:
+            urls.append(f"turns:{host}:{tls}?transport=tcp")
+        listen = sorted({a for a in config.ice_addresses} | ({config.host} if config.host not in
+                                                              ("0.0.0.0", "::", "") else set())) or ["0.0.0.0"]
+        coturn = Coturn(coturn_config(listen=listen, port=config.turn_port, tls_port=tls, secret=secret,
+                                      realm="live-relay", relay_to=list(config.ice_addresses) or ["0.0.0.0"],
+                                      cert=config.tls_cert, key=config.tls_key))
+        return TurnService(tuple(config.turn_urls) + tuple(urls), secret, config.turn_ttl), coturn
+    if config.turn_urls and config.turn_secret:
+        return TurnService(tuple(config.turn_urls), config.turn_secret, config.turn_ttl), None
+    return None, None
+
+
 def reachable_host(host: str) -> str:
     """The address other nodes use for a node bound to ``host`` (0.0.0.0 means this machine's loopback
     unless --node-url says better)."""
@@ -240,7 +269,7 @@ def create_app(config: ServerConfig) -> web.Application:
     if server.recordings is not None:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
-        HttpMedia(server.media, server.membership, auth, config.allow_anonymous).add_routes(app)
+        HttpMedia(server.media, server.membership, auth, config.allow_anonymous, server.turn).add_routes(app)
     assistant = server.assistant
 
     async def set_assistant(request: web.Request) -> web.StreamResponse:

@@ -132,6 +132,16 @@ class ServerConfig:
     udp_ports: tuple[int, int] | None = None
     # Addresses announced instead of bound ones (a VM behind 1:1 NAT: local -> public).
     ice_announce: tuple[tuple[str, str], ...] = ()
+    # TURN for clients whose network blocks UDP: the URLs clients are given (turn:HOST:3478?transport=udp,
+    # ...?transport=tcp, turns:HOST:5349?transport=tcp) with credentials minted from turn_secret (the TURN
+    # REST API scheme), valid turn_ttl seconds. turn_port: start coturn beside the relay on this port (and
+    # turn_tls_port with the TLS certificate), announcing turn_host (default: the first ICE address).
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = None
+    turn_ttl: float = 3600.0
+    turn_port: int | None = None
+    turn_tls_port: int | None = None
+    turn_host: str | None = None
     # Client ICE candidates on these networks are ignored (link-local, the cloud metadata address among them).
     ice_deny: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
     # The browser page's files (served at / and /static/); None serves no page.

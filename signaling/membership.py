@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from protocol import ErrorCode, Grant, ProtocolError, Ref, Role, now_ms
@@ -40,6 +41,8 @@ class Membership:
         self.metrics = metrics
         self.moderation = moderation
         self.analytics = analytics or AnalyticsSink()
+        # TURN credentials for a user (the ICE servers its peer connections use), when TURN is configured.
+        self.ice_servers: Callable[[str], list[dict[str, Any]]] | None = None
         # Anonymous viewers' ids only need to differ (nothing is granted by one): no syscall per join.
         self._anonymous_ids = random.Random(secrets.randbits(64))
 
@@ -158,6 +161,8 @@ class Membership:
             joined["reason"] = recovery.reason
         if self.config.failover_nodes:
             joined["nodes"] = list(self.config.failover_nodes)
+        if self.ice_servers is not None:
+            joined["ice_servers"] = self.ice_servers(session.user)
         return joined
 
     @staticmethod

@@ -32,6 +32,7 @@ from protocol import ErrorCode, Grant, ProtocolError, Role, validate_room_name
 from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.media import MediaSignaling
 from signaling.membership import Membership
+from signaling.turn import TurnService
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -100,8 +101,10 @@ def if_match_ok(header: str | None, etag: str) -> bool:
 class HttpMedia:
     """The WHIP and WHEP endpoints of one node."""
 
-    def __init__(self, media: MediaSignaling, membership: Membership, auth: HttpAuth, allow_anonymous: bool) -> None:
+    def __init__(self, media: MediaSignaling, membership: Membership, auth: HttpAuth, allow_anonymous: bool,
+                 turn: TurnService | None = None) -> None:
         self.media = media
+        self.turn = turn
         self.membership = membership
         self.auth = auth
         self.allow_anonymous = allow_anonymous
@@ -145,9 +148,13 @@ class HttpMedia:
         resource = HttpResource(kind, room, media_id, _digest(token) if token else None,
                                 f'"{secrets.token_urlsafe(9)}"')
         self._resources[resource_id] = resource
-        return web.Response(status=201, text=answer, content_type="application/sdp",
-                            headers={**_CORS, "Location": f"/{kind}/{room}/{resource_id}", "ETag": resource.etag,
-                                     "Accept-Patch": "application/trickle-ice-sdpfrag"})
+        response = web.Response(status=201, text=answer, content_type="application/sdp",
+                                headers={**_CORS, "Location": f"/{kind}/{room}/{resource_id}", "ETag": resource.etag,
+                                         "Accept-Patch": "application/trickle-ice-sdpfrag"})
+        if self.turn is not None:  # RFC 9725 4.6: the ICE servers the client may use (TURN, time-limited)
+            for link in self.turn.link_headers(grant.user if grant else "whep-viewer"):
+                response.headers.add("Link", link)
+        return response
 
     def _forget_ended(self) -> None:
         """Resources whose session ended without a DELETE (peer gone, connect timeout) are dropped."""

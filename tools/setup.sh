@@ -5,6 +5,7 @@
 #   ffmpeg (ffprobe checks what the recorder wrote, independently of the PyAV that wrote it), postgresql
 #   (the analytics tests create and start their own server on a free loopback port), espeak-ng (the voice
 #   assistant speaks with it, and the voice test's caller asks with it).
+#   coturn (TURN for viewers whose network blocks UDP: `serve --turn` starts one; the reach lab tests run it).
 #   Python: a venv in .venv with the project and its test extras.
 # Packages already installed are not fetched again. Without root it uses sudo when it can; when it
 # cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng)
+packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng coturn)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -173,8 +173,11 @@ function simulcastLayers(track) {
   return null;
 }
 
+// The ICE servers this server gave us (TURN with time-limited credentials, for networks that block UDP).
+const iceServersOf = (ch) => (ch && Array.isArray(ch.joined?.ice_servers) ? ch.joined.ice_servers : []);
+
 async function publish(ch, stream, simulcast = false) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection({ iceServers: iceServersOf(ch) });
   for (const track of stream.getTracks()) {
     const layers = simulcast && track.kind === "video" ? simulcastLayers(track) : null;
     pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(layers ? { sendEncodings: layers } : {}) });
@@ -184,7 +187,7 @@ async function publish(ch, stream, simulcast = false) {
 }
 
 async function subscribe(ch, publisher) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection({ iceServers: iceServersOf(ch) });
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
@@ -709,6 +712,12 @@ async function mediaStats() {
   return { video, audio, rtt, subscriptions: [...tiles.values()].filter((t) => t.sub).length };
 }
 
+// Which way media reaches this page: straight over UDP, or relayed by TURN (over UDP, TCP or TLS).
+function pathOf(local) {
+  if (local.candidateType === "relay") return `TURN/${(local.relayProtocol || "udp").toUpperCase()}`;
+  return `${(local.protocol || "udp").toUpperCase()} ${local.candidateType === "host" ? "direct" : "via NAT"}`;
+}
+
 async function updateStats() {
   let frames = 0; let freezes = null; let lost = 0; let received = 0;
   for (const t of tiles.values()) {
@@ -724,8 +733,13 @@ async function updateStats() {
       if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
         $("#stat-rtt").textContent = (s.currentRoundTripTime * 1000).toFixed(1);
       }
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        const local = report.get(s.localCandidateId);
+        if (local) window.liveRelay.mediaPath = pathOf(local);
+      }
     });
   }
+  if (window.liveRelay.mediaPath) $("#stat-path").textContent = window.liveRelay.mediaPath;
   $("#stat-frames").textContent = frames;
   if (received + lost > 0) $("#stat-loss").textContent = `${(100 * lost / (received + lost)).toFixed(1)}%`;
   if (freezes !== null) $("#stat-freezes").textContent = freezes;
