@@ -67,7 +67,7 @@ async def test_a_coturn_beside_the_server_takes_the_credentials_it_hands_out(sta
     expired_user, expired_password = turn_credentials(srv.relay.turn.secret, "amy", ttl=-60)
     for username, password in ((entry["username"], "forged"), (expired_user, expired_password),
                                (f"{int(time.time()) + 600}:amy", entry["credential"])):
-        with pytest.raises(Exception) as refused:  # noqa: PT011 - aioice raises its TransactionFailed
+        with pytest.raises(Exception) as refused:
             await _allocate(port, username, password, "udp")
         assert "401" in str(refused.value) or "Unauthorized" in str(refused.value), refused.value
     async with aiohttp.ClientSession() as http:  # WHEP/WHIP clients get them as RFC 9725 Link headers
