@@ -123,3 +123,85 @@ class NetLab:
     def clear(self) -> None:
         self.clear_loss()
         self.uncap()
+
+
+ROUTER_CLIENT_SIDE = "10.78.0.1"
+NATTED_ADDRESS = "10.78.0.2"
+
+
+class ReachLab:
+    """The reach lab: a server namespace and a client namespace, joined directly by a veth pair (the
+    client at ``WEAK_ADDRESS``), or with ``nat=True`` through a router namespace that masquerades the client
+    (``masquerade random``: random source ports, as carrier NATs do) so the server never sees the client's
+    own address. ``firewall()`` lets into the server only what a cloud security group would (HTTP, the one
+    UDP port, TURN); ``block_udp()`` drops every UDP datagram the client sends out (an office network)."""
+
+    def __init__(self, nat: bool = False) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.nat = nat
+        self.server, self.client, self.router = f"lr-rs-{tag}", f"lr-rc-{tag}", f"lr-rr-{tag}"
+        self.server_if = f"lrs{tag}"
+        self._names = [self.server, self.client] + ([self.router] if nat else [])
+
+    def __enter__(self) -> ReachLab:
+        try:
+            for ns in self._names:
+                _run("ip", "netns", "add", ns)
+                _run("ip", "-n", ns, "link", "set", "lo", "up")
+            peer = self.router if self.nat else self.client
+            _run("ip", "link", "add", self.server_if, "netns", self.server, "type", "veth", "peer", "name",
+                 "lr-up", "netns", peer)
+            _run("ip", "-n", self.server, "addr", "add", f"{SERVER_ADDRESS}/30", "dev", self.server_if)
+            _run("ip", "-n", peer, "addr", "add", f"{WEAK_ADDRESS}/30", "dev", "lr-up")
+            _run("ip", "-n", self.server, "link", "set", self.server_if, "up")
+            _run("ip", "-n", peer, "link", "set", "lr-up", "up")
+            if self.nat:
+                _run("ip", "link", "add", "lr-down", "netns", self.router, "type", "veth", "peer", "name",
+                     "lr-nic", "netns", self.client)
+                _run("ip", "-n", self.router, "addr", "add", f"{ROUTER_CLIENT_SIDE}/30", "dev", "lr-down")
+                _run("ip", "-n", self.client, "addr", "add", f"{NATTED_ADDRESS}/30", "dev", "lr-nic")
+                _run("ip", "-n", self.router, "link", "set", "lr-down", "up")
+                _run("ip", "-n", self.client, "link", "set", "lr-nic", "up")
+                _run("ip", "-n", self.client, "route", "add", "default", "via", ROUTER_CLIENT_SIDE)
+                _run("ip", "netns", "exec", self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+                _run("ip", "netns", "exec", self.router, "nft", "add table ip nat")
+                _run("ip", "netns", "exec", self.router, "nft",
+                     "add chain ip nat post { type nat hook postrouting priority 100 ; }")
+                _run("ip", "netns", "exec", self.router, "nft",
+                     'add rule ip nat post oifname "lr-up" masquerade random')
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in self._names:
+            subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
+
+    def in_server(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.server, *argv]
+
+    def in_client(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.client, *argv]
+
+    def firewall(self, tcp: list[int], udp: list[int]) -> None:
+        """The server accepts from outside only these ports (and what answers its own traffic)."""
+        nft = ["ip", "netns", "exec", self.server, "nft"]
+        _run(*nft, "add table inet reach")
+        _run(*nft, "add chain inet reach in { type filter hook input priority 0 ; policy accept ; }")
+        _run(*nft, f'add rule inet reach in iifname "{self.server_if}" ct state established,related accept')
+        for proto, ports in (("tcp", tcp), ("udp", udp)):
+            listed = ", ".join(map(str, ports))
+            _run(*nft, f'add rule inet reach in iifname "{self.server_if}" {proto} dport {{ {listed} }} accept')
+        _run(*nft, f'add rule inet reach in iifname "{self.server_if}" counter drop')
+
+    def block_udp(self) -> None:
+        """The client's network lets no UDP out (only TCP: the page, the WebSocket, TURN over TCP)."""
+        nft = ["ip", "netns", "exec", self.client, "nft"]
+        _run(*nft, "add table inet office")
+        _run(*nft, "add chain inet office out { type filter hook output priority 0 ; policy accept ; }")
+        _run(*nft, 'add rule inet office out oifname != "lo" meta l4proto udp counter drop')
+
+    def counters(self, namespace: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", namespace, "nft", "list", "ruleset"], capture_output=True,
+                              text=True).stdout

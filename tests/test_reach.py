@@ -1,0 +1,80 @@
+"""Reachable from any network, as tests: a server behind a cloud firewall (only HTTP, its one UDP port and
+TURN open), a client network that blocks UDP (TURN over TCP from coturn), a client behind a masquerading NAT
+with random source ports. Real Chromium and aiortc viewers in their own namespace, a real coturn, nft rules
+(tests/netlab.py ReachLab, tests/reach_scenarios.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_dependency
+from tests.netlab import ReachLab, lab_missing
+from tests.reach_scenarios import HTTP_PORT, TURN_PORT, UDP_PORT
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "reach"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_lab() -> None:
+    from tests.test_browser import _missing
+
+    require_dependency(lab_missing() or _missing() or
+                       (None if shutil.which("turnserver") else "coturn (apt-get install coturn)"))
+
+
+def run_reach(scenario: str, tries: int = 2) -> dict:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with ReachLab(nat=scenario == "nat") as lab:
+        if scenario == "firewall":
+            lab.firewall(tcp=[HTTP_PORT, TURN_PORT], udp=[UDP_PORT, TURN_PORT])
+        elif scenario == "udp_blocked":
+            lab.block_udp()
+        proc = subprocess.run(lab.in_server([sys.executable, "-m", "tests.reach_scenarios", scenario, str(ARTIFACTS),
+                                             lab.client, "--tries", str(tries)]),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        rules = lab.counters(lab.client if scenario == "udp_blocked" else lab.server)
+    path = ARTIFACTS / f"{scenario}.json"
+    assert path.exists(), f"scenario {scenario} wrote no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(path.read_text())
+    assert result["ok"], f"{result.get('error')}\n{proc.stderr[-3000:]}"
+    result["rules"] = rules
+    return result
+
+
+def _all_got_video(result: dict) -> None:
+    for viewer in result["browser"]:
+        assert viewer["ok"], viewer
+    for viewer in result["python"]:
+        assert viewer["ok"] and viewer["frames"] == 10, viewer
+
+
+def test_behind_a_cloud_firewall_that_opens_only_http_the_udp_port_and_turn():
+    r = run_reach("firewall")
+    _all_got_video(r)
+    assert all(v["path"] == "UDP direct" for v in r["browser"]), r["browser"]  # on the one UDP port
+    assert all(v["path"] == "host/udp" for v in r["python"])
+    assert r["python"][0]["whip_status"] == 201 and r["python"][0]["whip_connected"]
+    assert r["python"][0]["whip_delete"] == 200 and r["whip_seen_by_room"]  # a WHIP publisher got through
+    assert "counter packets" in r["rules"]  # the firewall was there (and dropped what it should)
+
+
+def test_a_network_that_blocks_udp_gets_video_over_turn_tcp():
+    r = run_reach("udp_blocked")
+    _all_got_video(r)
+    assert all(v["path"] == "TURN/TCP" and v["shown"] == "TURN/TCP" for v in r["browser"]), r["browser"]
+    assert all(v["path"] == "relay/udp" for v in r["python"]), r["python"]  # aioice's relayed candidate
+    dropped = [line for line in r["rules"].splitlines() if "udp counter packets" in line]
+    assert dropped and " 0 bytes" not in dropped[0]  # the client's UDP really was dropped
+
+
+def test_a_client_behind_a_masquerading_nat_gets_video():
+    r = run_reach("nat")
+    _all_got_video(r)
+    assert all(v["path"] in ("UDP via NAT", "UDP direct") for v in r["browser"])
