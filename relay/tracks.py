@@ -28,6 +28,7 @@ import logging
 import random
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 1.0
 HISTORY = 512  # packets a down-track keeps for NACKs: ~1 s of 1.5 Mbit/s video
+RECENT_PACKETS = 128  # packets a published video layer keeps of what just came (a keyframe is fewer)
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 _HEADER = struct.Struct("!BBHII")
@@ -234,6 +236,16 @@ class DownTrack(MediaStreamTrack):
         self.restarts += 1
 
     def forward(self, packet: SourcePacket) -> None:
+        restarts = self.restarts
+        self._forward(packet)
+        if self.restarts != restarts and self.kind == "video":
+            # The keyframe's first packet may have come late (a repair from the publisher): its later
+            # packets came before it and were skipped at the gate. They follow it now, in order, so the
+            # subscriber gets the whole keyframe instead of waiting for the next one.
+            for later in self.source.received_after(packet.layer, packet.epoch, packet.seq):
+                self._forward(later)
+
+    def _forward(self, packet: SourcePacket) -> None:
         if self._output is None:
             return
         if packet.layer != self.layer:
@@ -537,11 +549,23 @@ class PublishedTrack:
         self._keyframe_interval = keyframe_interval
         self._keyframe_timeout = keyframe_timeout
         self._epochs = 0  # every (layer, SSRC) stream gets its own epoch: a down-track restarts across them
+        # The last packets of each video layer as they came (repairs among them, out of order): what a
+        # down-track opening at a late keyframe start still needs of that keyframe.
+        self._recent: list[deque[SourcePacket]] = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
         self._rates_at = time.monotonic()
 
     def set_layers(self, count: int) -> None:
         """The publisher sends ``count`` simulcast layers (known once its offer is read, before any packet)."""
         self.layers = [StreamLayer(i) for i in range(max(1, count))]
+        self._recent = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
+
+    def received_after(self, layer: int, epoch: int, seq: int) -> list[SourcePacket]:
+        """The packets of ``layer`` (in ``epoch``) already received that come after ``seq`` in sequence,
+        in sequence order, each once."""
+        if layer >= len(self._recent):
+            return []
+        later = {p.seq: p for p in self._recent[layer] if p.epoch == epoch and 0 < (p.seq - seq) & 0xFFFF < 0x8000}
+        return [later[k] for k in sorted(later, key=lambda k: (k - seq) & 0xFFFF)]
 
     @property
     def simulcast(self) -> bool:
@@ -596,6 +620,8 @@ class PublishedTrack:
                     stream.temporal_layers = temporal + 1
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
                               stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal)
+        if self.kind == "video":
+            self._recent[layer].append(source)
         for down in tuple(self.down_tracks):
             down.forward(source)
 

@@ -182,6 +182,32 @@ async def test_numbering_stays_continuous_across_the_keyframe_gate_and_a_publish
     track.close()
 
 
+async def test_a_keyframe_whose_first_packet_came_late_still_reaches_a_new_subscriber_whole():
+    """The keyframe's first packet is lost on the publisher's link and repaired after its other packets
+    arrived: the waiting down-track opens on the repair and then gets the packets it skipped, in order."""
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
+    down, wire = bound(track)
+    send_frames(track, 0, 2)  # deltas: the gate stays shut
+    packets = []
+    for i in range(3):  # a keyframe in 3 packets at frame 2 (seq 106-108), then a delta frame (109-111)
+        p = RtpPacket(payload_type=96, sequence_number=106 + i, timestamp=6000, ssrc=1234)
+        p.marker = 1 if i == 2 else 0
+        p.payload = vp8(2, True, start=i == 0)
+        packets.append(p)
+    for packet in packets[1:]:  # its first packet is lost...
+        track.on_packet("VP8", 90000, packet)
+    send_frames(track, 3, 1, seq0=100, per_frame=3)
+    assert wire.packets == [] and down.waiting_keyframe
+    track.on_packet("VP8", 90000, packets[0])  # ...and comes as a repair after the rest
+    assert [p.timestamp for p in wire.packets[:3]] == [wire.packets[0].timestamp] * 3  # the keyframe, whole
+    assert [p.marker for p in wire.packets[:3]] == [0, 0, 1] and len(wire.packets) == 6
+    assert_continuous(wire.packets)
+    send_frames(track, 4, 2, seq0=100, per_frame=3)  # and on as usual
+    assert len(wire.packets) == 12
+    assert_continuous(wire.packets)
+    track.close()
+
+
 async def test_nacks_are_answered_as_rtx_from_the_down_tracks_own_history():
     track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = bound(track)
