@@ -135,7 +135,8 @@ def main() -> None:
     figures: dict[str, list[tuple[float, float]]] = {"baseline": [], "lab": []}
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port),
-                               "--secret", SECRET], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--secret", SECRET, "--analytics", "off"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         wait_ready(port)
         for n in range(args.runs):
