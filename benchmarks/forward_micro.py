@@ -31,12 +31,16 @@ class SrtpSocketOutput:
         self.protect = Session(policy).protect
         self.transport, self.address = transport, address
 
+    ready = True
+
     def write(self, data: bytes) -> bool:
         self.transport.sendto(self.protect(data), self.address)
         return True
 
 
 class NoOutput:
+    ready = True
+
     def write(self, data: bytes) -> bool:
         return True
 

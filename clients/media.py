@@ -137,13 +137,14 @@ class MediaSession:
                         offer_filter: Callable[[str], str] | None = None,
                         frame_sink: Callable[[str, Any, Any], None] | None = None,
                         packet_sink: Callable[[str, Any, Any], None] | None = None,
-                        turn: str | None = None) -> MediaSession:
+                        turn: str | None = None, user: str | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use, ``offer_filter`` our offer before it is sent (tests and benchmarks
         route media through their own forwarder with them);
         ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them;
         with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first; ``turn`` picks the
-        relay's TURN URL by transport."""
+        relay's TURN URL by transport; ``user`` subscribes to that user's publication, which the server
+        waits for (up to 10 s) if it does not exist yet."""
         session = cls(client, cls._peer_connection(ice_servers, client, turn))
         session.frame_sink = frame_sink
         session.packet_sink = packet_sink
@@ -152,6 +153,8 @@ class MediaSession:
         message: dict[str, Any] = {"type": "subscribe"}
         if publisher:
             message["publisher"] = publisher
+        if user:
+            message["user"] = user
         try:
             await session._negotiate(message, list(host_addresses or []), answer_filter, offer_filter)
         except BaseException:

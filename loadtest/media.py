@@ -264,13 +264,19 @@ async def one_call(url: str, room: str, secret: str,
         await b.connect()
         paths = [await path() if path is not None else {} for _ in range(4)]
         start = time.perf_counter()
-        a_pub, b_pub = await asyncio.gather(MediaSession.publish(a, [CounterVideoTrack(320, 240)], **paths[0]),
-                                            MediaSession.publish(b, [CounterVideoTrack(320, 240)], **paths[1]))
-        sessions += [a_pub, b_pub]
-        a_sub, b_sub = await asyncio.gather(
-            MediaSession.subscribe(a, publisher=b_pub.media_id, kinds=("video",), **paths[2]),
-            MediaSession.subscribe(b, publisher=a_pub.media_id, kinds=("video",), **paths[3]))
-        sessions += [a_sub, b_sub]
+        # Each side subscribes to the other's publication at once, before it exists (the server answers when
+        # it does): no round trip waits for another, and the first keyframe finds the subscriber connected.
+        made = await asyncio.gather(
+            MediaSession.publish(a, [CounterVideoTrack(320, 240)], **paths[0]),
+            MediaSession.publish(b, [CounterVideoTrack(320, 240)], **paths[1]),
+            MediaSession.subscribe(a, user="callee", kinds=("video",), **paths[2]),
+            MediaSession.subscribe(b, user="caller", kinds=("video",), **paths[3]), return_exceptions=True)
+        sessions += [s for s in made if isinstance(s, MediaSession)]
+        failed = next((s for s in made if isinstance(s, BaseException)), None)
+        if failed is not None:
+            raise failed
+        a_sub, b_sub = made[2], made[3]
+        assert isinstance(a_sub, MediaSession) and isinstance(b_sub, MediaSession)
 
         async def first_frame(s: MediaSession) -> None:
             track = await s.wait_track("video", timeout=20)

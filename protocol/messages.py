@@ -181,7 +181,10 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "announce": {"text": (_str(10_000, 0), True), "pinned": (_bool, False)},
     # Media (WebRTC): the client always offers; the server answers. SDP is the one large field.
     "publish": {"sdp": (_str(MAX_SDP_CHARS, 1), True)},
-    "subscribe": {"sdp": (_str(MAX_SDP_CHARS, 1), True), "publisher": (_str(64, 1), False)},
+    # `user`: that user's publication in the room, waited for (up to 10 s) if it does not exist yet, so a
+    # 1v1 call subscribes at once and gets the other side's very first keyframe.
+    "subscribe": {"sdp": (_str(MAX_SDP_CHARS, 1), True), "publisher": (_str(64, 1), False),
+                  "user": (_str(128, 1), False)},
     "candidate": {"media": (_str(64, 1), True), "candidate": (_candidate, True)},
     "unpublish": {"media": (_str(64, 1), True)},
     "unsubscribe": {"media": (_str(64, 1), True)},

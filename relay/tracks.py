@@ -88,6 +88,11 @@ class SourcePacket:
 class Output(Protocol):
     """Where a down-track's finished packets go (the adapter's ``PacketOutput`` for a real subscriber)."""
 
+    @property
+    def ready(self) -> bool:
+        """Whether a write now could go out (the subscriber's transport is connected)."""
+        ...
+
     def write(self, data: bytes) -> bool: ...
 
 
@@ -153,6 +158,7 @@ class DownTrack(MediaStreamTrack):
         self.source = source
         # What the subscriber's RTCP says of its link, shared with its other down-tracks.
         self.link = link if link is not None else SubscriberLink()
+        self._replaying = False  # forwarding what the publisher sent before this subscriber came
         self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
         # Simulcast: the layer forwarded now (None: none yet, or paused), and the one wanted (None: no
         # video); a switch happens on the wanted layer's keyframe, the current one flowing until then.
@@ -248,6 +254,19 @@ class DownTrack(MediaStreamTrack):
     def _forward(self, packet: SourcePacket) -> None:
         if self._output is None:
             return
+        if (not self.packets_sent and not packet.keyframe and packet.layer == self.target_layer
+                and not self._replaying and self._output.ready):
+            # A new subscriber: if the publisher's last keyframe and everything since are still at hand (a
+            # stream that just started, as in a call), start from it now instead of asking for one.
+            since = self.source.since_keyframe(packet.layer, packet.epoch)
+            if since:
+                self._replaying = True
+                try:
+                    for kept in since:
+                        self._forward(kept)
+                finally:
+                    self._replaying = False
+                return
         if packet.layer != self.layer:
             if packet.layer != self.target_layer:
                 if self.target_layer is None:
@@ -558,6 +577,20 @@ class PublishedTrack:
         """The publisher sends ``count`` simulcast layers (known once its offer is read, before any packet)."""
         self.layers = [StreamLayer(i) for i in range(max(1, count))]
         self._recent = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
+
+    def since_keyframe(self, layer: int, epoch: int) -> list[SourcePacket] | None:
+        """The packets of ``layer`` from its last keyframe start to now, in sequence order, if all of them
+        are still kept (none missing); else None."""
+        if layer >= len(self._recent):
+            return None
+        recent = [p for p in self._recent[layer] if p.epoch == epoch]
+        start = next((p for p in reversed(recent) if p.keyframe), None)
+        if start is None:
+            return None
+        later = self.received_after(layer, epoch, start.seq)
+        if later and (later[-1].seq - start.seq) & 0xFFFF != len(later):
+            return None  # a gap: something of it is missing (lost, or not repaired yet)
+        return [start, *later]
 
     def received_after(self, layer: int, epoch: int, seq: int) -> list[SourcePacket]:
         """The packets of ``layer`` (in ``epoch``) already received that come after ``seq`` in sequence,

@@ -506,6 +506,10 @@ class PacketOutput:
         self._nominated = dtls.transport._connection._nominated
         return True
 
+    @property
+    def ready(self) -> bool:
+        return self._protect is not None or self._bind()
+
     def write(self, data: bytes) -> bool:
         if self._protect is None and not self._bind():
             return False

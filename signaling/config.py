@@ -79,6 +79,8 @@ class LimitsConfig:
     # starting at once (a page of a full stage and a PK starts about 8), the node this many in all.
     max_pending_media_per_ip: int = 16
     max_pending_media: int = 500
+    # A subscription to a user's publication (subscribe with `user`) waits this long for it to exist.
+    publication_wait_s: float = 10.0
     # A peer connection not connected this long after the answer is closed and its slot freed (seconds).
     media_connect_timeout: float = 20.0
 

@@ -10,6 +10,7 @@ subscriptions across a PK link). It uses only the router's public commands and q
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -64,6 +65,8 @@ class MediaSignaling:
         self._http_owner: dict[str, str] = {}  # WHIP/WHEP sessions: media id -> remote address
         self._http_prefix = secrets.token_hex(4)  # media ids are unique room-wide (several nodes)
         self._pending: dict[str, str] = {}  # media sessions not yet connected: media id -> owner's address
+        # Subscriptions waiting for a user's publication, woken when a publisher joins their room.
+        self._publication_waiters: dict[str, asyncio.Event] = {}
 
     def handlers(self) -> dict[str, MediaHandler]:
         return {"publish": self.publish, "subscribe": self.subscribe, "candidate": self.candidate,
@@ -88,8 +91,53 @@ class MediaSignaling:
         ref, room = message.get("id"), _room_of(session)
         started = time.perf_counter()
         media_id = self._adopt(session, "sub", ref)
-        sdp = await self._start_subscribe(room, media_id, session.user, message["sdp"], message.get("publisher"), ref)
+        publisher, user = message.get("publisher"), message.get("user")
+        if publisher is None and user is not None:
+            # The other side may not have published yet: answer once it has (off this connection's loop).
+            self._spawn(self._subscribe_to_user(session, room, media_id, user, message["sdp"], ref, started),
+                        f"subscribe-{media_id}")
+            return
+        sdp = await self._start_subscribe(room, media_id, session.user, message["sdp"], publisher, ref)
         self._answer(session, ref, media_id, sdp, "subscribe", started)
+
+    async def _subscribe_to_user(self, session: Session, room: str, media_id: str, user: str, offer: str,
+                                 ref: Ref, started: float) -> None:
+        try:
+            wait = self.limits.publication_wait_s
+            publisher = await self._publication_of(room, user, wait)
+            if publisher is None:
+                self._forget(media_id)
+                raise ProtocolError(ErrorCode.NO_PUBLISHER, f"{user!r} did not publish within {wait:g} s", ref)
+            sdp = await self._start_subscribe(room, media_id, session.user, offer, publisher, ref)
+        except ProtocolError as exc:
+            if not session.closing:
+                session.send_error(exc.code, exc.message, ref)
+            return
+        self._answer(session, ref, media_id, sdp, "subscribe", started)
+
+    async def _publication_of(self, room: str, user: str, timeout: float) -> str | None:
+        """The id of ``user``'s publication in ``room`` (this node's, or another's through the registry),
+        waiting up to ``timeout`` seconds for it to appear; None if it does not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            local = [p.id for p in self.router.publishers_of(room, user) if p.announced]
+            if local:
+                return local[0]
+            try:
+                registry = await self.registry.get_publishers(room)
+            except BrokerUnavailable:
+                registry = {}
+            remote = next((pid for pid, info in registry.items() if info["user"] == user), None)
+            if remote is not None:
+                return remote
+            left = deadline - loop.time()
+            if left <= 0:
+                self._publication_waiters.pop(room, None)  # (a waiter still there makes a new one)
+                return None
+            appeared = self._publication_waiters.setdefault(room, asyncio.Event())
+            with contextlib.suppress(TimeoutError):  # a local publish wakes it; another node's is polled
+                await asyncio.wait_for(appeared.wait(), min(left, 0.25))
 
     async def candidate(self, session: Session, message: dict[str, Any]) -> None:
         ref = message.get("id")
@@ -308,6 +356,10 @@ class MediaSignaling:
         if event["type"] == "peer_closed":  # for us, not the room: its owner's slot is free again
             self._forget(event["peer"])
             return
+        if event["type"] == "publisher_joined":  # subscriptions waiting for a user's publication look again
+            waiting = self._publication_waiters.pop(room, None)
+            if waiting is not None:
+                waiting.set()
         message = {"type": "media", "room": room, **{("event" if k == "type" else k): v for k, v in event.items()},
                    "server_ts": now_ms()}
         self._spawn(self._announce(room, message), f"media-event-{room}")

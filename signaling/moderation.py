@@ -254,21 +254,22 @@ class Moderation:
             session.send({"type": "ack", "id": ref, "seq": publication.seq, "epoch": publication.epoch})
 
     async def block_words(self, session: Session, message: dict[str, Any]) -> None:
-        ref, room = message.get("id"), _room_of(session)
-        if session.role not in _MODERATORS:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "only the host and co-hosts can block words", ref)
         words = message["words"]
-        await self._change(room, lambda r: r.with_words(words),
-                           {"action": "words", "words": words, "by": session.user}, ref)
-        _ok(session, message)
+        await self._set_rule(session, message, "block words", lambda r: r.with_words(words),
+                             {"action": "words", "words": words})
 
     async def slow_mode(self, session: Session, message: dict[str, Any]) -> None:
+        seconds = message["seconds"]
+        await self._set_rule(session, message, "set slow mode", lambda r: r.with_slow_mode(seconds),
+                             {"action": "slow_mode", "seconds": seconds})
+
+    async def _set_rule(self, session: Session, message: dict[str, Any], what: str,
+                        change: Callable[[RoomRules], RoomRules], event: dict[str, Any]) -> None:
+        """A room-wide rule a moderator sets (not about one user)."""
         ref, room = message.get("id"), _room_of(session)
         if session.role not in _MODERATORS:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "only the host and co-hosts can set slow mode", ref)
-        seconds = message["seconds"]
-        await self._change(room, lambda r: r.with_slow_mode(seconds),
-                           {"action": "slow_mode", "seconds": seconds, "by": session.user}, ref)
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"only the host and co-hosts can {what}", ref)
+        await self._change(room, change, {**event, "by": session.user}, ref)
         _ok(session, message)
 
     # -- the operator's revocation endpoint -------------------------------------------------------------------

@@ -106,6 +106,35 @@ async def start_server() -> AsyncIterator[Callable[..., object]]:
 
 
 @pytest.fixture
+async def model() -> AsyncIterator[tuple[object, str]]:
+    """A stand-in model server (tests/stand_in_model.py) and its base URL."""
+    from tests.stand_in_model import StandInModel, serve_stand_in
+
+    stand_in = StandInModel()
+    runner, url = await serve_stand_in(stand_in)
+    yield stand_in, url
+    await runner.cleanup()
+
+
+@pytest.fixture
+def redis():
+    """A real redis-server of the test's own on a free loopback port."""
+    from tests import redis_server
+
+    require_dependency(None if redis_server.available() else "redis-server (apt-get install redis-server)")
+    server = redis_server.RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nodes(start_server, redis):
+    """Two nodes sharing rooms through that redis-server."""
+    return [await start_server(rooms=("show",), redis_url=redis.url) for _ in range(2)]
+
+
+@pytest.fixture
 async def server(start_server: Callable[..., object]) -> RunningServer:
     return await start_server(rooms=("show",))  # type: ignore[misc,operator]
 

@@ -4,13 +4,10 @@ hosted model, named so here: no outside model is contacted)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from assistant.catalog import parse_catalog
 from assistant.engine import Knowledge, OfflineEngine, check_facts
@@ -179,41 +176,6 @@ async def test_catalog_over_http_needs_the_host(room) -> None:
             assert r.status == 200
     await v0.request({"type": "comment", "text": "do you ship abroad?"})
     assert "30 countries" in (await assistant_comment(v1))["text"]
-
-
-class StandInModel:
-    """A stand-in for a hosted OpenAI-compatible model: streams what the test tells it to say."""
-
-    def __init__(self) -> None:
-        self.reply = ""
-        self.delay = 0.0
-        self.requests: list[dict] = []
-
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await asyncio.sleep(self.delay)
-        for word in self.reply.split(" "):
-            chunk = {"choices": [{"delta": {"content": word + " "}}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        return response
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[tuple[StandInModel, str]]:
-    stand_in = StandInModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", stand_in.completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield stand_in, f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
 
 
 async def test_the_model_path_with_its_deadline_and_fact_check(start_server, model) -> None:

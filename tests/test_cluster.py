@@ -21,19 +21,6 @@ def _needs_redis() -> None:
 PRODUCT = {"title": "t", "price": "1.00", "currency": "EUR", "url": "https://x.test/p", "image": "https://x.test/i"}
 
 
-@pytest.fixture
-def redis():
-    server = redis_server.RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def nodes(start_server, redis):
-    return [await start_server(rooms=("show",), redis_url=redis.url) for _ in range(2)]
-
-
 async def test_comments_cross_nodes_in_one_order_with_the_same_seq(nodes):
     """Senders on both nodes; node A's viewer and node B's viewer see the same events, numbers and order."""
     a, b = nodes

@@ -1,7 +1,7 @@
 """Issue 21's assistant findings, reproduced against a real server: catalogs that blow up when parsed
 (finding 4), a crowd buying model calls (5), a model that obeys the viewer (6), one viewer holding every
-voice-call slot (9). The model is a stand-in OpenAI-compatible server on loopback, named so (tests/
-test_assistant.py's ``StandInModel``); here it does what a model steered by the viewer would do."""
+voice-call slot (9). The model is a stand-in OpenAI-compatible server on loopback, named so
+(tests/stand_in_model.py); here it does what a model steered by the viewer would do."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from protocol import Role
 from signaling.config import LimitsConfig
 from signaling.voicecall import call_refusal
 from tests.conftest import eventually, require_dependency
-from tests.test_assistant import CARD, CATALOG, StandInModel, assistant_comment
+from tests.stand_in_model import StandInModel, serve_stand_in
+from tests.test_assistant import CARD, CATALOG, assistant_comment
 
 BOMB = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] +
                  [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefg", "bcdefgh", strict=True)])
@@ -62,20 +63,6 @@ async def test_a_catalog_bomb_is_a_400_and_the_server_carries_on(server):
 
 
 # -- finding 5: budgets before the model ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def model():
-    stand_in = StandInModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", stand_in.completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield stand_in, f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
 
 
 async def test_a_crowd_of_questions_buys_no_more_model_calls_than_the_budget(start_server, model):
@@ -153,13 +140,7 @@ class ObedientModel(StandInModel):
 
 async def test_a_model_that_obeys_the_viewer_never_gets_its_words_posted(start_server):
     obedient = ObedientModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", obedient.completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    runner, url = await serve_stand_in(obedient)
     try:
         server = await start_server(rooms=("show",), assistant_llm=url)
         async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:

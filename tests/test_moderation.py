@@ -15,8 +15,7 @@ from clients.client import ConnectionClosed, LiveClient, ServerError
 from protocol import CloseCode, Grant, Role, issue_admin_token
 from signaling.review import decide
 from signaling.rules import RoomRules, is_revoked, may_moderate, normalize
-from tests import redis_server
-from tests.conftest import free_port, require_dependency
+from tests.conftest import free_port
 
 # -- the rules, as pure decisions ------------------------------------------------------------------------------
 
@@ -89,20 +88,6 @@ def test_normalize():
 
 
 # -- end to end, two nodes through Redis -------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=False)
-def redis():
-    require_dependency(None if redis_server.available() else "redis-server (apt-get install redis-server)")
-    server = redis_server.RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def nodes(start_server, redis):
-    return [await start_server(rooms=("show",), redis_url=redis.url) for _ in range(2)]
 
 
 async def _comment_seen(client: LiveClient, text: str, timeout: float = 10) -> dict:

@@ -102,6 +102,10 @@ class Wire:
         self.accept = accept
         self.packets: list[RtpPacket] = []
 
+    @property
+    def ready(self) -> bool:
+        return self.accept
+
     def write(self, data: bytes) -> bool:
         if self.accept:
             self.packets.append(RtpPacket.parse(data))
@@ -516,3 +520,27 @@ def test_a_chooser_drops_the_frame_rate_before_it_drops_the_video():
     chooser.max_layer = 0  # "low" still means the whole lowest layer when it fits
     link.on_estimate(5_000_000, now=10.0)
     assert chooser.choose(rates, 80e3, now=10.0, spatial=spatial) == 2
+
+
+async def test_a_new_subscriber_starts_from_the_last_keyframe_still_at_hand():
+    """A stream that just started (a call): the keyframe and what followed are still kept, so a subscriber
+    that connects a moment later starts from them at once instead of waiting for the next keyframe."""
+    track = PublishedTrack("video", "t", "p", lambda layer: None)
+    send_frames(track, 0, 4, keys=(0,))  # nobody subscribed yet
+    down, wire = bound(track)
+    send_frames(track, 4, 1)  # the first packet it sees is a delta
+    assert wire.packets[0].payload[4] == 0x10 and len(wire.packets) == 10  # the keyframe, then all since
+    assert_continuous(wire.packets)
+    late = PublishedTrack("video", "t", "p", lambda layer: None)
+    send_frames(late, 0, 80, keys=(0,))  # the keyframe is long gone from what is kept: wait for one
+    down, wire = bound(late)
+    send_frames(late, 80, 1)
+    assert wire.packets == [] and down.waiting_keyframe
+    gappy = PublishedTrack("video", "t", "p", lambda layer: None)
+    send_frames(gappy, 0, 1, keys=(0,))
+    send_frames(gappy, 2, 2)  # frame 1 never came: a keyframe with a hole after it is no start
+    down, wire = bound(gappy)
+    send_frames(gappy, 4, 1)
+    assert wire.packets == [] and down.waiting_keyframe
+    for t in (track, late, gappy):
+        t.close()

@@ -359,3 +359,26 @@ async def test_the_host_sees_each_subscribers_link(server):
     track = link["tracks"][0]
     assert link["subscriber"] == subscription.media_id and track["kind"] == "video"
     assert track["packets_sent"] > 40 and track["loss"] == 0 and track["rtt_ms"] is not None
+
+
+async def test_a_subscription_to_a_users_publication_waits_for_it_and_gets_its_first_frames(start_server):
+    """A 1v1 call's shape: each side subscribes to the other's user before either has published; the
+    answer comes once the publication exists (how much sooner the first frame is: benchmarks/call_setup.py)."""
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(publication_wait_s=1.5))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "caller", Role.HOST)) as caller, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "callee", Role.COHOST)) as callee:
+        waiting = asyncio.ensure_future(MediaSession.subscribe(caller, user="callee", kinds=("video",)))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # nothing to answer with yet; the connection itself carries on
+        assert await caller.ping() > 0
+        publisher = await MediaSession.publish(callee, [CounterVideoTrack(160, 120, start=40_000)])
+        subscription = await asyncio.wait_for(waiting, 10)
+        frame = await asyncio.wait_for((await subscription.wait_track("video", 20)).recv(), 20)
+        assert read_frame(frame)[0] >= 40_000
+        with pytest.raises(ServerError) as err:  # a user who never publishes: told, the slot freed
+            await MediaSession.subscribe(callee, user="nobody", kinds=("video",))
+        assert err.value.code == "no_publisher" and "nobody" in err.value.args[0]
+        await subscription.close()
+        await publisher.close()
