@@ -370,67 +370,89 @@ def quicken_handshakes(pc: RTCPeerConnection, resend_after: float = 0.2, resends
     OpenSSL's first DTLS retransmission comes after 1 s (doubling after), and pyOpenSSL cannot set it. So
     while the handshake runs, the datagrams of our last flight are kept and sent again, byte for byte, when
     nothing came back for ``resend_after`` (at most ``resends`` times per flight, before OpenSSL's own
-    timer). A copy of a datagram that did arrive is dropped by the peer's record replay check; one that
-    was lost completes the flight. Call after the transceivers exist, before the transport connects."""
+    timer), and at once when the peer sends its previous flight again (RFC 6347 4.2.4: it did not get
+    ours). Such a repeated datagram is not handed to OpenSSL, which ignores it and would otherwise leave
+    both sides waiting for its 1 s timer. A copy of a datagram that did arrive is dropped by the peer's
+    record replay check; one that was lost completes the flight. Call after the transceivers exist, before
+    the transport connects."""
     for transceiver in pc.getTransceivers():
         dtls = transceiver.sender.transport
         ice: Any = dtls.transport
         if getattr(ice, "_live_relay_quick", False):
             continue
         ice._live_relay_quick = True
-        receive, send = ice._recv, ice._send
-        flight: list[bytes] = []
-        repeating: set[asyncio.Future[None]] = set()
+        _quicken(ice, dtls, resend_after, resends)
 
-        def handshaking(dtls: Any = dtls) -> bool:
-            return dtls.state in ("new", "connecting")
 
-        async def send_datagram(data: bytes, send: Any = send, flight: list[bytes] = flight,
-                                handshaking: Any = handshaking) -> None:
-            if handshaking() and data and 19 < data[0] < 64:  # a DTLS record of the handshake
-                flight.append(data)
+def _quicken(ice: Any, dtls: Any, resend_after: float, resends: int) -> None:
+    receive, send = ice._recv, ice._send
+    flight: list[bytes] = []  # our datagrams since the peer last sent something new
+    last: list[bytes] = []  # our last complete flight (what a repeat of the peer's asks for again)
+    seen: set[bytes] = set()  # the peer's handshake datagrams so far
+    repeating: set[asyncio.Future[None]] = set()
+
+    def handshaking() -> bool:
+        return bool(dtls.state in ("new", "connecting"))
+
+    async def send_datagram(data: bytes) -> None:
+        if handshaking() and data and 19 < data[0] < 64:  # a DTLS record of the handshake
+            flight.append(data)
+        await send(data)
+
+    async def repeat(datagrams: list[bytes]) -> None:
+        for _ in range(2):
+            await asyncio.sleep(resend_after)
+            for data in datagrams:
+                try:
+                    await send(data)
+                except ConnectionError:
+                    return  # closed meanwhile: nothing left to help
+
+    async def resend(datagrams: list[bytes]) -> None:
+        for data in list(datagrams):
             await send(data)
 
-        async def repeat(datagrams: list[bytes], send: Any = send) -> None:
-            for _ in range(2):
-                await asyncio.sleep(resend_after)
-                for data in datagrams:
-                    try:
-                        await send(data)
-                    except ConnectionError:
-                        return  # closed meanwhile: nothing left to help
+    async def wait_or_resend() -> bytes:
+        pending = asyncio.ensure_future(receive())
+        try:
+            for _ in range(resends):
+                done, _ = await asyncio.wait({pending}, timeout=resend_after)
+                if done or not flight:
+                    break
+                await resend(flight)
+            data: bytes = await pending
+        except BaseException:
+            pending.cancel()
+            raise
+        return data
 
-        async def receive_datagram(receive: Any = receive, send: Any = send, flight: list[bytes] = flight,
-                                   handshaking: Any = handshaking, repeat: Any = repeat,
-                                   repeating: set[asyncio.Future[None]] = repeating) -> bytes:
-            if not handshaking():
-                if flight:
-                    # Our last flight (the Finished one) gets no answer to wait for: if it was lost, the peer
-                    # would sit out its own 1 s timer. Send it twice more, blind; copies are dropped.
-                    last = list(flight)
-                    flight.clear()
-                    task = asyncio.ensure_future(repeat(last))
-                    repeating.add(task)  # held until done (a task only the loop refers to may be collected)
-                    task.add_done_callback(repeating.discard)
-                datagram: bytes = await receive()
-                return datagram
-            pending = asyncio.ensure_future(receive())
-            try:
-                for _ in range(resends):
-                    done, _ = await asyncio.wait({pending}, timeout=resend_after)
-                    if done or not flight:
-                        break
-                    for earlier in list(flight):
-                        await send(earlier)
-                data: bytes = await pending
-            except BaseException:
-                pending.cancel()
-                raise
+    async def receive_datagram() -> bytes:
+        if not handshaking():
+            if flight:
+                # Our last flight (the Finished one) gets no answer to wait for: if it was lost, the peer
+                # would sit out its own 1 s timer. Send it twice more, blind; copies are dropped.
+                final = list(flight)
+                flight.clear()
+                task = asyncio.ensure_future(repeat(final))
+                repeating.add(task)  # held until done (a task only the loop refers to may be collected)
+                task.add_done_callback(repeating.discard)
+            datagram: bytes = await receive()
+            return datagram
+        while True:
+            data = await wait_or_resend()
+            if not (data and 19 < data[0] < 64) or not handshaking():
+                return data
+            if data in seen:  # the peer sent a datagram again: ours did not reach it; answer at once
+                await resend(flight or last)
+                continue
+            seen.add(data)
+            if flight:
+                last[:] = flight
             flight.clear()  # the peer answered: our next datagrams are a new flight
             return data
 
-        ice._send = send_datagram
-        ice._recv = receive_datagram
+    ice._send = send_datagram
+    ice._recv = receive_datagram
 
 
 def set_stun_retransmission_timeout(seconds: float) -> None:
