@@ -414,3 +414,34 @@ async def test_an_unmasked_client_frame_is_closed_with_1002(server):
     async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url) as ws:  # masked, as clients do
         await ws.send_json({"type": "ping", "id": 2})
         assert (await ws.receive_json(timeout=10))["type"] == "pong"
+
+
+async def test_many_signed_in_users_behind_one_address_and_hosts_are_limited_too(start_server):
+    """Finding 11: 100 signed-in users behind one address were not limited together; hosts had no limit."""
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(comment_address_burst=4, comment_address_rate=0.01,
+                                                                   host_comment_burst=3, host_comment_rate=0.01))
+    users = [LiveClient(srv.ws_url, "show", srv.token("show", f"bot{n}")) for n in range(6)]
+    for user in users:
+        await user.connect()
+    codes = []
+    for user in users:  # one comment each: every user is well under its own limit
+        try:
+            await user.comment("buy my followers")
+            codes.append("ok")
+        except ServerError as exc:
+            codes.append(str(exc.code))
+    assert codes == ["ok"] * 4 + ["rate_limited"] * 2
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))  # a viewer elsewhere is not concerned
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "elsewhere"), http=http) as other:
+        await other.comment("hello from another network")
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        for n in range(3):
+            await host.comment(f"host {n}")
+        with pytest.raises(ServerError) as err:
+            await host.comment("host 3")
+        assert err.value.code == "rate_limited"
+    for user in users:
+        await user.close()
