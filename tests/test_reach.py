@@ -59,7 +59,9 @@ def test_behind_a_cloud_firewall_that_opens_only_http_the_udp_port_and_turn():
     r = run_reach("firewall")
     _all_got_video(r)
     assert all(v["path"] == "UDP direct" for v in r["browser"]), r["browser"]  # on the one UDP port
-    assert all(v["path"] == "host/udp" for v in r["python"])
+    # aioice (controlling, nominating aggressively) may settle on its TURN/UDP pair, which also ends on the one
+    # UDP port behind the firewall; either way the media came through what the firewall lets in.
+    assert all(v["path"] in ("host/udp", "relay/udp") for v in r["python"]), r["python"]
     assert r["python"][0]["whip_status"] == 201 and r["python"][0]["whip_connected"]
     assert r["python"][0]["whip_delete"] == 200 and r["whip_seen_by_room"]  # a WHIP publisher got through
     assert "counter packets" in r["rules"]  # the firewall was there (and dropped what it should)
