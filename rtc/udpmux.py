@@ -80,6 +80,19 @@ def nominate_on_use_candidate(connection: Any) -> None:
     connection.check_incoming = check_incoming
 
 
+def _set_buffers(sock: socket.socket, size: int) -> None:
+    """Both kernel buffers of the shared socket at ``size``: past net.core.[rw]mem_max when allowed (root:
+    SO_*BUFFORCE), since every session's packets queue in them together; else as large as the system lets."""
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        try:
+            if force is None:
+                raise PermissionError
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
 class MuxedProtocol(StunProtocol):
     """An aioice protocol whose socket is the mux's: closing it leaves the shared socket open."""
 
@@ -143,8 +156,7 @@ class UdpMux:
         try:
             for address in addresses:
                 sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RECEIVE_BUFFER_BYTES)
+                _set_buffers(sock, RECEIVE_BUFFER_BYTES)
                 sock.bind((address, mux.port or port))
                 mux.port = sock.getsockname()[1]
                 _, protocol = await loop.create_datagram_endpoint(lambda: _Socket(mux), sock=sock)
