@@ -19,6 +19,10 @@ from tests.conftest import require_dependency
 from tests.netlab import NetLab, lab_missing
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each scenario is two Chromiums, a host page and a server on 2 cores shared with the rest of the suite: its
+# strict "the control viewers saw nothing" assertions failed now and then on a busy machine (CI runs of stop 20)
+# and passed run alone. One rerun, reported in the summary as such; a real regression fails both.
+pytestmark = pytest.mark.flaky(reruns=1)
 ARTIFACTS = ROOT / "artifacts" / "weaknet"
 
 
