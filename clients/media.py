@@ -68,6 +68,9 @@ class MediaSession:
                         packets(kind, packet, codec)
 
                 adapter.tap_receiver(receiver, kind, on_frame, on_packet if packets is not None else None)
+            elif track.kind == "video":
+                receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+                adapter.release_frames_on_marker(receiver)
             self.tracks[track.kind] = track
             self.track_ready[track.kind].set()
 
@@ -95,7 +98,7 @@ class MediaSession:
         if host_addresses:
             adapter.restrict_host_addresses(self.pc, host_addresses)
         adapter.quicken_handshakes(self.pc)
-        adapter.set_stun_retransmission_timeout(0.25)  # as libwebrtc: a lost ICE check costs 250 ms, not 500
+        adapter.set_stun_retransmission_timeout()  # as libwebrtc: a lost ICE check costs ~50 ms, not 500
         await self.pc.setLocalDescription(offer)
         message["sdp"] = self.pc.localDescription.sdp
         if offer_filter is not None:

@@ -161,6 +161,11 @@ class _Peer:
             log.info("peer connection state", extra={"peer": self.id, "state": self.pc.connectionState})
             if self.pc.connectionState in ("failed", "closed"):
                 await self.close()
+            elif self.pc.connectionState == "connected":
+                self.on_connected()
+
+    def on_connected(self) -> None:
+        """ICE and DTLS are up (a subscriber starts its down-tracks from what is kept)."""
 
     async def _answer(self) -> str:
         answer = await self.pc.createAnswer()
@@ -174,6 +179,7 @@ class _Peer:
                                             self.room.router.port_range)
         adapter.quicken_handshakes(self.pc)
         await self.pc.setLocalDescription(answer)
+        adapter.answer_leaves(self.pc)  # (within a few ms) its first DTLS flight times its resends from this
         return self.pc.localDescription.sdp
 
     def _screen(self, offer_sdp: str) -> str:
@@ -355,6 +361,10 @@ class Subscriber(_Peer):
         self.user = user
         self.down_tracks: list[DownTrack] = []
         self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
+
+    def on_connected(self) -> None:
+        for down in self.down_tracks:
+            down.on_connected()
 
     async def negotiate(self, offer_sdp: str, publisher: TrackSource) -> str:
         offer_sdp = self._screen(offer_sdp)
@@ -559,16 +569,26 @@ class MediaRouter:
         self._on_event = on_event or (lambda room, event: None)
         self._closing: set[asyncio.Task[None]] = set()
         self.adaptation = Adaptation()  # simulcast subscribers' layers and probes, on one timer
-        adapter.set_stun_retransmission_timeout(0.25)  # a lost ICE check costs 250 ms, not 500
+        adapter.set_stun_retransmission_timeout()  # a lost ICE check costs 50 ms, not 500
         self.mux: UdpMux | None = None  # the node's one UDP port (open_port); None: a socket per connection
         # With a socket per connection: the ports they may use (None: any).
         self.port_range = adapter.PortRange(*config.port_range) if config.port_range else None
 
-    async def open_port(self, port: int, announce: dict[str, str] | None = None) -> UdpMux:
+    async def open_port(self, port: int, announce: dict[str, str] | None = None,
+                        discover: tuple[str, int] | None = None) -> UdpMux:
         """Carry every peer connection's ICE, DTLS, SRTP and SRTCP on one UDP ``port`` (0: the system
-        chooses) on each host address. Raises OSError."""
+        chooses) on each host address, announcing ``announce[local]`` instead of a local address, or else
+        what the STUN server ``discover`` sees it as (a VM behind 1:1 NAT). Raises OSError."""
         addresses = list(self.config.host_addresses) or _interface_addresses()
         self.mux = await UdpMux.open(addresses, port, announce)
+        if discover is not None:
+            found = await self.mux.discover(discover)
+            for local, public in found.items():
+                if local not in (announce or {}):
+                    self.mux.announced[local] = public
+            if not found:
+                log.warning("public address not discovered; announcing the bound addresses",
+                            extra={"stun_server": f"{discover[0]}:{discover[1]}"})
         return self.mux
 
     def emit(self, room: str, event: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
-KEYFRAME_TIMEOUT = 1.0
+KEYFRAME_TIMEOUT = 0.5
 HISTORY = 512  # packets a down-track keeps for NACKs: ~1 s of 1.5 Mbit/s video
 RECENT_PACKETS = 128  # packets a published video layer keeps of what just came (a keyframe is fewer)
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
@@ -234,12 +234,53 @@ class DownTrack(MediaStreamTrack):
             self._pid_out.clear()
             self._dropped_pids.clear()
         self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
+        if not self.packets_sent and self.kind == "video":
+            self._lead_with_padding(packet)
         self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
         self._restart_out_seq = (self._last_seq + 1) & 0xFFFF
         self._earlier.clear()  # redundancy never reaches back across a restart
         self.waiting_keyframe = False
         self.restarts += 1
+
+    def _replay_kept(self, layer: int, epoch: int) -> bool:
+        """A new subscriber: if the publisher's last keyframe of ``layer`` and everything since are still at
+        hand (a stream that just started, as in a call), start from it now instead of asking for one."""
+        if self._replaying or self._output is None or not self._output.ready:
+            return False
+        since = self.source.since_keyframe(layer, epoch)
+        if not since:
+            return False
+        self._replaying = True
+        try:
+            for kept in since:
+                self._forward(kept)
+        finally:
+            self._replaying = False
+        return True
+
+    def on_connected(self) -> None:
+        """The subscriber's transport is up: start from the kept keyframe now, not at the next packet (a
+        frame interval later), when it is at hand."""
+        layer = self.target_layer
+        if self.kind == "video" and not self.packets_sent and layer is not None and layer < len(self.source.layers):
+            self._replay_kept(layer, self.source.layers[layer].epoch)
+
+    def _lead_with_padding(self, packet: SourcePacket) -> None:
+        """Send a padding-only packet just before a new subscriber's first keyframe (same timestamp, the
+        sequence number before it). A receiver learns where a stream begins from the first packet it
+        gets, so without it the loss of the keyframe's first packet goes unseen (nothing to NACK) and
+        costs a keyframe round trip to the publisher; with it, the loss is a gap like any other."""
+        assert self._output is not None
+        seq = (self._last_seq + 1) & 0xFFFF
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        header = _HEADER.pack(self._first_byte | 0x20, self._pt, seq, timestamp, self._ssrc)
+        if self._ast_id:
+            header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
+        elif self._ext_head:
+            header += self._ext_head + self._ext_tail
+        if self._output.write(header + b"\x01"):  # RTP padding: its last byte counts itself
+            self._last_seq = seq
 
     def forward(self, packet: SourcePacket) -> None:
         restarts = self.restarts
@@ -255,18 +296,8 @@ class DownTrack(MediaStreamTrack):
         if self._output is None:
             return
         if (not self.packets_sent and not packet.keyframe and packet.layer == self.target_layer
-                and not self._replaying and self._output.ready):
-            # A new subscriber: if the publisher's last keyframe and everything since are still at hand (a
-            # stream that just started, as in a call), start from it now instead of asking for one.
-            since = self.source.since_keyframe(packet.layer, packet.epoch)
-            if since:
-                self._replaying = True
-                try:
-                    for kept in since:
-                        self._forward(kept)
-                finally:
-                    self._replaying = False
-                return
+                and self._replay_kept(packet.layer, packet.epoch)):
+            return
         if packet.layer != self.layer:
             if packet.layer != self.target_layer:
                 if self.target_layer is None:
@@ -623,6 +654,9 @@ class PublishedTrack:
             stream.last_timestamp = None
             stream.highest_seq = None
             stream.ssrc = packet.ssrc
+            # A keyframe asked for before this stream existed (a subscriber that came first) was asked of
+            # nobody: a subscriber still waiting asks again at once.
+            stream.awaiting_keyframe_since = None
         self.packets_in += 1
         payload = packet.payload
         if stream.highest_seq is None or 0 < (packet.sequence_number - stream.highest_seq) & 0xFFFF < 0x8000:

@@ -9,6 +9,10 @@ What it does, and why:
   reach its decoder thread (no decoder is ever created), and replace its jitter buffer with one that
   releases a video frame as soon as its marker-bit packet completes it and passes audio straight
   through. aiortc's own buffer holds video one frame interval and audio several packets (~35-80 ms).
+- ``release_frames_on_marker``: the same buffer in a client's decoding video receiver, so a frame is
+  decoded when it is complete, not one frame interval later.
+- ``repeat_nacks``: a video receiver asks again for a packet whose retransmission was lost too
+  (``rtc.nack``); aiortc asks once.
 - ``send_pli``: ask a publisher for a keyframe (RTCP PLI upstream).
 - ``on_keyframe_request``: route a subscriber's PLI/FIR to the relay; aiortc's sender would only set a
   flag for an encoder that forwarded media never uses.
@@ -24,10 +28,12 @@ What it does, and why:
   which aiortc's SDP does not know: the rid header extensions are negotiated, the answer says
   ``a=rid:X recv`` and ``a=simulcast:recv``, and the single video receiver that aiortc routes every layer
   to (by payload type) learns which SSRC is which layer from the rid extensions, finds each layer's RTX
-  stream by its repaired-rid, and keeps one NACK generator per SSRC instead of one for all.
+  stream by its repaired-rid; NACKs are kept per SSRC (``repeat_nacks``).
 - ``quicken_handshakes`` / ``set_stun_retransmission_timeout``: a lost DTLS flight is sent again after
-  200 ms instead of OpenSSL's 1 s (which pyOpenSSL cannot set), and a lost ICE check after 250 ms instead
-  of aioice's 500 ms: what call set-up costs on lossy links.
+  about a round trip, or at once when the peer shows it lacks ours, instead of OpenSSL's 1 s (which
+  pyOpenSSL cannot set), and a lost ICE check after 50 ms instead of aioice's 500 ms (``rtc.handshake``
+  owns how): what call set-up costs on lossy links. Consent freshness as RFC 7675 says (``rtc.consent``):
+  aioice's closes a connection whose checks are not answered within its first STUN timeout six times.
 - ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
   subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
   sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
@@ -47,12 +53,14 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
-from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 from aiortc.sdp import SessionDescription
 
 from rtc.codecs import packet_starts_frame
+from rtc.consent import keep_consent
+from rtc.handshake import HandshakeRepair, RoundTrip, answer_sent, sample_ice_rtt, set_stun_schedule
 from rtc.jitter import MarkerJitterBuffer
+from rtc.nack import NacksPerSsrc
 
 AIORTC_VERSION = "1.16.0"
 
@@ -100,6 +108,8 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
         return codec is not None and packet_starts_frame(codec.name, packet.payload)
 
     buffer = MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame)
+    if kind == "video":
+        repeat_nacks(receiver)
     if on_packet is not None:
         assemble = buffer.add
 
@@ -112,6 +122,39 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
         buffer.add = add  # type: ignore[method-assign]
     receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
     receiver._RTCRtpReceiver__decoder_queue = FrameTap()  # type: ignore[attr-defined]
+
+
+def repeat_nacks(receiver: RTCRtpReceiver) -> NacksPerSsrc:
+    """A video receiver asks again for packets still missing (``rtc.nack``), per SSRC, instead of once."""
+    current = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+    if isinstance(current, NacksPerSsrc):
+        return current
+    nacks = NacksPerSsrc()
+    receiver._RTCRtpReceiver__nack_generator = nacks  # type: ignore[attr-defined]
+    return nacks
+
+
+def release_frames_on_marker(receiver: RTCRtpReceiver) -> None:
+    """A decoding video receiver hands each frame to its decoder the moment the frame's last packet (the
+    marker bit) arrives, as a browser's receiver does, instead of when the next frame's first packet
+    comes: aiortc's buffer holds every frame one frame interval (~33 ms at 30 fps), the first one too.
+    Call from ``pc.on("track")`` for a video track that is decoded (not tapped)."""
+    codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+
+    def deliver(frame: JitterFrame, payload_type: int, ssrc: int) -> None:
+        codec = codecs.get(payload_type)
+        if codec is None or not receiver._RTCRtpReceiver__decoder_thread:  # type: ignore[attr-defined]
+            return
+        frame.timestamp = receiver._RTCRtpReceiver__timestamp_mapper.map(frame.timestamp)  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__decoder_queue.put((codec, frame))  # type: ignore[attr-defined]
+
+    def starts_frame(packet: RtpPacket) -> bool:
+        codec = codecs.get(packet.payload_type)
+        return codec is not None and packet_starts_frame(codec.name, packet.payload)
+
+    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
+        True, deliver, starts_frame=starts_frame)
+    repeat_nacks(receiver)
 
 
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> asyncio.Task[None]:
@@ -314,28 +357,6 @@ def answer_simulcast(answer_sdp: str, mid: str | None, rids: list[str]) -> str:
     return "\r\n".join(out)
 
 
-class _NacksPerSsrc:
-    """Stands where a receiver's one NACK generator was: one per SSRC, since simulcast layers arrive on
-    one receiver with unrelated sequence numbers. ``missing`` is that of the last packet's SSRC."""
-
-    def __init__(self) -> None:
-        self._generators: dict[int, NackGenerator] = {}
-        self._current = NackGenerator()
-
-    @property
-    def missing(self) -> set[int]:
-        return self._current.missing
-
-    def add(self, packet: RtpPacket) -> bool:
-        generator = self._generators.get(packet.ssrc)
-        if generator is None:
-            if len(self._generators) >= 16:  # bounded: a publisher changing SSRCs forever
-                self._generators.clear()
-            generator = self._generators[packet.ssrc] = NackGenerator()
-        self._current = generator
-        return generator.add(packet)
-
-
 class SimulcastDemux:
     """Which layer each SSRC arriving on a simulcast receiver belongs to (index into ``rids``), learnt from
     the rid header extensions; RTX streams are mapped to their layer's SSRC so the receiver unwraps them."""
@@ -345,7 +366,7 @@ class SimulcastDemux:
         self.layer_of: dict[int, int] = {}
         self._ssrc_of_rid: dict[str, int] = {}
         rtx_map: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
-        receiver._RTCRtpReceiver__nack_generator = _NacksPerSsrc()  # type: ignore[attr-defined]
+        repeat_nacks(receiver)
         handle = receiver._handle_rtp_packet
 
         async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -364,103 +385,44 @@ class SimulcastDemux:
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
 
 
-def quicken_handshakes(pc: RTCPeerConnection, resend_after: float = 0.2, resends: int = 3) -> None:
-    """Recover a lost DTLS handshake flight in ``resend_after`` seconds instead of OpenSSL's 1 s.
-
-    OpenSSL's first DTLS retransmission comes after 1 s (doubling after), and pyOpenSSL cannot set it. So
-    while the handshake runs, the datagrams of our last flight are kept and sent again, byte for byte, when
-    nothing came back for ``resend_after`` (at most ``resends`` times per flight, before OpenSSL's own
-    timer), and at once when the peer sends its previous flight again (RFC 6347 4.2.4: it did not get
-    ours). Such a repeated datagram is not handed to OpenSSL, which ignores it and would otherwise leave
-    both sides waiting for its 1 s timer. A copy of a datagram that did arrive is dropped by the peer's
-    record replay check; one that was lost completes the flight. Call after the transceivers exist, before
-    the transport connects."""
+def quicken_handshakes(pc: RTCPeerConnection) -> list[HandshakeRepair]:
+    """Repair lost ICE checks and DTLS flights fast (``rtc.handshake``): each ICE transport's checks are
+    timed, and its DTLS datagrams pass through a ``HandshakeRepair``; its consent checks are RFC 7675's
+    (``rtc.consent``), which no busy loop or long path breaks. Call after the transceivers exist,
+    before the transport connects. Returns the repairs (their counters say what they did)."""
+    repairs = []
     for transceiver in pc.getTransceivers():
         dtls = transceiver.sender.transport
         ice: Any = dtls.transport
-        if getattr(ice, "_live_relay_quick", False):
-            continue
-        ice._live_relay_quick = True
-        _quicken(ice, dtls, resend_after, resends)
+        repair = getattr(ice, "_live_relay_repair", None)
+        if repair is None:
+            rtt = RoundTrip()
+            sample_ice_rtt(ice._connection, rtt)
+            def handshaking(dtls: Any = dtls) -> bool:
+                return bool(dtls.state in ("new", "connecting"))
+
+            repair = HandshakeRepair(ice._send, ice._recv, handshaking, rtt)
+            ice._send, ice._recv = repair.send, repair.receive
+            ice._live_relay_repair = repair
+            # aioice's consent checks time out on the STUN schedule's first timeout (50 ms now) and close
+            # the connection after six: ours allow a long path and a busy loop (rtc.consent).
+            keep_consent(ice._connection)
+        if repair not in repairs:
+            repairs.append(repair)
+    return repairs
 
 
-def _quicken(ice: Any, dtls: Any, resend_after: float, resends: int) -> None:
-    receive, send = ice._recv, ice._send
-    flight: list[bytes] = []  # our datagrams since the peer last sent something new
-    last: list[bytes] = []  # our last complete flight (what a repeat of the peer's asks for again)
-    seen: set[bytes] = set()  # the peer's handshake datagrams so far
-    repeating: set[asyncio.Future[None]] = set()
-
-    def handshaking() -> bool:
-        return bool(dtls.state in ("new", "connecting"))
-
-    async def send_datagram(data: bytes) -> None:
-        if handshaking() and data and 19 < data[0] < 64:  # a DTLS record of the handshake
-            flight.append(data)
-        await send(data)
-
-    async def repeat(datagrams: list[bytes]) -> None:
-        for _ in range(2):
-            await asyncio.sleep(resend_after)
-            for data in datagrams:
-                try:
-                    await send(data)
-                except ConnectionError:
-                    return  # closed meanwhile: nothing left to help
-
-    async def resend(datagrams: list[bytes]) -> None:
-        for data in list(datagrams):
-            await send(data)
-
-    async def wait_or_resend() -> bytes:
-        pending = asyncio.ensure_future(receive())
-        try:
-            for _ in range(resends):
-                done, _ = await asyncio.wait({pending}, timeout=resend_after)
-                if done or not flight:
-                    break
-                await resend(flight)
-            data: bytes = await pending
-        except BaseException:
-            pending.cancel()
-            raise
-        return data
-
-    async def receive_datagram() -> bytes:
-        if not handshaking():
-            if flight:
-                # Our last flight (the Finished one) gets no answer to wait for: if it was lost, the peer
-                # would sit out its own 1 s timer. Send it twice more, blind; copies are dropped.
-                final = list(flight)
-                flight.clear()
-                task = asyncio.ensure_future(repeat(final))
-                repeating.add(task)  # held until done (a task only the loop refers to may be collected)
-                task.add_done_callback(repeating.discard)
-            datagram: bytes = await receive()
-            return datagram
-        while True:
-            data = await wait_or_resend()
-            if not (data and 19 < data[0] < 64) or not handshaking():
-                return data
-            if data in seen:  # the peer sent a datagram again: ours did not reach it; answer at once
-                await resend(flight or last)
-                continue
-            seen.add(data)
-            if flight:
-                last[:] = flight
-            flight.clear()  # the peer answered: our next datagrams are a new flight
-            return data
-
-    ice._send = send_datagram
-    ice._recv = receive_datagram
+def answer_leaves(pc: RTCPeerConnection) -> None:
+    """The answer SDP is on its way to the offerer now: its first ICE check times the round trip."""
+    for connection in ice_connections(pc):
+        answer_sent(connection)
 
 
-def set_stun_retransmission_timeout(seconds: float) -> None:
-    """aioice retransmits an unanswered STUN check after 500 ms (doubling); libwebrtc starts at 250 ms.
-    A module setting of aioice's, so it holds for every peer connection of the process."""
-    import aioice.stun
-
-    aioice.stun.RETRY_RTO = seconds
+def set_stun_retransmission_timeout(seconds: float = 0.05) -> None:
+    """aioice retransmits an unanswered STUN check after 500 ms (doubling, 7 tries); libwebrtc pings a
+    pair that is not writable yet every 48 ms. Ours: ``seconds``, doubling, 8 tries. A module setting
+    of aioice's, so it holds for every peer connection of the process."""
+    set_stun_schedule(seconds)
 
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"

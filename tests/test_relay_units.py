@@ -101,6 +101,7 @@ class Wire:
     def __init__(self, accept: bool = True) -> None:
         self.accept = accept
         self.packets: list[RtpPacket] = []
+        self.lead: RtpPacket | None = None  # the padding-only packet a new subscriber's stream opens with
 
     @property
     def ready(self) -> bool:
@@ -108,7 +109,11 @@ class Wire:
 
     def write(self, data: bytes) -> bool:
         if self.accept:
-            self.packets.append(RtpPacket.parse(data))
+            packet = RtpPacket.parse(data)
+            if not self.packets and self.lead is None and not packet.payload and packet.padding_size:
+                self.lead = packet
+            else:
+                self.packets.append(packet)
         return self.accept
 
 
@@ -162,6 +167,10 @@ async def test_a_down_track_starts_at_a_keyframe_and_rewrites_every_header():
     assert wire.packets == [] and down.waiting_keyframe
     send_frames(track, 3, 5, keys=(3,))
     assert len(wire.packets) == 10 and wire.packets[0].payload[4] == 0x10  # the keyframe first
+    # ... right after a padding-only packet with its timestamp and the sequence number before it: the
+    # subscriber sees the keyframe's first packet missing, if it is, and asks for it.
+    assert wire.lead is not None and wire.lead.timestamp == wire.packets[0].timestamp
+    assert (wire.packets[0].sequence_number - wire.lead.sequence_number) & 0xFFFF == 1
     assert_continuous(wire.packets)
     assert [p.marker for p in wire.packets[:2]] == [0, 1]
     assert wire.packets[0].payload[4:] == vp8(3, True)[4:]  # the payload itself is the publisher's
