@@ -45,6 +45,17 @@ def _udp_port(value: str, ports: str | None) -> int | None:
     return int(value)
 
 
+def _stun_server(value: str | None) -> tuple[str, int] | None:
+    """HOST or HOST:PORT (3478 by default; [v6]:PORT for IPv6) of a STUN server, resolved later."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(?:stun:)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?", value.strip())
+    if match is None or not 0 < int(match.group(2) or 3478) <= 65535:
+        raise click.BadParameter(f"{value!r} is not a STUN server like stun.example.com:3478",
+                                 param_hint="--stun-discover")
+    return match.group(1).strip("[]"), int(match.group(2) or 3478)
+
+
 def _port_range(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -86,6 +97,9 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--ice-address", "ice_addresses", multiple=True, default=("127.0.0.1",),
               help="Local address offered as an ICE host candidate (repeatable); 'auto' for every interface; "
                    "LOCAL/PUBLIC binds LOCAL and announces PUBLIC (a VM behind 1:1 NAT).")
+@click.option("--stun-discover", default=None, metavar="HOST[:PORT]",
+              help="Learn the public address from this STUN server at start, from the one UDP port, and announce "
+                   "it (a VM behind 1:1 NAT; an address given as LOCAL/PUBLIC keeps PUBLIC).")
 @click.option("--udp-port", default="7882", show_default=True,
               help="The one UDP port every peer connection's media uses (open it in the firewall); 'off' for "
                    "a socket per connection.")
@@ -140,7 +154,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           max_conns_per_ip: int, max_media_per_ip: int, max_media_per_room: int, comment_rate: float,
           comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
-          udp_port: str, udp_ports: str | None,
+          stun_discover: str | None, udp_port: str, udp_ports: str | None,
           ice_deny: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, web: bool, redis_url: str | None, node_url: str | None,
           turn_port: int | None, turn_tls_port: int, turn_host: str | None, turn_urls: tuple[str, ...],
@@ -196,6 +210,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         ice_addresses=() if "auto" in ice_addresses else tuple(a.split("/", 1)[0] for a in ice_addresses),
         ice_announce=tuple(tuple(a.split("/", 1)) for a in ice_addresses if "/" in a),  # type: ignore[misc]
         udp_port=_udp_port(udp_port, udp_ports), udp_ports=_port_range(udp_ports), ice_deny=ice_deny,
+        ice_discover=_stun_server(stun_discover),
         web_root=str(Path(clients.__file__).parent / "web") if web else None, tls_cert=tls_cert, tls_key=tls_key,
         redis_url=redis_url, node_url=node_url, reuse_port=reuse_port, node_port=node_port,
         failover_nodes=_ws_urls(failover_nodes), turn_port=turn_port, turn_tls_port=turn_tls_port,

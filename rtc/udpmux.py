@@ -147,6 +147,8 @@ class UdpMux:
         self._by_ufrag: dict[str, tuple[Any, dict[int, MuxedProtocol]]] = {}  # ufrag -> (connection, by socket)
         self._by_address: dict[tuple[_Socket, tuple[str, int]], MuxedProtocol] = {}
         self._addresses_of: dict[MuxedProtocol, set[tuple[_Socket, tuple[str, int]]]] = {}
+        # Our own Binding requests to a STUN server (discover): transaction id -> its answer's future.
+        self._discovering: dict[bytes, asyncio.Future[stun.Message]] = {}
 
     @classmethod
     async def open(cls, addresses: list[str], port: int, announce: dict[str, str] | None = None) -> UdpMux:
@@ -167,6 +169,42 @@ class UdpMux:
             raise
         mux.announced = {a: (announce or {}).get(a, a) for a in mux.addresses}
         return mux
+
+    async def discover(self, server: tuple[str, int], timeout: float = 3.0) -> dict[str, str]:
+        """Ask a STUN server (RFC 8489 Binding) from each bound address which address it sees us from: a
+        node behind 1:1 NAT (a cloud VM) learns its public address this way. Returns local -> public for
+        the addresses that got an answer (IPv4 server: IPv4 addresses only). Retransmits on aioice's
+        schedule; an address with no answer in ``timeout`` seconds is left out."""
+        loop = asyncio.get_running_loop()
+        found: dict[str, str] = {}
+        try:
+            resolved = await loop.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("STUN server not found", extra={"server": server[0], "error": str(exc)})
+            return found
+        server = (str(resolved[0][4][0]), int(resolved[0][4][1]))
+        for sock, address in zip(self._sockets, self.addresses, strict=True):
+            if (":" in address) != (":" in server[0]) or sock.transport is None:
+                continue
+            request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+            answer: asyncio.Future[stun.Message] = loop.create_future()
+            self._discovering[request.transaction_id] = answer
+            try:
+                async with asyncio.timeout(timeout):
+                    delay = 0.1
+                    while not answer.done():
+                        sock.transport.sendto(bytes(request), server)
+                        await asyncio.wait({answer}, timeout=delay)
+                        delay = min(delay * 2, 1.0)
+                mapped = answer.result().attributes.get("XOR-MAPPED-ADDRESS")
+                if mapped is not None:
+                    found[address] = str(mapped[0])
+            except TimeoutError:
+                log.warning("no answer from the STUN server", extra={"server": f"{server[0]}:{server[1]}",
+                                                                    "address": address})
+            finally:
+                self._discovering.pop(request.transaction_id, None)
+        return found
 
     def close(self) -> None:
         for sock in self._sockets:
@@ -253,6 +291,11 @@ class UdpMux:
             message = stun.parse_message(data)
         except ValueError:
             self.stats.unknown_address += 1
+            return None
+        waiting = self._discovering.get(message.transaction_id)
+        if waiting is not None and message.message_class == stun.Class.RESPONSE:
+            if not waiting.done():
+                waiting.set_result(message)  # the STUN server's answer to discover()
             return None
         if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
             self.stats.not_a_request += 1

@@ -155,11 +155,13 @@ class RelayServer:
             await self.coturn.start()
         if self.media is not None and self.config.udp_port is not None and self.config.udp_ports is None:
             try:
-                mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce))
+                mux = await self.media.router.open_port(self.config.udp_port, dict(self.config.ice_announce),
+                                                        discover=self.config.ice_discover)
             except OSError as exc:
                 exc.udp_port = self.config.udp_port  # type: ignore[attr-defined]  # for the one line the CLI says
                 raise
-            log.info("media on one UDP port", extra={"port": mux.port, "addresses": mux.addresses})
+            log.info("media on one UDP port", extra={"port": mux.port, "addresses": mux.addresses,
+                                                     "announced": list(mux.announced.values())})
         await self.broker.start()
         if self.review is not None:
             await self.review.start()

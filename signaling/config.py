@@ -134,6 +134,9 @@ class ServerConfig:
     udp_ports: tuple[int, int] | None = None
     # Addresses announced instead of bound ones (a VM behind 1:1 NAT: local -> public).
     ice_announce: tuple[tuple[str, str], ...] = ()
+    # Or learnt at start: a STUN server (host, port) asked from the one UDP port which address it sees; the
+    # answer is announced for each bound address not in ice_announce.
+    ice_discover: tuple[str, int] | None = None
     # TURN for clients whose network blocks UDP: the URLs clients are given (turn:HOST:3478?transport=udp,
     # ...?transport=tcp, turns:HOST:5349?transport=tcp) with credentials minted from turn_secret (the TURN
     # REST API scheme), valid turn_ttl seconds. turn_port: start coturn beside the relay on this port (and

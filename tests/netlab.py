@@ -133,15 +133,18 @@ class ReachLab:
     """The reach lab: a server namespace and a client namespace, joined directly by a veth pair (the
     client at ``WEAK_ADDRESS``), or with ``nat=True`` through a router namespace that masquerades the client
     (``masquerade random``: random source ports, as carrier NATs do) so the server never sees the client's
-    own address. ``firewall()`` lets into the server only what a cloud security group would (HTTP, the one
-    UDP port, TURN); ``block_udp()`` drops every UDP datagram the client sends out (an office network)."""
+    own address; with ``one_to_one=True`` the router is a cloud VM's 1:1 NAT instead (the client namespace is
+    the VM: it sends as, and is reached at, ``WEAK_ADDRESS`` on every port). ``firewall()`` lets into the
+    server only what a cloud security group would (HTTP, the one UDP port, TURN); ``block_udp()`` drops
+    every UDP datagram the client sends out (an office network)."""
 
-    def __init__(self, nat: bool = False) -> None:
+    def __init__(self, nat: bool = False, one_to_one: bool = False) -> None:
         tag = uuid.uuid4().hex[:6]
-        self.nat = nat
+        self.nat = nat or one_to_one
+        self.one_to_one = one_to_one
         self.server, self.client, self.router = f"lr-rs-{tag}", f"lr-rc-{tag}", f"lr-rr-{tag}"
         self.server_if = f"lrs{tag}"
-        self._names = [self.server, self.client] + ([self.router] if nat else [])
+        self._names = [self.server, self.client] + ([self.router] if self.nat else [])
 
     def __enter__(self) -> ReachLab:
         try:
@@ -167,8 +170,16 @@ class ReachLab:
                 _run("ip", "netns", "exec", self.router, "nft", "add table ip nat")
                 _run("ip", "netns", "exec", self.router, "nft",
                      "add chain ip nat post { type nat hook postrouting priority 100 ; }")
-                _run("ip", "netns", "exec", self.router, "nft",
-                     'add rule ip nat post oifname "lr-up" masquerade random')
+                if self.one_to_one:  # a cloud VM's NAT: the router's address is the inside host's, every port
+                    _run("ip", "netns", "exec", self.router, "nft",
+                         f'add rule ip nat post oifname "lr-up" snat to {WEAK_ADDRESS}')
+                    _run("ip", "netns", "exec", self.router, "nft",
+                         "add chain ip nat pre { type nat hook prerouting priority -100 ; }")
+                    _run("ip", "netns", "exec", self.router, "nft",
+                         f'add rule ip nat pre iifname "lr-up" dnat to {NATTED_ADDRESS}')
+                else:
+                    _run("ip", "netns", "exec", self.router, "nft",
+                         'add rule ip nat post oifname "lr-up" masquerade random')
         except BaseException:
             self.__exit__()
             raise

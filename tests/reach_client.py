@@ -33,8 +33,8 @@ def chosen_path(pc: RTCPeerConnection) -> str | None:
     return None
 
 
-async def view(ws: str, turn: str | None, token: str | None) -> dict[str, Any]:
-    async with LiveClient(ws, "show", token) as client:
+async def view(ws: str, turn: str | None, token: str | None, room: str = "show") -> dict[str, Any]:
+    async with LiveClient(ws, room, token) as client:
         started = time.perf_counter()
         session = await MediaSession.subscribe(client, kinds=("video",), host_addresses=(), turn=turn)
         track = await session.wait_track("video", 30)
@@ -75,7 +75,7 @@ async def whip(base: str, token: str, ice: list[dict[str, Any]]) -> dict[str, An
 async def main(args: argparse.Namespace) -> None:
     result: dict[str, Any] = {}
     try:
-        result.update(await view(args.ws, args.turn, args.token))
+        result.update(await view(args.ws, args.turn, args.token, args.room))
         if args.whip:
             async with LiveClient(args.ws, "show", args.whip) as probe:
                 ice = probe.joined.get("ice_servers") or []
@@ -92,5 +92,6 @@ if __name__ == "__main__":
     parser.add_argument("base")
     parser.add_argument("--turn", choices=("udp", "tcp", "tls"))
     parser.add_argument("--token")
+    parser.add_argument("--room", default="show")
     parser.add_argument("--whip", help="also publish over WHIP with this host token")
     asyncio.run(main(parser.parse_args()))

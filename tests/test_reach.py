@@ -80,3 +80,49 @@ def test_a_client_behind_a_masquerading_nat_gets_video():
     r = run_reach("nat")
     _all_got_video(r)
     assert all(v["path"] in ("UDP via NAT", "UDP direct") for v in r["browser"])
+
+
+def test_a_node_behind_one_to_one_nat_announces_what_stun_sees_and_viewers_outside_get_video():
+    """A cloud VM: the node binds its private address behind a 1:1 NAT and asks a STUN server (a real
+    coturn, --stun-only, on the public side) what it looks like from outside; its candidates name that
+    address, so an aiortc viewer on the public side gets video through the NAT (with the private address
+    announced it could not: nothing routes it there)."""
+    from tests.netlab import NATTED_ADDRESS, SERVER_ADDRESS, WEAK_ADDRESS
+
+    with ReachLab(one_to_one=True) as lab:
+        stun = subprocess.Popen(lab.in_server(["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls",
+                                               "--listening-ip", SERVER_ADDRESS, "--listening-port", "3478",
+                                               "--log-file", "stdout"]),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        node = subprocess.Popen(lab.in_client([sys.executable, "-m", "cli.main", "serve", "--demo", "--host", "0.0.0.0",
+                                               "--port", str(HTTP_PORT), "--ice-address", NATTED_ADDRESS,
+                                               "--udp-port", str(UDP_PORT), "--stun-discover",
+                                               f"{SERVER_ADDRESS}:3478", "--analytics", "off",
+                                               "--secret", "reach-lab-secret-of-at-least-32-bytes!"]),
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            probe = ("import json, time, urllib.request\n"
+                     "for _ in range(300):\n"
+                     "    try:\n"
+                     f"        print(urllib.request.urlopen('http://{WEAK_ADDRESS}:{HTTP_PORT}/healthz', timeout=2)"
+                     ".read().decode()); break\n"
+                     "    except OSError: time.sleep(0.1)\n")
+            health = subprocess.run(lab.in_server([sys.executable, "-c", probe]), capture_output=True, text=True,
+                                    timeout=60)
+            if not health.stdout.strip():
+                node.terminate()
+                pytest.fail(f"the node never answered through the NAT: {health.stderr[-2000:]}\n"
+                            f"{node.communicate(timeout=10)[1][-3000:]}")
+            media = json.loads(health.stdout)["media"]
+            assert media["addresses"] == [WEAK_ADDRESS], media  # what STUN saw, not the private address bound
+            viewer = subprocess.run(lab.in_server([sys.executable, "-m", "tests.reach_client",
+                                                   f"ws://{WEAK_ADDRESS}:{HTTP_PORT}/ws",
+                                                   f"http://{WEAK_ADDRESS}:{HTTP_PORT}", "--room", "demo"]),
+                                    cwd=ROOT, capture_output=True, text=True, timeout=120)
+            result = json.loads(viewer.stdout.strip().splitlines()[-1])
+            assert result["ok"] and result["frames"] == 10 and result["path"] == "host/udp", result
+        finally:
+            node.terminate()
+            stun.terminate()
+            node.wait(10)
+            stun.wait(10)
