@@ -2,15 +2,11 @@
 
 A ``PublishedTrack`` receives a publisher's RTP packets (from the adapter's receiver tap, RTX already
 unwrapped) and hands each to its ``DownTrack``s in one synchronous loop: no task, no queue and no await
-per subscriber. A ``DownTrack`` rewrites the packet for its subscriber (SSRC, payload type, sequence
-number, timestamp, header extensions; for VP8 the picture id when its offset is not zero), keeps it in a
-short history for NACKs, and writes it SRTP-protected straight to the subscriber's socket through a
-``PacketOutput``. Nothing here decodes, re-encodes or re-packetizes.
-
-Continuity: a down-track starts at a keyframe. Whenever it has to restart (it joined, its subscriber was
-too slow, the track was muted, or the publisher's stream restarted with a new SSRC) it waits for the next
-keyframe and then continues its own sequence numbers, timestamps and picture ids from where it stopped,
-so the subscriber's decoder sees one continuous stream.
+per subscriber. A ``DownTrack`` asks its ``Forwarder`` (relay/forwarder.py: the keyframe gate, layer
+switches, the sequence/timestamp/picture-id offsets that keep a subscriber's stream continuous) what this
+subscriber's copy is, builds its header (relay/packets.py: SSRC, payload type, header extensions; RED for
+audio), keeps it in a ``SendHistory`` for NACKs and probes, and writes it SRTP-protected straight to the
+subscriber's socket through a ``PacketOutput``. Nothing here decodes, re-encodes or re-packetizes.
 
 Keyframes: a new down-track, a subscriber's PLI/FIR, or a down-track that restarts asks the published
 track for a keyframe; requests are coalesced (while one is on its way it serves every requester, and PLIs
@@ -26,7 +22,6 @@ import asyncio
 import fractions
 import logging
 import random
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,20 +32,18 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
 from relay.link import LayerChooser, SubscriberLink
-from rtc.codecs import is_keyframe, packet_starts_frame, packet_starts_keyframe, vp8_descriptor
+from relay.packets import HeaderWriter, RedPacker, SenderLink, SendHistory, abs_send_time, rtx_packet
+from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_descriptor
 
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 0.5
-HISTORY = 512  # packets a down-track keeps for NACKs: ~1 s of 1.5 Mbit/s video
 RECENT_PACKETS = 128  # packets a published video layer keeps of what just came (a keyframe is fewer)
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
-
-_HEADER = struct.Struct("!BBHII")
-_RTX_HEADER = struct.Struct("!BBHIIH")  # an RTX packet's header followed by the original sequence number
 
 
 class EncodedFrame:
@@ -61,28 +54,6 @@ class EncodedFrame:
         self.timestamp = timestamp
         self.keyframe = keyframe
         self.received = time.monotonic()
-
-
-class SourcePacket:
-    """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
-
-    __slots__ = ("abs_send_time", "epoch", "keyframe", "layer", "marker", "ntp", "payload", "picture_id", "seq",
-                 "temporal", "timestamp")
-
-    def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
-                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0,
-                 temporal: int | None = None) -> None:
-        self.seq = seq
-        self.timestamp = timestamp
-        self.marker = marker
-        self.payload = payload
-        self.keyframe = keyframe
-        self.epoch = epoch
-        self.ntp = ntp
-        self.abs_send_time = abs_send_time
-        self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
-        self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
-        self.temporal = temporal  # its VP8 temporal layer (TID), None when the publisher sends none
 
 
 class Output(Protocol):
@@ -96,56 +67,10 @@ class Output(Protocol):
     def write(self, data: bytes) -> bool: ...
 
 
-class SenderLink(Protocol):
-    """What a down-track needs of its subscriber's RTP sender: the settled send parameters, and a place to
-    put the figures the next RTCP sender report carries."""
-
-    ssrc: int
-    rtx_ssrc: int
-    payload_type: int
-    rtx_payload_type: int | None
-    mid: str | None
-    mid_id: int | None
-    abs_send_time_id: int | None
-    red_payload_type: int | None
-
-
-def abs_send_time(wall: float) -> bytes:
-    """abs-send-time: 6.18 fixed-point seconds in 24 bits; only its differences matter to a receiver."""
-    return (int(wall * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
-
-
-def red_payload(payload_type: int, primary: bytes, timestamp: int, earlier: list[tuple[int, bytes]]) -> bytes:
-    """An RFC 2198 payload: ``earlier`` (oldest first, as (timestamp, payload)) as redundant blocks, then
-    ``primary``. A block whose timestamp offset or length does not fit the header's 14 or 10 bits is left out."""
-    headers, blocks = [], []
-    for block_timestamp, block in earlier:
-        offset = (timestamp - block_timestamp) & 0xFFFFFFFF
-        if 0 < offset < 1 << 14 and len(block) < 1 << 10:
-            headers.append(bytes((0x80 | payload_type,)) + (offset << 10 | len(block)).to_bytes(3, "big"))
-            blocks.append(block)
-    return b"".join(headers) + bytes((payload_type,)) + b"".join(blocks) + primary
-
-
-def _extension_block(params: SenderLink) -> tuple[bytes, bytes, int]:
-    """The subscriber's header extension block as (head, tail, abs-send-time id byte): head holds the
-    RFC 8285 one-byte header and the mid, the 3-byte abs-send-time goes between head and tail."""
-    elements = b""
-    if params.mid_id and params.mid:
-        mid = params.mid.encode()[:16]
-        elements += bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
-    ast_length = 4 if params.abs_send_time_id else 0
-    total = len(elements) + ast_length
-    if not total:
-        return b"", b"", 0
-    padding = -total % 4
-    head = b"\xbe\xde" + struct.pack("!H", (total + padding) // 4) + elements
-    ast_id = (params.abs_send_time_id << 4) | 2 if params.abs_send_time_id else 0
-    return head, b"\x00" * padding, ast_id
-
-
 class DownTrack(MediaStreamTrack):
-    """One subscriber's copy of a published track.
+    """One subscriber's copy of a published track: it binds to the subscriber's sender and carries out what
+    its ``Forwarder`` decides for each packet (relay/forwarder.py), writing the bytes ``relay.packets``
+    builds, keeping them in a ``SendHistory`` for NACKs and probes, and wrapping audio in RED.
 
     It is also the ``MediaStreamTrack`` its RTP sender holds (for SDP and RTCP); the sender's own send
     loop finds nothing to read (``recv`` only ends with the track), since packets leave through
@@ -158,95 +83,147 @@ class DownTrack(MediaStreamTrack):
         self.source = source
         # What the subscriber's RTCP says of its link, shared with its other down-tracks.
         self.link = link if link is not None else SubscriberLink()
-        self._replaying = False  # forwarding what the publisher sent before this subscriber came
-        self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
-        # Simulcast: the layer forwarded now (None: none yet, or paused), and the one wanted (None: no
-        # video); a switch happens on the wanted layer's keyframe, the current one flowing until then.
-        self.layer: int | None = None
-        self.target_layer: int | None = 0
+        # Random starting points (the lower half of the sequence space keeps SRTP's rollover guess simple).
+        self.forwarder = Forwarder(source.kind, random.randrange(0x8000), random.getrandbits(32),
+                                   random.randrange(0x8000))
         self.chooser: LayerChooser | None = None  # set for a simulcast video track
-        # VP8 temporal layers: the highest forwarded now and the one wanted (None: all). Fewer goes at once;
-        # more waits for a base-layer (TID 0) frame, which every higher frame after it can refer back to.
-        self.temporal_cap: int | None = None
-        self.target_temporal: int | None = None
-        self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
+        self.history = SendHistory()
         self.packets_sent = 0
         self.packets_skipped = 0
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
         self.retransmitted = 0
-        self.restarts = 0
+        self._replaying = False  # forwarding what the publisher sent before this subscriber came
         self._ended = asyncio.get_event_loop().create_future()
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
-        # For NACKs, by sequence number modulo HISTORY: the number, the header as sent, and the payload (the
-        # source packet's own bytes, shared with every other subscriber: a history costs headers, not
-        # copies of the video). Three flat lists, not a tuple per packet: nothing for the GC to track.
-        self._sent_seq: list[int] = [-1] * HISTORY
-        self._sent_header: list[bytes] = [b""] * HISTORY
-        self._sent_payload: list[bytes] = [b""] * HISTORY
-        # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
-        self._epoch = -1
-        self._start_seq = 0
-        self._restart_out_seq = 0
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._pid_offset = 0
-        self._pid_out: dict[int, int] = {}  # publisher picture id -> ours, for the last frames (late packets agree)
-        self._dropped_pids: dict[int, None] = {}  # picture ids of the last frames left out (counted once each)
-        self._last_seq = random.randrange(0x8000)  # lower half: keeps SRTP's rollover guess simple
-        self._last_ts = random.getrandbits(32)
-        self._last_pid = random.randrange(0x8000)
-        self._last_wall = 0.0
+        self._headers: HeaderWriter | None = None
+        self._red: RedPacker | None = None
+        self._rtx_ssrc = 0
+        self._rtx_pt: int | None = None
         self._rtx_seq = random.randrange(0x8000)
         self._octets = 0  # payload octets forwarded (what sender reports count)
-        self._ssrc = self._rtx_ssrc = self._pt = 0
-        self._rtx_pt: int | None = None
-        self._red_pt: int | None = None
-        self._earlier: list[tuple[int, bytes]] = []  # audio: the last packets' (timestamp, payload), for RED
-        self._ext_head = self._ext_tail = b""
-        self._ast_id = 0
-        self._first_byte = 0x80
+
+    # The forwarder's state, as the router, the adaptation and the stats read and set it.
+    layer = property(lambda self: self.forwarder.layer)
+    temporal_cap = property(lambda self: self.forwarder.temporal_cap)
+    frames_thinned = property(lambda self: self.forwarder.frames_thinned)
+    restarts = property(lambda self: self.forwarder.restarts)
+
+    @property
+    def target_layer(self) -> int | None:
+        return self.forwarder.target_layer
+
+    @target_layer.setter
+    def target_layer(self, layer: int | None) -> None:
+        self.forwarder.target_layer = layer
+
+    @property
+    def target_temporal(self) -> int | None:
+        return self.forwarder.target_temporal
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        return self.forwarder.waiting_keyframe
+
+    @waiting_keyframe.setter
+    def waiting_keyframe(self, waiting: bool) -> None:
+        self.forwarder.waiting_keyframe = waiting
 
     def bind(self, params: SenderLink, output: Output, report: Callable[[int, int, int, int], None]) -> None:
         """Start sending to a subscriber whose answer settled ``params``; ``report(ntp, rtp_ts, packets,
         octets)`` feeds its sender reports."""
-        self._ssrc, self._rtx_ssrc = params.ssrc, params.rtx_ssrc
-        self._pt, self._rtx_pt = params.payload_type, params.rtx_payload_type
-        self._red_pt = params.red_payload_type if self.kind == "audio" else None
-        self._ext_head, self._ext_tail, self._ast_id = _extension_block(params)
-        self._first_byte = 0x90 if self._ext_head else 0x80
+        self._headers = HeaderWriter(params)
+        self._rtx_ssrc, self._rtx_pt = params.rtx_ssrc, params.rtx_payload_type
+        if self.kind == "audio" and params.red_payload_type is not None:
+            self._red = RedPacker(params.red_payload_type, params.payload_type)
         self._output, self._report = output, report
 
-    def _restart(self, packet: SourcePacket) -> None:
-        """Continue this subscriber's numbering from ``packet`` on, one step after what it last got."""
-        now = time.monotonic()
-        if packet.epoch != self._epoch or not self.packets_sent:
-            # A new stream (or the first): its timestamps start elsewhere; carry ours on by the wall time
-            # that passed, so the subscriber's jitter buffer and A/V sync see real time go by.
-            elapsed = int((now - self._last_wall) * self.source.clock_rate) if self.packets_sent else 0
-            self._ts_offset = (self._last_ts + max(1, elapsed) - packet.timestamp) & 0xFFFFFFFF
-            self._epoch = packet.epoch
-        if packet.picture_id is not None:
-            # The first start keeps the publisher's picture ids: with a zero offset the payload is the
-            # source's own bytes, shared by every subscriber and its history, never copied.
-            first = not self.packets_sent
-            self._pid_offset = 0 if first else (self._last_pid + 1 - packet.picture_id[2]) & 0x7FFF
-            self._pid_out.clear()
-            self._dropped_pids.clear()
-        self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
-        if not self.packets_sent and self.kind == "video":
-            self._lead_with_padding(packet)
-        self._seq_offset = (self._last_seq + 1 - packet.seq) & 0xFFFF
-        self._start_seq = packet.seq
-        self._restart_out_seq = (self._last_seq + 1) & 0xFFFF
-        self._earlier.clear()  # redundancy never reaches back across a restart
-        self.waiting_keyframe = False
-        self.restarts += 1
+    # -- forwarding ---------------------------------------------------------------------------------------
+
+    def forward(self, packet: SourcePacket) -> None:
+        """One packet of the published track: this subscriber's copy of it goes out now, or not at all."""
+        if self._output is None:
+            return
+        if not self.packets_sent and not packet.keyframe and self._replay_kept(packet.layer, packet.epoch):
+            return
+        verdict = self.forwarder.translate(packet, packet.arrived, self.source.clock_rate)
+        if isinstance(verdict, Drop):
+            self._dropped(verdict, packet)
+            return
+        self._send(verdict, packet)
+        if verdict[5] and self.kind == "video":  # (re)started here
+            self._follow_late_keyframe(packet)
+
+    def _forward_one(self, packet: SourcePacket) -> bool:
+        """Translate and send one packet; True when it (re)started the stream."""
+        verdict = self.forwarder.translate(packet, packet.arrived, self.source.clock_rate)
+        if isinstance(verdict, Drop):
+            self._dropped(verdict, packet)
+            return False
+        self._send(verdict, packet)
+        return verdict.started
+
+    def _dropped(self, why: Drop, packet: SourcePacket) -> None:
+        if why.wants_keyframe:
+            self.packets_skipped += 1
+            # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder, and a
+            # subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
+            self.source.request_keyframe(f"subscriber {why.value}", packet.layer)
+
+    def _send(self, copy: Translation, packet: SourcePacket) -> None:
+        assert self._output is not None and self._headers is not None
+        seq, timestamp, marker, payload, padding, started = copy
+        if started:
+            if self._red is not None:
+                self._red.reset()  # redundancy never reaches back across a restart
+            if not self.forwarder.started and self.kind == "video":
+                self._lead_with_padding(copy, packet)
+        if self.history.has(seq):
+            return  # a duplicate (the publisher answered a NACK for a packet that came after all)
+        if self._red is not None:
+            payload = self._red.pack(payload, packet.timestamp, self.link.audio_redundancy)
+            header = self._headers.header_as(seq, timestamp, marker, packet.abs_send_time, self._red.payload_type)
+        elif padding:
+            header = self._headers.header_as(seq, timestamp, 0, packet.abs_send_time, padding=True)
+        else:
+            header = self._headers.header(seq, timestamp, marker, packet.abs_send_time)
+        if self._output.write(header + payload):
+            self.packets_sent += 1
+            self._octets += len(payload)
+            self.link.bytes_out += len(header) + len(payload)  # media only: not repairs and padding
+        else:
+            self.packets_dropped += 1
+            if not self.forwarder.started:
+                self.forwarder.start_again()  # not connected yet: start at a keyframe once it is
+                return
+            # The subscriber's socket is full: this packet is lost like on a lossy link (its number is
+            # used, so the subscriber sees the gap and can NACK it once the socket drains).
+        self.history.put(seq, header, payload)
+        if self.forwarder.commit(copy, packet.arrived) and self._report is not None:
+            self._report(packet.ntp, timestamp, self.packets_sent, self._octets)  # a new frame: its time
+
+    def _lead_with_padding(self, copy: Translation, packet: SourcePacket) -> None:
+        """Send a padding-only packet just before a new subscriber's first keyframe (same timestamp, the
+        sequence number before it). A receiver learns where a stream begins from the first packet it
+        gets, so without it the loss of the keyframe's first packet goes unseen (nothing to NACK) and
+        costs a keyframe round trip to the publisher; with it, the loss is a gap like any other."""
+        assert self._output is not None and self._headers is not None
+        seq = (copy.seq - 1) & 0xFFFF
+        header = self._headers.header_as(seq, copy.timestamp, 0, packet.abs_send_time, padding=True)
+        if self._output.write(header + b"\x01"):  # RTP padding: its last byte counts itself
+            self.forwarder.commit_lead(seq)
+
+    def _follow_late_keyframe(self, packet: SourcePacket) -> None:
+        """The keyframe's first packet may have come late (a repair from the publisher): its later packets
+        came before it and were skipped at the gate. They follow it now, in order, so the subscriber gets
+        the whole keyframe instead of waiting for the next one."""
+        for later in self.source.received_after(packet.layer, packet.epoch, packet.seq):
+            self._forward_one(later)
 
     def _replay_kept(self, layer: int, epoch: int) -> bool:
         """A new subscriber: if the publisher's last keyframe of ``layer`` and everything since are still at
         hand (a stream that just started, as in a call), start from it now instead of asking for one."""
-        if self._replaying or self._output is None or not self._output.ready:
+        if (self._replaying or layer != self.target_layer or self._output is None or not self._output.ready):
             return False
         since = self.source.since_keyframe(layer, epoch)
         if not since:
@@ -254,7 +231,7 @@ class DownTrack(MediaStreamTrack):
         self._replaying = True
         try:
             for kept in since:
-                self._forward(kept)
+                self._forward_one(kept)
         finally:
             self._replaying = False
         return True
@@ -266,162 +243,29 @@ class DownTrack(MediaStreamTrack):
         if self.kind == "video" and not self.packets_sent and layer is not None and layer < len(self.source.layers):
             self._replay_kept(layer, self.source.layers[layer].epoch)
 
-    def _lead_with_padding(self, packet: SourcePacket) -> None:
-        """Send a padding-only packet just before a new subscriber's first keyframe (same timestamp, the
-        sequence number before it). A receiver learns where a stream begins from the first packet it
-        gets, so without it the loss of the keyframe's first packet goes unseen (nothing to NACK) and
-        costs a keyframe round trip to the publisher; with it, the loss is a gap like any other."""
-        assert self._output is not None
-        seq = (self._last_seq + 1) & 0xFFFF
-        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        header = _HEADER.pack(self._first_byte | 0x20, self._pt, seq, timestamp, self._ssrc)
-        if self._ast_id:
-            header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
-        elif self._ext_head:
-            header += self._ext_head + self._ext_tail
-        if self._output.write(header + b"\x01"):  # RTP padding: its last byte counts itself
-            self._last_seq = seq
-
-    def forward(self, packet: SourcePacket) -> None:
-        restarts = self.restarts
-        self._forward(packet)
-        if self.restarts != restarts and self.kind == "video":
-            # The keyframe's first packet may have come late (a repair from the publisher): its later
-            # packets came before it and were skipped at the gate. They follow it now, in order, so the
-            # subscriber gets the whole keyframe instead of waiting for the next one.
-            for later in self.source.received_after(packet.layer, packet.epoch, packet.seq):
-                self._forward(later)
-
-    def _forward(self, packet: SourcePacket) -> None:
-        if self._output is None:
-            return
-        if (not self.packets_sent and not packet.keyframe and packet.layer == self.target_layer
-                and self._replay_kept(packet.layer, packet.epoch)):
-            return
-        if packet.layer != self.layer:
-            if packet.layer != self.target_layer:
-                if self.target_layer is None:
-                    self.layer = None  # paused: the current layer stops here
-                return
-            if not packet.keyframe:
-                self.packets_skipped += 1
-                self.source.request_keyframe("switching layer", packet.layer)
-                return
-            self.layer = packet.layer  # the wanted layer's keyframe: switch here, continuing our numbering
-            self.waiting_keyframe = True
-        if packet.epoch != self._epoch and not self.waiting_keyframe:
-            self.waiting_keyframe = True  # the publisher's stream restarted: wait for its keyframe
-        if self.waiting_keyframe:
-            if not packet.keyframe:
-                self.packets_skipped += 1
-                # Keep asking while waiting: a PLI can be lost or ignored by a rate-limiting encoder,
-                # and a subscriber that receives nothing sends no PLI of its own. Coalesced upstream.
-                self.source.request_keyframe("subscriber still waiting for a keyframe", packet.layer)
-                return
-            self._restart(packet)
-        elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
-            return  # from before this subscriber's (re)start: it never had the frame around it
-        seq = (packet.seq + self._seq_offset) & 0xFFFF
-        if self._sent_seq[seq % HISTORY] == seq:
-            return  # a duplicate (the publisher answered a NACK for a packet that came after all)
-        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        payload = packet.payload
-        first_byte, marker = self._first_byte, packet.marker
-        if packet.temporal is not None and self.temporal_cap != self.target_temporal:
-            self._follow_temporal_target(packet)
-        if packet.temporal is not None and self.temporal_cap is not None and packet.temporal > self.temporal_cap:
-            # A frame above the temporal layers this subscriber gets: its packets go out as padding only
-            # (the sequence stays whole, nothing is NACKed), and kept frames' picture ids close the gap.
-            if packet.picture_id is not None and packet.picture_id[2] not in self._dropped_pids:
-                self._dropped_pids[packet.picture_id[2]] = None
-                if len(self._dropped_pids) > 64:
-                    del self._dropped_pids[next(iter(self._dropped_pids))]
-                self._pid_offset = (self._pid_offset - 1) & 0x7FFF
-            payload, first_byte, marker = b"\x01", first_byte | 0x20, 0
-            self.frames_thinned += packet.marker
-        elif packet.picture_id is not None:
-            offset, width, value = packet.picture_id
-            if not self._pid_offset and self.temporal_cap is None and not self._dropped_pids:
-                pid = value  # the publisher's own numbers (the usual case): the payload is shared, not copied
-            elif self.temporal_cap is None and not self._dropped_pids:
-                pid = (value + self._pid_offset) & 0x7FFF  # one offset since the restart: nothing to remember
-            elif value in self._pid_out:
-                pid = self._pid_out[value]  # a later packet of a frame already numbered
-            else:  # a frame's first packet to come: its number, kept for the rest of its packets
-                pid = self._pid_out[value] = (value + self._pid_offset) & 0x7FFF
-                if len(self._pid_out) > 64:
-                    del self._pid_out[next(iter(self._pid_out))]
-            if pid != value:
-                if width == 2:
-                    payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
-                else:  # a 7-bit picture id stays in 7 bits
-                    payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
-            self._last_pid = pid
-        payload_type = self._pt
-        if self._red_pt is not None:
-            # Audio wrapped in RED with as many earlier packets as the link's loss asks for: a packet lost
-            # on the way is rebuilt from the next one(s), with no round trip.
-            earlier = self._earlier
-            primary = payload
-            payload = red_payload(self._pt, primary, packet.timestamp, earlier[-self.link.audio_redundancy:])
-            earlier.append((packet.timestamp, primary))
-            if len(earlier) > 3:
-                del earlier[0]
-            payload_type = self._red_pt
-        header = _HEADER.pack(first_byte, marker << 7 | payload_type, seq, timestamp, self._ssrc)
-        if self._ast_id:
-            header += self._ext_head + bytes((self._ast_id,)) + packet.abs_send_time + self._ext_tail
-        elif self._ext_head:
-            header += self._ext_head + self._ext_tail
-        data = header + payload
-        if not self._output.write(data):
-            self.packets_dropped += 1
-            if not self.packets_sent:
-                self.waiting_keyframe = True  # not connected yet: start at a keyframe once it is
-                return
-            # The subscriber's socket is full: this packet is lost like on a lossy link (its number is
-            # used, so the subscriber sees the gap and can NACK it once the socket drains).
-        else:
-            self.packets_sent += 1
-            self._octets += len(payload)
-            self.link.bytes_out += len(data)  # media only: repairs and padding are not what the link must carry
-        slot = seq % HISTORY
-        self._sent_seq[slot], self._sent_header[slot], self._sent_payload[slot] = seq, header, payload
-        if (seq - self._last_seq) & 0xFFFF < 0x8000:
-            self._last_seq = seq
-        if timestamp != self._last_ts and (timestamp - self._last_ts) & 0xFFFFFFFF < 0x80000000:
-            self._last_ts = timestamp
-            self._last_wall = time.monotonic()
-            if self._report is not None:
-                self._report(packet.ntp, timestamp, self.packets_sent, self._octets)
+    # -- repairs and probes -------------------------------------------------------------------------------
 
     def retransmit(self, seq: int, requested: bool = True) -> bool:
         """The subscriber lost ``seq`` (``requested``: it sent a NACK; otherwise a probe pads with it): send it
         again from history (as RTX where it was negotiated)."""
-        if (seq - self._restart_out_seq) & 0xFFFF >= 0x8000:
+        if (seq - self.forwarder.restart_out_seq) & 0xFFFF >= 0x8000:
             # From before the last restart (a layer switch, the keyframe gate): the subscriber's decoder
             # starts over at the keyframe after it, and on a congested link the repair only costs room.
             return False
         if requested:
             self.link.on_nack(seq)
-        slot = seq % HISTORY
-        if self._sent_seq[slot] != seq or self._output is None:
+        kept = self.history.get(seq)
+        if kept is None or self._output is None or self._headers is None:
             return False
-        header, payload = self._sent_header[slot], self._sent_payload[slot]
-        if self._ast_id:
-            # Stamped now: a receiver's bandwidth estimator reads it as when this copy left, not the original.
-            at = 13 + len(self._ext_head)
-            header = header[:at] + abs_send_time(time.time()) + header[at + 3:]
+        # Stamped now: a receiver's bandwidth estimator reads it as when this copy left, not the original.
+        header, payload = self._headers.restamped(kept[0], abs_send_time(time.time())), kept[1]
         # On a lossy link a retransmission is lost as often as the original, and a receive-only browser
         # re-asks only after its default 100 ms round trip: send two or three copies where loss is high.
         copies = self.link.retransmission_copies if requested else 1
         sent = False
         for _ in range(copies):
             if self._rtx_pt is not None:
-                rtx_header = _RTX_HEADER.pack(header[0], (header[1] & 0x80) | self._rtx_pt, self._rtx_seq,
-                                              int.from_bytes(header[4:8], "big"), self._rtx_ssrc, seq)
-                # The RTX payload is the original sequence number and payload; header extensions stay.
-                data = rtx_header[:12] + header[12:] + rtx_header[12:] + payload
+                data = rtx_packet(header, payload, self._rtx_pt, self._rtx_seq, self._rtx_ssrc, seq)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             else:
                 data = header + payload
@@ -429,6 +273,20 @@ class DownTrack(MediaStreamTrack):
                 self.retransmitted += 1
                 sent = True
         return sent
+
+    def pad(self, octets: int) -> int:
+        """Send about ``octets`` of padding (copies of the latest packets, as RTX) for a bandwidth probe;
+        returns what was sent."""
+        sent, seq = 0, self.forwarder.last_seq
+        for _ in range(32):
+            kept = self.history.get(seq)
+            if sent >= octets or kept is None:
+                break
+            if self.retransmit(seq, requested=False):
+                sent += len(kept[1]) + 12
+            seq = (seq - 1) & 0xFFFF
+        return sent
+
 
     def on_link_report(self, report: Any) -> None:
         """The subscriber reported on its link (``rtc.adapter.LinkReport``): a receiver report or a REMB."""
@@ -458,14 +316,7 @@ class DownTrack(MediaStreamTrack):
     @property
     def red(self) -> int:
         """Earlier packets each audio packet carries in RED now (0: RED not negotiated, or not audio)."""
-        return self.link.audio_redundancy if self._red_pt is not None else 0
-
-    def _follow_temporal_target(self, packet: SourcePacket) -> None:
-        target, cap = self.target_temporal, self.temporal_cap
-        if target is not None and (cap is None or target < cap):
-            self.temporal_cap = target  # fewer layers: at once, dropping higher frames never breaks a chain
-        elif packet.temporal == 0 and packet_starts_frame("vp8", packet.payload):
-            self.temporal_cap = target  # more: from a base-layer frame on
+        return self.link.audio_redundancy if self._red is not None else 0
 
     def adapt(self, sending_bps: float, now: float | None = None) -> None:
         """Let the chooser pick among what the publisher sends now (each layer, and the lowest one's
@@ -488,30 +339,17 @@ class DownTrack(MediaStreamTrack):
 
     def set_target_temporal(self, temporal: int | None) -> None:
         """Forward VP8 temporal layers up to ``temporal`` (None: all) of the current layer."""
-        self.target_temporal = temporal
+        self.forwarder.target_temporal = temporal
 
     def set_target_layer(self, layer: int | None) -> None:
         """Forward ``layer`` from its next keyframe on (asked for now); None stops video at once."""
         if layer == self.target_layer:
             return
-        self.target_layer = layer
+        self.forwarder.target_layer = layer
         if layer is None:
-            self.layer = None
+            self.forwarder.layer = None
         else:
             self.source.request_keyframe("layer switch", layer)
-
-    def pad(self, octets: int) -> int:
-        """Send about ``octets`` of padding (copies of the latest packets, as RTX) for a bandwidth probe;
-        returns what was sent."""
-        sent, seq = 0, self._last_seq
-        for _ in range(32):
-            slot = seq % HISTORY
-            if sent >= octets or self._sent_seq[slot] != seq:
-                break
-            if self.retransmit(seq, requested=False):
-                sent += len(self._sent_payload[slot]) + 12
-            seq = (seq - 1) & 0xFFFF
-        return sent
 
     def restart_at_keyframe(self, reason: str) -> None:
         self.waiting_keyframe = True
@@ -667,7 +505,7 @@ class PublishedTrack:
         keyframe = packet_starts_keyframe(codec_name, payload, stream.previous_marker)
         stream.previous_marker = bool(packet.marker)
         wall = time.time()
-        stream.last_packet = time.monotonic()
+        stream.last_packet = arrived = time.monotonic()
         if keyframe and self.kind == "video":
             stream.awaiting_keyframe_since = None
         if packet.timestamp != stream.last_timestamp:
@@ -686,7 +524,7 @@ class PublishedTrack:
                 if temporal >= stream.temporal_layers:
                     stream.temporal_layers = temporal + 1
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal)
+                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal, arrived)
         if self.kind == "video":
             self._recent[layer].append(source)
         for down in tuple(self.down_tracks):

@@ -333,7 +333,7 @@ async def test_a_waiting_subscriber_keeps_asking_when_a_keyframe_request_is_lost
 
 
 def test_red_payload_carries_earlier_packets_before_the_primary():
-    from relay.tracks import red_payload
+    from relay.packets import red_payload
 
     data = red_payload(111, b"now", 2880, [(1920, b"two-ago"), (2880, b"same-time"), (960, b"x" * 2000)])
     # One redundant block (offset 960, length 7), then the primary's header; the block with the same

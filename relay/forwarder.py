@@ -1,0 +1,229 @@
+"""What one subscriber gets of a published track, packet by packet: the forwarder's decisions, and no I/O.
+
+A ``Forwarder`` (as LiveKit's DownTrack asks its Forwarder, and mediasoup's consumers their RTP stream)
+takes each incoming ``SourcePacket`` and answers with a plain value: a ``Translation`` (the sequence number,
+timestamp, marker and payload this subscriber's copy carries) or a ``Drop`` saying why nothing goes out.
+It owns the keyframe gate, the layer switch (simulcast layers and VP8 temporal layers) and the offsets that
+keep the subscriber's numbering continuous across restarts. ``commit`` tells it what was really written.
+``DownTrack`` (relay/tracks.py) carries its decisions out; ``tests/test_forwarder.py`` is its table.
+
+Continuity: a stream starts at a keyframe. Whenever it has to restart (it joined, it switched layer, the
+publisher's stream restarted with a new SSRC, its subscriber could not take the first packets) it waits
+for the right keyframe and then continues its own sequence numbers, timestamps and picture ids from where
+it stopped, so the subscriber's decoder sees one continuous stream.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+from rtc.codecs import packet_starts_frame
+
+
+class SourcePacket:
+    """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
+
+    __slots__ = ("abs_send_time", "arrived", "epoch", "keyframe", "layer", "marker", "ntp", "payload", "picture_id",
+                 "seq", "temporal", "timestamp")
+
+    def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
+                 ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0,
+                 temporal: int | None = None, arrived: float = 0.0) -> None:
+        self.arrived = arrived  # monotonic seconds: read once here rather than once per subscriber
+        self.seq = seq
+        self.timestamp = timestamp
+        self.marker = marker
+        self.payload = payload
+        self.keyframe = keyframe
+        self.epoch = epoch
+        self.ntp = ntp
+        self.abs_send_time = abs_send_time
+        self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
+        self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
+        self.temporal = temporal  # its VP8 temporal layer (TID), None when the publisher sends none
+
+
+class Drop(enum.Enum):
+    """Why a packet does not go to this subscriber."""
+
+    OTHER_LAYER = "other layer"  # a simulcast layer this subscriber is not on (nor switching to)
+    WAITING_KEYFRAME = "waiting for a keyframe"  # the gate is shut: a keyframe of the wanted layer is needed
+    BEFORE_START = "from before the start"  # older than the keyframe this subscriber (re)started at
+
+    @property
+    def wants_keyframe(self) -> bool:
+        return self is Drop.WAITING_KEYFRAME
+
+
+class Translation(NamedTuple):
+    """This subscriber's copy of a packet, before its SSRC, payload type and header extensions are added."""
+
+    seq: int
+    timestamp: int
+    marker: int
+    payload: bytes
+    padding: bool  # sent as padding only (a frame above the temporal layers this subscriber gets)
+    started: bool  # the first packet of a (re)start: a keyframe
+
+
+_new_translation = tuple.__new__  # a Translation without NamedTuple's keyword handling: one per copy sent
+
+
+class Forwarder:
+    """The translation state of one down-track; ``kind`` is "video" or "audio"."""
+
+    def __init__(self, kind: str, last_seq: int, last_ts: int, last_pid: int) -> None:
+        self.kind = kind
+        # Simulcast: the layer forwarded now (None: none yet, or paused), and the one wanted (None: no
+        # video); a switch happens on the wanted layer's keyframe, the current one flowing until then.
+        self.layer: int | None = None
+        self.target_layer: int | None = 0
+        self.waiting_keyframe = True  # every stream starts at a keyframe (audio: at its first packet)
+        # VP8 temporal layers: the highest forwarded now and the one wanted (None: all). Fewer goes at once;
+        # more waits for a base-layer (TID 0) frame, which every higher frame after it can refer back to.
+        self.temporal_cap: int | None = None
+        self.target_temporal: int | None = None
+        self.restarts = 0
+        self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
+        self.started = False  # something was sent since the first start
+        # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
+        self._epoch = -1
+        self._start_seq = 0
+        self.restart_out_seq = 0  # our sequence number of the last (re)start's first packet
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._pid_offset = 0
+        self._pid_out: dict[int, int] = {}  # publisher picture id -> ours, for the last frames (late packets agree)
+        self._dropped_pids: dict[int, None] = {}  # picture ids of the last frames left out (counted once each)
+        self.last_seq = last_seq  # the last sequence number, timestamp and picture id sent
+        self.last_ts = last_ts
+        self.last_pid = last_pid
+        self.last_wall = 0.0
+
+    # -- decisions ---------------------------------------------------------------------------------------
+
+    def translate(self, packet: SourcePacket, now: float, clock_rate: int) -> Translation | Drop:
+        """This subscriber's copy of ``packet`` (``now``: monotonic seconds, for a restart's timestamps)."""
+        started = False
+        if packet.layer != self.layer:
+            if packet.layer != self.target_layer:
+                if self.target_layer is None:
+                    self.layer = None  # paused: the current layer stops here
+                return Drop.OTHER_LAYER
+            if not packet.keyframe:
+                return Drop.WAITING_KEYFRAME
+            self.layer = packet.layer  # the wanted layer's keyframe: switch here, continuing our numbering
+            self.waiting_keyframe = True
+        if packet.epoch != self._epoch:
+            self.waiting_keyframe = True  # the publisher's stream restarted: wait for its keyframe
+        if self.waiting_keyframe:
+            if not packet.keyframe:
+                return Drop.WAITING_KEYFRAME
+            self._restart(packet, now, clock_rate)
+            started = True
+        elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
+            return Drop.BEFORE_START  # it never had the frame around it
+        seq = (packet.seq + self._seq_offset) & 0xFFFF
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if packet.temporal is not None:
+            if self.temporal_cap != self.target_temporal:
+                self._follow_temporal_target(packet)
+            if self.temporal_cap is not None and packet.temporal > self.temporal_cap:
+                return self._thinned(packet, seq, timestamp, started)
+        picture_id = packet.picture_id
+        if picture_id is None:
+            payload = packet.payload
+        elif not self._pid_offset and self.temporal_cap is None and not self._dropped_pids:
+            payload = packet.payload  # the publisher's own picture ids (the usual case): its bytes, shared
+            self.last_pid = picture_id[2]
+        else:
+            payload = self._renumbered(packet)
+        return _new_translation(Translation, (seq, timestamp, packet.marker, payload, False, started))
+
+    def lead(self, packet: SourcePacket) -> tuple[int, int]:
+        """(sequence number, timestamp) of a padding packet just before a first start at ``packet``."""
+        return (self.last_seq + 1) & 0xFFFF, (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+
+    def commit(self, sent: Translation, now: float) -> bool:
+        """``sent`` went out (or was lost on the way: its number is used either way). True when it began a
+        newer frame (a sender report pairs its timestamp with now)."""
+        self.started = True
+        seq, timestamp = sent[0], sent[1]
+        if (seq - self.last_seq) & 0xFFFF < 0x8000:
+            self.last_seq = seq
+        if timestamp != self.last_ts and (timestamp - self.last_ts) & 0xFFFFFFFF < 0x80000000:
+            self.last_ts = timestamp
+            self.last_wall = now
+            return True
+        return False
+
+    def commit_lead(self, seq: int) -> None:
+        self.last_seq = seq
+
+    def start_again(self) -> None:
+        """The first packets could not go out (the subscriber's transport is not up): start at a keyframe."""
+        self.waiting_keyframe = True
+
+    # -- how --------------------------------------------------------------------------------------------
+
+    def _restart(self, packet: SourcePacket, now: float, clock_rate: int) -> None:
+        """Continue this subscriber's numbering from ``packet`` on, one step after what it last got."""
+        if packet.epoch != self._epoch or not self.started:
+            # A new stream (or the first): its timestamps start elsewhere; carry ours on by the wall time
+            # that passed, so the subscriber's jitter buffer and A/V sync see real time go by.
+            elapsed = int((now - self.last_wall) * clock_rate) if self.started else 0
+            self._ts_offset = (self.last_ts + max(1, elapsed) - packet.timestamp) & 0xFFFFFFFF
+            self._epoch = packet.epoch
+        if packet.picture_id is not None:
+            # The first start keeps the publisher's picture ids: with a zero offset the payload is the
+            # source's own bytes, shared by every subscriber and its history, never copied.
+            self._pid_offset = 0 if not self.started else (self.last_pid + 1 - packet.picture_id[2]) & 0x7FFF
+            self._pid_out.clear()
+            self._dropped_pids.clear()
+        self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
+        lead = 0 if self.started or self.kind != "video" else 1  # room for the lead padding packet
+        self._seq_offset = (self.last_seq + 1 + lead - packet.seq) & 0xFFFF
+        self._start_seq = packet.seq
+        self.restart_out_seq = (self.last_seq + 1 + lead) & 0xFFFF
+        self.waiting_keyframe = False
+        self.restarts += 1
+
+    def _follow_temporal_target(self, packet: SourcePacket) -> None:
+        target, cap = self.target_temporal, self.temporal_cap
+        if target is not None and (cap is None or target < cap):
+            self.temporal_cap = target  # fewer layers: at once, dropping higher frames never breaks a chain
+        elif packet.temporal == 0 and packet_starts_frame("vp8", packet.payload):
+            self.temporal_cap = target  # more: from a base-layer frame on
+
+    def _thinned(self, packet: SourcePacket, seq: int, timestamp: int, started: bool) -> Translation:
+        """A frame above the temporal layers this subscriber gets: its packets go out as padding only (the
+        sequence stays whole, nothing is NACKed), and kept frames' picture ids close the gap."""
+        if packet.picture_id is not None and packet.picture_id[2] not in self._dropped_pids:
+            self._dropped_pids[packet.picture_id[2]] = None
+            if len(self._dropped_pids) > 64:
+                del self._dropped_pids[next(iter(self._dropped_pids))]
+            self._pid_offset = (self._pid_offset - 1) & 0x7FFF
+        self.frames_thinned += packet.marker
+        return Translation(seq, timestamp, 0, b"\x01", True, started)
+
+    def _renumbered(self, packet: SourcePacket) -> bytes:
+        """The payload with this subscriber's picture id (the publisher's own bytes when it is the same)."""
+        assert packet.picture_id is not None
+        offset, width, value = packet.picture_id
+        payload = packet.payload
+        if self.temporal_cap is None and not self._dropped_pids:
+            pid = (value + self._pid_offset) & 0x7FFF  # one offset since the restart: nothing to remember
+        elif value in self._pid_out:
+            pid = self._pid_out[value]  # a later packet of a frame already numbered
+        else:  # a frame's first packet to come: its number, kept for the rest of its packets
+            pid = self._pid_out[value] = (value + self._pid_offset) & 0x7FFF
+            if len(self._pid_out) > 64:
+                del self._pid_out[next(iter(self._pid_out))]
+        if pid != value:
+            if width == 2:
+                payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
+            else:  # a 7-bit picture id stays in 7 bits
+                payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
+        self.last_pid = pid
+        return payload

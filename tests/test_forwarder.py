@@ -1,0 +1,110 @@
+"""The forwarder's decisions as a table: packets in, what this subscriber's copy is (or why none) out.
+
+Each row feeds a fresh ``Forwarder`` (last sequence number 1000, timestamp 50000, picture id 300) a run
+of source packets, committing every copy as sent, and compares what it answered, packet by packet:
+a ``Drop`` reason, or (sequence number - 1000, timestamp - 50000, picture id, padding only, started).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
+
+SEQ, TS, PID = 1000, 50000, 300
+
+
+def vp8(pid: int, key: bool, start: bool = True, tid: int | None = None) -> bytes:
+    x = 0x80 | (0x20 if tid is not None else 0)
+    descriptor = bytes([0x90 if start else 0x80, x, 0x80 | pid >> 8, pid & 0xFF])
+    if tid is not None:
+        descriptor += bytes([tid << 6])
+    return descriptor + (bytes([0x10 if key else 0x11, 0, 0]) if start else b"\x07\x07")
+
+
+def P(seq: int, frame: int, *, key: bool = False, start: bool = True, layer: int = 0, epoch: int = 0,
+      tid: int | None = None, pid: int | None = None) -> SourcePacket:
+    """A VP8 source packet: sequence number ``seq``, frame number ``frame`` (timestamp 3000 per frame,
+    picture id ``pid`` or the frame number)."""
+    picture = frame if pid is None else pid
+    return SourcePacket(seq & 0xFFFF, 3000 * frame, 1, vp8(picture, key, start, tid), key and start, epoch, 0,
+                        b"\x00\x00\x00", (2, 2, picture), layer, tid)
+
+
+def A(seq: int, ts: int, epoch: int = 0) -> SourcePacket:
+    """An audio (Opus) packet: every one is a start."""
+    return SourcePacket(seq, ts, 0, b"opus", True, epoch, 0, b"\x00\x00\x00", None, 0, None)
+
+
+def outcome(result: Translation | Drop) -> object:
+    if isinstance(result, Drop):
+        return result
+    vp8_with_pid = not result.padding and len(result.payload) > 3 and result.payload[0] & 0x80
+    pid = (result.payload[2] & 0x7F) << 8 | result.payload[3] if vp8_with_pid else None
+    return ((result.seq - SEQ) & 0xFFFF, (result.timestamp - TS) & 0xFFFFFFFF, pid, result.padding, result.started)
+
+
+W, OTHER, B = Drop.WAITING_KEYFRAME, Drop.OTHER_LAYER, Drop.BEFORE_START
+
+TABLE = [
+    ("the gate: deltas wait, a keyframe opens it one step after room for the lead padding packet",
+     dict(), [P(10, 0), P(11, 1, key=True), P(12, 2)],
+     [W, (2, 1, 1, False, True), (3, 3001, 2, False, False)]),
+    ("audio opens at its first packet, with no lead", dict(kind="audio"), [A(7, 960), A(8, 1920)],
+     [(1, 1, None, False, True), (2, 961, None, False, False)]),
+    ("a packet from before the start never goes", dict(), [P(20, 5, key=True), P(21, 6), P(19, 4)],
+     [(2, 1, 5, False, True), (3, 3001, 6, False, False), B]),
+    ("a new stream (epoch) waits for its keyframe, then numbering goes on from where it stopped",
+     dict(), [P(10, 0, key=True), P(11, 1), P(500, 70, epoch=1), P(501, 71, key=True, epoch=1),
+              P(502, 72, epoch=1)],
+     [(2, 1, 0, False, True), (3, 3001, 1, False, False), W, (4, 3002, 2, False, True),
+      (5, 6002, 3, False, False)]),
+    ("another simulcast layer is not this subscriber's", dict(), [P(10, 0, key=True), P(40, 0, key=True, layer=1)],
+     [(2, 1, 0, False, True), OTHER]),
+    ("switching layer: the wanted layer's deltas wait, its keyframe switches with continuous numbering",
+     dict(target=1), [P(10, 0, key=True), P(40, 0, key=True, layer=1), P(41, 1, layer=1), P(11, 1)],
+     [OTHER, (2, 1, 0, False, True), (3, 3001, 1, False, False), OTHER]),
+    ("paused (no target): nothing goes", dict(target=None), [P(10, 0, key=True), P(11, 1)], [OTHER, OTHER]),
+    ("above the temporal cap: padding only, and the next kept frame's picture id closes the gap",
+     dict(temporal=0), [P(10, 0, key=True, tid=0), P(11, 1, tid=1), P(12, 2, tid=0)],
+     [(2, 1, 0, False, True), (3, 3001, None, True, False), (4, 6001, 1, False, False)]),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "packets", "expected"), TABLE, ids=[row[0][:40] for row in TABLE])
+def test_translation(name, setup, packets, expected):
+    forwarder = Forwarder(setup.get("kind", "video"), SEQ, TS, PID)
+    forwarder.target_layer = setup.get("target", 0)
+    forwarder.target_temporal = setup.get("temporal")
+    clock_rate = 48000 if setup.get("kind") == "audio" else 90000
+    got = []
+    for n, packet in enumerate(packets):
+        result = forwarder.translate(packet, now=float(n) * 1e-6, clock_rate=clock_rate)
+        if isinstance(result, Translation):
+            if result.started and not forwarder.started and setup.get("kind", "video") == "video":
+                forwarder.commit_lead((result.seq - 1) & 0xFFFF)
+            forwarder.commit(result, now=float(n) * 1e-6)
+        got.append(outcome(result))
+    assert got == expected
+
+
+def test_a_second_start_renumbers_picture_ids_after_the_last_one_sent():
+    forwarder = Forwarder("video", SEQ, TS, PID)
+    for packet in [P(10, 0, key=True, pid=700), P(11, 1, pid=701)]:
+        result = forwarder.translate(packet, 0.0, 90000)
+        assert isinstance(result, Translation)
+        forwarder.commit(result, 0.0)
+    # The publisher restarts with other picture ids: ours go on from 701.
+    assert forwarder.translate(P(90, 5, epoch=1, pid=20), 0.0, 90000) is Drop.WAITING_KEYFRAME
+    result = forwarder.translate(P(91, 6, key=True, epoch=1, pid=21), 0.0, 90000)
+    assert isinstance(result, Translation) and outcome(result)[2] == 702
+
+
+def test_first_packets_that_could_not_go_start_again_at_a_keyframe():
+    forwarder = Forwarder("video", SEQ, TS, PID)
+    result = forwarder.translate(P(10, 0, key=True), 0.0, 90000)
+    assert isinstance(result, Translation) and result.started
+    forwarder.start_again()  # the subscriber's transport was not up: nothing was committed
+    assert forwarder.translate(P(11, 1), 0.0, 90000) is Drop.WAITING_KEYFRAME
+    again = forwarder.translate(P(12, 2, key=True), 0.0, 90000)
+    assert isinstance(again, Translation) and again.started and again.seq == result.seq  # the same numbers
