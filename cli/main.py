@@ -87,6 +87,9 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
               help="Media sessions (peer connections) per remote address (0: no limit).")
 @click.option("--max-media-per-room", default=2000, type=int,
               help="Media sessions per room on this node (0: no limit).")
+@click.option("--overload-lag-ms", default=150.0, type=float, show_default=True,
+              help="Refuse new media subscriptions ('overloaded', with a retry hint) while the event loop runs this "
+                   "late (smoothed); viewers already watching keep their stream. 0: never.")
 @click.option("--comment-rate", default=2.0, type=float, help="Comments per second per user.")
 @click.option("--comment-burst", default=5, type=int, help="Comment burst per user.")
 @click.option("--history-size", default=1000, type=int, help="Durable events kept per room.")
@@ -151,7 +154,8 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--node-port", default=None, type=int, hidden=True)
 def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo: bool, anonymous: bool,
-          max_conns_per_ip: int, max_media_per_ip: int, max_media_per_room: int, comment_rate: float,
+          max_conns_per_ip: int, max_media_per_ip: int, max_media_per_room: int, overload_lag_ms: float,
+          comment_rate: float,
           comment_burst: int, history_size: int,
           history_ttl: float, media: bool, ice_servers: tuple[str, ...], ice_addresses: tuple[str, ...],
           stun_discover: str | None, udp_port: str, udp_ports: str | None,
@@ -202,7 +206,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         # request head too: a crowd from one address opens thousands at the same instant.
         limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, max_pending_per_ip=64 if max_conns_per_ip else 0,
                             max_media_per_ip=max_media_per_ip,
-                            max_media_per_room=max_media_per_room, comment_rate=comment_rate,
+                            max_media_per_room=max_media_per_room, overload_lag_ms=max(0.0, overload_lag_ms),
+                            comment_rate=comment_rate,
                             comment_address_rate=20.0 if max_conns_per_ip else 0.0,
                             comment_burst=comment_burst),
         room=RoomConfig(history_size=history_size, history_ttl=history_ttl),

@@ -43,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     MUTED = "muted"  # a moderator muted this user's comments (until a time)
     BLOCKED = "blocked"  # the comment holds a word the room blocks, or the operator's review denied it
     SLOW_MODE = "slow_mode"  # the room is in slow mode: one comment per N seconds
+    OVERLOADED = "overloaded"  # the node is saturated: no new media subscriptions now (retry_after_ms says when)
     INTERNAL = "internal"
 
 
@@ -81,8 +82,9 @@ class Role(enum.StrEnum):
 class ProtocolError(Exception):
     """A message the server (or a client) refuses; carries the code sent back in the error frame."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: Ref = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, ref: Ref = None, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after_ms = retry_after_ms  # when the refusal is for now only: how long to wait

@@ -292,10 +292,12 @@ DROPPABLE_KINDS = frozenset({"comment", "likes", "presence"})
 """Events a slow connection may miss (counted); products and announcements are never dropped."""
 
 
-def error_message(code: ErrorCode, message: str, ref: Ref = None) -> dict[str, Any]:
+def error_message(code: ErrorCode, message: str, ref: Ref = None, retry_after_ms: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
     if ref is not None:
         out["id"] = ref
+    if retry_after_ms is not None:
+        out["retry_after_ms"] = retry_after_ms
     return out
 
 

@@ -39,6 +39,7 @@ from signaling.media import MediaSignaling
 from signaling.membership import Membership
 from signaling.metrics import ServerMetrics
 from signaling.moderation import Moderation
+from signaling.overload import LagGauge, LoopWatch
 from signaling.recording import RecordingControl, Recordings, add_recording_routes
 from signaling.review import CommentReview
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
@@ -63,6 +64,9 @@ class RelayServer:
         self.metrics = ServerMetrics()
         self.broker = broker = create_broker(config)
         self.hub = hub = Hub(broker, self.metrics, config.shutdown_timeout)
+        # How late this node's loop runs (its saturation): a saturated node takes no new subscribers.
+        self.load = LagGauge(config.limits.overload_lag_ms / 1000)
+        self.loop_watch = LoopWatch(self.load)
         self.media: MediaSignaling | None = None
         if config.media_enabled:
             node_url = config.node_url or (f"ws://127.0.0.1:{config.node_port}/ws" if config.node_port
@@ -73,7 +77,7 @@ class RelayServer:
                                  on_event=self._on_router_event)
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,
-                                        self.metrics.ice_candidates_denied.inc, hub.spawn, cascade)
+                                        self.metrics.ice_candidates_denied.inc, hub.spawn, cascade, self.load)
         self._gauge_labels: dict[int, set[str]] = {}  # label values each labelled media gauge was ever set for
         self.recordings: Recordings | None = None
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
@@ -171,12 +175,14 @@ class RelayServer:
         for room in self.config.rooms:
             await self.hub.open_room(room)  # configured rooms exist from the start
         self.ticker.start()
+        self.loop_watch.start()
 
     async def close(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Stop ticking, close every connection, then media, then the broker. Idempotent."""
         if self.hub.closed:
             return
         await self.ticker.stop()
+        await self.loop_watch.stop()
         await self.hub.close(code, reason)
         await self.assistant.close()
         if self.review is not None:
@@ -209,8 +215,11 @@ class RelayServer:
     def update_media_gauges(self) -> None:
         if self.analytics_writer is not None:
             self.metrics.analytics_queue.set(len(self.analytics_writer.queue))
+        self.metrics.loop_lag.set(self.load.lag)
+        self.metrics.saturated.set(int(self.load.saturated))
         if self.media is None:
             return
+        self.metrics.media_refused_overloaded.set(self.media.refused_overloaded)
         stats = self.media.router.stats()
         self.metrics.media_peers.labels("publisher").set(stats.publishers)
         self.metrics.media_peers.labels("subscriber").set(stats.subscribers)
@@ -340,7 +349,9 @@ async def healthz(request: web.Request) -> web.Response:
     writer = server.analytics_writer
     analytics_ok = writer.healthy if writer is not None else None
     return web.json_response({
-        "status": "ok" if broker_ok and analytics_ok is not False else "degraded",
+        "status": "ok" if broker_ok and analytics_ok is not False and not server.load.saturated else "degraded",
+        "saturated": server.load.saturated,
+        "loop_lag_ms": round(server.load.lag * 1000, 1),
         "protocol": PROTOCOL_VERSION,
         "broker": type(server.broker).__name__,
         "broker_ok": broker_ok,

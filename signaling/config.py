@@ -74,6 +74,9 @@ class LimitsConfig:
     max_publish_per_conn: int = 2
     max_media_per_ip: int = 200
     max_media_per_room: int = 2000
+    # The node is saturated when its event loop runs timers this late (smoothed over ~1 s): new media
+    # subscriptions are refused (`overloaded`, retry_after_ms) until it is back under half. 0: never.
+    overload_lag_ms: float = 150.0
     # Sessions still starting (answered, not yet connected) are counted apart: the room bound above counts
     # connected ones only, so sessions that never connect cannot fill a room; an address may have this many
     # starting at once (a page of a full stage and a PK starts about 8), the node this many in all.

@@ -153,7 +153,7 @@ class Connections:
             if exc.code in BAD_INPUT_CODES:
                 session.bad_input.take()
             self.count_error(exc.code)
-            session.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref)
+            session.send_error(exc.code, exc.message, exc.ref if exc.ref is not None else ref, exc.retry_after_ms)
             close = _JOIN_FAILURE_CLOSE.get(exc.code)
             if close is not None and not session.joined:
                 await session.close(close, exc.message)

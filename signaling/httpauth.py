@@ -17,7 +17,7 @@ STATUS = {
     ErrorCode.BAD_SDP: 400, ErrorCode.BAD_CANDIDATE: 400, ErrorCode.BAD_MESSAGE: 400,
     ErrorCode.NO_PUBLISHER: 404, ErrorCode.UNKNOWN_MEDIA: 404, ErrorCode.UNKNOWN_ROOM: 404,
     ErrorCode.TOO_MANY_MEDIA: 429, ErrorCode.UNAVAILABLE: 503, ErrorCode.MEDIA_UNAVAILABLE: 503,
-    ErrorCode.REMOVED: 403,
+    ErrorCode.REMOVED: 403, ErrorCode.OVERLOADED: 503,
 }
 
 
@@ -32,6 +32,8 @@ def refusal(exc: ProtocolError, headers: dict[str, str] | None = None) -> web.Re
     """The HTTP answer to a refused request: its status, a one-line body with the code and why."""
     status = STATUS.get(exc.code, 400)
     extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if exc.retry_after_ms is not None:  # RFC 9110 10.2.3: whole seconds
+        extra["Retry-After"] = str(max(1, round(exc.retry_after_ms / 1000)))
     return web.Response(status=status, text=f"{exc.code}: {exc.message}\n", headers={**(headers or {}), **extra})
 
 

@@ -25,6 +25,7 @@ from relay.router import MediaError, MediaRouter
 from signaling.brokers import BrokerUnavailable, EventStream, Registry
 from signaling.cascade import EdgeCascade
 from signaling.config import LimitsConfig
+from signaling.overload import LagGauge
 from signaling.scenes.port import Member
 from signaling.session import Session
 
@@ -44,7 +45,7 @@ class MediaSignaling:
                  limits: LimitsConfig, on_setup: Callable[[str, float], None],
                  on_candidate_denied: Callable[[float], None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None],
-                 cascade: EdgeCascade | None = None) -> None:
+                 cascade: EdgeCascade | None = None, load: LagGauge | None = None) -> None:
         self.router = router
         self.registry = registry
         self.stream = stream
@@ -52,6 +53,8 @@ class MediaSignaling:
         self.limits = limits
         self._by_address: Counter[str] = Counter()  # media sessions held, by the owner's remote address
         self.cascade = cascade
+        self.load = load  # the node's saturation: new subscriptions are refused while it lasts
+        self.refused_overloaded = 0
         self._spawn = spawn
         self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
         # Rooms whose publishers a room's members may also subscribe to (PK links): the scenes say.
@@ -89,6 +92,7 @@ class MediaSignaling:
 
     async def subscribe(self, session: Session, message: dict[str, Any]) -> None:
         ref, room = message.get("id"), _room_of(session)
+        self._refuse_if_saturated(ref)
         started = time.perf_counter()
         media_id = self._adopt(session, "sub", ref)
         publisher, user = message.get("publisher"), message.get("user")
@@ -171,6 +175,13 @@ class MediaSignaling:
             if view is not None:
                 session.send({"type": "link", "media": media_id, **view, "server_ts": now_ms()})
 
+    def _refuse_if_saturated(self, ref: Ref) -> None:
+        """A saturated node takes no new subscribers: those it carries keep their stream (signaling/overload.py)."""
+        if self.load is not None and self.load.saturated:
+            self.refused_overloaded += 1
+            raise ProtocolError(ErrorCode.OVERLOADED, "this server is at capacity right now; try again shortly",
+                                ref, retry_after_ms=self.load.retry_after_ms())
+
     def _check_bounds(self, remote: str, room: str, ref: Ref) -> None:
         limits = self.limits
         if limits.max_media_per_ip and self._by_address[remote] >= limits.max_media_per_ip:
@@ -241,6 +252,7 @@ class MediaSignaling:
     async def subscribe_http(self, room: str, user: str, remote: str, offer: str,
                              publisher: str | None) -> tuple[str, str]:
         """A player with no WebSocket (WHEP): (media id, answer SDP) for the room's (or a named) publisher."""
+        self._refuse_if_saturated(None)
         media_id = self._adopt_http(remote, room, "whep")
         return media_id, await self._start_subscribe(room, media_id, user, offer, publisher, None)
 

@@ -85,6 +85,13 @@ class ServerMetrics:
                                        "Comment reviews by outcome (allow, deny, replace, timeout, error, "
                                        "bad_answer, overloaded)", ["outcome"], registry=r)
         self.analytics_up = Gauge("live_relay_analytics_up", "1 while the analytics store takes writes", registry=r)
+        self.loop_lag = Gauge("live_relay_loop_lag_seconds",
+                              "How late the event loop runs timers, smoothed (the node's saturation)", registry=r)
+        self.saturated = Gauge("live_relay_saturated", "1 while the node refuses new subscriptions for load",
+                               registry=r)
+        self.media_refused_overloaded = Gauge("live_relay_media_refused_overloaded",
+                                              "New media subscriptions refused because the node was saturated",
+                                              registry=r)
         self.bad_requests = Counter("live_relay_bad_http_requests",
                                     "HTTP requests refused before routing (oversized or malformed heads)",
                                     registry=r)

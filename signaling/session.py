@@ -122,8 +122,8 @@ class Session:
         else:
             self._transport.write(websocket_frame(data, 0x2))
 
-    def send_error(self, code: ErrorCode, message: str, ref: Ref = None) -> None:
-        self.send(error_message(code, message, ref))
+    def send_error(self, code: ErrorCode, message: str, ref: Ref = None, retry_after_ms: int | None = None) -> None:
+        self.send(error_message(code, message, ref, retry_after_ms))
 
     def hold(self) -> None:
         """Hold live events (see ``release``) while recovery is written."""
