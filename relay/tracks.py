@@ -43,6 +43,9 @@ VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 0.5
 RECENT_PACKETS = 128  # packets a published video layer keeps of what just came (a keyframe is fewer)
+# A kept keyframe older than this is not where a new subscriber starts (a fresh one is asked for): a 1v1
+# call's subscriber connects within a few round trips of the publisher's first keyframe.
+KEPT_KEYFRAME_AGE = 0.5
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 
@@ -447,14 +450,16 @@ class PublishedTrack:
         self.layers = [StreamLayer(i) for i in range(max(1, count))]
         self._recent = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
 
-    def since_keyframe(self, layer: int, epoch: int) -> list[SourcePacket] | None:
+    def since_keyframe(self, layer: int, epoch: int, now: float | None = None) -> list[SourcePacket] | None:
         """The packets of ``layer`` from its last keyframe start to now, in sequence order, if all of them
-        are still kept (none missing); else None."""
+        are still kept (none missing) and the keyframe came less than ``KEPT_KEYFRAME_AGE`` ago; else None.
+        An older one would show a new subscriber the past, then race through it to the present."""
         if layer >= len(self._recent):
             return None
         recent = [p for p in self._recent[layer] if p.epoch == epoch]
         start = next((p for p in reversed(recent) if p.keyframe), None)
-        if start is None:
+        now = time.monotonic() if now is None else now
+        if start is None or now - start.arrived > KEPT_KEYFRAME_AGE:
             return None
         later = self.received_after(layer, epoch, start.seq)
         if later and (later[-1].seq - start.seq) & 0xFFFF != len(later):

@@ -10,7 +10,7 @@ import time
 
 from aiortc.rtp import RtpPacket
 
-from relay.tracks import DownTrack, PublishedTrack
+from relay.tracks import KEPT_KEYFRAME_AGE, DownTrack, PublishedTrack
 from rtc.adapter import SendParameters
 from rtc.codecs import is_keyframe
 from rtc.jitter import MarkerJitterBuffer
@@ -551,5 +551,10 @@ async def test_a_new_subscriber_starts_from_the_last_keyframe_still_at_hand():
     down, wire = bound(gappy)
     send_frames(gappy, 4, 1)
     assert wire.packets == [] and down.waiting_keyframe
-    for t in (track, late, gappy):
+    old = PublishedTrack("video", "t", "p", lambda layer: None)
+    send_frames(old, 0, 4, keys=(0,))  # all kept, but by the time a subscriber comes it is the past
+    epoch = old.layers[0].epoch
+    assert old.since_keyframe(0, epoch) is not None
+    assert old.since_keyframe(0, epoch, now=time.monotonic() + KEPT_KEYFRAME_AGE + 0.1) is None
+    for t in (track, late, gappy, old):
         t.close()
