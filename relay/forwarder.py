@@ -18,18 +18,19 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from rtc.codecs import packet_starts_frame
+from rtc.codecs import Codec, codec_for
 
 
 class SourcePacket:
     """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
 
-    __slots__ = ("abs_send_time", "arrived", "epoch", "keyframe", "layer", "marker", "ntp", "payload", "picture_id",
-                 "seq", "temporal", "timestamp")
+    __slots__ = ("abs_send_time", "arrived", "codec", "epoch", "keyframe", "layer", "marker", "ntp", "payload",
+                 "picture_id", "seq", "temporal", "timestamp")
 
     def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
                  ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0,
-                 temporal: int | None = None, arrived: float = 0.0) -> None:
+                 temporal: int | None = None, arrived: float = 0.0, codec: Codec | None = None) -> None:
+        self.codec = codec or codec_for(None)  # what the payload is (rtc/codecs): how to rewrite its picture id
         self.arrived = arrived  # monotonic seconds: read once here rather than once per subscriber
         self.seq = seq
         self.timestamp = timestamp
@@ -39,7 +40,7 @@ class SourcePacket:
         self.epoch = epoch
         self.ntp = ntp
         self.abs_send_time = abs_send_time
-        self.picture_id = picture_id  # (offset, width, value) of a VP8 picture id
+        self.picture_id = picture_id  # (offset, width, value) of its picture id, as its codec described it
         self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
         self.temporal = temporal  # its VP8 temporal layer (TID), None when the publisher sends none
 
@@ -193,7 +194,7 @@ class Forwarder:
         target, cap = self.target_temporal, self.temporal_cap
         if target is not None and (cap is None or target < cap):
             self.temporal_cap = target  # fewer layers: at once, dropping higher frames never breaks a chain
-        elif packet.temporal == 0 and packet_starts_frame("vp8", packet.payload):
+        elif packet.temporal == 0 and packet.codec.starts_frame(packet.payload):
             self.temporal_cap = target  # more: from a base-layer frame on
 
     def _thinned(self, packet: SourcePacket, seq: int, timestamp: int, started: bool) -> Translation:
@@ -210,7 +211,7 @@ class Forwarder:
     def _renumbered(self, packet: SourcePacket) -> bytes:
         """The payload with this subscriber's picture id (the publisher's own bytes when it is the same)."""
         assert packet.picture_id is not None
-        offset, width, value = packet.picture_id
+        value = packet.picture_id[2]
         payload = packet.payload
         if self.temporal_cap is None and not self._dropped_pids:
             pid = (value + self._pid_offset) & 0x7FFF  # one offset since the restart: nothing to remember
@@ -221,9 +222,6 @@ class Forwarder:
             if len(self._pid_out) > 64:
                 del self._pid_out[next(iter(self._pid_out))]
         if pid != value:
-            if width == 2:
-                payload = payload[:offset] + bytes((0x80 | pid >> 8, pid & 0xFF)) + payload[offset + 2:]
-            else:  # a 7-bit picture id stays in 7 bits
-                payload = payload[:offset] + bytes((pid & 0x7F,)) + payload[offset + 1:]
+            payload = packet.codec.with_picture_id(payload, packet.picture_id, pid)
         self.last_pid = pid
         return payload

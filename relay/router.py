@@ -38,6 +38,7 @@ from relay.link import LayerChooser, SubscriberLink
 from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter
+from rtc.codecs import codec_for
 from rtc.udpmux import UdpMux
 from rtc.udpmux import interface_addresses as _interface_addresses
 
@@ -526,10 +527,7 @@ def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCod
     def same(c: RTCRtpCodecCapability) -> bool:
         if c.mimeType.lower() != codec.mimeType.lower() or c.clockRate != codec.clockRate:
             return False
-        if codec.name.lower() != "h264":
-            return True
-        return all(c.parameters.get(k) == codec.parameters.get(k)
-                   for k in ("profile-level-id", "packetization-mode"))
+        return all(c.parameters.get(k) == codec.parameters.get(k) for k in codec_for(codec.name).identity_parameters)
 
     capabilities = RTCRtpSender.getCapabilities(kind).codecs
     rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]

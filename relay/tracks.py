@@ -35,7 +35,7 @@ from aiortc.rtp import RtpPacket
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
 from relay.link import LayerChooser, SubscriberLink
 from relay.packets import HeaderWriter, RedPacker, SenderLink, SendHistory, abs_send_time, rtx_packet
-from rtc.codecs import is_keyframe, packet_starts_keyframe, vp8_descriptor
+from rtc.codecs import Codec, codec_for
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +423,7 @@ class PublishedTrack:
         self.id = track_id
         self.publisher_id = publisher_id
         self.codec_name: str | None = None
+        self.rules: Codec = codec_for(None)  # what its payloads are (rtc/codecs), once its codec is known
         self.codec: RTCRtpCodecParameters | None = None  # known once negotiated
         self.clock_rate = 90000 if kind == "video" else 48000
         self.time_base = VIDEO_TIME_BASE if kind == "video" else fractions.Fraction(1, 48000)
@@ -480,6 +481,7 @@ class PublishedTrack:
 
     def _set_codec(self, codec_name: str, clock_rate: int) -> None:
         self.codec_name = codec_name
+        self.rules = codec_for(codec_name)
         self.clock_rate = clock_rate
         self.time_base = fractions.Fraction(1, clock_rate)
 
@@ -507,7 +509,8 @@ class PublishedTrack:
             # padding it probes its own link with (old packets again, as RTX) are not what it encodes.
             stream.highest_seq = packet.sequence_number
             stream.octets += len(payload)
-        keyframe = packet_starts_keyframe(codec_name, payload, stream.previous_marker)
+        rules = self.rules
+        keyframe = rules.starts_keyframe(payload, stream.previous_marker)
         stream.previous_marker = bool(packet.marker)
         wall = time.time()
         stream.last_packet = arrived = time.monotonic()
@@ -517,19 +520,14 @@ class PublishedTrack:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             stream.last_timestamp = packet.timestamp
             stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
-        picture_id = temporal = None
-        if self.kind == "video" and codec_name.lower() == "vp8":
-            where, temporal = vp8_descriptor(payload)
-            if where is not None:
-                offset, width = where
-                value = (payload[offset] & 0x7F) << 8 | payload[offset + 1] if width == 2 else payload[offset] & 0x7F
-                picture_id = (offset, width, value)
-            if temporal is not None:
-                stream.temporal_octets[temporal] += len(payload)
-                if temporal >= stream.temporal_layers:
-                    stream.temporal_layers = temporal + 1
+        picture_id, temporal = rules.describe(payload)
+        if temporal is not None:
+            stream.temporal_octets[temporal] += len(payload)
+            if temporal >= stream.temporal_layers:
+                stream.temporal_layers = temporal + 1
         source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal, arrived)
+                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal, arrived,
+                              rules)
         if self.kind == "video":
             self._recent[layer].append(source)
         for down in tuple(self.down_tracks):
@@ -574,7 +572,7 @@ class PublishedTrack:
             return
         if self.codec_name != codec_name:
             self._set_codec(codec_name, clock_rate)
-        keyframe = is_keyframe(codec_name, data)
+        keyframe = self.rules.is_keyframe(data)
         self.frames_in += 1
         if keyframe:
             self.keyframes_in += 1

@@ -14,6 +14,8 @@ from typing import Any
 
 import av
 
+from rtc.codecs import codec_for
+
 _CLOCK = {"video": 90000, "audio": 48000}
 
 
@@ -88,11 +90,7 @@ class MediaFileWriter:
         for kind, name in self.codecs.items():
             if kind == "video":
                 stream: Any = self.container.add_stream(name, rate=30)
-                stream.width, stream.height = 640, 480
-                if name == "vp8" and len(first_video) >= 10:
-                    # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
-                    stream.width = int.from_bytes(first_video[6:8], "little") & 0x3FFF
-                    stream.height = int.from_bytes(first_video[8:10], "little") & 0x3FFF
+                stream.width, stream.height = codec_for(name).frame_size(first_video) or (640, 480)
             else:
                 stream = self.container.add_stream(name, rate=_CLOCK["audio"])
             self.tracks[kind] = _Track(stream, kind)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
+from rtc.codecs import Vp8
 
 SEQ, TS, PID = 1000, 50000, 300
 
@@ -28,7 +29,7 @@ def P(seq: int, frame: int, *, key: bool = False, start: bool = True, layer: int
     picture id ``pid`` or the frame number)."""
     picture = frame if pid is None else pid
     return SourcePacket(seq & 0xFFFF, 3000 * frame, 1, vp8(picture, key, start, tid), key and start, epoch, 0,
-                        b"\x00\x00\x00", (2, 2, picture), layer, tid)
+                        b"\x00\x00\x00", (2, 2, picture), layer, tid, codec=Vp8())
 
 
 def A(seq: int, ts: int, epoch: int = 0) -> SourcePacket:

@@ -484,7 +484,7 @@ def vp8_temporal(pid: int, tid: int, tl0: int, key: bool, start: bool = True) ->
 
 
 async def test_temporal_layers_above_the_cap_go_out_as_padding_and_picture_ids_stay_contiguous():
-    from rtc.codecs import vp8_temporal_index
+    from rtc.codecs import vp8_descriptor
 
     track = PublishedTrack("video", "t", "p", lambda *_: None)
     down, wire = bound(track)
@@ -499,7 +499,7 @@ async def test_temporal_layers_above_the_cap_go_out_as_padding_and_picture_ids_s
                 track.on_packet("VP8", 90000, p)
 
     send(0, 4, keys=(0,))
-    assert track.layers[0].temporal_layers == 3 and vp8_temporal_index(wire.packets[2].payload) == 2
+    assert track.layers[0].temporal_layers == 3 and vp8_descriptor(wire.packets[2].payload)[1] == 2
     down.set_target_temporal(0)
     send(4, 8)  # from here only TID 0 frames (4 and 8) keep their payload
     sent = wire.packets[8:]
