@@ -82,7 +82,8 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--anonymous/--no-anonymous", default=True,
               help="Let viewers without a token join read-only (they may like, not comment).")
 @click.option("--max-conns-per-ip", default=500, type=int,
-              help="Connections per remote address (0: no limit, for load tests from one machine).")
+              help="Connections per remote address (0: no limit, for load tests from one machine: it also lifts "
+                   "the per-address bounds on connections and media sessions still starting).")
 @click.option("--max-media-per-ip", default=200, type=int,
               help="Media sessions (peer connections) per remote address (0: no limit).")
 @click.option("--max-media-per-room", default=2000, type=int,
@@ -205,6 +206,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         # --max-conns-per-ip 0 (load tests from one machine) lifts the cap on connections still sending their
         # request head too: a crowd from one address opens thousands at the same instant.
         limits=LimitsConfig(max_conns_per_ip=max_conns_per_ip, max_pending_per_ip=64 if max_conns_per_ip else 0,
+                            max_pending_media_per_ip=16 if max_conns_per_ip else 0,
                             max_media_per_ip=max_media_per_ip,
                             max_media_per_room=max_media_per_room, overload_lag_ms=max(0.0, overload_lag_ms),
                             comment_rate=comment_rate,
