@@ -107,6 +107,15 @@ class MuxedProtocol(StunProtocol):
         self.mux._forget(self)
         self.connection_lost(None)
 
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        # RFC 7983: a first byte over 3 is not STUN (DTLS 20-63, SRTP/SRTCP 128-191). aioice tries to parse
+        # every datagram as STUN and takes the exception as "media": for each media packet, a parse and a
+        # raised ValueError saved.
+        if isinstance(data, bytes) and data and data[0] > 3:
+            self.receiver.data_received(data, self.local_candidate.component)
+            return
+        super().datagram_received(data, addr)
+
     def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
         if message.message_class == stun.Class.REQUEST:
             self.mux.learn_sent(self, addr)  # its answer comes back from there
