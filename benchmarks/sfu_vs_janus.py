@@ -248,7 +248,8 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
             tree = baseline_tree(a.baseline_ref) if server_kind == "baseline" else ROOT
             server = await asyncio.create_subprocess_exec(
                 py, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port), "--secret", SECRET,
-                "--max-conns-per-ip", "0", "--analytics", "off", stdout=log, stderr=log, start_new_session=True, cwd=tree,
+                "--max-conns-per-ip", "0", "--analytics", "off", stdout=log, stderr=log, start_new_session=True,
+                cwd=tree,
                 env={**os.environ, "PYTHONPATH": str(tree)})
             await wait_port(port)
             url = f"ws://127.0.0.1:{port}/ws"
