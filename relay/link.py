@@ -21,6 +21,7 @@ the decisions at once and one good second does not undo them.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
 
@@ -130,6 +131,16 @@ class SubscriberLink:
             self.red_level, self._red_raised = self.red_level - 1, now
 
 
+_STAY = object()  # LayerChooser._down: the link keeps the current layer
+
+
+class ChooserState(enum.StrEnum):
+    STEADY = "steady"
+    PROBING = "probing"
+    BACKING_OFF = "backing_off"
+    PAUSED = "paused"
+
+
 class LayerChooser:
     """Which simulcast layer (0 = lowest) one subscriber gets, from its link and the layers' bitrates; with
     VP8 temporal layers, the lowest layer at a quarter or half frame rate comes before no video at all.
@@ -175,6 +186,18 @@ class LayerChooser:
         self.current = allowed
         return allowed
 
+    @property
+    def state(self) -> ChooserState:
+        """Where the chooser is: paused (no video), probing (padding towards the next layer), backing off (a
+        probe failed: the next one waits longer) or steady."""
+        if self.current is None:
+            return ChooserState.PAUSED
+        if self._probe_layer is not None:
+            return ChooserState.PROBING
+        if self._backoff > PROBE_BACKOFF[0]:
+            return ChooserState.BACKING_OFF
+        return ChooserState.STEADY
+
     def choose(self, rates: Sequence[float | None], sending_bps: float, now: float | None = None,
                spatial: Sequence[int] | None = None) -> int | None:
         """``rates`` are the options cheapest first (a layer, or a layer at a lower frame rate); ``spatial``
@@ -192,66 +215,87 @@ class LayerChooser:
             below = [i for i in allowed if i < current]
             current = self._set(below[-1] if below else allowed[0])
         budget = self.budget(sending_bps)
-        loss = self.link.loss
         congested = self.link.congested(now)
         if current is not None:
-            rate = rates[current] or 0.0
-            if congested and budget < rate * DOWN_AT:
-                # The link cannot carry this layer: down to the best that fits; if none does and the
-                # congestion lasts, video pauses (audio goes on).
-                fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
-                self._end_probe(now, failed=True)
-                lowest = allowed[0]
-                if fitting or current != lowest:
-                    self._nothing_fits_since = None
-                    return self._set(fitting[-1] if fitting else lowest)
-                self._nothing_fits_since = self._nothing_fits_since or now
-                return self._set(None) if now - self._nothing_fits_since >= PAUSE_HOLD else current
-            self._nothing_fits_since = None
-            if loss > LOSS_CEILING and (not self.link.headroom(now) or self.link.estimate_bps is None):
-                # Heavy loss while sending more than the receiver estimates (a policer that drops without
-                # queueing, so the estimate never falls), or before any estimate came (a new subscriber on a
-                # thin link): step down to what the loss-cut budget fits, but never pause for loss alone.
-                # Random loss on a link with room (a noisy radio) is left to repairs.
-                fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
-                self._end_probe(now, failed=True)
-                return self._set(fitting[-1] if fitting else current) if budget < rate * DOWN_AT else current
+            down = self._down(current, allowed, rates, budget, congested, now)
+            if down is not _STAY:
+                return down  # type: ignore[return-value]
+        return self._up(current, allowed, rates, sending_bps, congested, now)
+
+    def _down(self, current: int, allowed: list[int], rates: Sequence[float | None], budget: float,
+              congested: bool, now: float) -> int | object | None:
+        """Whether the link can keep ``current``: the option to go down to (None: pause), or ``_STAY``."""
+        rate = rates[current] or 0.0
+        fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
+        if congested and budget < rate * DOWN_AT:
+            # The link cannot carry this layer: down to the best that fits; if none does and the congestion
+            # lasts, video pauses (audio goes on).
+            self._end_probe(now, failed=True)
+            lowest = allowed[0]
+            if fitting or current != lowest:
+                self._nothing_fits_since = None
+                return self._set(fitting[-1] if fitting else lowest)
+            self._nothing_fits_since = self._nothing_fits_since or now
+            return self._set(None) if now - self._nothing_fits_since >= PAUSE_HOLD else current
+        self._nothing_fits_since = None
+        if self.link.loss > LOSS_CEILING and (not self.link.headroom(now) or self.link.estimate_bps is None):
+            # Heavy loss while sending more than the receiver estimates (a policer that drops without
+            # queueing, so the estimate never falls), or before any estimate came (a new subscriber on a thin
+            # link): step down to what the loss-cut budget fits, but never pause for loss alone. Random loss on
+            # a link with room (a noisy radio) is left to repairs.
+            self._end_probe(now, failed=True)
+            return self._set(fitting[-1] if fitting else current) if budget < rate * DOWN_AT else current
+        return _STAY
+
+    def _up(self, current: int | None, allowed: list[int], rates: Sequence[float | None], sending_bps: float,
+            congested: bool, now: float) -> int | None:
+        """With the link keeping ``current``: a probe's progress, a step up the estimate allows, or a probe."""
         higher = [i for i in allowed if current is None or i > current]
         if not higher:
             self._end_probe(now, failed=False)
             return current
-        # The next option worth a probe: at least half again what it gets now (a half-frame-rate step of the
-        # lowest layer is not worth a probe of its own), else the best there is.
-        floor = (rates[current] or 0.0) * 1.5 if current is not None else 0.0
-        wanted = next((i for i in higher if (rates[i] or 0.0) >= floor), higher[-1])
         if self._probe_layer is not None:
-            dropped = (self._probe_estimate is not None and self.link.estimate_bps is not None
-                       and self.link.estimate_bps < self._probe_estimate * 0.85)
-            if loss > PROBE_LOSS or dropped or congested:
-                self._end_probe(now, failed=True)
-            elif now >= self._probe_until:
-                layer = self._probe_layer
-                self._end_probe(now, failed=False)
-                return self._set(layer)
-            else:
-                self.probe_bps = max(0, int((rates[self._probe_layer] or 0.0) - sending_bps))
-            return current
-        if loss >= PROBE_LOSS or congested:
+            return self._probing(current, rates, sending_bps, congested, now)
+        if self.link.loss >= PROBE_LOSS or congested:
             return current
         estimate = self.link.estimate_bps
         fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
         if fits:
-            # The estimate already says so (or there is none yet: nothing says the link cannot): straight
-            # to the best such layer, as after the subscriber raised its own limit.
+            # The estimate already says so (or there is none yet: nothing says the link cannot): straight to
+            # the best such layer, as after the subscriber raised its own limit.
             self._next_probe = now + UP_HOLD
             return self._set(fits[-1])
-        if now >= self._next_probe:
-            if not self.can_probe:
-                self._next_probe = now + UP_HOLD
-                return self._set(wanted)  # no RTX to pad with: try the layer itself
-            self._probe_layer, self._probe_until = wanted, now + PROBE_FOR
-            self._probe_estimate = self.link.estimate_bps
-            self.probe_bps = max(0, int((rates[wanted] or 0.0) - sending_bps))
+        return self._start_probe(current, higher, rates, sending_bps, now) if now >= self._next_probe else current
+
+    def _start_probe(self, current: int | None, higher: list[int], rates: Sequence[float | None],
+                     sending_bps: float, now: float) -> int | None:
+        """Probe towards the next option worth it: at least half again what it gets now (a half-frame-rate
+        step of the lowest layer is not worth a probe of its own), else the best there is."""
+        floor = (rates[current] or 0.0) * 1.5 if current is not None else 0.0
+        wanted = next((i for i in higher if (rates[i] or 0.0) >= floor), higher[-1])
+        if not self.can_probe:
+            self._next_probe = now + UP_HOLD
+            return self._set(wanted)  # no RTX to pad with: try the layer itself
+        self._probe_layer, self._probe_until = wanted, now + PROBE_FOR
+        self._probe_estimate = self.link.estimate_bps
+        self.probe_bps = max(0, int((rates[wanted] or 0.0) - sending_bps))
+        return current
+
+    def _probing(self, current: int | None, rates: Sequence[float | None], sending_bps: float, congested: bool,
+                 now: float) -> int | None:
+        """A probe under way: fails on loss, congestion or a falling estimate; else, once it has lasted
+        ``PROBE_FOR``, the layer goes up."""
+        assert self._probe_layer is not None
+        dropped = (self._probe_estimate is not None and self.link.estimate_bps is not None
+                   and self.link.estimate_bps < self._probe_estimate * 0.85)
+        if self.link.loss > PROBE_LOSS or dropped or congested:
+            self._end_probe(now, failed=True)
+        elif now >= self._probe_until:
+            layer = self._probe_layer
+            self._end_probe(now, failed=False)
+            return self._set(layer)
+        else:
+            self.probe_bps = max(0, int((rates[self._probe_layer] or 0.0) - sending_bps))
         return current
 
     def _set(self, layer: int | None) -> int | None:

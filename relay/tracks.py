@@ -312,7 +312,8 @@ class DownTrack(MediaStreamTrack):
                 "waiting_keyframe": self.waiting_keyframe,
                 **({"layer": self.layer, "target_layer": self.target_layer, "layers": len(self.source.layers),
                     "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,
-                    "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches)}
+                    "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches),
+                    "chooser": self.chooser.state.value}
                    if self.chooser is not None else {}),
                 **({"red": self.red} if self.kind == "audio" else {})}
 

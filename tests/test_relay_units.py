@@ -437,6 +437,29 @@ def test_a_failed_probe_backs_off_and_a_link_that_carries_nothing_pauses_video()
     assert c.chooser._backoff > first_wait or c.chooser.current is None
 
 
+def test_the_chooser_says_which_state_it_is_in():
+    from relay.link import ChooserState
+
+    c = ChooserClock()
+    states = [c.chooser.state]
+    c.step(1.3e6, estimate=1_500_000, n=2)
+    states.append(c.chooser.state)  # on the top layer, nothing under way
+    c.step(1.3e6, estimate=420_000)  # congested: down
+    c.step(400e3, estimate=200_000)
+    for _ in range(20):  # clean and stable: a probe starts
+        c.step(200e3, estimate=200_000, loss=0.0)
+        if c.chooser.state is ChooserState.PROBING:
+            break
+    states.append(c.chooser.state)
+    c.step(200e3, estimate=200_000, loss=0.2)  # loss during the probe: it fails, the next one waits longer
+    states.append(c.chooser.state)
+    c.chooser.paused_by_subscriber = True
+    c.step(200e3, estimate=200_000)
+    states.append(c.chooser.state)
+    assert states == [ChooserState.STEADY, ChooserState.STEADY, ChooserState.PROBING, ChooserState.BACKING_OFF,
+                      ChooserState.PAUSED]
+
+
 def test_a_subscribers_own_limit_and_pause_are_kept_whatever_its_link():
     c = ChooserClock()
     c.chooser.max_layer = 0
