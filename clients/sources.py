@@ -93,6 +93,65 @@ class CounterVideoTrack(MediaStreamTrack):
         return frame
 
 
+def pre_encode_vp8(width: int = 640, height: int = 480, fps: int = 30, seconds: float = 2.0, kbps: int = 1500,
+                   gop: int | None = None) -> list[tuple[bytes, bool]]:
+    """The test pattern encoded once with libvpx at ``kbps`` (a keyframe every ``gop`` frames, one second by
+    default): (frame bytes, keyframe) for ``seconds`` of video, what ``ReplayVideoTrack`` sends again and
+    again. Costs about a second of one core, once."""
+    source = CounterVideoTrack(width, height, fps)
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.framerate = fractions.Fraction(fps, 1)
+    codec.bit_rate = kbps * 1000
+    codec.gop_size = gop or fps
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
+    frames: list[tuple[bytes, bool]] = []
+    base = source._base
+    for n in range(int(seconds * fps)):
+        luma = np.roll(base, n * 4, axis=1)
+        draw_code(luma, n, 0)
+        chroma = np.full((height // 2, width // 2), 128, np.uint8)
+        image = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma.reshape(-1, width), chroma.reshape(-1, width)]),
+                                           format="yuv420p")
+        image.pts = n
+        image.time_base = codec.time_base
+        for packet in codec.encode(image):
+            frames.append((bytes(packet), bool(packet.is_keyframe)))
+    for packet in codec.encode(None):
+        frames.append((bytes(packet), bool(packet.is_keyframe)))
+    return frames
+
+
+class ReplayVideoTrack(MediaStreamTrack):
+    """Pre-encoded VP8 sent again and again at its frame rate, with timestamps that keep rising: a publisher
+    for load tests that costs no encoder (aiortc packetizes what it is given). The picture's counter and
+    send time repeat with each pass, so subscribers count and check packets and frames, not latency."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[tuple[bytes, bool]], fps: int = 30) -> None:
+        super().__init__()
+        if not frames or not frames[0][1]:
+            raise ValueError("pre-encoded video must start with a keyframe")
+        self.frames, self.fps = frames, fps
+        self.counter = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self.counter / self.fps - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data, _ = self.frames[self.counter % len(self.frames)]
+        packet = av.Packet(data)
+        packet.pts = int(self.counter * VIDEO_CLOCK / self.fps)
+        packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.counter += 1
+        return packet
+
+
 class ToneAudioTrack(MediaStreamTrack):
     """A quiet 440 Hz tone in 20 ms frames (48 kHz mono)."""
 

@@ -29,7 +29,14 @@ import numpy as np
 
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
-from clients.sources import CounterVideoTrack, ToneAudioTrack, latency_ms, read_frame
+from clients.sources import (
+    CounterVideoTrack,
+    ReplayVideoTrack,
+    ToneAudioTrack,
+    latency_ms,
+    pre_encode_vp8,
+    read_frame,
+)
 from loadtest.report import CpuMeter, find_server_processes, print_table, write_json
 from protocol import Role, issue_token
 
@@ -126,15 +133,19 @@ def _worker_main(urls: list[str], room: str, count: int, decoders: int, first: i
 
 
 async def run_media_load(urls: list[str], room: str, secret: str, subscribers: int, duration: float, decoders: int,
-                         processes: int, width: int, height: int, fps: int) -> dict[str, Any]:
+                         processes: int, width: int, height: int, fps: int, replay: bool = False) -> dict[str, Any]:
     url = urls[0]  # the publisher's node: the origin
     host = LiveClient(url, room, issue_token(secret, room, "loadtest-host", Role.HOST, 3600))
     try:
         await host.connect()
     except (OSError, ServerError) as exc:
         raise click.ClickException(f"could not connect to {url}: {exc}") from exc
-    video = CounterVideoTrack(width, height, fps)
-    publisher = await MediaSession.publish(host, [video, ToneAudioTrack()])
+    video: CounterVideoTrack | ReplayVideoTrack
+    if replay:  # pre-encoded: no encoder on the load generator's cores; frames are counted, latency not read
+        video, decoders = ReplayVideoTrack(pre_encode_vp8(width, height, fps), fps), 0
+    else:
+        video = CounterVideoTrack(width, height, fps)
+    publisher = await MediaSession.publish(host, [video, ToneAudioTrack()], video_codec="vp8" if replay else None)
     processes = max(1, min(processes, subscribers))
     workers = _start_workers(urls, room, subscribers, decoders, processes)
     loop = asyncio.get_running_loop()
@@ -226,14 +237,17 @@ def _summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--width", default=640, type=int)
 @click.option("--height", default=480, type=int)
 @click.option("--fps", default=30, type=int)
+@click.option("--replay", is_flag=True,
+              help="Publish pre-encoded VP8 (encoded once, sent again and again): no encoder on the load "
+                   "generator's cores, the same bytes every run; no decoding subscribers (no latency figures).")
 @click.option("--json", "json_out", default=None)
 def media_command(urls: tuple[str, ...], room: str, secret: str, subscribers: int, duration: float, decoders: int,
-                  processes: int, width: int, height: int, fps: int, json_out: str | None) -> None:
+                  processes: int, width: int, height: int, fps: int, replay: bool, json_out: str | None) -> None:
     """A synthetic publisher and N subscribers: frames, freezes, latency, relay CPU and memory."""
     import uvloop
 
     result = uvloop.run(run_media_load(list(urls), room, secret, subscribers, duration, decoders, processes,
-                                       width, height, fps))
+                                       width, height, fps, replay))
     print_table(f"media load: {result['subscribers_receiving']}/{subscribers} subscribers, "
                 f"{result['resolution']}@{fps}, {result['duration_s']} s",
                 ["frames sent", "received min", "received median", "first frame p50/p95 ms",
