@@ -6,6 +6,7 @@ it took."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aioice.stun
@@ -108,6 +109,33 @@ async def _connect_through(path: SlowPath, received: list[Any]) -> tuple[RTCPeer
     return publisher, receiver
 
 
+def drop_once(matches: Any) -> Any:
+    """A ``SlowPath`` drop rule that drops the first datagram ``matches(data, from_client)`` picks, once;
+    its ``dropped`` attribute says whether it did."""
+
+    def drop(data: bytes, from_client: bool) -> bool:
+        if not drop.dropped and matches(data, from_client):  # type: ignore[attr-defined]
+            drop.dropped = True  # type: ignore[attr-defined]
+            return True
+        return False
+
+    drop.dropped = False  # type: ignore[attr-defined]
+    return drop
+
+
+@contextlib.asynccontextmanager
+async def connected_through(path: SlowPath) -> Any:
+    """(publisher, receiver, the receiver's packets) connected through ``path``; all closed after."""
+    received: list[Any] = []
+    publisher, receiver = await _connect_through(path, received)
+    try:
+        yield publisher, receiver, received
+    finally:
+        await publisher.close()
+        await receiver.close()
+        path.close()
+
+
 async def _wait(condition: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - aiortc's own states, no event to wait on
@@ -119,20 +147,10 @@ async def test_a_lost_final_flight_is_repaired_and_the_media_that_overtook_it_is
     and sends its first keyframe, which reaches the receiver still handshaking. The receiver keeps that
     SRTP, sends its own flight again at once (a reaction, not a timer), the publisher answers the repeat
     with its last flight, and the receiver's first packet is the publisher's first keyframe."""
-    state = {"dropped": False}
-
-    def drop_final_flight(data: bytes, from_client: bool) -> bool:
-        if from_client and not state["dropped"] and _has_change_cipher_spec(data):
-            state["dropped"] = True
-            return True
-        return False
-
-    path = await SlowPath.start(one_way=0.02, drop=drop_final_flight)
-    received: list[Any] = []
-    publisher, receiver = await _connect_through(path, received)
-    try:
+    drop = drop_once(lambda data, from_client: from_client and _has_change_cipher_spec(data))
+    async with connected_through(await SlowPath.start(one_way=0.02, drop=drop)) as (publisher, receiver, received):
         await _wait(lambda: receiver.connectionState == "connected" and len(received) > 3)
-        assert state["dropped"]
+        assert drop.dropped
         publisher_repair, = adapter.quicken_handshakes(publisher)
         receiver_repair, = adapter.quicken_handshakes(receiver)
         assert receiver_repair.early_srtp >= 1  # media came before the handshake was done, and was kept
@@ -141,34 +159,17 @@ async def test_a_lost_final_flight_is_repaired_and_the_media_that_overtook_it_is
         codec, first = received[0]
         # The first packet the receiver handed on is where the publisher began: its first keyframe.
         assert packet_starts_keyframe(codec, first.payload, True)
-    finally:
-        await publisher.close()
-        await receiver.close()
-        path.close()
 
 
 async def test_a_lost_first_flight_is_sent_again_on_the_timer_and_checks_time_the_round_trip():
     """The receiver's ClientHello is lost once: nothing can react to that, so its timer sends it again
     (after a round trip and 25 ms, which the ICE checks measured: at least the path's 40 ms)."""
-    state = {"dropped": False}
-
-    def drop_client_hello(data: bytes, from_client: bool) -> bool:
-        if not from_client and not state["dropped"] and flight_key(data)[:1] and flight_key(data)[0][:3] == (22, 0, 1):
-            state["dropped"] = True
-            return True
-        return False
-
-    path = await SlowPath.start(one_way=0.02, drop=drop_client_hello)
-    received: list[Any] = []
-    publisher, receiver = await _connect_through(path, received)
-    try:
+    drop = drop_once(lambda data, from_client: not from_client and flight_key(data)[:1] != ()
+                     and flight_key(data)[0][:3] == (22, 0, 1))
+    async with connected_through(await SlowPath.start(one_way=0.02, drop=drop)) as (publisher, receiver, _):
         await _wait(lambda: receiver.connectionState == "connected" and publisher.connectionState == "connected")
-        assert state["dropped"]
+        assert drop.dropped
         receiver_repair, = adapter.quicken_handshakes(receiver)
         publisher_repair, = adapter.quicken_handshakes(publisher)
         assert receiver_repair.resends_timer >= 1
         assert publisher_repair.rtt.seconds is not None and publisher_repair.rtt.seconds >= 0.04
-    finally:
-        await publisher.close()
-        await receiver.close()
-        path.close()
