@@ -153,15 +153,15 @@ class HandshakeRepair:
         self.early_srtp = 0
 
     async def send(self, data: bytes) -> None:
-        if self._handshaking() and is_dtls(data):
+        if is_dtls(data) and self._handshaking():
             if not self._flight:
                 self._flight_sent, self._resent = time.monotonic(), 0
             self._flight.append(data)
         await self._send(data)
 
     async def receive(self) -> bytes:
-        if self._early and not self._handshaking():
-            return self._early.popleft()
+        if not self._handshaking():
+            return await self._after_handshake()
         while True:
             data = await self._next()
             if not is_dtls(data):
@@ -185,6 +185,22 @@ class HandshakeRepair:
                     self.rtt.add(time.monotonic() - self._flight_sent)
                 self._last = self._flight
                 self._flight = []  # the peer answered: our next datagrams are a new flight
+            return data
+
+    async def _after_handshake(self) -> bytes:
+        """Every datagram once the handshake is done (the hot path: a publisher's every packet): the SRTP kept
+        meanwhile first, then straight from the transport, only a repeat of the peer's last flight answered."""
+        if self._early:
+            return self._early.popleft()
+        while True:
+            data: bytes = await self._receive()
+            if self._seen:
+                if is_dtls(data) and flight_key(data) in self._seen:
+                    await self._resend(self._flight or self._last, reaction=True)  # it lacks our last flight
+                    continue
+                if is_srtp(data):
+                    self._seen.clear()  # the peer finished too: nothing of the handshake will come again
+                    self._last = []
             return data
 
     async def _next(self) -> bytes:
