@@ -79,6 +79,7 @@ async def test_mistakes_get_one_clear_line(server):
         (("host", "--url", server.ws_url, "--room", "show", "--token", viewer, "--products", "/no/such.yaml"),
          "does not exist"),
         (("serve", "--port", str(server.config.port), "--secret", SECRET, "--no-media"), "is in use"),
+        (("serve", "--secret", SECRET, "--stun-discover", "stun server:99999"), "is not a STUN server like"),
     ]
     for args, expected in cases:
         code, _, err = await _cli(*args)

@@ -126,3 +126,15 @@ def test_a_node_behind_one_to_one_nat_announces_what_stun_sees_and_viewers_outsi
             stun.terminate()
             node.wait(10)
             stun.wait(10)
+
+
+async def test_a_stun_server_that_does_not_answer_leaves_the_bound_address_announced(start_server, caplog):
+    """--stun-discover naming a server that never answers (a closed port): the node starts anyway, after
+    the discovery's timeout, announces the address it bound, and says so in one warning line."""
+    from tests.conftest import free_port
+
+    with caplog.at_level("WARNING"):
+        server = await start_server(ice_discover=("127.0.0.1", free_port()))
+    mux = server.relay.media.router.mux
+    assert mux is not None and list(mux.announced.values()) == ["127.0.0.1"]
+    assert any("public address not discovered" in r.getMessage() for r in caplog.records)
