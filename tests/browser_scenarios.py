@@ -514,7 +514,43 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
     return r
 
 
-SCENARIOS = {"moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
+async def overload(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A viewer who arrives while the node is saturated (CPU-bound work on the server's loop, standing in for
+    a crowd, with the threshold at 50 ms as --overload-lag-ms 50 sets it) is told the video comes in a
+    moment, and gets it once the node has room, with no reload."""
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
+    relay.load.high = 0.05
+    busy = True
+
+    async def load() -> None:
+        end = time.monotonic() + 30
+        while busy and time.monotonic() < end:
+            time.sleep(0.08)  # noqa: ASYNC251 - blocking on purpose: this is the load
+            await asyncio.sleep(0)
+
+    loader = asyncio.create_task(load())
+    try:
+        while not relay.load.saturated and not loader.done():  # noqa: ASYNC110 - the gauge samples on a timer
+            await asyncio.sleep(0.05)
+        phone = await browser.new_page(viewport={"width": 390, "height": 844})
+        await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'bea', Role.VIEWER, 'Bea')}")
+        r["busy_retries"] = await wait_for(phone, "window.liveRelay.busyRetries", timeout=30)
+        r["told"] = await phone.text_content("#status")
+    finally:
+        busy = False
+        await loader
+    await wait_for(phone, "window.liveRelay.framesDecoded > 0", timeout=40)
+    r["frames"] = await frames_decoded(phone)
+    r["status_after"] = await phone.text_content("#status")
+    r["refused"] = relay.media.refused_overloaded
+    await phone.close()
+    await host.close()
+    return r
+
+
+SCENARIOS = {"overload": overload,
+             "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 
 

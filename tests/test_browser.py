@@ -159,3 +159,10 @@ def test_a_host_moderates_from_the_page_and_a_crafted_link_cannot_move_a_viewer(
     assert r["mute_told"] == "muted" and r["muted_refused"] == "muted"
     assert r["word_refused"] == "blocked"
     assert "removed" in r["removed_status"] and r["joins_after_removal"] == 2  # removed, and it stays out
+
+
+def test_a_viewer_arriving_at_a_saturated_node_is_told_and_gets_video_once_it_has_room(netns):
+    r = run_scenario(netns, "overload")
+    assert r["busy_retries"] >= 1 and r["refused"] >= 1  # refused for load, and the page tried again
+    assert "in a moment" in r["told"]  # in words a shopper reads, not an error code
+    assert r["frames"] > 0 and r["status_after"] == ""  # the video came, and the notice went

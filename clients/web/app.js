@@ -107,7 +107,9 @@ class Channel {
   dispatch(msg) {
     if (["ack", "ok", "answer", "error", "pong", "closed_media"].includes(msg.type) && this.pending.has(msg.id)) {
       const p = this.pending.get(msg.id); this.pending.delete(msg.id);
-      if (msg.type === "error") p.reject(Object.assign(new Error(`${msg.code}: ${msg.message}`), { code: msg.code }));
+      if (msg.type === "error") {
+        p.reject(Object.assign(new Error(`${msg.code}: ${msg.message}`), { code: msg.code, retryAfterMs: msg.retry_after_ms }));
+      }
       else p.resolve(msg);
       return;
     }
@@ -340,7 +342,7 @@ function playWithSound(video) {
   video.play().catch(() => { video.muted = true; soundOn = false; offerSound(); video.play().catch(() => {}); });
 }
 
-async function showPublisher(publisher, user) {
+async function showPublisher(publisher, user, attempt = 0) {
   if (tiles.has(publisher) || publisher === myPublisher) return;
   tiles.set(publisher, { pending: true });
   try {
@@ -358,8 +360,16 @@ async function showPublisher(publisher, user) {
       ch.send({ type: "client_stats", first_frame_ms: ms });
     });
     playWithSound(video);
+    if (attempt) setStatus("");
   } catch (err) {
     tiles.delete(publisher);
+    if (err.code === "overloaded" && attempt < 10) {
+      // The server is full for a moment and said when to come back: comments and cards go on meanwhile.
+      setStatus("Lots of people are watching: the video starts in a moment…");
+      window.liveRelay.busyRetries = attempt + 1;
+      setTimeout(() => showPublisher(publisher, user, attempt + 1), err.retryAfterMs || 2000);
+      return;
+    }
     console.warn("subscribe failed", publisher, err.message);
   }
 }
