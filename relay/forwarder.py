@@ -142,10 +142,6 @@ class Forwarder:
             payload = self._renumbered(packet)
         return _new_translation(Translation, (seq, timestamp, packet.marker, payload, False, started))
 
-    def lead(self, packet: SourcePacket) -> tuple[int, int]:
-        """(sequence number, timestamp) of a padding packet just before a first start at ``packet``."""
-        return (self.last_seq + 1) & 0xFFFF, (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-
     def commit(self, sent: Translation, now: float) -> bool:
         """``sent`` went out (or was lost on the way: its number is used either way). True when it began a
         newer frame (a sender report pairs its timestamp with now)."""

@@ -52,6 +52,10 @@ class RepeatingNacks:
         return self._due()
 
     def _due(self) -> bool:
+        if not self._asked:  # the usual case, on every packet: nothing missing
+            if self.missing:
+                self.missing = set()
+            return False
         now = self._clock()
         due = set()
         assert self.max_seq is not None
