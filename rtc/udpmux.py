@@ -125,6 +125,16 @@ class MuxedProtocol(StunProtocol):
         return f"muxed({self.id})"
 
 
+class _StunSender:
+    """What an aioice ``stun.Transaction`` sends through: one of the mux's sockets."""
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self.transport = transport
+
+    def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        self.transport.sendto(bytes(message), addr)
+
+
 class _Socket(asyncio.DatagramProtocol):
     """One bound address of the mux."""
 
@@ -156,8 +166,8 @@ class UdpMux:
         self._by_ufrag: dict[str, tuple[Any, dict[int, MuxedProtocol]]] = {}  # ufrag -> (connection, by socket)
         self._by_address: dict[tuple[_Socket, tuple[str, int]], MuxedProtocol] = {}
         self._addresses_of: dict[MuxedProtocol, set[tuple[_Socket, tuple[str, int]]]] = {}
-        # Our own Binding requests to a STUN server (discover): transaction id -> its answer's future.
-        self._discovering: dict[bytes, asyncio.Future[stun.Message]] = {}
+        # Our own Binding requests to a STUN server (discover), by transaction id.
+        self._discovering: dict[bytes, stun.Transaction] = {}
 
     @classmethod
     async def open(cls, addresses: list[str], port: int, announce: dict[str, str] | None = None) -> UdpMux:
@@ -182,8 +192,8 @@ class UdpMux:
     async def discover(self, server: tuple[str, int], timeout: float = 3.0) -> dict[str, str]:
         """Ask a STUN server (RFC 8489 Binding) from each bound address which address it sees us from: a
         node behind 1:1 NAT (a cloud VM) learns its public address this way. Returns local -> public for
-        the addresses that got an answer (IPv4 server: IPv4 addresses only). Retransmits on aioice's
-        schedule; an address with no answer in ``timeout`` seconds is left out."""
+        the addresses that got an answer (IPv4 server: IPv4 addresses only). aioice's transaction retransmits
+        on its schedule; an address with no answer in ``timeout`` seconds is left out."""
         loop = asyncio.get_running_loop()
         found: dict[str, str] = {}
         try:
@@ -196,19 +206,15 @@ class UdpMux:
             if (":" in address) != (":" in server[0]) or sock.transport is None:
                 continue
             request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-            answer: asyncio.Future[stun.Message] = loop.create_future()
-            self._discovering[request.transaction_id] = answer
+            transaction = stun.Transaction(request, server, _StunSender(sock.transport))  # aioice's retransmissions
+            self._discovering[request.transaction_id] = transaction
             try:
                 async with asyncio.timeout(timeout):
-                    delay = 0.1
-                    while not answer.done():
-                        sock.transport.sendto(bytes(request), server)
-                        await asyncio.wait({answer}, timeout=delay)
-                        delay = min(delay * 2, 1.0)
-                mapped = answer.result().attributes.get("XOR-MAPPED-ADDRESS")
+                    response, _ = await transaction.run()
+                mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
                 if mapped is not None:
                     found[address] = str(mapped[0])
-            except TimeoutError:
+            except (TimeoutError, stun.TransactionError):
                 log.warning("no answer from the STUN server", extra={"server": f"{server[0]}:{server[1]}",
                                                                     "address": address})
             finally:
@@ -302,9 +308,8 @@ class UdpMux:
             self.stats.unknown_address += 1
             return None
         waiting = self._discovering.get(message.transaction_id)
-        if waiting is not None and message.message_class == stun.Class.RESPONSE:
-            if not waiting.done():
-                waiting.set_result(message)  # the STUN server's answer to discover()
+        if waiting is not None:
+            waiting.response_received(message, addr)  # the STUN server's answer to discover()
             return None
         if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
             self.stats.not_a_request += 1
