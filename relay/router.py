@@ -267,7 +267,7 @@ class Publisher(_Peer):
                 adapter.send_pli(receiver, packet.ssrc)
             ssrc_box[layer] = packet.ssrc
             published.on_packet(codec.name, codec.clockRate, packet, layer)
-            return layer == len(published.layers) - 1  # frames are assembled (for a recorder) from the top layer
+            return layer == published.top_source  # frames are assembled (for a recorder) from the top layer
 
         def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
             published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
@@ -287,7 +287,7 @@ class Publisher(_Peer):
             receiver = self._receivers.get(transceiver.kind)
             if transceiver.kind == "video" and receiver is not None:
                 rids = adapter.accept_simulcast(transceiver, offer_sdp)
-                if rids:  # one published track with a layer per rid, in the offer's order (lowest first)
+                if rids:  # one published track with a layer per rid (ranked by size: relay/simulcast.py)
                     simulcast[transceiver.mid] = rids
                     self.tracks["video"].set_layers(len(rids))
                     self._demux["video"] = adapter.SimulcastDemux(receiver, rids)

@@ -35,6 +35,7 @@ from aiortc.rtp import RtpPacket
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
 from relay.link import LayerChooser, SubscriberLink
 from relay.packets import HeaderWriter, RedPacker, SenderLink, SendHistory, abs_send_time, rtx_packet
+from relay.simulcast import order_layers
 from rtc.codecs import Codec, codec_for
 
 log = logging.getLogger(__name__)
@@ -381,14 +382,24 @@ class DownTrack(MediaStreamTrack):
 
 class StreamLayer:
     """One RTP stream of a published track: the track itself, or one simulcast layer of it. Keeps what
-    is per stream: its SSRC and epoch, keyframe requests, and how many bits per second it carries."""
+    is per stream: its SSRC and epoch, keyframe requests, how many bits per second it carries, the size
+    its keyframes declare and its last packets.
+
+    ``index`` is its rank among the track's layers (0 = lowest), ``source`` its place in the publisher's
+    offer (how the demux and keyframe requests name it); the two differ when the offer lists the highest
+    first (relay/simulcast.py)."""
 
     __slots__ = ("_pli_pending", "awaiting_keyframe_since", "bitrate", "epoch", "highest_seq", "index", "last_packet",
-                 "last_pli", "last_timestamp", "ntp", "octets", "previous_marker", "ssrc", "temporal_layers",
-                 "temporal_octets", "temporal_share")
+                 "last_pli", "last_timestamp", "ntp", "octets", "pixels", "previous_marker", "recent", "source", "ssrc",
+                 "temporal_layers", "temporal_octets", "temporal_share")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.source = index
+        self.pixels: int | None = None  # width x height its keyframes declare, once one did
+        # Its last packets as they came (repairs among them, out of order): what a down-track opening at a
+        # late keyframe start still needs of that keyframe.
+        self.recent: deque[SourcePacket] = deque(maxlen=RECENT_PACKETS)
         self.ssrc: int | None = None
         self.epoch = -1
         self.previous_marker = True
@@ -414,8 +425,9 @@ LAYER_GONE = 1.0  # seconds without a packet after which a layer counts as not s
 class PublishedTrack:
     """One incoming track of a publisher, fanned out to down-tracks packet by packet.
 
-    A simulcast track has several layers (0 = lowest, in the publisher's offer order); each down-track
-    forwards one of them. ``send_pli(layer)`` asks the publisher for a keyframe on one layer."""
+    A simulcast track has several layers, ranked 0 = lowest by the picture size their keyframes declare
+    (relay/simulcast.py; the offer's order until they do); each down-track forwards one of them.
+    ``on_packet`` and ``send_pli(layer)`` name a layer by its place in the publisher's offer."""
 
     def __init__(self, kind: str, track_id: str, publisher_id: str,
                  send_pli: Callable[[int], None], keyframe_interval: float = 0.1,
@@ -431,7 +443,8 @@ class PublishedTrack:
         self.down_tracks: set[DownTrack] = set()
         # Called with every assembled frame (a recorder): (track, frame, chain_broken); must not block.
         self.observers: list[Callable[[PublishedTrack, EncodedFrame, bool], None]] = []
-        self.layers = [StreamLayer(i) for i in range(max(1, layers))]
+        self.layers = [StreamLayer(i) for i in range(max(1, layers))]  # by rank, lowest first
+        self._by_source = list(self.layers)  # by place in the offer
         self.frames_in = 0
         self.keyframes_in = 0
         self.packets_in = 0
@@ -442,23 +455,45 @@ class PublishedTrack:
         self._keyframe_interval = keyframe_interval
         self._keyframe_timeout = keyframe_timeout
         self._epochs = 0  # every (layer, SSRC) stream gets its own epoch: a down-track restarts across them
-        # The last packets of each video layer as they came (repairs among them, out of order): what a
-        # down-track opening at a late keyframe start still needs of that keyframe.
-        self._recent: list[deque[SourcePacket]] = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
         self._rates_at = time.monotonic()
 
     def set_layers(self, count: int) -> None:
         """The publisher sends ``count`` simulcast layers (known once its offer is read, before any packet)."""
         self.layers = [StreamLayer(i) for i in range(max(1, count))]
-        self._recent = [deque(maxlen=RECENT_PACKETS) for _ in self.layers]
+        self._by_source = list(self.layers)
+
+    @property
+    def top_source(self) -> int:
+        """The offer's place of the highest layer (what a recorder keeps)."""
+        return self.layers[-1].source
+
+    def _rank_layers(self) -> None:
+        """Order the layers by the sizes known now. A layer that changes rank starts a new epoch: its
+        down-tracks restart at one of its keyframes, never splicing one layer's packets onto another's."""
+        order = order_layers([s.pixels for s in self._by_source], [s.source for s in self.layers])
+        if order == [s.source for s in self.layers]:
+            return
+        self.layers = [self._by_source[source] for source in order]
+        moved = set()
+        for rank, stream in enumerate(self.layers):
+            if stream.index != rank:
+                stream.index = rank
+                stream.epoch = self._epochs
+                self._epochs += 1
+                moved.add(rank)
+        for down in self.down_tracks:  # a down-track on a layer that moved needs that layer's keyframe now
+            if down.target_layer in moved:
+                self.request_keyframe("layers ranked", down.target_layer)
+        log.info("simulcast layers ranked by size", extra={"track": self.id, "order": order,
+                                                           "pixels": [s.pixels for s in self.layers]})
 
     def since_keyframe(self, layer: int, epoch: int, now: float | None = None) -> list[SourcePacket] | None:
         """The packets of ``layer`` from its last keyframe start to now, in sequence order, if all of them
         are still kept (none missing) and the keyframe came less than ``KEPT_KEYFRAME_AGE`` ago; else None.
         An older one would show a new subscriber the past, then race through it to the present."""
-        if layer >= len(self._recent):
+        if layer >= len(self.layers):
             return None
-        recent = [p for p in self._recent[layer] if p.epoch == epoch]
+        recent = [p for p in self.layers[layer].recent if p.epoch == epoch]
         start = next((p for p in reversed(recent) if p.keyframe), None)
         now = time.monotonic() if now is None else now
         if start is None or now - start.arrived > KEPT_KEYFRAME_AGE:
@@ -471,9 +506,10 @@ class PublishedTrack:
     def received_after(self, layer: int, epoch: int, seq: int) -> list[SourcePacket]:
         """The packets of ``layer`` (in ``epoch``) already received that come after ``seq`` in sequence,
         in sequence order, each once."""
-        if layer >= len(self._recent):
+        if layer >= len(self.layers):
             return []
-        later = {p.seq: p for p in self._recent[layer] if p.epoch == epoch and 0 < (p.seq - seq) & 0xFFFF < 0x8000}
+        recent = self.layers[layer].recent
+        later = {p.seq: p for p in recent if p.epoch == epoch and 0 < (p.seq - seq) & 0xFFFF < 0x8000}
         return [later[k] for k in sorted(later, key=lambda k: (k - seq) & 0xFFFF)]
 
     @property
@@ -486,13 +522,14 @@ class PublishedTrack:
         self.clock_rate = clock_rate
         self.time_base = fractions.Fraction(1, clock_rate)
 
-    def on_packet(self, codec_name: str, clock_rate: int, packet: RtpPacket, layer: int = 0) -> None:
-        """One RTP packet from the publisher, forwarded to every down-track before this returns."""
+    def on_packet(self, codec_name: str, clock_rate: int, packet: RtpPacket, source: int = 0) -> None:
+        """One RTP packet from the publisher (of the layer at place ``source`` in its offer), forwarded to
+        every down-track before this returns."""
         if self.closed or self.muted:
             return
         if self.codec_name != codec_name:
             self._set_codec(codec_name, clock_rate)
-        stream = self.layers[layer]
+        stream = self._by_source[source]
         if packet.ssrc != stream.ssrc:
             # The first packet of this layer, or its stream restarted (new SSRC, sequence and timestamps).
             stream.epoch = self._epochs
@@ -517,6 +554,11 @@ class PublishedTrack:
         stream.last_packet = arrived = time.monotonic()
         if keyframe and self.kind == "video":
             stream.awaiting_keyframe_since = None
+            if stream.pixels is None and len(self.layers) > 1:
+                size = rules.keyframe_size(payload)
+                if size is not None:
+                    stream.pixels = size[0] * size[1]
+                    self._rank_layers()
         if packet.timestamp != stream.last_timestamp:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             stream.last_timestamp = packet.timestamp
@@ -526,13 +568,13 @@ class PublishedTrack:
             stream.temporal_octets[temporal] += len(payload)
             if temporal >= stream.temporal_layers:
                 stream.temporal_layers = temporal + 1
-        source = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
-                              stream.epoch, stream.ntp, abs_send_time(wall), picture_id, layer, temporal, arrived,
-                              rules)
+        incoming = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
+                                stream.epoch, stream.ntp, abs_send_time(wall), picture_id, stream.index, temporal,
+                                arrived, rules)
         if self.kind == "video":
-            self._recent[layer].append(source)
+            stream.recent.append(incoming)
         for down in tuple(self.down_tracks):
-            down.forward(source)
+            down.forward(incoming)
 
     def layer_rates(self, now: float | None = None) -> list[float | None]:
         """Each layer's bitrate (bit/s, smoothed over about a second), None for a layer not coming now.
@@ -626,7 +668,7 @@ class PublishedTrack:
         stream.last_pli = stream.awaiting_keyframe_since = time.monotonic()
         self.pli_sent += 1
         log.debug("PLI upstream", extra={"track": self.id, "reason": reason, "layer": stream.index})
-        self._send_pli(stream.index)
+        self._send_pli(stream.source)
 
     def close(self) -> None:
         """The publisher left: end every down-track (their senders stop) and refuse new ones."""

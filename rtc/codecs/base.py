@@ -40,6 +40,11 @@ class Codec:
         """(width, height) a keyframe says of itself, where the bitstream says it cheaply; else None."""
         return None
 
+    def keyframe_size(self, payload: bytes) -> tuple[int, int] | None:
+        """(width, height) the first packet of a keyframe (as ``starts_keyframe`` found it) says, where it
+        says it; else None. What tells simulcast layers apart when their rids do not."""
+        return None
+
     def describe(self, payload: bytes) -> PayloadInfo:
         """The payload descriptor's picture id and temporal layer."""
         return NO_INFO

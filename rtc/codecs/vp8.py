@@ -22,6 +22,24 @@ def vp8_descriptor(payload: bytes) -> tuple[tuple[int, int] | None, int | None]:
     return where, (payload[i] >> 6 if x & 0x20 and len(payload) > i else None)
 
 
+def _frame_offset(payload: bytes) -> int | None:
+    """Where the VP8 frame begins in a payload that starts partition 0 (S set, PID 0); None otherwise."""
+    if not payload or not payload[0] & 0x10 or payload[0] & 0x07:
+        return None
+    if not payload[0] & 0x80:
+        return 1
+    if len(payload) < 2:
+        return None
+    x, i = payload[1], 2
+    if x & 0x80:  # picture id, 7 or 15 bits
+        i += 2 if len(payload) > 2 and payload[2] & 0x80 else 1
+    if x & 0x40:  # TL0PICIDX
+        i += 1
+    if x & 0x30:  # TID/Y/KEYIDX
+        i += 1
+    return i
+
+
 class Vp8(Codec):
     name = "vp8"
 
@@ -31,21 +49,12 @@ class Vp8(Codec):
 
     def starts_keyframe(self, payload: bytes, previous_marker: bool) -> bool:
         # The start of partition 0 whose VP8 frame tag has the P bit clear.
-        if not payload or not payload[0] & 0x10 or payload[0] & 0x07:
-            return False
-        i = 1
-        if payload[0] & 0x80:  # extended control bits
-            if len(payload) < 2:
-                return False
-            x = payload[1]
-            i = 2
-            if x & 0x80:  # picture id, 7 or 15 bits
-                i += 2 if len(payload) > 2 and payload[2] & 0x80 else 1
-            if x & 0x40:  # TL0PICIDX
-                i += 1
-            if x & 0x30:  # TID/Y/KEYIDX
-                i += 1
-        return len(payload) > i and not payload[i] & 0x01
+        i = _frame_offset(payload)
+        return i is not None and len(payload) > i and not payload[i] & 0x01
+
+    def keyframe_size(self, payload: bytes) -> tuple[int, int] | None:
+        i = _frame_offset(payload)
+        return None if i is None else self.frame_size(payload[i:])
 
     def is_keyframe(self, frame: bytes) -> bool:
         return bool(frame) and not (frame[0] & 0x01)  # the frame tag's first bit is 0 for a key frame
