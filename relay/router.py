@@ -230,6 +230,7 @@ class Publisher(_Peer):
         self.announced = False  # set once its offer is accepted: a refused publish is never announced
         self._receivers: dict[str, Any] = {}
         self._demux: dict[str, adapter.SimulcastDemux] = {}  # by kind: a simulcast track's SSRC -> layer
+        self._feedback: adapter.TransportFeedbackSender | None = None  # transport-cc, when the offer has it
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -286,6 +287,8 @@ class Publisher(_Peer):
             adapter.enable_opus_fec(transceiver)  # its encoder adds in-band FEC when our reports show loss
             receiver = self._receivers.get(transceiver.kind)
             if transceiver.kind == "video" and receiver is not None:
+                if self._feedback is None and adapter.accept_transport_cc(transceiver, offer_sdp):
+                    self._feedback = adapter.TransportFeedbackSender(receiver)  # its uplink estimate from us
                 rids = adapter.accept_simulcast(transceiver, offer_sdp)
                 if rids:  # one published track with a layer per rid (ranked by size: relay/simulcast.py)
                     simulcast[transceiver.mid] = rids
@@ -304,6 +307,8 @@ class Publisher(_Peer):
         return answer
 
     def _on_close(self) -> None:
+        if self._feedback is not None:
+            self._feedback.close()
         for track in self.tracks.values():
             track.close()
         self.room.remove_publisher(self)

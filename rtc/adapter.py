@@ -44,7 +44,9 @@ What it does, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +54,7 @@ import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 from aiortc.sdp import SessionDescription
 
@@ -61,6 +63,8 @@ from rtc.consent import keep_consent
 from rtc.handshake import HandshakeRepair, RoundTrip, answer_sent, sample_ice_rtt, set_stun_schedule
 from rtc.jitter import MarkerJitterBuffer
 from rtc.nack import NacksPerSsrc
+from rtc.twcc import FEEDBACK_INTERVAL, TransportFeedback
+from rtc.twcc import URI as TWCC_URI
 
 AIORTC_VERSION = "1.16.0"
 
@@ -273,6 +277,77 @@ def _offered_media(offer_sdp: str, mid: str | None) -> Any:
         if media.rtp.muxId == mid:
             return media
     return None
+
+
+def accept_transport_cc(transceiver: RTCRtpTransceiver, offer_sdp: str) -> bool:
+    """Answer a video m-section with transport-wide congestion control when the offer has both its header
+    extension and ``rtcp-fb transport-cc`` (browsers do): the sender then estimates its uplink from our
+    feedback (``TransportFeedbackSender``) instead of our REMB. Call after setRemoteDescription."""
+    media = _offered_media(offer_sdp, transceiver.mid)
+    if transceiver.kind != "video" or media is None:
+        return False
+    offered = next((ext for ext in media.rtp.headerExtensions if ext.uri == TWCC_URI), None)
+    if offered is None or not any(fb.type == "transport-cc" for c in media.rtp.codecs for fb in c.rtcpFeedback):
+        return False
+    if all(ext.uri != TWCC_URI for ext in transceiver._headerExtensions):
+        transceiver._headerExtensions.append(RTCRtpHeaderExtensionParameters(id=offered.id, uri=TWCC_URI))
+    for codec in transceiver._codecs:
+        if not codec.mimeType.lower().endswith("/rtx") and all(fb.type != "transport-cc" for fb in codec.rtcpFeedback):
+            codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+    return True
+
+
+class TransportFeedbackSender:
+    """Feedback on every packet with a transport-wide sequence number a video receiver gets (``rtc.twcc``),
+    sent every ``FEEDBACK_INTERVAL`` while packets come. aiortc's own REMB for that receiver is turned off:
+    a sender with transport-cc takes a REMB as a cap, and aiortc's starts low and grows slowly.
+    ``close()`` stops it (the peer connection's end)."""
+
+    def __init__(self, receiver: RTCRtpReceiver) -> None:
+        self.feedback = TransportFeedback()
+        self.packets_sent = 0
+        self._receiver = receiver
+        self._media_ssrc = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Future[None]] = set()
+        self._closed = False
+        receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+        handle = receiver._handle_rtp_packet
+
+        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            seq = packet.extensions.transport_sequence_number
+            if seq is not None:
+                self.feedback.record(seq, time.monotonic_ns() // 1000)
+                if not self._media_ssrc:
+                    self._media_ssrc = packet.ssrc
+                if self._timer is None and not self._closed:
+                    self._timer = asyncio.get_running_loop().call_later(FEEDBACK_INTERVAL, self._send)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+
+    def _send(self) -> None:
+        self._timer = None
+        sender_ssrc = self._receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+        transport = self._receiver.transport
+        if self._closed or sender_ssrc is None or transport.state != "connected":
+            return
+        for packet in self.feedback.build(sender_ssrc, self._media_ssrc):
+            self.packets_sent += 1
+            task = asyncio.ensure_future(_send_rtcp_bytes(transport, packet))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+async def _send_rtcp_bytes(transport: Any, data: bytes) -> None:
+    with contextlib.suppress(ConnectionError):
+        await transport._send_rtp(data)
 
 
 def accept_red(transceiver: RTCRtpTransceiver, offer_sdp: str) -> int | None:

@@ -549,7 +549,65 @@ async def overload(base: str, ws: str, out: Path, browser: Any, relay: Any) -> d
     return r
 
 
-SCENARIOS = {"overload": overload,
+OBS_STYLE_WHIP = """async ([url, token]) => {
+  // OBS 31's WHIP simulcast, from Chromium: rid "0" the full picture first, then "1" and "2" smaller.
+  const stream = await navigator.mediaDevices.getUserMedia({video: {width: 1280, height: 720}});
+  const pc = new RTCPeerConnection();
+  const layers = [
+    {rid: "0", maxBitrate: 1500000}, {rid: "1", scaleResolutionDownBy: 2, maxBitrate: 500000},
+    {rid: "2", scaleResolutionDownBy: 4, maxBitrate: 150000}];
+  const t = pc.addTransceiver(stream.getVideoTracks()[0], {direction: "sendonly", sendEncodings: layers});
+  const wanted = RTCRtpSender.getCapabilities("video").codecs.filter(c => c.mimeType === "video/H264");
+  if (wanted.length) t.setCodecPreferences(wanted);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(done => { if (pc.iceGatheringState === "complete") done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done(); setTimeout(done, 2000); });
+  const answer = await fetch(url, {method: "POST", body: pc.localDescription.sdp,
+    headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + token}});
+  await pc.setRemoteDescription({type: "answer", sdp: await answer.text()});
+  window.obsLike = pc;
+  return {codec: wanted.length ? "H264" : "VP8", rids: pc.localDescription.sdp.match(/a=simulcast:send (.*)/)[1]};
+}"""
+
+
+async def obs_simulcast(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """An OBS-style simulcast WHIP publisher (full size listed first) and a WHEP player in Chromium: the
+    player should be given the full-size layer."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show") as watcher:
+        studio = await browser.new_page()
+        await studio.goto(f"{base}/?view=whep&room=none")  # any page of the server: the script does the WHIP
+        r.update(await studio.evaluate(OBS_STYLE_WHIP, [f"{base}/whip/show", token("show", "obs", Role.HOST)]))
+        joined = await watcher.next_event("media", timeout=20)
+        player = await browser.new_page()
+        started = time.monotonic()
+        await player.goto(f"{base}/?view=whep&room=show")
+        widths = []
+        while time.monotonic() - started < 12:
+            width = await player.evaluate("""(async () => { if (!window.liveRelay.whep) return 0; let w = 0;
+                (await window.liveRelay.whep.pc.getStats()).forEach(x => {
+                  if (x.type === 'inbound-rtp' && x.kind === 'video') w = x.frameWidth || 0; });
+                return w; })()""")
+            widths.append((round(time.monotonic() - started, 2), width))
+            await asyncio.sleep(0.25)
+        r["widths"] = widths
+        r["top_at"] = next((t for t, w in widths if w >= 1280), None)
+        r["last_width"] = widths[-1][1]
+        published = relay.media.router.rooms["show"].publishers[joined["publisher"]].tracks["video"]
+        r["ranked_sources"] = [stream.source for stream in published.layers]
+        r["layers"] = [(s.source, s.pixels, round(s.bitrate), s.ssrc) for s in published.layers]
+        r["sender"] = await studio.evaluate("""(async () => { const out = [];
+            (await window.obsLike.getStats()).forEach(x => { if (x.type === 'outbound-rtp') out.push([x.rid,
+              x.frameWidth, x.qualityLimitationReason, x.targetBitrate]); });
+            (await window.obsLike.getStats()).forEach(x => { if (x.type === 'candidate-pair' && x.nominated)
+              out.push(['estimate', x.availableOutgoingBitrate]); });
+            return out; })()""")
+        await player.evaluate("window.liveRelay.whep.stop()")
+        await studio.evaluate("window.obsLike.close()")
+    return r
+
+
+SCENARIOS = {"obs_simulcast": obs_simulcast, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 

@@ -145,6 +145,19 @@ def test_the_pages_whip_and_whep_clients(netns):
     assert r["whep_stop"] == 200 and r["whip_stop"] == 200 and r["left"]  # DELETE ends each session
 
 
+def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_at_full_size(netns):
+    # OBS 31 lists rid "0" (the full picture) first; the offer's order once made "0" the lowest layer, and
+    # viewers stayed on the smallest one for good.
+    # The top layer is sent at all because Chromium's uplink estimate grows from our transport-cc feedback:
+    # with aiortc's REMB alone it was ~650 kbit/s after 12 s and the full-size layer never started.
+    r = run_scenario(netns, "obs_simulcast")
+    assert r["rids"] == "0;1;2"
+    assert r["ranked_sources"] == [2, 1, 0]  # ranked by the sizes the keyframes declared
+    assert r["top_at"] is not None and r["last_width"] == 1280, r["widths"]  # the WHEP player: full size
+    sent = {rid: (width, limit) for rid, width, limit, _ in r["sender"][:3]}
+    assert sent["0"] == (1280, "none"), r["sender"]  # the publisher sends its full-size layer, unlimited
+
+
 def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     r = run_scenario(netns, "replay")
     assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded

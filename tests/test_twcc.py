@@ -1,0 +1,78 @@
+"""Transport-wide congestion control feedback (rtc/twcc.py): what is written reads back as it was recorded
+(losses, reordering, wrap-around, large and negative gaps, long runs), within the wire's 250 µs ticks."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtc.twcc import DELTA_TICK_US, TransportFeedback, parse_feedback
+
+
+def round_trip(arrivals: list[tuple[int, int]]) -> list[tuple[int, int | None]]:
+    feedback = TransportFeedback()
+    for seq, at in arrivals:
+        feedback.record(seq, at)
+    out: list[tuple[int, int | None]] = []
+    for packet in feedback.build(1, 2):
+        assert len(packet) % 4 == 0 and (int.from_bytes(packet[2:4], "big") + 1) * 4 == len(packet)
+        media_ssrc, reported = parse_feedback(packet)
+        assert media_ssrc == 2
+        out += reported
+    return out
+
+
+def close(reported: list[tuple[int, int | None]], expected: dict[int, int | None]) -> bool:
+    assert [seq for seq, _ in reported] == list(expected), (reported, expected)
+    for seq, at in reported:
+        want = expected[seq]
+        if (at is None) != (want is None):
+            return False
+        if at is not None and want is not None and abs(at - want) > DELTA_TICK_US:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(("case", "arrivals", "expected"), [
+    ("in order, 1 ms apart", [(s, 10_000_000 + s * 1000) for s in range(10)],
+     {s: 10_000_000 + s * 1000 for s in range(10)}),
+    ("two lost in the middle", [(0, 5_000_000), (1, 5_001_000), (4, 5_004_000)],
+     {0: 5_000_000, 1: 5_001_000, 2: None, 3: None, 4: 5_004_000}),
+    ("a gap over 64 ms: a large delta", [(0, 5_000_000), (1, 5_100_000)], {0: 5_000_000, 1: 5_100_000}),
+    ("reordered: a negative delta", [(0, 5_000_000), (2, 5_002_000), (1, 5_003_000)],
+     {0: 5_000_000, 1: 5_003_000, 2: 5_002_000}),
+    ("across the 16-bit wrap", [(65534, 7_000_000), (65535, 7_001_000), (0, 7_002_000), (1, 7_003_000)],
+     {65534: 7_000_000, 65535: 7_001_000, 0: 7_002_000, 1: 7_003_000}),
+    ("a long run of losses: run-length chunks", [(0, 5_000_000), (300, 5_300_000)],
+     {**{0: 5_000_000}, **dict.fromkeys(range(1, 300)), 300: 5_300_000}),
+])
+def test_feedback_reads_back_what_was_recorded(case, arrivals, expected):
+    assert close(round_trip(arrivals), expected), case
+
+
+def test_each_packet_is_reported_once_and_later_feedback_continues_the_sequence():
+    feedback = TransportFeedback()
+    for seq in range(5):
+        feedback.record(seq, 1_000_000 + seq * 500)
+    first = [p for packet in feedback.build(1, 2) for p in parse_feedback(packet)[1]]
+    assert feedback.build(1, 2) == []  # nothing new, nothing sent
+    feedback.record(7, 1_010_000)
+    feedback.record(3, 1_011_000)  # a straggler from the reported range: too late, not reported again
+    second = [p for packet in feedback.build(1, 2) for p in parse_feedback(packet)[1]]
+    assert [s for s, _ in first] == [0, 1, 2, 3, 4]
+    assert [s for s, _ in second] == [5, 6, 7] and second[0][1] is None and second[2][1] is not None
+
+
+def test_a_flood_of_arrivals_without_feedback_is_bounded():
+    feedback = TransportFeedback()
+    for seq in range(20_000):
+        feedback.record(seq & 0xFFFF, 1_000_000 + seq * 10)
+    packets = feedback.build(1, 2)
+    reported = [p for packet in packets for p in parse_feedback(packet)[1]]
+    assert len(reported) <= 4096 and reported[-1][0] == (20_000 - 1) & 0xFFFF
+
+
+@pytest.mark.parametrize("data", [b"", b"\x8f\xcd\x00\x01" + b"\x00" * 4, b"\x81\xc8" + b"\x00" * 30,
+                                  b"\x8f\xcd\x00\x04" + b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 4])
+def test_malformed_feedback_is_refused(data):
+    with pytest.raises(ValueError):
+        parse_feedback(data)
