@@ -181,7 +181,7 @@ class _Peer:
         adapter.quicken_handshakes(self.pc)
         await self.pc.setLocalDescription(answer)
         adapter.answer_leaves(self.pc)  # (within a few ms) its first DTLS flight times its resends from this
-        return self.pc.localDescription.sdp
+        return adapter.one_fingerprint(self.pc.localDescription.sdp)
 
     def _screen(self, offer_sdp: str) -> str:
         """The offer's candidates screened as trickled ones are (denied networks dropped, a bounded count)."""

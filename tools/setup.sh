@@ -6,6 +6,8 @@
 #   (the analytics tests create and start their own server on a free loopback port), espeak-ng (the voice
 #   assistant speaks with it, and the voice test's caller asks with it).
 #   coturn (TURN for viewers whose network blocks UDP: `serve --turn` starts one; the reach lab tests run it).
+#   nodejs and npm (when missing), then tests/interop's npm packages: node-datachannel, which is
+#   libdatachannel, the library OBS's WHIP output is built on (tests/test_interop.py).
 #   Python: a venv in .venv with the project and its test extras.
 # Packages already installed are not fetched again. Without root it uses sudo when it can; when it
 # cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
@@ -18,6 +20,10 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node (18.20+) and npm for tests/interop's node-datachannel (libdatachannel, OBS's WHIP stack); a Node
+# already installed from elsewhere (with its own npm) is kept.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         as_root=()
@@ -32,6 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "not a Debian machine: install ${missing[*]} yourself, or set LIVE_RELAY_SKIP_MISSING=1" >&2
         [ "${LIVE_RELAY_SKIP_MISSING:-}" = 1 ] || exit 1
     fi
+fi
+
+if command -v npm >/dev/null 2>&1; then
+    npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 python3 -m venv .venv

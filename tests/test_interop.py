@@ -1,0 +1,64 @@
+"""OBS's WHIP stack against a real server: libdatachannel (npm node-datachannel 0.33, the library OBS's WHIP
+output is built on) publishes over WHIP and plays over WHEP, session after session, while two busy loops
+load the 2 cores as a busy server's would. Every session must connect: about one in ten once failed its
+DTLS handshake ("unknown CA") while aiortc's answers listed three certificate fingerprints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from protocol import Role
+from tests.conftest import require_dependency
+from tests.test_whip import WhipClient
+
+INTEROP = Path(__file__).resolve().parent / "interop"
+SESSIONS = 30
+
+
+async def datachannel_sessions(mode: str, url: str, token: str, sessions: int) -> dict:
+    node = shutil.which("node")
+    missing = None if node and (INTEROP / "node_modules" / "node-datachannel").is_dir() else \
+        "node and tests/interop's node-datachannel (tools/setup.sh installs them)"
+    require_dependency(missing)
+    assert node is not None
+    proc = await asyncio.create_subprocess_exec(node, str(INTEROP / "whip_datachannel.mjs"), mode, url, token,
+                                                str(sessions), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30 + sessions * 12)
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-2000:]
+    return json.loads(lines[-1])
+
+
+async def busy_loops(count: int, seconds: int) -> list[asyncio.subprocess.Process]:
+    return [await asyncio.create_subprocess_exec("timeout", str(seconds), "sh", "-c", "while :; do :; done")
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("mode", ["whip", "whep"])
+async def test_libdatachannel_connects_every_time_on_a_busy_machine(server, mode):
+    async with aiohttp.ClientSession() as http:
+        publisher = None
+        if mode == "whep":  # something to play: an aiortc publisher over WHIP
+            publisher = WhipClient(http, server.base)
+            response = await publisher.start("/whip/show", server.token("show", "studio", Role.HOST), send=True)
+            assert response.status == 201
+        loops = await busy_loops(2, 120)
+        try:
+            token = server.token("show", "obs", Role.HOST if mode == "whip" else Role.VIEWER)
+            result = await datachannel_sessions(mode, f"{server.base}/{mode}/show", token, SESSIONS)
+        finally:
+            for loop in loops:
+                if loop.returncode is None:
+                    loop.kill()
+                await loop.wait()
+            if publisher is not None:
+                await publisher.pc.close()
+    outcomes = [r["outcome"] for r in result["results"]]
+    assert outcomes == ["connected"] * SESSIONS, (result["results"][:2], result["errors"])
