@@ -3,7 +3,7 @@
 A ``Forwarder`` (as LiveKit's DownTrack asks its Forwarder, and mediasoup's consumers their RTP stream)
 takes each incoming ``SourcePacket`` and answers with a plain value: a ``Translation`` (the sequence number,
 timestamp, marker and payload this subscriber's copy carries) or a ``Drop`` saying why nothing goes out.
-It owns the keyframe gate, the layer switch (simulcast layers and VP8 temporal layers) and the offsets that
+It owns the keyframe gate, the layer switch (simulcast layers, VP9 spatial layers, temporal layers) and the offsets that
 keep the subscriber's numbering continuous across restarts. ``commit`` tells it what was really written.
 ``DownTrack`` (relay/tracks.py) carries its decisions out; ``tests/test_forwarder.py`` is its table.
 
@@ -24,12 +24,13 @@ from rtc.codecs import Codec, codec_for
 class SourcePacket:
     """One incoming RTP packet as every down-track reads it; computed once, shared by all of them."""
 
-    __slots__ = ("abs_send_time", "arrived", "codec", "epoch", "keyframe", "layer", "marker", "ntp", "payload",
-                 "picture_id", "seq", "temporal", "timestamp")
+    __slots__ = ("abs_send_time", "arrived", "codec", "epoch", "keyframe", "layer", "layer_end", "marker", "ntp",
+                 "payload", "picture_id", "seq", "spatial", "temporal", "timestamp")
 
     def __init__(self, seq: int, timestamp: int, marker: int, payload: bytes, keyframe: bool, epoch: int,
                  ntp: int, abs_send_time: bytes, picture_id: tuple[int, int, int] | None, layer: int = 0,
-                 temporal: int | None = None, arrived: float = 0.0, codec: Codec | None = None) -> None:
+                 temporal: int | None = None, arrived: float = 0.0, codec: Codec | None = None,
+                 spatial: int | None = None, layer_end: bool = False) -> None:
         self.codec = codec or codec_for(None)  # what the payload is (rtc/codecs): how to rewrite its picture id
         self.arrived = arrived  # monotonic seconds: read once here rather than once per subscriber
         self.seq = seq
@@ -42,7 +43,9 @@ class SourcePacket:
         self.abs_send_time = abs_send_time
         self.picture_id = picture_id  # (offset, width, value) of its picture id, as its codec described it
         self.layer = layer  # which simulcast layer it belongs to (0 when there is one)
-        self.temporal = temporal  # its VP8 temporal layer (TID), None when the publisher sends none
+        self.temporal = temporal  # its temporal layer (TID), None when the publisher sends none
+        self.spatial = spatial  # its spatial layer (VP9 SVC's SID), None when its stream has one
+        self.layer_end = layer_end  # it ends its spatial layer's frame (VP9's E bit)
 
 
 class Drop(enum.Enum):
@@ -85,6 +88,10 @@ class Forwarder:
         # more waits for a base-layer (TID 0) frame, which every higher frame after it can refer back to.
         self.temporal_cap: int | None = None
         self.target_temporal: int | None = None
+        # Spatial layers in one stream (VP9 SVC): the highest forwarded now and the one wanted (None: all).
+        # Fewer goes at the next picture; more waits for a keyframe (a higher layer's chain starts there).
+        self.spatial_cap: int | None = None
+        self.target_spatial: int | None = None
         self.restarts = 0
         self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
         self.started = False  # something was sent since the first start
@@ -132,6 +139,9 @@ class Forwarder:
                 self._follow_temporal_target(packet)
             if self.temporal_cap is not None and packet.temporal > self.temporal_cap:
                 return self._thinned(packet, seq, timestamp, started)
+        marker = packet.marker if packet.spatial is None else self._spatial_marker(packet)
+        if marker is None:  # a spatial layer above this subscriber's: padding only, the picture goes on
+            return _new_translation(Translation, (seq, timestamp, 0, b"\x01", True, started))
         picture_id = packet.picture_id
         if picture_id is None:
             payload = packet.payload
@@ -140,7 +150,7 @@ class Forwarder:
             self.last_pid = picture_id[2]
         else:
             payload = self._renumbered(packet)
-        return _new_translation(Translation, (seq, timestamp, packet.marker, payload, False, started))
+        return _new_translation(Translation, (seq, timestamp, marker, payload, False, started))
 
     def commit(self, sent: Translation, now: float) -> bool:
         """``sent`` went out (or was lost on the way: its number is used either way). True when it began a
@@ -179,6 +189,7 @@ class Forwarder:
             self._pid_out.clear()
             self._dropped_pids.clear()
         self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
+        self.spatial_cap = self.target_spatial  # ...and every spatial layer
         lead = 0 if self.started or self.kind != "video" else 1  # room for the lead padding packet
         self._seq_offset = (self.last_seq + 1 + lead - packet.seq) & 0xFFFF
         self._start_seq = packet.seq
@@ -192,6 +203,27 @@ class Forwarder:
             self.temporal_cap = target  # fewer layers: at once, dropping higher frames never breaks a chain
         elif packet.temporal == 0 and packet.codec.starts_frame(packet.payload):
             self.temporal_cap = target  # more: from a base-layer frame on
+
+    def _spatial_marker(self, packet: SourcePacket) -> int | None:
+        """A spatial layer's packet: its marker for this subscriber (set where the highest layer it gets
+        ends the picture), or None when its layer is above that."""
+        assert packet.spatial is not None
+        if self.spatial_cap != self.target_spatial:
+            self._follow_spatial_target(packet)
+        cap = self.spatial_cap
+        if cap is None or packet.spatial < cap:
+            return packet.marker
+        if packet.spatial > cap:
+            return None
+        return 1 if packet.layer_end else packet.marker
+
+    def _follow_spatial_target(self, packet: SourcePacket) -> None:
+        target, cap = self.target_spatial, self.spatial_cap
+        if not packet.spatial and packet.codec.starts_frame(packet.payload):  # a picture starts
+            if target is not None and (cap is None or target < cap):
+                self.spatial_cap = target  # fewer: from this picture on
+            elif packet.keyframe:
+                self.spatial_cap = target  # more: from a keyframe (the DownTrack asked for one)
 
     def _thinned(self, packet: SourcePacket, seq: int, timestamp: int, started: bool) -> Translation:
         """A frame above the temporal layers this subscriber gets: its packets go out as padding only (the

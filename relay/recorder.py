@@ -48,6 +48,9 @@ class DiskBudget:
             return True
 
 
+RECORDABLE_VIDEO = ("vp8", "h264")
+
+
 class Recording:
     """One publisher recorded into ``path`` until ``stop``. ``bytes_written`` and ``frames_dropped`` are
     for the operator (metrics, disk bounds)."""
@@ -57,6 +60,12 @@ class Recording:
                  budget: DiskBudget | None = None) -> None:
         self.path = path
         self._budget = budget
+        video = tracks.get("video")
+        if video is not None and (video.codec_name or "vp8").lower() not in RECORDABLE_VIDEO:
+            # VP9 SVC arrives as layer frames, not superframes a file's decoder reads: kept out, not garbled.
+            log.warning("recording keeps audio only: this video codec is not recorded yet",
+                        extra={"path": str(path), "codec": video.codec_name})
+            tracks = {kind: track for kind, track in tracks.items() if kind != "video"}
         self.full = False  # the budget ran out: nothing more is written (the owner stops it)
         self.tracks = tracks
         self.started = time.time()

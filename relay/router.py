@@ -287,6 +287,8 @@ class Publisher(_Peer):
             adapter.enable_opus_fec(transceiver)  # its encoder adds in-band FEC when our reports show loss
             receiver = self._receivers.get(transceiver.kind)
             if transceiver.kind == "video" and receiver is not None:
+                # VP9 (SVC from a browser) when the publisher prefers it: aiortc would answer VP8 instead.
+                adapter.accept_offered_codec(transceiver, offer_sdp, "video/VP9", only=False, first_only=True)
                 if self._feedback is None and adapter.accept_transport_cc(transceiver, offer_sdp):
                     self._feedback = adapter.TransportFeedbackSender(receiver)  # its uplink estimate from us
                 rids = adapter.accept_simulcast(transceiver, offer_sdp)
@@ -384,16 +386,20 @@ class Subscriber(_Peer):
                 transceiver.direction = "inactive"
                 continue
             # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
-            transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
-            if not adapter.narrow_answer_codecs(transceiver):
+            if codec.mimeType.lower() in adapter.FORWARDED_ONLY:
+                accepted = adapter.accept_offered_codec(transceiver, offer_sdp, codec.mimeType, only=True)
+            else:
+                transceiver.setCodecPreferences(_capabilities_for(transceiver.kind, codec))
+                accepted = bool(adapter.narrow_answer_codecs(transceiver))
+            if not accepted:
                 raise MediaError(ErrorCode.BAD_SDP, f"the offer cannot receive {codec.mimeType}, the publisher's codec")
             if transceiver.kind == "audio":
                 adapter.accept_red(transceiver, offer_sdp)  # Opus in RED where the subscriber can take it
                 adapter.enable_opus_fec(transceiver)
             chooser = None
-            if source.simulcast and transceiver.kind == "video":
+            if source.layered and transceiver.kind == "video":
                 chooser = LayerChooser(link)
-                down = source.add_down_track(link, chooser.start(len(source.layers) - 1))
+                down = source.add_down_track(link, chooser.start(source.layer_count - 1))
                 down.chooser = chooser
             else:
                 down = source.add_down_track(link)
@@ -435,7 +441,7 @@ class Subscriber(_Peer):
                 down.set_target_layer(None if quality == "off" else 0)
                 continue
             chooser.paused_by_subscriber = quality == "off"
-            top = len(down.source.layers) - 1
+            top = down.source.layer_count - 1
             chooser.max_layer = {"low": 0, "medium": min(1, top)}.get(quality)
             down.adapt(chooser.link.sending_bps)
 
@@ -447,7 +453,7 @@ class Subscriber(_Peer):
         view: dict[str, Any] = {"estimate_bps": link.estimate_bps, "loss": round(link.loss, 4), "rtt_ms": link.rtt_ms,
                                 "sending_bps": round(link.sending_bps)}
         if video is not None:
-            view.update(layer=video.layer, layers=len(video.source.layers), paused=video.target_layer is None,
+            view.update(layer=video.layer, layers=video.source.layer_count, paused=video.target_layer is None,
                         temporal=video.temporal_cap)
         if audio is not None:
             view["red"] = audio.red

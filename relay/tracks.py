@@ -107,19 +107,34 @@ class DownTrack(MediaStreamTrack):
         self._rtx_seq = random.randrange(0x8000)
         self._octets = 0  # payload octets forwarded (what sender reports count)
 
-    # The forwarder's state, as the router, the adaptation and the stats read and set it.
-    layer = property(lambda self: self.forwarder.layer)
+    # The forwarder's state, as the router, the adaptation and the stats read and set it. A "layer" is a
+    # simulcast layer, or a spatial layer of a VP9 SVC stream (``PublishedTrack.svc``): the same choice
+    # to a chooser, carried out by the forwarder in two ways.
     temporal_cap = property(lambda self: self.forwarder.temporal_cap)
     frames_thinned = property(lambda self: self.forwarder.frames_thinned)
     restarts = property(lambda self: self.forwarder.restarts)
 
     @property
+    def layer(self) -> int | None:
+        forwarder = self.forwarder
+        if not self.source.svc or forwarder.layer is None:
+            return forwarder.layer
+        return forwarder.spatial_cap if forwarder.spatial_cap is not None else self.source.layer_count - 1
+
+    @property
     def target_layer(self) -> int | None:
-        return self.forwarder.target_layer
+        forwarder = self.forwarder
+        if not self.source.svc or forwarder.target_layer is None:
+            return forwarder.target_layer
+        return forwarder.target_spatial if forwarder.target_spatial is not None else self.source.layer_count - 1
 
     @target_layer.setter
     def target_layer(self, layer: int | None) -> None:
-        self.forwarder.target_layer = layer
+        if self.source.svc:
+            self.forwarder.target_layer = None if layer is None else 0
+            self.forwarder.target_spatial = layer
+        else:
+            self.forwarder.target_layer = layer
 
     @property
     def target_temporal(self) -> int | None:
@@ -227,7 +242,8 @@ class DownTrack(MediaStreamTrack):
     def _replay_kept(self, layer: int, epoch: int) -> bool:
         """A new subscriber: if the publisher's last keyframe of ``layer`` and everything since are still at
         hand (a stream that just started, as in a call), start from it now instead of asking for one."""
-        if (self._replaying or layer != self.target_layer or self._output is None or not self._output.ready):
+        if (self._replaying or layer != self.forwarder.target_layer or self._output is None
+                or not self._output.ready):
             return False
         since = self.source.since_keyframe(layer, epoch)
         if not since:
@@ -243,7 +259,7 @@ class DownTrack(MediaStreamTrack):
     def on_connected(self) -> None:
         """The subscriber's transport is up: start from the kept keyframe now, not at the next packet (a
         frame interval later), when it is at hand."""
-        layer = self.target_layer
+        layer = self.forwarder.target_layer  # the stream (an SVC stream's spatial layers are all in stream 0)
         if self.kind == "video" and not self.packets_sent and layer is not None and layer < len(self.source.layers):
             self._replay_kept(layer, self.source.layers[layer].epoch)
 
@@ -311,7 +327,7 @@ class DownTrack(MediaStreamTrack):
                 "retransmitted": self.retransmitted, "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
                 "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
                 "waiting_keyframe": self.waiting_keyframe,
-                **({"layer": self.layer, "target_layer": self.target_layer, "layers": len(self.source.layers),
+                **({"layer": self.layer, "target_layer": self.target_layer, "layers": self.source.layer_count,
                     "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,
                     "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches),
                     "chooser": self.chooser.state.value}
@@ -347,18 +363,25 @@ class DownTrack(MediaStreamTrack):
         self.forwarder.target_temporal = temporal
 
     def set_target_layer(self, layer: int | None) -> None:
-        """Forward ``layer`` from its next keyframe on (asked for now); None stops video at once."""
+        """Forward ``layer`` from its next keyframe on (asked for now); None stops video at once. A spatial
+        layer of an SVC stream: fewer from the next picture, more from a keyframe (asked for now)."""
         if layer == self.target_layer:
             return
-        self.forwarder.target_layer = layer
+        if self.source.svc and layer is not None and self.forwarder.target_layer is not None:
+            current = self.layer
+            self.target_layer = layer
+            if current is None or layer > current:
+                self.source.request_keyframe("spatial layer up", 0)
+            return
+        self.target_layer = layer
         if layer is None:
             self.forwarder.layer = None
         else:
-            self.source.request_keyframe("layer switch", layer)
+            self.source.request_keyframe("layer switch", layer if not self.source.svc else 0)
 
     def restart_at_keyframe(self, reason: str) -> None:
         self.waiting_keyframe = True
-        self.source.request_keyframe(reason, self.target_layer or 0)
+        self.source.request_keyframe(reason, self.forwarder.target_layer or 0)
 
     async def recv(self) -> av.Packet[Any]:  # never yields: packets leave through forward()
         await self._ended
@@ -375,7 +398,8 @@ class DownTrack(MediaStreamTrack):
                 self.on_ended(self)
 
     def on_subscriber_keyframe_request(self) -> None:
-        layer = self.layer if self.layer is not None else self.target_layer
+        forwarder = self.forwarder
+        layer = forwarder.layer if forwarder.layer is not None else forwarder.target_layer
         if layer is not None:
             self.source.request_keyframe("subscriber PLI/FIR", layer)
 
@@ -390,8 +414,9 @@ class StreamLayer:
     first (relay/simulcast.py)."""
 
     __slots__ = ("_pli_pending", "awaiting_keyframe_since", "bitrate", "epoch", "highest_seq", "index", "last_packet",
-                 "last_pli", "last_timestamp", "ntp", "octets", "pixels", "previous_marker", "recent", "source", "ssrc",
-                 "temporal_layers", "temporal_octets", "temporal_share")
+                 "last_pli", "last_timestamp", "ntp", "octets", "pixels", "previous_marker", "recent", "source",
+                 "spatial_layers", "spatial_octets", "spatial_share", "ssrc", "temporal_layers", "temporal_octets",
+                 "temporal_share")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -413,10 +438,26 @@ class StreamLayer:
         self.temporal_layers = 0
         self.temporal_octets = [0, 0, 0, 0]
         self.temporal_share = [1.0, 1.0, 1.0, 1.0]
+        # Spatial layers in this one stream (VP9 SVC), and the share of its bits up to each (smoothed).
+        self.spatial_layers = 0
+        self.spatial_octets = [0, 0, 0, 0, 0, 0, 0, 0]
+        self.spatial_share = [1.0] * 8
         self.last_packet = 0.0
         self.last_pli = 0.0
         self.awaiting_keyframe_since: float | None = None
         self._pli_pending: asyncio.TimerHandle | None = None
+
+
+def _update_shares(octets: list[int], shares: list[float]) -> None:
+    """Smooth each layer's cumulative share of the octets counted since the last update, and restart the
+    count (temporal or spatial layers of one stream: what forwarding only up to layer k costs)."""
+    total = sum(octets)
+    if total:
+        running = 0
+        for layer, count in enumerate(octets):
+            running += count
+            shares[layer] = shares[layer] * 0.6 + running / total * 0.4
+        octets[:] = [0] * len(octets)
 
 
 LAYER_GONE = 1.0  # seconds without a packet after which a layer counts as not sent (the encoder dropped it)
@@ -482,8 +523,8 @@ class PublishedTrack:
                 self._epochs += 1
                 moved.add(rank)
         for down in self.down_tracks:  # a down-track on a layer that moved needs that layer's keyframe now
-            if down.target_layer in moved:
-                self.request_keyframe("layers ranked", down.target_layer)
+            if down.forwarder.target_layer in moved:
+                self.request_keyframe("layers ranked", down.forwarder.target_layer)
         log.info("simulcast layers ranked by size", extra={"track": self.id, "order": order,
                                                            "pixels": [s.pixels for s in self.layers]})
 
@@ -563,14 +604,18 @@ class PublishedTrack:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             stream.last_timestamp = packet.timestamp
             stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
-        picture_id, temporal = rules.describe(payload)
+        picture_id, temporal, spatial, layer_end, _ = rules.describe(payload)
         if temporal is not None:
             stream.temporal_octets[temporal] += len(payload)
             if temporal >= stream.temporal_layers:
                 stream.temporal_layers = temporal + 1
+        if spatial is not None:
+            stream.spatial_octets[spatial] += len(payload)
+            if spatial >= stream.spatial_layers:
+                stream.spatial_layers = spatial + 1
         incoming = SourcePacket(packet.sequence_number, packet.timestamp, packet.marker, payload, keyframe,
                                 stream.epoch, stream.ntp, abs_send_time(wall), picture_id, stream.index, temporal,
-                                arrived, rules)
+                                arrived, rules, spatial, layer_end)
         if self.kind == "video":
             stream.recent.append(incoming)
         for down in tuple(self.down_tracks):
@@ -587,21 +632,37 @@ class PublishedTrack:
                 rate = stream.octets * 8 / elapsed
                 stream.bitrate = rate if not stream.bitrate else stream.bitrate * 0.6 + rate * 0.4
                 stream.octets = 0
-                total = sum(stream.temporal_octets)
-                if total:
-                    running = 0
-                    for tid, octets in enumerate(stream.temporal_octets):
-                        running += octets
-                        stream.temporal_share[tid] = stream.temporal_share[tid] * 0.6 + running / total * 0.4
-                    stream.temporal_octets = [0, 0, 0, 0]
+                _update_shares(stream.temporal_octets, stream.temporal_share)
+                _update_shares(stream.spatial_octets, stream.spatial_share)
         return [stream.bitrate if stream.ssrc is not None and now - stream.last_packet < LAYER_GONE else None
                 for stream in self.layers]
+
+    @property
+    def svc(self) -> bool:
+        """Spatial layers in one stream (VP9 SVC): a subscriber's layer is a spatial layer of it."""
+        return len(self.layers) == 1 and self.layers[0].spatial_layers > 1
+
+    @property
+    def layered(self) -> bool:
+        """Whether a subscriber can be given less of it than all: simulcast or SVC."""
+        return self.simulcast or self.svc
+
+    @property
+    def layer_count(self) -> int:
+        """Layers a subscriber can be given: simulcast layers, or an SVC stream's spatial layers."""
+        return self.layers[0].spatial_layers if self.svc else len(self.layers)
 
     def rungs(self, now: float | None = None) -> list[tuple[int, int | None, float | None]]:
         """What a subscriber can be given, cheapest first, as (layer, highest temporal layer or None for all,
         bitrate or None while that layer is not coming): the lowest layer's temporal layers (a lower frame
-        rate before no video at all), then every layer whole."""
+        rate before no video at all), then every layer whole. An SVC stream's layers are its spatial ones,
+        each costing its share of the stream up to it."""
         rates = self.layer_rates(now)
+        if self.svc:
+            stream = self.layers[0]
+            rate = rates[0]
+            return [(s, None, None if rate is None else rate * stream.spatial_share[s])
+                    for s in range(stream.spatial_layers)]
         lowest = self.layers[0]
         out: list[tuple[int, int | None, float | None]] = [
             (0, tid, None if rates[0] is None else rates[0] * lowest.temporal_share[tid])
@@ -632,14 +693,14 @@ class PublishedTrack:
             # Subscribers resume at a keyframe: their decoders lost the chain while nothing came.
             for down in self.down_tracks:
                 down.waiting_keyframe = True
-                self.request_keyframe("unmuted", down.target_layer or 0)
+                self.request_keyframe("unmuted", down.forwarder.target_layer or 0)
 
     def add_down_track(self, link: SubscriberLink | None = None, layer: int = 0) -> DownTrack:
         down = DownTrack(self, link)
         down.target_layer = layer
         self.down_tracks.add(down)
         if self.kind == "video":
-            self.request_keyframe("new subscriber", layer)
+            self.request_keyframe("new subscriber", down.forwarder.target_layer or 0)
         return down
 
     def remove(self, down: DownTrack) -> None:

@@ -175,6 +175,40 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParamet
     return list(transceiver._codecs)
 
 
+# Codecs the relay forwards that aiortc does not know (it neither offers nor answers them): taken from the
+# offer as it lists them. A publisher gets one only when it lists it first (it prefers it).
+FORWARDED_ONLY = {"video/vp9": {"profile-id": "0"}}
+_FEEDBACK = {("nack", None), ("nack", "pli"), ("goog-remb", None), ("transport-cc", None)}
+
+
+def accept_offered_codec(transceiver: RTCRtpTransceiver, offer_sdp: str, mime: str, *, only: bool,
+                         first_only: bool = False) -> bool:
+    """Answer with ``mime`` (a ``FORWARDED_ONLY`` codec) as the offer lists it, with its RTX: in front of
+    the codecs aiortc settled, or (``only``) alone. With ``first_only`` only when the offer lists it
+    first. Returns whether it is in. Call after setRemoteDescription, before createAnswer."""
+    media = _offered_media(offer_sdp, transceiver.mid)
+    wanted = FORWARDED_ONLY.get(mime.lower())
+    if media is None or wanted is None:
+        return False
+    primary = [c for c in media.rtp.codecs if not c.mimeType.lower().endswith("/rtx")]
+    chosen = next((c for c in primary if c.mimeType.lower() == mime.lower()
+                   and all(str(c.parameters.get(k, v)) == v for k, v in wanted.items())), None)
+    if chosen is None or (first_only and primary[0] is not chosen):
+        return False
+    feedback = [f for f in chosen.rtcpFeedback if (f.type, f.parameter) in _FEEDBACK]
+    codecs = [RTCRtpCodecParameters(mimeType=chosen.mimeType, clockRate=chosen.clockRate,
+                                    payloadType=chosen.payloadType, rtcpFeedback=feedback,
+                                    parameters=dict(chosen.parameters))]
+    rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
+                and str(c.parameters.get("apt")) == str(chosen.payloadType)), None)
+    if rtx is not None:
+        codecs.append(RTCRtpCodecParameters(mimeType=rtx.mimeType, clockRate=rtx.clockRate,
+                                            payloadType=rtx.payloadType, parameters={"apt": chosen.payloadType}))
+    taken = {c.payloadType for c in codecs}
+    transceiver._codecs = codecs + ([] if only else [c for c in transceiver._codecs if c.payloadType not in taken])
+    return True
+
+
 def narrow_answer_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
     """Apply codec preferences set after setRemoteDescription to what the answer will carry.
 

@@ -58,10 +58,10 @@ async def frames_decoded(page: Page) -> int:
     return int(await page.evaluate("window.liveRelay.framesDecoded"))
 
 
-async def host_on_air(base: str, room: str, browser: Any) -> Page:
-    """A host page that has joined and published its (fake) camera."""
+async def host_on_air(base: str, room: str, browser: Any, query: str = "") -> Page:
+    """A host page (with ``query`` added to its address) that has joined and published its (fake) camera."""
     host = await browser.new_page()
-    await host.goto(f"{base}/?view=host&room={room}&token={token(room, 'host', Role.HOST, 'Host')}")
+    await host.goto(f"{base}/?view=host&room={room}&token={token(room, 'host', Role.HOST, 'Host')}{query}")
     await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
     await host.click("#go-live")
     await wait_for(host, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId")

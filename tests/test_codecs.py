@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from rtc.codecs import H264, Codec, PayloadInfo, Vp8, codec_for
+from rtc.codecs import H264, Codec, PayloadInfo, Vp8, Vp9, codec_for, vp9_descriptor
 
 
 @pytest.mark.parametrize(("name", "kind"), [("VP8", Vp8), ("vp8", Vp8), ("H264", H264), ("opus", Codec),
-                                            ("VP9", Codec), (None, Codec)])
+                                            ("VP9", Vp9), ("AV1", Codec), (None, Codec)])
 def test_the_registry_gives_one_object_per_codec(name, kind):
     assert type(codec_for(name)) is kind
 
@@ -70,3 +70,65 @@ def test_a_vp8_keyframe_says_its_size():
     assert Vp8().frame_size(header + b"\x00" * 20) == (1280, 720)
     assert Vp8().frame_size(bytes([0x01]) + header[1:]) is None  # an interframe says nothing
     assert H264().frame_size(b"\x00\x00\x00\x01\x67") is None
+
+
+def vp9_payload(*, pid: int | None = 300, tid: int = 0, sid: int = 0, u: bool = False, d: bool = False,
+                inter: bool = True, begins: bool = True, ends: bool = True, flexible: bool = False,
+                diffs: int = 1, sizes: tuple[tuple[int, int], ...] = (), frame: bytes = b"\x86") -> bytes:
+    """A VP9 payload as RFC 9628 lays it out: the descriptor, then ``frame`` (a byte of bitstream)."""
+    flags = (0x80 if pid is not None else 0) | (0x40 if inter else 0) | 0x20 | (0x10 if flexible else 0) | \
+        (0x08 if begins else 0) | (0x04 if ends else 0) | (0x02 if sizes else 0)
+    out = bytes([flags])
+    if pid is not None:
+        out += bytes([0x80 | pid >> 8, pid & 0xFF])
+    out += bytes([tid << 5 | int(u) << 4 | sid << 1 | int(d)])
+    if not flexible:
+        out += b"\x07"  # TL0PICIDX
+    elif inter:
+        out += bytes([(1 << 1) | (1 if k < diffs - 1 else 0) for k in range(diffs)])  # P_DIFF|N
+    if sizes:
+        out += bytes([(len(sizes) - 1) << 5 | 0x10])
+        for width, height in sizes:
+            out += width.to_bytes(2, "big") + height.to_bytes(2, "big")
+    return out + frame
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    (vp9_payload(), dict(picture_id=(1, 2, 300), temporal=0, spatial=0, begins=True, ends=True, length=5)),
+    (vp9_payload(tid=2, sid=1, u=True, begins=False, ends=True),
+     dict(temporal=2, spatial=1, switch_up=True, begins=False, ends=True)),
+    (vp9_payload(flexible=True, diffs=3, sid=2), dict(spatial=2, length=7)),  # three P_DIFFs, no TL0PICIDX
+    (vp9_payload(inter=False, sizes=((320, 180), (640, 360), (1280, 720))),
+     dict(inter_picture=False, sizes=((320, 180), (640, 360), (1280, 720)), length=18)),
+    (vp9_payload(pid=None), dict(picture_id=None, length=3)),
+])
+def test_vp9_reads_its_payload_descriptor(payload, expected):
+    descriptor = vp9_descriptor(payload)
+    assert descriptor is not None
+    for field, value in expected.items():
+        assert getattr(descriptor, field) == value, field
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x80", b"\xa0\x80", vp9_payload(sizes=((320, 180),))[:9],
+                                     vp9_payload(flexible=True, diffs=2)[:5]])
+def test_a_cut_vp9_descriptor_claims_nothing(payload):
+    assert vp9_descriptor(payload) is None
+    assert Vp9().describe(payload) == PayloadInfo(None, None)
+
+
+def test_vp9_keyframes_pictures_and_picture_ids():
+    vp9 = Vp9()
+    key = vp9_payload(inter=False, sizes=((640, 360), (1280, 720)))
+    assert vp9.starts_keyframe(key, True) and vp9.starts_frame(key)
+    assert vp9.keyframe_size(key) == (1280, 720)  # the top layer's size
+    assert not vp9.starts_keyframe(vp9_payload(inter=False, sid=1), True)  # a keyframe's upper layer
+    assert not vp9.starts_keyframe(vp9_payload(), True)  # a predicted picture
+    assert not vp9.starts_frame(vp9_payload(begins=False))
+    info = vp9.describe(vp9_payload(tid=1, sid=1, ends=True))
+    assert (info.temporal, info.spatial, info.layer_end) == (1, 1, True)
+    rewritten = vp9.with_picture_id(key, info.picture_id, 0x1234)  # type: ignore[arg-type]
+    assert vp9.describe(rewritten).picture_id == (1, 2, 0x1234) and rewritten[3:] == key[3:]
+    # The uncompressed header: frame marker 0b10, profile 0, show_existing_frame 0, frame_type 0 (key) / 1.
+    assert vp9.is_keyframe(bytes([0b10000000])) and not vp9.is_keyframe(bytes([0b10000100]))
+    assert not vp9.is_keyframe(bytes([0b10001000]))  # show_existing_frame: no new picture
+    assert not vp9.is_keyframe(b"\x00")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
-from rtc.codecs import Vp8
+from rtc.codecs import Vp8, Vp9
 
 SEQ, TS, PID = 1000, 50000, 300
 
@@ -109,3 +109,67 @@ def test_first_packets_that_could_not_go_start_again_at_a_keyframe():
     assert forwarder.translate(P(11, 1), 0.0, 90000) is Drop.WAITING_KEYFRAME
     again = forwarder.translate(P(12, 2, key=True), 0.0, 90000)
     assert isinstance(again, Translation) and again.started and again.seq == result.seq  # the same numbers
+
+
+def S(seq: int, picture: int, sid: int, *, key: bool = False, begins: bool = True, ends: bool = True,
+      top: int = 2) -> SourcePacket:
+    """A VP9 SVC source packet: spatial layer ``sid`` of picture ``picture`` (one packet per layer frame
+    unless said), the RTP marker on the top layer's end."""
+    from tests.test_codecs import vp9_payload
+
+    payload = vp9_payload(pid=picture, sid=sid, inter=not key, begins=begins, ends=ends)
+    marker = int(sid == top and ends)
+    return SourcePacket(seq, 3000 * picture, marker, payload, key and sid == 0 and begins, 0, 0, b"\x00\x00\x00",
+                        (1, 2, picture), 0, 0, codec=Vp9(), spatial=sid, layer_end=ends)
+
+
+def svc_outcome(result: Translation | Drop) -> object:
+    if isinstance(result, Drop):
+        return result
+    return ((result.seq - SEQ) & 0xFFFF, "pad" if result.padding else result.marker)
+
+
+def picture(seq: int, number: int, key: bool = False) -> list[SourcePacket]:
+    return [S(seq, number, 0, key=key), S(seq + 1, number, 1, key=key), S(seq + 2, number, 2, key=key)]
+
+
+@pytest.mark.parametrize(("name", "target", "packets", "expected"), [
+    ("all layers: the publisher's own markers", None, picture(10, 0, key=True) + picture(13, 1),
+     [(2, 0), (3, 0), (4, 1), (5, 0), (6, 0), (7, 1)]),
+    ("two of three: the top layer goes as padding, the middle one ends the picture", 1,
+     picture(10, 0, key=True) + picture(13, 1),
+     [(2, 0), (3, 1), (4, "pad"), (5, 0), (6, 1), (7, "pad")]),
+    ("the lowest alone: its layer frame carries the marker", 0, picture(10, 0, key=True),
+     [(2, 1), (3, "pad"), (4, "pad")]),
+])
+def test_spatial_layers_are_left_out_with_the_marker_moved(name, target, packets, expected):
+    forwarder = Forwarder("video", SEQ, TS, PID)
+    forwarder.target_spatial = target
+    got = []
+    for packet in packets:
+        result = forwarder.translate(packet, 0.0, 90000)
+        if isinstance(result, Translation):
+            forwarder.commit(result, 0.0)
+        got.append(svc_outcome(result))
+    assert got == expected, name
+
+
+def test_fewer_spatial_layers_from_the_next_picture_more_only_from_a_keyframe():
+    forwarder = Forwarder("video", SEQ, TS, PID)
+
+    def run(packets: list[SourcePacket]) -> list[object]:
+        out = []
+        for packet in packets:
+            result = forwarder.translate(packet, 0.0, 90000)
+            if isinstance(result, Translation):
+                forwarder.commit(result, 0.0)
+            out.append(svc_outcome(result))
+        return out
+
+    assert run(picture(10, 0, key=True)) == [(2, 0), (3, 0), (4, 1)]
+    forwarder.target_spatial = 0
+    assert run(picture(13, 1)) == [(5, 1), (6, "pad"), (7, "pad")]  # down at once, at the picture's start
+    forwarder.target_spatial = 2
+    assert run(picture(16, 2)) == [(8, 1), (9, "pad"), (10, "pad")]  # up: not on a predicted picture
+    assert run(picture(19, 3, key=True)) == [(11, 0), (12, 0), (13, 1)]  # ...but at the keyframe
+    assert forwarder.spatial_cap == 2

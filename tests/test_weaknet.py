@@ -113,3 +113,28 @@ def test_a_link_too_thin_for_video_gets_fewer_frames_then_sound_alone_then_video
     assert concealed / heard < 0.25
     # Freed: video comes back by itself.
     assert freed[-1]["target_layer"] is not None and freed[-1]["frames"] > freed[len(freed) // 2]["frames"]
+
+
+def test_an_svc_host_s_capped_viewer_gets_fewer_spatial_layers_and_keeps_decoding():
+    # The page's ?video=svc: one VP9 stream, three spatial layers (L3T3_KEY), forwarded without decoding.
+    result = run_lab("svc_cap", window=15)
+    assert result["host_sends"] == ["video/VP9", "L3T3_KEY"] and result["codec"].upper() == "VP9"
+    assert result["svc"] and result["layers"] == 3
+    samples = result["samples"]
+    before = [s for s in samples if s["phase"] == "before"]
+    capped = [s for s in samples if s["phase"] == "capped"]
+    freed = [s for s in samples if s["phase"] == "freed"]
+    assert all(s[u]["layer"] == 2 for s in before for u in ("weak", "control1"))
+    # Capped at 400 kbit/s: the weak viewer is given fewer spatial layers, and its decoder goes on.
+    switched = next(s for s in capped if s["weak"]["layer"] is not None and s["weak"]["layer"] < 2)
+    assert capped[-1]["weak"]["layer"] is not None and capped[-1]["weak"]["layer"] < 2
+    assert capped[-1]["weak_stats"]["framesDecoded"] > switched["weak_stats"]["framesDecoded"] + 50
+    top_height = before[-1]["weak_stats"]["frameHeight"]  # 720, or less where the host's encoder is short of CPU
+    assert capped[-1]["weak_stats"]["frameHeight"] < top_height
+    # Freed: it climbs back (probing, a spatial layer at a time) to a bigger picture.
+    assert freed[-1]["weak"]["layer"] > capped[-1]["weak"]["layer"]
+    assert freed[-1]["weak_stats"]["frameHeight"] > capped[-1]["weak_stats"]["frameHeight"]
+    # The control viewer kept all three layers and never froze.
+    assert all(s["control1"]["layer"] == 2 for s in samples) and result["control_freezes"] == 0
+    # A viewer that cannot decode VP9 (aiortc) is told so in one line.
+    assert "cannot receive video/VP9" in result["python_viewer"]

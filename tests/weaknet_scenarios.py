@@ -133,6 +133,57 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
     return result
 
 
+async def svc_cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+                  window: float) -> dict[str, Any]:
+    """A host sending one VP9 stream of three spatial layers (the page's ``video=svc``); the weak viewer's
+    link capped at 400 kbit/s for ``window`` seconds, then freed; a control viewer on loopback throughout.
+    Sampled every 0.25 s: each viewer's spatial layer (the server's view) and the weak viewer's getStats."""
+    host = await host_on_air(base, "show", browsers["local"], "&video=svc")
+    control = await viewer(base, browsers["local"], "control1")
+    weak = await viewer(weak_base, browsers["weak"], "weak")
+    track = video_track(relay)
+    for _ in range(60):  # until both forward the top spatial layer (the host's encoder ramps up first)
+        layers = {u: quality_of(relay, u).get("video", {}) for u in ("weak", "control1")}
+        if track.svc and all(v.get("layer") == track.layer_count - 1 for v in layers.values()):
+            break
+        await asyncio.sleep(0.5)
+    sent = await host.evaluate("""(async () => {
+        let out = null; const s = await window.liveRelay.publisher.pc.getStats();
+        s.forEach(x => { if (x.type === 'outbound-rtp' && x.kind === 'video') out = [x.codecId, x.scalabilityMode];
+        }); if (out) { s.forEach(x => { if (x.id === out[0]) out[0] = x.mimeType; }); } return out; })()""")
+    result: dict[str, Any] = {"host_sends": sent, "svc": track.svc, "layers": track.layer_count,
+                              "codec": track.codec_name, "samples": []}
+    control_freezes_before = (await stats(control))["video"]["freezeCount"]
+    started = time.monotonic()
+
+    async def sample(phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            row = {"t": round(time.monotonic() - started, 2), "phase": phase,
+                   "weak_stats": (await stats(weak))["video"]}
+            for user in ("weak", "control1"):
+                video = quality_of(relay, user).get("video", {})
+                row[user] = {k: video.get(k) for k in ("layer", "target_layer", "estimate_bps", "loss")}
+            result["samples"].append(row)
+            await asyncio.sleep(0.25)
+
+    await sample("before", 3)
+    lab.cap(400)
+    await sample("capped", window)
+    lab.uncap()
+    await sample("freed", window)
+    result["control_freezes"] = (await stats(control))["video"]["freezeCount"] - control_freezes_before
+    ws = base.replace("http", "ws") + "/ws"
+    async with LiveClient(ws, "show", token("show", "py", Role.VIEWER, "Py")) as client:
+        try:  # aiortc cannot decode VP9: its offer has none, and it is told so
+            await MediaSession.subscribe(client)
+            result["python_viewer"] = "accepted"
+        except Exception as exc:
+            result["python_viewer"] = str(exc)
+    await host.close()
+    return result
+
+
 async def thin(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
                window: float) -> dict[str, Any]:
     """A simulcast host and the weak viewer on ever thinner links: 150 kbit/s (under the lowest layer with
@@ -228,7 +279,7 @@ async def viewer(base: str, browser: Any, user: str) -> Page:
     return page
 
 
-SCENARIOS = {"loss": loss, "cap": cap, "thin": thin}
+SCENARIOS = {"loss": loss, "cap": cap, "svc_cap": svc_cap, "thin": thin}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -178,11 +178,25 @@ function simulcastLayers(track) {
 // The ICE servers this server gave us (TURN with time-limited credentials, for networks that block UDP).
 const iceServersOf = (ch) => (ch && Array.isArray(ch.joined?.ice_servers) ? ch.joined.ice_servers : []);
 
+// With ?video=svc a host sends one VP9 stream of three spatial layers (L3T3_KEY) instead of three simulcast
+// streams: one encoder and a third less upload; the server gives each viewer the spatial layers its link
+// carries. Null where the browser cannot (no VP9 or no scalabilityMode): the host sends simulcast.
+function svcSetup(track) {
+  if (params.get("video") !== "svc" || track.getSettings().width < 960) return null;
+  const codecs = RTCRtpSender.getCapabilities("video")?.codecs || [];
+  const vp9 = codecs.filter((c) => c.mimeType === "video/VP9" && !/profile-id=[123]/.test(c.sdpFmtpLine || ""));
+  if (!vp9.length) return null;
+  const rest = codecs.filter((c) => !vp9.includes(c));
+  return { encodings: [{ scalabilityMode: "L3T3_KEY", maxBitrate: 2_000_000 }], codecs: [...vp9, ...rest] };
+}
+
 async function publish(ch, stream, simulcast = false) {
   const pc = new RTCPeerConnection({ iceServers: iceServersOf(ch) });
   for (const track of stream.getTracks()) {
-    const layers = simulcast && track.kind === "video" ? simulcastLayers(track) : null;
-    pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(layers ? { sendEncodings: layers } : {}) });
+    const svc = simulcast && track.kind === "video" ? svcSetup(track) : null;
+    const layers = svc ? svc.encodings : simulcast && track.kind === "video" ? simulcastLayers(track) : null;
+    const t = pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(layers ? { sendEncodings: layers } : {}) });
+    if (svc) t.setCodecPreferences(svc.codecs);
   }
   const mediaId = await negotiate(ch, pc, { type: "publish" });
   return { pc, mediaId };

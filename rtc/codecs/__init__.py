@@ -14,6 +14,7 @@ from __future__ import annotations
 from rtc.codecs.base import Codec, PayloadInfo
 from rtc.codecs.h264 import H264
 from rtc.codecs.vp8 import Vp8, vp8_descriptor
+from rtc.codecs.vp9 import Vp9, vp9_descriptor
 
 __all__ = [
     "CODECS",
@@ -21,14 +22,16 @@ __all__ = [
     "Codec",
     "PayloadInfo",
     "Vp8",
+    "Vp9",
     "codec_for",
     "is_keyframe",
     "packet_starts_frame",
     "packet_starts_keyframe",
     "vp8_descriptor",
+    "vp9_descriptor",
 ]
 
-CODECS: dict[str, Codec] = {"vp8": Vp8(), "h264": H264()}
+CODECS: dict[str, Codec] = {"vp8": Vp8(), "vp9": Vp9(), "h264": H264()}
 """Video codecs the relay forwards and understands, by lower-case SDP name."""
 
 _ANY = Codec()
