@@ -14,6 +14,7 @@ from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, read_frame
 from protocol import Role
 from rtc import adapter
+from signaling.app import SERVER
 from signaling.whip import parse_sdpfrag
 
 
@@ -217,3 +218,20 @@ async def test_whip_and_whep_sessions_are_reached_only_with_the_token_that_made_
         while (await viewer.next_event("media", timeout=10))["event"] != "publisher_left":
             pass
         await obs.pc.close()
+
+
+async def test_a_room_whose_only_publisher_is_whip_can_be_joined_and_watched(server):
+    # Nobody ever joined "obsonly" over the WebSocket: the WHIP stream alone makes the room exist.
+    async with aiohttp.ClientSession() as http:
+        obs = WhipClient(http, server.base)
+        response = await obs.start("/whip/obsonly", server.token("obsonly", "studio", Role.HOST), send=True)
+        assert response.status == 201
+        await server.app[SERVER].broker.gc()  # the broker's sweep (every 5 s) once dropped such a room
+        async with LiveClient(server.ws_url, "obsonly", server.token("obsonly", "v1")) as viewer:
+            publishers = viewer.joined["state"]["publishers"]
+            assert [p["user"] for p in publishers] == ["studio"], viewer.joined
+            sub = await MediaSession.subscribe(viewer, kinds=("video",))
+            frame = await asyncio.wait_for((await sub.wait_track("video", 20)).recv(), 20)
+            assert read_frame(frame)[0] >= 900_000
+            await sub.close()
+        assert await obs.stop() == 200

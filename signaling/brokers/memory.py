@@ -193,7 +193,7 @@ class MemoryBroker(Broker):
     async def gc(self) -> list[str]:
         dropped = []
         for room, stream in list(self._streams.items()):
-            if stream.subscribed:
+            if stream.subscribed or stream.publishers:  # a room whose only member is a WHIP stream exists
                 continue
             self._trim(stream)
             state_fresh = (stream.state or stream.grants) and time.monotonic() - stream.state_written < self._state_ttl
