@@ -365,6 +365,41 @@ async def whip(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
     return r
 
 
+WHEP_FRAMES = """(async () => {
+    if (!window.liveRelay.whep) return 0;
+    const s = await window.liveRelay.whep.pc.getStats(); let n = 0;
+    s.forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') n = x.framesDecoded; });
+    return n; })()"""
+
+
+async def whep_restart(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A WHEP player opened before the stream starts, then a publisher that restarts as OBS does (DELETE,
+    then a new POST): the player waits, plays, and plays again, with no reload."""
+    r: dict[str, Any] = {}
+    player = await browser.new_page()
+    await player.goto(f"{base}/?view=whep&room=show")
+    await asyncio.sleep(1.0)
+    r["waiting_status"] = await player.text_content("#status")
+    host = token("show", "studio", Role.HOST)
+    studio = await browser.new_page()
+    await studio.goto(f"{base}/?view=whip&room=show&token={host}")
+    over_five = f"(async () => {{ const n = await {WHEP_FRAMES}; return n > 5 ? n : 0; }})()"
+    r["first_frames"] = await wait_for(player, over_five)
+    r["whip_stop"] = await studio.evaluate("window.liveRelay.whip.stop()")
+    await studio.close()
+    restarted = time.monotonic()
+    studio = await browser.new_page()
+    await studio.goto(f"{base}/?view=whip&room=show&token={host}")
+    await wait_for(player, "window.liveRelay.whepPlayer.sessions >= 2", timeout=30)
+    r["second_frames"] = await wait_for(player, over_five, timeout=30)
+    r["back_after_s"] = round(time.monotonic() - restarted, 2)
+    r["sessions"] = await player.evaluate("window.liveRelay.whepPlayer.sessions")
+    r["status"] = await player.text_content("#status")
+    r["whep_stop"] = await player.evaluate("window.liveRelay.whep.stop()")
+    await studio.evaluate("window.liveRelay.whip.stop()")
+    return r
+
+
 async def replay(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """A recorded show replayed in the page: its product card and comment at their moments, and seeking."""
     from clients.sources import CounterVideoTrack, ToneAudioTrack
@@ -607,7 +642,7 @@ async def obs_simulcast(base: str, ws: str, out: Path, browser: Any, relay: Any)
     return r
 
 
-SCENARIOS = {"obs_simulcast": obs_simulcast, "overload": overload,
+SCENARIOS = {"obs_simulcast": obs_simulcast, "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 

@@ -158,6 +158,16 @@ def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_a
     assert sent["0"] == (1280, "none"), r["sender"]  # the publisher sends its full-size layer, unlimited
 
 
+def test_a_whep_player_waits_for_the_stream_and_follows_a_publisher_restart(netns):
+    # The player was told 404 (nothing published yet) and never asked again; a publisher's restart (OBS:
+    # DELETE, then POST) ended its session for good.
+    r = run_scenario(netns, "whep_restart")
+    assert "waiting" in r["waiting_status"]
+    assert r["first_frames"] > 5 and r["whip_stop"] == 200
+    assert r["sessions"] == 2 and r["second_frames"] > 5 and r["status"] == "playing over WHEP"
+    assert r["whep_stop"] == 200
+
+
 def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     r = run_scenario(netns, "replay")
     assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded

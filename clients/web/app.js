@@ -844,15 +844,52 @@ async function runWhip(room, tok) {
   setStatus("on air over WHIP");
 }
 
+// A WHEP player that waits for the stream and follows the publisher's restarts (OBS reconnects with DELETE
+// then POST, and the server ends the players' sessions with it): while nothing is published it asks again
+// every 2 s; when its session ends it starts another. window.liveRelay.whep is the current session.
 async function runWhep(room, tok) {
   $("#stage").replaceChildren();
   const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.id = "whep-video";
   $("#stage").append(video);
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  pc.addTransceiver("video", { direction: "recvonly" }); pc.addTransceiver("audio", { direction: "recvonly" });
-  const stream = new MediaStream(); pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; playWithSound(video); };
-  window.liveRelay.whep = await httpMedia("whep", room, tok, pc);
-  setStatus("playing over WHEP");
+  const player = { stopped: false, sessions: 0 };
+  const pause = (ms) => new Promise((resume) => setTimeout(resume, ms));
+  window.liveRelay.whepPlayer = player;
+  while (!player.stopped) {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc.addTransceiver("video", { direction: "recvonly" }); pc.addTransceiver("audio", { direction: "recvonly" });
+    const stream = new MediaStream(); pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; playWithSound(video); };
+    // Ended: the connection fails, or nothing has come for 3 s (a publisher's end reaches a browser as
+    // silence: it notices the closed connection only when consent runs out, ~15 s later).
+    const ended = new Promise((done) => {
+      pc.onconnectionstatechange = () => { if (["failed", "closed"].includes(pc.connectionState)) done(); };
+      let last = -1, still = 0;
+      const watch = setInterval(async () => {
+        if (pc.connectionState === "closed") { clearInterval(watch); return done(); }
+        let bytes = 0;
+        (await pc.getStats()).forEach((x) => { if (x.type === "inbound-rtp") bytes += x.bytesReceived || 0; });
+        still = bytes > 0 && bytes === last ? still + 1 : 0; last = bytes;
+        if (still >= 3) { clearInterval(watch); done(); }
+      }, 1000);
+    });
+    let session;
+    try {
+      session = await httpMedia("whep", room, tok, pc);
+    } catch (err) {
+      pc.close();
+      if (!/ 404: /.test(err.message)) throw err; // not "nothing published yet": say it and stop
+      setStatus("waiting for the stream to start…");
+      await pause(2000);
+      continue;
+    }
+    const stop = session.stop;
+    session.stop = () => { player.stopped = true; return stop(); };
+    window.liveRelay.whep = session; player.sessions += 1;
+    setStatus("playing over WHEP");
+    await ended;
+    pc.close();
+    if (!player.stopped) setStatus("the stream stopped; waiting for it to start again…");
+    await pause(1000);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
