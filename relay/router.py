@@ -154,6 +154,7 @@ class _Peer:
         self.id = peer_id
         self.room = room
         self.pc = RTCPeerConnection(_rtc_configuration(room.router.config))
+        adapter.connect_quietly(self.pc)
         self.closed = False
         self._trickled = 0  # candidates trickled so far (bounded)
 

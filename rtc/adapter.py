@@ -52,6 +52,7 @@ from typing import Any
 
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
@@ -521,15 +522,21 @@ def quicken_handshakes(pc: RTCPeerConnection) -> list[HandshakeRepair]:
     return repairs
 
 
-def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
-    """Answer ``a=setup:passive``: the offerer starts the DTLS handshake, once it holds our answer (and so our
-    fingerprint). aiortc answers active, and its ClientHello can reach an offerer still applying the answer:
-    libdatachannel (OBS's WHIP output) then fails the handshake with "unknown CA" (6 of 60 sessions on a busy
-    2-core machine). Call after setRemoteDescription(offer), before createAnswer."""
-    for transceiver in pc.getTransceivers():
-        dtls = transceiver.receiver.transport
-        if dtls is not None and dtls._role == "auto":
-            dtls._set_role("server")
+def connect_quietly(pc: RTCPeerConnection) -> None:
+    """aiortc starts ICE and DTLS in a task nobody awaits, which raises when the connection is closed under
+    it (a WHIP client that DELETEs right after it connects, a viewer leaving mid-handshake): asyncio then
+    logged "Task exception was never retrieved" with a traceback at ERROR for each. Closed while connecting
+    is an outcome, not an error; anything else still raises."""
+    connect = pc._RTCPeerConnection__connect  # type: ignore[attr-defined]
+
+    async def guarded() -> None:
+        try:
+            await connect()
+        except (InvalidStateError, ConnectionError):
+            if not pc._RTCPeerConnection__isClosed:  # type: ignore[attr-defined]
+                raise
+
+    pc._RTCPeerConnection__connect = guarded  # type: ignore[attr-defined]
 
 
 def one_fingerprint(sdp: str) -> str:

@@ -235,3 +235,25 @@ async def test_a_room_whose_only_publisher_is_whip_can_be_joined_and_watched(ser
             assert read_frame(frame)[0] >= 900_000
             await sub.close()
         assert await obs.stop() == 200
+
+
+async def test_sessions_deleted_while_they_connect_leave_no_traceback(server, caplog):
+    # aiortc's connect task raised "RTCIceTransport is closed" into nobody's hands: an ERROR with a traceback
+    # in the server's log for each client that gave up mid-handshake.
+    async with aiohttp.ClientSession() as http:
+        for attempt in range(12):
+            obs = WhipClient(http, server.base)
+            obs.pc.addTransceiver("audio", direction="sendonly")  # two m-sections: aiortc starts each in turn
+            response = await obs.start("/whip/show", server.token("show", f"s{attempt}", Role.HOST), send=True)
+            assert response.status == 201
+            for _ in range(200):  # until it connects, then leave at once (as the OBS-like client did)
+                if obs.pc.connectionState == "connected":
+                    break
+                await asyncio.sleep(0.005)
+            assert await obs.stop() == 200
+    await asyncio.sleep(0.5)
+    import gc
+
+    gc.collect()  # a dropped task's exception is logged when the task is collected
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
