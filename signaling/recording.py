@@ -169,10 +169,12 @@ class Recordings:
         if recording is None or room_log is None:
             return
         await asyncio.to_thread(recording.stop)
-        self._log(room, {"type": "recording_stopped", "publisher": publisher, "file": recording.path.name,
-                         "frames": recording.frames_written, "dropped": recording.frames_dropped,
-                         "duration_s": recording.duration_s, "streams": recording.streams})
-        if not room_log.recordings:
+        # Into this room log, whatever happened while the file closed: two recordings of a room stop
+        # together when a private call ends, and the other one may have finished first.
+        self._write(room_log, {"type": "recording_stopped", "publisher": publisher, "file": recording.path.name,
+                               "frames": recording.frames_written, "dropped": recording.frames_dropped,
+                               "duration_s": recording.duration_s, "streams": recording.streams})
+        if not room_log.recordings and self.rooms.get(room) is room_log:
             del self.rooms[room]
 
     def observe(self, room: str, data: dict[str, Any]) -> bool:
@@ -183,8 +185,11 @@ class Recordings:
 
     def _log(self, room: str, data: dict[str, Any]) -> None:
         room_log = self.rooms.get(room)
-        if room_log is None:
-            return
+        if room_log is not None:
+            self._write(room_log, data)
+
+    @staticmethod
+    def _write(room_log: _RoomLog, data: dict[str, Any]) -> None:
         media_ms = round(time.time() * 1000 - room_log.started_ms, 1)
         room_log.path.parent.mkdir(parents=True, exist_ok=True)
         with room_log.path.open("a", encoding="utf-8") as out:  # small appends: a line per event

@@ -275,3 +275,22 @@ async def test_a_deleted_comment_is_marked_in_the_recordings_events(start_server
     [deleted] = [e for e in events if e["type"] == "comment_deleted"]
     assert deleted["target"] == ack["seq"] and deleted["media_ms"] > 0
     assert any(e["type"] == "comment" and e["seq"] == ack["seq"] for e in events)  # the page drops it by seq
+
+
+async def test_two_publishers_leaving_at_once_stop_their_recordings_cleanly(start_server, tmp_path, caplog):
+    # As a private call ends: both parties' recordings stop together. The second to finish once found the
+    # room's log already gone (KeyError in the server's log).
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "a", Role.HOST)) as a, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "b", Role.HOST)) as b:
+        first = await MediaSession.publish(a, [CounterVideoTrack(160, 120), ToneAudioTrack()])
+        second = await MediaSession.publish(b, [CounterVideoTrack(160, 120), ToneAudioTrack()])
+        await asyncio.sleep(1.5)
+        await asyncio.gather(first.close(), second.close())
+        for _ in range(100):
+            logs = "".join(p.read_text() for p in (tmp_path / "show").glob("*-events.jsonl"))
+            if logs.count("recording_stopped") == 2:
+                break
+            await asyncio.sleep(0.1)
+    assert logs.count("recording_stopped") == 2
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
