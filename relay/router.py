@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,10 @@ class MediaConfig:
     # A peer connection not connected this long after its answer is closed (its client went away, or ICE
     # cannot get through): nothing a client starts and abandons is held for long.
     connect_timeout: float = 20.0
+    # A connected publisher from which nothing (no RTP, RTCP or consent answer) came for this long is closed:
+    # an encoder that vanished without a DELETE (a crash, a pulled cable) leaves its room at once, not when
+    # its ICE consent runs out 30 s later.
+    silent_timeout: float = 10.0
     # With a socket per peer connection: the UDP ports those sockets may use (first, last), or None.
     port_range: tuple[int, int] | None = None
 
@@ -225,6 +230,8 @@ class _Peer:
 class Publisher(_Peer):
     def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
         super().__init__(peer_id, room)
+        self._silence: asyncio.TimerHandle | None = None  # the once-a-second check, while connected
+        self._watch = adapter.SilenceWatch(self.pc)
         self.user = user
         self.tracks: dict[str, PublishedTrack] = {}  # by kind
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
@@ -309,7 +316,26 @@ class Publisher(_Peer):
             raise MediaError(ErrorCode.BAD_SDP, "the offer carries no audio or video to publish")
         return answer
 
+    def on_connected(self) -> None:
+        if self._silence is None:
+            self._silence = asyncio.get_running_loop().call_later(1.0, self._check_silence)
+
+    def _check_silence(self) -> None:
+        """Once a second while connected: close it when nothing has come from it for ``silent_timeout``."""
+        self._silence = None
+        if self.closed:
+            return
+        quiet = self._watch.quiet_for(time.monotonic())
+        if quiet > self.room.router.config.silent_timeout:
+            log.info("publisher silent; closing it", extra={"peer": self.id, "silent_s": round(quiet, 1)})
+            self.room.router.close_soon(self.id)
+            return
+        self._silence = asyncio.get_running_loop().call_later(1.0, self._check_silence)
+
     def _on_close(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         if self._feedback is not None:
             self._feedback.close()
         for track in self.tracks.values():

@@ -522,6 +522,23 @@ def quicken_handshakes(pc: RTCPeerConnection) -> list[HandshakeRepair]:
     return repairs
 
 
+class SilenceWatch:
+    """How long nothing (SRTP or SRTCP) has arrived on a peer connection, read from aiortc's DTLS transports'
+    receive counters: call ``quiet_for`` about once a second; a count that moved since the last call is now."""
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._pc = pc
+        self._count = -1
+        self._since = time.monotonic()
+
+    def quiet_for(self, now: float) -> float:
+        count = sum(t.sender.transport._RTCDtlsTransport__rx_packets  # type: ignore[attr-defined]
+                    for t in self._pc.getTransceivers())
+        if count != self._count:
+            self._count, self._since = count, now
+        return now - self._since
+
+
 def connect_quietly(pc: RTCPeerConnection) -> None:
     """aiortc starts ICE and DTLS in a task nobody awaits, which raises when the connection is closed under
     it (a WHIP client that DELETEs right after it connects, a viewer leaving mid-handshake): asyncio then

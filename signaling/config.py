@@ -86,6 +86,9 @@ class LimitsConfig:
     publication_wait_s: float = 10.0
     # A peer connection not connected this long after the answer is closed and its slot freed (seconds).
     media_connect_timeout: float = 20.0
+    # A connected publisher silent this long (no RTP or RTCP: an encoder gone without a DELETE) is closed and
+    # its room told `publisher_left` (seconds; ICE consent alone would take 30).
+    media_silent_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

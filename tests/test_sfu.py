@@ -382,3 +382,27 @@ async def test_a_subscription_to_a_users_publication_waits_for_it_and_gets_its_f
         assert err.value.code == "no_publisher" and "nobody" in err.value.args[0]
         await subscription.close()
         await publisher.close()
+
+
+async def test_a_publisher_that_vanishes_without_a_word_leaves_its_room_within_the_silent_timeout(start_server):
+    # An encoder that crashes or loses its cable sends no DELETE and no close: its room heard
+    # `publisher_left` only when ICE consent ran out, 30 s later.
+    from signaling.config import LimitsConfig
+
+    srv = await start_server(rooms=("show",), limits=LimitsConfig(media_silent_timeout=2.0))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host, \
+            LiveClient(srv.ws_url, "show", srv.token("show", "fan")) as fan:
+        session = await MediaSession.publish(host, [CounterVideoTrack(160, 120), ToneAudioTrack()])
+        joined = await fan.next_event("media", timeout=10)
+        viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
+        await asyncio.wait_for((await viewer.wait_track("video", 20)).recv(), 20)
+        # The publisher's sockets go dead: nothing more leaves it (no RTP, RTCP, DTLS alert or STUN).
+        for transceiver in session.pc.getTransceivers():
+            for protocol in transceiver.sender.transport.transport._connection._protocols:
+                protocol.transport.abort()
+        # Told within the 10 s window (2 s of silence, checked once a second), not at consent's 30 s.
+        while (event := await fan.next_event("media", timeout=10))["event"] != "publisher_left":
+            pass
+        assert event["publisher"] == joined["publisher"]
+        await viewer.close()
+    await session.close()
