@@ -182,6 +182,25 @@ FORWARDED_ONLY = {"video/vp9": {"profile-id": "0"}}
 _FEEDBACK = {("nack", None), ("nack", "pli"), ("goog-remb", None), ("transport-cc", None)}
 
 
+def _offered_codec(media: Any, mime: str, wanted: dict[str, str]) -> tuple[Any, Any] | None:
+    """The offer's first ``mime`` codec whose fmtp has ``wanted``'s values (an absent one: its default),
+    and its RTX (or None); None when the offer has no such codec."""
+    primary = [c for c in media.rtp.codecs if not c.mimeType.lower().endswith("/rtx")]
+    chosen = next((c for c in primary if c.mimeType.lower() == mime.lower()
+                   and all(str(c.parameters.get(k, v)) == v for k, v in wanted.items())), None)
+    if chosen is None:
+        return None
+    rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
+                and str(c.parameters.get("apt")) == str(chosen.payloadType)), None)
+    return chosen, rtx
+
+
+def _preferred(media: Any) -> Any:
+    """The offer's preferred codec: the first of its m-line's formats (not the first rtpmap line)."""
+    by_type = {c.payloadType: c for c in media.rtp.codecs if not c.mimeType.lower().endswith("/rtx")}
+    return next((by_type[int(f)] for f in media.fmt if int(f) in by_type), None)
+
+
 def accept_offered_codec(transceiver: RTCRtpTransceiver, offer_sdp: str, mime: str, *, only: bool,
                          first_only: bool = False) -> bool:
     """Answer with ``mime`` (a ``FORWARDED_ONLY`` codec) as the offer lists it, with its RTX: in front of
@@ -189,19 +208,16 @@ def accept_offered_codec(transceiver: RTCRtpTransceiver, offer_sdp: str, mime: s
     first. Returns whether it is in. Call after setRemoteDescription, before createAnswer."""
     media = _offered_media(offer_sdp, transceiver.mid)
     wanted = FORWARDED_ONLY.get(mime.lower())
-    if media is None or wanted is None:
+    found = None if media is None or wanted is None else _offered_codec(media, mime, wanted)
+    if found is None:
         return False
-    primary = [c for c in media.rtp.codecs if not c.mimeType.lower().endswith("/rtx")]
-    chosen = next((c for c in primary if c.mimeType.lower() == mime.lower()
-                   and all(str(c.parameters.get(k, v)) == v for k, v in wanted.items())), None)
-    if chosen is None or (first_only and primary[0] is not chosen):
-        return False
+    chosen, rtx = found
+    if first_only and _preferred(media) is not chosen:
+        return False  # the publisher prefers another codec
     feedback = [f for f in chosen.rtcpFeedback if (f.type, f.parameter) in _FEEDBACK]
     codecs = [RTCRtpCodecParameters(mimeType=chosen.mimeType, clockRate=chosen.clockRate,
                                     payloadType=chosen.payloadType, rtcpFeedback=feedback,
                                     parameters=dict(chosen.parameters))]
-    rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
-                and str(c.parameters.get("apt")) == str(chosen.payloadType)), None)
     if rtx is not None:
         codecs.append(RTCRtpCodecParameters(mimeType=rtx.mimeType, clockRate=rtx.clockRate,
                                             payloadType=rtx.payloadType, parameters={"apt": chosen.payloadType}))

@@ -200,3 +200,43 @@ def test_simulcast_rids_are_read_from_the_offer_and_answered_in_its_section():
     assert lines[lines.index("a=mid:1") + 1:lines.index("a=mid:1") + 4] == ["a=rid:q recv", "a=rid:h recv",
                                                                              "a=simulcast:recv q;h"]
     assert lines.index("a=simulcast:recv q;h") > lines.index("m=video 9 X 96")
+
+
+def with_vp9(offer: str, first: bool) -> str:
+    """An aiortc offer's video section with VP9 (profile 0, and its RTX) added, first or last, as a
+    browser lists it."""
+    out = []
+    for line in offer.split("\r\n"):
+        if line.startswith("m=video "):
+            head, formats = line.split(" ", 3)[:3], line.split(" ", 3)[3]
+            line = " ".join([*head, f"120 {formats} 121" if first else f"{formats} 120 121"])
+        out.append(line)
+        if line.startswith("a=mid:") and any(x.startswith("m=video") for x in out):
+            out += ["a=rtpmap:120 VP9/90000", "a=rtcp-fb:120 nack", "a=rtcp-fb:120 nack pli",
+                    "a=rtcp-fb:120 transport-cc", "a=fmtp:120 profile-id=0", "a=rtpmap:121 rtx/90000",
+                    "a=fmtp:121 apt=120"]
+    return "\r\n".join(out)
+
+
+@pytest.mark.parametrize(("first", "only", "first_only", "answered"), [
+    (True, False, True, ["VP9", "rtx", "VP8"]),  # a publisher that prefers VP9 sends it
+    (False, False, True, ["VP8"]),  # one that lists it last keeps what aiortc chose
+    (False, True, False, ["VP9", "rtx"]),  # a subscriber of a VP9 publisher gets VP9 alone
+])
+async def test_vp9_is_answered_as_the_offer_lists_it(first, only, first_only, answered):
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    offerer.addTransceiver("video", direction="recvonly")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    offer = with_vp9(offerer.localDescription.sdp, first)
+    await answerer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    [transceiver] = answerer.getTransceivers()
+    assert adapter.accept_offered_codec(transceiver, offer, "video/VP9", only=only, first_only=first_only) is \
+        (answered[0] == "VP9")
+    names = [c.mimeType.split("/")[1] for c in adapter.negotiated_codecs(transceiver)]
+    assert names[:len(answered)] == answered
+    if answered[0] == "VP9":
+        assert transceiver._codecs[0].payloadType == 120 and transceiver._codecs[1].parameters == {"apt": 120}
+        answer = await answerer.createAnswer()
+        assert "a=rtpmap:120 VP9/90000" in answer.sdp
+    await offerer.close()
+    await answerer.close()
