@@ -208,6 +208,37 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
         await client.close()
 
 
+# -- ingest -------------------------------------------------------------------------------------------
+
+
+async def run_ingest_bridge(listen: str, url: str, room: str, token: str, sessions: int | None = None,
+                            listen_timeout: float | None = None) -> int:
+    """``live-relay ingest``: encoders pushing RTMP to ``listen`` published into ``room`` one after another."""
+    from clients.ingest import run_ingest
+
+    client = LiveClient(url, room, token, reconnect=True)
+    await client.connect()
+    role = (client.joined or {}).get("role")
+    if role not in ("host", "cohost"):  # said now, not when the first encoder connects
+        await client.close()
+        raise click.ClickException(f"this token may not publish (a {role}'s): use a host or co-host token "
+                                   f"for {room!r}")
+
+    @contextlib.asynccontextmanager
+    async def publish(tracks: list[Any]) -> Any:
+        media = await MediaSession.publish(client, tracks, video_codec="H264")
+        _print(f"on air in {room!r} ({media.media_id})")
+        try:
+            yield media
+        finally:
+            await media.close()
+
+    try:
+        return await run_ingest(listen, publish, sessions=sessions, listen_timeout=listen_timeout, on_event=_print)
+    finally:
+        await client.close()
+
+
 # -- view ---------------------------------------------------------------------------------------------
 
 

@@ -482,6 +482,29 @@ def view(url: str, room: str, token: str | None, record: str | None, duration: f
 
 
 @main.command()
+@click.option("--listen", default="rtmp://0.0.0.0:1935/live/stream", show_default=True,
+              help="Where encoders push: an rtmp:// address to listen at (OBS: Server rtmp://HOST:1935/live, "
+                   "Stream Key stream).")
+@click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
+@click.option("--room", required=True)
+@click.option("--token", required=True, help="A host token for the room.")
+@click.option("--sessions", default=None, type=int, help="Stop after relaying N encoder sessions (default: never).")
+def ingest(listen: str, url: str, room: str, token: str, sessions: int | None) -> None:
+    """Relay an encoder's RTMP push (OBS, vMix, hardware encoders, Larix) into a room: H.264 as sent, AAC as Opus."""
+    import uvloop
+
+    from cli.apps import run_ingest_bridge
+    from cli.errors import friendly_errors, websocket_url
+
+    if not listen.startswith("rtmp://"):
+        raise click.BadParameter(f"{listen!r} is not an rtmp:// address to listen at", param_hint="--listen")
+    url = websocket_url(url)
+    with friendly_errors(url, room, needs_publisher=True):
+        relayed = uvloop.run(run_ingest_bridge(listen, url, room, token, sessions))
+    click.echo(f"relayed {relayed} encoder session(s)")
+
+
+@main.command()
 @click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
 @click.option("--token", required=True, help="A token for the call's room.")

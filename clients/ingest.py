@@ -1,0 +1,171 @@
+"""Ingest: a stream an encoder pushes over RTMP (OBS's default output, vMix, hardware encoders, phone apps such
+as Larix) published into a room as an ordinary host's stream.
+
+A bridge beside the server, as LiveKit Ingress is: it listens where the encoder pushes (FFmpeg's RTMP listener,
+through PyAV), joins the room with a host token and publishes over WebRTC with the project's client library.
+The H.264 passes through as the encoder made it (FFmpeg's ``h264_mp4toannexb`` filter turns FLV's
+length-prefixed NAL units into the start-code form RTP packetizers read, SPS/PPS before each keyframe); the
+audio is decoded and re-encoded to Opus, since WebRTC has no AAC. Viewers asking for a keyframe wait for the
+encoder's next one (RTMP has no way to ask): set the encoder's keyframe interval to 1-2 s.
+
+Refused with one line for the operator: video that is not H.264, and B-frames (WebRTC decoders show frames
+in the order they come; x264's main and high profiles reorder them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = fractions.Fraction(1, 90000)
+AUDIO_RATE = 48000
+QUEUE_LIMIT = 300  # packets or frames waiting for the sender (~5 s of video): a stalled sender loses the oldest
+OPEN_TIMEOUT = 30.0  # seconds an encoder has to finish connecting once it has started
+READ_TIMEOUT = 10.0  # seconds without data from a connected encoder: it is gone
+
+
+class IngestError(Exception):
+    """What the encoder sent cannot be relayed; the message is one line for its operator."""
+
+
+class _QueueTrack(MediaStreamTrack):
+    """A track whose packets or frames the demuxing thread hands over; None ends it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.dropped = 0
+
+    def offer(self, item: Any) -> None:
+        """From the event loop: queue ``item``, dropping the oldest past ``QUEUE_LIMIT``."""
+        if self.queue.qsize() >= QUEUE_LIMIT:
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(item)
+
+    async def recv(self) -> Any:
+        item = await self.queue.get()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        return item
+
+
+class IngestSession:
+    """One encoder's connection: ``open`` waits for it (blocking: run it in a thread), then ``run`` demuxes
+    until it ends, feeding ``video`` (H.264 packets, start-code form, 90 kHz) and ``audio`` (48 kHz stereo
+    frames for the Opus encoder)."""
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.url = url
+        self.video = _QueueTrack("video")
+        self.audio = _QueueTrack("audio")
+        self.packets = 0
+        self.size: tuple[int, int] | None = None
+        self._loop = loop
+        self._container: Any = None
+        self._quit = threading.Event()
+
+    def open(self, listen_timeout: float | None) -> None:
+        """Listen at ``url`` until an encoder connects and its streams are known. Raises IngestError."""
+        options = {"listen": "1"} if self.url.startswith("rtmp") else {}
+        if listen_timeout is not None:
+            options["listen_timeout"] = str(int(listen_timeout * 1000))  # ms, FFmpeg's RTMP listener
+        try:
+            self._container = av.open(self.url, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
+        except av.FFmpegError as exc:
+            raise IngestError(f"no encoder connected to {self.url} ({exc.strerror or exc})") from None
+        video = next((s for s in self._container.streams if s.type == "video"), None)
+        if video is None or video.codec_context.name != "h264":
+            self.close()
+            found = video.codec_context.name if video is not None else "no video"
+            raise IngestError(f"the encoder sends {found}: set its video encoder to H.264")
+        self.size = (video.codec_context.width, video.codec_context.height)
+
+    def run(self) -> str:
+        """Demux until the encoder stops; returns why it ended. Raises IngestError for what cannot go on."""
+        container = self._container
+        assert container is not None
+        video = next(s for s in container.streams if s.type == "video")
+        audio = next((s for s in container.streams if s.type == "audio"), None)
+        to_annexb = av.BitStreamFilterContext("h264_mp4toannexb", video)
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=960)
+        samples = 0
+        hand = self._loop.call_soon_threadsafe
+        try:
+            for packet in container.demux(*(s for s in (video, audio) if s is not None)):
+                if self._quit.is_set():
+                    return "stopped"
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                self.packets += 1
+                if packet.stream is video:
+                    if packet.dts is not None and packet.pts != packet.dts:
+                        raise IngestError("the encoder sends B-frames, which WebRTC viewers cannot show in order: "
+                                          "set its H.264 profile to baseline (or B-frames to 0)")
+                    for out in to_annexb.filter(packet):
+                        if out.pts is None or out.time_base is None:
+                            continue
+                        out.pts = out.dts = int(out.pts * out.time_base / VIDEO_CLOCK)
+                        out.time_base = VIDEO_CLOCK
+                        hand(self.video.offer, out)
+                else:
+                    for frame in audio.codec_context.decode(packet) if audio is not None else ():
+                        for pcm in resampler.resample(frame):
+                            pcm.pts, pcm.time_base = samples, fractions.Fraction(1, AUDIO_RATE)
+                            samples += pcm.samples
+                            hand(self.audio.offer, pcm)
+        except av.FFmpegError as exc:
+            return f"the encoder's connection ended ({exc.strerror or exc})"
+        finally:
+            hand(self.video.offer, None)
+            hand(self.audio.offer, None)
+        return "the encoder stopped"
+
+    def close(self) -> None:
+        self._quit.set()
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], Any], *,
+                     sessions: int | None = None, listen_timeout: float | None = None,
+                     on_event: Callable[[str], None] = print) -> int:
+    """Accept encoders at ``listen`` one after another (``sessions`` of them, or forever) and publish each
+    through ``publish(tracks)`` (an async context manager: the room's media session for as long as the
+    encoder sends). Returns how many were relayed."""
+    loop = asyncio.get_running_loop()
+    relayed = 0
+    while sessions is None or relayed < sessions:
+        session = IngestSession(listen, loop)
+        on_event(f"waiting for an encoder at {listen}")
+        try:
+            await asyncio.to_thread(session.open, listen_timeout)
+        except IngestError as exc:
+            on_event(str(exc))
+            if listen_timeout is not None:
+                return relayed
+            continue
+        on_event(f"encoder connected: H.264 {session.size[0]}x{session.size[1]}" if session.size else "connected")
+        tracks: list[MediaStreamTrack] = [session.video, session.audio]
+        try:
+            async with publish(tracks):
+                reason = await asyncio.to_thread(session.run)
+        except IngestError as exc:
+            reason = str(exc)
+        finally:
+            session.close()
+        relayed += 1
+        on_event(f"stream ended: {reason}")
+    return relayed

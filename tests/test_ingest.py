@@ -1,0 +1,95 @@
+"""RTMP ingest (clients/ingest.py, `live-relay ingest`): Debian's ffmpeg pushes over RTMP as an encoder would
+(OBS's default output, x264 baseline and AAC); a WebSocket viewer of the room receives the H.264 (the bridge has
+no video encoder: its RTP carries the encoder's own NAL units) and the audio as Opus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+
+import pytest
+
+from cli.apps import run_ingest_bridge
+from clients.client import LiveClient
+from clients.media import MediaSession
+from protocol import Role
+from tests.conftest import free_port, require_dependency
+
+
+def ffmpeg_push(url: str, seconds: float, *, bframes: bool = False) -> list[str]:
+    """An encoder pushing a test picture (640x360, 30 fps, a keyframe each second) and a tone over RTMP."""
+    video = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "30"]
+    video += ["-profile:v", "high", "-bf", "2"] if bframes else ["-profile:v", "baseline", "-bf", "0",
+                                                                 "-tune", "zerolatency"]
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", *video, "-c:a", "aac", "-t", str(seconds),
+            "-f", "flv", url]
+
+
+async def push_when_listening(url: str, seconds: float, **kwargs: bool) -> asyncio.subprocess.Process:
+    """Start ffmpeg's push, retrying while the bridge's listener is not up yet (bounded)."""
+    for _ in range(50):
+        proc = await asyncio.create_subprocess_exec(*ffmpeg_push(url, seconds, **kwargs),
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(0.5)
+        if proc.returncode is None:
+            return proc  # connected and pushing
+        await proc.wait()
+    raise AssertionError("ffmpeg never connected to the bridge")
+
+
+@pytest.fixture
+def ffmpeg() -> None:
+    require_dependency(None if shutil.which("ffmpeg") else "ffmpeg (tools/setup.sh installs it)")
+
+
+async def test_an_rtmp_push_reaches_viewers_as_the_encoder_made_it(server, ffmpeg):
+    listen = f"rtmp://127.0.0.1:{free_port()}/live/stream"
+    host_token = server.token("show", "studio", Role.HOST)
+    bridge = asyncio.create_task(run_ingest_bridge(listen, server.ws_url, "show", host_token, sessions=1))
+    pusher = await push_when_listening(listen, 6)
+    try:
+        async with LiveClient(server.ws_url, "show", server.token("show", "fan")) as fan:
+            joined = await fan.next_event("media", timeout=20)
+            assert joined["event"] == "publisher_joined" and joined["user"] == "studio"
+            assert sorted(joined["kinds"]) == ["audio", "video"]
+            viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"])
+            video = await viewer.wait_track("video", 20)
+            frames = [await asyncio.wait_for(video.recv(), 10) for _ in range(30)]
+            assert {(f.width, f.height) for f in frames} == {(640, 360)}
+            sound = await asyncio.wait_for((await viewer.wait_track("audio", 20)).recv(), 10)
+            assert sound.sample_rate == 48000
+            codec = viewer.pc.getTransceivers()[0].receiver._RTCRtpReceiver__codecs  # what the relay sends
+            assert any(c.mimeType == "video/H264" for c in codec.values())
+            await viewer.close()
+        assert await asyncio.wait_for(bridge, 20) == 1  # the push ended: one session relayed
+    finally:
+        if pusher.returncode is None:
+            pusher.kill()
+        await pusher.wait()
+        bridge.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await bridge
+
+
+async def test_b_frames_are_refused_with_one_line_and_the_bridge_listens_again(server, ffmpeg):
+    listen = f"rtmp://127.0.0.1:{free_port()}/live/stream"
+    said: list[str] = []
+    from clients.ingest import run_ingest
+
+    @contextlib.asynccontextmanager
+    async def publish(tracks):  # a stand-in for the room: only what the bridge says is looked at
+        yield None
+
+    bridge = asyncio.create_task(run_ingest(listen, publish, sessions=1, on_event=said.append))
+    pusher = await push_when_listening(listen, 4, bframes=True)
+    try:
+        assert await asyncio.wait_for(bridge, 20) == 1
+    finally:
+        if pusher.returncode is None:
+            pusher.kill()
+        await pusher.wait()
+    ended = [line for line in said if line.startswith("stream ended")]
+    assert ended and "B-frames" in ended[0] and "baseline" in ended[0]
