@@ -30,11 +30,16 @@ VIDEO_CLOCK = fractions.Fraction(1, 90000)
 AUDIO_RATE = 48000
 QUEUE_LIMIT = 300  # packets or frames waiting for the sender (~5 s of video): a stalled sender loses the oldest
 OPEN_TIMEOUT = 30.0  # seconds an encoder has to finish connecting once it has started
+LISTEN_POLL = 2  # seconds one wait for an encoder lasts (FFmpeg's listener blocks a thread; it comes back this often)
 READ_TIMEOUT = 10.0  # seconds without data from a connected encoder: it is gone
 
 
 class IngestError(Exception):
     """What the encoder sent cannot be relayed; the message is one line for its operator."""
+
+
+class NoEncoderYet(IngestError):
+    """Nobody connected during one ``LISTEN_POLL``."""
 
 
 class _QueueTrack(MediaStreamTrack):
@@ -76,15 +81,16 @@ class IngestSession:
         self._container: Any = None
         self._quit = threading.Event()
 
-    def open(self, listen_timeout: float | None) -> None:
-        """Listen at ``url`` until an encoder connects and its streams are known. Raises IngestError."""
-        options = {"listen": "1"} if self.url.startswith("rtmp") else {}
-        if listen_timeout is not None:
-            options["listen_timeout"] = str(int(listen_timeout * 1000))  # ms, FFmpeg's RTMP listener
+    def open(self) -> None:
+        """Listen at ``url`` for ``LISTEN_POLL`` seconds, until an encoder connects and its streams are known.
+        Raises NoEncoderYet, or IngestError for an encoder that cannot be relayed."""
+        options = {"listen": "1", "timeout": str(LISTEN_POLL)}  # FFmpeg's RTMP listener: seconds
         try:
             self._container = av.open(self.url, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
-        except av.FFmpegError as exc:
-            raise IngestError(f"no encoder connected to {self.url} ({exc.strerror or exc})") from None
+        except TimeoutError:
+            raise NoEncoderYet(self.url) from None
+        except (av.FFmpegError, OSError) as exc:
+            raise IngestError(f"cannot listen at {self.url} or read its encoder ({exc})") from None
         video = next((s for s in self._container.streams if s.type == "video"), None)
         if video is None or video.codec_context.name != "h264":
             self.close()
@@ -139,6 +145,26 @@ class IngestSession:
             self._container = None
 
 
+async def _accept(listen: str, loop: asyncio.AbstractEventLoop, listen_timeout: float | None,
+                  on_event: Callable[[str], None]) -> IngestSession | None:
+    """The next encoder that can be relayed; None once ``listen_timeout`` seconds passed without one."""
+    on_event(f"waiting for an encoder at {listen}")
+    waited = 0.0
+    while listen_timeout is None or waited < listen_timeout:
+        session = IngestSession(listen, loop)
+        try:
+            await asyncio.to_thread(session.open)
+            return session
+        except NoEncoderYet:
+            waited += LISTEN_POLL
+        except IngestError as exc:  # said to its operator; the next one may be set up right
+            on_event(str(exc))
+            await asyncio.sleep(1.0)  # an encoder retrying at once must not spin us
+            waited += 1.0
+    on_event(f"no encoder connected to {listen} in {listen_timeout:g} s")
+    return None
+
+
 async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], Any], *,
                      sessions: int | None = None, listen_timeout: float | None = None,
                      on_event: Callable[[str], None] = print) -> int:
@@ -148,16 +174,11 @@ async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], An
     loop = asyncio.get_running_loop()
     relayed = 0
     while sessions is None or relayed < sessions:
-        session = IngestSession(listen, loop)
-        on_event(f"waiting for an encoder at {listen}")
-        try:
-            await asyncio.to_thread(session.open, listen_timeout)
-        except IngestError as exc:
-            on_event(str(exc))
-            if listen_timeout is not None:
-                return relayed
-            continue
-        on_event(f"encoder connected: H.264 {session.size[0]}x{session.size[1]}" if session.size else "connected")
+        session = await _accept(listen, loop, listen_timeout, on_event)
+        if session is None:
+            return relayed
+        assert session.size is not None
+        on_event(f"encoder connected: H.264 {session.size[0]}x{session.size[1]}")
         tracks: list[MediaStreamTrack] = [session.video, session.audio]
         try:
             async with publish(tracks):

@@ -93,3 +93,34 @@ async def test_b_frames_are_refused_with_one_line_and_the_bridge_listens_again(s
         await pusher.wait()
     ended = [line for line in said if line.startswith("stream ended")]
     assert ended and "B-frames" in ended[0] and "baseline" in ended[0]
+
+
+async def test_video_that_is_not_h264_is_refused_with_one_line(ffmpeg):
+    listen = f"rtmp://127.0.0.1:{free_port()}/live/stream"
+    said: list[str] = []
+    from clients.ingest import run_ingest
+
+    @contextlib.asynccontextmanager
+    async def publish(tracks):  # a stand-in for the room: never reached
+        raise AssertionError("published a stream it should have refused")
+        yield None
+
+    bridge = asyncio.create_task(run_ingest(listen, publish, sessions=1, listen_timeout=8, on_event=said.append))
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+               "testsrc=size=320x240:rate=15", "-c:v", "flv1", "-t", "3", "-f", "flv", listen]
+    pusher = None
+    for _ in range(20):  # until the bridge listens
+        pusher = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
+                                                      stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(0.5)
+        if pusher.returncode is None:
+            break
+        await pusher.wait()
+    try:
+        assert await asyncio.wait_for(bridge, 30) == 0
+    finally:
+        if pusher is not None and pusher.returncode is None:
+            pusher.kill()
+        if pusher is not None:
+            await pusher.wait()
+    assert any("sends flv" in line and "H.264" in line for line in said), said
