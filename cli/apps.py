@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from clients.client import ConnectionClosed, LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, LoopingFile, ToneAudioTrack, latency_ms, read_frame
+from protocol import ErrorCode
 from rtc.mediafile import MediaFileWriter
 
 FREEZE_S = 0.2
@@ -274,22 +275,32 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
             stats["recorded_frames"] = stats.get("recorded_frames", 0) + 1
 
     live = asyncio.Event()  # someone publishes (set from the events, for when nobody did at join)
+    # The room's publishers as the events tell them, the latest last: whom to watch, now and after the one
+    # watched leaves (or fails before its stream ever came).
+    current: dict[str, dict[str, Any]] = {
+        p["publisher"]: p for p in (client.joined["state"]["publishers"] if client.joined else [])}
 
     async def subscribe() -> MediaSession:
-        publishers = client.joined["state"]["publishers"] if client.joined else []
-        while not publishers:
-            _print("waiting for someone to go live…")
-            live.clear()
-            await live.wait()
-            publishers = latest
-        kinds[:] = publishers[0].get("kinds", ["video"])
-        if writer is not None:
-            writer.restart()
-        session = await MediaSession.subscribe(client, publisher=publishers[0]["publisher"], frame_sink=on_frame)
-        _print(f"watching {room!r}: {publishers[0]['user']}'s stream" + (f", recording to {record}" if record else ""))
-        return session
+        while True:
+            if not current:
+                _print("waiting for someone to go live…")
+                live.clear()
+                await live.wait()
+                continue
+            chosen = list(current.values())[-1]
+            kinds[:] = chosen.get("kinds", ["video"])
+            if writer is not None:
+                writer.restart()
+            try:
+                session = await MediaSession.subscribe(client, publisher=chosen["publisher"], frame_sink=on_frame)
+            except ServerError as exc:
+                if exc.code is not ErrorCode.NO_PUBLISHER:
+                    raise
+                current.pop(chosen["publisher"], None)  # gone before we came: the next one, or wait
+                continue
+            _print(f"watching {room!r}: {chosen['user']}'s stream" + (f", recording to {record}" if record else ""))
+            return session
 
-    latest: list[dict[str, Any]] = []
     sessions: list[MediaSession] = []
 
     async def show() -> None:
@@ -298,8 +309,10 @@ async def run_view(url: str, room: str, token: str | None, record: str | None, d
                 stats["messages"] += 1
                 stats["e2e_ms"].append(event["latency_ms"])
             if event["type"] == "media" and event["event"] == "publisher_joined":
-                latest[:] = [event]
+                current[event["publisher"]] = event
                 live.set()
+            elif event["type"] == "media" and event["event"] == "publisher_left":
+                current.pop(event["publisher"], None)
             line = describe(event)
             if line:
                 _print(line)

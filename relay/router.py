@@ -235,7 +235,9 @@ class Publisher(_Peer):
         self.user = user
         self.tracks: dict[str, PublishedTrack] = {}  # by kind
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
-        self.announced = False  # set once its offer is accepted: a refused publish is never announced
+        # Set once it connects (ICE and DTLS up): the room is told then, not when its offer came, so a publisher
+        # that never gets through (or fails its handshake) is never announced, and viewers never wait on it.
+        self.announced = False
         self._receivers: dict[str, Any] = {}
         self._demux: dict[str, adapter.SimulcastDemux] = {}  # by kind: a simulcast track's SSRC -> layer
         self._feedback: adapter.TransportFeedbackSender | None = None  # transport-cc, when the offer has it
@@ -317,6 +319,10 @@ class Publisher(_Peer):
         return answer
 
     def on_connected(self) -> None:
+        if not self.announced and not self.closed:
+            self.announced = True
+            self.room.router.emit(self.room.name, {"type": "publisher_joined", "publisher": self.id, "user": self.user,
+                                                   "kinds": sorted(self.tracks)})
         if self._silence is None:
             self._silence = asyncio.get_running_loop().call_later(1.0, self._check_silence)
 
@@ -664,10 +670,7 @@ class MediaRouter:
         except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
             await self.close_peer(peer_id)
             raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
-        publisher.announced = True
-        self.emit(room_name, {"type": "publisher_joined", "publisher": peer_id, "user": user,
-                              "kinds": sorted(publisher.tracks)})
-        self._watch_connect(peer_id)
+        self._watch_connect(peer_id)  # the room hears of it once it connects (Publisher.on_connected)
         return answer
 
     async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,

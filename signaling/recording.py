@@ -139,6 +139,8 @@ class Recordings:
             self._spawn(self._stop(room, event["publisher"]), f"recording-stop-{event['publisher']}")
 
     def _start(self, room: str, publisher: str) -> None:
+        if room in self.rooms and publisher in self.rooms[room].recordings:
+            return  # recorded already (a host's record_start can come before the publisher's announcement)
         source = self.router.source(publisher)
         if source is None or not source.local:
             return  # another node's publisher: recorded where it is published

@@ -132,3 +132,25 @@ async def test_host_source_file_loops_without_stopping_the_video(server, tmp_pat
     assert 60 <= frames <= 200, frames  # ~30 fps through ~5 loops of a 1 s file: neither stopped nor bursting
     host_code, _, host_err = await host
     assert host_code == 0 and "InvalidDataError" not in host_err, host_err
+
+
+async def test_view_follows_the_next_publisher_after_the_one_it_watched_leaves(server):
+    # It kept subscribing to the publisher it first saw ("no_publisher", retrying quietly for good), and a
+    # room whose listed publisher was gone made it exit.
+    from clients.client import LiveClient
+    from clients.media import MediaSession
+    from clients.sources import CounterVideoTrack
+
+    async with LiveClient(server.ws_url, "show", server.token("show", "first", Role.HOST)) as first:
+        publisher = await MediaSession.publish(first, [CounterVideoTrack(320, 240)])
+        view = asyncio.create_task(cli("view", "--url", server.ws_url, "--room", "show", "--duration", "9"))
+        await asyncio.sleep(3.0)
+        await publisher.close()
+    await asyncio.sleep(1.0)
+    async with LiveClient(server.ws_url, "show", server.token("show", "second", Role.HOST)) as second:
+        publisher = await MediaSession.publish(second, [CounterVideoTrack(320, 240)])
+        code, out, err = await view
+        await publisher.close()
+    assert code == 0, err
+    assert "watching 'show': first's stream" in out and "watching 'show': second's stream" in out, out + err
+    assert out.index("first's stream") < out.index("second's stream")
