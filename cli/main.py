@@ -495,12 +495,16 @@ def ingest(listen: str, url: str, room: str, token: str, sessions: int | None) -
 
     from cli.apps import run_ingest_bridge
     from cli.errors import friendly_errors, websocket_url
+    from clients.ingest import IngestError
 
     if not listen.startswith("rtmp://"):
         raise click.BadParameter(f"{listen!r} is not an rtmp:// address to listen at", param_hint="--listen")
     url = websocket_url(url)
     with friendly_errors(url, room, needs_publisher=True):
-        relayed = uvloop.run(run_ingest_bridge(listen, url, room, token, sessions))
+        try:
+            relayed = uvloop.run(run_ingest_bridge(listen, url, room, token, sessions))
+        except IngestError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(f"relayed {relayed} encoder session(s)")
 
 

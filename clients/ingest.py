@@ -15,6 +15,7 @@ in the order they come; x264's main and high profiles reorder them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import logging
 import threading
@@ -69,7 +70,10 @@ class _QueueTrack(MediaStreamTrack):
 class IngestSession:
     """One encoder's connection: ``open`` waits for it (blocking: run it in a thread), then ``run`` demuxes
     until it ends, feeding ``video`` (H.264 packets, start-code form, 90 kHz) and ``audio`` (48 kHz stereo
-    frames for the Opus encoder)."""
+    frames for the Opus encoder).
+
+    The FFmpeg container belongs to the thread that uses it: ``close`` from elsewhere only asks it to stop
+    (closing it under a read in progress crashes the process), and the thread closes it on its way out."""
 
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self.url = url
@@ -87,13 +91,16 @@ class IngestSession:
         options = {"listen": "1", "timeout": str(LISTEN_POLL)}  # FFmpeg's RTMP listener: seconds
         try:
             self._container = av.open(self.url, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
+            if self._quit.is_set():  # given up on while it connected
+                self._release()
+                raise NoEncoderYet(self.url)
         except TimeoutError:
             raise NoEncoderYet(self.url) from None
         except (av.FFmpegError, OSError) as exc:
             raise IngestError(f"cannot listen at {self.url} or read its encoder ({exc})") from None
         video = next((s for s in self._container.streams if s.type == "video"), None)
         if video is None or video.codec_context.name != "h264":
-            self.close()
+            self._release()
             found = video.codec_context.name if video is not None else "no video"
             raise IngestError(f"the encoder sends {found}: set its video encoder to H.264")
         self.size = (video.codec_context.width, video.codec_context.height)
@@ -107,6 +114,7 @@ class IngestSession:
         to_annexb = av.BitStreamFilterContext("h264_mp4toannexb", video)
         resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=960)
         samples = 0
+        last_pts: int | None = None
         hand = self._loop.call_soon_threadsafe
         try:
             for packet in container.demux(*(s for s in (video, audio) if s is not None)):
@@ -116,7 +124,11 @@ class IngestSession:
                     continue
                 self.packets += 1
                 if packet.stream is video:
-                    if packet.dts is not None and packet.pts != packet.dts:
+                    # B-frames: pictures come out of presentation order (a constant pts-dts offset, as a
+                    # remux from MPEG-TS gives, is not that).
+                    reordered = last_pts is not None and packet.pts < last_pts
+                    last_pts = packet.pts
+                    if reordered:
                         raise IngestError("the encoder sends B-frames, which WebRTC viewers cannot show in order: "
                                           "set its H.264 profile to baseline (or B-frames to 0)")
                     for out in to_annexb.filter(packet):
@@ -134,21 +146,26 @@ class IngestSession:
         except av.FFmpegError as exc:
             return f"the encoder's connection ended ({exc.strerror or exc})"
         finally:
-            hand(self.video.offer, None)
-            hand(self.audio.offer, None)
+            self._release()
+            with contextlib.suppress(RuntimeError):  # the loop may be gone (the bridge stopped)
+                hand(self.video.offer, None)
+                hand(self.audio.offer, None)
         return "the encoder stopped"
 
-    def close(self) -> None:
-        self._quit.set()
+    def _release(self) -> None:
+        """Close the container: only from the thread that reads it."""
         if self._container is not None:
             self._container.close()
             self._container = None
+
+    def close(self) -> None:
+        """Ask the reading thread to stop (it closes the container within ``READ_TIMEOUT``)."""
+        self._quit.set()
 
 
 async def _accept(listen: str, loop: asyncio.AbstractEventLoop, listen_timeout: float | None,
                   on_event: Callable[[str], None]) -> IngestSession | None:
     """The next encoder that can be relayed; None once ``listen_timeout`` seconds passed without one."""
-    on_event(f"waiting for an encoder at {listen}")
     waited = 0.0
     while listen_timeout is None or waited < listen_timeout:
         session = IngestSession(listen, loop)
@@ -161,7 +178,7 @@ async def _accept(listen: str, loop: asyncio.AbstractEventLoop, listen_timeout: 
             on_event(str(exc))
             await asyncio.sleep(1.0)  # an encoder retrying at once must not spin us
             waited += 1.0
-    on_event(f"no encoder connected to {listen} in {listen_timeout:g} s")
+    on_event(f"no encoder connected in {listen_timeout:g} s")
     return None
 
 
@@ -171,9 +188,15 @@ async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], An
     """Accept encoders at ``listen`` one after another (``sessions`` of them, or forever) and publish each
     through ``publish(tracks)`` (an async context manager: the room's media session for as long as the
     encoder sends). Returns how many were relayed."""
-    loop = asyncio.get_running_loop()
+    return await _relay(listen, publish, asyncio.get_running_loop(), sessions, listen_timeout, on_event)
+
+
+async def _relay(listen: str, publish: Callable[[list[MediaStreamTrack]], Any],
+                 loop: asyncio.AbstractEventLoop, sessions: int | None, listen_timeout: float | None,
+                 on_event: Callable[[str], None]) -> int:
     relayed = 0
     while sessions is None or relayed < sessions:
+        on_event(f"waiting for an encoder at {listen}")
         session = await _accept(listen, loop, listen_timeout, on_event)
         if session is None:
             return relayed

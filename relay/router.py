@@ -333,7 +333,7 @@ class Publisher(_Peer):
             return
         quiet = self._watch.quiet_for(time.monotonic())
         if quiet > self.room.router.config.silent_timeout:
-            log.info("publisher silent; closing it", extra={"peer": self.id, "silent_s": round(quiet, 1)})
+            log.warning("publisher silent; closing it", extra={"peer": self.id, "silent_s": round(quiet, 1)})
             self.room.router.close_soon(self.id)
             return
         self._silence = asyncio.get_running_loop().call_later(1.0, self._check_silence)

@@ -124,3 +124,4 @@ async def test_video_that_is_not_h264_is_refused_with_one_line(ffmpeg):
         if pusher is not None:
             await pusher.wait()
     assert any("sends flv" in line and "H.264" in line for line in said), said
+
