@@ -133,6 +133,17 @@ def picture(seq: int, number: int, key: bool = False) -> list[SourcePacket]:
     return [S(seq, number, 0, key=key), S(seq + 1, number, 1, key=key), S(seq + 2, number, 2, key=key)]
 
 
+def svc_run(forwarder: Forwarder, packets: list[SourcePacket]) -> list[object]:
+    """Each packet translated (and committed when sent): the outcomes."""
+    out = []
+    for packet in packets:
+        result = forwarder.translate(packet, 0.0, 90000)
+        if isinstance(result, Translation):
+            forwarder.commit(result, 0.0)
+        out.append(svc_outcome(result))
+    return out
+
+
 @pytest.mark.parametrize(("name", "target", "packets", "expected"), [
     ("all layers: the publisher's own markers", None, picture(10, 0, key=True) + picture(13, 1),
      [(2, 0), (3, 0), (4, 1), (5, 0), (6, 0), (7, 1)]),
@@ -145,26 +156,14 @@ def picture(seq: int, number: int, key: bool = False) -> list[SourcePacket]:
 def test_spatial_layers_are_left_out_with_the_marker_moved(name, target, packets, expected):
     forwarder = Forwarder("video", SEQ, TS, PID)
     forwarder.target_spatial = target
-    got = []
-    for packet in packets:
-        result = forwarder.translate(packet, 0.0, 90000)
-        if isinstance(result, Translation):
-            forwarder.commit(result, 0.0)
-        got.append(svc_outcome(result))
-    assert got == expected, name
+    assert svc_run(forwarder, packets) == expected, name
 
 
 def test_fewer_spatial_layers_from_the_next_picture_more_only_from_a_keyframe():
     forwarder = Forwarder("video", SEQ, TS, PID)
 
     def run(packets: list[SourcePacket]) -> list[object]:
-        out = []
-        for packet in packets:
-            result = forwarder.translate(packet, 0.0, 90000)
-            if isinstance(result, Translation):
-                forwarder.commit(result, 0.0)
-            out.append(svc_outcome(result))
-        return out
+        return svc_run(forwarder, packets)
 
     assert run(picture(10, 0, key=True)) == [(2, 0), (3, 0), (4, 1)]
     forwarder.target_spatial = 0
