@@ -604,7 +604,7 @@ class PublishedTrack:
             # The NTP time a sender report pairs with this frame's timestamp: when its first packet came.
             stream.last_timestamp = packet.timestamp
             stream.ntp = int((wall + NTP_EPOCH_OFFSET) * (1 << 32))
-        picture_id, temporal, spatial, layer_end, _ = rules.describe(payload)
+        picture_id, temporal, spatial, layer_end = rules.describe(payload)
         if temporal is not None:
             stream.temporal_octets[temporal] += len(payload)
             if temporal >= stream.temporal_layers:

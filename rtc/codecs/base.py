@@ -8,14 +8,12 @@ from typing import NamedTuple
 class PayloadInfo(NamedTuple):
     """What a payload descriptor says, read once per packet: where its picture id is and its value
     (offset, width in bytes, value; None without one), its temporal layer (None without one), and for a
-    codec with spatial layers in one stream (VP9 SVC) its spatial layer, whether it ends its layer frame,
-    and whether it begins a frame a viewer can switch up to more temporal layers at."""
+    codec with spatial layers in one stream (VP9 SVC) its spatial layer and whether it ends its layer frame."""
 
     picture_id: tuple[int, int, int] | None
     temporal: int | None
     spatial: int | None = None
     layer_end: bool = False
-    switch_up: bool = False
 
 
 NO_INFO = PayloadInfo(None, None)

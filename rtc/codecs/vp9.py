@@ -130,7 +130,7 @@ class Vp9(Codec):
         d = vp9_descriptor(payload)
         if d is None:
             return PayloadInfo(None, None)
-        return PayloadInfo(d.picture_id, d.temporal, d.spatial, d.ends, d.begins and d.switch_up)
+        return PayloadInfo(d.picture_id, d.temporal, d.spatial, d.ends)
 
     def with_picture_id(self, payload: bytes, picture_id: tuple[int, int, int], value: int) -> bytes:
         offset, width, _ = picture_id
