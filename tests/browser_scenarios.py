@@ -550,33 +550,25 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
 
 
 async def overload(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
-    """A viewer who arrives while the node is saturated (CPU-bound work on the server's loop, standing in for
-    a crowd, with the threshold at 50 ms as --overload-lag-ms 50 sets it) is told the video comes in a
-    moment, and gets it once the node has room, with no reload."""
+    """A viewer who arrives while the node is saturated is told the video comes in a moment, and gets it once
+    the node has room, with no reload. Saturation comes from the gauge's threshold, set below the loop's
+    ordinary lateness: blocking the loop for real (as tests/test_overload.py does with Python clients) on
+    2 cores shared with Chromium encoding three layers left the phone's own page unable to load and ask in
+    time in full-suite runs. How real lag makes a node saturated is test_overload's."""
     r: dict[str, Any] = {}
     host = await host_on_air(base, "show", browser)
-    relay.load.high = 0.05
-    busy = True
-
-    async def load() -> None:
-        # Until the phone has been refused (bounded): on a machine whose cores are busy (a host page encoding
-        # three layers, the rest of the suite) the phone's page may take long to load and ask.
-        end = time.monotonic() + 60
-        while busy and time.monotonic() < end:
-            time.sleep(0.08)  # noqa: ASYNC251 - blocking on purpose: this is the load
-            await asyncio.sleep(0)
-
-    loader = asyncio.create_task(load())
+    normal = relay.load.high
+    relay.load.high = 1e-6  # any lateness at all is "saturated" now
     try:
-        while not relay.load.saturated and not loader.done():  # noqa: ASYNC110 - the gauge samples on a timer
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):
+            while not relay.load.saturated:  # noqa: ASYNC110 - the gauge samples on a timer
+                await asyncio.sleep(0.05)
         phone = await browser.new_page(viewport={"width": 390, "height": 844})
         await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'bea', Role.VIEWER, 'Bea')}")
-        r["busy_retries"] = await wait_for(phone, "window.liveRelay.busyRetries", timeout=55)
+        r["busy_retries"] = await wait_for(phone, "window.liveRelay.busyRetries", timeout=40)
         r["told"] = await phone.text_content("#status")
     finally:
-        busy = False
-        await loader
+        relay.load.high = normal  # room again: the gauge recovers once the loop's lateness is under half of it
     await wait_for(phone, "window.liveRelay.framesDecoded > 0", timeout=40)
     r["frames"] = await frames_decoded(phone)
     r["status_after"] = await phone.text_content("#status")
