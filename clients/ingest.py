@@ -188,12 +188,7 @@ async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], An
     """Accept encoders at ``listen`` one after another (``sessions`` of them, or forever) and publish each
     through ``publish(tracks)`` (an async context manager: the room's media session for as long as the
     encoder sends). Returns how many were relayed."""
-    return await _relay(listen, publish, asyncio.get_running_loop(), sessions, listen_timeout, on_event)
-
-
-async def _relay(listen: str, publish: Callable[[list[MediaStreamTrack]], Any],
-                 loop: asyncio.AbstractEventLoop, sessions: int | None, listen_timeout: float | None,
-                 on_event: Callable[[str], None]) -> int:
+    loop = asyncio.get_running_loop()
     relayed = 0
     while sessions is None or relayed < sessions:
         on_event(f"waiting for an encoder at {listen}")

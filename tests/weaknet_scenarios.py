@@ -87,6 +87,32 @@ async def loss(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, 
     return result
 
 
+async def capped_then_freed(weak: Page, relay: Any, lab: NetLab, users: tuple[str, ...], window: float,
+                            samples: list[dict[str, Any]]) -> None:
+    """3 s as it is, ``window`` s with the weak viewer's link capped at 400 kbit/s, ``window`` s freed; every
+    0.25 s a row in ``samples``: each of ``users``' video as the server sees it, the published layers' rates,
+    and the weak viewer's getStats."""
+    started = time.monotonic()
+
+    async def sample(phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            row = {"t": round(time.monotonic() - started, 2), "phase": phase,
+                   "weak_stats": (await stats(weak))["video"]}
+            for user in users:
+                video = quality_of(relay, user).get("video", {})
+                row[user] = {k: video.get(k) for k in ("layer", "target_layer", "estimate_bps", "loss", "probe_bps")}
+            row["rates"] = [round(r or 0) for r in video_track(relay).layer_rates()]
+            samples.append(row)
+            await asyncio.sleep(0.25)
+
+    await sample("before", 3)
+    lab.cap(400)
+    await sample("capped", window)
+    lab.uncap()
+    await sample("freed", window)
+
+
 async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
               window: float) -> dict[str, Any]:
     """A simulcast host (about 1.5 Mbit/s on its top layer); the weak viewer's link capped at 400 kbit/s
@@ -106,25 +132,7 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
     # Freezes from here on: the start (the host's encoder adding its layers as its estimate grows) is not
     # what is measured.
     control_freezes_before = [(await stats(c))["video"]["freezeCount"] for c in controls]
-    started = time.monotonic()
-
-    async def sample(phase: str, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            row = {"t": round(time.monotonic() - started, 2), "phase": phase,
-                   "weak_stats": (await stats(weak))["video"]}
-            for user in ("weak", "control1", "control2"):
-                video = quality_of(relay, user).get("video", {})
-                row[user] = {k: video.get(k) for k in ("layer", "target_layer", "estimate_bps", "loss", "probe_bps")}
-            row["rates"] = [round(r or 0) for r in video_track(relay).layer_rates()]
-            result["samples"].append(row)
-            await asyncio.sleep(0.25)
-
-    await sample("before", 3)
-    lab.cap(400)
-    await sample("capped", window)
-    lab.uncap()
-    await sample("freed", window)
+    await capped_then_freed(weak, relay, lab, ("weak", "control1", "control2"), window, result["samples"])
     result["control_freezes"] = [(await stats(c))["video"]["freezeCount"] - before
                                  for c, before in zip(controls, control_freezes_before, strict=True)]
     coming = [i for i, rate in enumerate(video_track(relay).layer_rates()) if rate is not None]
@@ -154,24 +162,7 @@ async def svc_cap(base: str, weak_base: str, browsers: dict[str, Any], relay: An
     result: dict[str, Any] = {"host_sends": sent, "svc": track.svc, "layers": track.layer_count,
                               "codec": track.codec_name, "samples": []}
     control_freezes_before = (await stats(control))["video"]["freezeCount"]
-    started = time.monotonic()
-
-    async def sample(phase: str, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            row = {"t": round(time.monotonic() - started, 2), "phase": phase,
-                   "weak_stats": (await stats(weak))["video"]}
-            for user in ("weak", "control1"):
-                video = quality_of(relay, user).get("video", {})
-                row[user] = {k: video.get(k) for k in ("layer", "target_layer", "estimate_bps", "loss")}
-            result["samples"].append(row)
-            await asyncio.sleep(0.25)
-
-    await sample("before", 3)
-    lab.cap(400)
-    await sample("capped", window)
-    lab.uncap()
-    await sample("freed", window)
+    await capped_then_freed(weak, relay, lab, ("weak", "control1"), window, result["samples"])
     result["control_freezes"] = (await stats(control))["video"]["freezeCount"] - control_freezes_before
     ws = base.replace("http", "ws") + "/ws"
     async with LiveClient(ws, "show", token("show", "py", Role.VIEWER, "Py")) as client:
