@@ -39,6 +39,11 @@ class DiskBudget:
         with self._lock:
             self._remaining = remaining
 
+    def lower(self, remaining: int) -> None:
+        """What the disk says is left, while writers run: their unflushed bytes are taken already."""
+        with self._lock:
+            self._remaining = min(self._remaining, remaining)
+
     def take(self, size: int) -> bool:
         with self._lock:
             if size > self._remaining:
