@@ -1,12 +1,15 @@
 """Weak-network figures: a Chromium viewer behind loss and a bandwidth cap, control viewers on loopback.
 
     python -m benchmarks.weaknet --runs 3 --window 30
+    python -m benchmarks.weaknet --runs 3 --scenarios cap thin --estimators send_side remb   # side by side
 
 Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
 ``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each), ``cap`` (a simulcast host,
 the weak viewer capped at 400 kbit/s for a window, then freed for a window) and ``thin`` (150 kbit/s,
-96 kbit/s, then freed). Prints one row per run and the
-medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
+96 kbit/s, then freed). ``--estimators``: how the server estimates the weak (Chromium) viewer's link, the
+relay's own from transport-cc (``send_side``, the default) or the viewer's REMB (``remb``, the baseline),
+alternating run by run. Prints one row per run and the medians; raw results go to
+benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from tests.netlab import NetLab
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(scenario: str, window: float, out: Path) -> dict[str, Any]:
+def run(scenario: str, window: float, out: Path, estimator: str = "send_side") -> dict[str, Any]:
+    extra = ["--remb"] if estimator == "remb" else []
     with NetLab() as lab:
         subprocess.run(lab.in_server([sys.executable, "-m", "tests.weaknet_scenarios", scenario, str(out), lab.server,
-                                      lab.weak, lab.server_interface, "--window", str(window)]),
+                                      lab.weak, lab.server_interface, "--window", str(window), *extra]),
                        cwd=ROOT, capture_output=True, text=True, timeout=window * 12 + 150)
     result: dict[str, Any] = json.loads((out / f"{scenario}.json").read_text())
     if not result.get("ok"):
@@ -101,23 +105,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--scenarios", nargs="+", default=["loss", "cap", "thin"], choices=["loss", "cap", "thin"])
+    parser.add_argument("--estimators", nargs="+", default=["send_side"], choices=["send_side", "remb"])
     args = parser.parse_args()
     out = ROOT / "artifacts" / "weaknet-bench"
     out.mkdir(parents=True, exist_ok=True)
     results = ROOT / "benchmarks" / "results" / f"weaknet-{datetime.date.today()}.jsonl"
-    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in args.scenarios}
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {e: {s: [] for s in args.scenarios} for e in args.estimators}
     for n in range(args.runs):
-        for scenario in args.scenarios:
-            load = os.getloadavg()[0]
-            result = run(scenario, args.window, out)
-            row = {"loss": loss_figures, "cap": cap_figures, "thin": thin_figures}[scenario](result)
-            row["load_before"] = round(load, 2)
-            rows[scenario].append(row)
-            print(f"run {n + 1} {scenario}: {json.dumps(row)}", flush=True)
-            with results.open("a") as f:
-                f.write(json.dumps({"scenario": scenario, "window": args.window, "run": n + 1, **row,
-                                    "raw": result}) + "\n")
-    print(f"\nmedians of {args.runs} runs, {args.window:.0f} s windows:")
+        for estimator in args.estimators:  # alternating, so the machine's mood is shared
+            for scenario in args.scenarios:
+                load = os.getloadavg()[0]
+                result = run(scenario, args.window, out, estimator)
+                row = {"loss": loss_figures, "cap": cap_figures, "thin": thin_figures}[scenario](result)
+                row["load_before"] = round(load, 2)
+                rows[estimator][scenario].append(row)
+                print(f"run {n + 1} {estimator} {scenario}: {json.dumps(row)}", flush=True)
+                with results.open("a") as f:
+                    f.write(json.dumps({"scenario": scenario, "estimator": estimator, "window": args.window,
+                                        "run": n + 1, **row, "raw": result}) + "\n")
+    for estimator in args.estimators:
+        print(f"\n{estimator}: medians of {args.runs} runs, {args.window:.0f} s windows:")
+        report(rows[estimator])
+
+
+def report(rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Print the medians of one estimator's runs."""
     if rows.get("loss"):
         for percent in ("0", "10", "25"):
             phases = [r[f"loss{percent}"] for r in rows["loss"]]

@@ -23,12 +23,13 @@ CHOOSE_EVERY = 10  # ticks between layer choices (0.5 s)
 
 class Adaptation:
     def __init__(self) -> None:
-        self._down_tracks: dict[DownTrack, tuple[float, int]] = {}  # -> (when, bytes_out) at the last choice
+        # -> (when, bytes_out, audio_bytes_out) at the last choice
+        self._down_tracks: dict[DownTrack, tuple[float, int, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
     def add(self, down: DownTrack) -> None:
-        self._down_tracks[down] = (time.monotonic(), down.link.bytes_out)
+        self._down_tracks[down] = (time.monotonic(), down.link.bytes_out, down.link.audio_bytes_out)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
 
@@ -41,7 +42,7 @@ class Adaptation:
         now = time.monotonic()
         choose = self._ticks % CHOOSE_EVERY == 0
         try:
-            for down, (then, bytes_then) in tuple(self._down_tracks.items()):
+            for down, (then, bytes_then, audio_then) in tuple(self._down_tracks.items()):
                 chooser = down.chooser
                 if down.readyState == "ended" or chooser is None:
                     del self._down_tracks[down]
@@ -50,9 +51,11 @@ class Adaptation:
                     # The media the subscriber's link carried since the last choice, audio and video: what
                     # its estimate is weighed against (repairs and padding come and go with loss and probes).
                     elapsed = max(now - then, 1e-3)
-                    sending_bps = (down.link.bytes_out - bytes_then) * 8 / elapsed
-                    down.link.sending_bps = sending_bps
-                    self._down_tracks[down] = (now, down.link.bytes_out)
+                    link = down.link
+                    sending_bps = (link.bytes_out - bytes_then) * 8 / elapsed
+                    link.sending_bps = sending_bps
+                    link.audio_bps = (link.audio_bytes_out - audio_then) * 8 / elapsed
+                    self._down_tracks[down] = (now, link.bytes_out, link.audio_bytes_out)
                     down.link.nack_loss(down.packets_sent, now)
                     down.adapt(sending_bps, now)
                 if chooser.probe_bps:

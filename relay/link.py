@@ -1,7 +1,7 @@
 """One subscriber's link: what its RTCP says it can carry, and what the relay sends it because of that.
 
 A ``SubscriberLink`` is shared by a subscriber's down-tracks. It gathers the subscriber's own word on its
-link (receiver reports: loss, jitter, round-trip time; REMB: its bandwidth estimate, whose falls mean
+link (receiver reports: loss, jitter, round-trip time; its bandwidth estimate, whose falls mean
 congestion; NACKs: what it is missing right now) and turns it into:
 
 - how much audio redundancy (RED, RFC 2198) to send: one earlier packet on a clean link, more as loss
@@ -14,6 +14,10 @@ congestion; NACKs: what it is missing right now) and turns it into:
   what it receives for a moment and the layer goes up if nothing suffered), at most the subscriber's own
   preference, and no video at all (audio goes on) when even the lowest layer does not fit.
 
+The estimate is the relay's own where the subscriber negotiated transport-cc (browsers do): each packet
+it acknowledges with its arrival time feeds a ``SendSideEstimator`` (relay/bwe.py), whose over-use
+signal is congestion at once; otherwise it is the subscriber's REMB (aiortc).
+
 Loss is taken as the larger of what the receiver reports (fraction lost per report, which counts
 repaired packets as received) and the share of packets it NACKs, smoothed so that one bad second moves
 the decisions at once and one good second does not undo them.
@@ -24,6 +28,9 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Sequence
+
+from relay.bwe import SendSideEstimator
+from rtc.twcc import parse_feedback
 
 LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earlier packets
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
@@ -55,8 +62,12 @@ class SubscriberLink:
         self._estimates: list[tuple[float, int]] = []
         self._congested_until = 0.0
         self._loss_observed_at = 0.0
+        self.send_side: SendSideEstimator | None = None  # set when the subscriber negotiated transport-cc
+        self.bad_feedback = 0
         self.sending_bps = 0.0  # the media the subscriber's down-tracks sent lately (set by the adaptation)
         self.bytes_out = 0  # the media they wrote, audio and video (not repairs or padding)
+        self.audio_bytes_out = 0  # the audio of it
+        self.audio_bps = 0.0  # the audio sent lately (set by the adaptation)
 
     def on_receiver_report(self, fraction_lost: float, packets_lost: int, jitter_ms: float,
                            rtt_ms: float | None, now: float | None = None) -> None:
@@ -97,6 +108,44 @@ class SubscriberLink:
             self._congested_until = now + CONGESTION_HOLD
         self._estimates.append((now, bps))
         self.estimate_bps = bps
+
+    @property
+    def video_estimate_bps(self) -> float | None:
+        """What the estimate leaves for video: the relay's own counts the audio it sends too, so the
+        audio's share comes off (a REMB is left as it is, as the chooser has always weighed it)."""
+        if self.estimate_bps is None:
+            return None
+        if self.send_side is None:
+            return float(self.estimate_bps)
+        return max(0.0, self.estimate_bps - self.audio_bps)
+
+    @property
+    def estimator(self) -> str:
+        """Where ``estimate_bps`` comes from: "send_side" (the relay's, from transport-cc) or "remb"."""
+        return "send_side" if self.send_side is not None else "remb"
+
+    def estimate_on_send_side(self) -> None:
+        """The subscriber acknowledges what the relay sends (transport-cc): estimate from that, not REMB."""
+        if self.send_side is None:
+            self.send_side = SendSideEstimator()
+
+    def on_transport_feedback(self, data: bytes, now: float | None = None) -> None:
+        """A transport feedback packet from the subscriber (raw RTCP; a malformed one is counted, no more)."""
+        if self.send_side is None:
+            return
+        try:
+            _, results = parse_feedback(data)
+        except ValueError:
+            self.bad_feedback += 1
+            return
+        now = time.monotonic() if now is None else now
+        estimator = self.send_side
+        estimator.on_feedback(results, now * 1000, self.rtt_ms)
+        self.estimate_bps = estimator.estimate_bps
+        if estimator.congested:
+            # The queue on its path grows, or stands full and drops: congestion, said by the link itself.
+            # (Not by the estimate's falls, as with REMB: this one follows what gets through, which wobbles.)
+            self._congested_until = now + CONGESTION_HOLD
 
     def congested(self, now: float | None = None) -> bool:
         """The receiver's estimate fell lately (what is sent being more than the estimate says nothing:
@@ -175,7 +224,8 @@ class LayerChooser:
 
     def budget(self, sending_bps: float) -> float:
         """What the link is taken to carry: the receiver's estimate, cut when loss is high (GCC's rule)."""
-        budget = float(self.link.estimate_bps) if self.link.estimate_bps else float("inf")
+        video = self.link.video_estimate_bps
+        budget = video if video is not None else float("inf")
         if self.link.loss > LOSS_CEILING and sending_bps > 0:
             budget = min(budget, sending_bps * (1 - 0.5 * self.link.loss))
         return budget
@@ -258,7 +308,7 @@ class LayerChooser:
             return self._probing(current, rates, sending_bps, congested, now)
         if self.link.loss >= PROBE_LOSS or congested:
             return current
-        estimate = self.link.estimate_bps
+        estimate = self.link.video_estimate_bps
         fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
         if fits:
             # The estimate already says so (or there is none yet: nothing says the link cannot): straight to

@@ -24,6 +24,7 @@ class SenderLink(Protocol):
     mid_id: int | None
     abs_send_time_id: int | None
     red_payload_type: int | None
+    transport_cc_id: int | None
 
 
 def abs_send_time(wall: float) -> bytes:
@@ -33,9 +34,11 @@ def abs_send_time(wall: float) -> bytes:
 
 class HeaderWriter:
     """One subscriber's RTP headers: its SSRC and payload type, and its header extension block (RFC 8285
-    one-byte form: the mid, and abs-send-time when negotiated), built once at bind time."""
+    one-byte form: the mid; abs-send-time and the transport-wide sequence number when negotiated), built
+    once at bind time. The two stamps are the only bytes that change per packet."""
 
-    __slots__ = ("_ast_id", "ast_at", "first_byte", "head", "payload_type", "ssrc", "tail")
+    __slots__ = ("_ast_id", "_tw_id", "ast_at", "first_byte", "head", "length", "payload_type", "ssrc", "tail",
+                 "transport_wide", "tw_at")
 
     def __init__(self, params: SenderLink) -> None:
         self.ssrc, self.payload_type = params.ssrc, params.payload_type
@@ -43,42 +46,52 @@ class HeaderWriter:
         if params.mid_id and params.mid:
             mid = params.mid.encode()[:16]
             elements += bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
-        ast_length = 4 if params.abs_send_time_id else 0
-        total = len(elements) + ast_length
-        self.head = self.tail = b""
-        self._ast_id = b""
+        tw_id = params.transport_cc_id
+        self.transport_wide = bool(tw_id)  # the subscriber acknowledges each packet (relay/bwe.py)
+        total = len(elements) + (4 if params.abs_send_time_id else 0) + (3 if tw_id else 0)
+        self.head = self.tail = self._ast_id = self._tw_id = b""
         if total:
             padding = -total % 4
             self.head = b"\xbe\xde" + struct.pack("!H", (total + padding) // 4) + elements
             self.tail = b"\x00" * padding
             if params.abs_send_time_id:
                 self._ast_id = bytes(((params.abs_send_time_id << 4) | 2,))
+            if tw_id:
+                self._tw_id = bytes(((tw_id << 4) | 1,))
         self.first_byte = 0x90 if self.head else 0x80
         self.ast_at = 12 + len(self.head) + 1  # where abs-send-time's 3 bytes sit in a header
+        self.tw_at = 12 + len(self.head) + len(self._ast_id) * 4 + 1  # and the transport-wide number's 2
+        self.length = 12 + len(self.head) + len(self.tail) + (4 if self._ast_id else 0) + (3 if tw_id else 0)
 
-    def header(self, seq: int, timestamp: int, marker: int, sent_at: bytes) -> bytes:
-        """A media packet's header for this subscriber; ``sent_at`` is the abs-send-time value (when
-        negotiated). The hot path: one per copy forwarded."""
+    def header(self, seq: int, timestamp: int, marker: int, sent_at: bytes, transport_seq: int = 0) -> bytes:
+        """A media packet's header for this subscriber; ``sent_at`` is the abs-send-time value and
+        ``transport_seq`` the transport-wide number (each when negotiated). The hot path: one per copy
+        forwarded."""
         header = HEADER.pack(self.first_byte, marker << 7 | self.payload_type, seq, timestamp, self.ssrc)
-        if self._ast_id:
-            return header + self.head + self._ast_id + sent_at + self.tail
-        return header + self.head + self.tail if self.head else header
+        return header + self._extensions(sent_at, transport_seq) if self.head else header
 
     def header_as(self, seq: int, timestamp: int, marker: int, sent_at: bytes, payload_type: int | None = None,
-                  padding: bool = False) -> bytes:
+                  padding: bool = False, transport_seq: int = 0) -> bytes:
         """A header with another payload type (RED) or the padding bit (a padding-only packet)."""
         first = self.first_byte | 0x20 if padding else self.first_byte
         pt = self.payload_type if payload_type is None else payload_type
         header = HEADER.pack(first, marker << 7 | pt, seq, timestamp, self.ssrc)
-        if self._ast_id:
-            return header + self.head + self._ast_id + sent_at + self.tail
-        return header + self.head + self.tail if self.head else header
+        return header + self._extensions(sent_at, transport_seq) if self.head else header
 
-    def restamped(self, header: bytes, sent_at: bytes) -> bytes:
-        """``header`` with a new abs-send-time (a retransmission leaves now, not when the original did)."""
-        if not self._ast_id:
-            return header
-        return header[:self.ast_at] + sent_at + header[self.ast_at + 3:]
+    def _extensions(self, sent_at: bytes, transport_seq: int) -> bytes:
+        block = self.head + self._ast_id + sent_at if self._ast_id else self.head
+        if self._tw_id:
+            block += self._tw_id + transport_seq.to_bytes(2, "big")
+        return block + self.tail
+
+    def restamped(self, header: bytes, sent_at: bytes, transport_seq: int = 0) -> bytes:
+        """``header`` with a new abs-send-time and transport-wide number (a retransmission leaves now, not
+        when the original did)."""
+        if self._ast_id:
+            header = header[:self.ast_at] + sent_at + header[self.ast_at + 3:]
+        if self._tw_id:
+            header = header[:self.tw_at] + transport_seq.to_bytes(2, "big") + header[self.tw_at + 2:]
+        return header
 
 
 def rtx_packet(header: bytes, payload: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int, seq: int) -> bytes:

@@ -132,6 +132,9 @@ class MediaConfig:
     silent_timeout: float = 10.0
     # With a socket per peer connection: the UDP ports those sockets may use (first, last), or None.
     port_range: tuple[int, int] | None = None
+    # Estimate a viewer's link from its transport-cc acknowledgements where it offers them (relay/bwe.py);
+    # False: from its REMB.
+    send_side_estimation: bool = True
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -429,6 +432,9 @@ class Subscriber(_Peer):
             if transceiver.kind == "audio":
                 adapter.accept_red(transceiver, offer_sdp)  # Opus in RED where the subscriber can take it
                 adapter.enable_opus_fec(transceiver)
+            if self.room.router.config.send_side_estimation and adapter.accept_transport_cc(
+                    transceiver, offer_sdp, kinds=("audio", "video")):
+                link.estimate_on_send_side()  # the browser acknowledges each packet: estimate from that
             chooser = None
             if source.layered and transceiver.kind == "video":
                 chooser = LayerChooser(link)
@@ -448,6 +454,7 @@ class Subscriber(_Peer):
             raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes")
         answer = await self._answer()
         max_buffered = self.room.router.config.max_buffered_bytes
+        acknowledged: set[int] = set()  # transports whose feedback is taken (bundled: one for every sender)
         for transceiver in self.pc.getTransceivers():
             bound = next((d for d in self.down_tracks if transceiver.sender.track is d), None)
             params = adapter.send_parameters(transceiver)
@@ -458,6 +465,10 @@ class Subscriber(_Peer):
             def report(ntp: int, rtp_timestamp: int, packets: int, octets: int, sender: Any = sender) -> None:
                 adapter.report_sent(sender, ntp, rtp_timestamp, packets, octets)
 
+            if params.transport_cc_id is not None and link.send_side is not None \
+                    and id(sender.transport) not in acknowledged:
+                adapter.on_transport_feedback(sender, link.on_transport_feedback)
+                acknowledged.add(id(sender.transport))
             bound.bind(params, adapter.PacketOutput(sender, max_buffered), report)
             if bound.chooser is not None:
                 bound.chooser.can_probe = params.rtx_payload_type is not None  # padding goes out as RTX
@@ -483,7 +494,8 @@ class Subscriber(_Peer):
         link = self.link
         video = next((d for d in self.down_tracks if d.kind == "video"), None)
         audio = next((d for d in self.down_tracks if d.kind == "audio"), None)
-        view: dict[str, Any] = {"estimate_bps": link.estimate_bps, "loss": round(link.loss, 4), "rtt_ms": link.rtt_ms,
+        view: dict[str, Any] = {"estimate_bps": link.estimate_bps, "estimator": link.estimator,
+                                "loss": round(link.loss, 4), "rtt_ms": link.rtt_ms,
                                 "sending_bps": round(link.sending_bps)}
         if video is not None:
             view.update(layer=video.layer, layers=video.source.layer_count, paused=video.target_layer is None,

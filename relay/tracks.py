@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from relay.bwe import SentPackets
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
 from relay.link import LayerChooser, SubscriberLink
 from relay.packets import HeaderWriter, RedPacker, SenderLink, SendHistory, abs_send_time, rtx_packet
@@ -101,6 +102,7 @@ class DownTrack(MediaStreamTrack):
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
         self._headers: HeaderWriter | None = None
+        self._sent: SentPackets | None = None  # transport-wide numbering (relay/bwe.py), when negotiated
         self._red: RedPacker | None = None
         self._rtx_ssrc = 0
         self._rtx_pt: int | None = None
@@ -152,6 +154,9 @@ class DownTrack(MediaStreamTrack):
         """Start sending to a subscriber whose answer settled ``params``; ``report(ntp, rtp_ts, packets,
         octets)`` feeds its sender reports."""
         self._headers = HeaderWriter(params)
+        send_side = self.link.send_side
+        # Every packet this track writes, repairs and padding too, numbered for the subscriber's feedback.
+        self._sent = send_side.sent if send_side is not None and self._headers.transport_wide else None
         self._rtx_ssrc, self._rtx_pt = params.rtx_ssrc, params.rtx_payload_type
         if self.kind == "audio" and params.red_payload_type is not None:
             self._red = RedPacker(params.red_payload_type, params.payload_type)
@@ -201,15 +206,20 @@ class DownTrack(MediaStreamTrack):
             return  # a duplicate (the publisher answered a NACK for a packet that came after all)
         if self._red is not None:
             payload = self._red.pack(payload, packet.timestamp, self.link.audio_redundancy)
-            header = self._headers.header_as(seq, timestamp, marker, packet.abs_send_time, self._red.payload_type)
+        tw = self._transport_seq(len(payload))
+        if self._red is not None:
+            header = self._headers.header_as(seq, timestamp, marker, packet.abs_send_time, self._red.payload_type,
+                                             transport_seq=tw)
         elif padding:
-            header = self._headers.header_as(seq, timestamp, 0, packet.abs_send_time, padding=True)
+            header = self._headers.header_as(seq, timestamp, 0, packet.abs_send_time, padding=True, transport_seq=tw)
         else:
-            header = self._headers.header(seq, timestamp, marker, packet.abs_send_time)
+            header = self._headers.header(seq, timestamp, marker, packet.abs_send_time, tw)
         if self._output.write(header + payload):
             self.packets_sent += 1
             self._octets += len(payload)
             self.link.bytes_out += len(header) + len(payload)  # media only: not repairs and padding
+            if self.kind == "audio":
+                self.link.audio_bytes_out += len(header) + len(payload)
         else:
             self.packets_dropped += 1
             if not self.forwarder.started:
@@ -221,6 +231,13 @@ class DownTrack(MediaStreamTrack):
         if self.forwarder.commit(copy, packet.arrived) and self._report is not None:
             self._report(packet.ntp, timestamp, self.packets_sent, self._octets)  # a new frame: its time
 
+    def _transport_seq(self, payload_size: int) -> int:
+        """The next transport-wide number, the packet's send time and size noted (0 when not negotiated)."""
+        if self._sent is None:
+            return 0
+        assert self._headers is not None
+        return self._sent.add(self._headers.length + payload_size, time.monotonic() * 1000)
+
     def _lead_with_padding(self, copy: Translation, packet: SourcePacket) -> None:
         """Send a padding-only packet just before a new subscriber's first keyframe (same timestamp, the
         sequence number before it). A receiver learns where a stream begins from the first packet it
@@ -228,7 +245,8 @@ class DownTrack(MediaStreamTrack):
         costs a keyframe round trip to the publisher; with it, the loss is a gap like any other."""
         assert self._output is not None and self._headers is not None
         seq = (copy.seq - 1) & 0xFFFF
-        header = self._headers.header_as(seq, copy.timestamp, 0, packet.abs_send_time, padding=True)
+        header = self._headers.header_as(seq, copy.timestamp, 0, packet.abs_send_time, padding=True,
+                                         transport_seq=self._transport_seq(1))
         if self._output.write(header + b"\x01"):  # RTP padding: its last byte counts itself
             self.forwarder.commit_lead(seq)
 
@@ -277,13 +295,14 @@ class DownTrack(MediaStreamTrack):
         kept = self.history.get(seq)
         if kept is None or self._output is None or self._headers is None:
             return False
-        # Stamped now: a receiver's bandwidth estimator reads it as when this copy left, not the original.
-        header, payload = self._headers.restamped(kept[0], abs_send_time(time.time())), kept[1]
+        header, payload = kept
         # On a lossy link a retransmission is lost as often as the original, and a receive-only browser
         # re-asks only after its default 100 ms round trip: send two or three copies where loss is high.
         copies = self.link.retransmission_copies if requested else 1
         sent = False
         for _ in range(copies):
+            # Stamped now: bandwidth estimators read each copy as leaving when it does, not the original.
+            header = self._headers.restamped(header, abs_send_time(time.time()), self._transport_seq(len(payload) + 2))
             if self._rtx_pt is not None:
                 data = rtx_packet(header, payload, self._rtx_pt, self._rtx_seq, self._rtx_ssrc, seq)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -309,9 +328,11 @@ class DownTrack(MediaStreamTrack):
 
 
     def on_link_report(self, report: Any) -> None:
-        """The subscriber reported on its link (``rtc.adapter.LinkReport``): a receiver report or a REMB."""
+        """The subscriber reported on its link (``rtc.adapter.LinkReport``): a receiver report or a REMB
+        (ignored where the relay estimates the link itself from transport-cc feedback)."""
         if report.is_estimate:
-            self.link.on_estimate(report.remb_bps)
+            if self.link.send_side is None:
+                self.link.on_estimate(report.remb_bps)
             return
         self.link.on_receiver_report(report.fraction_lost, report.packets_lost,
                                      round(report.jitter / self.source.clock_rate * 1000, 2),
@@ -326,6 +347,7 @@ class DownTrack(MediaStreamTrack):
         return {"kind": self.kind, "packets_sent": self.packets_sent, "packets_dropped": self.packets_dropped,
                 "retransmitted": self.retransmitted, "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
                 "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
+                "estimator": link.estimator,
                 "waiting_keyframe": self.waiting_keyframe,
                 **({"layer": self.layer, "target_layer": self.target_layer, "layers": self.source.layer_count,
                     "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,

@@ -330,12 +330,13 @@ def _offered_media(offer_sdp: str, mid: str | None) -> Any:
     return None
 
 
-def accept_transport_cc(transceiver: RTCRtpTransceiver, offer_sdp: str) -> bool:
-    """Answer a video m-section with transport-wide congestion control when the offer has both its header
-    extension and ``rtcp-fb transport-cc`` (browsers do): the sender then estimates its uplink from our
-    feedback (``TransportFeedbackSender``) instead of our REMB. Call after setRemoteDescription."""
+def accept_transport_cc(transceiver: RTCRtpTransceiver, offer_sdp: str, kinds: tuple[str, ...] = ("video",)) -> bool:
+    """Answer an m-section of one of ``kinds`` with transport-wide congestion control when the offer has
+    both its header extension and ``rtcp-fb transport-cc`` (browsers do). A publisher then estimates its
+    uplink from our feedback (``TransportFeedbackSender``) instead of our REMB; a subscriber acknowledges
+    what we send it (``on_transport_feedback``). Call after setRemoteDescription."""
     media = _offered_media(offer_sdp, transceiver.mid)
-    if transceiver.kind != "video" or media is None:
+    if transceiver.kind not in kinds or media is None:
         return False
     offered = next((ext for ext in media.rtp.headerExtensions if ext.uri == TWCC_URI), None)
     if offered is None or not any(fb.type == "transport-cc" for c in media.rtp.codecs for fb in c.rtcpFeedback):
@@ -394,6 +395,38 @@ class TransportFeedbackSender:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def split_transport_feedback(data: bytes) -> tuple[list[bytes], bytes]:
+    """A compound RTCP datagram's transport feedback packets (RTPFB, FMT 15), and the rest of it as it was.
+    aiortc reads FMT 15 as a NACK list (and a padded one fails its parsing, losing the whole datagram)."""
+    feedback, rest, pos = [], b"", 0
+    while pos + 4 <= len(data):
+        end = pos + (int.from_bytes(data[pos + 2:pos + 4], "big") + 1) * 4
+        if end > len(data):
+            break  # malformed: aiortc's parser says so for what is left
+        if data[pos + 1] == 205 and data[pos] & 0x1F == 15:
+            feedback.append(data[pos:end])
+        else:
+            rest += data[pos:end]
+        pos = end
+    return feedback, rest + data[pos:]
+
+
+def on_transport_feedback(sender: RTCRtpSender, callback: Callable[[bytes], None]) -> None:
+    """Hand every transport feedback packet the subscriber sends on ``sender``'s transport to ``callback``
+    (raw bytes: ``rtc.twcc.parse_feedback`` reads them); aiortc gets the rest of each datagram."""
+    dtls = sender.transport
+    handle = dtls._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        feedback, rest = split_transport_feedback(data)
+        for packet in feedback:
+            callback(packet)
+        if rest:
+            await handle(rest)
+
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
 
 
 async def _send_rtcp_bytes(transport: Any, data: bytes) -> None:
@@ -602,11 +635,11 @@ class SendParameters:
     """What a subscriber's answer settled for one sender: what forwarded packets must carry."""
 
     __slots__ = ("abs_send_time_id", "mid", "mid_id", "payload_type", "red_payload_type", "rtx_payload_type",
-                 "rtx_ssrc", "ssrc")
+                 "rtx_ssrc", "ssrc", "transport_cc_id")
 
     def __init__(self, ssrc: int, rtx_ssrc: int, payload_type: int, rtx_payload_type: int | None,
                  mid: str | None, mid_id: int | None, abs_send_time_id: int | None,
-                 red_payload_type: int | None = None) -> None:
+                 red_payload_type: int | None = None, transport_cc_id: int | None = None) -> None:
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
         self.payload_type = payload_type
@@ -615,6 +648,7 @@ class SendParameters:
         self.mid_id = mid_id
         self.abs_send_time_id = abs_send_time_id
         self.red_payload_type = red_payload_type  # audio wrapped in RED (RFC 2198), when negotiated
+        self.transport_cc_id = transport_cc_id  # the transport-wide sequence number's id (send-side estimation)
 
 
 def send_parameters(transceiver: RTCRtpTransceiver) -> SendParameters | None:
@@ -629,7 +663,7 @@ def send_parameters(transceiver: RTCRtpTransceiver) -> SendParameters | None:
     ids = {ext.uri: ext.id for ext in transceiver._headerExtensions}
     sender = transceiver.sender
     return SendParameters(sender._ssrc, sender._rtx_ssrc, media[0].payloadType or 0, rtx, transceiver.mid,
-                          ids.get(MID_URI), ids.get(ABS_SEND_TIME_URI), red)
+                          ids.get(MID_URI), ids.get(ABS_SEND_TIME_URI), red, ids.get(TWCC_URI))
 
 
 class PacketOutput:

@@ -155,6 +155,9 @@ class ServerConfig:
     turn_host: str | None = None
     # Client ICE candidates on these networks are ignored (link-local, the cloud metadata address among them).
     ice_deny: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
+    # Viewers whose browser offers transport-cc get it, and their link is estimated on the relay's side from
+    # their acknowledgements (relay/bwe.py); False: from their REMB, as before (benchmarks' baseline).
+    send_side_estimation: bool = True
     # The browser page's files (served at / and /static/); None serves no page.
     web_root: str | None = None
     # HTTPS/WSS (browsers give camera access only on localhost or HTTPS).

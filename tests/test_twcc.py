@@ -76,3 +76,35 @@ def test_a_flood_of_arrivals_without_feedback_is_bounded():
 def test_malformed_feedback_is_refused(data):
     with pytest.raises(ValueError):
         parse_feedback(data)
+
+
+def _rr(ssrc: int) -> bytes:
+    """A receiver report with no report blocks (8 bytes)."""
+    return bytes((0x80, 201)) + (1).to_bytes(2, "big") + ssrc.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(("case", "parts", "feedback_at"), [
+    ("feedback alone", ["fb"], [0]),
+    ("a receiver report, then feedback", ["rr", "fb"], [1]),
+    ("feedback between two reports", ["rr", "fb", "rr"], [1]),
+    ("no feedback", ["rr", "rr"], []),
+])
+def test_transport_feedback_is_split_from_what_aiortc_reads(case, parts, feedback_at):
+    from rtc.adapter import split_transport_feedback
+
+    feedback = TransportFeedback()
+    for seq in range(3):
+        feedback.record(seq, 1_000_000 + seq * 700)
+    [fb] = feedback.build(1, 2)
+    pieces = [fb if part == "fb" else _rr(7 + i) for i, part in enumerate(parts)]
+    found, rest = split_transport_feedback(b"".join(pieces))
+    assert found == [pieces[i] for i in feedback_at], case
+    assert rest == b"".join(p for i, p in enumerate(pieces) if i not in feedback_at), case
+
+
+def test_a_datagram_cut_short_goes_to_aiortc_as_it_came():
+    from rtc.adapter import split_transport_feedback
+
+    cut = _rr(1) + bytes((0x8F, 205, 0, 9)) + b"\x00" * 8  # says 40 bytes, has 12
+    found, rest = split_transport_feedback(cut)
+    assert found == [] and rest == cut

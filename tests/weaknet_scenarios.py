@@ -283,7 +283,8 @@ async def main(args: argparse.Namespace) -> None:
     wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {args.weak_ns} /usr/bin/chromium "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     config = ServerConfig(secret=SECRET, host="0.0.0.0", port=free_port(), rooms=("show",),
-                          web_root=WEB_ROOT, ice_addresses=("127.0.0.1", SERVER_ADDRESS))
+                          web_root=WEB_ROOT, ice_addresses=("127.0.0.1", SERVER_ADDRESS),
+                          send_side_estimation=not args.remb)
     base, weak_base = f"http://127.0.0.1:{config.port}", f"http://{SERVER_ADDRESS}:{config.port}"
     result: dict[str, Any]
     try:
@@ -319,4 +320,5 @@ if __name__ == "__main__":
     parser.add_argument("weak_ns")
     parser.add_argument("server_if")
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per phase")
+    parser.add_argument("--remb", action="store_true", help="estimate viewers' links from REMB (the baseline)")
     asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,191 @@
+"""The send-side estimator (relay/bwe.py) on simulated paths: a bottleneck of a given rate with a queue
+of a given depth (a tail-drop policer when shallow), feedback every 50 ms as a browser sends it. The
+paths are a model for the estimator's decisions; the weak-network lab (tests/test_weaknet.py) runs the
+real thing through Chromium and nft/tbf."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from relay.bwe import MIN_BPS, SendSideEstimator, SentPackets, Usage, slope
+
+PACKET = 1200
+
+
+def simulate(send_bps: float | Callable[[float], float], link_bps: float, queue_ms: float, seconds: float,
+             jitter_ms: float = 0.0, seed: int = 1, est: SendSideEstimator | None = None, start_ms: float = 0.0,
+             ) -> tuple[SendSideEstimator, list[tuple[float, int | None, Usage]]]:
+    """Packets of ``PACKET`` bytes at ``send_bps`` through the bottleneck from ``start_ms`` on; returns
+    the estimator and its (time, estimate, usage) after each feedback."""
+    rng = random.Random(seed)
+    est = est or SendSideEstimator()
+    rate_at = send_bps if callable(send_bps) else (lambda _t: send_bps)
+    t = free_at = start_ms
+    pending: list[tuple[int, float | None, float]] = []
+    next_feedback, trace = start_ms + 50.0, []
+    while t < start_ms + seconds * 1000:
+        seq = est.sent.add(PACKET, t)
+        start = max(t, free_at)
+        if start - t > queue_ms:
+            pending.append((seq, None, t))  # the queue is full: dropped
+        else:
+            free_at = start + PACKET * 8 / link_bps * 1000
+            pending.append((seq, free_at + 20 + rng.uniform(0, jitter_ms), t))
+        t += PACKET * 8 / rate_at(t) * 1000
+        while t >= next_feedback:
+            due = [(s, a, sent) for s, a, sent in pending if (a if a is not None else sent + 20) <= next_feedback]
+            pending = pending[len(due):] if due == pending[:len(due)] else [p for p in pending if p not in due]
+            if due:
+                est.on_feedback([(s, None if a is None else int(a * 1000)) for s, a, _ in due], next_feedback, 40.0)
+            trace.append((next_feedback, est.estimate_bps, est.trendline.usage))
+            next_feedback += 50
+    return est, trace
+
+
+def test_a_clean_link_never_reads_as_overused_and_the_estimate_grows_past_what_is_sent():
+    est, trace = simulate(1_000_000, 5_000_000, queue_ms=500, seconds=6, jitter_ms=3.0)
+    assert all(usage is not Usage.OVERUSING for _, _, usage in trace)
+    assert est.estimate_bps is not None and 1_200_000 <= est.estimate_bps <= 1_600_000
+    assert est.loss == 0
+
+
+def test_no_estimate_before_half_a_second_of_feedback():
+    _, trace = simulate(1_000_000, 5_000_000, queue_ms=500, seconds=1)
+    assert all(estimate is None for t, estimate, _ in trace if t < 500)
+    assert trace[-1][1] is not None
+
+
+def test_a_queue_that_grows_is_overuse_before_anything_is_lost_and_the_estimate_falls_under_the_link():
+    est, trace = simulate(1_500_000, 600_000, queue_ms=5_000, seconds=2)
+    first_overuse = next(t for t, _, usage in trace if usage is Usage.OVERUSING)
+    assert first_overuse <= 700
+    assert est.loss == 0  # nothing was lost: the queue told
+    assert est.estimate_bps is not None and est.estimate_bps <= 600_000
+
+
+def test_a_policer_that_drops_without_queueing_holds_the_estimate_near_what_gets_through():
+    est, trace = simulate(600_000, 150_000, queue_ms=20, seconds=4)
+    assert est.loss > 0.5
+    assert est.estimate_bps is not None and est.estimate_bps <= 1.5 * 150_000 + 10_000 < 600_000
+    assert all(e is None or e >= MIN_BPS for _, e, _ in trace)
+
+
+def test_random_loss_on_a_link_with_room_leaves_the_estimate_above_what_is_sent():
+    """A noisy radio, not congestion: repairs are the answer there, not a lower layer (relay/link.py)."""
+    rng = random.Random(7)
+    est = SendSideEstimator()
+    t = 0.0
+    for round_ in range(100):  # 5 s of 1 Mbit/s, 25% of packets lost at random, feedback every 50 ms
+        results = []
+        for _ in range(5):
+            seq = est.sent.add(PACKET, t)
+            arrived = None if rng.random() < 0.25 else int((t + 20) * 1000)
+            results.append((seq, arrived))
+            t += PACKET * 8 / 1_000_000 * 1000
+        est.on_feedback(results, 50.0 * (round_ + 1), 40.0)
+    assert 0.15 < est.loss < 0.35
+    assert est.trendline.usage is not Usage.OVERUSING and not est.congested and est.queue_ms < 1
+    assert est.estimate_bps is not None and est.estimate_bps >= 1_000_000
+
+
+def test_a_queue_that_stands_full_and_drops_is_congestion_though_it_no_longer_grows():
+    """A 200 ms queue (the lab's tbf) kept full: the delay stops growing, the trend line goes quiet, and
+    the loss with the standing queue says what it is."""
+    est, _ = simulate(300_000, 96_000, queue_ms=200, seconds=8)
+    assert est.trendline.usage is not Usage.OVERUSING  # full: no growth to see
+    assert est.loss > 0.3 and est.queue_ms > 150
+    assert est.congested
+    assert est.estimate_bps is not None and est.estimate_bps <= 96_000
+
+
+def test_a_link_that_frees_up_after_an_overuse_is_found_again():
+    est, trace = simulate(1_500_000, 600_000, queue_ms=300, seconds=2)
+    cut = est.estimate_bps
+    est, trace = simulate(1_500_000, 10_000_000, queue_ms=300, seconds=3, est=est, start_ms=trace[-1][0])
+    assert trace[-1][2] is not Usage.OVERUSING
+    assert cut is not None and est.estimate_bps is not None and est.estimate_bps > 1.5 * cut
+
+
+@pytest.mark.parametrize(("sent", "asked", "found"), [
+    (10, 9, True),  # the last number sent
+    (10, 10, False),  # not sent yet
+    (70_000, 70_000 - 1 & 0xFFFF, True),  # past a 16-bit wrap
+    (70_000, (70_000 - 9000) & 0xFFFF, False),  # older than what is kept
+])
+def test_sent_packets_are_found_by_their_16_bit_number(sent, asked, found):
+    packets = SentPackets()
+    for i in range(sent):
+        packets.add(100 + i % 7, float(i))
+    assert (packets.lookup(asked) is not None) is found
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ([(0, 0), (1, 1), (2, 2)], 1.0),
+    ([(0, 5), (1, 5), (2, 5)], 0.0),
+    ([(0, 2), (1, 0), (2, -2)], -2.0),
+    ([(1, 0), (1, 3)], None),  # x does not vary
+])
+def test_slope(points, expected):
+    assert slope(points) == expected
+
+
+def test_feedback_for_numbers_never_sent_is_ignored():
+    est = SendSideEstimator()
+    est.sent.add(PACKET, 0.0)
+    est.on_feedback([(500, 1000), (501, None)], 100.0, None)
+    assert est.loss == 0 and est.acked_bps is None and est.estimate_bps is None
+
+
+async def test_a_down_track_numbers_every_packet_it_writes_and_the_feedback_becomes_the_link_s_estimate():
+    """The wiring, with real RTP: each packet a down-track writes (media, RTX repairs) carries the next
+    transport-wide number in its header (read back by aiortc's parser), feedback built by the receiving
+    side's own writer (rtc/twcc.py) for what arrived comes back, and the link's estimate is the relay's."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    from relay.link import SubscriberLink
+    from relay.tracks import PublishedTrack
+    from rtc.adapter import SendParameters
+    from rtc.twcc import URI, TransportFeedback
+
+    class Wire:
+        def __init__(self) -> None:
+            self.packets: list[bytes] = []
+        ready = True
+
+        def write(self, data: bytes) -> bool:
+            self.packets.append(data)
+            return True
+
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=5, uri=URI)]))
+    link = SubscriberLink()
+    link.estimate_on_send_side()
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
+    down = track.add_down_track(link)
+    wire = Wire()
+    down.bind(SendParameters(ssrc=1, rtx_ssrc=2, payload_type=96, rtx_payload_type=97, mid="0", mid_id=None,
+                             abs_send_time_id=None, transport_cc_id=5), wire, lambda *a: None)
+    receiver_side = TransportFeedback()
+    for i in range(400):  # ~13 s of a 30 fps stream, a one-packet frame each
+        payload = bytes((0x90, 0x80, 0x80 | i >> 8, i & 0xFF, 0x10 if i == 0 else 0x11, 0, 0)) + b"\x00" * 900
+        rtp = RtpPacket(payload_type=96, sequence_number=i, timestamp=i * 3000, ssrc=9, marker=1, payload=payload)
+        track.on_packet("vp8", 90000, rtp)
+        if i == 200:
+            assert down.retransmit(down.forwarder.last_seq)  # a repair is numbered too
+        for data in wire.packets:
+            seq = RtpPacket.parse(data, extensions).extensions.transport_sequence_number
+            assert seq is not None
+            receiver_side.record(seq, 1_000_000 + i * 33_000)
+        wire.packets.clear()
+        if i % 2:
+            for feedback in receiver_side.build(3, 1):
+                link.on_transport_feedback(feedback, now=i * 0.033)
+    assert link.send_side is not None and link.send_side.sent.next_seq == 402  # 400, the lead padding, the RTX
+    assert link.send_side.loss == 0 and link.estimate_bps == link.send_side.estimate_bps
+    assert link.estimate_bps is not None and link.estimate_bps > 200_000  # ~230 kbit/s sent, nothing queued
+    link.on_transport_feedback(b"\x8f\xcd\x00\x01junk", now=14.0)
+    assert link.bad_feedback == 1
