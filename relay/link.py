@@ -28,13 +28,14 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from relay.bwe import SendSideEstimator
 from rtc.twcc import parse_feedback
 
 LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earlier packets
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
-UP_HOLD = 2.0  # seconds on a new layer before probing for the next one
+UP_HOLD = 2.0  # seconds on a new layer before probing for the next one (REMB; see ProbeTiming)
 FIT = 0.9  # a lower layer fits when its bitrate is at most this share of the estimate
 DOWN_AT = 0.75  # the current layer is left when the estimate falls under this share of its bitrate
 LOSS_CEILING = 0.10  # above this loss the estimate is cut to what is getting through
@@ -44,6 +45,22 @@ PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTiming:
+    """How long a probe lasts, the hold after a step up, and the wait after failed probes (first, at most)."""
+
+    probe_for: float
+    up_hold: float
+    backoff: tuple[float, float]
+
+
+# A receiver's REMB shows a probe's harm only as a fall it makes over a second or more; the relay's own
+# estimate (transport-cc) sees the queue grow within a feedback interval or two, so its probes can be short
+# and come back sooner after a cap is lifted.
+REMB_TIMING = ProbeTiming(probe_for=PROBE_FOR, up_hold=UP_HOLD, backoff=PROBE_BACKOFF)
+SEND_SIDE_TIMING = ProbeTiming(probe_for=0.75, up_hold=1.0, backoff=(1.0, 4.0))
 
 
 class SubscriberLink:
@@ -203,9 +220,10 @@ class LayerChooser:
     pauses); on loss over ``LOSS_CEILING`` without headroom, to what the loss-cut budget fits (never a
     pause for loss alone: random loss is left to repairs). Up: straight to the best layer the estimate
     fits (or the best allowed, with no estimate yet); beyond that, padding raises what the subscriber
-    receives to the next layer's bitrate for ``PROBE_FOR``; no loss, no congestion and no fall in its
-    estimate meanwhile, and the layer goes up (the next probe may follow after ``UP_HOLD``); otherwise the
-    next probe waits twice as long (at most ``PROBE_BACKOFF[1]``)."""
+    receives to the next layer's bitrate for ``timing.probe_for``; no loss, no congestion and no fall in its
+    estimate meanwhile, and the layer goes up (the next probe may follow after ``timing.up_hold``);
+    otherwise the next probe waits twice as long (at most ``timing.backoff[1]``). The timing is shorter
+    where the relay estimates the link itself (``SEND_SIDE_TIMING``)."""
 
     def __init__(self, link: SubscriberLink) -> None:
         self.link = link
@@ -220,7 +238,7 @@ class LayerChooser:
         self._probe_until = 0.0
         self._probe_estimate: int | None = None
         self._next_probe = 0.0
-        self._backoff = PROBE_BACKOFF[0]
+        self._backoff = self.timing.backoff[0]
 
     def budget(self, sending_bps: float) -> float:
         """What the link is taken to carry: the receiver's estimate, cut when loss is high (GCC's rule)."""
@@ -237,6 +255,10 @@ class LayerChooser:
         return allowed
 
     @property
+    def timing(self) -> ProbeTiming:
+        return SEND_SIDE_TIMING if self.link.send_side is not None else REMB_TIMING
+
+    @property
     def state(self) -> ChooserState:
         """Where the chooser is: paused (no video), probing (padding towards the next layer), backing off (a
         probe failed: the next one waits longer) or steady."""
@@ -244,7 +266,7 @@ class LayerChooser:
             return ChooserState.PAUSED
         if self._probe_layer is not None:
             return ChooserState.PROBING
-        if self._backoff > PROBE_BACKOFF[0]:
+        if self._backoff > self.timing.backoff[0]:
             return ChooserState.BACKING_OFF
         return ChooserState.STEADY
 
@@ -313,7 +335,7 @@ class LayerChooser:
         if fits:
             # The estimate already says so (or there is none yet: nothing says the link cannot): straight to
             # the best such layer, as after the subscriber raised its own limit.
-            self._next_probe = now + UP_HOLD
+            self._next_probe = now + self.timing.up_hold
             return self._set(fits[-1])
         return self._start_probe(current, higher, rates, sending_bps, now) if now >= self._next_probe else current
 
@@ -324,9 +346,9 @@ class LayerChooser:
         floor = (rates[current] or 0.0) * 1.5 if current is not None else 0.0
         wanted = next((i for i in higher if (rates[i] or 0.0) >= floor), higher[-1])
         if not self.can_probe:
-            self._next_probe = now + UP_HOLD
+            self._next_probe = now + self.timing.up_hold
             return self._set(wanted)  # no RTX to pad with: try the layer itself
-        self._probe_layer, self._probe_until = wanted, now + PROBE_FOR
+        self._probe_layer, self._probe_until = wanted, now + self.timing.probe_for
         self._probe_estimate = self.link.estimate_bps
         self.probe_bps = max(0, int((rates[wanted] or 0.0) - sending_bps))
         return current
@@ -334,7 +356,7 @@ class LayerChooser:
     def _probing(self, current: int | None, rates: Sequence[float | None], sending_bps: float, congested: bool,
                  now: float) -> int | None:
         """A probe under way: fails on loss, congestion or a falling estimate; else, once it has lasted
-        ``PROBE_FOR``, the layer goes up."""
+        ``timing.probe_for``, the layer goes up."""
         assert self._probe_layer is not None
         dropped = (self._probe_estimate is not None and self.link.estimate_bps is not None
                    and self.link.estimate_bps < self._probe_estimate * 0.85)
@@ -367,7 +389,7 @@ class LayerChooser:
         if failed:
             if was_probing or now >= self._next_probe:
                 self._next_probe = now + self._backoff
-                self._backoff = min(self._backoff * 2, PROBE_BACKOFF[1])
+                self._backoff = min(self._backoff * 2, self.timing.backoff[1])
         else:
-            self._backoff = PROBE_BACKOFF[0]
-            self._next_probe = now + UP_HOLD
+            self._backoff = self.timing.backoff[0]
+            self._next_probe = now + self.timing.up_hold

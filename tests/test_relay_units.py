@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import time
 
+import pytest
 from aiortc.rtp import RtpPacket
 
 from relay.tracks import KEPT_KEYFRAME_AGE, DownTrack, PublishedTrack
@@ -381,10 +382,12 @@ class ChooserClock:
 
     RATES = (150e3, 350e3, 1.2e6)
 
-    def __init__(self) -> None:
+    def __init__(self, send_side: bool = False) -> None:
         from relay.link import LayerChooser, SubscriberLink
 
         self.link = SubscriberLink()
+        if send_side:
+            self.link.estimate_on_send_side()
         self.chooser = LayerChooser(self.link)
         self.chooser.start(2)
         self.now = 0.0
@@ -420,6 +423,30 @@ def test_a_layer_chooser_goes_down_when_the_estimate_falls_and_probes_its_way_ba
             break
     assert layer == 1 and max(probes) > 100_000
     assert c.chooser.switches["down"] == 2 and c.chooser.switches["up"] == 1
+
+
+@pytest.mark.parametrize(("send_side", "probe_s", "up_hold_s", "longest_wait_s"), [
+    (False, 1.5, 2.0, 8.0),  # REMB: a probe's harm shows only as a fall over a second or more
+    (True, 1.0, 1.0, 4.0),  # the relay's own estimate sees the queue within a feedback interval
+])
+def test_probes_are_shorter_and_come_back_sooner_where_the_relay_estimates_the_link(send_side, probe_s, up_hold_s,
+                                                                                   longest_wait_s):
+    c = ChooserClock(send_side)
+    c.step(1.3e6, estimate=1_500_000, n=2)
+    c.step(1.3e6, estimate=420_000)
+    c.step(400e3, estimate=200_000)  # down to layer 0, congested for a while
+    for _ in range(20):
+        c.step(200e3, estimate=200_000, loss=0.0)
+        if c.chooser.probe_bps:
+            break
+    started = c.now
+    while c.chooser.current == 0 and c.now - started < 5:
+        c.step(200e3, estimate=200_000, loss=0.0)
+    assert c.chooser.current == 1 and c.now - started == probe_s  # on the 0.5 s grid of the adaptation timer
+    assert c.chooser._next_probe - c.now == up_hold_s
+    for _ in range(30):  # every probe meets loss: the waits double up to the longest
+        c.step(400e3, estimate=400_000, loss=0.2 if c.chooser.probe_bps else 0.0)
+    assert c.chooser._backoff == longest_wait_s
 
 
 def test_a_failed_probe_backs_off_and_a_link_that_carries_nothing_pauses_video():
