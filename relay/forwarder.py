@@ -108,6 +108,10 @@ class Forwarder:
         self.last_ts = last_ts
         self.last_pid = last_pid
         self.last_wall = 0.0
+        # Catching up (a new subscriber started from a kept keyframe): the source timestamp of the frame
+        # being sent, and ours for it; None when not catching up.
+        self._catch_up: tuple[int, int] | None = None
+        self._catching_up = False
 
     # -- decisions ---------------------------------------------------------------------------------------
 
@@ -134,6 +138,8 @@ class Forwarder:
             return Drop.BEFORE_START  # it never had the frame around it
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if self._catching_up:
+            timestamp = self._caught_up(packet.timestamp, timestamp)
         if packet.temporal is not None:
             if self.temporal_cap != self.target_temporal:
                 self._follow_temporal_target(packet)
@@ -164,6 +170,23 @@ class Forwarder:
             self.last_wall = now
             return True
         return False
+
+    def catch_up(self, on: bool) -> None:
+        """Frames of the past (a kept keyframe and what followed it) are about to go to a new subscriber,
+        or have gone. Meanwhile each frame's timestamp is one tick after the one before, not its own: its
+        jitter buffer decodes and shows them at once instead of playing the past at its pace (a viewer would
+        stay that far behind for good). Live frames then carry on from the last one, their spacing kept."""
+        self._catching_up = on
+        self._catch_up = None
+
+    def _caught_up(self, source_ts: int, timestamp: int) -> int:
+        if self._catch_up is None:
+            self._catch_up = (source_ts, timestamp)  # the keyframe: where the (re)start put it
+        elif source_ts != self._catch_up[0]:
+            self._catch_up = (source_ts, (self._catch_up[1] + 1) & 0xFFFFFFFF)
+        out = self._catch_up[1]
+        self._ts_offset = (out - source_ts) & 0xFFFFFFFF  # what comes next continues from here
+        return out
 
     def commit_lead(self, seq: int) -> None:
         self.last_seq = seq

@@ -44,10 +44,16 @@ log = logging.getLogger(__name__)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 0.5
-RECENT_PACKETS = 128  # packets a published video layer keeps of what just came (a keyframe is fewer)
-# A kept keyframe older than this is not where a new subscriber starts (a fresh one is asked for): a 1v1
-# call's subscriber connects within a few round trips of the publisher's first keyframe.
-KEPT_KEYFRAME_AGE = 0.5
+# Packets a published video layer keeps of what just came: its last keyframe and what followed (a GOP
+# cache), for a new subscriber to start from, and late keyframe packets to follow.
+RECENT_PACKETS = 1024
+# A new subscriber starts from the kept keyframe and the frames since (sent at once, shown at once: see
+# Forwarder.catch_up) when the keyframe is at most this old and the frames since fit in this many bytes;
+# otherwise it waits for a keyframe asked for. Encoders that ignore keyframe requests (OBS over WHIP, most
+# RTMP encoders) send one every 1-2 s: without the cache a new viewer waits that long for a picture. The
+# byte bound keeps the burst within what a socket and a viewer's downlink take at once.
+KEPT_KEYFRAME_AGE = 3.0
+KEPT_BYTES = 384 * 1024
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 
@@ -98,6 +104,7 @@ class DownTrack(MediaStreamTrack):
         self.packets_dropped = 0  # the subscriber's socket was full or not connected yet
         self.retransmitted = 0
         self._replaying = False  # forwarding what the publisher sent before this subscriber came
+        self.caught_up = 0  # starts from the kept keyframe (not a fresh one)
         self._ended = asyncio.get_event_loop().create_future()
         self._output: Output | None = None
         self._report: Callable[[int, int, int, int], None] | None = None
@@ -228,7 +235,7 @@ class DownTrack(MediaStreamTrack):
             # The subscriber's socket is full: this packet is lost like on a lossy link (its number is
             # used, so the subscriber sees the gap and can NACK it once the socket drains).
         self.history.put(seq, header, payload)
-        if self.forwarder.commit(copy, packet.arrived) and self._report is not None:
+        if self.forwarder.commit(copy, packet.arrived) and self._report is not None and not self._replaying:
             self._report(packet.ntp, timestamp, self.packets_sent, self._octets)  # a new frame: its time
 
     def _transport_seq(self, payload_size: int) -> int:
@@ -267,11 +274,14 @@ class DownTrack(MediaStreamTrack):
         if not since:
             return False
         self._replaying = True
+        self.forwarder.catch_up(True)  # frames of the past go out a tick apart: decoded and shown at once
         try:
             for kept in since:
                 self._forward_one(kept)
         finally:
+            self.forwarder.catch_up(False)
             self._replaying = False
+        self.caught_up += 1
         return True
 
     def on_connected(self) -> None:
@@ -552,8 +562,8 @@ class PublishedTrack:
 
     def since_keyframe(self, layer: int, epoch: int, now: float | None = None) -> list[SourcePacket] | None:
         """The packets of ``layer`` from its last keyframe start to now, in sequence order, if all of them
-        are still kept (none missing) and the keyframe came less than ``KEPT_KEYFRAME_AGE`` ago; else None.
-        An older one would show a new subscriber the past, then race through it to the present."""
+        are still kept (none missing), the keyframe came less than ``KEPT_KEYFRAME_AGE`` ago and they add up
+        to at most ``KEPT_BYTES``; else None."""
         if layer >= len(self.layers):
             return None
         recent = [p for p in self.layers[layer].recent if p.epoch == epoch]
@@ -564,6 +574,8 @@ class PublishedTrack:
         later = self.received_after(layer, epoch, start.seq)
         if later and (later[-1].seq - start.seq) & 0xFFFF != len(later):
             return None  # a gap: something of it is missing (lost, or not repaired yet)
+        if len(start.payload) + sum(len(p.payload) for p in later) > KEPT_BYTES:
+            return None
         return [start, *later]
 
     def received_after(self, layer: int, epoch: int, seq: int) -> list[SourcePacket]:

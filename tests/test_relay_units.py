@@ -590,8 +590,14 @@ async def test_a_new_subscriber_starts_from_the_last_keyframe_still_at_hand():
     send_frames(track, 4, 1)  # the first packet it sees is a delta
     assert wire.packets[0].payload[4] == 0x10 and len(wire.packets) == 10  # the keyframe, then all since
     assert_continuous(wire.packets)
+    # The past (frames 0-4: the fifth's first packet had come) is caught up at once: its frames a tick apart
+    # (decoded and shown at once, not at their pace), the live frame after them at its own spacing (3000).
+    send_frames(track, 5, 1)
+    stamps = [p.timestamp for p in wire.packets if p.payload[0] & 0x10]
+    assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == [1, 1, 1, 1, 3000], stamps
+    assert down.caught_up == 1
     late = PublishedTrack("video", "t", "p", lambda layer: None)
-    send_frames(late, 0, 80, keys=(0,))  # the keyframe is long gone from what is kept: wait for one
+    send_frames(late, 0, 600, keys=(0,))  # the keyframe is long gone from what is kept: wait for one
     down, wire = bound(late)
     send_frames(late, 80, 1)
     assert wire.packets == [] and down.waiting_keyframe
@@ -606,5 +612,12 @@ async def test_a_new_subscriber_starts_from_the_last_keyframe_still_at_hand():
     epoch = old.layers[0].epoch
     assert old.since_keyframe(0, epoch) is not None
     assert old.since_keyframe(0, epoch, now=time.monotonic() + KEPT_KEYFRAME_AGE + 0.1) is None
-    for t in (track, late, gappy, old):
+    heavy = PublishedTrack("video", "t", "p", lambda layer: None)
+    send_frames(heavy, 0, 1, keys=(0,))
+    for f in range(1, 40):  # ~470 kB since the keyframe: more than a start may burst out at once
+        p = RtpPacket(payload_type=96, sequence_number=101 + f, timestamp=3000 * f, ssrc=1234, marker=1,
+                      payload=vp8(f, False) + bytes(12_000))
+        heavy.on_packet("VP8", 90000, p)
+    assert heavy.since_keyframe(0, heavy.layers[0].epoch) is None
+    for t in (track, late, gappy, old, heavy):
         t.close()

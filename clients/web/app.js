@@ -712,7 +712,8 @@ function reportQuality(freezes) {
 // it, and the weak-network lab reads it (window.liveRelay.mediaStats).
 async function mediaStats() {
   const video = { framesDecoded: 0, freezeCount: 0, totalFreezesDuration: 0, packetsLost: 0, packetsReceived: 0,
-                  nackCount: 0, frameWidth: 0, frameHeight: 0, jitter: null };
+                  nackCount: 0, frameWidth: 0, frameHeight: 0, jitter: null, jitterBufferDelay: 0,
+                  jitterBufferEmittedCount: 0 };
   const audio = { concealedSamples: 0, totalSamplesReceived: 0, packetsLost: 0, packetsReceived: 0 };
   let rtt = null;
   for (const t of tiles.values()) {
@@ -720,7 +721,7 @@ async function mediaStats() {
     (await t.sub.pc.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         for (const k of ["framesDecoded", "freezeCount", "totalFreezesDuration", "packetsLost", "packetsReceived",
-                         "nackCount"]) video[k] += s[k] || 0;
+                         "nackCount", "jitterBufferDelay", "jitterBufferEmittedCount"]) video[k] += s[k] || 0;
         video.frameWidth = Math.max(video.frameWidth, s.frameWidth || 0);
         video.frameHeight = Math.max(video.frameHeight, s.frameHeight || 0);
         if (typeof s.jitter === "number") video.jitter = s.jitter;
