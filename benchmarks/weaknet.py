@@ -5,11 +5,11 @@
 
 Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
 ``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each), ``cap`` (a simulcast host,
-the weak viewer capped at 400 kbit/s for a window, then freed for a window) and ``thin`` (150 kbit/s,
-96 kbit/s, then freed). ``--estimators``: how the server estimates the weak (Chromium) viewer's link, the
-relay's own from transport-cc (``send_side``, the default) or the viewer's REMB (``remb``, the baseline),
-alternating run by run. Prints one row per run and the medians; raw results go to
-benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
+the weak viewer capped at 400 kbit/s for a window, then freed for a window; ``h264_cap`` the same with
+the host's layers in H.264) and ``thin`` (150 kbit/s, 96 kbit/s, then freed). ``--estimators``: how the
+server estimates the weak (Chromium) viewer's link, the relay's own from transport-cc (``send_side``, the
+default) or the viewer's REMB (``remb``, the baseline), alternating run by run. Prints one row per run and
+the medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=float, default=30.0, help="seconds per phase")
-    parser.add_argument("--scenarios", nargs="+", default=["loss", "cap", "thin"], choices=["loss", "cap", "thin"])
+    parser.add_argument("--scenarios", nargs="+", default=["loss", "cap", "thin"],
+                        choices=["loss", "cap", "h264_cap", "thin"])
     parser.add_argument("--estimators", nargs="+", default=["send_side"], choices=["send_side", "remb"])
     args = parser.parse_args()
     out = ROOT / "artifacts" / "weaknet-bench"
@@ -116,7 +117,8 @@ def main() -> None:
             for scenario in args.scenarios:
                 load = os.getloadavg()[0]
                 result = run(scenario, args.window, out, estimator)
-                row = {"loss": loss_figures, "cap": cap_figures, "thin": thin_figures}[scenario](result)
+                row = {"loss": loss_figures, "cap": cap_figures, "h264_cap": cap_figures,
+                       "thin": thin_figures}[scenario](result)
                 row["load_before"] = round(load, 2)
                 rows[estimator][scenario].append(row)
                 print(f"run {n + 1} {estimator} {scenario}: {json.dumps(row)}", flush=True)
@@ -134,10 +136,11 @@ def report(rows: dict[str, list[dict[str, Any]]]) -> None:
         for percent in ("0", "10", "25"):
             phases = [r[f"loss{percent}"] for r in rows["loss"]]
             print(f"  loss {percent:>2}%: " + ", ".join(f"{k} {median([p[k] for p in phases])}" for k in phases[0]))
-    if rows.get("cap"):
-        keys = [k for k in rows["cap"][0] if k not in ("control_freezes", "load_before")]
-        print("  cap 400 kbit/s: " + ", ".join(f"{k} {median([r[k] for r in rows['cap']])}" for k in keys))
-        print(f"  control freezes per run: {[r['control_freezes'] for r in rows['cap']]}")
+    for name in ("cap", "h264_cap"):
+        if rows.get(name):
+            keys = [k for k in rows[name][0] if k not in ("control_freezes", "load_before")]
+            print(f"  {name} 400 kbit/s: " + ", ".join(f"{k} {median([r[k] for r in rows[name]])}" for k in keys))
+            print(f"  control freezes per run: {[r['control_freezes'] for r in rows[name]]}")
     if rows.get("thin"):
         keys = [k for k in rows["thin"][0] if k not in ("load_before", "temporal_at_150k")]
         print("  thin links: " + ", ".join(f"{k} {median([r[k] for r in rows['thin']])}" for k in keys)

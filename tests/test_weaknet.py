@@ -96,6 +96,24 @@ def test_a_capped_viewer_moves_to_a_lower_layer_and_back_and_the_others_stay_on_
     assert after is not None and after["layers"] == 3 and after["paused"] is False and after["red"] == 0
 
 
+def test_an_h264_simulcast_host_s_capped_viewer_goes_down_and_back_as_with_vp8():
+    """Issue 25: layers in H.264 (as OBS and hardware encoders send them), forwarded without decoding."""
+    result = run_lab("h264_cap", window=12)
+    assert "h264" in (result["codec"] or "").lower() and result["layers"] == 3
+    samples = result["samples"]
+    top = max(i for i, rate in enumerate(samples[0]["rates"]) if rate)
+    assert top >= 1
+    capped = [s for s in samples if s["phase"] == "capped"]
+    freed = [s for s in samples if s["phase"] == "freed"]
+    switched = next(s for s in capped if s["weak"]["layer"] is not None and s["weak"]["layer"] < top)
+    assert capped[-1]["weak"]["layer"] is not None and capped[-1]["weak"]["layer"] < top
+    assert capped[-1]["weak_stats"]["framesDecoded"] > switched["weak_stats"]["framesDecoded"] + 50
+    assert capped[-1]["weak_stats"]["frameHeight"] < samples[0]["weak_stats"]["frameHeight"]
+    assert freed[-1]["weak"]["layer"] >= top
+    assert freed[-1]["weak_stats"]["frameHeight"] > capped[-1]["weak_stats"]["frameHeight"]
+    assert all(s["control1"]["layer"] >= top for s in samples)
+
+
 def test_a_link_too_thin_for_video_gets_fewer_frames_then_sound_alone_then_video_again():
     samples = run_lab("thin", window=15)["samples"]
     phase = {name: [s for s in samples if s["phase"] == name] for name in ("before", "thin", "thinner", "freed")}

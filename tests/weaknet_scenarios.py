@@ -114,11 +114,11 @@ async def capped_then_freed(weak: Page, relay: Any, lab: NetLab, users: tuple[st
 
 
 async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
-              window: float) -> dict[str, Any]:
+              window: float, query: str = "") -> dict[str, Any]:
     """A simulcast host (about 1.5 Mbit/s on its top layer); the weak viewer's link capped at 400 kbit/s
     for ``window`` seconds, then freed for ``window`` seconds; two control viewers on loopback throughout.
     Sampled every 0.25 s: each viewer's layer (the server's view) and the weak viewer's getStats."""
-    host = await host_on_air(base, "show", browsers["local"])
+    host = await host_on_air(base, "show", browsers["local"], query)
     controls = [await viewer(base, browsers["local"], f"control{n}") for n in (1, 2)]
     weak = await viewer(weak_base, browsers["weak"], "weak")
     top = None
@@ -137,8 +137,15 @@ async def cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, l
                                  for c, before in zip(controls, control_freezes_before, strict=True)]
     coming = [i for i, rate in enumerate(video_track(relay).layer_rates()) if rate is not None]
     result["preferences"] = await preferences(base, relay, coming[-1] + 1 if coming else top)
+    result["codec"] = video_track(relay).codec_name
     await host.close()
     return result
+
+
+async def h264_cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+                   window: float) -> dict[str, Any]:
+    """``cap`` with the host's simulcast layers in H.264 (the page's ``video=h264``, as OBS sends them)."""
+    return await cap(base, weak_base, browsers, relay, lab, window, "&video=h264")
 
 
 async def svc_cap(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
@@ -270,7 +277,7 @@ async def viewer(base: str, browser: Any, user: str) -> Page:
     return page
 
 
-SCENARIOS = {"loss": loss, "cap": cap, "svc_cap": svc_cap, "thin": thin}
+SCENARIOS = {"loss": loss, "cap": cap, "h264_cap": h264_cap, "svc_cap": svc_cap, "thin": thin}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -190,13 +190,23 @@ function svcSetup(track) {
   return { encodings: [{ scalabilityMode: "L3T3_KEY", maxBitrate: 2_000_000 }], codecs: [...vp9, ...rest] };
 }
 
+// With ?video=h264 a host sends its simulcast layers in H.264 (as OBS and hardware encoders do) instead of
+// VP8; null where the browser has no H.264 encoder.
+function h264First() {
+  if (params.get("video") !== "h264") return null;
+  const codecs = RTCRtpSender.getCapabilities("video")?.codecs || [];
+  const h264 = codecs.filter((c) => c.mimeType === "video/H264" && /packetization-mode=1/.test(c.sdpFmtpLine || ""));
+  return h264.length ? [...h264, ...codecs.filter((c) => !h264.includes(c))] : null;
+}
+
 async function publish(ch, stream, simulcast = false) {
   const pc = new RTCPeerConnection({ iceServers: iceServersOf(ch) });
   for (const track of stream.getTracks()) {
     const svc = simulcast && track.kind === "video" ? svcSetup(track) : null;
     const layers = svc ? svc.encodings : simulcast && track.kind === "video" ? simulcastLayers(track) : null;
     const t = pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(layers ? { sendEncodings: layers } : {}) });
-    if (svc) t.setCodecPreferences(svc.codecs);
+    const preferred = svc ? svc.codecs : track.kind === "video" ? h264First() : null;
+    if (preferred) t.setCodecPreferences(preferred);
   }
   const mediaId = await negotiate(ch, pc, { type: "publish" });
   return { pc, mediaId };
