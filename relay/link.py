@@ -45,6 +45,7 @@ PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
+MAX_FEEDBACK_PER_S = 100  # transport feedback packets read per subscriber a second (browsers: 10-20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ class SubscriberLink:
         self._congested_until = 0.0
         self._loss_observed_at = 0.0
         self.send_side: SendSideEstimator | None = None  # set when the subscriber negotiated transport-cc
-        self.bad_feedback = 0
+        self.bad_feedback = 0  # malformed, or past MAX_FEEDBACK_PER_S: not read
+        self._feedback_window = [0.0, 0]  # [start, count] of this second's feedback packets
         self.sending_bps = 0.0  # the media the subscriber's down-tracks sent lately (set by the adaptation)
         self.bytes_out = 0  # the media they wrote, audio and video (not repairs or padding)
         self.audio_bytes_out = 0  # the audio of it
@@ -150,12 +152,18 @@ class SubscriberLink:
         """A transport feedback packet from the subscriber (raw RTCP; a malformed one is counted, no more)."""
         if self.send_side is None:
             return
+        now = time.monotonic() if now is None else now
+        if now - self._feedback_window[0] >= 1.0:
+            self._feedback_window = [now, 0]
+        self._feedback_window[1] += 1
+        if self._feedback_window[1] > MAX_FEEDBACK_PER_S:  # a browser sends 10-20 a second: a flood
+            self.bad_feedback += 1
+            return
         try:
             _, results = parse_feedback(data)
         except ValueError:
             self.bad_feedback += 1
             return
-        now = time.monotonic() if now is None else now
         estimator = self.send_side
         estimator.on_feedback(results, now * 1000, self.rtt_ms)
         self.estimate_bps = estimator.estimate_bps

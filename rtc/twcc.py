@@ -18,6 +18,7 @@ URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
 FEEDBACK_INTERVAL = 0.05  # seconds between feedback packets while packets come (libwebrtc: 50-250 ms)
 MAX_PENDING = 4096  # arrivals kept while no feedback goes out (a stalled loop): the oldest are dropped
 MAX_STATUS_PER_PACKET = 1024  # packets one feedback packet reports at most
+MAX_STATUS_READ = 4096  # packets a feedback packet we read may report (more is refused as malformed)
 
 NOT_RECEIVED, SMALL_DELTA, LARGE_DELTA = 0, 1, 2
 DELTA_TICK_US = 250
@@ -58,6 +59,9 @@ class TransportFeedback:
         arrivals, self._arrivals = self._arrivals, {}
         base = min(arrivals) if self._next_base is None else self._next_base
         last = max(arrivals)
+        # A sender that jumps its numbers ahead (a hostile publisher) would have us report every number
+        # in between as lost: at most MAX_PENDING of them, the latest.
+        base = max(base, last - MAX_PENDING + 1)
         self._next_base = last + 1
         packets = []
         while base <= last:
@@ -131,6 +135,10 @@ def parse_feedback(data: bytes) -> tuple[int, list[tuple[int, int | None]]]:
     if data[0] & 0x20:  # padded: the last octet says how much
         data = data[:len(data) - data[-1]]
     _, media_ssrc, base, count, ref = struct.unpack_from("!IIHHI", data, 4)
+    if count > MAX_STATUS_READ:
+        # A run-length chunk says "8191 lost" in two bytes: a 24-byte packet could have us walk 65535
+        # entries. A sender never has that many in flight between two feedbacks.
+        raise ValueError("reports more packets than feedback ever covers")
     reference = ref >> 8
     if reference & 0x800000:
         reference -= 0x1000000

@@ -189,3 +189,23 @@ async def test_a_down_track_numbers_every_packet_it_writes_and_the_feedback_beco
     assert link.estimate_bps is not None and link.estimate_bps > 200_000  # ~230 kbit/s sent, nothing queued
     link.on_transport_feedback(b"\x8f\xcd\x00\x01junk", now=14.0)
     assert link.bad_feedback == 1
+
+
+def test_a_flood_of_feedback_is_read_at_most_a_hundred_a_second_and_the_rest_counted():
+    """A hostile viewer sending feedback as fast as it can costs the server at most what a browser's does
+    several times over: past 100 a second, packets are counted and not read."""
+    from relay.link import MAX_FEEDBACK_PER_S, SubscriberLink
+    from rtc.twcc import TransportFeedback
+
+    link = SubscriberLink()
+    link.estimate_on_send_side()
+    assert link.send_side is not None
+    seq = link.send_side.sent.add(PACKET, 0.0)
+    feedback = TransportFeedback()
+    feedback.record(seq, 1_000_000)
+    [packet] = feedback.build(1, 2)
+    for n in range(500):  # all within 0.5 s
+        link.on_transport_feedback(packet, now=10.0 + n / 1000)
+    assert link.send_side.feedback_packets == MAX_FEEDBACK_PER_S and link.bad_feedback == 500 - MAX_FEEDBACK_PER_S
+    link.on_transport_feedback(packet, now=11.5)  # the next second: read again
+    assert link.send_side.feedback_packets == MAX_FEEDBACK_PER_S + 1

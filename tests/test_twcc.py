@@ -71,8 +71,22 @@ def test_a_flood_of_arrivals_without_feedback_is_bounded():
     assert len(reported) <= 4096 and reported[-1][0] == (20_000 - 1) & 0xFFFF
 
 
+# A 40-byte packet claiming 65535 packets in ten run-length chunks of "not received": a hostile viewer's
+# way to make the server walk 65535 entries per packet, refused before it is read.
+_AMPLIFIER = b"\x8f\xcd\x00\x09" + b"\x00" * 8 + b"\x00\x00\xff\xff" + b"\x00" * 4 + b"\x1f\xff" * 10
+
+
+def test_numbers_that_jump_ahead_are_reported_at_most_a_flood_s_worth():
+    feedback = TransportFeedback()
+    feedback.record(0, 1_000_000)
+    feedback.record(30_000, 1_001_000)  # a hostile publisher's jump: 29,999 "lost" in between
+    reported = [p for packet in feedback.build(1, 2) for p in parse_feedback(packet)[1]]
+    assert len(reported) <= 4096 and reported[-1] == (30_000, 1_001_000)
+
+
 @pytest.mark.parametrize("data", [b"", b"\x8f\xcd\x00\x01" + b"\x00" * 4, b"\x81\xc8" + b"\x00" * 30,
-                                  b"\x8f\xcd\x00\x04" + b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 4])
+                                  b"\x8f\xcd\x00\x04" + b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 4,
+                                  _AMPLIFIER])
 def test_malformed_feedback_is_refused(data):
     with pytest.raises(ValueError):
         parse_feedback(data)
