@@ -107,6 +107,10 @@ class RouterStats:
     switches: dict[str, int] = field(default_factory=dict)
     estimates: dict[str, int] = field(default_factory=dict)
     redundancy: dict[str, int] = field(default_factory=dict)
+    # Subscribers by whence their estimate comes ("send_side", "remb"), and the transport feedback packets
+    # the current ones sent that were not read (malformed, or past the per-second bound).
+    estimators: dict[str, int] = field(default_factory=dict)
+    bad_feedback: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -859,6 +863,7 @@ class MediaRouter:
     def stats(self) -> RouterStats:
         publishers = sum(len(r.publishers) for r in self.rooms.values())
         downs = [d for r in self.rooms.values() for s in r.subscribers.values() for d in s.down_tracks]
+        links = [s.link for r in self.rooms.values() for s in r.subscribers.values()]
         return RouterStats(publishers=publishers, subscribers=sum(len(r.subscribers) for r in self.rooms.values()),
                            keyframe_requests=sum(t.pli_sent for r in self.rooms.values()
                                                  for p in r.publishers.values() for t in p.tracks.values()),
@@ -868,6 +873,7 @@ class MediaRouter:
                            loss_buckets=_loss_buckets(d.loss for d in downs),
                            layers=_layer_counts(d for d in downs if d.chooser is not None),
                            switches=_switch_counts(d.chooser for d in downs if d.chooser is not None),
-                           estimates=_estimate_buckets(s.link.estimate_bps for r in self.rooms.values()
-                                                       for s in r.subscribers.values()),
-                           redundancy=Counter(str(d.red) for d in downs if d.kind == "audio"))
+                           estimates=_estimate_buckets(link.estimate_bps for link in links),
+                           redundancy=Counter(str(d.red) for d in downs if d.kind == "audio"),
+                           estimators=Counter(link.estimator for link in links),
+                           bad_feedback=sum(link.bad_feedback for link in links))

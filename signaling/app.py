@@ -229,12 +229,14 @@ class RelayServer:
         self.metrics.media_packets.labels("forwarded").set(stats.packets_forwarded)
         self.metrics.media_packets.labels("dropped").set(stats.packets_dropped)
         self.metrics.media_packets.labels("retransmitted").set(stats.packets_retransmitted)
+        self.metrics.media_bad_feedback.set(stats.bad_feedback)
         for bucket, count in stats.loss_buckets.items():
             self.metrics.media_subscriber_loss.labels(bucket).set(count)
         for gauge, values in ((self.metrics.media_subscriber_layer, stats.layers),
                               (self.metrics.media_layer_switches, stats.switches),
                               (self.metrics.media_subscriber_bandwidth, stats.estimates),
-                              (self.metrics.media_audio_redundancy, stats.redundancy)):
+                              (self.metrics.media_audio_redundancy, stats.redundancy),
+                              (self.metrics.media_subscriber_estimator, stats.estimators)):
             seen = self._gauge_labels.setdefault(id(gauge), set())
             seen.update(values)
             for label in seen:

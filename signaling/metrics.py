@@ -49,8 +49,14 @@ class ServerMetrics:
             "live_relay_media_layer_switches", "Layer switches of the current simulcast down-tracks, by direction",
             ["direction"], registry=r)
         self.media_subscriber_bandwidth = Gauge(
-            "live_relay_media_subscriber_bandwidth", "Subscribers by their receiver's bandwidth estimate (REMB)",
-            ["bandwidth"], registry=r)
+            "live_relay_media_subscriber_bandwidth", "Subscribers by their link's bandwidth estimate (the relay's "
+            "own from transport-cc, or the receiver's REMB)", ["bandwidth"], registry=r)
+        self.media_subscriber_estimator = Gauge(
+            "live_relay_media_subscriber_estimator", "Subscribers by whence their link's estimate comes (send_side: "
+            "the relay's own from their transport-cc feedback; remb: their receiver's)", ["estimator"], registry=r)
+        self.media_bad_feedback = Gauge(
+            "live_relay_media_bad_feedback", "Transport feedback packets from current subscribers not read "
+            "(malformed, or more than 100 a second)", registry=r)
         self.media_audio_redundancy = Gauge(
             "live_relay_media_audio_redundancy", "Audio down-tracks by the earlier packets each RED packet carries "
             "(0: no RED negotiated)", ["red"], registry=r)

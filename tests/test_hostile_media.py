@@ -83,3 +83,58 @@ async def test_candidates_inside_an_offer_are_screened_like_trickled_ones(server
         with pytest.raises(ServerError) as err:
             await host.request({"type": "publish", "sdp": sdp[:at] + flood[:65 * 60] + sdp[at:]})
         assert err.value.code == "bad_candidate"
+
+
+def _offer_transport_cc(sdp: str) -> str:
+    """Our (aiortc) offer as a browser's reads: transport-cc offered on video."""
+    from rtc.twcc import URI
+
+    out, kind = [], ""
+    for line in sdp.splitlines():
+        out.append(line)
+        if line.startswith("m="):
+            kind = line[2:].split()[0]
+        elif line.startswith("a=rtpmap:") and "VP8/90000" in line:
+            out.append(f"a=rtcp-fb:{line.split(':')[1].split()[0]} transport-cc")
+        elif line.startswith("a=mid:") and kind == "video":
+            out.append(f"a=extmap:9 {URI}")
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_a_viewer_flooding_hostile_transport_feedback_costs_the_server_nothing_and_is_counted(server):
+    """A viewer that negotiated transport-cc (as browsers do) sends feedback made to cost: packets claiming
+    65535 statuses in 40 bytes, and hundreds of packets a second. They are refused or not read, counted in
+    /metrics, and the viewer's own video goes on (and so does everybody else's)."""
+    from rtc.twcc import TransportFeedback
+
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "show") as hostile, LiveClient(server.ws_url, "show") as bystander:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120, start=800_000)])
+        session = await MediaSession.subscribe(hostile, kinds=("video",), offer_filter=_offer_transport_cc)
+        other = await MediaSession.subscribe(bystander, kinds=("video",))
+        track, other_track = await session.wait_track("video"), await other.wait_track("video")
+        async with asyncio.timeout(10):
+            await track.recv()
+            await other_track.recv()
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(server.base + "/metrics")).text()
+        assert _metric(metrics, "live_relay_media_subscriber_estimator", estimator="send_side") == 1
+        assert _metric(metrics, "live_relay_media_subscriber_estimator", estimator="remb") == 1  # the bystander
+        amplifier = b"\x8f\xcd\x00\x09" + b"\x00" * 8 + b"\x00\x00\xff\xff" + b"\x00" * 4 + b"\x1f\xff" * 10
+        valid = TransportFeedback()
+        valid.record(1, 1_000_000)
+        [plain] = valid.build(1, 2)
+        # aiortc's DTLS transport (the test's own peer): it protects RTCP as SRTCP like any other.
+        transport = session.pc.getTransceivers()[0].receiver.transport
+        for n in range(600):
+            await transport._send_rtp(amplifier if n % 2 else plain)
+        await asyncio.sleep(1.0)
+        async with asyncio.timeout(10):  # both still watching
+            seen = [read_frame(await track.recv())[0] for _ in range(10)]
+            await other_track.recv()
+        assert seen == sorted(seen)
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(server.base + "/metrics")).text()
+        assert _metric(metrics, "live_relay_media_bad_feedback") >= 300  # the amplifiers at least
+        for s in (session, other, publisher):
+            await s.close()
