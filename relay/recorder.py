@@ -62,8 +62,13 @@ class Recording:
 
     def __init__(self, path: Path, tracks: dict[str, PublishedTrack],
                  on_stop: Callable[[Recording], None] | None = None,
-                 budget: DiskBudget | None = None) -> None:
+                 budget: DiskBudget | None = None,
+                 on_first_frame: Callable[[Recording], None] | None = None) -> None:
+        """``on_first_frame`` is called (on the event loop) when the frame the file starts at comes: its
+        time 0. The request for a keyframe may go unanswered (an encoder that ignores it sends its next one
+        a GOP later), so that can be seconds after the recording started."""
         self.path = path
+        self._on_first_frame = on_first_frame
         self._budget = budget
         video = tracks.get("video")
         if video is not None and (video.codec_name or "vp8").lower() not in RECORDABLE_VIDEO:
@@ -93,6 +98,11 @@ class Recording:
     def _observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         if self.stopped:
             return
+        if self._on_first_frame is not None and (frame.keyframe or "video" not in self.tracks) \
+                and (track.kind == "video" or "video" not in self.tracks):
+            # The file's first frame (MediaFileWriter starts at a video keyframe, or the first audio).
+            first, self._on_first_frame = self._on_first_frame, None
+            first(self)
         try:
             self._queue.put_nowait((track.kind, frame.data, frame.timestamp, frame.keyframe))
         except queue.Full:

@@ -809,13 +809,14 @@ class MediaRouter:
         """This node's own publishers in a room, as the signaling side may know them."""
         return [info for p in self.publishers_of(room_name) if (info := self.source(p.id)) is not None]
 
-    def record(self, source_id: str, path: Path, budget: DiskBudget | None = None) -> Recording | None:
+    def record(self, source_id: str, path: Path, budget: DiskBudget | None = None,
+               on_first_frame: Callable[[Recording], None] | None = None) -> Recording | None:
         """Start recording a local publisher's tracks as received into ``path`` (None: no such publisher
         here). The caller stops the recording; a publisher that leaves simply stops feeding it."""
         source = self.sources.get(source_id)
         if source is None or not source.local:
             return None
-        return Recording(path, dict(source.tracks), budget=budget)
+        return Recording(path, dict(source.tracks), budget=budget, on_first_frame=on_first_frame)
 
     def is_publisher(self, peer_id: str) -> bool:
         """Whether ``peer_id`` is a publisher connected to this node."""

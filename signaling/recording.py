@@ -155,7 +155,12 @@ class Recordings:
             return
         stamp = unique_stamp(folder, time.time(), self._stamps)
         path = folder / f"{stamp}-{self._safe(publisher)}.mkv"
-        recording = self.router.record(publisher, path, self.budget)
+        def first_frame(recording: Recording) -> None:
+            # The file's time 0: a replay lines events up from here, not from recording_started (the
+            # keyframe the file starts at may come a GOP later).
+            self._log(room, {"type": "recording_first_frame", "publisher": publisher, "file": recording.path.name})
+
+        recording = self.router.record(publisher, path, self.budget, on_first_frame=first_frame)
         if recording is None:
             return
         room_log = self.rooms.get(room)

@@ -298,3 +298,42 @@ async def test_two_publishers_leaving_at_once_stop_their_recordings_cleanly(star
             await asyncio.sleep(0.1)
     assert logs.count("recording_stopped") == 2
     assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+
+
+async def test_a_replay_lines_events_up_with_the_picture_though_the_first_keyframe_came_late(start_server,
+                                                                                              tmp_path):
+    """Issue 26: the file starts at a keyframe, which an encoder deaf to keyframe requests (OBS over WHIP,
+    RTMP encoders; here a pre-encoded publisher with a 2 s GOP) sends up to a GOP after the recording
+    started. The events log marks that moment (`recording_first_frame`), and by content: the picture the
+    file shows at (comment's media_ms - first frame's media_ms) is the one the publisher was sending when the
+    comment was sent, within 0.2 s. Counting from `recording_started` instead is off by up to the GOP."""
+    from clients.sources import ReplayVideoTrack, pre_encode_vp8, read_frame
+
+    frames = pre_encode_vp8(320, 240, fps=30, seconds=4.0, kbps=400, gop=60)
+    srv = await start_server(rooms=("show",), recordings_dir=str(tmp_path))
+    async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
+        source = ReplayVideoTrack(frames)
+        publisher = await MediaSession.publish(host, [source], video_codec="vp8")
+        while source.counter % 60 not in range(5, 15):  # start the recording early in a GOP: ~1.7 s to wait
+            await asyncio.sleep(0.03)
+        await host.request({"type": "record_start"})
+        await asyncio.sleep(2.6)  # past the next keyframe
+        shown_at_comment = source.counter - 1  # the frame the publisher sent last
+        await host.comment("at this picture")
+        await asyncio.sleep(1.0)
+        await host.request({"type": "record_stop"})
+        await recording_stopped(tmp_path)
+        await publisher.close()
+    [log] = list((tmp_path / "show").glob("*-events.jsonl"))
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    mark = {e["type"]: e["media_ms"] for e in events if e["type"] in ("recording_started", "recording_first_frame")}
+    comment_ms = next(e["media_ms"] for e in events if e["type"] == "comment")
+    assert mark["recording_first_frame"] - mark["recording_started"] > 1000  # the keyframe came late indeed
+    at = (comment_ms - mark["recording_first_frame"]) / 1000
+    [media] = list((tmp_path / "show").glob("*.mkv"))
+    with av.open(str(media)) as container:
+        decoded = [(frame.time, read_frame(frame)[0]) for frame in container.decode(video=0)]
+    assert decoded[0][1] % 60 == 0  # the file starts at a keyframe
+    picture = min(decoded, key=lambda d: abs(d[0] - at))[1]
+    assert abs((picture - shown_at_comment + len(frames) // 2) % len(frames) - len(frames) // 2) <= 6, \
+        (picture, shown_at_comment, at)

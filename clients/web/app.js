@@ -906,7 +906,8 @@ async function runWhep(room, tok) {
 // ---------------------------------------------------------------------------------------------------
 // Replay: a recorded show with its comments flying and its product cards appearing when they did. The
 // events log says, for each event, its time since the recording started (media_ms); each media file starts
-// at its own `recording_started` line. Seeking replays the state up to the new position.
+// at its own `recording_first_frame` line (`recording_started` in older logs). Seeking replays the state up
+// to the new position.
 
 async function runReplay(room, tok) {
   const q = `token=${encodeURIComponent(tok || "")}`;
@@ -930,7 +931,9 @@ async function runReplay(room, tok) {
   // A comment a moderator deleted is gone from the replay too, from its first moment.
   const deleted = new Set(logged.filter((e) => e.type === "comment_deleted").map((e) => e.target));
   const events = logged.filter((e) => !(e.type === "comment" && deleted.has(e.seq)));
-  const start = events.find((e) => e.type === "recording_started" && media.file.includes(e.publisher))?.media_ms ?? 0;
+  // The file's time 0 is its first frame (a keyframe that may come a GOP after the recording started).
+  const mark = (type) => events.find((e) => e.type === type && media.file.includes(e.publisher))?.media_ms;
+  const start = mark("recording_first_frame") ?? mark("recording_started") ?? 0;
   $("#stage").querySelectorAll("video").forEach((v) => v.remove());
   const video = document.createElement("video"); video.id = "replay-video"; video.controls = true; video.playsInline = true;
   video.src = `/recordings/${encodeURIComponent(room)}/${media.file}?${q}`;
