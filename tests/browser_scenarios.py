@@ -636,7 +636,38 @@ async def obs_simulcast(base: str, ws: str, out: Path, browser: Any, relay: Any)
     return r
 
 
-SCENARIOS = {"obs_simulcast": obs_simulcast, "whep_restart": whep_restart, "overload": overload,
+async def page_host_recording(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Issue 26: a host going live from the page (three simulcast layers, transport-cc) recorded for 10 s
+    from the moment it is on air: when the file's first frame came after the recording started, how long
+    the file plays, and its picture size (the recorder keeps the top layer)."""
+    import av
+
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "rival", token("rival", "producer", Role.HOST)) as producer:
+        host = await host_on_air(base, "rival", browser)
+        await producer.request({"type": "record_start"})
+        await asyncio.sleep(10)
+        await producer.request({"type": "record_stop"})
+        await host.close()
+    folder = out / "recordings" / "rival"
+    log = max(folder.glob("*-events.jsonl"))  # the newest
+    for _ in range(100):
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        if any(e["type"] == "recording_stopped" for e in events):
+            break
+        await asyncio.sleep(0.1)
+    mark = {e["type"]: e for e in events if e["type"].startswith("recording_")}
+    r["first_frame_after_ms"] = mark["recording_first_frame"]["media_ms"] - mark["recording_started"]["media_ms"]
+    r["duration_s"] = mark["recording_stopped"]["duration_s"]
+    with av.open(str(folder / mark["recording_stopped"]["file"])) as container:
+        frames = [(frame.time, frame.width) for frame in container.decode(video=0)]
+    r["frames"], r["span_s"] = len(frames), frames[-1][0] - frames[0][0]
+    r["widths"] = sorted({w for _, w in frames})
+    return r
+
+
+SCENARIOS = {"obs_simulcast": obs_simulcast, "page_host_recording": page_host_recording,
+             "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
 

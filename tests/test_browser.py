@@ -170,6 +170,15 @@ def test_a_whep_player_waits_for_the_stream_and_follows_a_publisher_restart(netn
     assert r["whep_stop"] == 200
 
 
+def test_a_host_live_from_the_page_is_recorded_from_its_first_second_at_full_size(netns):
+    """Issue 26's finding: page hosts' shows of 6-21 s recorded no video (their top layer, the one the
+    recorder keeps, came half a minute late: Chromium's uplink estimate grew from aiortc's REMB)."""
+    r = run_scenario(netns, "page_host_recording")
+    assert r["first_frame_after_ms"] <= 500, r  # the file starts within half a second of the recording
+    assert r["span_s"] > 9.0 and r["duration_s"] > 9.0, r  # ~10 s recorded, ~10 s in the file
+    assert max(r["widths"]) >= 960, r  # the top layer (the page's 720p camera), not a smaller one
+
+
 def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     r = run_scenario(netns, "replay")
     assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded

@@ -314,7 +314,9 @@ async def test_a_replay_lines_events_up_with_the_picture_though_the_first_keyfra
     async with LiveClient(srv.ws_url, "show", srv.token("show", "host", Role.HOST)) as host:
         source = ReplayVideoTrack(frames)
         publisher = await MediaSession.publish(host, [source], video_codec="vp8")
-        while source.counter % 60 not in range(5, 15):  # start the recording early in a GOP: ~1.7 s to wait
+        for _ in range(200):  # start the recording early in a GOP: ~1.7 s before the next keyframe
+            if source.counter % 60 in range(5, 15):
+                break
             await asyncio.sleep(0.03)
         await host.request({"type": "record_start"})
         await asyncio.sleep(2.6)  # past the next keyframe
