@@ -191,6 +191,13 @@ class Forwarder:
     def commit_lead(self, seq: int) -> None:
         self.last_seq = seq
 
+    def new_source(self) -> None:
+        """Another publisher's track feeds this subscriber from now on: its numbers and timestamps start
+        elsewhere, so restart at its keyframe as for a new stream (ours continue)."""
+        self._epoch = -1
+        self.waiting_keyframe = True
+        self.layer = None
+
     def start_again(self) -> None:
         """The first packets could not go out (the subscriber's transport is not up): start at a keyframe."""
         self.waiting_keyframe = True

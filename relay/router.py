@@ -139,6 +139,9 @@ class MediaConfig:
     # Estimate a viewer's link from its transport-cc acknowledgements where it offers them (relay/bwe.py);
     # False: from its REMB.
     send_side_estimation: bool = True
+    # A subscription that follows restarts (WHEP) outlives its publisher this long (seconds): when the same
+    # user publishes again meanwhile (an encoder's reconnect: DELETE, then POST), it goes on from the new one.
+    follow_window: float = 15.0
 
 
 MediaEvent = Callable[[str, dict[str, Any]], None]
@@ -327,6 +330,7 @@ class Publisher(_Peer):
 
     def on_connected(self) -> None:
         if not self.announced and not self.closed:
+            self.room.adopt(self)  # subscriptions its user's last publication left waiting
             self.announced = True
             self.room.router.emit(self.room.name, {"type": "publisher_joined", "publisher": self.id, "user": self.user,
                                                    "kinds": sorted(self.tracks)})
@@ -351,6 +355,7 @@ class Publisher(_Peer):
             self._silence = None
         if self._feedback is not None:
             self._feedback.close()
+        self.room.park(self)  # its following subscriptions wait for its user's next publication
         for track in self.tracks.values():
             track.close()
         self.room.remove_publisher(self)
@@ -404,9 +409,10 @@ class RemotePublisher:
 
 
 class Subscriber(_Peer):
-    def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
+    def __init__(self, peer_id: str, room: MediaRoom, user: str, follows: bool = False) -> None:
         super().__init__(peer_id, room)
         self.user = user
+        self.follows = follows  # goes on from its publisher's user's next publication (MediaRoom.park)
         self.down_tracks: list[DownTrack] = []
         self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
 
@@ -447,6 +453,7 @@ class Subscriber(_Peer):
             else:
                 down = source.add_down_track(link)
             down.on_ended = self._down_track_ended
+            down.follows_restarts = self.follows
             self.pc.addTrack(down)
             transceiver.direction = "sendonly"
             adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
@@ -595,11 +602,66 @@ def _capabilities_for(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCod
 
 
 @dataclass
+class _Waiting:
+    """Down-tracks a publisher left behind, waiting for its user's next publication: (kind, codec, track)."""
+
+    downs: list[tuple[str, str, DownTrack]]
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
 class MediaRoom:
     name: str
     router: MediaRouter
     publishers: dict[str, TrackSource] = field(default_factory=dict)
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
+    waiting: dict[str, _Waiting] = field(default_factory=dict)  # by the publisher's user
+
+    def park(self, publisher: Publisher) -> None:
+        """``publisher`` is leaving: its down-tracks whose subscriptions follow restarts (WHEP) wait up to
+        ``follow_window`` for its user to publish again, instead of ending with it."""
+        parked = [(kind, publisher.codecs[kind].mimeType.lower(), down)
+                  for kind, track in publisher.tracks.items() if kind in publisher.codecs
+                  for down in tuple(track.down_tracks) if down.follows_restarts and down.readyState == "live"]
+        if not parked or self.router.closed:
+            return
+        for kind, _, down in parked:
+            publisher.tracks[kind].remove(down)
+        waiting = self.waiting.setdefault(publisher.user, _Waiting([]))
+        waiting.downs += parked
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        waiting.timer = asyncio.get_running_loop().call_later(self.router.config.follow_window, self.give_up,
+                                                              publisher.user)
+
+    def adopt(self, publisher: Publisher) -> None:
+        """``publisher`` connected: the down-tracks its user's last publication left waiting go on from its
+        tracks of the same kind and codec (the others keep waiting)."""
+        waiting = self.waiting.get(publisher.user)
+        if waiting is None:
+            return
+        left = []
+        for kind, mime, down in waiting.downs:
+            track, codec = publisher.tracks.get(kind), publisher.codecs.get(kind)
+            if down.readyState != "live":
+                continue  # its subscriber went meanwhile
+            if track is not None and codec is not None and codec.mimeType.lower() == mime:
+                track.adopt(down)
+            else:
+                left.append((kind, mime, down))
+        waiting.downs = left
+        if not left:
+            self.give_up(publisher.user)
+
+    def give_up(self, user: str) -> None:
+        """No new publication in time (or nothing left to wait): what still waits ends."""
+        waiting = self.waiting.pop(user, None)
+        if waiting is None:
+            return
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        for _, _, down in waiting.downs:
+            down.stop()
 
     def remove_publisher(self, publisher: TrackSource) -> None:
         self.router.forget(publisher.id)
@@ -626,6 +688,7 @@ class MediaRouter:
         self.sources: dict[str, TrackSource] = {}  # publishers, local and mirrored, by id
         self._on_event = on_event or (lambda room, event: None)
         self._closing: set[asyncio.Task[None]] = set()
+        self.closed = False
         self.adaptation = Adaptation()  # simulcast subscribers' layers and probes, on one timer
         adapter.set_stun_retransmission_timeout()  # a lost ICE check costs 50 ms, not 500
         self.mux: UdpMux | None = None  # the node's one UDP port (open_port); None: a socket per connection
@@ -690,8 +753,11 @@ class MediaRouter:
         return answer
 
     async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,
-                        publisher_id: str | None = None, also_visible: tuple[str, ...] = ()) -> str:
-        """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first)."""
+                        publisher_id: str | None = None, also_visible: tuple[str, ...] = (),
+                        follows: bool = False) -> str:
+        """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first).
+        ``follows``: when that publisher leaves, the subscription waits for its user's next publication
+        (``MediaConfig.follow_window``) and goes on from it (WHEP players)."""
         if peer_id in self.peers:
             raise MediaError(ErrorCode.BUSY, "this connection already has this media session")
         room = self._room(room_name)
@@ -705,7 +771,7 @@ class MediaRouter:
         if source is None:
             self.forget_if_empty(room)
             raise MediaError(ErrorCode.NO_PUBLISHER, "nobody publishes in this room yet")
-        subscriber = Subscriber(peer_id, room, user)
+        subscriber = Subscriber(peer_id, room, user, follows)
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
         try:
@@ -785,6 +851,10 @@ class MediaRouter:
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        self.closed = True
+        for room in list(self.rooms.values()):
+            for user in list(room.waiting):
+                room.give_up(user)
         self.adaptation.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

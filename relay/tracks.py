@@ -98,6 +98,7 @@ class DownTrack(MediaStreamTrack):
         self.forwarder = Forwarder(source.kind, random.randrange(0x8000), random.getrandbits(32),
                                    random.randrange(0x8000))
         self.chooser: LayerChooser | None = None  # set for a simulcast video track
+        self.follows_restarts = False  # its subscription goes on from its publisher's user's next publication
         self.history = SendHistory()
         self.packets_sent = 0
         self.packets_skipped = 0
@@ -740,6 +741,16 @@ class PublishedTrack:
     def remove(self, down: DownTrack) -> None:
         self.down_tracks.discard(down)
 
+    def adopt(self, down: DownTrack) -> None:
+        """A down-track of a publisher that left (the same user publishing again: an encoder's reconnect)
+        goes on from this track: its numbering continues from where it stopped, from this track's next
+        keyframe (asked for now), so its subscriber's session and decoder carry on."""
+        down.source = self
+        down.forwarder.new_source()
+        self.down_tracks.add(down)
+        if self.kind == "video":
+            self.request_keyframe("publisher restarted", down.forwarder.target_layer or 0)
+
     def request_keyframe(self, reason: str, layer: int = 0) -> None:
         """Ask the publisher for a keyframe on ``layer``, coalescing: while one is on its way (asked less
         than ``KEYFRAME_TIMEOUT`` ago and not yet arrived) it serves every new requester too, and PLIs
@@ -775,4 +786,5 @@ class PublishedTrack:
                 stream._pli_pending.cancel()
                 stream._pli_pending = None
         for down in tuple(self.down_tracks):
-            down.stop()
+            if down.source is self:  # not handed over to a new publisher meanwhile
+                down.stop()

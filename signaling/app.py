@@ -75,7 +75,8 @@ class RelayServer:
                                              deny_networks=config.ice_deny, port_range=config.udp_ports,
                                              connect_timeout=config.limits.media_connect_timeout,
                                              silent_timeout=config.limits.media_silent_timeout,
-                                             send_side_estimation=config.send_side_estimation),
+                                             send_side_estimation=config.send_side_estimation,
+                                             follow_window=config.limits.media_follow_window),
                                  on_event=self._on_router_event)
             cascade = EdgeCascade(router, config.secret, secrets.token_hex(4)) if config.redis_url else None
             self.media = MediaSignaling(router, broker, broker, node_url, config.limits, self._observe_media_setup,

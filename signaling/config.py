@@ -89,6 +89,9 @@ class LimitsConfig:
     # A connected publisher silent this long (no RTP or RTCP: an encoder gone without a DELETE) is closed and
     # its room told `publisher_left` (seconds; ICE consent alone would take 30).
     media_silent_timeout: float = 10.0
+    # A WHEP session outlives its publisher this long (seconds), and goes on from its user's next publication
+    # if one comes meanwhile (an encoder's reconnect: DELETE, then POST); then it ends.
+    media_follow_window: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)

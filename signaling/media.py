@@ -254,7 +254,9 @@ class MediaSignaling:
         """A player with no WebSocket (WHEP): (media id, answer SDP) for the room's (or a named) publisher."""
         self._refuse_if_saturated(None)
         media_id = self._adopt_http(remote, room, "whep")
-        return media_id, await self._start_subscribe(room, media_id, user, offer, publisher, None)
+        # A WHEP player has no channel to hear of a new publisher: its session follows the publisher's
+        # restarts (an encoder's reconnect) instead of ending with it.
+        return media_id, await self._start_subscribe(room, media_id, user, offer, publisher, None, follows=True)
 
     def owns_http(self, media_id: str) -> bool:
         return media_id in self._http_owner
@@ -273,11 +275,11 @@ class MediaSignaling:
         return answer
 
     async def _start_subscribe(self, room: str, media_id: str, user: str, offer: str, publisher: str | None,
-                               ref: Ref) -> str:
+                               ref: Ref, follows: bool = False) -> str:
         with self._media_errors(media_id, ref), self._counting_denied():
             visible = await self.visible_rooms(room)
             source = await self._pull_if_remote(room, publisher, visible)
-            return await self.router.subscribe(room, media_id, user, offer, source, visible)
+            return await self.router.subscribe(room, media_id, user, offer, source, visible, follows)
 
     async def _add_candidate(self, media_id: str, candidate: dict[str, Any], ref: Ref) -> None:
         with self._media_errors(None, ref):

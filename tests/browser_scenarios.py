@@ -388,10 +388,14 @@ async def whep_restart(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     r["whip_stop"] = await studio.evaluate("window.liveRelay.whip.stop()")
     await studio.close()
     restarted = time.monotonic()
+    before = int(await player.evaluate(WHEP_FRAMES))
     studio = await browser.new_page()
     await studio.goto(f"{base}/?view=whip&room=show&token={host}")
-    await wait_for(player, "window.liveRelay.whepPlayer.sessions >= 2", timeout=30)
-    r["second_frames"] = await wait_for(player, over_five, timeout=30)
+    # Frames again: on the same session (the server hands it to the new stream of the same user), or on a
+    # new one the page started if the restart took longer than its 3 s of silence.
+    more = f"(async () => {{ const n = await {WHEP_FRAMES}; return (n > {before} + 5 || " \
+           f"(window.liveRelay.whepPlayer.sessions >= 2 && n > 5)) ? n : 0; }})()"
+    r["second_frames"] = await wait_for(player, more, timeout=30)
     r["back_after_s"] = round(time.monotonic() - restarted, 2)
     r["sessions"] = await player.evaluate("window.liveRelay.whepPlayer.sessions")
     r["status"] = await player.text_content("#status")

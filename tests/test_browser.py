@@ -162,11 +162,12 @@ def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_a
 
 def test_a_whep_player_waits_for_the_stream_and_follows_a_publisher_restart(netns):
     # The player was told 404 (nothing published yet) and never asked again; a publisher's restart (OBS:
-    # DELETE, then POST) ended its session for good.
+    # DELETE, then POST) ended its session for good. Now the server hands the session to the new stream
+    # (tests/test_whip.py checks that by content), and the page starts a new one should that not come.
     r = run_scenario(netns, "whep_restart")
     assert "waiting" in r["waiting_status"]
     assert r["first_frames"] > 5 and r["whip_stop"] == 200
-    assert r["sessions"] == 2 and r["second_frames"] > 5 and r["status"] == "playing over WHEP"
+    assert r["sessions"] in (1, 2) and r["second_frames"] > 5 and r["status"] == "playing over WHEP"
     assert r["whep_stop"] == 200
 
 

@@ -28,9 +28,9 @@ class WhipClient:
         self.location: str | None = None
         self.auth: dict[str, str] = {}  # RFC 9725: the session's URL is used with the token that created it
 
-    async def start(self, path: str, token: str | None, *, send: bool) -> aiohttp.ClientResponse:
+    async def start(self, path: str, token: str | None, *, send: bool, first: int = 900_000) -> aiohttp.ClientResponse:
         if send:
-            self.pc.addTransceiver(CounterVideoTrack(320, 240, start=900_000), direction="sendonly")
+            self.pc.addTransceiver(CounterVideoTrack(320, 240, start=first), direction="sendonly")
         else:
             self.pc.addTransceiver("video", direction="recvonly")
         adapter.restrict_host_addresses(self.pc, ["127.0.0.1"])  # aioice leaves loopback out otherwise
@@ -257,3 +257,38 @@ async def test_sessions_deleted_while_they_connect_leave_no_traceback(server, ca
     gc.collect()  # a dropped task's exception is logged when the task is collected
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_a_whep_player_follows_the_encoder_s_reconnect_and_ends_when_none_comes(start_server):
+    """Issue 26: OBS reconnects by DELETE then POST. A WHEP player's session goes on from the new stream
+    (same peer connection, its decoder fed on: numbering continues); a WebSocket viewer is told
+    publisher_left as before. With no new publication within the window, the WHEP session ends."""
+    from signaling.config import LimitsConfig
+
+    server = await start_server(rooms=("show",), limits=LimitsConfig(media_follow_window=3.0))
+    async with aiohttp.ClientSession() as http:
+        obs = WhipClient(http, server.base)
+        token = server.token("show", "studio", Role.HOST)
+        assert (await obs.start("/whip/show", token, send=True)).status == 201
+        player = WhipClient(http, server.base)
+        got = asyncio.get_running_loop().create_future()
+        player.pc.on("track", lambda track: got.set_result(track) if not got.done() else None)
+        assert (await player.start("/whep/show", None, send=False)).status == 201
+        track = await asyncio.wait_for(got, 20)
+        assert read_frame(await asyncio.wait_for(track.recv(), 20))[0] in range(900_000, 901_000)
+        assert await obs.stop() == 200  # the encoder reconnects...
+        again = WhipClient(http, server.base)
+        assert (await again.start("/whip/show", token, send=True, first=950_000)).status == 201  # ...as a new POST
+        async with asyncio.timeout(20):  # the same player, the same track: the new stream's pictures
+            while read_frame(await track.recv())[0] < 950_000:
+                pass
+        assert player.pc.connectionState == "connected"
+        assert await again.stop() == 200  # and now nobody comes back
+        for _ in range(75):  # up to 15 s
+            if player.pc.connectionState != "connected":
+                break
+            await asyncio.sleep(0.2)
+        assert player.pc.connectionState != "connected"
+        router = server.relay.media.router
+        assert not any(room.waiting for room in router.rooms.values())
+        await player.pc.close()
