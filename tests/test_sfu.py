@@ -70,15 +70,18 @@ async def test_viewer_cannot_publish_and_bad_offers_are_refused(server):
 
 
 async def test_late_joiner_gets_a_keyframe_quickly_and_nothing_undecodable(server, caplog):
-    """aiortc's VP8 encoder makes a keyframe every 3000 frames (100 s): only a PLI to the publisher gets
-    a late joiner a picture within seconds."""
+    """aiortc's VP8 encoder makes a keyframe every 3000 frames (100 s): once the kept keyframe is too old
+    to start from (relay.tracks.KEPT_KEYFRAME_AGE), only a PLI to the publisher gets a late joiner a picture
+    within seconds."""
+    from relay.tracks import KEPT_KEYFRAME_AGE
+
     async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host:
         publisher = await MediaSession.publish(host, [CounterVideoTrack()])
         try:
             async with LiveClient(server.ws_url, "show") as early:
                 first = await MediaSession.subscribe(early, kinds=("video",))
                 await read_counters(first, 10)
-                await asyncio.sleep(2.0)  # the stream is well past its first keyframe now
+                await asyncio.sleep(KEPT_KEYFRAME_AGE + 0.5)  # its first keyframe is too old to start from
                 caplog.clear()
                 async with LiveClient(server.ws_url, "show") as late:
                     second = await MediaSession.subscribe(late, kinds=("video",))
