@@ -88,7 +88,10 @@ class IngestSession:
     def open(self) -> None:
         """Listen at ``url`` for ``LISTEN_POLL`` seconds, until an encoder connects and its streams are known.
         Raises NoEncoderYet, or IngestError for an encoder that cannot be relayed."""
-        options = {"listen": "1", "timeout": str(LISTEN_POLL)}  # FFmpeg's RTMP listener: seconds
+        # FFmpeg's RTMP listener (timeout: seconds). Its stream probing reads up to 5 s by default before
+        # the streams count as known; an encoder's FLV says what it sends in its first packets, so a short
+        # probe is enough and the room sees the stream sooner.
+        options = {"listen": "1", "timeout": str(LISTEN_POLL), "analyzeduration": "300000", "probesize": "262144"}
         try:
             self._container = av.open(self.url, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
             if self._quit.is_set():  # given up on while it connected

@@ -58,6 +58,10 @@ def test_vp8_rewrites_its_picture_id_in_place_and_in_its_width(wide, value, expe
     (H264(), bytes([0x65, 0x88]), False, False, False),  # IDR inside a frame: not where a decoder can start
     (H264(), bytes([0x7C, 0x85, 0x88]), True, False, True),  # FU-A, first fragment of an IDR
     (H264(), bytes([0x41, 0x9A]), True, False, False),  # a P slice
+    # x264's first keyframe (OBS, FFmpeg): an SEI with its version ahead of SPS, PPS (and the IDR), in a STAP-A
+    (H264(), bytes([0x78, 0, 2, 0x06, 0x05, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xCE]), True, True, True),
+    (H264(), bytes([0x78, 0, 2, 0x09, 0x10, 0, 2, 0x41, 0x9A]), True, True, False),  # delimiter, then a P slice
+    (H264(), bytes([0x06, 0x05]), True, True, False),  # an SEI alone: an access unit starts, which is not said
     (Codec(), b"opus", True, False, True),  # audio: every packet stands alone
 ])
 def test_where_frames_and_keyframes_start(codec, payload, previous_marker, starts, key):
@@ -132,3 +136,31 @@ def test_vp9_keyframes_pictures_and_picture_ids():
     assert vp9.is_keyframe(bytes([0b10000000])) and not vp9.is_keyframe(bytes([0b10000100]))
     assert not vp9.is_keyframe(bytes([0b10001000]))  # show_existing_frame: no new picture
     assert not vp9.is_keyframe(b"\x00")
+
+
+def test_x264_s_first_keyframe_is_found_as_aiortc_packetizes_it():
+    """OBS and FFmpeg push x264, whose first keyframe opens with an SEI (its version string) before SPS, PPS
+    and the IDR. Packetized as aiortc does for the RTMP bridge (a STAP-A opening with the SEI), it is a
+    keyframe start: missing it kept every viewer who came early waiting a whole GOP."""
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs.h264 import H264Encoder
+
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
+    codec.time_base = fractions.Fraction(1, 30)
+    codec.options = {"profile": "baseline", "tune": "zerolatency", "preset": "veryfast"}
+    image = av.VideoFrame.from_ndarray(np.full((360, 320), 128, np.uint8), format="yuv420p")
+    image.pts = 0
+    [encoded] = [p for p in codec.encode(image)] or list(codec.encode(None))
+    nals = {nal[0] & 0x1F: nal.rstrip(b"\x00") for nal in bytes(encoded).split(b"\x00\x00\x01")[1:] if nal}
+    assert {5, 6, 7, 8} <= set(nals)  # IDR, SEI, SPS, PPS
+    # As the bridge's h264_mp4toannexb hands it on from an FLV: the sample's SEI, then the parameter sets it
+    # inserts before the IDR, then the IDR.
+    packet = av.Packet(b"".join(b"\x00\x00\x00\x01" + nals[t] for t in (6, 7, 8, 5)))
+    packet.pts, packet.time_base = 0, fractions.Fraction(1, 90000)
+    payloads, _ = H264Encoder().pack(packet)
+    assert H264().starts_keyframe(payloads[0], True)
+    assert not any(H264().starts_keyframe(p, False) for p in payloads[1:])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rtc.codecs.base import Codec
 
 SPS, PPS, IDR, STAP_A, FU_A = 7, 8, 5, 24, 28
+SEI, AUD = 6, 9  # what may open an access unit before its parameter sets and slices
 # Profiles whose SPS carries chroma format, bit depths and scaling matrices (H.264 7.3.2.1.1).
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 
@@ -117,22 +118,28 @@ class H264(Codec):
     identity_parameters = ("profile-level-id", "packetization-mode")  # RFC 6184 8.1: a profile is another decoder
 
     def starts_frame(self, payload: bytes) -> bool:
-        # A packet that opens with SPS/PPS (alone or first in a STAP-A): the usual start of a keyframe's
-        # access unit. Other frames' starts are not certain from one packet.
+        # A packet that opens with SPS/PPS, an SEI or an access unit delimiter (alone or first in a STAP-A):
+        # each comes before an access unit's slices (H.264 7.4.1.2.3). Other frames' starts are not certain
+        # from one packet.
         if not payload:
             return False
         nal_type = payload[0] & 0x1F
         if nal_type == STAP_A and len(payload) > 3:
             nal_type = payload[3] & 0x1F
-        return nal_type in (SPS, PPS)
+        return nal_type in (SPS, PPS, SEI, AUD)
 
     def starts_keyframe(self, payload: bytes, previous_marker: bool) -> bool:
         # SPS/PPS (alone or first in a STAP-A), or the first fragment or single NAL of an IDR slice right
-        # after a frame ended.
+        # after a frame ended; or a STAP-A that opens an access unit with an SEI or a delimiter and holds
+        # its parameter sets or IDR: x264's first keyframe carries its version in an SEI ahead of them
+        # (OBS and FFmpeg pushes), and missing it cost every early viewer a GOP.
         if not payload:
             return False
         nal_type = payload[0] & 0x1F
         if nal_type == STAP_A and len(payload) > 3:
+            types = [unit[0] & 0x1F for unit in payload_nal_units(payload) if unit]
+            if types and types[0] in (SEI, AUD):
+                return any(t in (IDR, SPS, PPS) for t in types)
             return payload[3] & 0x1F in (IDR, SPS, PPS)
         if nal_type in (SPS, PPS):
             return True
