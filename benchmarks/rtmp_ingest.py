@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import statistics
@@ -28,7 +27,7 @@ from protocol import Role
 from signaling.config import ServerConfig
 from tests.browser_scenarios import SECRET, running, token
 from tests.conftest import free_port
-from tests.test_ingest import ffmpeg_push
+from tests.test_ingest import ffmpeg_push, stop_push_and_bridge
 
 
 def _cpu_of(pid: int) -> float:
@@ -86,12 +85,7 @@ async def one_run(seed: int) -> dict[str, float]:
                 out["frames_counted"] = len(counted)
                 await counter.close()
             finally:
-                if encoder.returncode is None:
-                    encoder.kill()
-                await encoder.wait()
-                bridge.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await bridge
+                await stop_push_and_bridge(encoder, bridge)
     return out
 
 

@@ -98,8 +98,8 @@ class Recording:
     def _observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         if self.stopped:
             return
-        if self._on_first_frame is not None and (frame.keyframe or "video" not in self.tracks) \
-                and (track.kind == "video" or "video" not in self.tracks):
+        if self._on_first_frame is not None and ((track.kind == "video" and frame.keyframe)
+                                                 or "video" not in self.tracks):
             # The file's first frame (MediaFileWriter starts at a video keyframe, or the first audio).
             first, self._on_first_frame = self._on_first_frame, None
             first(self)

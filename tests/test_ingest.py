@@ -40,6 +40,16 @@ async def push_when_listening(url: str, seconds: float, **kwargs: bool) -> async
     raise AssertionError("ffmpeg never connected to the bridge")
 
 
+async def stop_push_and_bridge(pusher: asyncio.subprocess.Process, bridge: asyncio.Task[int]) -> None:
+    """The end of a session: the encoder killed if still pushing, the bridge cancelled and awaited."""
+    if pusher.returncode is None:
+        pusher.kill()
+    await pusher.wait()
+    bridge.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await bridge
+
+
 @pytest.fixture
 def ffmpeg() -> None:
     require_dependency(None if shutil.which("ffmpeg") else "ffmpeg (tools/setup.sh installs it)")
@@ -66,12 +76,7 @@ async def test_an_rtmp_push_reaches_viewers_as_the_encoder_made_it(server, ffmpe
             await viewer.close()
         assert await asyncio.wait_for(bridge, 20) == 1  # the push ended: one session relayed
     finally:
-        if pusher.returncode is None:
-            pusher.kill()
-        await pusher.wait()
-        bridge.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await bridge
+        await stop_push_and_bridge(pusher, bridge)
 
 
 async def test_b_frames_are_refused_with_one_line_and_the_bridge_listens_again(server, ffmpeg):
