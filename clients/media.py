@@ -49,6 +49,10 @@ class MediaSession:
         # With a frame sink: the tapped receivers and the sender's SSRC per kind (to ask for keyframes).
         self.receivers: dict[str, Any] = {}
         self.ssrcs: dict[str, int] = {}
+        # A subscription carrying several publishers (``add``): each one's tracks by kind, and which
+        # publisher each of our sections receives.
+        self.publishers: dict[str, dict[str, MediaStreamTrack]] = {}
+        self.sections: dict[str, str] = {}
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -71,7 +75,11 @@ class MediaSession:
             elif track.kind == "video":
                 receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
                 adapter.release_frames_on_marker(receiver)
-            self.tracks[track.kind] = track
+            mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
+            publisher = self.sections.get(mid or "")
+            if publisher is not None:
+                self.publishers.setdefault(publisher, {})[track.kind] = track
+            self.tracks.setdefault(track.kind, track)  # (the first publisher's, for one-publisher use)
             self.track_ready[track.kind].set()
 
     @staticmethod
@@ -108,8 +116,12 @@ class MediaSession:
         answer = await self.client.request(message, timeout=20.0)
         self.answered = time.perf_counter()
         self.media_id = answer["media"]
+        carried = answer.get("publishers") or []
+        if carried:  # our sections are this publisher's (a subscription starts with one)
+            self.sections.update({t.mid: carried[0] for t in self.pc.getTransceivers() if t.mid})
         sdp = answer["sdp"] if answer_filter is None else answer_filter(answer["sdp"])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        adapter.demux_by_mid(self.pc)  # streams added later (``add``) must not be taken for this one
 
     @classmethod
     async def publish(cls, client: LiveClient, tracks: list[MediaStreamTrack], *,
@@ -140,14 +152,15 @@ class MediaSession:
                         offer_filter: Callable[[str], str] | None = None,
                         frame_sink: Callable[[str, Any, Any], None] | None = None,
                         packet_sink: Callable[[str, Any, Any], None] | None = None,
-                        turn: str | None = None, user: str | None = None) -> MediaSession:
+                        turn: str | None = None, user: str | None = None, keep: bool = False) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use, ``offer_filter`` our offer before it is sent (tests and benchmarks
         route media through their own forwarder with them);
         ``frame_sink(kind, encoded_frame, codec)`` takes the encoded frames instead of decoding them;
         with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first; ``turn`` picks the
         relay's TURN URL by transport; ``user`` subscribes to that user's publication, which the server
-        waits for (up to 10 s) if it does not exist yet."""
+        waits for (up to 10 s) if it does not exist yet; ``keep``: the connection stays when its publishers
+        leave, for ``add`` to bring the next ones in."""
         session = cls(client, cls._peer_connection(ice_servers, client, turn))
         session.frame_sink = frame_sink
         session.packet_sink = packet_sink
@@ -158,12 +171,42 @@ class MediaSession:
             message["publisher"] = publisher
         if user:
             message["user"] = user
+        if keep:
+            message["keep"] = True
         try:
             await session._negotiate(message, list(host_addresses or []), answer_filter, offer_filter)
         except BaseException:
             await session.pc.close()
             raise
         return session
+
+    async def add(self, publisher: str, kinds: tuple[str, ...] = ("video", "audio"),
+                  timeout: float = 20.0) -> dict[str, MediaStreamTrack]:
+        """Receive another publisher on this subscription's connection: new receive-only sections and a new
+        offer (renegotiation; no new ICE or DTLS handshake). Returns its tracks by kind once they exist."""
+        new = [self.pc.addTransceiver(kind, direction="recvonly") for kind in kinds]
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        for transceiver in new:
+            if transceiver.mid:
+                self.sections[transceiver.mid] = publisher
+        message = {"type": "subscribe", "media": self.media_id, "publisher": publisher,
+                   "sdp": self.pc.localDescription.sdp}
+        try:
+            answer = await self.client.request(message, timeout=timeout)
+        except ServerError:
+            # Refused before the server applied it (aiortc cannot roll an offer back): the new sections go
+            # in the next offer as inactive, which the server leaves unused.
+            for transceiver in new:
+                transceiver.direction = "inactive"
+                self.sections.pop(transceiver.mid or "", None)
+            raise
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        return self.publishers.get(publisher, {})
+
+    async def remove(self, publisher: str) -> None:
+        """Stop receiving one publisher; the connection and its other publishers stay."""
+        await self.client.request({"type": "unsubscribe", "media": self.media_id, "publisher": publisher})
+        self.publishers.pop(publisher, None)
 
     async def set_video_quality(self, quality: str) -> None:
         """A subscription's wish: the highest simulcast layer ("high", "medium", "low"), or "off" (no video)."""

@@ -183,11 +183,15 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "publish": {"sdp": (_str(MAX_SDP_CHARS, 1), True)},
     # `user`: that user's publication in the room, waited for (up to 10 s) if it does not exist yet, so a
     # 1v1 call subscribes at once and gets the other side's very first keyframe.
+    # `media`: one of this connection's subscriptions: `sdp` is that peer connection's new offer, whose new
+    # receive-only sections carry `publisher` (renegotiation: one connection per viewer, no new handshake).
+    # `keep`: the subscription stays when its publishers leave (for the next ones to be added).
     "subscribe": {"sdp": (_str(MAX_SDP_CHARS, 1), True), "publisher": (_str(64, 1), False),
-                  "user": (_str(128, 1), False)},
+                  "user": (_str(128, 1), False), "media": (_str(64, 1), False), "keep": (_bool, False)},
     "candidate": {"media": (_str(64, 1), True), "candidate": (_candidate, True)},
     "unpublish": {"media": (_str(64, 1), True)},
-    "unsubscribe": {"media": (_str(64, 1), True)},
+    # With `publisher`: only that publisher leaves the subscription (its sections go inactive at the next offer).
+    "unsubscribe": {"media": (_str(64, 1), True), "publisher": (_str(64, 1), False)},
     # Scenes: stage (co-hosts), PK between two rooms, switching to a private 1v1 call.
     "stage_request": {},
     "stage_cancel": {},

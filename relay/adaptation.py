@@ -3,8 +3,9 @@ on one timer (no task per subscriber).
 
 Twice a second each down-track's ``LayerChooser`` is given its layers' bitrates and what the down-track
 sent since the last time, and the layer it picks becomes the down-track's target (the switch itself
-happens on that layer's next keyframe, in the forwarding path). Every 50 ms a down-track that probes
-sends its share of padding.
+happens on that layer's next keyframe, in the forwarding path). A subscriber whose one connection carries
+several videos has its estimate shared among them first (relay/allocation.py). Every 50 ms a down-track that
+probes sends its share of padding.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import logging
 import time
 
+from relay.allocation import Claim, allocate
+from relay.link import FIT, SubscriberLink
 from relay.tracks import DownTrack
 
 log = logging.getLogger(__name__)
@@ -23,13 +26,14 @@ CHOOSE_EVERY = 10  # ticks between layer choices (0.5 s)
 
 class Adaptation:
     def __init__(self) -> None:
-        # -> (when, bytes_out, audio_bytes_out) at the last choice
-        self._down_tracks: dict[DownTrack, tuple[float, int, int]] = {}
+        # -> (when, link bytes_out, link audio_bytes_out, the track's own octets) at the last choice
+        self._down_tracks: dict[DownTrack, tuple[float, int, int, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
     def add(self, down: DownTrack) -> None:
-        self._down_tracks[down] = (time.monotonic(), down.link.bytes_out, down.link.audio_bytes_out)
+        self._down_tracks[down] = (time.monotonic(), down.link.bytes_out, down.link.audio_bytes_out,
+                                   down.octets_sent)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
 
@@ -40,34 +44,69 @@ class Adaptation:
         self._timer = None
         self._ticks += 1
         now = time.monotonic()
-        choose = self._ticks % CHOOSE_EVERY == 0
         try:
-            for down, (then, bytes_then, audio_then) in tuple(self._down_tracks.items()):
-                chooser = down.chooser
-                if down.readyState == "ended" or chooser is None:
-                    del self._down_tracks[down]
-                    continue
-                if choose:
-                    # The media the subscriber's link carried since the last choice, audio and video: what
-                    # its estimate is weighed against (repairs and padding come and go with loss and probes).
-                    elapsed = max(now - then, 1e-3)
-                    link = down.link
-                    sending_bps = (link.bytes_out - bytes_then) * 8 / elapsed
-                    link.sending_bps = sending_bps
-                    link.audio_bps = (link.audio_bytes_out - audio_then) * 8 / elapsed
-                    self._down_tracks[down] = (now, link.bytes_out, link.audio_bytes_out)
-                    down.link.nack_loss(down.packets_sent, now)
-                    down.adapt(sending_bps, now)
-                if chooser.probe_bps:
-                    down.pad(int(chooser.probe_bps * TICK / 8))
+            for down in [d for d in self._down_tracks if d.readyState == "ended" or d.chooser is None]:
+                del self._down_tracks[down]
+            if self._ticks % CHOOSE_EVERY == 0:
+                self._choose(now)
+            for down in self._down_tracks:
+                probe_bps = down.chooser.probe_bps if down.chooser is not None else 0
+                if probe_bps:
+                    down.pad(int(probe_bps * TICK / 8))
         except Exception:  # one broken down-track must not stop every subscriber's adaptation
             log.exception("simulcast adaptation failed")
         finally:
             if self._down_tracks:
                 self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
 
+    def _choose(self, now: float) -> None:
+        """Each subscriber's link: what it carried since the last choice, its estimate shared among its
+        videos (when its connection carries several), then each video's layer."""
+        by_link: dict[SubscriberLink, list[tuple[DownTrack, float]]] = {}
+        for down, (then, bytes_then, audio_then, octets_then) in tuple(self._down_tracks.items()):
+            # The media the subscriber's link carried since the last choice, audio and video: what its
+            # estimate is weighed against (repairs and padding come and go with loss and probes).
+            elapsed = max(now - then, 1e-3)
+            link = down.link
+            link.sending_bps = (link.bytes_out - bytes_then) * 8 / elapsed
+            link.audio_bps = (link.audio_bytes_out - audio_then) * 8 / elapsed
+            own_bps = (down.octets_sent - octets_then) * 8 / elapsed
+            self._down_tracks[down] = (now, link.bytes_out, link.audio_bytes_out, down.octets_sent)
+            by_link.setdefault(link, []).append((down, own_bps))
+        for link, downs in by_link.items():
+            _share_out(link, [down for down, _ in downs], now)
+            for down, own_bps in downs:
+                link.nack_loss(down.packets_sent, now)
+                shared = down.chooser is not None and down.chooser.share is not None
+                down.adapt(own_bps if shared else link.sending_bps, now)
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._down_tracks.clear()
+
+
+def _share_out(link: SubscriberLink, downs: list[DownTrack], now: float) -> None:
+    """Give each of a link's videos its share of the link's video estimate (``relay.allocation``); a
+    link with one video leaves it the whole estimate."""
+    choosers = [d.chooser for d in downs if d.chooser is not None]
+    if len(choosers) < 2:
+        for chooser in choosers:
+            chooser.share, chooser.leads = None, True
+        return
+    claims = [Claim(d.priority, _options(d, now)) for d in downs if d.chooser is not None]
+    shares = allocate(link.video_estimate_bps, claims, FIT)
+    first = min(range(len(claims)), key=lambda i: (claims[i].priority, i))
+    for i, (chooser, share) in enumerate(zip(choosers, shares, strict=True)):
+        chooser.share, chooser.leads = share, i == first
+
+
+def _options(down: DownTrack, now: float) -> tuple[float, ...]:
+    """The bitrates of what a video's publisher sends now, within its subscriber's own wish (a small tile)."""
+    chooser = down.chooser
+    if chooser is None or chooser.paused_by_subscriber:
+        return ()
+    top = chooser.max_layer
+    return tuple(rate for layer, _, rate in down.source.rungs(now)
+                 if rate is not None and (top is None or layer <= top))

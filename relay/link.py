@@ -241,6 +241,11 @@ class LayerChooser:
         self.switches = {"up": 0, "down": 0, "pause": 0, "resume": 0}
         self.probe_bps = 0
         self.can_probe = True  # False when the subscriber negotiated no RTX to pad with
+        # Set by the viewer's allocation when its one connection carries several videos (relay/allocation.py):
+        # this track's part of the link's video estimate (0: none fits beside more important ones), and
+        # whether it is the track whose probes may raise the estimate. None: the track has the link alone.
+        self.share: float | None = None
+        self.leads = True
         self._nothing_fits_since: float | None = None
         self._probe_layer: int | None = None
         self._probe_until = 0.0
@@ -248,9 +253,17 @@ class LayerChooser:
         self._next_probe = 0.0
         self._backoff = self.timing.backoff[0]
 
+    @property
+    def usable_bps(self) -> float | None:
+        """The video estimate this track may use: the link's, or its share of it."""
+        video = self.link.video_estimate_bps
+        if self.share is None:
+            return video
+        return self.share if video is None else min(video, self.share)
+
     def budget(self, sending_bps: float) -> float:
         """What the link is taken to carry: the receiver's estimate, cut when loss is high (GCC's rule)."""
-        video = self.link.video_estimate_bps
+        video = self.usable_bps
         budget = video if video is not None else float("inf")
         if self.link.loss > LOSS_CEILING and sending_bps > 0:
             budget = min(budget, sending_bps * (1 - 0.5 * self.link.loss))
@@ -307,9 +320,9 @@ class LayerChooser:
         """Whether the link can keep ``current``: the option to go down to (None: pause), or ``_STAY``."""
         rate = rates[current] or 0.0
         fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
-        if congested and budget < rate * DOWN_AT:
-            # The link cannot carry this layer: down to the best that fits; if none does and the congestion
-            # lasts, video pauses (audio goes on).
+        if (congested or self.share is not None) and budget < rate * DOWN_AT:
+            # The link (or this track's share of it) cannot carry this layer: down to the best that fits; if
+            # none does and it lasts, video pauses (audio goes on).
             self._end_probe(now, failed=True)
             lowest = allowed[0]
             if fitting or current != lowest:
@@ -338,14 +351,16 @@ class LayerChooser:
             return self._probing(current, rates, sending_bps, congested, now)
         if self.link.loss >= PROBE_LOSS or congested:
             return current
-        estimate = self.link.video_estimate_bps
+        estimate = self.usable_bps
         fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
         if fits:
             # The estimate already says so (or there is none yet: nothing says the link cannot): straight to
             # the best such layer, as after the subscriber raised its own limit.
             self._next_probe = now + self.timing.up_hold
             return self._set(fits[-1])
-        return self._start_probe(current, higher, rates, sending_bps, now) if now >= self._next_probe else current
+        if not self.leads or now < self._next_probe:
+            return current  # (only the viewer's first track probes: the others wait for its share to grow)
+        return self._start_probe(current, higher, rates, sending_bps, now)
 
     def _start_probe(self, current: int | None, higher: list[int], rates: Sequence[float | None],
                      sending_bps: float, now: float) -> int | None:

@@ -35,6 +35,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from protocol import ErrorCode
 from relay.adaptation import Adaptation
+from relay.allocation import viewing_priority
 from relay.link import LayerChooser, SubscriberLink
 from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
@@ -61,6 +62,7 @@ class TrackSource(Protocol):
 
     id: str
     user: str
+    role: str  # "host" or "cohost"
     room: MediaRoom
     tracks: dict[str, PublishedTrack]  # by kind
     codecs: dict[str, RTCRtpCodecParameters]
@@ -238,8 +240,9 @@ class _Peer:
 
 
 class Publisher(_Peer):
-    def __init__(self, peer_id: str, room: MediaRoom, user: str) -> None:
+    def __init__(self, peer_id: str, room: MediaRoom, user: str, role: str = "host") -> None:
         super().__init__(peer_id, room)
+        self.role = role
         self._silence: asyncio.TimerHandle | None = None  # the once-a-second check, while connected
         self._watch = adapter.SilenceWatch(self.pc)
         self.user = user
@@ -370,6 +373,7 @@ class RemotePublisher:
         self.id = peer_id
         self.room = room
         self.user = user
+        self.role = "host"  # (the origin knows; a mirror is ranked as a host by its viewers' allocation)
         self.tracks: dict[str, PublishedTrack] = {}
         self.codecs: dict[str, RTCRtpCodecParameters] = {}
         self.closed = False
@@ -409,26 +413,83 @@ class RemotePublisher:
 
 
 class Subscriber(_Peer):
-    def __init__(self, peer_id: str, room: MediaRoom, user: str, follows: bool = False) -> None:
+    """One viewer's receiving peer connection. The first offer makes it (a subscription to one publisher);
+    a later offer on it (renegotiation, no new handshake) adds another publisher's tracks in its new
+    receive-only sections, so a viewer watching the host, a PK opponent and co-hosts keeps one connection,
+    one estimate and one allocation (relay/allocation.py). A section once used is never reused: a publisher
+    that left leaves its sections answered inactive, and a connection holds at most
+    ``MAX_SESSION_SECTIONS`` over its life."""
+
+    def __init__(self, peer_id: str, room: MediaRoom, user: str, follows: bool = False, keep: bool = False) -> None:
         super().__init__(peer_id, room)
         self.user = user
         self.follows = follows  # goes on from its publisher's user's next publication (MediaRoom.park)
+        self.keep = keep  # a viewer's one connection: it stays when its publishers go, for the next ones
         self.down_tracks: list[DownTrack] = []
         self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
+        self.sections: dict[str, str] = {}  # mid -> the publisher its section carries ("": none)
+        self._acknowledged: set[int] = set()  # transports whose transport-cc feedback is taken
+        self._negotiating = False
 
     def on_connected(self) -> None:
         for down in self.down_tracks:
             down.on_connected()
 
+    @property
+    def publishers(self) -> set[str]:
+        """The publishers this connection carries now."""
+        return {d.source.publisher_id for d in self.down_tracks if d.readyState == "live"}
+
     async def negotiate(self, offer_sdp: str, publisher: TrackSource) -> str:
-        offer_sdp = self._screen(offer_sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        attached = 0
+        """Answer the first offer, or a renegotiation adding ``publisher``; raises MediaError (after a
+        failed renegotiation the connection is unusable: the caller closes it)."""
+        renegotiation = self.pc.remoteDescription is not None
+        if renegotiation:
+            self._check_renegotiation(offer_sdp, publisher)
+        self._negotiating = True
+        try:
+            offer_sdp = self._screen(offer_sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            fresh = [t for t in self.pc.getTransceivers() if t.mid not in self.sections]
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.mid in self.sections and not self._carries(transceiver):
+                    transceiver.direction = "inactive"  # its publisher left or was taken out
+            added = self._attach(fresh, offer_sdp, publisher)
+            if not added:
+                raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes"
+                                 if not renegotiation else "the offer adds no receive-only section for it")
+            answer = await (self._answer() if not renegotiation else self._answer_again())
+            self._bind(added)
+            return answer
+        finally:
+            self._negotiating = False
+
+    def _check_renegotiation(self, offer_sdp: str, publisher: TrackSource) -> None:
+        if self._negotiating or self.pc.signalingState != "stable":
+            raise MediaError(ErrorCode.BUSY, "a renegotiation of this session is under way")
+        if offer_sdp.count("\nm=") > MAX_SESSION_SECTIONS:
+            raise MediaError(ErrorCode.TOO_MANY_MEDIA,
+                             f"at most {MAX_SESSION_SECTIONS} media sections in one session: open another")
+        if publisher.id in self.publishers:
+            raise MediaError(ErrorCode.BUSY, "this session already carries that publisher")
+
+    def _carries(self, transceiver: Any) -> bool:
+        track = transceiver.sender.track
+        return isinstance(track, DownTrack) and track.readyState == "live"
+
+    def _attach(self, transceivers: list[Any], offer_sdp: str, publisher: TrackSource) -> list[Any]:
+        """Give ``publisher``'s tracks to the new sections that receive them; the rest are answered
+        inactive. Returns the sections given a track."""
+        added: list[Any] = []
         link = self.link
-        for transceiver in self.pc.getTransceivers():
+        priority = viewing_priority(self.room.name, publisher.room.name, publisher.role)
+        for transceiver in transceivers:
+            self.sections[transceiver.mid] = ""
             source = publisher.tracks.get(transceiver.kind)
             codec = publisher.codecs.get(transceiver.kind)
-            if source is None or codec is None or source.closed:
+            taken = any(self.sections.get(t.mid) == publisher.id and t.kind == transceiver.kind for t in added)
+            if source is None or codec is None or source.closed or taken \
+                    or transceiver._offerDirection not in ("sendonly", "sendrecv"):
                 transceiver.direction = "inactive"
                 continue
             # Exactly the publisher's codec: the subscriber gets the publisher's bytes as they are.
@@ -452,24 +513,32 @@ class Subscriber(_Peer):
                 down.chooser = chooser
             else:
                 down = source.add_down_track(link)
+            down.priority = priority
             down.on_ended = self._down_track_ended
             down.follows_restarts = self.follows
-            self.pc.addTrack(down)
             transceiver.direction = "sendonly"
+            transceiver.sender.replaceTrack(down)
             adapter.on_keyframe_request(transceiver.sender, down.on_subscriber_keyframe_request)
             adapter.on_nack(transceiver.sender, down.retransmit)
             adapter.on_link_report(transceiver.sender, down.on_link_report)
+            self.sections[transceiver.mid] = publisher.id
             self.down_tracks.append(down)
-            attached += 1
-        if not attached:
-            raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes")
-        answer = await self._answer()
+            added.append(transceiver)
+        return added
+
+    async def _answer_again(self) -> str:
+        """A renegotiation's answer: the transport exists (bundled), so nothing about it is set up again."""
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return adapter.one_fingerprint(self.pc.localDescription.sdp)
+
+    def _bind(self, transceivers: list[Any]) -> None:
+        """Start the down-tracks of sections the answer settled: their header, output and sender reports."""
         max_buffered = self.room.router.config.max_buffered_bytes
-        acknowledged: set[int] = set()  # transports whose feedback is taken (bundled: one for every sender)
-        for transceiver in self.pc.getTransceivers():
-            bound = next((d for d in self.down_tracks if transceiver.sender.track is d), None)
-            params = adapter.send_parameters(transceiver)
-            if bound is None or params is None:
+        link = self.link
+        for transceiver in transceivers:
+            down, params = transceiver.sender.track, adapter.send_parameters(transceiver)
+            if not isinstance(down, DownTrack) or params is None:
                 continue
             sender = transceiver.sender
 
@@ -477,14 +546,23 @@ class Subscriber(_Peer):
                 adapter.report_sent(sender, ntp, rtp_timestamp, packets, octets)
 
             if params.transport_cc_id is not None and link.send_side is not None \
-                    and id(sender.transport) not in acknowledged:
+                    and id(sender.transport) not in self._acknowledged:
                 adapter.on_transport_feedback(sender, link.on_transport_feedback)
-                acknowledged.add(id(sender.transport))
-            bound.bind(params, adapter.PacketOutput(sender, max_buffered), report)
-            if bound.chooser is not None:
-                bound.chooser.can_probe = params.rtx_payload_type is not None  # padding goes out as RTX
-                self.room.router.adaptation.add(bound)
-        return answer
+                self._acknowledged.add(id(sender.transport))
+            down.bind(params, adapter.PacketOutput(sender, max_buffered), report)
+            if self.pc.connectionState == "connected":
+                down.on_connected()  # a renegotiation: the transport is up already
+            if down.chooser is not None:
+                down.chooser.can_probe = params.rtx_payload_type is not None  # padding goes out as RTX
+                self.room.router.adaptation.add(down)
+
+    def remove_publisher(self, publisher_id: str) -> bool:
+        """Stop carrying one publisher (its sections go inactive at the next renegotiation); False if it
+        carries no such publisher."""
+        downs = [d for d in self.down_tracks if d.source.publisher_id == publisher_id and d.readyState == "live"]
+        for down in downs:
+            down.stop()
+        return bool(downs)
 
     def set_video_quality(self, quality: str) -> None:
         """The subscriber's own wish: the highest layer it wants, or no video ("off")."""
@@ -516,8 +594,9 @@ class Subscriber(_Peer):
         return view
 
     def _down_track_ended(self, down: DownTrack) -> None:
-        # Its publisher left: once nothing is left to forward, the peer connection goes too.
-        if not self.closed and all(d.readyState == "ended" for d in self.down_tracks):
+        # Its publisher left: once nothing is left to forward, the peer connection goes too (unless it is a
+        # viewer's one connection, kept for the next publisher).
+        if not self.closed and not self.keep and all(d.readyState == "ended" for d in self.down_tracks):
             self.room.router.close_soon(self.id)
 
     def _on_close(self) -> None:
@@ -559,6 +638,7 @@ def _estimate_buckets(estimates: Any) -> dict[str, int]:
 
 
 MAX_OFFER_CANDIDATES = 64
+MAX_SESSION_SECTIONS = 16  # media sections in one subscriber connection over its life (8 publishers)
 """ICE candidates an offer may carry, and a peer may trickle in all (a browser sends a handful per network)."""
 
 
@@ -732,12 +812,13 @@ class MediaRouter:
 
     # -- commands -------------------------------------------------------------------------------------------
 
-    async def publish(self, room_name: str, peer_id: str, user: str, offer_sdp: str) -> str:
-        """Accept a publisher's offer; return the answer SDP. Raises MediaError."""
+    async def publish(self, room_name: str, peer_id: str, user: str, offer_sdp: str, role: str = "host") -> str:
+        """Accept a publisher's offer (``role``: "host" or "cohost", what its viewers' allocation ranks it
+        by); return the answer SDP. Raises MediaError."""
         if peer_id in self.peers or peer_id in self.sources:
             raise MediaError(ErrorCode.ALREADY_PUBLISHING, "this connection already has a media session")
         room = self._room(room_name)
-        publisher = Publisher(peer_id, room, user)
+        publisher = Publisher(peer_id, room, user, role)
         room.publishers[peer_id] = publisher
         self.peers[peer_id] = publisher
         self.sources[peer_id] = publisher
@@ -754,24 +835,16 @@ class MediaRouter:
 
     async def subscribe(self, room_name: str, peer_id: str, user: str, offer_sdp: str,
                         publisher_id: str | None = None, also_visible: tuple[str, ...] = (),
-                        follows: bool = False) -> str:
+                        follows: bool = False, keep: bool = False) -> str:
         """Accept a subscriber's (receive-only) offer for a publisher (default: the room's first).
         ``follows``: when that publisher leaves, the subscription waits for its user's next publication
-        (``MediaConfig.follow_window``) and goes on from it (WHEP players)."""
+        (``MediaConfig.follow_window``) and goes on from it (WHEP players). ``keep``: the connection stays
+        when its publishers leave, for ``renegotiate`` to add the next ones (a viewer's one connection)."""
         if peer_id in self.peers:
             raise MediaError(ErrorCode.BUSY, "this connection already has this media session")
         room = self._room(room_name)
-        source: TrackSource | None
-        if publisher_id is None:
-            source = next(iter(room.publishers.values()), None)
-        else:
-            # A named publisher may be in a linked room (PK): the caller says which rooms may be seen.
-            found = self.sources.get(publisher_id)
-            source = found if found is not None and found.room.name in {room_name, *also_visible} else None
-        if source is None:
-            self.forget_if_empty(room)
-            raise MediaError(ErrorCode.NO_PUBLISHER, "nobody publishes in this room yet")
-        subscriber = Subscriber(peer_id, room, user, follows)
+        source = self._source_for(room, publisher_id, also_visible)
+        subscriber = Subscriber(peer_id, room, user, follows, keep)
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
         try:
@@ -784,6 +857,66 @@ class MediaRouter:
         except Exception as exc:
             await self.close_peer(peer_id)
             raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
+
+    async def renegotiate(self, peer_id: str, offer_sdp: str, publisher_id: str | None = None,
+                          also_visible: tuple[str, ...] = ()) -> str:
+        """A subscriber's new offer on its connection: its new receive-only sections carry ``publisher_id``
+        (default: the room's first publisher it does not carry yet). Refusals before the offer is applied
+        leave the connection as it was; an offer that fails once applied closes it (MediaError either way)."""
+        subscriber = self.peers.get(peer_id)
+        if not isinstance(subscriber, Subscriber) or subscriber.closed:
+            raise MediaError(ErrorCode.UNKNOWN_MEDIA, "no such subscription (it may have ended)")
+        room = subscriber.room
+        if publisher_id is None:
+            carried = subscriber.publishers
+            publisher_id = next((p for p in room.publishers if p not in carried), None)
+        source = self._source_for(room, publisher_id, also_visible)
+        subscriber._check_renegotiation(offer_sdp, source)
+        try:
+            return await subscriber.negotiate(offer_sdp, source)
+        except MediaError:
+            await self.close_peer(peer_id)
+            raise
+        except Exception as exc:
+            await self.close_peer(peer_id)
+            raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
+
+    def session_publishers(self, peer_id: str) -> list[str]:
+        """The publishers a subscription carries now (in the order they were added)."""
+        subscriber = self.peers.get(peer_id)
+        if not isinstance(subscriber, Subscriber):
+            return []
+        return list(dict.fromkeys(d.source.publisher_id for d in subscriber.down_tracks if d.readyState == "live"))
+
+    def drop_room_from_session(self, peer_id: str, other_room: str) -> bool:
+        """A kept subscription stops receiving ``other_room``'s publishers (a PK ended) and stays; False
+        for any other subscription (the caller closes it)."""
+        subscriber = self.peers.get(peer_id)
+        if not isinstance(subscriber, Subscriber) or not subscriber.keep:
+            return False
+        for down in [d for d in subscriber.down_tracks if d.readyState == "live"]:
+            source = self.sources.get(down.source.publisher_id)
+            if source is not None and source.room.name == other_room:
+                down.stop()
+        return True
+
+    def remove_from_session(self, peer_id: str, publisher_id: str) -> bool:
+        """A subscriber stops receiving one publisher and keeps its connection; False if it had none such."""
+        subscriber = self.peers.get(peer_id)
+        return isinstance(subscriber, Subscriber) and subscriber.remove_publisher(publisher_id)
+
+    def _source_for(self, room: MediaRoom, publisher_id: str | None, also_visible: tuple[str, ...]) -> TrackSource:
+        source: TrackSource | None
+        if publisher_id is None:
+            source = next(iter(room.publishers.values()), None)
+        else:
+            # A named publisher may be in a linked room (PK): the caller says which rooms may be seen.
+            found = self.sources.get(publisher_id)
+            source = found if found is not None and found.room.name in {room.name, *also_visible} else None
+        if source is None:
+            self.forget_if_empty(room)
+            raise MediaError(ErrorCode.NO_PUBLISHER, "nobody publishes in this room yet")
+        return source
 
     def add_remote_publisher(self, room_name: str, peer_id: str, user: str,
                              request_keyframe: Callable[[str], None]) -> RemotePublisher:

@@ -99,6 +99,7 @@ class DownTrack(MediaStreamTrack):
                                    random.randrange(0x8000))
         self.chooser: LayerChooser | None = None  # set for a simulcast video track
         self.follows_restarts = False  # its subscription goes on from its publisher's user's next publication
+        self.priority = 0  # among its viewer's videos (relay/allocation.py): 0 first
         self.history = SendHistory()
         self.packets_sent = 0
         self.packets_skipped = 0
@@ -149,6 +150,11 @@ class DownTrack(MediaStreamTrack):
     @property
     def target_temporal(self) -> int | None:
         return self.forwarder.target_temporal
+
+    @property
+    def octets_sent(self) -> int:
+        """Payload octets of the media forwarded so far (repairs and padding not counted)."""
+        return self._octets
 
     @property
     def waiting_keyframe(self) -> bool:

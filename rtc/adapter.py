@@ -162,6 +162,31 @@ def release_frames_on_marker(receiver: RTCRtpReceiver) -> None:
     repeat_nacks(receiver)
 
 
+def demux_by_mid(pc: RTCPeerConnection) -> None:
+    """Route incoming RTP to receivers by its MID header extension first (RFC 8843's BUNDLE demultiplexing),
+    as browsers do. aiortc gives a packet of an unknown SSRC to the one receiver of its payload type: a
+    stream added by renegotiation whose first packets come before the answer is applied (its receiver not
+    registered yet) was taken for the other stream of that type, and its keyframe broke that stream's
+    decoder. A packet whose MID names no receiver yet is dropped (the sender's repairs bring it back)."""
+    for transceiver in pc.getTransceivers():
+        router: Any = transceiver.receiver.transport._rtp_router
+        if getattr(router, "_live_relay_by_mid", False):
+            continue
+        by_type = router.route_rtp
+
+        def route(packet: RtpPacket, router: Any = router, by_type: Any = by_type) -> Any:
+            mid = packet.extensions.mid
+            if not mid:
+                return by_type(packet)
+            receiver = router.mid_table.get(mid)
+            if receiver is not None:
+                router.ssrc_table[packet.ssrc] = receiver
+            return receiver
+
+        router.route_rtp = route
+        router._live_relay_by_mid = True
+
+
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> asyncio.Task[None]:
     """Ask the publisher behind ``receiver`` for a keyframe."""
     return asyncio.ensure_future(receiver._send_rtcp_pli(media_ssrc))

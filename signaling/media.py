@@ -87,13 +87,16 @@ class MediaSignaling:
                                 f"at most {self.limits.max_publish_per_conn} publications per connection", ref)
         started = time.perf_counter()
         media_id = self._adopt(session, "pub", ref)
-        sdp = await self._start_publish(room, media_id, session.user, message["sdp"], ref)
+        sdp = await self._start_publish(room, media_id, session.user, message["sdp"], ref, session.role)
         self._answer(session, ref, media_id, sdp, "publish", started)
 
     async def subscribe(self, session: Session, message: dict[str, Any]) -> None:
         ref, room = message.get("id"), _room_of(session)
         self._refuse_if_saturated(ref)
         started = time.perf_counter()
+        if "media" in message:
+            await self._renegotiate(session, message, started)
+            return
         media_id = self._adopt(session, "sub", ref)
         publisher, user = message.get("publisher"), message.get("user")
         if publisher is None and user is not None:
@@ -101,8 +104,27 @@ class MediaSignaling:
             self._spawn(self._subscribe_to_user(session, room, media_id, user, message["sdp"], ref, started),
                         f"subscribe-{media_id}")
             return
-        sdp = await self._start_subscribe(room, media_id, session.user, message["sdp"], publisher, ref)
+        sdp = await self._start_subscribe(room, media_id, session.user, message["sdp"], publisher, ref,
+                                          keep=bool(message.get("keep")))
         self._answer(session, ref, media_id, sdp, "subscribe", started)
+
+    async def _renegotiate(self, session: Session, message: dict[str, Any], started: float) -> None:
+        """``subscribe`` with ``media``: a new offer on one of this connection's subscriptions, whose new
+        sections carry the publisher asked for (no new handshake)."""
+        ref, media_id, room = message.get("id"), message["media"], _room_of(session)
+        self._check_owner(session, media_id, ref)
+        if "user" in message:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "name a 'publisher' to add to a session, not a 'user'", ref)
+        try:
+            with self._counting_denied():
+                visible = await self.visible_rooms(room)
+                source = await self._pull_if_remote(room, message.get("publisher"), visible)
+                sdp = await self.router.renegotiate(media_id, message["sdp"], source, visible)
+        except MediaError as exc:
+            if self.router.link_view(media_id) is None:
+                self._forget(media_id)  # the offer broke the session: it is closed (peer_closed follows)
+            raise ProtocolError(exc.code, exc.message, ref) from None
+        self._answer(session, ref, media_id, sdp, "renegotiate", started)
 
     async def _subscribe_to_user(self, session: Session, room: str, media_id: str, user: str, offer: str,
                                  ref: Ref, started: float) -> None:
@@ -151,9 +173,15 @@ class MediaSignaling:
             session.send({"type": "ok", "id": ref})
 
     async def close_own(self, session: Session, message: dict[str, Any]) -> None:
-        """``unpublish`` / ``unsubscribe``: close one of this connection's media sessions."""
+        """``unpublish`` / ``unsubscribe``: close one of this connection's media sessions; ``unsubscribe``
+        with ``publisher``: only that publisher's tracks leave the session, which stays."""
         ref = message.get("id")
         self._check_owner(session, message["media"], ref)
+        if message.get("publisher") is not None:
+            if not self.router.remove_from_session(message["media"], message["publisher"]):
+                raise ProtocolError(ErrorCode.NOT_FOUND, "this session does not carry that publisher", ref)
+            session.send({"type": "ok", "id": ref})
+            return
         await self.close_media(message["media"])
         session.send({"type": "closed_media", "id": ref, "media": message["media"]})
 
@@ -268,18 +296,19 @@ class MediaSignaling:
 
     # -- what both kinds of owner share ---------------------------------------------------------------------
 
-    async def _start_publish(self, room: str, media_id: str, user: str, offer: str, ref: Ref) -> str:
+    async def _start_publish(self, room: str, media_id: str, user: str, offer: str, ref: Ref,
+                             role: str = "host") -> str:
         with self._media_errors(media_id, ref), self._counting_denied():
-            answer = await self.router.publish(room, media_id, user, offer)
+            answer = await self.router.publish(room, media_id, user, offer, role)
         await self._register(room, media_id)
         return answer
 
     async def _start_subscribe(self, room: str, media_id: str, user: str, offer: str, publisher: str | None,
-                               ref: Ref, follows: bool = False) -> str:
+                               ref: Ref, follows: bool = False, keep: bool = False) -> str:
         with self._media_errors(media_id, ref), self._counting_denied():
             visible = await self.visible_rooms(room)
             source = await self._pull_if_remote(room, publisher, visible)
-            return await self.router.subscribe(room, media_id, user, offer, source, visible, follows)
+            return await self.router.subscribe(room, media_id, user, offer, source, visible, follows, keep)
 
     async def _add_candidate(self, media_id: str, candidate: dict[str, Any], ref: Ref) -> None:
         with self._media_errors(None, ref):
@@ -313,7 +342,10 @@ class MediaSignaling:
     def _answer(self, session: Session, ref: Ref, media_id: str, sdp: str, kind: str, started: float) -> None:
         if session.closing:
             return
-        session.send({"type": "answer", "id": ref, "media": media_id, "sdp": sdp, "server_ts": now_ms()})
+        answer: dict[str, Any] = {"type": "answer", "id": ref, "media": media_id, "sdp": sdp, "server_ts": now_ms()}
+        if kind != "publish":
+            answer["publishers"] = self.router.session_publishers(media_id)  # what the session carries now
+        session.send(answer)
         self._on_setup(kind, time.perf_counter() - started)
 
     # -- the registry and the cascade ---------------------------------------------------------------------
@@ -398,7 +430,8 @@ class MediaSignaling:
 
     async def close_cross_room(self, room: str, other: str) -> None:
         for subscriber_id in self.router.subscriptions_across(room, other):
-            await self.close_media(subscriber_id)
+            if not self.router.drop_room_from_session(subscriber_id, other):  # a viewer's one connection stays
+                await self.close_media(subscriber_id)
 
     def _session_of(self, member: Member) -> Session | None:
         return member if isinstance(member, Session) else None

@@ -33,7 +33,7 @@ class ServerMetrics:
             "Server receive to the last write of the event to local connections, by type",
             ["type"], buckets=_LATENCY_BUCKETS, registry=r)
         self.media_setup = Histogram(
-            "live_relay_media_setup_seconds", "Offer received to answer sent, by kind (publish/subscribe)",
+            "live_relay_media_setup_seconds", "Offer received to answer sent, by kind (publish/subscribe/renegotiate)",
             ["kind"], buckets=_LATENCY_BUCKETS, registry=r)
         self.media_peers = Gauge("live_relay_media_peers", "Media peer connections, by role", ["role"],
                                  registry=r)

@@ -1,0 +1,139 @@
+"""One media connection per viewer: publishers added to and taken from a viewer's subscription by
+renegotiation (real aiortc peers over loopback, frames checked by content), and the allocation that shares
+its one estimate among its videos (a pure function, by table)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from clients.client import LiveClient, ServerError
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, read_frame
+from protocol import ErrorCode, Role
+from relay.allocation import CO_HOST, PK_OPPONENT, STAGE_HOST, Claim, allocate, viewing_priority
+from relay.link import FIT
+
+
+async def counters_of(track, frames: int, timeout: float = 20.0) -> list[int]:
+    out: list[int] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < frames:
+            out.append(read_frame(await track.recv())[0])
+    return out
+
+
+async def on_air(server, user: str, start: int, role: Role = Role.HOST):
+    client = LiveClient(server.ws_url, "show", server.token("show", user, role))
+    await client.connect()
+    return client, await MediaSession.publish(client, [CounterVideoTrack(320, 240, start=start)])
+
+
+async def test_a_viewer_adds_and_removes_publishers_on_one_connection(server):
+    host, host_pub = await on_air(server, "host", 0)
+    second, second_pub = await on_air(server, "second", 100_000)
+    third, third_pub = await on_air(server, "third", 200_000)
+    viewer = LiveClient(server.ws_url, "show", server.token("show", "fan"))
+    await viewer.connect()
+    try:
+        session = await MediaSession.subscribe(viewer, publisher=host_pub.media_id, kinds=("video",), keep=True)
+        first = await counters_of(await session.wait_track("video"), 5)
+        assert max(first) < 100_000
+        transports = {t.sender.transport for t in session.pc.getTransceivers()}
+
+        tracks = await session.add(second_pub.media_id, kinds=("video",))
+        assert min(await counters_of(tracks["video"], 5)) >= 100_000  # the second publisher's own frames
+        tracks3 = await session.add(third_pub.media_id, kinds=("video",))
+        assert min(await counters_of(tracks3["video"], 5)) >= 200_000
+        # One connection: the same (bundled) transport, no new handshake; the host's frames still come.
+        assert {t.receiver.transport for t in session.pc.getTransceivers()} == transports
+        assert max(await counters_of(session.publishers[host_pub.media_id]["video"], 5)) < 100_000
+
+        with pytest.raises(ServerError) as err:  # a publisher it carries already
+            await session.add(second_pub.media_id, kinds=("video",))
+        assert err.value.code is ErrorCode.BUSY
+        with pytest.raises(ServerError) as err:  # not one of this connection's sessions
+            await viewer.request({"type": "subscribe", "media": "someone-else", "sdp": "v=0"})
+        assert err.value.code is ErrorCode.UNKNOWN_MEDIA
+
+        # Taking one out keeps the connection and the others.
+        await session.remove(second_pub.media_id)
+        assert max(await counters_of(session.publishers[host_pub.media_id]["video"], 5)) < 100_000
+        # A publisher leaving (the host ends, a co-host steps down) keeps the kept connection too.
+        await third_pub.close()
+        await viewer.next_event("media")
+        assert max(await counters_of(session.publishers[host_pub.media_id]["video"], 5)) < 100_000
+        assert session.pc.connectionState == "connected"
+        # ... and one that comes back later is added on it.
+        fourth, fourth_pub = await on_air(server, "fourth", 300_000)
+        try:
+            tracks4 = await session.add(fourth_pub.media_id, kinds=("video",))
+            assert min(await counters_of(tracks4["video"], 5)) >= 300_000
+        finally:
+            await fourth_pub.close()
+            await fourth.close()
+        await session.close()
+    finally:
+        await viewer.close()
+        for client, pub in ((host, host_pub), (second, second_pub), (third, third_pub)):
+            await pub.close()
+            await client.close()
+
+
+async def test_a_connection_holds_a_bounded_number_of_sections(server):
+    host, host_pub = await on_air(server, "host", 0)
+    viewer = LiveClient(server.ws_url, "show", server.token("show", "fan"))
+    await viewer.connect()
+    try:
+        session = await MediaSession.subscribe(viewer, publisher=host_pub.media_id, kinds=("video",), keep=True)
+        await session.wait_track("video")
+        for _ in range(16):  # a client adding sections for nothing: the server stops it at the bound
+            session.pc.addTransceiver("video", direction="recvonly")
+        await session.pc.setLocalDescription(await session.pc.createOffer())
+        with pytest.raises(ServerError) as err:
+            await viewer.request({"type": "subscribe", "media": session.media_id, "publisher": host_pub.media_id,
+                                  "sdp": session.pc.localDescription.sdp})
+        assert err.value.code is ErrorCode.TOO_MANY_MEDIA
+        await session.pc.close()
+    finally:
+        await viewer.close()
+        await host_pub.close()
+        await host.close()
+
+
+@pytest.mark.parametrize(("viewer_room", "source_room", "role", "priority"), [
+    ("show", "show", "host", STAGE_HOST),
+    ("show", "other", "host", PK_OPPONENT),
+    ("show", "show", "cohost", CO_HOST),
+    ("show", "other", "cohost", CO_HOST),
+])
+def test_viewing_priority(viewer_room, source_room, role, priority):
+    assert viewing_priority(viewer_room, source_room, role) == priority
+
+
+K = 1000.0
+LADDER = (150 * K, 500 * K, 1500 * K)  # a page host's three layers
+
+
+@pytest.mark.parametrize(("estimate", "claims", "expected"), [
+    # No estimate yet: nobody is held back.
+    (None, [Claim(0, LADDER), Claim(2, LADDER)], [None, None]),
+    # Plenty: each its best, what is left to the first (its probes climb into it).
+    (10_000 * K, [Claim(0, LADDER), Claim(2, LADDER)],
+     [10_000 * K - 1500 * K / FIT, 1500 * K / FIT]),
+    # 600 kbit/s for three: the host climbs first; the co-hosts keep their lowest layer.
+    (600 * K, [Claim(2, LADDER), Claim(0, LADDER), Claim(1, LADDER)],
+     [150 * K / FIT, 600 * K - 2 * 150 * K / FIT, 150 * K / FIT]),
+    # 400 kbit/s: the co-host's video pauses first, the PK opponent keeps its lowest.
+    (400 * K, [Claim(2, LADDER), Claim(0, LADDER), Claim(1, LADDER)],
+     [0.0, 400 * K - 150 * K / FIT, 150 * K / FIT]),
+    # Under the host's lowest: it gets all there is (its chooser pauses it); the others nothing.
+    (100 * K, [Claim(0, LADDER), Claim(1, LADDER)], [100 * K, 0.0]),
+    # A track with nothing coming takes nothing.
+    (1000 * K, [Claim(0, ()), Claim(2, LADDER)], [1000 * K - 500 * K / FIT, 500 * K / FIT]),
+    # Same priority: the order they came in.
+    (400 * K, [Claim(2, LADDER), Claim(2, LADDER)], [400 * K - 150 * K / FIT, 150 * K / FIT]),
+])
+def test_allocation(estimate, claims, expected):
+    assert allocate(estimate, claims, FIT) == pytest.approx(expected)
