@@ -224,9 +224,11 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     # Call the assistant (a signed-in viewer): a private 1v1 call room whose other side is the assistant.
     "assistant_call": {},
     # Which video a subscription wants: the highest simulcast layer ("high", "medium", "low"), or "off" to
-    # pause its video (a hidden tab); audio is not concerned.
+    # pause its video (a hidden tab); audio is not concerned. `publisher`: only that publisher's video in a
+    # subscription carrying several (default: every video it carries).
     "video_quality": {"media": (_str(64, 1), True),
-                      "quality": (_str(6, 2, re.compile("high|medium|low|off")), True)},
+                      "quality": (_str(6, 2, re.compile("high|medium|low|off")), True),
+                      "publisher": (_str(64, 1), False)},
     # The viewer's page showed this product card (an impression, for the conversion funnel).
     "product_seen": {"product": (_str(64, 1), True)},
     # Moderation (the host and co-hosts; a co-host moderates viewers only), room-wide on every node.

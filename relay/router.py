@@ -564,10 +564,11 @@ class Subscriber(_Peer):
             down.stop()
         return bool(downs)
 
-    def set_video_quality(self, quality: str) -> None:
-        """The subscriber's own wish: the highest layer it wants, or no video ("off")."""
+    def set_video_quality(self, quality: str, publisher: str | None = None) -> None:
+        """The subscriber's own wish: the highest layer it wants, or no video ("off"), for one publisher's
+        video or all it carries."""
         for down in self.down_tracks:
-            if down.kind != "video":
+            if down.kind != "video" or (publisher is not None and down.source.publisher_id != publisher):
                 continue
             chooser = down.chooser
             if chooser is None:  # one stream: only on or off
@@ -1053,11 +1054,11 @@ class MediaRouter:
                  "tracks": [{"publisher": d.source.publisher_id, **d.quality()} for d in s.down_tracks]}
                 for s in room.subscribers.values()]
 
-    def set_video_quality(self, peer_id: str, quality: str) -> bool:
+    def set_video_quality(self, peer_id: str, quality: str, publisher: str | None = None) -> bool:
         subscriber = self.peers.get(peer_id)
         if not isinstance(subscriber, Subscriber):
             return False
-        subscriber.set_video_quality(quality)
+        subscriber.set_video_quality(quality, publisher)
         return True
 
     def link_view(self, peer_id: str) -> dict[str, Any] | None:

@@ -189,7 +189,7 @@ class MediaSignaling:
         """``video_quality``: the highest layer one of this connection's subscriptions wants, or no video."""
         ref = message.get("id")
         self._check_owner(session, message["media"], ref)
-        if not self.router.set_video_quality(message["media"], message["quality"]):
+        if not self.router.set_video_quality(message["media"], message["quality"], message.get("publisher")):
             raise ProtocolError(ErrorCode.UNKNOWN_MEDIA, "not a subscription of this connection", ref)
         if ref is not None:
             session.send({"type": "ok", "id": ref})

@@ -162,12 +162,17 @@ async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
         return v.every(x => x.videoWidth > 0);
     })()""")
     result["tiles"] = await audience.evaluate("document.querySelectorAll('#stage video').length")
+    result["connections"] = await audience.evaluate("window.liveRelay.mediaConnections()")
     result["labels"] = await audience.evaluate(
         "[...document.querySelectorAll('#stage .label')].map(l => l.textContent)")
     await audience.screenshot(path=str(out / "stage.png"))
     # The co-host leaves the stage from the page: back to viewer, camera off, one tile for the audience.
     await guest.click("#leave-stage")
     await wait_for(audience, "document.querySelectorAll('#stage video').length === 1")
+    # The host's tile goes on, on the same connection (the co-host's tracks were taken out of it).
+    frames = await audience.evaluate("window.liveRelay.mediaStats().then(s => s.video.framesDecoded)")
+    result["host_goes_on"] = await wait_for(audience, f"window.liveRelay.mediaStats().then(s => s.video.framesDecoded"
+                                                      f" > {frames} + 10 && window.liveRelay.mediaConnections() === 1)")
     result["left_stage"] = await wait_for(guest, "!window.liveRelay.publisher && " + HIDDEN % "#leave-stage"
                                           + " && !(" + HIDDEN % "#raise-hand" + ")")
     return result

@@ -93,6 +93,8 @@ def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_s
 def test_cohost_accepted_in_the_browser_appears_on_the_viewers_stage(netns):
     r = run_scenario(netns, "cohost")
     assert (r["tiles"] == 2 and sorted(r["labels"]) == ["Gina", "Host"]) or set(r["labels"]) >= {"host", "gina"}
+    assert r["connections"] == 1  # both tiles on one peer connection (the co-host's added by renegotiation)
+    assert r["host_goes_on"]
     assert r["left_stage"]  # "Leave the stage": the co-host is a viewer again and the audience sees one tile
 
 

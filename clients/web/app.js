@@ -223,6 +223,57 @@ async function subscribe(ch, publisher) {
   return { pc, mediaId, stream, started };
 }
 
+// One media connection per viewer: the first tile opens it (`keep`: it outlives its publishers), each later
+// one is added to it by renegotiation (one offer and answer over the WebSocket: no new ICE or DTLS handshake,
+// one bandwidth estimate the server shares among the tiles, the stage host first). One renegotiation at a
+// time; a connection that failed, or is full (too_many_media), is replaced by a new one.
+class Viewing {
+  constructor(channel) { this.ch = channel; this.pc = null; this.mediaId = null; this.queue = Promise.resolve(); }
+  add(publisher) {
+    const run = this.queue.then(() => this.addNow(publisher));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+  usable() { return this.pc && this.mediaId && !["failed", "closed"].includes(this.pc.connectionState); }
+  async addNow(publisher) {
+    if (this.usable()) {
+      try { return await this.renegotiate(publisher); } catch (err) {
+        if (!["too_many_media", "unknown_media"].includes(err.code)) throw err;
+      }
+    }
+    this.close();
+    this.pc = new RTCPeerConnection({ iceServers: iceServersOf(this.ch) });
+    const [video, audio] = ["video", "audio"].map((kind) => this.pc.addTransceiver(kind, { direction: "recvonly" }));
+    const started = performance.now();
+    this.mediaId = await negotiate(this.ch, this.pc, { type: "subscribe", publisher, keep: true });
+    return this.subscription(video, audio, started);
+  }
+  async renegotiate(publisher) {
+    const pc = this.pc;
+    const [video, audio] = ["video", "audio"].map((kind) => pc.addTransceiver(kind, { direction: "recvonly" }));
+    const started = performance.now();
+    await pc.setLocalDescription(await pc.createOffer());
+    let answer;
+    try {
+      answer = await this.ch.request({ type: "subscribe", media: this.mediaId, publisher, sdp: pc.localDescription.sdp });
+    } catch (err) { // refused: back to the last agreed state, the new sections unused
+      await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+      video.direction = "inactive"; audio.direction = "inactive";
+      throw err;
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    return this.subscription(video, audio, started);
+  }
+  subscription(video, audio, started) {
+    const stream = new MediaStream([video.receiver.track, audio.receiver.track]);
+    return { pc: this.pc, mediaId: this.mediaId, stream, started };
+  }
+  remove(publisher) {
+    if (this.usable()) this.ch.send({ type: "unsubscribe", media: this.mediaId, publisher });
+  }
+  close() { this.pc?.close(); this.pc = null; this.mediaId = null; }
+}
+
 // Time from `started` to the first decoded frame of a <video>.
 function firstFrame(video, started) {
   return new Promise((resolve) => {
@@ -236,7 +287,7 @@ function firstFrame(video, started) {
 // The live page (viewer and host): stage tiles, danmaku, products, likes, scenes.
 
 const tiles = new Map(); // publisher id -> { sub, el }
-let ch; let myPublisher = null; let statsTimer = null;
+let ch; let myPublisher = null; let statsTimer = null; let viewing = null; // (one Viewing per channel)
 let myRole = null; // host | cohost | viewer, as the server last said (joined, grant)
 const moderating = () => myRole === "host" || myRole === "cohost";
 
@@ -370,13 +421,15 @@ async function showPublisher(publisher, user, attempt = 0) {
   if (tiles.has(publisher) || publisher === myPublisher) return;
   tiles.set(publisher, { pending: true });
   try {
-    const sub = await subscribe(ch, publisher);
+    viewing ??= new Viewing(ch);
+    const sub = await viewing.add(publisher);
+    if (!tiles.has(publisher)) { viewing.remove(publisher); return; } // it left while being added
     const el = document.createElement("div"); el.className = "tile";
     const video = document.createElement("video"); video.autoplay = true; video.playsInline = true; video.muted = !soundOn;
     video.srcObject = sub.stream; video.dataset.publisher = publisher;
     const label = document.createElement("span"); label.className = "label"; label.textContent = user || "";
     el.append(video, label); $("#stage").prepend(el);
-    tiles.set(publisher, { sub, el });
+    tiles.set(publisher, { sub, el, publisher });
     layout();
     askVideoQuality();
     firstFrame(video, sub.started).then((ms) => {
@@ -410,9 +463,10 @@ function askVideoQuality() {
   for (const t of tiles.values()) {
     if (!t.sub || !t.sub.mediaId) continue;
     const quality = qualityFor(t.el);
-    if (askedQuality.get(t.sub.mediaId) === quality) continue;
-    askedQuality.set(t.sub.mediaId, quality);
-    ch.send({ type: "video_quality", media: t.sub.mediaId, quality });
+    const key = `${t.sub.mediaId}/${t.publisher}`;
+    if (askedQuality.get(key) === quality) continue;
+    askedQuality.set(key, quality);
+    ch.send({ type: "video_quality", media: t.sub.mediaId, publisher: t.publisher, quality });
   }
 }
 document.addEventListener("visibilitychange", askVideoQuality);
@@ -428,8 +482,10 @@ function showLink(m) {
 }
 
 function dropPublisher(publisher) {
-  const t = tiles.get(publisher); if (!t || t.pending) return;
-  t.sub.pc.close(); t.el.remove(); tiles.delete(publisher); layout();
+  const t = tiles.get(publisher); if (!t) return;
+  tiles.delete(publisher);
+  if (t.pending) return; // (showPublisher sees it gone and takes it out of the connection)
+  viewing?.remove(publisher); t.el.remove(); layout();
 }
 
 function reconcile(state) {
@@ -570,6 +626,7 @@ function wireLive(isHost) {
         : m.code === 4001 ? "your invitation is no longer valid" : `disconnected (${m.code}), reconnecting…`);
     // The server closes a connection's media sessions with it: drop ours, and redo them on re-join.
     for (const id of [...tiles.keys()]) dropPublisher(id);
+    viewing?.close(); viewing = null;
     rejoinMedia = Boolean(window.liveRelay.publisher);
     window.liveRelay.publisher?.pc.close();
     window.liveRelay.publisher = null; myPublisher = null;
@@ -718,6 +775,9 @@ function reportQuality(freezes) {
   ch.send({ type: "client_stats", ...stats });
 }
 
+// The peer connections the tiles arrive on (one, unless a connection had to be replaced), each once.
+const subscribedConnections = () => new Set([...tiles.values()].filter((t) => t.sub).map((t) => t.sub.pc));
+
 // What this page receives, summed over its subscriptions (inbound-rtp of getStats): the stats line shows
 // it, and the weak-network lab reads it (window.liveRelay.mediaStats).
 async function mediaStats() {
@@ -726,9 +786,8 @@ async function mediaStats() {
                   jitterBufferEmittedCount: 0 };
   const audio = { concealedSamples: 0, totalSamplesReceived: 0, packetsLost: 0, packetsReceived: 0 };
   let rtt = null;
-  for (const t of tiles.values()) {
-    if (!t.sub) continue;
-    (await t.sub.pc.getStats()).forEach((s) => {
+  for (const pc of subscribedConnections()) {
+    (await pc.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         for (const k of ["framesDecoded", "freezeCount", "totalFreezesDuration", "packetsLost", "packetsReceived",
                          "nackCount", "jitterBufferDelay", "jitterBufferEmittedCount"]) video[k] += s[k] || 0;
@@ -755,9 +814,8 @@ function pathOf(local) {
 
 async function updateStats() {
   let frames = 0; let freezes = null; let lost = 0; let received = 0;
-  for (const t of tiles.values()) {
-    if (!t.sub) continue;
-    const report = await t.sub.pc.getStats();
+  for (const pc of subscribedConnections()) {
+    const report = await pc.getStats();
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         frames += s.framesDecoded || 0;
@@ -1014,7 +1072,8 @@ async function runDashboard(room, tok) {
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
 }
 
-window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats };
+window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats,
+  mediaConnections: () => subscribedConnections().size };
 
 async function main() {
   $("#room-name").textContent = roomName;
