@@ -15,7 +15,8 @@ import logging
 import time
 
 from relay.allocation import Claim, allocate
-from relay.link import FIT, SubscriberLink
+from relay.chooser import FIT
+from relay.link import SubscriberLink
 from relay.tracks import DownTrack
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from aiortc.sdp import candidate_from_sdp
 from protocol import ErrorCode
 from relay.adaptation import Adaptation
 from relay.allocation import viewing_priority
-from relay.link import LayerChooser, SubscriberLink
+from relay.chooser import LayerChooser
+from relay.link import SubscriberLink
 from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
 from rtc import adapter

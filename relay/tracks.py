@@ -33,8 +33,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from relay.bwe import SentPackets
+from relay.chooser import LayerChooser
 from relay.forwarder import Drop, Forwarder, SourcePacket, Translation
-from relay.link import LayerChooser, SubscriberLink
+from relay.link import SubscriberLink
 from relay.packets import HeaderWriter, RedPacker, SenderLink, SendHistory, abs_send_time, rtx_packet
 from relay.simulcast import order_layers
 from rtc.codecs import Codec, codec_for

@@ -13,7 +13,7 @@ from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, read_frame
 from protocol import ErrorCode, Role
 from relay.allocation import CO_HOST, PK_OPPONENT, STAGE_HOST, Claim, allocate, viewing_priority
-from relay.link import FIT
+from relay.chooser import FIT
 
 
 async def counters_of(track, frames: int, timeout: float = 20.0) -> list[int]:

@@ -383,7 +383,8 @@ class ChooserClock:
     RATES = (150e3, 350e3, 1.2e6)
 
     def __init__(self, send_side: bool = False) -> None:
-        from relay.link import LayerChooser, SubscriberLink
+        from relay.chooser import LayerChooser
+        from relay.link import SubscriberLink
 
         self.link = SubscriberLink()
         if send_side:
@@ -443,10 +444,10 @@ def test_probes_are_shorter_and_come_back_sooner_where_the_relay_estimates_the_l
     while c.chooser.current == 0 and c.now - started < 5:
         c.step(200e3, estimate=200_000, loss=0.0)
     assert c.chooser.current == 1 and c.now - started == probe_s  # on the 0.5 s grid of the adaptation timer
-    assert c.chooser._next_probe - c.now == up_hold_s
+    assert c.chooser.memory.next_probe - c.now == up_hold_s
     for _ in range(30):  # every probe meets loss: the waits double up to the longest
         c.step(400e3, estimate=400_000, loss=0.2 if c.chooser.probe_bps else 0.0)
-    assert c.chooser._backoff == longest_wait_s
+    assert c.chooser.memory.backoff == longest_wait_s
 
 
 def test_a_failed_probe_backs_off_and_a_link_that_carries_nothing_pauses_video():
@@ -458,14 +459,14 @@ def test_a_failed_probe_backs_off_and_a_link_that_carries_nothing_pauses_video()
     assert c.chooser.current is None and c.chooser.switches["pause"] == 1
     # A probe that meets loss fails, and the next one waits longer.
     c.step(20e3, estimate=100_000, loss=0.0, n=12)
-    first_wait = c.chooser._backoff
+    first_wait = c.chooser.memory.backoff
     for _ in range(12):
         c.step(20e3, estimate=100_000, loss=0.2 if c.chooser.probe_bps else 0.0)
-    assert c.chooser._backoff > first_wait or c.chooser.current is None
+    assert c.chooser.memory.backoff > first_wait or c.chooser.current is None
 
 
 def test_the_chooser_says_which_state_it_is_in():
-    from relay.link import ChooserState
+    from relay.chooser import ChooserState
 
     c = ChooserClock()
     states = [c.chooser.state]
@@ -565,7 +566,8 @@ async def test_temporal_layers_above_the_cap_go_out_as_padding_and_picture_ids_s
 
 
 def test_a_chooser_drops_the_frame_rate_before_it_drops_the_video():
-    from relay.link import LayerChooser, SubscriberLink
+    from relay.chooser import LayerChooser
+    from relay.link import SubscriberLink
 
     link = SubscriberLink()
     chooser = LayerChooser(link)

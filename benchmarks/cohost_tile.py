@@ -1,0 +1,133 @@
+"""A co-host's tile on viewers' screens: seconds from the host accepting a raised hand to the co-host's
+first decoded frame at each viewer, with one connection per viewer (the co-host added to the viewer's
+connection by renegotiation) against a new peer connection per tile (the form before).
+
+    python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 5
+
+Each trial: the host is live (pre-encoded VP8 640x360 1 Mbit/s); the viewers watch it, each on its own
+WebSocket; a guest raises its hand, the host accepts (t0), the guest publishes on its grant (pre-encoded
+VP8 320x240, its first frame a keyframe), every viewer hears `publisher_joined` and brings the tile in;
+the time is t0 to that viewer's first decoded frame of the guest (aiortc decodes). Then the guest steps
+down. Server, host, guest and viewers in this one process on loopback (the figure holds no network
+delay: each round trip a connection saves is worth more on a real path). Modes alternate trial by trial.
+Prints p50/p95 per run, the medians of the runs and their spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+from clients.client import LiveClient
+from clients.media import MediaSession
+from clients.sources import ReplayVideoTrack, pre_encode_vp8
+from protocol import Role
+from signaling.config import ServerConfig
+from tests.browser_scenarios import SECRET, running, token
+from tests.conftest import free_port
+
+MODES = ("one connection", "connection per tile")
+
+
+async def viewer_tile(viewer: LiveClient, kept: MediaSession, mode: str, accepted: float,
+                      opened: list[MediaSession]) -> float:
+    """Wait for the guest's publication, bring its tile in as ``mode`` says; seconds from ``accepted``."""
+    async with asyncio.timeout(15):
+        while True:
+            event = await viewer.next_event("media", timeout=15)
+            if event.get("event") == "publisher_joined" and event.get("user") == "guest":
+                break
+        if mode == "one connection":
+            tracks = await kept.add(event["publisher"], kinds=("video",))
+            track = tracks["video"]
+        else:
+            session = await MediaSession.subscribe(viewer, publisher=event["publisher"], kinds=("video",))
+            opened.append(session)
+            track = await session.wait_track("video")
+        await track.recv()
+    return time.monotonic() - accepted
+
+
+async def one_trial(url: str, host: LiveClient, guest: LiveClient, viewers: list[LiveClient],
+                    kept: list[MediaSession], guest_frames: list[tuple[bytes, bool]], mode: str) -> list[float]:
+    await guest.request({"type": "stage_request"})
+    await host.next_event("stage_requested")
+    opened: list[MediaSession] = []
+    accepted = time.monotonic()
+    waits = [asyncio.create_task(viewer_tile(v, k, mode, accepted, opened)) for v, k in zip(viewers, kept,
+                                                                                               strict=True)]
+    await host.request({"type": "stage_accept", "user": "guest"})
+    await guest.next_event("grant")
+    publication = await MediaSession.publish(guest, [ReplayVideoTrack(guest_frames)], video_codec="vp8")
+    times = await asyncio.gather(*waits)
+    await guest.request({"type": "stage_leave"})
+    await publication.pc.close()
+    for session in opened:
+        await session.close()
+    for viewer in viewers:  # its publisher_left (and the stage's events) before the next trial
+        await viewer.next_event("media")
+    return times
+
+
+async def one_run(trials: int, viewers_n: int, host_frames: list[tuple[bytes, bool]],
+                  guest_frames: list[tuple[bytes, bool]], run: int) -> dict[str, list[float]]:
+    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show",))
+    out: dict[str, list[float]] = {mode: [] for mode in MODES}
+    async with running(config):
+        url = f"ws://127.0.0.1:{config.port}/ws"
+        async with LiveClient(url, "show", token("show", "host", Role.HOST)) as host, \
+                LiveClient(url, "show", token("show", "guest", Role.VIEWER, "Guest")) as guest:
+            host_pub = await MediaSession.publish(host, [ReplayVideoTrack(host_frames)], video_codec="vp8")
+            viewers = [LiveClient(url, "show", token("show", f"v{i}", Role.VIEWER)) for i in range(viewers_n)]
+            for viewer in viewers:
+                await viewer.connect()
+            kept = [await MediaSession.subscribe(v, publisher=host_pub.media_id, kinds=("video",), keep=True)
+                    for v in viewers]
+            for session in kept:
+                await (await session.wait_track("video")).recv()
+            for n in range(trials):
+                mode = MODES[(n + run) % 2]
+                out[mode] += await one_trial(url, host, guest, viewers, kept, guest_frames, mode)
+            for session in kept:
+                await session.close()
+            for viewer in viewers:
+                await viewer.close()
+            await host_pub.close()
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=8, help="co-host arrivals per run (modes alternate)")
+    parser.add_argument("--viewers", type=int, default=5)
+    args = parser.parse_args()
+    if args.trials > 14:
+        parser.error("--trials: at most 14 (a viewer's connection holds 16 sections)")
+    host_frames = pre_encode_vp8(640, 360, fps=30, seconds=4.0, kbps=1000, gop=60)
+    guest_frames = pre_encode_vp8(320, 240, fps=30, seconds=4.0, kbps=400, gop=60)
+    print(f"load before: {os.getloadavg()[0]:.2f}")
+    summary: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    for run in range(args.runs):
+        result = asyncio.run(one_run(args.trials, args.viewers, host_frames, guest_frames, run))
+        for mode, times in result.items():
+            p50, p95 = statistics.median(times) * 1000, percentile(times, 0.95) * 1000
+            summary[mode].append((p50, p95))
+            print(f"run {run + 1} {mode}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, slowest {max(times) * 1000:.0f} ms "
+                  f"({len(times)} tiles)", flush=True)
+    for mode, rows in summary.items():
+        p50s, p95s = [r[0] for r in rows], [r[1] for r in rows]
+        print(f"{mode}: p50 median {statistics.median(p50s):.0f} ms ({min(p50s):.0f}-{max(p50s):.0f}), "
+              f"p95 median {statistics.median(p95s):.0f} ms ({min(p95s):.0f}-{max(p95s):.0f})")
+
+
+if __name__ == "__main__":
+    main()
