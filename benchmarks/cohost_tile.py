@@ -3,6 +3,7 @@ first decoded frame at each viewer, with one connection per viewer (the co-host 
 connection by renegotiation) against a new peer connection per tile (the form before).
 
     python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 5
+    python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 3 --viewer chromium   # the page as viewer
 
 Each trial: the host is live (pre-encoded VP8 640x360 1 Mbit/s); the viewers watch it, each on its own
 WebSocket; a guest raises its hand, the host accepts (t0), the guest publishes on its grant (pre-encoded
@@ -10,6 +11,8 @@ VP8 320x240, its first frame a keyframe), every viewer hears `publisher_joined` 
 the time is t0 to that viewer's first decoded frame of the guest (aiortc decodes). Then the guest steps
 down. Server, host, guest and viewers in this one process on loopback (the figure holds no network
 delay: each round trip a connection saves is worth more on a real path). Modes alternate trial by trial.
+With ``--viewer chromium`` the viewers are the page in headless Chromium (which always watches on one
+connection): the time is to the new tile's first frame (requestVideoFrameCallback, wall clock).
 Prints p50/p95 per run, the medians of the runs and their spread.
 """
 
@@ -20,13 +23,16 @@ import asyncio
 import os
 import statistics
 import time
+from typing import Any
+
+from playwright.async_api import async_playwright
 
 from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import ReplayVideoTrack, pre_encode_vp8
 from protocol import Role
 from signaling.config import ServerConfig
-from tests.browser_scenarios import SECRET, running, token
+from tests.browser_scenarios import CHROMIUM_ARGS, SECRET, WEB_ROOT, running, token, wait_for
 from tests.conftest import free_port
 
 MODES = ("one connection", "connection per tile")
@@ -99,6 +105,51 @@ async def one_run(trials: int, viewers_n: int, host_frames: list[tuple[bytes, bo
     return out
 
 
+# Each new tile's first frame, on the page's wall clock (ms).
+TILE_WATCH = """(() => { window.__tiles = []; const seen = new Set();
+  setInterval(() => { for (const v of document.querySelectorAll('#stage video')) {
+    if (seen.has(v)) continue; seen.add(v);
+    v.requestVideoFrameCallback(() => window.__tiles.push({ publisher: v.dataset.publisher, at: Date.now() }));
+  } }, 5); })()"""
+
+
+async def chromium_run(trials: int, viewers_n: int, host_frames: list[tuple[bytes, bool]],
+                       guest_frames: list[tuple[bytes, bool]]) -> list[float]:
+    config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show",), web_root=WEB_ROOT)
+    out: list[float] = []
+    async with running(config), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        url, base = f"ws://127.0.0.1:{config.port}/ws", f"http://127.0.0.1:{config.port}"
+        async with LiveClient(url, "show", token("show", "host", Role.HOST)) as host, \
+                LiveClient(url, "show", token("show", "guest", Role.VIEWER, "Guest")) as guest:
+            host_pub = await MediaSession.publish(host, [ReplayVideoTrack(host_frames)], video_codec="vp8")
+            pages: list[Any] = []
+            for _ in range(viewers_n):
+                page = await browser.new_page()
+                await page.goto(f"{base}/?view=viewer&room=show")
+                await wait_for(page, "document.querySelector('#stage video')?.videoWidth > 0", timeout=20)
+                await page.evaluate(TILE_WATCH)
+                pages.append(page)
+            for _ in range(trials):
+                await guest.request({"type": "stage_request"})
+                await host.next_event("stage_requested")
+                accepted_ms = time.time() * 1000
+                await host.request({"type": "stage_accept", "user": "guest"})
+                await guest.next_event("grant")
+                publication = await MediaSession.publish(guest, [ReplayVideoTrack(guest_frames)], video_codec="vp8")
+                for page in pages:
+                    shown = await wait_for(page, f"window.__tiles.find(t => t.publisher === "
+                                                 f"'{publication.media_id}')?.at", timeout=15)
+                    out.append((float(shown) - accepted_ms) / 1000)
+                await guest.request({"type": "stage_leave"})
+                await publication.pc.close()
+                for page in pages:
+                    await wait_for(page, "document.querySelectorAll('#stage video').length === 1", timeout=15)
+            await host_pub.close()
+        await browser.close()
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -109,6 +160,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=8, help="co-host arrivals per run (modes alternate)")
     parser.add_argument("--viewers", type=int, default=5)
+    parser.add_argument("--viewer", choices=["aiortc", "chromium"], default="aiortc")
     args = parser.parse_args()
     if args.trials > 14:
         parser.error("--trials: at most 14 (a viewer's connection holds 16 sections)")
@@ -116,8 +168,14 @@ def main() -> None:
     guest_frames = pre_encode_vp8(320, 240, fps=30, seconds=4.0, kbps=400, gop=60)
     print(f"load before: {os.getloadavg()[0]:.2f}")
     summary: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    if args.viewer == "chromium":
+        summary = {"the page (one connection)": []}
     for run in range(args.runs):
-        result = asyncio.run(one_run(args.trials, args.viewers, host_frames, guest_frames, run))
+        if args.viewer == "chromium":
+            result = {"the page (one connection)": asyncio.run(chromium_run(args.trials, args.viewers, host_frames,
+                                                                            guest_frames))}
+        else:
+            result = asyncio.run(one_run(args.trials, args.viewers, host_frames, guest_frames, run))
         for mode, times in result.items():
             p50, p95 = statistics.median(times) * 1000, percentile(times, 0.95) * 1000
             summary[mode].append((p50, p95))

@@ -460,7 +460,13 @@ class Subscriber(_Peer):
                 raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes"
                                  if not renegotiation else "the offer adds no receive-only section for it")
             answer = await (self._answer() if not renegotiation else self._answer_again())
-            self._bind(added)
+            if renegotiation:
+                # The subscriber must apply the answer before it can place the new sections' packets (a
+                # browser or aiortc drops them until then): what comes first would be the kept keyframe,
+                # and a stream whose keyframe was dropped waits for the publisher's next one.
+                asyncio.get_running_loop().call_later(self._start_delay(), self._bind, added)
+            else:
+                self._bind(added)
             return answer
         finally:
             self._negotiating = False
@@ -533,8 +539,16 @@ class Subscriber(_Peer):
         await self.pc.setLocalDescription(answer)
         return adapter.one_fingerprint(self.pc.localDescription.sdp)
 
+    def _start_delay(self) -> float:
+        """How long after a renegotiation's answer its new down-tracks start: the answer's way to the
+        subscriber and its applying it (the media's own way is as long as the answer's)."""
+        rtt = (self.link.rtt_ms or 0.0) / 1000
+        return max(RENEGOTIATION_START, rtt)
+
     def _bind(self, transceivers: list[Any]) -> None:
         """Start the down-tracks of sections the answer settled: their header, output and sender reports."""
+        if self.closed:
+            return
         max_buffered = self.room.router.config.max_buffered_bytes
         link = self.link
         for transceiver in transceivers:
@@ -640,6 +654,7 @@ def _estimate_buckets(estimates: Any) -> dict[str, int]:
 
 
 MAX_OFFER_CANDIDATES = 64
+RENEGOTIATION_START = 0.1  # seconds at least between a renegotiation's answer and its new tracks' first packet
 MAX_SESSION_SECTIONS = 16  # media sections in one subscriber connection over its life (8 publishers)
 """ICE candidates an offer may carry, and a peer may trickle in all (a browser sends a handful per network)."""
 

@@ -10,7 +10,7 @@ import pytest
 
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
-from clients.sources import CounterVideoTrack, read_frame
+from clients.sources import CounterVideoTrack, ReplayVideoTrack, pre_encode_vp8, read_frame
 from protocol import ErrorCode, Role
 from relay.allocation import CO_HOST, PK_OPPONENT, STAGE_HOST, Claim, allocate, viewing_priority
 from relay.chooser import FIT
@@ -78,6 +78,34 @@ async def test_a_viewer_adds_and_removes_publishers_on_one_connection(server):
         await viewer.close()
         for client, pub in ((host, host_pub), (second, second_pub), (third, third_pub)):
             await pub.close()
+            await client.close()
+
+
+async def test_a_tile_added_later_starts_from_the_kept_keyframe_of_a_publisher_deaf_to_keyframe_requests(server):
+    """OBS-like publishers ignore keyframe requests: an added tile can only start from the relay's kept
+    keyframe, and its first packets must not reach the viewer before it applied the answer (dropped there,
+    the tile would wait for the encoder's next keyframe, 10 s away here)."""
+    frames = pre_encode_vp8(320, 240, fps=30, seconds=10.0, kbps=300, gop=300)
+    host = LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST))
+    guest = LiveClient(server.ws_url, "show", server.token("show", "guest", Role.HOST))
+    viewer = LiveClient(server.ws_url, "show", server.token("show", "fan"))
+    for client in (host, guest, viewer):
+        await client.connect()
+    try:
+        host_pub = await MediaSession.publish(host, [ReplayVideoTrack(frames)], video_codec="vp8")
+        session = await MediaSession.subscribe(viewer, publisher=host_pub.media_id, kinds=("video",), keep=True)
+        await (await session.wait_track("video")).recv()
+        guest_pub = await MediaSession.publish(guest, [ReplayVideoTrack(frames)], video_codec="vp8")
+        await asyncio.sleep(1.0)  # well into its 10 s GOP
+        for _ in range(3):  # (each added tile has one chance: its first packets)
+            tracks = await session.add(guest_pub.media_id, kinds=("video",))
+            async with asyncio.timeout(5):
+                await tracks["video"].recv()
+            await session.remove(guest_pub.media_id)
+        await guest_pub.close()
+        await host_pub.close()
+    finally:
+        for client in (host, guest, viewer):
             await client.close()
 
 
