@@ -2,15 +2,16 @@
 first decoded frame at each viewer, with one connection per viewer (the co-host added to the viewer's
 connection by renegotiation) against a new peer connection per tile (the form before).
 
-    python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 5
+    python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 5 [--rtt 100]
     python -m benchmarks.cohost_tile --runs 3 --trials 8 --viewers 3 --viewer chromium   # the page as viewer
 
 Each trial: the host is live (pre-encoded VP8 640x360 1 Mbit/s); the viewers watch it, each on its own
 WebSocket; a guest raises its hand, the host accepts (t0), the guest publishes on its grant (pre-encoded
 VP8 320x240, its first frame a keyframe), every viewer hears `publisher_joined` and brings the tile in;
 the time is t0 to that viewer's first decoded frame of the guest (aiortc decodes). Then the guest steps
-down. Server, host, guest and viewers in this one process on loopback (the figure holds no network
-delay: each round trip a connection saves is worth more on a real path). Modes alternate trial by trial.
+down. Server, host, guest and viewers in this one process on loopback; with ``--rtt`` every viewer's
+WebSocket and media go through forwarders of this script's own that hold each packet half that each way
+(the host and the guest stay near the server). Modes alternate trial by trial.
 With ``--viewer chromium`` the viewers are the page in headless Chromium (which always watches on one
 connection): the time is to the new tile's first frame (requestVideoFrameCallback, wall clock).
 Prints p50/p95 per run, the medians of the runs and their spread.
@@ -27,6 +28,7 @@ from typing import Any
 
 from playwright.async_api import async_playwright
 
+from benchmarks.call_setup import slow_tcp
 from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import ReplayVideoTrack, pre_encode_vp8
@@ -34,12 +36,40 @@ from protocol import Role
 from signaling.config import ServerConfig
 from tests.browser_scenarios import CHROMIUM_ARGS, SECRET, WEB_ROOT, running, token, wait_for
 from tests.conftest import free_port
+from tests.lossy_forwarder import SlowPath, route_through, server_port_in
 
 MODES = ("one connection", "connection per tile")
 
 
+class SlowPaths:
+    """The viewers' media paths through forwarders that hold each datagram ``one_way`` seconds (none: direct)."""
+
+    def __init__(self, one_way: float) -> None:
+        self.one_way = one_way
+        self.forwarders: list[SlowPath] = []
+
+    async def filters(self) -> dict[str, Any]:
+        if not self.one_way:
+            return {}
+        forwarder = await SlowPath.start(one_way=self.one_way, loss=0.0)
+        self.forwarders.append(forwarder)
+
+        def offer_through(sdp: str) -> str:  # the server reaches this viewer only through the forwarder
+            forwarder.client = ("127.0.0.1", server_port_in(sdp))
+            return route_through(sdp, forwarder.port)
+
+        def answer_through(sdp: str) -> str:  # and this viewer reaches the server only through it
+            forwarder.server = ("127.0.0.1", server_port_in(sdp))
+            return route_through(sdp, forwarder.port)
+        return {"offer_filter": offer_through, "answer_filter": answer_through}
+
+    def close(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.close()
+
+
 async def viewer_tile(viewer: LiveClient, kept: MediaSession, mode: str, accepted: float,
-                      opened: list[MediaSession]) -> float:
+                      opened: list[MediaSession], paths: SlowPaths) -> float:
     """Wait for the guest's publication, bring its tile in as ``mode`` says; seconds from ``accepted``."""
     async with asyncio.timeout(15):
         while True:
@@ -50,21 +80,22 @@ async def viewer_tile(viewer: LiveClient, kept: MediaSession, mode: str, accepte
             tracks = await kept.add(event["publisher"], kinds=("video",))
             track = tracks["video"]
         else:
-            session = await MediaSession.subscribe(viewer, publisher=event["publisher"], kinds=("video",))
+            session = await MediaSession.subscribe(viewer, publisher=event["publisher"], kinds=("video",),
+                                                   **await paths.filters())
             opened.append(session)
             track = await session.wait_track("video")
         await track.recv()
     return time.monotonic() - accepted
 
 
-async def one_trial(url: str, host: LiveClient, guest: LiveClient, viewers: list[LiveClient],
-                    kept: list[MediaSession], guest_frames: list[tuple[bytes, bool]], mode: str) -> list[float]:
+async def one_trial(host: LiveClient, guest: LiveClient, viewers: list[LiveClient], kept: list[MediaSession],
+                    guest_frames: list[tuple[bytes, bool]], mode: str, paths: SlowPaths) -> list[float]:
     await guest.request({"type": "stage_request"})
     await host.next_event("stage_requested")
     opened: list[MediaSession] = []
     accepted = time.monotonic()
-    waits = [asyncio.create_task(viewer_tile(v, k, mode, accepted, opened)) for v, k in zip(viewers, kept,
-                                                                                               strict=True)]
+    waits = [asyncio.create_task(viewer_tile(v, k, mode, accepted, opened, paths))
+             for v, k in zip(viewers, kept, strict=True)]
     await host.request({"type": "stage_accept", "user": "guest"})
     await guest.next_event("grant")
     publication = await MediaSession.publish(guest, [ReplayVideoTrack(guest_frames)], video_codec="vp8")
@@ -79,29 +110,39 @@ async def one_trial(url: str, host: LiveClient, guest: LiveClient, viewers: list
 
 
 async def one_run(trials: int, viewers_n: int, host_frames: list[tuple[bytes, bool]],
-                  guest_frames: list[tuple[bytes, bool]], run: int) -> dict[str, list[float]]:
+                  guest_frames: list[tuple[bytes, bool]], run: int, rtt_ms: float) -> dict[str, list[float]]:
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show",))
     out: dict[str, list[float]] = {mode: [] for mode in MODES}
+    paths = SlowPaths(rtt_ms / 2000)
     async with running(config):
         url = f"ws://127.0.0.1:{config.port}/ws"
+        viewer_url = url
+        proxy = None
+        if rtt_ms:
+            proxy_port = free_port()
+            proxy = await slow_tcp(proxy_port, config.port, rtt_ms / 2000)
+            viewer_url = f"ws://127.0.0.1:{proxy_port}/ws"
         async with LiveClient(url, "show", token("show", "host", Role.HOST)) as host, \
                 LiveClient(url, "show", token("show", "guest", Role.VIEWER, "Guest")) as guest:
             host_pub = await MediaSession.publish(host, [ReplayVideoTrack(host_frames)], video_codec="vp8")
-            viewers = [LiveClient(url, "show", token("show", f"v{i}", Role.VIEWER)) for i in range(viewers_n)]
+            viewers = [LiveClient(viewer_url, "show", token("show", f"v{i}", Role.VIEWER)) for i in range(viewers_n)]
             for viewer in viewers:
                 await viewer.connect()
-            kept = [await MediaSession.subscribe(v, publisher=host_pub.media_id, kinds=("video",), keep=True)
-                    for v in viewers]
+            kept = [await MediaSession.subscribe(v, publisher=host_pub.media_id, kinds=("video",), keep=True,
+                                                 **await paths.filters()) for v in viewers]
             for session in kept:
                 await (await session.wait_track("video")).recv()
             for n in range(trials):
                 mode = MODES[(n + run) % 2]
-                out[mode] += await one_trial(url, host, guest, viewers, kept, guest_frames, mode)
+                out[mode] += await one_trial(host, guest, viewers, kept, guest_frames, mode, paths)
             for session in kept:
                 await session.close()
             for viewer in viewers:
                 await viewer.close()
             await host_pub.close()
+        if proxy is not None:
+            proxy.close()
+        paths.close()
     return out
 
 
@@ -161,12 +202,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="co-host arrivals per run (modes alternate)")
     parser.add_argument("--viewers", type=int, default=5)
     parser.add_argument("--viewer", choices=["aiortc", "chromium"], default="aiortc")
+    parser.add_argument("--rtt", type=float, default=0.0, help="ms between each aiortc viewer and the server")
     args = parser.parse_args()
     if args.trials > 14:
         parser.error("--trials: at most 14 (a viewer's connection holds 16 sections)")
     host_frames = pre_encode_vp8(640, 360, fps=30, seconds=4.0, kbps=1000, gop=60)
     guest_frames = pre_encode_vp8(320, 240, fps=30, seconds=4.0, kbps=400, gop=60)
-    print(f"load before: {os.getloadavg()[0]:.2f}")
+    print(f"load before: {os.getloadavg()[0]:.2f}; viewers' round trip {args.rtt:g} ms")
     summary: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     if args.viewer == "chromium":
         summary = {"the page (one connection)": []}
@@ -175,7 +217,7 @@ def main() -> None:
             result = {"the page (one connection)": asyncio.run(chromium_run(args.trials, args.viewers, host_frames,
                                                                             guest_frames))}
         else:
-            result = asyncio.run(one_run(args.trials, args.viewers, host_frames, guest_frames, run))
+            result = asyncio.run(one_run(args.trials, args.viewers, host_frames, guest_frames, run, args.rtt))
         for mode, times in result.items():
             p50, p95 = statistics.median(times) * 1000, percentile(times, 0.95) * 1000
             summary[mode].append((p50, p95))

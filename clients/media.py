@@ -53,6 +53,9 @@ class MediaSession:
         # publisher each of our sections receives.
         self.publishers: dict[str, dict[str, MediaStreamTrack]] = {}
         self.sections: dict[str, str] = {}
+        # The SDP rewriting given to ``subscribe`` (a test's forwarder), applied to renegotiations too.
+        self._offer_filter: Callable[[str], str] | None = None
+        self._answer_filter: Callable[[str], str] | None = None
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -109,6 +112,7 @@ class MediaSession:
         adapter.set_stun_retransmission_timeout()  # as libwebrtc: a lost ICE check costs ~50 ms, not 500
         await self.pc.setLocalDescription(offer)
         message["sdp"] = self.pc.localDescription.sdp
+        self._offer_filter, self._answer_filter = offer_filter, answer_filter
         if offer_filter is not None:
             message["sdp"] = offer_filter(message["sdp"])
         self.role = message["type"]
@@ -189,8 +193,9 @@ class MediaSession:
         for transceiver in new:
             if transceiver.mid:
                 self.sections[transceiver.mid] = publisher
+        offer = self.pc.localDescription.sdp
         message = {"type": "subscribe", "media": self.media_id, "publisher": publisher,
-                   "sdp": self.pc.localDescription.sdp}
+                   "sdp": offer if self._offer_filter is None else self._offer_filter(offer)}
         try:
             answer = await self.client.request(message, timeout=timeout)
         except ServerError:
@@ -200,7 +205,8 @@ class MediaSession:
                 transceiver.direction = "inactive"
                 self.sections.pop(transceiver.mid or "", None)
             raise
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        sdp = answer["sdp"] if self._answer_filter is None else self._answer_filter(answer["sdp"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         return self.publishers.get(publisher, {})
 
     async def remove(self, publisher: str) -> None:
