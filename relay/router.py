@@ -430,6 +430,7 @@ class Subscriber(_Peer):
         self.link = SubscriberLink()  # its link, as its RTCP tells it; shared by its down-tracks
         self.sections: dict[str, str] = {}  # mid -> the publisher its section carries ("": none)
         self._acknowledged: set[int] = set()  # transports whose transport-cc feedback is taken
+        self._settled: dict[str, tuple[list[Any], list[Any]]] = {}  # mid -> the codecs and extensions agreed
         self._negotiating = False
 
     def on_connected(self) -> None:
@@ -453,6 +454,10 @@ class Subscriber(_Peer):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             fresh = [t for t in self.pc.getTransceivers() if t.mid not in self.sections]
             for transceiver in self.pc.getTransceivers():
+                if transceiver.mid in self._settled:
+                    # aiortc renegotiates every section from its own lists: what was agreed (the publisher's
+                    # exact codec, RED, transport-cc...) stays agreed, as the down-tracks' headers are.
+                    transceiver._codecs, transceiver._headerExtensions = self._settled[transceiver.mid]
                 if transceiver.mid in self.sections and not self._carries(transceiver):
                     transceiver.direction = "inactive"  # its publisher left or was taken out
             added = self._attach(fresh, offer_sdp, publisher)
@@ -460,6 +465,8 @@ class Subscriber(_Peer):
                 raise MediaError(ErrorCode.BAD_SDP, "the offer asks for no media this room publishes"
                                  if not renegotiation else "the offer adds no receive-only section for it")
             answer = await (self._answer() if not renegotiation else self._answer_again())
+            for transceiver in added:
+                self._settled[transceiver.mid] = (list(transceiver._codecs), list(transceiver._headerExtensions))
             if renegotiation:
                 # The subscriber must apply the answer before it can place the new sections' packets (a
                 # browser or aiortc drops them until then): what comes first would be the kept keyframe,

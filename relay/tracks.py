@@ -370,7 +370,8 @@ class DownTrack(MediaStreamTrack):
                 **({"layer": self.layer, "target_layer": self.target_layer, "layers": self.source.layer_count,
                     "temporal": self.temporal_cap, "frames_thinned": self.frames_thinned,
                     "probe_bps": self.chooser.probe_bps, "switches": dict(self.chooser.switches),
-                    "chooser": self.chooser.state.value}
+                    "chooser": self.chooser.state.value, "priority": self.priority,
+                    "share_bps": None if self.chooser.share is None else round(self.chooser.share)}
                    if self.chooser is not None else {}),
                 **({"red": self.red} if self.kind == "audio" else {})}
 

@@ -109,6 +109,38 @@ async def test_a_tile_added_later_starts_from_the_kept_keyframe_of_a_publisher_d
             await client.close()
 
 
+def _sections(sdp: str) -> list[str]:
+    return sdp.split("\r\nm=")[1:]
+
+
+async def test_a_renegotiation_keeps_what_the_sections_before_it_agreed(server):
+    """aiortc renegotiates each section from its own lists: the extensions and codecs the relay accepted
+    beyond them (transport-cc here, as browsers offer it; RED, VP9) must stay in the new answer, or a browser
+    stops acknowledging packets and the viewer's estimate is gone."""
+    from tests.test_hostile_media import _offer_transport_cc
+
+    host, host_pub = await on_air(server, "host", 0)
+    second, second_pub = await on_air(server, "second", 100_000)
+    viewer = LiveClient(server.ws_url, "show", server.token("show", "fan"))
+    await viewer.connect()
+    try:
+        session = await MediaSession.subscribe(viewer, publisher=host_pub.media_id, kinds=("video",), keep=True,
+                                               offer_filter=_offer_transport_cc)
+        first = _sections(session.pc.remoteDescription.sdp)
+        assert "transport-cc" in first[0]
+        await session.add(second_pub.media_id, kinds=("video",))
+        again = _sections(session.pc.remoteDescription.sdp)
+        assert len(again) == 2 and all("transport-cc" in section for section in again)
+        assert [line for line in again[0].splitlines() if line.startswith(("a=rtpmap", "a=extmap"))] == \
+            [line for line in first[0].splitlines() if line.startswith(("a=rtpmap", "a=extmap"))]
+        await session.close()
+    finally:
+        await viewer.close()
+        for client, pub in ((host, host_pub), (second, second_pub)):
+            await pub.close()
+            await client.close()
+
+
 async def test_a_connection_holds_a_bounded_number_of_sections(server):
     host, host_pub = await on_air(server, "host", 0)
     viewer = LiveClient(server.ws_url, "show", server.token("show", "fan"))

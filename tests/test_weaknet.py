@@ -156,3 +156,32 @@ def test_an_svc_host_s_capped_viewer_gets_fewer_spatial_layers_and_keeps_decodin
     assert all(s["control1"]["layer"] == 2 for s in samples) and result["control_freezes"] == 0
     # A viewer that cannot decode VP9 (aiortc) is told so in one line.
     assert "cannot receive video/VP9" in result["python_viewer"]
+
+
+def test_three_tiles_behind_600k_the_host_s_keeps_the_best_layer_that_fits_and_never_freezes():
+    """Issue 25: one connection, one estimate shared among the host and two co-hosts, the host first."""
+    result = run_lab("three_tiles", window=15)
+    assert result["connections"] == 1  # the host and both co-hosts on one peer connection
+    samples = result["samples"]
+    before = [s for s in samples if s["phase"] == "before"]
+    capped = [s for s in samples if s["phase"] == "capped"]
+    settled = [s for s in capped if s["t"] >= capped[0]["t"] + 3]  # past the switch down
+    freed = [s for s in samples if s["phase"] == "freed"]
+    top = before[-1]["server"]["host"]["layer"]
+    # Shared by priority: the estimate is divided (each video has a share), the host's video never pauses and
+    # is never on a lower layer than a co-host's.
+    for s in settled:
+        server = s["server"]
+        assert all(server[u]["share_bps"] is not None for u in ("host", "co1", "co2"))
+        assert server["host"]["layer"] is not None
+        assert all(server[u]["layer"] is None or server[u]["layer"] <= server["host"]["layer"] for u in ("co1", "co2"))
+    # The host's tile keeps playing, without a freeze once it is on the layer that fits.
+    host_frames = [s["tiles"]["host"]["framesDecoded"] for s in settled]
+    assert host_frames[-1] - host_frames[0] >= 2 * (settled[-1]["t"] - settled[0]["t"])
+    assert settled[-1]["tiles"]["host"]["freezeCount"] == settled[0]["tiles"]["host"]["freezeCount"]
+    # Freed: the host is back on the layer it had before, first.
+    back = [s["t"] for s in freed if s["server"]["host"]["layer"] == top]
+    assert back
+    for cohost in ("co1", "co2"):
+        theirs = [s["t"] for s in freed if s["server"][cohost]["layer"] == top]
+        assert not theirs or theirs[0] >= back[0]

@@ -216,6 +216,56 @@ async def thin(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, 
     return result
 
 
+async def three_tiles(base: str, weak_base: str, browsers: dict[str, Any], relay: Any, lab: NetLab,
+                      window: float) -> dict[str, Any]:
+    """The host and two co-hosts, each a page sending three simulcast layers; the weak viewer watches all three
+    tiles on its one connection, its link capped at 600 kbit/s for ``window`` seconds, then freed. Sampled
+    every 0.5 s: each of its videos as the server sees it (layer, paused, share) and each tile's getStats."""
+    host = await host_on_air(base, "show", browsers["local"])
+    cohosts = []
+    for user in ("co1", "co2"):  # each raises its hand, the host accepts, its page goes live on the grant
+        page = await browsers["local"].new_page()
+        await page.goto(f"{base}/?view=viewer&room=show&token={token('show', user, Role.VIEWER, user.title())}")
+        await wait_for(page, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        await page.click("#raise-hand")
+        await host.wait_for_selector("#requests li button", timeout=20000)
+        await host.click("#requests li button >> text=Accept")
+        await wait_for(page, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId")
+        cohosts.append(page)
+    weak = await viewer(weak_base, browsers["weak"], "weak")
+    await wait_for(weak, "window.liveRelay.tileStats().then(t => Object.values(t)"
+                         ".filter(v => v.framesDecoded > 0).length === 3)", timeout=30)
+    publishers = {p.id: p.user for p in relay.media.router.sources.values()}
+    result: dict[str, Any] = {"samples": [], "users": publishers,
+                              "connections": await weak.evaluate("window.liveRelay.mediaConnections()")}
+    await asyncio.sleep(3)
+    started = time.monotonic()
+
+    async def sample(phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            tiles = await weak.evaluate("window.liveRelay.tileStats()")
+            server = {}
+            for entry in relay.media.router.quality("show"):
+                if entry["user"] == "weak":
+                    for t in entry["tracks"]:
+                        if t["kind"] == "video":
+                            keys = ("layer", "target_layer", "layers", "share_bps", "estimate_bps", "chooser")
+                            server[publishers.get(t["publisher"], t["publisher"])] = {k: t.get(k) for k in keys}
+            result["samples"].append({"t": round(time.monotonic() - started, 2), "phase": phase, "server": server,
+                                      "tiles": {publishers.get(p, p): v for p, v in tiles.items()}})
+            await asyncio.sleep(0.5)
+
+    await sample("before", 3)
+    lab.cap(600)
+    await sample("capped", window)
+    lab.uncap()
+    await sample("freed", window)
+    for page in (*cohosts, host):
+        await page.close()
+    return result
+
+
 async def preferences(base: str, relay: Any, layers: int) -> dict[str, Any]:
     """A Python viewer on loopback asks for a small layer, then for no video (a hidden tab), then for the best:
     the layer the server forwards it each time (until it settles, at most 5 s), and whether audio went on.
@@ -277,7 +327,8 @@ async def viewer(base: str, browser: Any, user: str) -> Page:
     return page
 
 
-SCENARIOS = {"loss": loss, "cap": cap, "h264_cap": h264_cap, "svc_cap": svc_cap, "thin": thin}
+SCENARIOS = {"loss": loss, "cap": cap, "h264_cap": h264_cap, "svc_cap": svc_cap, "thin": thin,
+             "three_tiles": three_tiles}
 
 
 async def main(args: argparse.Namespace) -> None:

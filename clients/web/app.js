@@ -806,6 +806,22 @@ async function mediaStats() {
   return { video, audio, rtt, subscriptions: [...tiles.values()].filter((t) => t.sub).length };
 }
 
+// Each tile's video as getStats tells it (by the receiver's track), for the weak-network lab.
+async function tileStats() {
+  const out = {};
+  for (const [publisher, t] of tiles) {
+    if (!t.sub) continue;
+    const id = t.sub.stream.getVideoTracks()[0]?.id;
+    (await t.sub.pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier === id) {
+        out[publisher] = { framesDecoded: s.framesDecoded || 0, freezeCount: s.freezeCount || 0,
+                           totalFreezesDuration: s.totalFreezesDuration || 0, frameHeight: s.frameHeight || 0 };
+      }
+    });
+  }
+  return out;
+}
+
 // Which way media reaches this page: straight over UDP, or relayed by TURN (over UDP, TCP or TLS).
 function pathOf(local) {
   if (local.candidateType === "relay") return `TURN/${(local.relayProtocol || "udp").toUpperCase()}`;
@@ -1072,7 +1088,7 @@ async function runDashboard(room, tok) {
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
 }
 
-window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats,
+window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats, tileStats,
   mediaConnections: () => subscribedConnections().size };
 
 async function main() {
