@@ -156,7 +156,8 @@ class MediaSession:
                         offer_filter: Callable[[str], str] | None = None,
                         frame_sink: Callable[[str, Any, Any], None] | None = None,
                         packet_sink: Callable[[str, Any, Any], None] | None = None,
-                        turn: str | None = None, user: str | None = None, keep: bool = False) -> MediaSession:
+                        turn: str | None = None, user: str | None = None, keep: bool = False,
+                        rtp_counter: Callable[[bytes], None] | None = None) -> MediaSession:
         """Subscribe to a publisher (default: the room's first). ``answer_filter`` may rewrite the
         server's answer SDP before use, ``offer_filter`` our offer before it is sent (tests and benchmarks
         route media through their own forwarder with them);
@@ -164,7 +165,8 @@ class MediaSession:
         with it, ``packet_sink(kind, rtp_packet, codec)`` sees every RTP packet first; ``turn`` picks the
         relay's TURN URL by transport; ``user`` subscribes to that user's publication, which the server
         waits for (up to 10 s) if it does not exist yet; ``keep``: the connection stays when its publishers
-        leave, for ``add`` to bring the next ones in."""
+        leave, for ``add`` to bring the next ones in; ``rtp_counter(packet_bytes)`` takes every RTP packet
+        instead of aiortc's receive path (load generators: no tracks, no frames, no NACKs)."""
         session = cls(client, cls._peer_connection(ice_servers, client, turn))
         session.frame_sink = frame_sink
         session.packet_sink = packet_sink
@@ -182,6 +184,8 @@ class MediaSession:
         except BaseException:
             await session.pc.close()
             raise
+        if rtp_counter is not None:
+            adapter.count_rtp(session.pc, rtp_counter)
         return session
 
     async def add(self, publisher: str, kinds: tuple[str, ...] = ("video", "audio"),

@@ -1,11 +1,13 @@
 """`live-relay loadtest media` and `live-relay loadtest call`: the SFU under load, measured.
 
 media: a synthetic publisher (640x480 30 fps test pattern whose pixels carry a frame counter and the
-send time, plus a tone) and N aiortc subscribers spread over worker processes. A few subscribers
-(``--decoders``) decode every frame and read the counter and send time back (latency, content); the
-rest take the encoded frames without decoding (arrival counts and freezes), so the generator does not
-spend the machine's two cores on video decoding. Reports join-to-first-frame, frames sent vs received,
-freezes (gaps over 200 ms), publisher-to-subscriber latency, and the relay process's CPU and memory.
+send time, plus a tone; or pre-encoded VP8 replayed, ``--replay``) and N aiortc subscribers spread over
+worker processes. A few subscribers (``--decoders``) decode every frame and read the counter and send
+time back (latency, content); the rest count and check packets from their clear RTP headers, past ICE,
+DTLS and SRTP but not aiortc's receive path (frames by marker bit, freezes, lost packets): a few
+microseconds a packet, so two cores hold hundreds of subscribers beside the relay. Reports
+join-to-first-frame, frames sent vs received, freezes (gaps over 200 ms), lost packets,
+publisher-to-subscriber latency, and the relay process's CPU and memory.
 
 call: sequential 1v1 calls (two parties, each publishes and subscribes to the other); set-up time is
 from the first offer sent to the first decoded frame on both sides.
@@ -55,8 +57,24 @@ class SubscriberProbe:
         self.last_frame: float | None = None
         self.latencies: list[float] = []
         self.counting = False
+        self.last_seq: int | None = None
+        self.lost = 0  # video packets missing (counting subscribers)
         self.error: str | None = None
         self.settled = asyncio.Event()  # first frame seen, or failed
+
+    def on_rtp(self, data: bytes, video_pt: int) -> None:
+        """A counting subscriber's packet, read from its clear header: a video frame ends at its marker bit;
+        gaps in the video's sequence numbers are lost packets (nothing asks for them again)."""
+        if len(data) < 12 or data[1] & 0x7F != video_pt or data[0] & 0x20:  # not video media (audio, RTX, padding)
+            return
+        seq = int.from_bytes(data[2:4], "big")
+        if self.last_seq is not None and self.counting:
+            gap = (seq - self.last_seq) & 0xFFFF
+            if 1 < gap < 0x8000:
+                self.lost += gap - 1
+        self.last_seq = seq
+        if data[1] & 0x80:
+            self.on_video_frame(time.perf_counter())
 
     def on_video_frame(self, now: float) -> None:
         if self.first_frame_ms is None:
@@ -76,11 +94,13 @@ async def _run_subscriber(url: str, room: str, probe: SubscriberProbe, stop: asy
         await client.connect()
         probe.started = time.perf_counter()
 
-        def sink(kind: str, frame: Any, codec: Any) -> None:
-            if kind == "video":
-                probe.on_video_frame(time.perf_counter())
+        video_pt: list[int] = []
 
-        session = await MediaSession.subscribe(client, frame_sink=None if probe.decode else sink)
+        def count(data: bytes) -> None:
+            probe.on_rtp(data, video_pt[0] if video_pt else -1)
+
+        session = await MediaSession.subscribe(client, rtp_counter=None if probe.decode else count)
+        video_pt.append(session.codecs()["video"].payloadType or -1)
         if probe.decode:
             track = await session.wait_track("video", timeout=30)
             while not stop.is_set():
@@ -123,7 +143,7 @@ async def _worker(urls: list[str], room: str, count: int, decoders: int, first: 
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     control.send([{"first_frame_ms": p.first_frame_ms, "frames": p.frames, "freezes": p.freezes,
-                   "latencies": p.latencies, "decode": p.decode, "error": p.error} for p in probes])
+                   "latencies": p.latencies, "decode": p.decode, "error": p.error, "lost": p.lost} for p in probes])
 
 
 def _worker_main(urls: list[str], room: str, count: int, decoders: int, first: int, control: Connection) -> None:
@@ -221,6 +241,7 @@ def _summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_ms_p50": pct(latencies, 50), "latency_ms_p95": pct(latencies, 95),
         "latency_ms_p99": pct(latencies, 99), "latency_samples": int(latencies.size),
         "freezes": sum(r["freezes"] for r in results),
+        "video_packets_lost": sum(r.get("lost", 0) for r in results),
         "errors": [r["error"] for r in results if r["error"]][:5],
     }
 

@@ -187,6 +187,24 @@ def demux_by_mid(pc: RTCPeerConnection) -> None:
         router._live_relay_by_mid = True
 
 
+def count_rtp(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> None:
+    """Hand every RTP packet the connection receives, decrypted, to ``on_rtp`` (raw bytes: the caller reads
+    the header) instead of aiortc's receive path (parsing, jitter buffer, NACKs, its estimate): a load
+    generator's subscriber that counts and checks packets costs a few microseconds a packet, so one machine
+    can hold hundreds beside the relay. Call once the answer is applied (before SRTP flows); RTCP is
+    untouched."""
+    for transceiver in pc.getTransceivers():
+        dtls: Any = transceiver.receiver.transport
+        if getattr(dtls, "_live_relay_counted", False):
+            continue
+
+        async def handle(data: bytes, arrival_time_ms: int) -> None:
+            on_rtp(data)
+
+        dtls._handle_rtp_data = handle
+        dtls._live_relay_counted = True
+
+
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> asyncio.Task[None]:
     """Ask the publisher behind ``receiver`` for a keyframe."""
     return asyncio.ensure_future(receiver._send_rtcp_pli(media_ssrc))
