@@ -580,8 +580,8 @@ class Subscriber(_Peer):
 
     def remove_publisher(self, publisher_id: str) -> bool:
         """Stop carrying one publisher (its sections go inactive at the next renegotiation); False if it
-        carries no such publisher."""
-        downs = [d for d in self.down_tracks if d.source.publisher_id == publisher_id and d.readyState == "live"]
+        never carried it (one that left already is done: a client taking out a tile races its leaving)."""
+        downs = [d for d in self.down_tracks if d.source.publisher_id == publisher_id]
         for down in downs:
             down.stop()
         return bool(downs)

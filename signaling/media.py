@@ -179,7 +179,7 @@ class MediaSignaling:
         self._check_owner(session, message["media"], ref)
         if message.get("publisher") is not None:
             if not self.router.remove_from_session(message["media"], message["publisher"]):
-                raise ProtocolError(ErrorCode.NOT_FOUND, "this session does not carry that publisher", ref)
+                raise ProtocolError(ErrorCode.NOT_FOUND, "this session never carried that publisher", ref)
             session.send({"type": "ok", "id": ref})
             return
         await self.close_media(message["media"])
