@@ -22,7 +22,7 @@ from typing import Any
 from aiortc.mediastreams import MediaStreamError
 
 from assistant.voice import Recognizer, SpeechTrack, VoiceAssistant
-from clients.client import LiveClient
+from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from protocol import ErrorCode, ProtocolError, Role, issue_token
 from signaling.assistant import AssistantService
@@ -118,7 +118,7 @@ class VoiceCalls:
                     event = await client.next_event("media", timeout=self.publish_within_s)
                     if event.get("event") == "publisher_joined" and event.get("user") == caller:
                         publisher = event["publisher"]
-                listening = await MediaSession.subscribe(client, publisher=publisher, kinds=("audio",))
+                listening = await _subscribe_when_there_is_room(client, publisher)
                 heard = await listening.wait_track("audio")
                 knowledge = await self.assistants.room_assistant(room)
                 phrases = knowledge.vocabulary() if knowledge is not None else []
@@ -147,3 +147,16 @@ class VoiceCalls:
 
     def handlers(self) -> dict[str, Any]:
         return {"assistant_call": self.handle_call}
+
+
+async def _subscribe_when_there_is_room(client: LiveClient, publisher: str, tries: int = 10) -> MediaSession:
+    """The caller's audio; a node busy for a moment (``overloaded``, as any new subscription is refused on a
+    saturated loop) is asked again when it says, as a page would, ``tries`` times at most."""
+    for _ in range(tries - 1):
+        try:
+            return await MediaSession.subscribe(client, publisher=publisher, kinds=("audio",))
+        except ServerError as exc:
+            if exc.code != ErrorCode.OVERLOADED:
+                raise
+            await asyncio.sleep(min(5.0, (exc.frame.get("retry_after_ms") or 1000) / 1000))
+    return await MediaSession.subscribe(client, publisher=publisher, kinds=("audio",))
