@@ -40,7 +40,7 @@ from relay.chooser import LayerChooser
 from relay.link import SubscriberLink
 from relay.recorder import DiskBudget, Recording
 from relay.tracks import DownTrack, PublishedTrack
-from rtc import adapter, fastpath
+from rtc import adapter
 from rtc.codecs import codec_for
 from rtc.udpmux import UdpMux
 from rtc.udpmux import interface_addresses as _interface_addresses
@@ -200,7 +200,6 @@ class _Peer:
         adapter.quicken_handshakes(self.pc)
         await self.pc.setLocalDescription(answer)
         adapter.answer_leaves(self.pc)  # (within a few ms) its first DTLS flight times its resends from this
-        fastpath.deliver_directly(self.pc)  # its SRTP, once keyed, skips aiortc's queue and task
         return adapter.one_fingerprint(self.pc.localDescription.sdp)
 
     def _screen(self, offer_sdp: str) -> str:
