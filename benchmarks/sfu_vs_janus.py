@@ -257,7 +257,9 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
                                       "--kbps", str(a.kbps)], log)
         children.append(pub)
         published = await asyncio.wait_for(pub.ready, 30)
-        await asyncio.sleep(2)
+        # The publisher's own buffers fill first (live-relay keeps its last GOP, ~1.5 MB at 1.5 Mbit/s, full
+        # after ~8 s): measured after 2 s they were counted as the subscribers' memory.
+        await asyncio.sleep(a.alone_s)
         rss_alone = rss_mb(server.pid)
         for k in range(math.ceil(n / a.per_proc)):
             count = min(a.per_proc, n - k * a.per_proc)
@@ -358,6 +360,8 @@ async def main() -> None:
     parser.add_argument("--settle", type=float, default=3)
     parser.add_argument("--capture-s", type=float, default=3)
     parser.add_argument("--per-proc", type=int, default=5)
+    parser.add_argument("--alone-s", type=float, default=10.0,
+                        help="seconds with the publisher alone before its memory is read")
     parser.add_argument("--kbps", type=int, default=1500)
     parser.add_argument("--servers", nargs="+", default=["janus", "live-relay"],
                         choices=["janus", "live-relay", "baseline"])

@@ -51,17 +51,32 @@ class Cast:
         """Subscribe to ``publisher`` and return the first decoded counter (checked to be in [lo, hi))."""
         session = await MediaSession.subscribe(client, publisher=publisher, kinds=("video",))
         self.sessions.append(session)
-        track = await session.wait_track("video", timeout=20)
-        counter, _ = read_frame(await asyncio.wait_for(track.recv(), 20))
-        if not lo <= counter < hi:
-            raise AssertionError(f"frame {counter} is not from the expected publisher ({lo}..{hi})")
-        return counter
+        return await _first_counter(await session.wait_track("video", timeout=20), lo, hi)
+
+    async def watch(self, client: LiveClient, publisher: str, lo: int, hi: int) -> MediaSession:
+        """A viewer's one connection (as the page keeps it), showing ``publisher`` first."""
+        session = await MediaSession.subscribe(client, publisher=publisher, kinds=("video",), keep=True)
+        self.sessions.append(session)
+        await _first_counter(await session.wait_track("video", timeout=20), lo, hi)
+        return session
+
+    async def first_frame_added(self, session: MediaSession, publisher: str, lo: int, hi: int) -> int:
+        """Add ``publisher`` to a viewer's connection (renegotiation) and return its first decoded counter."""
+        tracks = await session.add(publisher, kinds=("video",))
+        return await _first_counter(tracks["video"], lo, hi)
 
     async def close(self) -> None:
         for session in self.sessions:
             await session.pc.close()
         for client in self.clients:
             await client.close()
+
+
+async def _first_counter(track: Any, lo: int, hi: int) -> int:
+    counter, _ = read_frame(await asyncio.wait_for(track.recv(), 20))
+    if not lo <= counter < hi:
+        raise AssertionError(f"frame {counter} is not from the expected publisher ({lo}..{hi})")
+    return counter
 
 
 async def _wait(client: LiveClient, kind: str, check: Callable[[dict[str, Any]], bool] = lambda e: True,
@@ -76,9 +91,10 @@ async def _wait(client: LiveClient, kind: str, check: Callable[[dict[str, Any]],
 async def cohost_scene(cast: Cast, tag: str) -> dict[str, Any]:
     room = f"scenes-{tag}"
     host = await cast.client(room, "host", Role.HOST)
-    await cast.publish(host, 0)
+    host_pub = await cast.publish(host, 0)
     guest = await cast.client(room, "guest")
     viewer = await cast.client(room, None)
+    watching = await cast.watch(viewer, host_pub.media_id, 0, 100_000)
     await guest.request({"type": "stage_request"})
     await _wait(host, "stage_requested")
     accepted = time.perf_counter()
@@ -87,10 +103,12 @@ async def cohost_scene(cast: Cast, tag: str) -> dict[str, Any]:
     cohost = await cast.publish(guest, 100_000)
     event = await _wait(viewer, "stage", lambda e: any(s["publishers"] for s in e["state"]["seats"]))
     assert event["state"]["seats"][0]["publishers"] == [cohost.media_id]
-    await cast.first_frame_in(viewer, cohost.media_id, 100_000, 200_000)
+    await cast.first_frame_added(watching, cohost.media_id, 100_000, 200_000)  # on the viewer's one connection
     first_ms = (time.perf_counter() - accepted) * 1000
     await host.request({"type": "stage_remove", "user": "guest"})
     await _wait(viewer, "stage", lambda e: not e["state"]["seats"])
+    # The host goes on, on the same connection.
+    await _first_counter(watching.publishers[host_pub.media_id]["video"], 0, 100_000)
     return {"cohost_first_frame_ms": round(first_ms, 1)}
 
 
@@ -98,16 +116,17 @@ async def pk_scene(cast: Cast, tag: str) -> dict[str, Any]:
     room_a, room_b = f"scenes-{tag}-a", f"scenes-{tag}-b"
     host_a = await cast.client(room_a, "alice", Role.HOST)
     host_b = await cast.client(room_b, "bob", Role.HOST)
-    await cast.publish(host_a, 0)
+    pub_a = await cast.publish(host_a, 0)
     pub_b = await cast.publish(host_b, 500_000)
     fan_a = await cast.client(room_a, None)
+    watching = await cast.watch(fan_a, pub_a.media_id, 0, 100_000)
     await host_a.request({"type": "pk_invite", "room": room_b, "duration_s": 60})
     await _wait(host_b, "pk_invited")
     accepted = time.perf_counter()
     await host_b.request({"type": "pk_answer", "room": room_a, "accept": True})
     state = (await _wait(fan_a, "pk"))["state"]
     other = next(s for s in state["sides"] if s["room"] == room_b)
-    await cast.first_frame_in(fan_a, other["publishers"][0], 500_000, 600_000)
+    await cast.first_frame_added(watching, other["publishers"][0], 500_000, 600_000)
     first_ms = (time.perf_counter() - accepted) * 1000
     assert other["publishers"][0] == pub_b.media_id
     await fan_a.like(3)
