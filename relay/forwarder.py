@@ -97,8 +97,8 @@ class Forwarder:
         self.started = False  # something was sent since the first start
         # Rewriting state: out = in + offset (mod 2^16 / 2^32 / picture-id space), set at each (re)start.
         self._epoch = -1
-        self._start_seq = 0
         self.restart_out_seq = 0  # our sequence number of the last (re)start's first packet
+        self._start_is_near = True  # (False once the stream is far past it: see from_before_start)
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
@@ -134,7 +134,7 @@ class Forwarder:
                 return Drop.WAITING_KEYFRAME
             self._restart(packet, now, clock_rate)
             started = True
-        elif (packet.seq - self._start_seq) & 0xFFFF >= 0x8000:
+        elif self.from_before_start((packet.seq + self._seq_offset) & 0xFFFF):
             return Drop.BEFORE_START  # it never had the frame around it
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
@@ -157,6 +157,19 @@ class Forwarder:
         else:
             payload = self._renumbered(packet)
         return _new_translation(Translation, (seq, timestamp, marker, payload, False, started))
+
+    def from_before_start(self, seq: int) -> bool:
+        """Whether our sequence number ``seq`` lies before the last (re)start (a late packet or a NACK for the
+        frames before the keyframe the subscriber started at). Sixteen-bit numbers wrap, so this is only asked
+        near the start: once the stream is 16,384 packets past it, nothing from before it can still come, and
+        every number counts as after it (asked later, the half of the circle behind the start would take in
+        the stream's own packets from 32,768 on: every viewer's video stopped after about five minutes)."""
+        if not self._start_is_near:
+            return False
+        if 0x4000 <= (self.last_seq - self.restart_out_seq) & 0xFFFF < 0xFF00:  # (just behind: the lead padding)
+            self._start_is_near = False
+            return False
+        return (seq - self.restart_out_seq) & 0xFFFF >= 0x8000
 
     def commit(self, sent: Translation, now: float) -> bool:
         """``sent`` went out (or was lost on the way: its number is used either way). True when it began a
@@ -222,8 +235,8 @@ class Forwarder:
         self.spatial_cap = self.target_spatial  # ...and every spatial layer
         lead = 0 if self.started or self.kind != "video" else 1  # room for the lead padding packet
         self._seq_offset = (self.last_seq + 1 + lead - packet.seq) & 0xFFFF
-        self._start_seq = packet.seq
         self.restart_out_seq = (self.last_seq + 1 + lead) & 0xFFFF
+        self._start_is_near = True
         self.waiting_keyframe = False
         self.restarts += 1
 

@@ -304,7 +304,7 @@ class DownTrack(MediaStreamTrack):
     def retransmit(self, seq: int, requested: bool = True) -> bool:
         """The subscriber lost ``seq`` (``requested``: it sent a NACK; otherwise a probe pads with it): send it
         again from history (as RTX where it was negotiated)."""
-        if (seq - self.forwarder.restart_out_seq) & 0xFFFF >= 0x8000:
+        if self.forwarder.from_before_start(seq):
             # From before the last restart (a layer switch, the keyframe gate): the subscriber's decoder
             # starts over at the keyframe after it, and on a congested link the repair only costs room.
             return False

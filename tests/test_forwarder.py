@@ -172,3 +172,29 @@ def test_fewer_spatial_layers_from_the_next_picture_more_only_from_a_keyframe():
     assert run(picture(16, 2)) == [(8, 1), (9, "pad"), (10, "pad")]  # up: not on a predicted picture
     assert run(picture(19, 3, key=True)) == [(11, 0), (12, 0), (13, 1)]  # ...but at the keyframe
     assert forwarder.spatial_cap == 2
+
+
+def test_a_long_stream_keeps_flowing_past_half_the_sequence_space_and_its_nacks_are_answered():
+    """Sixteen-bit sequence numbers wrap: "from before the start" may only be judged near the start. It was
+    judged always, so every packet from 32,768 after a viewer's start on was taken for an old one: video
+    stopped for every viewer after about five minutes at 1 Mbit/s (found by a 10-minute load run)."""
+    forwarder = Forwarder("video", SEQ, TS, PID)
+    forwarder.target_layer = 0
+    first = 60_000  # the publisher's numbers wrap on the way too
+    late = P(first - 1, 0)
+    dropped = []
+    for n in range(70_000):
+        result = forwarder.translate(P(first + n, n // 3, key=n == 0, start=n % 3 == 0), now=n * 1e-4,
+                                     clock_rate=90000)
+        if isinstance(result, Drop):
+            dropped.append((n, result))
+            continue
+        if result.started:
+            forwarder.commit_lead((result.seq - 1) & 0xFFFF)
+        forwarder.commit(result, now=n * 1e-4)
+        if n == 10:  # near the start, a packet from before it still never goes
+            assert forwarder.translate(late, now=n * 1e-4, clock_rate=90000) is Drop.BEFORE_START
+            assert forwarder.from_before_start((forwarder.restart_out_seq - 3) & 0xFFFF)
+    assert dropped == []
+    # Far past the start, a NACK for a packet just sent is answered (not taken for one from before the start).
+    assert not forwarder.from_before_start((forwarder.last_seq - 5) & 0xFFFF)
