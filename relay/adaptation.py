@@ -75,9 +75,10 @@ class Adaptation:
             self._down_tracks[down] = (now, link.bytes_out, link.audio_bytes_out, down.octets_sent)
             by_link.setdefault(link, []).append((down, own_bps))
         for link, downs in by_link.items():
+            # NACKs are the link's, whichever video they were for: weighed against what all its videos sent.
+            link.nack_loss(sum(down.packets_sent for down, _ in downs), now)
             _share_out(link, [down for down, _ in downs], now)
             for down, own_bps in downs:
-                link.nack_loss(down.packets_sent, now)
                 shared = down.chooser is not None and down.chooser.share is not None
                 down.adapt(own_bps if shared else link.sending_bps, now)
 

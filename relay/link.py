@@ -157,9 +157,13 @@ class SubscriberLink:
             self._nacked.add(seq)  # a receiver asks again for what is still missing: count each once
 
     def nack_loss(self, packets_sent: int, now: float | None = None) -> None:
-        """Loss as NACKs show it since the last call (the video down-track calls this about once a second)."""
+        """Loss as NACKs show it since the last call (about twice a second, with the packets the link's videos
+        have sent so far, together)."""
         now = time.monotonic() if now is None else now
         sent = packets_sent - self._sent_at_last_nack_count
+        if sent < 0:  # one of the link's videos ended: its count left the sum
+            self._sent_at_last_nack_count = packets_sent
+            return
         if sent >= 20:
             loss = min(1.0, len(self._nacked) / sent)
             self._nacked, self._sent_at_last_nack_count = set(), packets_sent

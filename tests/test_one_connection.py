@@ -197,3 +197,21 @@ LADDER = (150 * K, 500 * K, 1500 * K)  # a page host's three layers
 ])
 def test_allocation(estimate, claims, expected):
     assert allocate(estimate, claims, FIT) == pytest.approx(expected)
+
+
+def test_a_links_nack_loss_is_weighed_against_all_its_videos_and_survives_one_ending():
+    """Two videos on one connection share its NACKs: the adaptation gives the link the sum of what they sent;
+    when one ends the sum falls, which must not read as a bogus figure."""
+    from relay.link import SubscriberLink
+
+    link = SubscriberLink()
+    for seq in range(10):
+        link.on_nack(seq)
+    link.nack_loss(100, now=1.0)  # 10 NACKed of the 100 both videos sent
+    assert link.loss == pytest.approx(0.1)
+    link.nack_loss(50, now=1.5)  # one video ended: the sum fell
+    assert link.loss == pytest.approx(0.1)
+    for seq in range(2):
+        link.on_nack(seq)
+    link.nack_loss(250, now=2.0)  # 200 more, 2 NACKed: 1%, taken in slowly
+    assert link.loss == pytest.approx(0.1 * 0.7 + 0.01 * 0.3)
