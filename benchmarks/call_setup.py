@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.common import SECRET, free_port, wait_ready
 from loadtest.media import one_call as loadtest_call
-from tests.lossy_forwarder import SlowPath, route_through, server_port_in
+from tests.lossy_forwarder import SlowPath, sdp_filters
 
 
 async def slow_tcp(listen_port: int, server_port: int, one_way: float) -> asyncio.Server:
@@ -56,15 +56,7 @@ async def one_call(ws_url: str, room: str, one_way: float, loss: float, rng: ran
     async def path() -> Any:
         forwarder = await SlowPath.start(one_way=one_way, loss=loss, rng=rng)
         forwarders.append(forwarder)
-
-        def offer_through(sdp: str) -> str:  # the server reaches this party only through the forwarder
-            forwarder.client = ("127.0.0.1", server_port_in(sdp))
-            return route_through(sdp, forwarder.port)
-
-        def answer_through(sdp: str) -> str:  # and this party reaches the server only through it
-            forwarder.server = ("127.0.0.1", server_port_in(sdp))
-            return route_through(sdp, forwarder.port)
-        return {"offer_filter": offer_through, "answer_filter": answer_through}
+        return sdp_filters(forwarder)
 
     try:
         return await loadtest_call(ws_url, room, SECRET, path)

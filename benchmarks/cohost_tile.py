@@ -36,7 +36,7 @@ from protocol import Role
 from signaling.config import ServerConfig
 from tests.browser_scenarios import CHROMIUM_ARGS, SECRET, WEB_ROOT, running, token, wait_for
 from tests.conftest import free_port
-from tests.lossy_forwarder import SlowPath, route_through, server_port_in
+from tests.lossy_forwarder import SlowPath, sdp_filters
 
 MODES = ("one connection", "connection per tile")
 
@@ -53,15 +53,7 @@ class SlowPaths:
             return {}
         forwarder = await SlowPath.start(one_way=self.one_way, loss=0.0)
         self.forwarders.append(forwarder)
-
-        def offer_through(sdp: str) -> str:  # the server reaches this viewer only through the forwarder
-            forwarder.client = ("127.0.0.1", server_port_in(sdp))
-            return route_through(sdp, forwarder.port)
-
-        def answer_through(sdp: str) -> str:  # and this viewer reaches the server only through it
-            forwarder.server = ("127.0.0.1", server_port_in(sdp))
-            return route_through(sdp, forwarder.port)
-        return {"offer_filter": offer_through, "answer_filter": answer_through}
+        return sdp_filters(forwarder)
 
     def close(self) -> None:
         for forwarder in self.forwarders:

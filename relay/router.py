@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -846,14 +846,7 @@ class MediaRouter:
         room.publishers[peer_id] = publisher
         self.peers[peer_id] = publisher
         self.sources[peer_id] = publisher
-        try:
-            answer = await publisher.negotiate(offer_sdp)
-        except MediaError:
-            await self.close_peer(peer_id)
-            raise
-        except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
-            await self.close_peer(peer_id)
-            raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
+        answer = await self._or_close(peer_id, publisher.negotiate(offer_sdp))
         self._watch_connect(peer_id)  # the room hears of it once it connects (Publisher.on_connected)
         return answer
 
@@ -871,16 +864,9 @@ class MediaRouter:
         subscriber = Subscriber(peer_id, room, user, follows, keep)
         room.subscribers[peer_id] = subscriber
         self.peers[peer_id] = subscriber
-        try:
-            answer = await subscriber.negotiate(offer_sdp, source)
-            self._watch_connect(peer_id)
-            return answer
-        except MediaError:
-            await self.close_peer(peer_id)
-            raise
-        except Exception as exc:
-            await self.close_peer(peer_id)
-            raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
+        answer = await self._or_close(peer_id, subscriber.negotiate(offer_sdp, source))
+        self._watch_connect(peer_id)
+        return answer
 
     async def renegotiate(self, peer_id: str, offer_sdp: str, publisher_id: str | None = None,
                           also_visible: tuple[str, ...] = ()) -> str:
@@ -896,12 +882,16 @@ class MediaRouter:
             publisher_id = next((p for p in room.publishers if p not in carried), None)
         source = self._source_for(room, publisher_id, also_visible)
         subscriber._check_renegotiation(offer_sdp, source)
+        return await self._or_close(peer_id, subscriber.negotiate(offer_sdp, source))
+
+    async def _or_close(self, peer_id: str, negotiation: Awaitable[str]) -> str:
+        """The answer ``negotiation`` makes; if it fails the peer is closed, and a MediaError says why."""
         try:
-            return await subscriber.negotiate(offer_sdp, source)
+            return await negotiation
         except MediaError:
             await self.close_peer(peer_id)
             raise
-        except Exception as exc:
+        except Exception as exc:  # aiortc raises ValueError & co. for SDP it cannot use
             await self.close_peer(peer_id)
             raise MediaError(ErrorCode.BAD_SDP, f"cannot use this offer: {exc}") from None
 

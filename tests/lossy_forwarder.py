@@ -126,3 +126,18 @@ class SlowPath(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def sdp_filters(path: SlowPath) -> dict[str, Callable[[str], str]]:
+    """``MediaSession`` keywords that put a peer connection's media through ``path``: the server reaches the
+    client only through it (the offer), and the client the server (the answer)."""
+
+    def offer_through(sdp: str) -> str:
+        path.client = ("127.0.0.1", server_port_in(sdp))
+        return route_through(sdp, path.port)
+
+    def answer_through(sdp: str) -> str:
+        path.server = ("127.0.0.1", server_port_in(sdp))
+        return route_through(sdp, path.port)
+
+    return {"offer_filter": offer_through, "answer_filter": answer_through}
