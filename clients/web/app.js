@@ -226,7 +226,8 @@ async function subscribe(ch, publisher) {
 // One media connection per viewer: the first tile opens it (`keep`: it outlives its publishers), each later
 // one is added to it by renegotiation (one offer and answer over the WebSocket: no new ICE or DTLS handshake,
 // one bandwidth estimate the server shares among the tiles, the stage host first). One renegotiation at a
-// time; a connection that failed, or is full (too_many_media), is replaced by a new one.
+// time; a connection that failed is replaced, and one that is full (too_many_media) keeps its tiles while
+// new ones go on a new connection.
 class Viewing {
   constructor(channel) { this.ch = channel; this.pc = null; this.mediaId = null; this.queue = Promise.resolve(); }
   add(publisher) {
@@ -238,7 +239,9 @@ class Viewing {
   async addNow(publisher) {
     if (this.usable()) {
       try { return await this.renegotiate(publisher); } catch (err) {
-        if (!["too_many_media", "unknown_media"].includes(err.code)) throw err;
+        // Full: its tiles stay on it, new ones go on a new connection. Gone (the server closed it): replaced.
+        if (err.code === "too_many_media") { this.pc = null; this.mediaId = null; }
+        else if (err.code !== "unknown_media") throw err;
       }
     }
     this.close();
