@@ -98,7 +98,9 @@ def test_a_capped_viewer_moves_to_a_lower_layer_and_back_and_the_others_stay_on_
 
 def test_an_h264_simulcast_host_s_capped_viewer_goes_down_and_back_as_with_vp8():
     """Issue 25: layers in H.264 (as OBS and hardware encoders send them), forwarded without decoding."""
-    result = run_lab("h264_cap", window=12)
+    # 15 s a phase: under the whole suite's load on 2 cores the relay's delay-based estimate of the freed link
+    # climbs more slowly (CI at b1aa4e5 failed twice with 12 s: back on layer 1 of 2, the estimate ~480 kbit/s).
+    result = run_lab("h264_cap", window=15)
     assert "h264" in (result["codec"] or "").lower() and result["layers"] == 3
     samples = result["samples"]
     top = max(i for i, rate in enumerate(samples[0]["rates"]) if rate)
