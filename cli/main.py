@@ -484,21 +484,28 @@ def view(url: str, room: str, token: str | None, record: str | None, duration: f
 @main.command()
 @click.option("--listen", default="rtmp://0.0.0.0:1935/live/stream", show_default=True,
               help="Where encoders push: an rtmp:// address to listen at (OBS: Server rtmp://HOST:1935/live, "
-                   "Stream Key stream).")
+                   "Stream Key stream), or srt://HOST:PORT (add ?passphrase=... to refuse encoders without it).")
 @click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
 @click.option("--token", required=True, help="A host token for the room.")
 @click.option("--sessions", default=None, type=int, help="Stop after relaying N encoder sessions (default: never).")
 def ingest(listen: str, url: str, room: str, token: str, sessions: int | None) -> None:
-    """Relay an encoder's RTMP push (OBS, vMix, hardware encoders, Larix) into a room: H.264 as sent, AAC as Opus."""
+    """Relay an encoder's RTMP or SRT push (OBS, vMix, hardware encoders, Larix) into a room: H.264 as sent,
+    AAC as Opus."""
     import uvloop
 
     from cli.apps import run_ingest_bridge
     from cli.errors import friendly_errors, websocket_url
-    from clients.ingest import IngestError
+    from clients.ingest import IngestError, srt_listener_url
 
-    if not listen.startswith("rtmp://"):
-        raise click.BadParameter(f"{listen!r} is not an rtmp:// address to listen at", param_hint="--listen")
+    if not listen.startswith(("rtmp://", "srt://")):
+        raise click.BadParameter(f"{listen!r} is not an rtmp:// or srt:// address to listen at",
+                                 param_hint="--listen")
+    if listen.startswith("srt://"):
+        try:
+            srt_listener_url(listen)
+        except IngestError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen") from None
     url = websocket_url(url)
     with friendly_errors(url, room, needs_publisher=True):
         try:

@@ -1,8 +1,11 @@
 """Ingest: a stream an encoder pushes over RTMP (OBS's default output, vMix, hardware encoders, phone apps such
-as Larix) published into a room as an ordinary host's stream.
+as Larix) or SRT (the same encoders on lossy links, contribution hardware) published into a room as an
+ordinary host's stream.
 
 A bridge beside the server, as LiveKit Ingress is: it listens where the encoder pushes (FFmpeg's RTMP listener,
-through PyAV), joins the room with a host token and publishes over WebRTC with the project's client library.
+through PyAV; for SRT, Debian's ffmpeg built with libsrt, which PyAV's wheel lacks, hands the stream's MPEG-TS
+over a pipe, copied as is), joins the room with a host token and publishes over WebRTC with the project's
+client library.
 The H.264 passes through as the encoder made it (FFmpeg's ``h264_mp4toannexb`` filter turns FLV's
 length-prefixed NAL units into the start-code form RTP packetizers read, SPS/PPS before each keyframe); the
 audio is decoded and re-encoded to Opus, since WebRTC has no AAC. Viewers asking for a keyframe wait for the
@@ -15,12 +18,17 @@ in the order they come; x264's main and high profiles reorder them).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fractions
 import logging
+import select
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -41,6 +49,83 @@ class IngestError(Exception):
 
 class NoEncoderYet(IngestError):
     """Nobody connected during one ``LISTEN_POLL``."""
+
+
+def srt_listener_url(listen: str) -> str:
+    """``srt://HOST:PORT?opts`` as FFmpeg's SRT listener: ``mode=listener`` added, the operator's own options
+    (``passphrase``, ``latency``, ...) kept. Raises IngestError for an address without a port."""
+    parts = urlsplit(listen)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "srt" or not parts.hostname or port is None:
+        raise IngestError(f"{listen!r} is not an srt://HOST:PORT address to listen at")
+    options = dict(parse_qsl(parts.query))
+    options["mode"] = "listener"
+    return f"srt://{parts.hostname}:{port}?{urlencode(options)}"
+
+
+class SrtReceiver:
+    """FFmpeg's SRT listener (Debian's ffmpeg is built with libsrt; PyAV's wheel is not) waiting for one
+    encoder and copying its MPEG-TS, untouched, to a pipe PyAV reads (``input_url``). It exits when its caller
+    leaves: one receiver per encoder session. A caller without the listener's ``passphrase`` is refused by
+    libsrt's handshake; the ``streamid`` is not checked."""
+
+    def __init__(self, listen: str) -> None:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise IngestError("SRT ingest needs ffmpeg built with libsrt (Debian: apt install ffmpeg)")
+        # Its input probe bounded as the bridge's own (a short TS start says what it carries); the video's
+        # first stream and the audio's, copied, flushed packet by packet, never held back to interleave
+        # them (FFmpeg waits for a packet of every stream by default: video would wait for the next audio),
+        # each audio frame in a PES of its own (not ~180 ms of them gathered).
+        command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "300000",
+                   "-probesize", "65536", "-i", srt_listener_url(listen), "-map", "0:v:0", "-map", "0:a:0?",
+                   "-c", "copy", "-max_interleave_delta", "1", "-f", "mpegts", "-pes_payload_size", "0",
+                   "-flush_packets", "1", "pipe:1"]
+        self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        self.input_url = f"pipe:{self._proc.stdout.fileno()}"
+        # libsrt logs every refused caller (a wrong passphrase) itself, past FFmpeg's log level: read as it
+        # comes, keeping the last lines, so a flood of them never fills the pipe and stalls the receiver.
+        self._said: collections.deque[str] = collections.deque(maxlen=4)
+        threading.Thread(target=self._drain, name="srt-receiver-log", daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self._proc.stderr is not None
+        with self._proc.stderr:
+            for line in self._proc.stderr:
+                self._said.append(line.decode(errors="replace").strip())
+
+    @property
+    def ended(self) -> bool:
+        return self._proc.poll() is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the encoder's stream (or the receiver's end) is there to read within ``timeout`` seconds."""
+        assert self._proc.stdout is not None
+        readable, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        return bool(readable)
+
+    def why_ended(self) -> str:
+        """FFmpeg's last line once it has exited ('' while it runs)."""
+        if self._proc.poll() is None:
+            return ""
+        return self._said[-1] if self._said else f"ffmpeg exited with {self._proc.returncode}"
+
+    def stop(self) -> None:
+        """End the receiver (from any thread): whoever reads its pipe sees the stream end."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+
+    def close(self) -> None:
+        """Stop it and close its pipes: only from the thread that reads them, or once nobody does."""
+        self.stop()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()  # stderr: the log reader's, closed by its end
 
 
 class _QueueTrack(MediaStreamTrack):
@@ -75,8 +160,9 @@ class IngestSession:
     The FFmpeg container belongs to the thread that uses it: ``close`` from elsewhere only asks it to stop
     (closing it under a read in progress crashes the process), and the thread closes it on its way out."""
 
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop, receiver: SrtReceiver | None = None) -> None:
         self.url = url
+        self.receiver = receiver
         self.video = _QueueTrack("video")
         self.audio = _QueueTrack("audio")
         self.packets = 0
@@ -92,15 +178,23 @@ class IngestSession:
         # the streams count as known; an encoder's FLV says what it sends in its first packets, so a short
         # probe is enough and the room sees the stream sooner.
         options = {"listen": "1", "timeout": str(LISTEN_POLL), "analyzeduration": "300000", "probesize": "262144"}
+        source, form = self.url, None
+        if self.receiver is not None:  # SRT: the receiver's pipe, once its encoder has sent something
+            if not self.receiver.wait(LISTEN_POLL):
+                raise NoEncoderYet(self.url)
+            source, form = self.receiver.input_url, "mpegts"
+            del options["listen"], options["timeout"]
         try:
-            self._container = av.open(self.url, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
+            self._container = av.open(source, mode="r", format=form, options=options,
+                                      timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
             if self._quit.is_set():  # given up on while it connected
                 self._release()
                 raise NoEncoderYet(self.url)
         except TimeoutError:
             raise NoEncoderYet(self.url) from None
         except (av.FFmpegError, OSError) as exc:
-            raise IngestError(f"cannot listen at {self.url} or read its encoder ({exc})") from None
+            why = self.receiver.why_ended() if self.receiver is not None else ""
+            raise IngestError(f"cannot listen at {self.url} or read its encoder ({why or exc})") from None
         video = next((s for s in self._container.streams if s.type == "video"), None)
         if video is None or video.codec_context.name != "h264":
             self._release()
@@ -123,7 +217,9 @@ class IngestSession:
             for packet in container.demux(*(s for s in (video, audio) if s is not None)):
                 if self._quit.is_set():
                     return "stopped"
-                if packet.size == 0 or packet.pts is None:
+                # Audio needs no timestamp of its own (its time is the samples counted so far), and MPEG-TS
+                # carries one only on the first of the audio frames sharing a PES.
+                if packet.size == 0 or (packet.pts is None and packet.stream is video):
                     continue
                 self.packets += 1
                 if packet.stream is video:
@@ -156,33 +252,49 @@ class IngestSession:
         return "the encoder stopped"
 
     def _release(self) -> None:
-        """Close the container: only from the thread that reads it."""
+        """Close the container (and an SRT receiver): only from the thread that reads it."""
         if self._container is not None:
             self._container.close()
             self._container = None
+        if self.receiver is not None:
+            self.receiver.close()
 
     def close(self) -> None:
-        """Ask the reading thread to stop (it closes the container within ``READ_TIMEOUT``)."""
+        """Ask the reading thread to stop (it closes the container within ``READ_TIMEOUT``; an SRT receiver's
+        stream ends at once)."""
         self._quit.set()
+        if self.receiver is not None:
+            self.receiver.stop()
 
 
 async def _accept(listen: str, loop: asyncio.AbstractEventLoop, listen_timeout: float | None,
                   on_event: Callable[[str], None]) -> IngestSession | None:
     """The next encoder that can be relayed; None once ``listen_timeout`` seconds passed without one."""
     waited = 0.0
-    while listen_timeout is None or waited < listen_timeout:
-        session = IngestSession(listen, loop)
-        try:
-            await asyncio.to_thread(session.open)
-            return session
-        except NoEncoderYet:
-            waited += LISTEN_POLL
-        except IngestError as exc:  # said to its operator; the next one may be set up right
-            on_event(str(exc))
-            await asyncio.sleep(1.0)  # an encoder retrying at once must not spin us
-            waited += 1.0
-    on_event(f"no encoder connected in {listen_timeout:g} s")
-    return None
+    receiver: SrtReceiver | None = None  # SRT: kept across polls, a new one after each encoder
+    try:
+        while listen_timeout is None or waited < listen_timeout:
+            if listen.startswith("srt://") and receiver is None:
+                receiver = SrtReceiver(listen)
+            session = IngestSession(listen, loop, receiver)
+            try:
+                await asyncio.to_thread(session.open)
+                receiver = None  # the session's now
+                return session
+            except NoEncoderYet:
+                waited += LISTEN_POLL
+            except IngestError as exc:  # said to its operator; the next one may be set up right
+                on_event(str(exc))
+                if receiver is not None:
+                    receiver.close()
+                    receiver = None
+                await asyncio.sleep(1.0)  # an encoder retrying at once must not spin us
+                waited += 1.0
+        on_event(f"no encoder connected in {listen_timeout:g} s")
+        return None
+    finally:
+        if receiver is not None:  # cancelled, or given up: a thread may still be waiting on it
+            receiver.stop()
 
 
 async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], Any], *,

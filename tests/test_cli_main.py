@@ -80,8 +80,10 @@ async def test_mistakes_get_one_clear_line(server):
          "does not exist"),
         (("serve", "--port", str(server.config.port), "--secret", SECRET, "--no-media"), "is in use"),
         (("serve", "--secret", SECRET, "--stun-discover", "stun server:99999"), "is not a STUN server like"),
-        (("ingest", "--listen", "srt://0.0.0.0:9000", "--url", server.ws_url, "--room", "show", "--token", viewer),
-         "is not an rtmp:// address"),
+        (("ingest", "--listen", "udp://0.0.0.0:9000", "--url", server.ws_url, "--room", "show", "--token", viewer),
+         "is not an rtmp:// or srt:// address"),
+        (("ingest", "--listen", "srt://0.0.0.0", "--url", server.ws_url, "--room", "show", "--token", viewer),
+         "is not an srt://HOST:PORT address"),
         (("ingest", "--listen", f"rtmp://127.0.0.1:{free_port()}/live/s", "--url", server.ws_url, "--room", "show",
           "--token", viewer), "use a host or co-host token"),
     ]
