@@ -1,33 +1,40 @@
-"""RTMP ingest figures (issue 26): Debian's ffmpeg pushes x264 baseline (2 s GOP, zerolatency) and AAC over
-RTMP to the bridge (`live-relay ingest`), which publishes into a room of a server.
+"""RTMP and SRT ingest figures (issue 26): an encoder pushes x264 baseline (2 s GOP, zerolatency) and AAC over
+RTMP or SRT to the bridge (`live-relay ingest`), which publishes into a room of a server.
 
-    python -m benchmarks.rtmp_ingest --runs 3
+    python -m benchmarks.ingest --runs 3 [--scheme srt]
 
-Per run: seconds from the push starting (ffmpeg launched) to the room hearing `publisher_joined`, and to
-the first decoded frame at a viewer already waiting for the studio's publication; then 5 viewers joining at
-random moments of the stream, subscribe to first decoded frame (the relay's kept keyframe); then the CPU of
-the server and the bridge (one process: both run here, as a small deployment would run them side by side)
-over 10 s with one viewer that does not decode, against ffmpeg's own (the encoder). Prints each run and the
-medians. Not measured here: the latency RTMP adds over the encoder's own (needs timestamps in the picture).
+The encoder is benchmarks.stamped_encoder: each picture carries the time it was made. Per run: seconds from
+the push starting (encoder launched) to the room hearing `publisher_joined`, and to the first decoded frame
+at a viewer already waiting for the studio's publication; then 5 viewers joining at random moments of the
+stream, subscribe to first decoded frame (the relay's kept keyframe); then 10 s of pictures decoded at a
+viewer: picture made → decoded there (p50, p95) and, subtracting the encoder's own delay (made → muxed), the
+latency the path after the encoder adds; beside it, the same reading for a host publishing the same kind
+of picture over WebRTC into the same room (aiortc's H.264 encoder: the baseline a page or WHIP host gets);
+then the CPU of the server and the bridge (one process: both run here, as a small deployment would run them
+side by side; for SRT plus its ffmpeg receiver) over 10 s with one viewer that does not decode, against the
+encoder's own. Prints each run and the medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
+import sys
 import time
 
 from cli.apps import run_ingest_bridge
 from clients.client import LiveClient
 from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, latency_ms, read_frame
 from protocol import Role
 from signaling.config import ServerConfig
 from tests.browser_scenarios import SECRET, running, token
 from tests.conftest import free_port
-from tests.test_ingest import ffmpeg_push, stop_push_and_bridge
+from tests.test_ingest import stop_push_and_bridge
 
 
 def _cpu_of(pid: int) -> float:
@@ -37,22 +44,70 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one_run(seed: int) -> dict[str, float]:
+def _receivers_cpu(encoder_pid: int) -> float:
+    """CPU seconds of this process's ffmpeg children (the SRT receiver), the encoder's own excluded."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == encoder_pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                comm, rest = f.read().split(") ", 1)
+            if comm.endswith("(ffmpeg") and int(rest.split()[1]) == os.getpid():
+                total += _cpu_of(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+async def _picture_delays(session: MediaSession, seconds: float) -> list[float]:
+    """Made → decoded here, in ms, for each picture a viewer decodes in ``seconds``."""
+    track = await session.wait_track("video", 20)
+    delays: list[float] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        frame = await asyncio.wait_for(track.recv(), 10)
+        _, made = read_frame(frame)
+        delays.append(latency_ms(made))
+    return delays
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+async def _webrtc_baseline(url: str, seconds: float) -> list[float]:
+    """The same reading for a host publishing stamped pictures over WebRTC (H.264, aiortc's encoder)."""
+    async with LiveClient(url, "show", token("show", "webrtc-host", Role.COHOST)) as host, \
+            LiveClient(url, "show") as fan:
+        publication = await MediaSession.publish(host, [CounterVideoTrack(640, 360)], video_codec="H264")
+        try:
+            viewer = await MediaSession.subscribe(fan, user="webrtc-host", kinds=("video",))
+            await _picture_delays(viewer, 2.0)  # settled
+            delays = await _picture_delays(viewer, seconds)
+            await viewer.close()
+        finally:
+            await publication.close()
+    return delays
+
+
+async def one_run(seed: int, scheme: str) -> dict[str, float]:
     rng = random.Random(seed)
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show",))
     out: dict[str, float] = {}
     async with running(config):
         url = f"ws://127.0.0.1:{config.port}/ws"
-        listen = f"rtmp://127.0.0.1:{free_port()}/live/stream"
+        port = free_port()
+        listen = f"rtmp://127.0.0.1:{port}/live/stream" if scheme == "rtmp" else f"srt://127.0.0.1:{port}"
         bridge = asyncio.create_task(run_ingest_bridge(listen, url, "show", token("show", "studio", Role.HOST),
                                                        sessions=1))
         await asyncio.sleep(1.0)  # the listener is up
-        push = ffmpeg_push(listen, 40)
-        push[push.index("-g") + 1] = "60"  # a keyframe every 2 s, as OBS's default "auto" near it
         async with LiveClient(url, "show") as fan, LiveClient(url, "show") as waiting:
             started = time.monotonic()
-            encoder = await asyncio.create_subprocess_exec(*push, stdout=asyncio.subprocess.DEVNULL,
-                                                           stderr=asyncio.subprocess.DEVNULL)
+            encoder = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "benchmarks.stamped_encoder", listen, "60", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
             try:
                 # A viewer already there (subscribed to the studio's publication before it exists: the
                 # server holds the request until it does), and the room's announcement.
@@ -73,30 +128,46 @@ async def one_run(seed: int) -> dict[str, float]:
                         joins.append(time.monotonic() - asked)
                         await session.close()
                 out["join_to_first_frame_s"] = statistics.median(joins)
+                watching = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
+                delays = await _picture_delays(watching, 10.0)
+                await watching.close()
+                out["made_to_decoded_ms_p50"], out["made_to_decoded_ms_p95"] = _p(delays, 0.5), _p(delays, 0.95)
                 counted: list[int] = []
                 counter = await MediaSession.subscribe(fan, publisher=joined["publisher"],
                                                        frame_sink=lambda kind, frame, codec: counted.append(1))
                 await asyncio.sleep(2.0)
                 ours, theirs, wall = time.process_time(), _cpu_of(encoder.pid), time.monotonic()
+                receiving = _receivers_cpu(encoder.pid)
                 await asyncio.sleep(10.0)
                 elapsed = time.monotonic() - wall
-                out["relay_and_bridge_core"] = (time.process_time() - ours) / elapsed
+                out["relay_and_bridge_core"] = (time.process_time() - ours
+                                                + _receivers_cpu(encoder.pid) - receiving) / elapsed
                 out["encoder_core"] = (_cpu_of(encoder.pid) - theirs) / elapsed
                 out["frames_counted"] = len(counted)
                 await counter.close()
+                encoder.terminate()  # its last line: its own delay, made → muxed
+                said, _ = await asyncio.wait_for(encoder.communicate(), 20)
+                own = json.loads(said.decode().strip().splitlines()[-1]) if said.strip() else None
             finally:
                 await stop_push_and_bridge(encoder, bridge)
+        if own is not None:
+            out["encoder_own_ms_p50"] = own["own_ms_p50"]
+            out["added_after_encoder_ms_p50"] = out["made_to_decoded_ms_p50"] - own["own_ms_p50"]
+        baseline = await _webrtc_baseline(url, 10.0)
+        out["webrtc_host_made_to_decoded_ms_p50"] = _p(baseline, 0.5)
+        out["webrtc_host_made_to_decoded_ms_p95"] = _p(baseline, 0.95)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scheme", choices=("rtmp", "srt"), default="rtmp")
     args = parser.parse_args()
-    print(f"load before: {os.getloadavg()[0]:.2f}")
+    print(f"{args.scheme}; load before: {os.getloadavg()[0]:.2f}")
     rows = []
     for n in range(args.runs):
-        row = asyncio.run(one_run(n))
+        row = asyncio.run(one_run(n, args.scheme))
         rows.append(row)
         print(f"run {n + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     for key in rows[0]:
