@@ -62,6 +62,8 @@ def srt_listener_url(listen: str) -> str:
     if parts.scheme != "srt" or not parts.hostname or port is None:
         raise IngestError(f"{listen!r} is not an srt://HOST:PORT address to listen at")
     options = dict(parse_qsl(parts.query))
+    if "passphrase" in options and not 10 <= len(options["passphrase"]) <= 79:  # libsrt refuses others
+        raise IngestError("an SRT passphrase is 10 to 79 characters long")
     options["mode"] = "listener"
     return f"srt://{parts.hostname}:{port}?{urlencode(options)}"
 

@@ -84,6 +84,8 @@ async def test_mistakes_get_one_clear_line(server):
          "is not an rtmp:// or srt:// address"),
         (("ingest", "--listen", "srt://0.0.0.0", "--url", server.ws_url, "--room", "show", "--token", viewer),
          "is not an srt://HOST:PORT address"),
+        (("ingest", "--listen", "srt://0.0.0.0:9000?passphrase=short", "--url", server.ws_url, "--room", "show",
+          "--token", viewer), "10 to 79 characters"),
         (("ingest", "--listen", f"rtmp://127.0.0.1:{free_port()}/live/s", "--url", server.ws_url, "--room", "show",
           "--token", viewer), "use a host or co-host token"),
     ]

@@ -63,3 +63,51 @@ async def test_libdatachannel_connects_every_time_on_a_busy_machine(server, mode
                 await publisher.pc.close()
     outcomes = [r["outcome"] for r in result["results"]]
     assert outcomes == ["connected"] * SESSIONS, (result["results"][:2], result["errors"])
+
+
+def h264_file(path: Path) -> Path:
+    """Two seconds of x264 baseline as OBS makes it (zerolatency, a keyframe a second, no B-frames), Annex B with
+    an access unit delimiter before each picture, for the libdatachannel publisher to send."""
+    import subprocess
+
+    require_dependency(None if shutil.which("ffmpeg") else "ffmpeg (tools/setup.sh installs it)")
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=size=640x360:rate=30", "-t", "2", "-c:v", "libx264", "-profile:v", "baseline",
+                    "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p",
+                    "-x264-params", "aud=1", "-f", "h264", str(path)], check=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize("candidates", ["all", "none", "patch"])
+async def test_obs_s_whip_stack_publishes_to_viewers_with_each_way_of_sending_candidates(server, tmp_path,
+                                                                                           candidates):
+    from clients.client import LiveClient
+    from clients.media import MediaSession
+
+    node = shutil.which("node")
+    require_dependency(None if node and (INTEROP / "node_modules" / "node-datachannel").is_dir() else
+                       "node and tests/interop's node-datachannel (tools/setup.sh installs them)")
+    assert node is not None
+    source = h264_file(tmp_path / "obs.h264")
+    async with LiveClient(server.ws_url, "show", server.token("show", "fan")) as fan:
+        publisher = await asyncio.create_subprocess_exec(
+            node, str(INTEROP / "whip_publish.mjs"), f"{server.base}/whip/show",
+            server.token("show", "obs", Role.HOST), str(source), candidates, "8",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            joined = await fan.next_event("media", timeout=20)
+            assert joined["event"] == "publisher_joined" and joined["user"] == "obs"
+            viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
+            track = await viewer.wait_track("video", 20)
+            pictures = [await asyncio.wait_for(track.recv(), 10) for _ in range(60)]  # two GOPs, decoded
+            assert {(p.width, p.height) for p in pictures} == {(640, 360)}
+            await viewer.close()
+            out, err = await asyncio.wait_for(publisher.communicate(), 30)
+        finally:
+            if publisher.returncode is None:
+                publisher.kill()
+                await publisher.wait()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["outcome"] == "connected" and result["sent"] == 240, (result, err.decode()[-1000:])
+    if candidates == "patch":
+        assert result["patches"] == [204]
