@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -675,7 +676,61 @@ async def page_host_recording(base: str, ws: str, out: Path, browser: Any, relay
     return r
 
 
-SCENARIOS = {"obs_simulcast": obs_simulcast, "page_host_recording": page_host_recording,
+# A hidden tab's timers (a phone in the background, a host's tab behind OBS): never more often than once a
+# second, and up to seconds later when the browser's budget for background work runs out (Firefox's budget
+# throttling, Chromium's intensive throttling). Installed before the page's own scripts.
+HIDDEN_TAB_TIMERS = """(() => {
+  const later = window.setTimeout.bind(window), stop = window.clearTimeout.bind(window);
+  const throttled = (ms) => Math.max(ms || 0, 1000) + Math.random() * 3000;
+  window.setTimeout = (fn, ms, ...args) => later(fn, throttled(ms), ...args);
+  const intervals = new Map(); let next = 1;
+  window.setInterval = (fn, ms, ...args) => {
+    const id = next++;
+    const tick = () => { intervals.set(id, later(tick, throttled(ms))); fn(...args); };
+    intervals.set(id, later(tick, throttled(ms)));
+    return id;
+  };
+  window.clearInterval = (id) => { stop(intervals.get(id)); intervals.delete(id); };
+  const Socket = window.WebSocket;
+  window.socketsOpened = 0;
+  window.WebSocket = function (...args) { window.socketsOpened += 1; return new Socket(...args); };
+  window.WebSocket.prototype = Socket.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();"""
+
+
+async def background_tab(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Issue 27: a host whose tab is in the background (its timers throttled as a hidden tab's) in a quiet
+    room, a like now and then, for 24 s: how many times its page opened a WebSocket and published, and
+    whether a viewer's video went on without a restart."""
+    r: dict[str, Any] = {}
+    host = await browser.new_page()
+    await host.add_init_script(HIDDEN_TAB_TIMERS)
+    await host.goto(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}")
+    await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    await host.click("#go-live")
+    await wait_for(host, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId")
+    first_publication = await host.evaluate("window.liveRelay.publisher.mediaId")
+    rng = random.Random(27)
+    async with LiveClient(ws, "show", token("show", "fan", Role.VIEWER, "Fan")) as fan:
+        viewer = await MediaSession.subscribe(fan, user="host", kinds=("video",))
+        track = await viewer.wait_track("video", 20)
+        await asyncio.wait_for(track.recv(), 20)
+        end = time.monotonic() + 24
+        while time.monotonic() < end:  # a quiet room: a like every 2-5 s
+            await fan.like()
+            await asyncio.sleep(rng.uniform(2.0, 5.0))
+        r["viewer_frame_after"] = (await asyncio.wait_for(track.recv(), 5)).width
+        await viewer.close()
+    r["sockets_opened"] = await host.evaluate("window.socketsOpened")
+    r["joins"] = await host.evaluate("window.liveRelay.joins")
+    r["same_publication"] = first_publication == await host.evaluate("window.liveRelay.publisher.mediaId")
+    await host.close()
+    return r
+
+
+SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab,
+             "page_host_recording": page_host_recording,
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}

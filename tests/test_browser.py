@@ -203,3 +203,11 @@ def test_a_viewer_arriving_at_a_saturated_node_is_told_and_gets_video_once_it_ha
     assert r["busy_retries"] >= 1 and r["refused"] >= 1  # refused for load, and the page tried again
     assert "in a moment" in r["told"]  # in words a shopper reads, not an error code
     assert r["frames"] > 0 and r["status_after"] == ""  # the video came, and the notice went
+
+
+def test_a_host_in_a_background_tab_stays_connected_in_a_quiet_room(netns):
+    r = run_scenario(netns, "background_tab")
+    # One socket, one join, one publication for 24 s with its timers a second or more apart (the watchdog gave
+    # up on silence between two ticks that never pinged, and each rejoin republished: viewers' video restarted).
+    assert (r["sockets_opened"], r["joins"], r["same_publication"]) == (1, 1, True)
+    assert r["viewer_frame_after"] > 0

@@ -42,6 +42,14 @@ const deviceId = (() => {
 // ---------------------------------------------------------------------------------------------------
 // The message channel: join, requests with ids, events, clock offset (min-RTT ping), reconnect + resume.
 
+// The watchdog's decision at one tick: "dead" once a ping has gone unanswered for 2 s (anything heard since
+// counts as an answer), "ping" after 1 s of silence with no ping outstanding, else "wait".
+function watchdogStep(now, lastHeard, pinged) {
+  const outstanding = pinged > 0 && lastHeard < pinged;
+  if (outstanding) return now - pinged > 2000 ? "dead" : "wait";
+  return now - lastHeard > 1000 ? "ping" : "wait";
+}
+
 class Channel {
   constructor(room, tok) {
     this.room = room; this.token = tok; this.handlers = {}; this.pending = new Map(); this.nextId = 1;
@@ -78,16 +86,19 @@ class Channel {
     });
   }
   // A dead link (Wi-Fi gone, a NAT that forgot us) closes nothing by itself for a long time. After a second
-  // with nothing heard, ping (at most once a second: a busy room's own traffic makes pings unnecessary);
-  // after two seconds of silence, give up on the socket.
+  // with nothing heard, ping (a busy room's own traffic makes pings unnecessary); a ping unanswered for two
+  // seconds gives up on the socket. Silence alone never does: a hidden tab's timers fire a second or more
+  // apart (a phone in the background, a host's tab behind OBS), so a quiet room could look dead between two
+  // ticks that never pinged.
   watch(ws) {
     clearInterval(this.watchdog);
     let pinged = 0;
     this.watchdog = setInterval(() => {
       if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) { clearInterval(this.watchdog); return; }
-      const now = Date.now(); const silent = now - this.lastHeard;
-      if (silent > 2000) { clearInterval(this.watchdog); this.lost(ws, 4999); ws.close(); return; }
-      if (silent > 1000 && now - pinged >= 1000) { pinged = now; this.send({ type: "ping" }); }
+      const now = Date.now();
+      const step = watchdogStep(now, this.lastHeard, pinged);
+      if (step === "dead") { clearInterval(this.watchdog); this.lost(ws, 4999); ws.close(); }
+      else if (step === "ping") { pinged = now; this.send({ type: "ping" }); }
     }, 250);
   }
   lost(ws, code) {
