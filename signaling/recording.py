@@ -49,6 +49,11 @@ def inside(directory: Path, *parts: str) -> Path:
     return path
 
 
+def _stamp_of(name: str) -> str:
+    """``YYYYmmdd-HHMMSS.mmm`` from a recorded file's name."""
+    return "-".join(name.split("-", 2)[:2])
+
+
 def unique_stamp(folder: Path, now: float, taken: set[str]) -> str:
     """``YYYYmmdd-HHMMSS.mmm`` for ``now``, moved on a millisecond at a time until no file in ``folder``
     starts with it and it was not handed out before (``taken``, which it joins): two recordings started
@@ -98,20 +103,24 @@ class Recordings:
         return inside(self.directory, room)
 
     def listing(self, room: str) -> list[dict[str, Any]]:
-        """The room's recorded files, newest first: media files and their events logs."""
+        """The room's recorded files, newest first: media files and their events logs. ``recording`` names
+        the room session a file belongs to (its events log's stamp): a co-host or PK opponent who came later
+        has a file of its own, stamped when it started, in the same session as the host's."""
         folder = self._folder(room)
         if not folder.is_dir():
             return []
         files = sorted((p for p in folder.iterdir() if p.suffix in (".mkv", ".jsonl")), reverse=True)
-        said: dict[str, dict[str, Any]] = {}  # what the server wrote of each finished file
+        said: dict[str, dict[str, Any]] = {}  # what the server wrote of each file: its session, its end
         for log_file in (p for p in files if p.suffix == ".jsonl"):
+            session = _stamp_of(log_file.name)
             for line in log_file.read_text(encoding="utf-8").splitlines():
-                if '"recording_stopped"' in line:
+                if '"recording_started"' in line or '"recording_stopped"' in line:
                     entry = json.loads(line)
-                    said[entry.get("file", "")] = {"duration_s": entry.get("duration_s"),
-                                                   "streams": entry.get("streams")}
+                    known = said.setdefault(str(entry.get("file", "")), {"recording": session})
+                    if entry.get("type") == "recording_stopped":
+                        known.update(duration_s=entry.get("duration_s"), streams=entry.get("streams"))
         return [{"file": p.name, "bytes": p.stat().st_size, "kind": "media" if p.suffix == ".mkv" else "events",
-                 "recording": p.name.split("-", 2)[0] + "-" + p.name.split("-", 2)[1], **said.get(p.name, {})}
+                 "recording": _stamp_of(p.name), **said.get(p.name, {})}
                 for p in files]
 
     def file(self, room: str, name: str) -> Path | None:

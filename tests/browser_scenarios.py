@@ -442,6 +442,68 @@ async def replay(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
     return r
 
 
+# The pixel code of clients/sources (frame counter, send time in ms) read back from a <video>'s picture.
+READ_PICTURE_STAMP = """(video) => {
+  const c = document.createElement("canvas"); c.width = video.videoWidth; c.height = video.videoHeight;
+  const g = c.getContext("2d"); g.drawImage(video, 0, 0);
+  const d = g.getImageData(0, 0, c.width, 64).data; const perRow = Math.floor(c.width / 16); let v = 0n;
+  for (let bit = 0; bit < 64; bit++) {
+    const row = Math.floor(bit / perRow), col = bit % perRow; let sum = 0, n = 0;
+    for (let y = row * 16 + 4; y < row * 16 + 12; y++)
+      for (let x = col * 16 + 4; x < col * 16 + 12; x++) { sum += d[(y * c.width + x) * 4]; n++; }
+    v = (v << 1n) | (sum / n > 128 ? 1n : 0n);
+  }
+  return Number(v & 0xffffffffn);
+}"""
+
+
+async def replay_tiles(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Issue 26: a show recorded with a co-host who came on 2 s in and left 4 s later, replayed in the page:
+    the co-host's tile is there only while it was on, and at a moment when both were, the two tiles show
+    pictures made at the same time (each picture carries the wall-clock time it was made)."""
+    from clients.sources import CounterVideoTrack, ToneAudioTrack
+
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST)) as host, \
+            LiveClient(ws, "show", token("show", "guest", Role.COHOST, "Guest")) as guest:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])
+        await asyncio.sleep(1.0)
+        await host.request({"type": "record_start"})
+        await asyncio.sleep(2.0)
+        cohost = await MediaSession.publish(guest, [CounterVideoTrack(320, 240), ToneAudioTrack()])
+        await asyncio.sleep(4.0)
+        await cohost.close()
+        await asyncio.sleep(2.0)
+        await host.request({"type": "record_stop"})
+        await publisher.close()
+    await asyncio.sleep(1.0)  # both files closed
+    page = await browser.new_page()
+    await page.goto(f"{base}/?view=replay&room=show&token={token('show', 'host', Role.HOST)}")
+    await wait_for(page, "window.liveRelay.replay && window.liveRelay.replayMs > 200", timeout=30)
+    r["tiles"] = await page.evaluate("window.liveRelay.replay.tiles.map(t => [t.user, t.start, t.end])")
+    r["guest_shown_at_start"] = await page.evaluate("!window.liveRelay.replay.tiles[1].el.hidden")
+    guest = "window.liveRelay.replay.tiles[1]"
+    # Halfway through the guest's time on: pause there, let the guest's tile settle, read both pictures.
+    await page.evaluate("""(() => { const r = window.liveRelay.replay, g = r.tiles[1];
+        r.video.currentTime = ((g.start + g.end) / 2 - r.start) / 1000; })()""")
+    await wait_for(page, f"!{guest}.el.hidden && {guest}.video.readyState >= 2 && "
+                         "window.liveRelay.replay.video.readyState >= 2", timeout=20)
+    await page.evaluate("window.liveRelay.replay.video.pause()")
+    await asyncio.sleep(1.0)
+    stamps = await page.evaluate(f"""(() => {{ const read = {READ_PICTURE_STAMP};
+        const r = window.liveRelay.replay; return [read(r.video), read(r.tiles[1].video)]; }})()""")
+    diff = (stamps[0] - stamps[1]) & 0xFFFFFFFF
+    r["made_apart_ms"] = diff - 2**32 if diff >= 2**31 else diff
+    r["guest_layout_cols"] = await page.evaluate("getComputedStyle(document.querySelector('#stage'))"
+                                                 ".getPropertyValue('--cols').trim()")
+    await page.screenshot(path=str(out / "replay-tiles.png"))
+    # After the guest left: its tile goes.
+    await page.evaluate("""(() => { const r = window.liveRelay.replay, g = r.tiles[1];
+        r.video.currentTime = (g.end - r.start) / 1000 + 1.0; r.video.play(); })()""")
+    r["guest_gone_after"] = bool(await wait_for(page, f"{guest}.el.hidden", timeout=10))
+    return r
+
+
 async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """Analytics from the page: a viewer from a campaign sees a product card (an impression), its Buy link
     goes through the server's redirect (a click), and the host's dashboard shows it live with its charts."""
@@ -729,7 +791,7 @@ async def background_tab(base: str, ws: str, out: Path, browser: Any, relay: Any
     return r
 
 
-SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab,
+SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
              "page_host_recording": page_host_recording,
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,

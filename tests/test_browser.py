@@ -189,6 +189,16 @@ def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     assert r["after_seek_clean"] and r["product_again"]  # seekable, and the events follow the position
 
 
+def test_a_recorded_co_host_replays_beside_the_host_as_it_was(netns):
+    r = run_scenario(netns, "replay_tiles")
+    (host, host_start, _), (guest, guest_start, guest_end) = r["tiles"]
+    assert (host, guest) == ("host", "guest")  # one session: the co-host's file with the host's
+    assert 1500 < guest_start - host_start < 3500 and 3000 < guest_end - guest_start < 5500  # on 2 s in, for ~4 s
+    assert not r["guest_shown_at_start"] and r["guest_gone_after"]  # its tile only while it was on
+    assert abs(r["made_apart_ms"]) <= 300  # side by side, the two pictures were made at the same moment
+    assert r["guest_layout_cols"] == "2"
+
+
 def test_a_host_moderates_from_the_page_and_a_crafted_link_cannot_move_a_viewer(netns):
     r = run_scenario(netns, "moderation")
     assert r["rejoined_here"] and r["foreign_hits"] == []  # finding 2: `nodes=` in the address is ignored

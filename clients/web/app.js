@@ -992,10 +992,29 @@ async function runWhep(room, tok) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Replay: a recorded show with its comments flying and its product cards appearing when they did. The
-// events log says, for each event, its time since the recording started (media_ms); each media file starts
-// at its own `recording_first_frame` line (`recording_started` in older logs). Seeking replays the state up
-// to the new position.
+// Replay: a recorded show with its comments flying and its product cards appearing when they did, and every
+// publisher recorded in it (host, co-hosts, a PK opponent) as a tile of its own while it was on. The events
+// log says, for each event, its time since the recording started (media_ms); each media file starts at its
+// own `recording_first_frame` line (`recording_started` in older logs) and ends at its `recording_stopped`.
+// The first file's picture is the clock (its controls seek and pause the replay); the others follow it.
+// Seeking replays the state up to the new position.
+
+function replayTile(room, file, q, main) {
+  const el = document.createElement("div"); el.className = "tile replay-tile";
+  const video = document.createElement("video"); video.playsInline = true; video.preload = "auto";
+  if (main) { video.id = "replay-video"; video.controls = true; }
+  video.src = `/recordings/${encodeURIComponent(room)}/${file}?${q}`;
+  const label = document.createElement("span"); label.className = "label";
+  el.append(video, label);
+  return { el, video, label };
+}
+
+// Where a following tile should be at the replay's time `now` (ms): its own time in seconds, or null while
+// its publisher was not on.
+function replayPosition(tile, now) {
+  if (now < tile.start || now > tile.end) return null;
+  return (now - tile.start) / 1000;
+}
 
 async function runReplay(room, tok) {
   const q = `token=${encodeURIComponent(tok || "")}`;
@@ -1003,9 +1022,9 @@ async function runReplay(room, tok) {
   if (!res.ok) throw new Error(`recordings: ${res.status} ${(await res.text()).trim()}`);
   const files = await res.json();
   const wanted = params.get("rec") || files.find((f) => f.kind === "media")?.recording;
-  const media = files.find((f) => f.kind === "media" && f.recording === wanted);
+  const medias = files.filter((f) => f.kind === "media" && f.recording === wanted);
   const log = files.find((f) => f.kind === "events" && f.recording === wanted);
-  if (!media) throw new Error("no recording of this room yet");
+  if (!medias.length) throw new Error("no recording of this room yet");
   // The room's recordings, newest first: each a link to its replay.
   const list = document.createElement("ul"); list.id = "recordings"; list.className = "requests";
   for (const rec of [...new Set(files.filter((f) => f.kind === "media").map((f) => f.recording))]) {
@@ -1019,13 +1038,25 @@ async function runReplay(room, tok) {
   // A comment a moderator deleted is gone from the replay too, from its first moment.
   const deleted = new Set(logged.filter((e) => e.type === "comment_deleted").map((e) => e.target));
   const events = logged.filter((e) => !(e.type === "comment" && deleted.has(e.seq)));
-  // The file's time 0 is its first frame (a keyframe that may come a GOP after the recording started).
-  const mark = (type) => events.find((e) => e.type === type && media.file.includes(e.publisher))?.media_ms;
-  const start = mark("recording_first_frame") ?? mark("recording_started") ?? 0;
-  $("#stage").querySelectorAll("video").forEach((v) => v.remove());
-  const video = document.createElement("video"); video.id = "replay-video"; video.controls = true; video.playsInline = true;
-  video.src = `/recordings/${encodeURIComponent(room)}/${media.file}?${q}`;
-  $("#stage").prepend(video);
+  // Each file's place on the log's clock: from its first frame (a keyframe that may come a GOP after its
+  // recording started) to its end.
+  const mark = (type, f) => events.find((e) => e.type === type && (e.file ? e.file === f.file : f.file.includes(e.publisher)));
+  const tiles = medias.map((f) => {
+    const started = mark("recording_started", f);
+    return { file: f, user: started?.user || "", start: (mark("recording_first_frame", f) ?? started)?.media_ms ?? 0,
+             end: mark("recording_stopped", f)?.media_ms ?? Infinity };
+  }).sort((a, b) => a.start - b.start);
+  const stage = $("#stage");
+  stage.querySelectorAll("video, .tile").forEach((v) => v.remove());
+  tiles.forEach((t, n) => {
+    Object.assign(t, replayTile(room, t.file.file, q, n === 0));
+    t.label.textContent = t.user;
+    t.el.hidden = n > 0; // the others appear at their moment
+    stage.append(t.el);
+  });
+  const [main, ...following] = tiles;
+  const video = main.video;
+  const start = main.start;
   let shown = -1; // media_ms up to which events are on screen
   const at = () => start + video.currentTime * 1000;
   const show = (e, fly) => {
@@ -1033,21 +1064,35 @@ async function runReplay(room, tok) {
     else if (e.type === "product") showProductAt(e);
     else if (e.type === "announce" && e.pinned) showAnnouncement(e);
   };
+  const follow = (now) => { // the other tiles to the replay's time: shown while on, within a quarter second
+    for (const t of following) {
+      const position = replayPosition(t, now);
+      const on = position !== null && position <= (t.video.duration || Infinity);
+      if (t.el.hidden === on) { t.el.hidden = !on; stage.style.setProperty("--cols", String(Math.ceil(Math.sqrt(1 + following.filter((x) => !x.el.hidden).length)))); }
+      if (!on) { t.video.pause(); continue; }
+      if (Math.abs(t.video.currentTime - position) > 0.25) t.video.currentTime = position;
+      if (video.paused) t.video.pause(); else if (t.video.paused) playWithSound(t.video);
+    }
+  };
   const replayTo = (now) => { // after a seek: the state at `now`, without flying old comments
     $("#comments").replaceChildren(); $("#danmaku").replaceChildren(); $("#product-card").hidden = true;
     showAnnouncement(null);
     for (const e of events) if (e.media_ms <= now) show(e, false);
     shown = now;
+    follow(now);
   };
   const tick = () => {
     const now = at();
     for (const e of events) if (e.media_ms > shown && e.media_ms <= now) show(e, true);
     shown = Math.max(shown, now);
+    follow(now);
     window.liveRelay.replayMs = now;
   };
   video.addEventListener("timeupdate", tick);
   video.addEventListener("seeked", () => replayTo(at()));
-  window.liveRelay.replay = { video, events, start };
+  video.addEventListener("pause", () => follow(at()));
+  video.addEventListener("play", () => follow(at()));
+  window.liveRelay.replay = { video, events, start, tiles: tiles.map((t) => ({ user: t.user, start: t.start, end: t.end, video: t.video, el: t.el })) };
   setStatus(`replay of ${wanted}`);
   playWithSound(video);
 }
