@@ -308,9 +308,11 @@ class DownTrack(MediaStreamTrack):
             # From before the last restart (a layer switch, the keyframe gate): the subscriber's decoder
             # starts over at the keyframe after it, and on a congested link the repair only costs room.
             return False
+        kept = self.history.get(seq)
+        if requested and kept is not None and self._layer_it_no_longer_gets(kept[1]):
+            return False
         if requested:
             self.link.on_nack(seq)
-        kept = self.history.get(seq)
         if kept is None or self._output is None or self._headers is None:
             return False
         header, payload = kept
@@ -330,6 +332,18 @@ class DownTrack(MediaStreamTrack):
                 self.retransmitted += 1
                 sent = True
         return sent
+
+    def _layer_it_no_longer_gets(self, payload: bytes) -> bool:
+        """A VP9 SVC packet of a spatial layer above those this subscriber gets now (sent before it was
+        switched down). Its decoder no longer uses that layer, and the switch came from a congested link,
+        where repairing it would crowd out the layers it does use: the browser NACKs every such packet lost
+        at the switch, and answering each with a full-size top-layer packet kept the link congested, so the
+        repairs it then needed were lost too (79% loss at the lowest layer under a 400 kbit/s cap)."""
+        cap = self.forwarder.spatial_cap
+        if cap is None or not self.source.svc:
+            return False
+        spatial = self.source.rules.describe(payload).spatial
+        return spatial is not None and spatial > cap
 
     def pad(self, octets: int) -> int:
         """Send about ``octets`` of padding (copies of the latest packets, as RTX) for a bandwidth probe;
