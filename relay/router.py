@@ -136,7 +136,7 @@ class MediaConfig:
     # A connected publisher from which nothing (no RTP, RTCP or consent answer) came for this long is closed:
     # an encoder that vanished without a DELETE (a crash, a pulled cable) leaves its room at once, not when
     # its ICE consent runs out 30 s later.
-    silent_timeout: float = 10.0
+    silent_timeout: float = 3.5
     # With a socket per peer connection: the UDP ports those sockets may use (first, last), or None.
     port_range: tuple[int, int] | None = None
     # Estimate a viewer's link from its transport-cc acknowledgements where it offers them (relay/bwe.py);

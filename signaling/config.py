@@ -87,8 +87,10 @@ class LimitsConfig:
     # A peer connection not connected this long after the answer is closed and its slot freed (seconds).
     media_connect_timeout: float = 20.0
     # A connected publisher silent this long (no RTP or RTCP: an encoder gone without a DELETE) is closed and
-    # its room told `publisher_left` (seconds; ICE consent alone would take 30).
-    media_silent_timeout: float = 10.0
+    # its room told `publisher_left` (seconds; checked each second, so noticed within 4.5; ICE consent alone
+    # would take 30). A live publisher is never this quiet: audio flows at 50 packets a second even when
+    # muted, and browsers and libdatachannel send RTCP every second or so.
+    media_silent_timeout: float = 3.5
     # A WHEP session outlives its publisher this long (seconds), and goes on from its user's next publication
     # if one comes meanwhile (an encoder's reconnect: DELETE, then POST); then it ends.
     media_follow_window: float = 15.0

@@ -111,3 +111,34 @@ async def test_obs_s_whip_stack_publishes_to_viewers_with_each_way_of_sending_ca
     assert result["outcome"] == "connected" and result["sent"] == 240, (result, err.decode()[-1000:])
     if candidates == "patch":
         assert result["patches"] == [204]
+
+
+async def test_an_obs_that_vanishes_mid_stream_leaves_its_room_within_seconds(server, tmp_path):
+    # OBS killed, or its cable pulled: no DELETE, no DTLS close. With the default silence limit (3.5 s, checked
+    # each second) the room hears `publisher_left` well before ICE consent's 30 s would have said it.
+    from clients.client import LiveClient
+
+    node = shutil.which("node")
+    require_dependency(None if node and (INTEROP / "node_modules" / "node-datachannel").is_dir() else
+                       "node and tests/interop's node-datachannel (tools/setup.sh installs them)")
+    assert node is not None and server.config.limits.media_silent_timeout <= 5
+    source = h264_file(tmp_path / "obs.h264")
+    async with LiveClient(server.ws_url, "show", server.token("show", "fan")) as fan:
+        publisher = await asyncio.create_subprocess_exec(
+            node, str(INTEROP / "whip_publish.mjs"), f"{server.base}/whip/show",
+            server.token("show", "obs", Role.HOST), str(source), "all", "60",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            joined = await fan.next_event("media", timeout=20)
+            assert joined["event"] == "publisher_joined"
+            await asyncio.sleep(1.0)  # streaming
+        finally:
+            publisher.kill()  # SIGKILL: nothing more leaves it
+            await publisher.wait()
+        killed = asyncio.get_running_loop().time()
+        while (event := await fan.next_event("media", timeout=15))["event"] != "publisher_left":
+            pass
+        waited = asyncio.get_running_loop().time() - killed
+    assert event["publisher"] == joined["publisher"]
+    print(f"publisher_left {waited:.1f} s after the kill")
+
