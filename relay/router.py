@@ -173,6 +173,7 @@ class _Peer:
         self.room = room
         self.pc = RTCPeerConnection(_rtc_configuration(room.router.config))
         adapter.connect_quietly(self.pc)
+        adapter.accept_rsa_certificates(self.pc)
         self.closed = False
         self._trickled = 0  # candidates trickled so far (bounded)
 

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCCertificate, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
@@ -646,6 +646,32 @@ def connect_quietly(pc: RTCPeerConnection) -> None:
                 raise
 
     pc._RTCPeerConnection__connect = guarded  # type: ignore[attr-defined]
+
+
+# aiortc's DTLS offers suites authenticated by ECDSA alone, what its own certificate is. Stacks whose
+# certificate is RSA (GStreamer's webrtcbin, as DTLS server when we answer active) then find "no shared
+# cipher" and the connection fails: the same suites with RSA authentication are offered after them.
+# Where we are the DTLS server our certificate (ECDSA) picks among the first ones, as before.
+DTLS_CIPHERS = b":".join((
+    b"ECDHE-ECDSA-AES128-GCM-SHA256", b"ECDHE-ECDSA-CHACHA20-POLY1305", b"ECDHE-ECDSA-AES128-SHA",
+    b"ECDHE-ECDSA-AES256-SHA", b"ECDHE-RSA-AES128-GCM-SHA256", b"ECDHE-RSA-CHACHA20-POLY1305",
+    b"ECDHE-RSA-AES128-SHA", b"ECDHE-RSA-AES256-SHA"))
+
+
+class _Certificate(RTCCertificate):
+    """aiortc's certificate, its DTLS context offering ``DTLS_CIPHERS``."""
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> Any:
+        context = super()._create_ssl_context(srtp_profiles)
+        context.set_cipher_list(DTLS_CIPHERS)
+        return context
+
+
+def accept_rsa_certificates(pc: RTCPeerConnection) -> None:
+    """Let ``pc``'s DTLS connect to peers with an RSA certificate (``DTLS_CIPHERS``): its own certificate,
+    same key, same fingerprint."""
+    own = pc._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+    pc._RTCPeerConnection__certificates = [_Certificate(key=own._key, cert=own._cert)]  # type: ignore[attr-defined]
 
 
 def one_fingerprint(sdp: str) -> str:

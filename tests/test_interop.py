@@ -142,3 +142,70 @@ async def test_an_obs_that_vanishes_mid_stream_leaves_its_room_within_seconds(se
     assert event["publisher"] == joined["publisher"]
     print(f"publisher_left {waited:.1f} s after the kill")
 
+
+GSTREAMER_CHECK = """
+import gi
+gi.require_version("Gst", "1.0"); gi.require_version("GstWebRTC", "1.0"); gi.require_version("GstSdp", "1.0")
+from gi.repository import Gst, GstWebRTC, GstSdp
+Gst.init(None)
+missing = [e for e in ("webrtcbin", "nicesrc", "vp8enc", "opusenc", "rtpvp8pay", "rtpopuspay", "videotestsrc")
+           if Gst.ElementFactory.find(e) is None]
+print(" ".join(missing))
+"""
+
+
+def routable_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        return str(probe.getsockname()[0])
+
+
+async def test_gstreamer_webrtcbin_publishes_over_whip_session_after_session_on_a_busy_machine(start_server):
+    from clients.client import LiveClient
+    from clients.media import MediaSession
+
+    python3 = shutil.which("python3", path="/usr/bin")  # Debian's, with its GObject bindings
+    check = await asyncio.create_subprocess_exec(python3 or "python3", "-c", GSTREAMER_CHECK,
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await check.communicate()
+    require_dependency(None if check.returncode == 0 and not out.strip() else
+                       f"GStreamer's webrtcbin through Debian's python3-gi ({(out or err).decode().strip()[-200:]}; "
+                       "tools/setup.sh installs it)")
+    # libnice (webrtcbin's ICE) never gathers loopback addresses, and a packet to 127.0.0.1 from another
+    # address goes nowhere: the server offers the machine's own address as well.
+    address = routable_address()
+    require_dependency(None if address else "a non-loopback IPv4 address (libnice gathers no loopback)")
+    server = await start_server(rooms=("show",), ice_addresses=("127.0.0.1", address))
+    sessions = 6
+    async with LiveClient(server.ws_url, "show", server.token("show", "fan")) as fan:
+        loops = await busy_loops(2)
+        gst = await asyncio.create_subprocess_exec(
+            python3 or "python3", str(INTEROP / "whip_gstreamer.py"), f"{server.base}/whip/show",
+            server.token("show", "gst", Role.HOST), str(sessions), "3",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            joined = await fan.next_event("media", timeout=30)
+            assert joined["event"] == "publisher_joined" and joined["user"] == "gst"
+            viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
+            track = await viewer.wait_track("video", 20)
+            pictures = [await asyncio.wait_for(track.recv(), 10) for _ in range(15)]  # its VP8, decoded
+            assert {(p.width, p.height) for p in pictures} == {(640, 360)}
+            await viewer.close()
+            out, err = await asyncio.wait_for(gst.communicate(), 30 + sessions * 25)
+        finally:
+            for loop in loops:
+                loop.kill()
+                await loop.wait()
+            if gst.returncode is None:
+                gst.kill()
+                await gst.wait()
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-2000:]
+    outcomes = [r["outcome"] for r in json.loads(lines[-1])["results"]]
+    assert outcomes == ["connected"] * sessions, (outcomes, err.decode()[-1000:])
