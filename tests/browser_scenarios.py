@@ -229,12 +229,21 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
         for n in range(3):
             await chatty.comment(f"before you came {n}")
     phone = await browser.new_page(viewport={"width": 390, "height": 844})
+    missing: list[str] = []
+    phone.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
+    r["not_found"] = missing
     await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'ann', Role.VIEWER, 'Ann')}")
     await wait_for(phone, "window.liveRelay.framesDecoded > 0")
     # A late joiner sees the recent comments, listed but not flown across the video.
     r["history"] = await wait_for(phone, "[...document.querySelectorAll('#comments li')].map(l => l.textContent)"
                                          ".filter(t => t.includes('before you came')).length")
     r["history_bullets"] = await phone.evaluate("document.querySelectorAll('#danmaku .bullet').length")
+    # The history was sent before this viewer came: no latency figure from it (it read ~3 s).
+    r["e2e_from_history"] = await phone.text_content("#stat-e2e")
+    # The page names its icon, and it is there (browsers asked for /favicon.ico: 404).
+    r["icon_status"] = await phone.evaluate(
+        "(async () => { const l = document.querySelector('link[rel=icon]'); "
+        "return l ? (await fetch(l.href)).status : null; })()")
     # No product yet: no card at all (not an empty white card).
     r["card_hidden_before_product"] = await phone.evaluate(HIDDEN % "#product-card")
     # Sound: muted until one tap, which is remembered.
@@ -318,7 +327,10 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         await host.click("#seats li[data-user=gus] .remove")
         r["cohost_removed"] = (await gus.next_event("grant", timeout=10))["reason"]
     # A PK with its time left, and the bar gone when it ends.
+    from clients.sources import CounterVideoTrack
+
     async with LiveClient(ws, "rival", token("rival", "rita", Role.HOST)) as rita:
+        rival_stream = await MediaSession.publish(rita, [CounterVideoTrack(320, 240)])
         await host.fill("#pk-form input[name=room]", "rival")
         await host.fill("#pk-form input[name=duration]", "60")
         await host.click("#pk-form button >> text=Invite to PK")
@@ -326,7 +338,17 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         await rita.request({"type": "pk_answer", "room": "show", "accept": True})
         await wait_for(viewer, "!(" + HIDDEN % "#pk-bar" + ")")
         r["pk_time"] = await wait_for(viewer, "document.querySelector('#pk-bar .time')?.textContent")
+        # Each host's tile under its own half of the bar (issue 27, item 1): left name, left tile.
+        await wait_for(viewer, "document.querySelectorAll('#stage .tile').length === 2")
+        r["pk_halves"] = await viewer.evaluate("""(() => {
+            const x = (el) => el.getBoundingClientRect().left;
+            const name = (sel) => document.querySelector(sel).textContent.trim();
+            const left = name('#pk-bar .a').split(' ')[0], right = name('#pk-bar .b').split(' ').pop();
+            const tile = (user) => [...document.querySelectorAll('#stage .tile')]
+                .find(t => t.querySelector('.label').textContent === user);
+            return [left, right, x(tile(left)) < x(tile(right))]; })()""")
         await rita.request({"type": "pk_end"})
+        await rival_stream.close()
         r["pk_bar_gone"] = bool(await wait_for(viewer, HIDDEN % "#pk-bar"))
     # The host takes a viewer into a private call: the others are told why the picture froze.
     async with LiveClient(ws, "show", token("show", "vip", Role.VIEWER)) as vip:

@@ -125,6 +125,8 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert first.startswith("20 left · offer ends in ") and 285 <= seconds(first) <= 300
     assert seconds(later) < seconds(first)  # it counts down
     assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
+    assert r["e2e_from_history"] == "\u2013"  # the placeholder dash (issue 27, item 9: history is not latency)
+    assert r["not_found"] == [] and r["icon_status"] == 200  # an icon, not /favicon.ico's 404
     assert r["card_covers_name"] is False
     assert r["guest_box"]["disabled"] and "token" in r["guest_box"]["hint"]
     # Noticed in seconds (the watchdog gives up after 2 s of silence), not when TCP finally times out.
@@ -137,6 +139,7 @@ def test_what_a_host_meets(netns):
     assert r["unpinned"]
     assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
+    assert r["pk_halves"] == ["host", "rita", True]  # each host's tile under its half of the PK bar
     assert "private call" in r["call_notice"] and r["call_notice_gone"]
 
 

@@ -444,6 +444,7 @@ async function showPublisher(publisher, user, attempt = 0) {
     const label = document.createElement("span"); label.className = "label"; label.textContent = user || "";
     el.append(video, label); $("#stage").prepend(el);
     tiles.set(publisher, { sub, el, publisher });
+    orderPkTiles(roomState.pk);
     layout();
     askVideoQuality();
     firstFrame(video, sub.started).then((ms) => {
@@ -515,8 +516,18 @@ function reconcile(state) {
 
 const roomState = { publishers: [], pk: null };
 
+// During a PK each side's tiles stand under its half of the bar (side a's on the left), whichever tile
+// arrived first: the stage puts the newest first, so the other room's host was left of the bar's own.
+function orderPkTiles(pk) {
+  for (const t of tiles.values()) if (t.el) t.el.style.order = "";
+  pk?.sides.forEach((side, i) => {
+    for (const id of side.publishers || []) { const t = tiles.get(id); if (t?.el) t.el.style.order = String(i); }
+  });
+}
+
 function renderPk(pk, scores, remaining) {
   const bar = $("#pk-bar");
+  orderPkTiles(pk);
   if (!pk) { bar.hidden = true; return; }
   const [a, b] = pk.sides; const sa = scores?.[a.room] ?? a.score; const sb = scores?.[b.room] ?? b.score;
   const secs = Math.max(0, Math.round(remaining ?? (pk.ends_at_ms - ch.serverNow()) / 1000));
@@ -600,9 +611,11 @@ function wireLive(isHost) {
     setNotice(msg.state.slow_mode_s ? `Slow mode: one comment every ${msg.state.slow_mode_s} s` : "");
   });
   // Events up to joined.seq that follow `joined` are the room's recent history (join.history): list them.
-  ch.on("comment", (m) => { addComment(m, !(ch.joined && m.seq <= ch.joined.seq)); noteLatency(m); });
-  ch.on("product", (m) => { showProduct(m); noteLatency(m); });
-  ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); noteLatency(m); });
+  // Only live events are a measure of latency: the history and a resume's catch-up were sent long ago.
+  const live = (m) => !(ch.joined && typeof m.seq === "number" && m.seq <= ch.joined.seq);
+  ch.on("comment", (m) => { addComment(m, live(m)); if (live(m)) noteLatency(m); });
+  ch.on("product", (m) => { showProduct(m); if (live(m)) noteLatency(m); });
+  ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); if (live(m)) noteLatency(m); });
   ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
   ch.on("link", showLink);
   ch.on("comment_deleted", (m) => removeComment(m.target));
