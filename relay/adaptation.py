@@ -97,18 +97,21 @@ def _share_out(link: SubscriberLink, downs: list[DownTrack], now: float) -> None
         for chooser in choosers:
             chooser.share, chooser.leads = None, True
         return
-    claims = [Claim(d.priority, _options(d, now)) for d in downs if d.chooser is not None]
+    claims = [_claim(d, now) for d in downs if d.chooser is not None]
     shares = allocate(link.video_estimate_bps, claims, FIT)
     first = min(range(len(claims)), key=lambda i: (claims[i].priority, i))
     for i, (chooser, share) in enumerate(zip(choosers, shares, strict=True)):
         chooser.share, chooser.leads = share, i == first
 
 
-def _options(down: DownTrack, now: float) -> tuple[float, ...]:
-    """The bitrates of what a video's publisher sends now, within its subscriber's own wish (a small tile)."""
+def _claim(down: DownTrack, now: float) -> Claim:
+    """What a video can be given: the bitrates of what its publisher sends now, within its subscriber's own
+    wish (a small tile), cheapest first, and the first of them at the full frame rate."""
     chooser = down.chooser
     if chooser is None or chooser.paused_by_subscriber:
-        return ()
+        return Claim(down.priority, ())
     top = chooser.max_layer
-    return tuple(rate for layer, _, rate in down.source.rungs(now)
-                 if rate is not None and (top is None or layer <= top))
+    rungs = [(temporal, rate) for layer, temporal, rate in down.source.rungs(now)
+             if rate is not None and (top is None or layer <= top)]
+    whole = next((i for i, (temporal, _) in enumerate(rungs) if temporal is None), 0)
+    return Claim(down.priority, tuple(rate for _, rate in rungs), whole)

@@ -32,11 +32,13 @@ def viewing_priority(viewer_room: str, source_room: str, role: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """One video track of a viewer: its priority, and the bitrates of the options its publisher sends now,
-    cheapest first (empty while nothing comes)."""
+    """One video track of a viewer: its priority, the bitrates of the options its publisher sends now,
+    cheapest first (empty while nothing comes), and which of them is the first at the full frame rate
+    (the options before it are the lowest layer's lower frame rates)."""
 
     priority: int
     rates: tuple[float, ...]
+    whole: int = 0
 
 
 def allocate(estimate: float | None, claims: Sequence[Claim], fit: float) -> list[float | None]:
@@ -56,7 +58,11 @@ def allocate(estimate: float | None, claims: Sequence[Claim], fit: float) -> lis
         rates = claims[i].rates
         need = min(rates) / fit if rates else 0.0
         if i == order[0]:
-            need = min(need, left)  # the first always has all there is (its own chooser decides if it pauses)
+            # The most important video at its full frame rate before the others get anything: a co-host's
+            # minimum (a keyframe can make it look expensive for a moment) never thins the host's frames.
+            # It always has all there is (its own chooser decides if it pauses).
+            whole = claims[i].whole
+            need = min(rates[whole] / fit if 0 <= whole < len(rates) else need, left)
         if need <= left:
             shares[i], left = need, left - need
             served.append(i)

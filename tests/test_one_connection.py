@@ -174,6 +174,7 @@ def test_viewing_priority(viewer_room, source_room, role, priority):
 
 K = 1000.0
 LADDER = (150 * K, 500 * K, 1500 * K)  # a page host's three layers
+TEMPORAL = (40 * K, 80 * K, 150 * K, 500 * K, 1500 * K)  # its lowest layer at 1/4 and 1/2 the frames first
 
 
 @pytest.mark.parametrize(("estimate", "claims", "expected"), [
@@ -194,6 +195,14 @@ LADDER = (150 * K, 500 * K, 1500 * K)  # a page host's three layers
     (1000 * K, [Claim(0, ()), Claim(2, LADDER)], [1000 * K - 500 * K / FIT, 500 * K / FIT]),
     # Same priority: the order they came in.
     (400 * K, [Claim(2, LADDER), Claim(2, LADDER)], [400 * K - 150 * K / FIT, 150 * K / FIT]),
+    # Lower frame rates first on the ladder (a quarter, half, then the whole lowest layer): the host gets
+    # its whole lowest layer before a co-host gets anything. Here the co-host's lowest looks expensive (a
+    # keyframe in its window): it pauses, rather than leave the host at a quarter of its frames, as it did.
+    (230 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, (164 * K, 200 * K, 220 * K, 500 * K), whole=2)],
+     [230 * K, 0.0]),
+    # Room for both: the host whole, then the co-host whole too, the rest to the host.
+    (400 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2)],
+     [400 * K - 150 * K / FIT, 150 * K / FIT]),
 ])
 def test_allocation(estimate, claims, expected):
     assert allocate(estimate, claims, FIT) == pytest.approx(expected)
