@@ -3,9 +3,10 @@
 A viewer whose one peer connection carries the host, a PK opponent and co-hosts has one bottleneck and one
 estimate. Left alone, each track's ``LayerChooser`` would take the whole estimate for itself and together
 they would send two or three times what the link carries. ``allocate`` decides, as a pure function, each
-track's share: the cheapest option of every track in priority order (a track whose cheapest option no
-longer fits gets nothing: the least important video pauses first), then upgrades in the same order, and
-what is left to the first track (the room its probes climb into). ``Adaptation`` applies the shares before
+track's share: the most important track's whole lowest layer (its full frame rate), then the cheapest
+option of every other track in priority order (a track whose cheapest option no longer fits gets nothing:
+the least important video pauses first), then upgrades in the same order, and what is left to the first
+track (the room its probes climb into). ``Adaptation`` applies the shares before
 each chooser picks within its own (``LayerChooser.share``).
 
 Priorities (lower first): the host on the viewer's own stage, then a PK opponent (another room's host),
