@@ -24,26 +24,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-def demo_products(base: str) -> list[dict[str, object]]:
-    """The demo's cards; their images are served by this server (``base``: its http(s) address), so they
-    show wherever the page does (the Buy links point at a placeholder shop)."""
+def demo_products() -> list[dict[str, object]]:
+    """The demo's cards; their images are files of this server's (``/static/demo``), which each viewer's page
+    fetches from the address it reached the server at (the Buy links point at a placeholder shop)."""
     return [
         {"id": "demo-jade", "title": "Jade bracelet", "price": "19.90", "currency": "EUR",
-         "url": "https://shop.example/p/jade", "image": f"{base}/static/demo/jade.svg", "stock": 20,
+         "url": "https://shop.example/p/jade", "image": "/static/demo/jade.svg", "stock": 20,
          "countdown_s": 120},
         {"id": "demo-tea", "title": "Oolong tea, 250 g", "price": "12.50", "currency": "EUR",
-         "url": "https://shop.example/p/tea", "image": f"{base}/static/demo/tea.svg", "stock": 50},
+         "url": "https://shop.example/p/tea", "image": "/static/demo/tea.svg", "stock": 50},
         {"id": "demo-scarf", "title": "Silk scarf", "price": "39.00", "currency": "EUR",
-         "url": "https://shop.example/p/scarf", "image": f"{base}/static/demo/scarf.svg", "stock": 5},
+         "url": "https://shop.example/p/scarf", "image": "/static/demo/scarf.svg", "stock": 5},
     ]
 
 
 class DemoHost:
     def __init__(self, ws_url: str, room: str, secret: str, product_every: float = 20.0,
-                 insecure_tls: bool = False, public_base: str | None = None) -> None:
+                 insecure_tls: bool = False) -> None:
         self.ws_url = ws_url
-        # Where viewers reach this server's static files (the address printed at start-up).
-        self.products = demo_products(public_base or ws_url.replace("ws", "http", 1).removesuffix("/ws"))
+        self.products = demo_products()
         self.room = room
         self.secret = secret
         self.product_every = product_every

@@ -265,8 +265,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         demo_host = None
         if demo and not server.done():
             ws_scheme = "wss" if tls_cert else "ws"
-            demo_host = DemoHost(f"{ws_scheme}://127.0.0.1:{port}/ws", "demo", secret, insecure_tls=bool(tls_cert),
-                                 public_base=base)
+            demo_host = DemoHost(f"{ws_scheme}://127.0.0.1:{port}/ws", "demo", secret, insecure_tls=bool(tls_cert))
             await demo_host.start()
         try:
             await server

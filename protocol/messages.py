@@ -98,6 +98,10 @@ def validate_room_name(name: object) -> str:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not a room name ({ROOM_RULE})")
     return name
 _URL_RE = re.compile(r"https?://[^\s<>\"']+")
+# A product image may also be a file of the server's own (the demo shelf's): a path under /static/, which each
+# client resolves against the address it reached the server at (the host's own address may not work for
+# everyone). No segment starts with a dot, so nothing climbs out of it.
+_IMAGE_RE = re.compile(r"https?://[^\s<>\"']+|/static/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _PRICE_RE = re.compile(r"\d{1,12}(\.\d{1,4})?")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
@@ -117,6 +121,10 @@ def _words(value: Any) -> list[str]:
 
 def _url(value: Any) -> str:
     return _str(2048, 1, _URL_RE)(value)
+
+
+def _image(value: Any) -> str:
+    return _str(2048, 1, _IMAGE_RE)(value)
 
 
 def _candidate(value: Any) -> dict[str, Any]:
@@ -143,7 +151,7 @@ PRODUCT_FIELDS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "price": (_str(17, 1, _PRICE_RE), True),
     "currency": (_str(3, 3, _CURRENCY_RE), True),
     "url": (_url, True),
-    "image": (_url, True),
+    "image": (_image, True),
     "stock": (_int(0, 10**9), False),
     "countdown_s": (_int(0, 86400), False),
 }

@@ -263,6 +263,19 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     await asyncio.sleep(2.2)
     r["countdown"] = [first, await phone.text_content("#product-card .product-extra")]
     r["image_loaded"] = await wait_for(phone, "document.querySelector('#product-card img').naturalWidth > 0")
+    # A phone (touch, no hover): the like button keeps its colour after a tap.
+    touch = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    tapper = await touch.new_page()
+    await tapper.goto(f"{base}/?view=viewer&room=show")
+    await wait_for(tapper, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    await tapper.tap("#like")
+    await asyncio.sleep(0.3)
+    r["like_colour_after_tap"] = await tapper.evaluate(
+        "getComputedStyle(document.querySelector('#like')).backgroundColor")
+    await touch.close()
+    # The card's image is the server's own file, fetched from wherever this viewer reached the server (it
+    # carried the host page's own address: broken for a viewer who came another way).
+    r["image_src"] = await phone.evaluate("document.querySelector('#product-card img').getAttribute('src')")
     r["card_covers_name"] = await phone.evaluate("""(() => {
         const a = document.querySelector('#product-card').getBoundingClientRect();
         return [...document.querySelectorAll('#stage .tile .label')].some(l => {

@@ -45,3 +45,23 @@ async def test_media_messages_on_a_server_without_media_say_so():
     with pytest.raises(ProtocolError) as err:
         await handler(Joined(), {"type": "publish", "sdp": "v=0", "id": 7})  # type: ignore[arg-type]
     assert err.value.code is ErrorCode.MEDIA_UNAVAILABLE and err.value.ref == 7
+
+
+@pytest.mark.parametrize(("image", "ok"), [
+    ("https://shop.example/p/1.jpg", True),
+    ("/static/demo/tea.svg", True),  # a file of the server's own: each page fetches it where it reached it
+    ("/static/../secrets.yaml", False),
+    ("/static/.hidden", False),
+    ("/etc/passwd", False),
+    ("javascript:alert(1)", False),
+    ("//evil.example/x.png", False),
+])
+def test_a_product_image_is_a_web_address_or_a_file_of_the_server_s_static_folder(image, ok):
+    from protocol.messages import PRODUCT_FIELDS
+
+    check, _required = PRODUCT_FIELDS["image"]
+    if ok:
+        assert check(image) == image
+    else:
+        with pytest.raises((ValueError, ProtocolError)):
+            check(image)

@@ -22,6 +22,9 @@ const learnNodes = (nodes) => {
   for (const u of Array.isArray(nodes) ? nodes : []) if (/^wss?:\/\/[^\s]+$/.test(u) && !wsUrls.includes(u)) wsUrls.push(u);
 };
 const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
+// A product image: a web address, or a file of this server's (/static/...), fetched from the address this
+// page reached the server at, whatever address the host used.
+const safeImage = (u) => safeUrl(u) || (typeof u === "string" && /^\/static\/[\w.\/-]+$/.test(u) && !u.includes("..") ? u : null);
 
 // Analytics: where this viewer came from (?src= / ?utm_source=, else the referring site), and a random id
 // kept by this browser so an anonymous viewer who comes back counts once. Nothing else leaves the page.
@@ -386,7 +389,7 @@ function showProduct(msg) {
   };
   clearInterval(countdownTimer); tick();
   if (endsAt !== null) countdownTimer = setInterval(tick, 1000);
-  const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
+  const img = card.querySelector("img"); const src = safeImage(p.image); if (src) img.src = src; else img.removeAttribute("src");
   const buy = card.querySelector(".buy"); const href = safeUrl(p.url);
   // With analytics on (the server named this viewer), Buy goes through the server's redirect, which counts
   // the click and sends the browser on to this product's own URL.
@@ -685,9 +688,9 @@ function wireLive(isHost) {
 
 const SHELF = [
   // Images from this server (they load wherever the page does); Buy links to a placeholder shop.
-  { id: "sku-jade", title: "Jade bracelet", price: "19.90", currency: "EUR", url: "https://shop.example/p/jade", image: `${location.origin}/static/demo/jade.svg`, stock: 20, countdown_s: 300 },
-  { id: "sku-tea", title: "Oolong tea, 250 g", price: "12.50", currency: "EUR", url: "https://shop.example/p/tea", image: `${location.origin}/static/demo/tea.svg`, stock: 50 },
-  { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: `${location.origin}/static/demo/scarf.svg`, stock: 5 },
+  { id: "sku-jade", title: "Jade bracelet", price: "19.90", currency: "EUR", url: "https://shop.example/p/jade", image: "/static/demo/jade.svg", stock: 20, countdown_s: 300 },
+  { id: "sku-tea", title: "Oolong tea, 250 g", price: "12.50", currency: "EUR", url: "https://shop.example/p/tea", image: "/static/demo/tea.svg", stock: 50 },
+  { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: "/static/demo/scarf.svg", stock: 5 },
 ];
 
 function wireHost() {
@@ -1116,7 +1119,7 @@ function showProductAt(e) {
   card.querySelector(".product-title").textContent = p.title;
   card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
   card.querySelector(".product-extra").textContent = typeof p.stock === "number" ? `${p.stock} left` : "";
-  const img = card.querySelector("img"); const src = safeUrl(p.image); if (src) img.src = src; else img.removeAttribute("src");
+  const img = card.querySelector("img"); const src = safeImage(p.image); if (src) img.src = src; else img.removeAttribute("src");
   const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
   card.hidden = false;
 }
