@@ -81,11 +81,12 @@ class SrtReceiver:
         # Its input probe bounded as the bridge's own (a short TS start says what it carries); the video's
         # first stream and the audio's, copied, flushed packet by packet, never held back to interleave
         # them (FFmpeg waits for a packet of every stream by default: video would wait for the next audio),
-        # each audio frame in a PES of its own (not ~180 ms of them gathered).
+        # each audio frame in a PES of its own (not ~180 ms of them gathered), each picture's PES with its
+        # length, so the bridge's demuxer hands it on whole instead of waiting for the next one to start.
         command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "300000",
                    "-probesize", "65536", "-i", srt_listener_url(listen), "-map", "0:v:0", "-map", "0:a:0?",
                    "-c", "copy", "-max_interleave_delta", "1", "-f", "mpegts", "-pes_payload_size", "0",
-                   "-flush_packets", "1", "pipe:1"]
+                   "-omit_video_pes_length", "0", "-flush_packets", "1", "pipe:1"]
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
         assert self._proc.stdout is not None
