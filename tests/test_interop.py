@@ -65,6 +65,19 @@ async def test_libdatachannel_connects_every_time_on_a_busy_machine(server, mode
     assert outcomes == ["connected"] * SESSIONS, (result["results"][:2], result["errors"])
 
 
+async def watch_its_pictures(fan, user: str, count: int) -> None:
+    """``fan`` hears ``user``'s publication announced, subscribes, and decodes ``count`` 640x360 pictures."""
+    from clients.media import MediaSession
+
+    joined = await fan.next_event("media", timeout=30)
+    assert joined["event"] == "publisher_joined" and joined["user"] == user
+    viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
+    track = await viewer.wait_track("video", 20)
+    pictures = [await asyncio.wait_for(track.recv(), 10) for _ in range(count)]
+    assert {(p.width, p.height) for p in pictures} == {(640, 360)}
+    await viewer.close()
+
+
 def h264_file(path: Path) -> Path:
     """Two seconds of x264 baseline as OBS makes it (zerolatency, a keyframe a second, no B-frames), Annex B with
     an access unit delimiter before each picture, for the libdatachannel publisher to send."""
@@ -82,7 +95,6 @@ def h264_file(path: Path) -> Path:
 async def test_obs_s_whip_stack_publishes_to_viewers_with_each_way_of_sending_candidates(server, tmp_path,
                                                                                            candidates):
     from clients.client import LiveClient
-    from clients.media import MediaSession
 
     node = shutil.which("node")
     require_dependency(None if node and (INTEROP / "node_modules" / "node-datachannel").is_dir() else
@@ -95,13 +107,7 @@ async def test_obs_s_whip_stack_publishes_to_viewers_with_each_way_of_sending_ca
             server.token("show", "obs", Role.HOST), str(source), candidates, "8",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            joined = await fan.next_event("media", timeout=20)
-            assert joined["event"] == "publisher_joined" and joined["user"] == "obs"
-            viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
-            track = await viewer.wait_track("video", 20)
-            pictures = [await asyncio.wait_for(track.recv(), 10) for _ in range(60)]  # two GOPs, decoded
-            assert {(p.width, p.height) for p in pictures} == {(640, 360)}
-            await viewer.close()
+            await watch_its_pictures(fan, "obs", 60)  # two GOPs, decoded
             out, err = await asyncio.wait_for(publisher.communicate(), 30)
         finally:
             if publisher.returncode is None:
@@ -168,7 +174,6 @@ def routable_address() -> str | None:
 
 async def test_gstreamer_webrtcbin_publishes_over_whip_session_after_session_on_a_busy_machine(start_server):
     from clients.client import LiveClient
-    from clients.media import MediaSession
 
     python3 = shutil.which("python3", path="/usr/bin")  # Debian's, with its GObject bindings
     check = await asyncio.create_subprocess_exec(python3 or "python3", "-c", GSTREAMER_CHECK,
@@ -190,13 +195,7 @@ async def test_gstreamer_webrtcbin_publishes_over_whip_session_after_session_on_
             server.token("show", "gst", Role.HOST), str(sessions), "3",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            joined = await fan.next_event("media", timeout=30)
-            assert joined["event"] == "publisher_joined" and joined["user"] == "gst"
-            viewer = await MediaSession.subscribe(fan, publisher=joined["publisher"], kinds=("video",))
-            track = await viewer.wait_track("video", 20)
-            pictures = [await asyncio.wait_for(track.recv(), 10) for _ in range(15)]  # its VP8, decoded
-            assert {(p.width, p.height) for p in pictures} == {(640, 360)}
-            await viewer.close()
+            await watch_its_pictures(fan, "gst", 15)  # its VP8, decoded
             out, err = await asyncio.wait_for(gst.communicate(), 30 + sessions * 25)
         finally:
             for loop in loops:

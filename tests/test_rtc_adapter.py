@@ -240,3 +240,20 @@ async def test_vp9_is_answered_as_the_offer_lists_it(first, only, first_only, an
         assert "a=rtpmap:120 VP9/90000" in answer.sdp
     await offerer.close()
     await answerer.close()
+
+
+def test_a_connection_offers_rsa_authenticated_dtls_suites_with_its_own_certificate():
+    # GStreamer's webrtcbin presents an RSA certificate: with aiortc's ECDSA-only suites its DTLS server found
+    # "no shared cipher" (the interop test connects webrtcbin for real).
+    from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
+    from OpenSSL import SSL
+
+    pc = RTCPeerConnection()
+    own = pc._RTCPeerConnection__certificates[0]
+    before = [f.value for f in own.getFingerprints()]
+    adapter.accept_rsa_certificates(pc)
+    now = pc._RTCPeerConnection__certificates[0]
+    assert [f.value for f in now.getFingerprints()] == before  # the same certificate: the SDP's fingerprint holds
+    offered = [c for c in SSL.Connection(now._create_ssl_context([SRTP_AES128_CM_SHA1_80])).get_cipher_list()
+               if c.startswith("ECDHE")]  # (the TLS 1.3 names OpenSSL lists too play no part in DTLS 1.2)
+    assert "ECDHE-RSA-AES128-GCM-SHA256" in offered and offered[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
