@@ -102,10 +102,6 @@ class SrtReceiver:
             for line in self._proc.stderr:
                 self._said.append(line.decode(errors="replace").strip())
 
-    @property
-    def ended(self) -> bool:
-        return self._proc.poll() is not None
-
     def wait(self, timeout: float) -> bool:
         """Whether the encoder's stream (or the receiver's end) is there to read within ``timeout`` seconds."""
         assert self._proc.stdout is not None

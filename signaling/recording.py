@@ -104,7 +104,7 @@ class Recordings:
 
     def listing(self, room: str) -> list[dict[str, Any]]:
         """The room's recorded files, newest first: media files and their events logs. ``recording`` names
-        the room session a file belongs to (its events log's stamp): a co-host or PK opponent who came later
+        the room session a file belongs to (its events log's stamp): a co-host who came later
         has a file of its own, stamped when it started, in the same session as the host's."""
         folder = self._folder(room)
         if not folder.is_dir():

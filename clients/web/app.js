@@ -1009,7 +1009,7 @@ async function runWhep(room, tok) {
 
 // ---------------------------------------------------------------------------------------------------
 // Replay: a recorded show with its comments flying and its product cards appearing when they did, and every
-// publisher recorded in it (host, co-hosts, a PK opponent) as a tile of its own while it was on. The events
+// publisher recorded in it (the host, co-hosts) as a tile of its own while it was on. The events
 // log says, for each event, its time since the recording started (media_ms); each media file starts at its
 // own `recording_first_frame` line (`recording_started` in older logs) and ends at its `recording_stopped`.
 // The first file's picture is the clock (its controls seek and pause the replay); the others follow it.
