@@ -11,8 +11,9 @@ viewer, after its first 3 s (a new viewer starts from the kept GOP, pictures of 
 picture made → decoded there (p50, p95) and, subtracting the encoder's own delay (made → muxed), the latency
 the path after the encoder adds; beside it, the same reading for a host publishing the same kind of picture
 over WebRTC into the same room (aiortc's H.264 encoder: the baseline a page or WHIP host gets); then the CPU
-of the server and the bridge (one process: both run here, as a small deployment would run them side by side;
-for SRT plus its ffmpeg receiver) over 10 s with one viewer that does not decode, against the encoder's own.
+of the server and the bridge (one process: both run here, as a small deployment would run them side by side)
+with the door's server (nginx for RTMP, GStreamer's SRT listener) over 10 s with one viewer that does not
+decode, against the encoder's own.
 Prints each run and the medians.
 """
 
@@ -27,15 +28,15 @@ import statistics
 import sys
 import time
 
-from cli.apps import run_ingest_bridge
 from clients.client import LiveClient
+from clients.ingest import IngestBridge
+from clients.ingest_doors import RtmpDoor, SrtDoor
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, latency_ms, read_frame
 from protocol import Role
 from signaling.config import ServerConfig
 from tests.browser_scenarios import SECRET, running, token
 from tests.conftest import free_port
-from tests.test_ingest import stop_push_and_bridge
 
 
 def _cpu_of(pid: int) -> float:
@@ -46,15 +47,16 @@ def _cpu_of(pid: int) -> float:
 
 
 def _receivers_cpu(encoder_pid: int) -> float:
-    """CPU seconds of this process's ffmpeg children (the SRT receiver), the encoder's own excluded."""
+    """CPU seconds of this process's children, the encoder excluded: the door's server (nginx for RTMP,
+    GStreamer's SRT listener)."""
     total = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == encoder_pid:
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                comm, rest = f.read().split(") ", 1)
-            if comm.endswith("(ffmpeg") and int(rest.split()[1]) == os.getpid():
+                rest = f.read().split(") ", 1)[1]
+            if int(rest.split()[1]) == os.getpid():
                 total += _cpu_of(int(entry))
         except (OSError, ValueError, IndexError):
             continue
@@ -99,11 +101,14 @@ async def one_run(seed: int, scheme: str) -> dict[str, float]:
     out: dict[str, float] = {}
     async with running(config):
         url = f"ws://127.0.0.1:{config.port}/ws"
-        port = free_port()
-        listen = f"rtmp://127.0.0.1:{port}/live/stream" if scheme == "rtmp" else f"srt://127.0.0.1:{port}"
-        bridge = asyncio.create_task(run_ingest_bridge(listen, url, "show", token("show", "studio", Role.HOST),
-                                                       sessions=1))
-        await asyncio.sleep(1.0)  # the listener is up
+        port, key = free_port(), token("show", "studio", Role.HOST)
+        bridge = IngestBridge(url, on_event=lambda line: None)
+        door: RtmpDoor | SrtDoor
+        if scheme == "rtmp":
+            door, listen = RtmpDoor(f"rtmp://127.0.0.1:{port}/live", bridge), f"rtmp://127.0.0.1:{port}/live/{key}"
+        else:
+            door, listen = SrtDoor(f"srt://127.0.0.1:{port}", bridge), f"srt://127.0.0.1:{port}?streamid={key}"
+        await door.open()
         async with LiveClient(url, "show") as fan, LiveClient(url, "show") as waiting:
             started = time.monotonic()
             encoder = await asyncio.create_subprocess_exec(
@@ -153,7 +158,10 @@ async def one_run(seed: int, scheme: str) -> dict[str, float]:
                 said, _ = await asyncio.wait_for(encoder.communicate(), 20)
                 own = json.loads(said.decode().strip().splitlines()[-1]) if said.strip() else None
             finally:
-                await stop_push_and_bridge(encoder, bridge)
+                if encoder.returncode is None:
+                    encoder.kill()
+                await encoder.wait()
+                await door.close()
         if own is not None:
             out["encoder_own_ms_p50"] = own["own_ms_p50"]
             out["added_after_encoder_ms_p50"] = out["made_to_decoded_ms_p50"] - own["own_ms_p50"]

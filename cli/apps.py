@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -212,32 +213,37 @@ async def run_host(url: str, room: str, token: str, source: str | None, products
 # -- ingest -------------------------------------------------------------------------------------------
 
 
-async def run_ingest_bridge(listen: str, url: str, room: str, token: str, sessions: int | None = None,
-                            listen_timeout: float | None = None) -> int:
-    """``live-relay ingest``: encoders pushing RTMP to ``listen`` published into ``room`` one after another."""
-    from clients.ingest import run_ingest
+async def run_ingest_bridge(listens: list[str], url: str, *, max_streams: int = 8,
+                            ready: asyncio.Event | None = None) -> int:
+    """``live-relay ingest``: doors at ``listens`` (rtmp:// and srt://) whose encoders' stream keys are host
+    tokens, each encoder published into its key's room, until a door fails or the bridge is stopped.
+    Returns how many streams went on air."""
+    import aiohttp
 
-    client = LiveClient(url, room, token, reconnect=True)
-    await client.connect()
-    role = (client.joined or {}).get("role")
-    if role not in ("host", "cohost"):  # said now, not when the first encoder connects
-        await client.close()
-        raise click.ClickException(f"this token may not publish (a {role}'s): use a host or co-host token "
-                                   f"for {room!r}")
+    from clients.ingest import IngestBridge
+    from clients.ingest_doors import open_door
 
-    @contextlib.asynccontextmanager
-    async def publish(tracks: list[Any]) -> Any:
-        media = await MediaSession.publish(client, tracks, video_codec="H264")
-        _print(f"on air in {room!r} ({media.media_id})")
-        try:
-            yield media
-        finally:
-            await media.close()
-
+    async with aiohttp.ClientSession() as http, http.ws_connect(url):  # the server is there: said now
+        pass
+    bridge = IngestBridge(url, max_streams=max_streams, on_event=_print)
+    doors = [open_door(listen, bridge) for listen in listens]
+    this = asyncio.current_task()
+    assert this is not None
+    for stop in (signal.SIGTERM, signal.SIGINT):  # stopped: the doors closed, their encoders let go
+        asyncio.get_running_loop().add_signal_handler(stop, this.cancel)
     try:
-        return await run_ingest(listen, publish, sessions=sessions, listen_timeout=listen_timeout, on_event=_print)
+        for door in doors:
+            await door.open()
+            _print(f"listening at {door.listen}: each encoder's stream key is a host token of its room")
+        if ready is not None:
+            ready.set()
+        await asyncio.gather(*(door.wait() for door in doors))
+    except asyncio.CancelledError:
+        pass
     finally:
-        await client.close()
+        for door in doors:
+            await door.close()
+    return bridge.relayed
 
 
 # -- view ---------------------------------------------------------------------------------------------

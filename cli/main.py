@@ -481,37 +481,40 @@ def view(url: str, room: str, token: str | None, record: str | None, duration: f
 
 
 @main.command()
-@click.option("--listen", default="rtmp://0.0.0.0:1935/live/stream", show_default=True,
-              help="Where encoders push: an rtmp:// address to listen at (OBS: Server rtmp://HOST:1935/live, "
-                   "Stream Key stream), or srt://HOST:PORT (add ?passphrase=... to refuse encoders without it).")
+@click.option("--listen", "listens", multiple=True, default=["rtmp://0.0.0.0:1935/live"], show_default=True,
+              help="Where encoders push, once per door: rtmp://HOST:PORT/APP (OBS: Server rtmp://HOST:1935/live, "
+                   "Stream Key: a host token) or srt://HOST:PORT (streamid: a host token; add ?passphrase=... "
+                   "to encrypt).")
 @click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
-@click.option("--room", required=True)
-@click.option("--token", required=True, help="A host token for the room.")
-@click.option("--sessions", default=None, type=int, help="Stop after relaying N encoder sessions (default: never).")
-def ingest(listen: str, url: str, room: str, token: str, sessions: int | None) -> None:
-    """Relay an encoder's RTMP or SRT push (OBS, vMix, hardware encoders, Larix) into a room: H.264 as sent,
-    AAC as Opus."""
+@click.option("--max-streams", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Encoders on air at once; more are refused at the door.")
+def ingest(listens: tuple[str, ...], url: str, max_streams: int) -> None:
+    """Relay encoders' RTMP or SRT pushes (OBS, vMix, hardware encoders, Larix) into rooms: each encoder's
+    stream key (SRT: streamid) is a host token, and its room is the token's. H.264 as sent, AAC as Opus."""
     import uvloop
 
     from cli.apps import run_ingest_bridge
     from cli.errors import friendly_errors, websocket_url
-    from clients.ingest import IngestError, srt_listener_url
+    from clients.ingest import IngestError
+    from clients.ingest_doors import rtmp_door_address, srt_listener_url
 
-    if not listen.startswith(("rtmp://", "srt://")):
-        raise click.BadParameter(f"{listen!r} is not an rtmp:// or srt:// address to listen at",
-                                 param_hint="--listen")
-    if listen.startswith("srt://"):
+    for listen in listens:
         try:
-            srt_listener_url(listen)
+            if listen.startswith("srt://"):
+                srt_listener_url(listen)
+            elif listen.startswith("rtmp://"):
+                rtmp_door_address(listen)
+            else:
+                raise IngestError(f"{listen!r} is not an rtmp:// or srt:// address to listen at")
         except IngestError as exc:
             raise click.BadParameter(str(exc), param_hint="--listen") from None
     url = websocket_url(url)
-    with friendly_errors(url, room, needs_publisher=True):
+    with friendly_errors(url, ""):
         try:
-            relayed = uvloop.run(run_ingest_bridge(listen, url, room, token, sessions))
+            relayed = uvloop.run(run_ingest_bridge(list(listens), url, max_streams=max_streams))
         except IngestError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(f"relayed {relayed} encoder session(s)")
+    click.echo(f"relayed {relayed} stream(s)")
 
 
 @main.command()

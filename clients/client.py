@@ -137,6 +137,12 @@ class LiveClient:
         self._reader = asyncio.create_task(self._read_loop(), name=f"client-{self.room}")
         return joined
 
+    async def wait_gone(self) -> None:
+        """Return once the connection is over for good: closed here, ended by the server with a code after
+        which rejoining cannot help (a revoked token), or every rejoin refused."""
+        if self._reader is not None:
+            await asyncio.shield(self._reader)
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -2,10 +2,13 @@
 as Larix) or SRT (the same encoders on lossy links, contribution hardware) published into a room as an
 ordinary host's stream.
 
-A bridge beside the server, as LiveKit Ingress is: it listens where the encoder pushes (FFmpeg's RTMP listener,
-through PyAV; for SRT, Debian's ffmpeg built with libsrt, which PyAV's wheel lacks, hands the stream's MPEG-TS
-over a pipe, copied as is), joins the room with a host token and publishes over WebRTC with the project's
-client library.
+A bridge beside the server, as LiveKit Ingress is. Each encoder's stream key (RTMP) or streamid (SRT) is a
+host or co-host token of a room: the bridge joins that room with it, and the server, which alone can check a
+token (its signature, expiry, revocation), says yes or no before a byte is relayed (``IngestBridge.admit``).
+The doors encoders knock at are real servers (``clients.ingest_doors``): nginx's RTMP module, GStreamer's SRT
+listener. Behind them, one ``IngestSession`` per encoder reads the stream with FFmpeg (PyAV) and publishes it
+over WebRTC with the project's client library.
+
 The H.264 passes through as the encoder made it (FFmpeg's ``h264_mp4toannexb`` filter turns FLV's
 length-prefixed NAL units into the start-code form RTP packetizers read, SPS/PPS before each keyframe); the
 audio is decoded and re-encoded to Opus, since WebRTC has no AAC. Viewers asking for a keyframe wait for the
@@ -18,113 +21,38 @@ in the order they come; x264's main and high profiles reorder them).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fractions
 import logging
-import select
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import aiohttp
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from clients.client import ConnectionClosed, LiveClient, ServerError
+from clients.media import MediaSession
+from protocol import ProtocolError
+from protocol.tokens import token_claims
 
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = fractions.Fraction(1, 90000)
 AUDIO_RATE = 48000
 QUEUE_LIMIT = 300  # packets or frames waiting for the sender (~5 s of video): a stalled sender loses the oldest
-OPEN_TIMEOUT = 30.0  # seconds an encoder has to finish connecting once it has started
-LISTEN_POLL = 2  # seconds one wait for an encoder lasts (FFmpeg's listener blocks a thread; it comes back this often)
+OPEN_TIMEOUT = 10.0  # seconds an admitted encoder's stream has to start
 READ_TIMEOUT = 10.0  # seconds without data from a connected encoder: it is gone
+ADMIT_TIMEOUT = 5.0  # seconds the server has to answer the join an encoder's key asks for
+MAX_KEY_CHARS = 4096  # a token is ~300; anything far longer is not one
+PUBLISHER_ROLES = ("host", "cohost")
 
 
 class IngestError(Exception):
-    """What the encoder sent cannot be relayed; the message is one line for its operator."""
-
-
-class NoEncoderYet(IngestError):
-    """Nobody connected during one ``LISTEN_POLL``."""
-
-
-def srt_listener_url(listen: str) -> str:
-    """``srt://HOST:PORT?opts`` as FFmpeg's SRT listener: ``mode=listener`` added, the operator's own options
-    (``passphrase``, ``latency``, ...) kept. Raises IngestError for an address without a port."""
-    parts = urlsplit(listen)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "srt" or not parts.hostname or port is None:
-        raise IngestError(f"{listen!r} is not an srt://HOST:PORT address to listen at")
-    options = dict(parse_qsl(parts.query))
-    if "passphrase" in options and not 10 <= len(options["passphrase"]) <= 79:  # libsrt refuses others
-        raise IngestError("an SRT passphrase is 10 to 79 characters long")
-    options["mode"] = "listener"
-    return f"srt://{parts.hostname}:{port}?{urlencode(options)}"
-
-
-class SrtReceiver:
-    """FFmpeg's SRT listener (Debian's ffmpeg is built with libsrt; PyAV's wheel is not) waiting for one
-    encoder and copying its MPEG-TS, untouched, to a pipe PyAV reads (``input_url``). It exits when its caller
-    leaves: one receiver per encoder session. A caller without the listener's ``passphrase`` is refused by
-    libsrt's handshake; the ``streamid`` is not checked."""
-
-    def __init__(self, listen: str) -> None:
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise IngestError("SRT ingest needs ffmpeg built with libsrt (Debian: apt install ffmpeg)")
-        # Its input probe bounded as the bridge's own (a short TS start says what it carries); the video's
-        # first stream and the audio's, copied, flushed packet by packet, never held back to interleave
-        # them (FFmpeg waits for a packet of every stream by default: video would wait for the next audio),
-        # each audio frame in a PES of its own (not ~180 ms of them gathered), each picture's PES with its
-        # length, so the bridge's demuxer hands it on whole instead of waiting for the next one to start.
-        command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "300000",
-                   "-probesize", "65536", "-i", srt_listener_url(listen), "-map", "0:v:0", "-map", "0:a:0?",
-                   "-c", "copy", "-max_interleave_delta", "1", "-f", "mpegts", "-pes_payload_size", "0",
-                   "-omit_video_pes_length", "0", "-flush_packets", "1", "pipe:1"]
-        self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
-        assert self._proc.stdout is not None
-        self.input_url = f"pipe:{self._proc.stdout.fileno()}"
-        # libsrt logs every refused caller (a wrong passphrase) itself, past FFmpeg's log level: read as it
-        # comes, keeping the last lines, so a flood of them never fills the pipe and stalls the receiver.
-        self._said: collections.deque[str] = collections.deque(maxlen=4)
-        threading.Thread(target=self._drain, name="srt-receiver-log", daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self._proc.stderr is not None
-        with self._proc.stderr:
-            for line in self._proc.stderr:
-                self._said.append(line.decode(errors="replace").strip())
-
-    def wait(self, timeout: float) -> bool:
-        """Whether the encoder's stream (or the receiver's end) is there to read within ``timeout`` seconds."""
-        assert self._proc.stdout is not None
-        readable, _, _ = select.select([self._proc.stdout], [], [], timeout)
-        return bool(readable)
-
-    def why_ended(self) -> str:
-        """FFmpeg's last line once it has exited ('' while it runs)."""
-        if self._proc.poll() is None:
-            return ""
-        return self._said[-1] if self._said else f"ffmpeg exited with {self._proc.returncode}"
-
-    def stop(self) -> None:
-        """End the receiver (from any thread): whoever reads its pipe sees the stream end."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-
-    def close(self) -> None:
-        """Stop it and close its pipes: only from the thread that reads them, or once nobody does."""
-        self.stop()
-        self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()  # stderr: the log reader's, closed by its end
+    """What the encoder sent cannot be relayed, or a door cannot open; the message is one line for its
+    operator."""
 
 
 class _QueueTrack(MediaStreamTrack):
@@ -152,16 +80,20 @@ class _QueueTrack(MediaStreamTrack):
 
 
 class IngestSession:
-    """One encoder's connection: ``open`` waits for it (blocking: run it in a thread), then ``run`` demuxes
-    until it ends, feeding ``video`` (H.264 packets, start-code form, 90 kHz) and ``audio`` (48 kHz stereo
-    frames for the Opus encoder).
+    """One admitted encoder's stream: ``open`` starts reading it (blocking: run it in a thread), then ``run``
+    demuxes until it ends, feeding ``video`` (H.264 packets, start-code form, 90 kHz) and ``audio`` (48 kHz
+    stereo frames for the Opus encoder).
 
-    The FFmpeg container belongs to the thread that uses it: ``close`` from elsewhere only asks it to stop
-    (closing it under a read in progress crashes the process), and the thread closes it on its way out."""
+    ``source`` is what FFmpeg opens: the RTMP door's loopback playback of the stream, or the SRT door's pipe
+    (``form`` "mpegts"). The FFmpeg container belongs to the thread that uses it: ``close`` from elsewhere
+    only asks it to stop (closing it under a read in progress crashes the process), and the thread closes it
+    on its way out."""
 
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop, receiver: SrtReceiver | None = None) -> None:
-        self.url = url
-        self.receiver = receiver
+    def __init__(self, source: str, loop: asyncio.AbstractEventLoop, *, form: str | None = None,
+                 options: dict[str, str] | None = None, on_release: Callable[[], None] | None = None) -> None:
+        self.source = source
+        self.form = form
+        self.options = options or {}
         self.video = _QueueTrack("video")
         self.audio = _QueueTrack("audio")
         self.packets = 0
@@ -169,31 +101,23 @@ class IngestSession:
         self._loop = loop
         self._container: Any = None
         self._quit = threading.Event()
+        self._on_release = on_release  # what the source's owner lets go of once nobody reads it
 
     def open(self) -> None:
-        """Listen at ``url`` for ``LISTEN_POLL`` seconds, until an encoder connects and its streams are known.
-        Raises NoEncoderYet, or IngestError for an encoder that cannot be relayed."""
-        # FFmpeg's RTMP listener (timeout: seconds). Its stream probing reads up to 5 s by default before
-        # the streams count as known; an encoder's FLV says what it sends in its first packets, so a short
-        # probe is enough and the room sees the stream sooner.
-        options = {"listen": "1", "timeout": str(LISTEN_POLL), "analyzeduration": "300000", "probesize": "262144"}
-        source, form = self.url, None
-        if self.receiver is not None:  # SRT: the receiver's pipe, once its encoder has sent something
-            if not self.receiver.wait(LISTEN_POLL):
-                raise NoEncoderYet(self.url)
-            source, form = self.receiver.input_url, "mpegts"
-            del options["listen"], options["timeout"]
+        """Read the stream's start until its streams are known. Raises IngestError for a stream that does not
+        start or cannot be relayed."""
+        # FFmpeg's probing reads up to 5 s by default before the streams count as known; an encoder's FLV or
+        # TS says what it sends in its first packets, so a short probe is enough and the room sees it sooner.
+        options = {"analyzeduration": "300000", "probesize": "262144", **self.options}
         try:
-            self._container = av.open(source, mode="r", format=form, options=options,
+            self._container = av.open(self.source, mode="r", format=self.form, options=options,
                                       timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
-            if self._quit.is_set():  # given up on while it connected
-                self._release()
-                raise NoEncoderYet(self.url)
-        except TimeoutError:
-            raise NoEncoderYet(self.url) from None
-        except (av.FFmpegError, OSError) as exc:
-            why = self.receiver.why_ended() if self.receiver is not None else ""
-            raise IngestError(f"cannot listen at {self.url} or read its encoder ({why or exc})") from None
+        except (av.FFmpegError, OSError, TimeoutError) as exc:
+            self._release()
+            raise IngestError(f"the encoder's stream did not start ({exc})") from None
+        if self._quit.is_set():  # given up on while it opened
+            self._release()
+            raise IngestError("stopped")
         video = next((s for s in self._container.streams if s.type == "video"), None)
         if video is None or video.codec_context.name != "h264":
             self._release()
@@ -251,74 +175,137 @@ class IngestSession:
         return "the encoder stopped"
 
     def _release(self) -> None:
-        """Close the container (and an SRT receiver): only from the thread that reads it."""
+        """Close the container: only from the thread that reads it."""
         if self._container is not None:
             self._container.close()
             self._container = None
-        if self.receiver is not None:
-            self.receiver.close()
+        if self._on_release is not None:
+            self._on_release()
+            self._on_release = None
 
     def close(self) -> None:
-        """Ask the reading thread to stop (it closes the container within ``READ_TIMEOUT``; an SRT receiver's
-        stream ends at once)."""
+        """Ask the reading thread to stop (it closes the container at its next packet, or within
+        ``READ_TIMEOUT`` when none comes; the door ending the stream ends it at once)."""
         self._quit.set()
-        if self.receiver is not None:
-            self.receiver.stop()
 
 
-async def _accept(listen: str, loop: asyncio.AbstractEventLoop, listen_timeout: float | None,
-                  on_event: Callable[[str], None]) -> IngestSession | None:
-    """The next encoder that can be relayed; None once ``listen_timeout`` seconds passed without one."""
-    waited = 0.0
-    receiver: SrtReceiver | None = None  # SRT: kept across polls, a new one after each encoder
-    try:
-        while listen_timeout is None or waited < listen_timeout:
-            if listen.startswith("srt://") and receiver is None:
-                receiver = SrtReceiver(listen)
-            session = IngestSession(listen, loop, receiver)
+@dataclass
+class _OnAir:
+    """An admitted encoder: its key's room, who the token says it is, its connection to the room."""
+
+    room: str
+    user: str
+    client: LiveClient
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class IngestBridge:
+    """Encoders admitted by their key and relayed into its room, several at once (up to ``max_streams``).
+
+    A door calls ``admit(key, address)`` when an encoder knocks (refusing it with the line returned, if
+    any), ``relay(key, session)`` once it is in, and ``end(key)`` when the encoder leaves. A key is never
+    logged: it is a token."""
+
+    def __init__(self, url: str, *, max_streams: int = 8, on_event: Any = print) -> None:
+        self.url = url
+        self.max_streams = max_streams
+        self.relayed = 0
+        self._on_event = on_event
+        self._on_air: dict[str, _OnAir] = {}
+        self._admitting = asyncio.Semaphore(16)  # joins asked of the server at once (a flood of knocks waits)
+
+    def say(self, line: str) -> None:
+        self._on_event(line)
+
+    async def admit(self, key: str, address: str) -> str | None:
+        """Join the key's room with the key: None when the encoder may publish there, else one line saying
+        why not (for the door's log; the encoder is refused)."""
+        async with self._admitting:
+            return await self._admit(key, address)
+
+    async def _admit(self, key: str, address: str) -> str | None:
+        if len(self._on_air) >= self.max_streams:
+            return f"busy: {self.max_streams} streams on air already (--max-streams)"
+        if not key or len(key) > MAX_KEY_CHARS:
+            return "no stream key: set it to a host token of the room (live-relay token --role host)"
+        if key in self._on_air:
+            return "this stream key is on air already (one encoder per key)"
+        try:
+            room = token_claims(key).get("room")
+        except ProtocolError:
+            room = None
+        if not isinstance(room, str):
+            return "the stream key is not a live-relay token: set it to a host token of the room"
+        client = LiveClient(self.url, room, key, name="ingest", reconnect=True)
+        try:
+            joined = await asyncio.wait_for(client.connect(), ADMIT_TIMEOUT)
+        except ServerError as exc:
+            return f"the server refused the stream key for room {room!r} ({exc})"
+        except (aiohttp.ClientError, OSError, ConnectionClosed, TimeoutError) as exc:
+            await client.close()
+            return f"cannot reach the server at {self.url} ({exc or type(exc).__name__})"
+        if joined.get("role") not in PUBLISHER_ROLES:
+            await client.close()
+            return f"the stream key is a {joined.get('role')}'s token: use a host or co-host token of {room!r}"
+        self._on_air[key] = _OnAir(room, client.user, client)
+        self.say(f"{room}: encoder from {address} admitted as {client.user!r}")
+        return None
+
+    async def release(self, key: str) -> None:
+        """An admitted encoder that never got as far as its stream (SRT: a wrong passphrase): its place freed."""
+        on_air = self._on_air.pop(key, None)
+        if on_air is not None:
+            await on_air.client.close()
+
+    def end(self, key: str) -> None:
+        """The encoder of ``key`` left (its door saw it go): its stream ends in the room now."""
+        on_air = self._on_air.get(key)
+        if on_air is not None:
+            on_air.ended.set()
+
+    async def relay(self, key: str, session: IngestSession) -> str:
+        """Read an admitted encoder's stream and publish it in its room until the encoder leaves, the stream
+        ends, or the server ends the key's connection (a revoked token). Returns why it ended; the door then
+        lets the encoder go."""
+        on_air = self._on_air[key]
+        try:
             try:
                 await asyncio.to_thread(session.open)
-                receiver = None  # the session's now
-                return session
-            except NoEncoderYet:
-                waited += LISTEN_POLL
-            except IngestError as exc:  # said to its operator; the next one may be set up right
-                on_event(str(exc))
-                if receiver is not None:
-                    receiver.close()
-                    receiver = None
-                await asyncio.sleep(1.0)  # an encoder retrying at once must not spin us
-                waited += 1.0
-        on_event(f"no encoder connected in {listen_timeout:g} s")
-        return None
-    finally:
-        if receiver is not None:  # cancelled, or given up: a thread may still be waiting on it
-            receiver.stop()
-
-
-async def run_ingest(listen: str, publish: Callable[[list[MediaStreamTrack]], Any], *,
-                     sessions: int | None = None, listen_timeout: float | None = None,
-                     on_event: Callable[[str], None] = print) -> int:
-    """Accept encoders at ``listen`` one after another (``sessions`` of them, or forever) and publish each
-    through ``publish(tracks)`` (an async context manager: the room's media session for as long as the
-    encoder sends). Returns how many were relayed."""
-    loop = asyncio.get_running_loop()
-    relayed = 0
-    while sessions is None or relayed < sessions:
-        on_event(f"waiting for an encoder at {listen}")
-        session = await _accept(listen, loop, listen_timeout, on_event)
-        if session is None:
-            return relayed
-        assert session.size is not None
-        on_event(f"encoder connected: H.264 {session.size[0]}x{session.size[1]}")
-        tracks: list[MediaStreamTrack] = [session.video, session.audio]
-        try:
-            async with publish(tracks):
-                reason = await asyncio.to_thread(session.run)
-        except IngestError as exc:
-            reason = str(exc)
+            except IngestError as exc:
+                return str(exc)
+            assert session.size is not None
+            self.say(f"{on_air.room}: H.264 {session.size[0]}x{session.size[1]} from the encoder")
+            media = await MediaSession.publish(on_air.client, [session.video, session.audio],
+                                               video_codec="H264")
+            self.relayed += 1
+            self.say(f"{on_air.room}: on air ({media.media_id})")
+            try:
+                return await self._until_over(on_air, session)
+            finally:
+                await media.close()
         finally:
             session.close()
-        relayed += 1
-        on_event(f"stream ended: {reason}")
-    return relayed
+            del self._on_air[key]
+            await on_air.client.close()
+
+    @staticmethod
+    async def _until_over(on_air: _OnAir, session: IngestSession) -> str:
+        reading = asyncio.ensure_future(asyncio.to_thread(session.run))
+        left = asyncio.ensure_future(on_air.ended.wait())
+        gone = asyncio.ensure_future(on_air.client.wait_gone())
+        try:
+            await asyncio.wait({reading, left, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (left, gone):
+                waiter.cancel()
+        if reading.done():
+            try:
+                return reading.result()
+            except IngestError as exc:
+                return str(exc)
+        # The reading thread ends on its own (its container belongs to it): at its next packet, or at once
+        # when the door ends the stream.
+        reading.add_done_callback(lambda done: done.exception())
+        if left.done() and not left.cancelled():
+            return "the encoder left"
+        return "the server ended the stream key's connection (revoked or expired token?)"

@@ -80,14 +80,13 @@ async def test_mistakes_get_one_clear_line(server):
          "does not exist"),
         (("serve", "--port", str(server.config.port), "--secret", SECRET, "--no-media"), "is in use"),
         (("serve", "--secret", SECRET, "--stun-discover", "stun server:99999"), "is not a STUN server like"),
-        (("ingest", "--listen", "udp://0.0.0.0:9000", "--url", server.ws_url, "--room", "show", "--token", viewer),
-         "is not an rtmp:// or srt:// address"),
-        (("ingest", "--listen", "srt://0.0.0.0", "--url", server.ws_url, "--room", "show", "--token", viewer),
-         "is not an srt://HOST:PORT address"),
-        (("ingest", "--listen", "srt://0.0.0.0:9000?passphrase=short", "--url", server.ws_url, "--room", "show",
-          "--token", viewer), "10 to 79 characters"),
-        (("ingest", "--listen", f"rtmp://127.0.0.1:{free_port()}/live/s", "--url", server.ws_url, "--room", "show",
-          "--token", viewer), "use a host or co-host token"),
+        (("ingest", "--listen", "udp://0.0.0.0:9000", "--url", server.ws_url), "is not an rtmp:// or srt:// address"),
+        (("ingest", "--listen", "srt://0.0.0.0", "--url", server.ws_url), "is not an srt://HOST:PORT address"),
+        (("ingest", "--listen", "srt://0.0.0.0:9000?passphrase=short", "--url", server.ws_url), "10 to 79 characters"),
+        (("ingest", "--listen", "rtmp://127.0.0.1:1935/live/stream", "--url", server.ws_url),
+         "no stream key: each encoder's stream key is its own host token"),
+        (("ingest", "--listen", f"rtmp://127.0.0.1:{free_port()}/live", "--url", "ws://127.0.0.1:1/ws"),
+         "cannot connect to"),
     ]
     for args, expected in cases:
         code, _, err = await _cli(*args)
