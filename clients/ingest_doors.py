@@ -229,9 +229,10 @@ http {{
         relay = asyncio.create_task(self._relay(key))
         self._relays.add(relay)
         relay.add_done_callback(self._relays.discard)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reading.wait(), START_TIMEOUT / 2)
-        return web.Response(status=200)
+        playing = asyncio.ensure_future(reading.wait())
+        await asyncio.wait({playing, relay}, timeout=START_TIMEOUT / 2, return_when=asyncio.FIRST_COMPLETED)
+        playing.cancel()
+        return web.Response(status=403 if relay.done() else 200)  # done already: it could not read the stream
 
     async def _on_play(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -369,7 +370,8 @@ class SrtDoor:
                     # The pipe is closed by the thread reading it, once it is done with it.
                     session = IngestSession(f"pipe:{gate.stdout.fileno()}", loop, form="mpegts",
                                             on_release=gate.stdout.close)
-                    why = await self._bridge.relay(waiting, session)
+                    key, waiting = waiting, None
+                    why = await self._bridge.relay(key, session)
                     self._bridge.say(f"stream ended: {why}")
                     return
                 if "caller" not in message:
