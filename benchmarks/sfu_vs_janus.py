@@ -12,6 +12,8 @@ has its first frame and 3 s have passed, a window of --duration seconds measures
 - the server's CPU (utime+stime from /proc) per subscriber, the other load on the machine during the
   window (cores used by processes outside the benchmark), each subscriber's frame rate;
 - the server's memory per subscriber: RSS with the publisher alone, then with the N subscribers;
+- the server's CPU with the publisher alone (the last 5 s before the subscribers come), and so each
+  subscriber's own cost: (CPU in the window - CPU alone) / N, beside core/sub (which carries the publisher);
 - then a --capture-s second capture on lo (tcpdump, headers only) after the CPU window: every video
   packet the server receives from the publisher is matched with each subscriber's copy (the RTP header
   is clear text under SRTP; each copy's sequence number and timestamp are the original plus a constant
@@ -259,7 +261,12 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
         published = await asyncio.wait_for(pub.ready, 30)
         # The publisher's own buffers fill first (live-relay keeps its last GOP, ~1.5 MB at 1.5 Mbit/s, full
         # after ~8 s): measured after 2 s they were counted as the subscribers' memory.
-        await asyncio.sleep(a.alone_s)
+        # The publisher alone, its last 5 s: what the server spends before anyone watches (its receive path,
+        # estimates, kept GOP), against which each subscriber's own cost is read.
+        await asyncio.sleep(max(a.alone_s - 5.0, 0.0))
+        alone0, alone_t0 = cpu_seconds(server.pid), time.monotonic()
+        await asyncio.sleep(min(a.alone_s, 5.0))
+        cpu_alone = (cpu_seconds(server.pid) - alone0) / (time.monotonic() - alone_t0)
         rss_alone = rss_mb(server.pid)
         for k in range(math.ceil(n / a.per_proc)):
             count = min(a.per_proc, n - k * a.per_proc)
@@ -295,6 +302,8 @@ async def one_window(server_kind: str, n: int, a: argparse.Namespace, logdir: Pa
             "server": server_kind, "subs": n, "window_s": round(dt, 1),
             "server_cpu": round(used["server"], 4),
             "server_cpu_per_sub": round(used["server"] / n, 5),
+            "server_cpu_alone": round(cpu_alone, 4),  # the publisher alone, before the subscribers came
+            "server_cpu_marginal_per_sub": round((used["server"] - cpu_alone) / n, 5),
             "pub_cpu": round(used["pub"], 3),
             "subs_cpu": round(sum(v for k, v in used.items() if k.startswith("sub")), 3),
             # Cores used by anything outside this benchmark during the window (above ~0.2: contaminated).
@@ -332,20 +341,24 @@ def table(rows: list[dict[str, Any]]) -> str:
         values = [r[key] for r in rows if r["server"] == server and r["subs"] == n and r.get(key) is not None]
         return round(statistics.median(values), 5) if values else None
 
-    lines = ["| subs | server | runs | core/sub | vs Janus | latency p50 / p95 ms | copy spread p50 / p95 ms "
-             "| fps min | MB/sub | other load (cores) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| subs | server | runs | core/sub | vs Janus | publisher alone (cores) | each sub's own (core) "
+             "| vs Janus | latency p50 / p95 ms | copy spread p50 / p95 ms | fps min | MB/sub | other load (cores) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in sorted({r["subs"] for r in rows}):
         janus = med("janus", n, "server_cpu_per_sub")
+        janus_own = med("janus", n, "server_cpu_marginal_per_sub")
         for server in ("janus", "live-relay", "baseline"):
             mine = [r for r in rows if r["subs"] == n and r["server"] == server]
             if not mine:
                 continue
             cpu = med(server, n, "server_cpu_per_sub")
             ratio = f"{cpu / janus:.2f}x" if cpu and janus else "-"
+            own = med(server, n, "server_cpu_marginal_per_sub")
+            own_ratio = f"{own / janus_own:.2f}x" if own and janus_own else "-"
             other = sorted(r["other_cpu"] for r in mine)
             lines.append(
-                f"| {n} | {server} | {len(mine)} | {cpu} | {ratio}"
+                f"| {n} | {server} | {len(mine)} | {cpu} | {ratio} | {med(server, n, 'server_cpu_alone')}"
+                f" | {own} | {own_ratio}"
                 f" | {med(server, n, 'latency_ms_p50')} / {med(server, n, 'latency_ms_p95')}"
                 f" | {med(server, n, 'spread_ms_p50')} / {med(server, n, 'spread_ms_p95')}"
                 f" | {med(server, n, 'sub_fps_min')} | {med(server, n, 'rss_mb_per_sub')} | {other[0]}..{other[-1]} |")
@@ -361,7 +374,7 @@ async def main() -> None:
     parser.add_argument("--capture-s", type=float, default=3)
     parser.add_argument("--per-proc", type=int, default=5)
     parser.add_argument("--alone-s", type=float, default=10.0,
-                        help="seconds with the publisher alone before its memory is read")
+                        help="seconds with the publisher alone before its memory is read (its CPU: the last 5)")
     parser.add_argument("--kbps", type=int, default=1500)
     parser.add_argument("--servers", nargs="+", default=["janus", "live-relay"],
                         choices=["janus", "live-relay", "baseline"])
