@@ -180,11 +180,14 @@ async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
 
 
 async def call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Two people in a 1v1 call, one on a phone-sized screen: what each sees and can do."""
     pages = []
-    for user, role in (("amy", Role.HOST), ("bo", Role.COHOST)):
-        page = await browser.new_page()
+    for user, role, size in (("amy", Role.HOST, {"width": 1280, "height": 900}),
+                             ("bo", Role.COHOST, {"width": 390, "height": 844})):
+        page = await browser.new_page(viewport=size)
         await page.goto(f"{base}/?view=call&room=call-1&token={token('call-1', user, role)}")
         pages.append(page)
+    amy, bo = pages
     setups = [await wait_for(p, "window.liveRelay.callSetupMs") for p in pages]
     decoded = []
     for p in pages:
@@ -192,9 +195,48 @@ async def call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
             const s = await window.liveRelay.callPc.getStats(); let n = 0;
             s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') n = r.framesDecoded; });
             return n > 5 ? n : 0; })()"""))
-    await pages[0].screenshot(path=str(out / "call.png"))
-    return {"setup_ms": setups, "frames_decoded": decoded,
-            "shown_setup": await pages[0].text_content("#stat-setup")}
+    r: dict[str, Any] = {"setup_ms": setups, "frames_decoded": decoded,
+                         "shown_setup": await amy.text_content("#stat-setup")}
+    # The phone: the call fits its screen (no sideways scrolling), oneself in a corner, the controls on it.
+    r["phone"] = await bo.evaluate("""(() => {
+        const box = document.querySelector('.call').getBoundingClientRect();
+        const self = document.querySelector('#call-self');
+        const bar = [...document.querySelectorAll('.call-bar button')].filter(b => !b.hidden);
+        return { width: box.width, viewport: innerWidth, scroll: document.scrollingElement.scrollWidth,
+                 bottom: box.bottom, height: innerHeight, self_playing: self.videoWidth > 0,
+                 self_inside: self.getBoundingClientRect().right <= box.right,
+                 buttons: bar.map(b => b.textContent),
+                 min_height: Math.min(...bar.map(b => b.getBoundingClientRect().height)),
+                 remote_muted: document.querySelector('#call-remote').muted }; })()""")
+    # The stats line counts the call's frames (it said 0 during a working call).
+    r["stats_frames"] = await wait_for(amy, "Number(document.querySelector('#stat-frames').textContent) > 5"
+                                            " && Number(document.querySelector('#stat-frames').textContent)")
+    r["timer"] = await wait_for(amy, "/^00:0[1-9] · connected in [0-9.]+ s$/.test(document.querySelector('#call-timer')"
+                                     ".textContent) && document.querySelector('#call-timer').textContent")
+    await bo.screenshot(path=str(out / "call-phone.png"))
+    # Mute and camera off: the tracks this side sends, and what the buttons then say.
+    await amy.click("#call-mute")
+    await amy.click("#call-camera")
+    r["muted"] = await amy.evaluate("""(() => {
+        const s = document.querySelector('#call-self').srcObject;
+        return { audio: s.getAudioTracks().map(t => t.enabled), video: s.getVideoTracks().map(t => t.enabled),
+                 mute: document.querySelector('#call-mute').textContent,
+                 mute_pressed: document.querySelector('#call-mute').getAttribute('aria-pressed'),
+                 camera: document.querySelector('#call-camera').textContent }; })()""")
+    await amy.click("#call-mute")
+    r["unmuted"] = await amy.evaluate("document.querySelector('#call-self').srcObject.getAudioTracks()[0].enabled")
+    r["switch_offered"] = await amy.evaluate("""navigator.mediaDevices.enumerateDevices().then(d =>
+        [d.filter(x => x.kind === 'videoinput').length, !document.querySelector('#call-switch').hidden])""")
+    await amy.screenshot(path=str(out / "call.png"))
+    # Hang up: this side's camera released and the call's end said; the other side told.
+    await amy.click("#call-hangup")
+    r["ended"] = await wait_for(amy, "document.querySelector('#call-timer').textContent.startsWith('call ended')"
+                                     " && document.querySelector('#call-timer').textContent")
+    r["tracks_stopped"] = await amy.evaluate(
+        "document.querySelector('#call-self').srcObject.getTracks().every(t => t.readyState === 'ended')")
+    r["other_told"] = await wait_for(bo, "document.querySelector('#call-timer').textContent"
+                                         " === 'the other side hung up'")
+    return r
 
 
 async def demo(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:

@@ -102,6 +102,21 @@ def test_1v1_call_between_two_browser_pages(netns):
     r = run_scenario(netns, "call")
     assert all(ms > 0 for ms in r["setup_ms"]) and all(n > 5 for n in r["frames_decoded"])
     assert float(r["shown_setup"]) > 0  # the page shows the set-up time
+    phone = r["phone"]
+    assert phone["width"] <= phone["viewport"] and phone["scroll"] <= phone["viewport"]  # no sideways scrolling
+    assert phone["bottom"] <= phone["height"]  # the controls are on the screen, not below it
+    assert phone["self_playing"] and phone["self_inside"]  # oneself in a corner of the call
+    assert {"Mute", "Camera off", "Hang up"} <= set(phone["buttons"]) and phone["min_height"] >= 44
+    assert phone["remote_muted"] is False  # a call starts with sound
+    assert r["stats_frames"] > 5  # the stats line counts the call's frames (it said 0)
+    assert r["timer"].startswith("00:0")
+    assert r["muted"] == {"audio": [False], "video": [False], "mute": "Unmute", "mute_pressed": "true",
+                          "camera": "Camera on"}
+    assert r["unmuted"] is True
+    cameras, offered = r["switch_offered"]
+    assert offered == (cameras > 1)  # "Switch camera" only where there is another camera
+    assert r["ended"].startswith("call ended · 00:") and r["tracks_stopped"]  # the camera light goes off
+    assert r["other_told"]
 
 
 def test_the_demo_room_shows_a_live_show_at_once(netns):

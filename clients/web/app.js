@@ -582,15 +582,12 @@ async function goLive() {
 
 async function startPrivateCall(grant) {
   const panel = $("#invites"); panel.hidden = false;
-  const box = document.createElement("div"); box.className = "call-box";
-  const title = document.createElement("h3"); title.textContent = `Private call with ${grant.with}`;
-  const remote = document.createElement("video"); remote.autoplay = true; remote.playsInline = true; remote.id = "call-remote";
-  const end = document.createElement("button"); end.textContent = "End call";
-  box.append(title, remote, end); panel.append(box);
-  const call = new Channel(grant.call_room, grant.token);
-  await runCall(call, remote);
-  end.onclick = async () => { await ch.request({ type: "call_end" }).catch(() => {}); };
-  ch.on("call_ended", () => { call.close(); box.remove(); });
+  const holder = document.createElement("div"); holder.className = "call-box"; panel.append(holder);
+  const screen = callScreen(holder, `Private call with ${grant.with}`);
+  screen.box.scrollIntoView({ block: "start" });
+  screen.hangUp.onclick = async () => { await ch.request({ type: "call_end" }).catch(() => {}); };
+  const session = await runCall(new Channel(grant.call_room, grant.token), screen);
+  ch.on("call_ended", () => { session.stop(); setTimeout(() => holder.remove(), 3000); });
 }
 
 function wireLive(isHost) {
@@ -806,7 +803,8 @@ function reportQuality(freezes) {
 }
 
 // The peer connections the tiles arrive on (one, unless a connection had to be replaced), each once.
-const subscribedConnections = () => new Set([...tiles.values()].filter((t) => t.sub).map((t) => t.sub.pc));
+const subscribedConnections = () => new Set([...[...tiles.values()].filter((t) => t.sub).map((t) => t.sub.pc),
+  ...(window.liveRelay.callPc && window.liveRelay.callPc.connectionState !== "closed" ? [window.liveRelay.callPc] : [])]);
 
 // What this page receives, summed over its subscriptions (inbound-rtp of getStats): the stats line shows
 // it, and the weak-network lab reads it (window.liveRelay.mediaStats).
@@ -887,35 +885,112 @@ async function updateStats() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 1v1 call: publish the camera, subscribe to the other party, report set-up time.
+// 1v1 call: the other side filling the screen, oneself in a corner, and what a phone call has: mute,
+// camera off, switch camera, hang up, how long the call has lasted and how long it took to connect.
 
-async function runCall(call, remoteVideo) {
+const callClock = (ms) => {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+};
+
+function callScreen(container, title) {
+  const make = (tag, props) => Object.assign(document.createElement(tag), props);
+  const remote = make("video", { autoplay: true, playsInline: true, id: "call-remote", className: "call-remote" });
+  const self = make("video", { autoplay: true, playsInline: true, muted: true, id: "call-self", className: "call-self" });
+  const head = make("div", { className: "call-head" });
+  const clock = make("span", { id: "call-timer", textContent: "connecting…" });
+  head.append(make("span", { className: "call-with", textContent: title }), clock);
+  const button = (id, text, label) => {
+    const b = make("button", { id, type: "button", textContent: text });
+    b.setAttribute("aria-label", label); return b;
+  };
+  const mute = button("call-mute", "Mute", "Mute your microphone");
+  const camera = button("call-camera", "Camera off", "Turn your camera off");
+  const flip = button("call-switch", "Switch camera", "Use your other camera"); flip.hidden = true;
+  const hangUp = button("call-hangup", "Hang up", "End the call"); hangUp.classList.add("hang-up");
+  const bar = make("div", { className: "call-bar" }); bar.append(mute, camera, flip, hangUp);
+  const box = make("div", { className: "call" }); box.append(remote, self, head, bar);
+  container.replaceChildren(box);
+  return { box, remote, self, clock, bar, mute, camera, flip, hangUp };
+}
+
+// A control that turns this side's tracks of one kind on and off (the other side gets silence or black):
+// its label says what a tap does next, aria-pressed what is on now.
+function toggleTracks(button, tracks, onText, offText) {
+  button.onclick = () => {
+    const on = !tracks()[0]?.enabled;
+    for (const t of tracks()) t.enabled = on;
+    button.textContent = on ? onText : offText; button.setAttribute("aria-pressed", String(!on));
+  };
+}
+
+async function offerCameraSwitch(screen, stream, pc) {
+  const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  screen.flip.hidden = cameras.length < 2;
+  screen.flip.onclick = async () => {
+    const current = stream.getVideoTracks()[0];
+    const at = cameras.findIndex((c) => c.deviceId === current?.getSettings().deviceId);
+    const next = cameras[(at + 1) % cameras.length];
+    const fresh = (await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: next.deviceId }, width: 640, height: 480 } }))
+      .getVideoTracks()[0];
+    fresh.enabled = current ? current.enabled : true;
+    await pc.getSenders().find((s) => s.track?.kind === "video")?.replaceTrack(fresh);
+    if (current) { stream.removeTrack(current); current.stop(); }
+    stream.addTrack(fresh); screen.self.srcObject = stream;
+  };
+}
+
+async function runCall(call, screen) {
   const started = performance.now();
   const publishers = [];
-  let mine = null; let subscribed = false;
+  let mine = null; let sub = null; let other = null; let connectedAt = null; let setupMs = null; let stream = null;
   const trySubscribe = async () => {
-    const other = publishers.find((p) => p.publisher !== mine?.mediaId);
-    if (!mine || !other || subscribed) return;
-    subscribed = true;
-    const sub = await subscribe(call, other.publisher);
-    remoteVideo.srcObject = sub.stream; playWithSound(remoteVideo);
+    const candidate = publishers.find((p) => p.publisher !== mine?.mediaId);
+    if (!mine || !candidate || sub) return;
+    other = candidate.publisher;
+    sub = await subscribe(call, other);
+    screen.remote.srcObject = sub.stream;
+    // A page that captures camera and microphone may play sound without a tap (browsers' autoplay rules):
+    // a call starts with sound; elsewhere the tap-for-sound button is the way.
+    screen.remote.muted = false;
+    screen.remote.play().catch((e) => { if (e.name === "NotAllowedError") playWithSound(screen.remote); });
     window.liveRelay.callPc = sub.pc;
-    const ms = (await firstFrame(remoteVideo, sub.started)) + (sub.started - started);
-    $("#stat-setup").textContent = ms.toFixed(0);
-    window.liveRelay.callSetupMs = ms;
-    call.send({ type: "client_stats", call_setup_ms: ms });
+    setupMs = (await firstFrame(screen.remote, sub.started)) + (sub.started - started);
+    connectedAt = performance.now();
+    $("#stat-setup").textContent = setupMs.toFixed(0);
+    window.liveRelay.callSetupMs = setupMs;
+    call.send({ type: "client_stats", call_setup_ms: setupMs });
   };
+  const tick = setInterval(() => {
+    if (connectedAt !== null) screen.clock.textContent = `${callClock(performance.now() - connectedAt)} · connected in ${(setupMs / 1000).toFixed(1)} s`;
+  }, 500);
   // Listen before publishing: the other party may publish while we negotiate.
   call.on("media", (m) => {
     if (m.event === "publisher_joined") publishers.push(m);
+    if (m.event === "publisher_left" && m.publisher === other) {
+      screen.clock.textContent = "the other side hung up"; connectedAt = null;
+    }
     trySubscribe();
   });
   await call.connect();
   publishers.push(...(call.joined.state.publishers || []));
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  screen.self.srcObject = stream;
+  toggleTracks(screen.mute, () => stream.getAudioTracks(), "Mute", "Unmute");
+  toggleTracks(screen.camera, () => stream.getVideoTracks(), "Camera off", "Camera on");
   mine = await publish(call, stream);
+  offerCameraSwitch(screen, stream, mine.pc).catch(() => {});
   await trySubscribe();
-  return mine;
+  // The end of the call on this side: camera and microphone released, both connections closed.
+  const stop = () => {
+    clearInterval(tick);
+    const lasted = connectedAt !== null ? callClock(performance.now() - connectedAt) : null;
+    for (const t of stream.getTracks()) t.stop();
+    mine.pc.close(); sub?.pc.close(); call.close();
+    screen.bar.hidden = true; screen.self.hidden = true;
+    screen.clock.textContent = lasted ? `call ended · ${lasted}` : "call ended";
+  };
+  return { mine, stop };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1163,7 +1238,7 @@ async function runDashboard(room, tok) {
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
 }
 
-window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats, tileStats,
+window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats, tileStats, callClock,
   mediaConnections: () => subscribedConnections().size };
 
 async function main() {
@@ -1200,11 +1275,12 @@ async function main() {
   ch.history = 30; // a late joiner sees the last comments, not an empty list
   window.liveRelay.channel = ch;
   if (view === "call") {
-    $("#stage").replaceChildren();
-    const remote = document.createElement("video"); remote.autoplay = true; remote.playsInline = true; remote.id = "call-remote";
-    remote.style.width = "100%"; $("#stage").append(remote);
-    for (const el of document.querySelectorAll(".controls, #comments")) el.hidden = true;
-    await runCall(ch, remote);
+    const holder = document.createElement("div"); $("#stage").replaceWith(holder);
+    for (const el of document.querySelectorAll(".controls, #comments, #unmute")) el.hidden = true;
+    const screen = callScreen(holder, `Call in ${roomName}`);
+    const session = await runCall(ch, screen);
+    screen.hangUp.onclick = () => { session.stop(); setStatus("call ended"); };
+    statsTimer = setInterval(updateStats, 1000);
     setStatus("in call");
     return;
   }
