@@ -868,11 +868,65 @@ async def background_tab(base: str, ws: str, out: Path, browser: Any, relay: Any
     return r
 
 
+async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A shopper whose phone speaks Chinese, then switches to English: what the page says in each."""
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
+    context = await browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844})
+    phone = await context.new_page()
+    try:
+        await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'mei', Role.VIEWER, '小美')}")
+        await wait_for(phone, "window.liveRelay.framesDecoded > 0")
+        # The language choice and formatting as pure functions: a table of cases, in the page itself.
+        r["table"] = await phone.evaluate("""import('/static/i18n.js').then(m => ({
+            picks: [[null, ['zh-CN']], [null, ['zh-TW', 'en']], [null, ['fr-FR', 'en-GB']], ['en', ['zh-CN']],
+                    ['xx', ['zh']], [null, []]].map(([saved, prefs]) => m.pickLanguage(saved, prefs)),
+            same_keys: JSON.stringify(Object.keys(m.STRINGS.en).sort())
+                       === JSON.stringify(Object.keys(m.STRINGS.zh).sort()),
+            counts: [m.translator('zh').count(12345), m.translator('en').count(12345), m.translator('zh').count(999)],
+            prices: [m.translator('zh').price('199.00', 'CNY'), m.translator('en').price('39.00', 'EUR'),
+                     m.translator('en').price('5', 'ZZZ')],
+            filled: m.translator('zh').t('watching', {n: 3}) }))""")
+        async with LiveClient(ws, "show", token("show", "host2", Role.HOST, "Host")) as shop:
+            await shop.push_product({"id": "T", "title": "龙井茶 Longjing tea", "price": "199.00", "currency": "CNY",
+                                     "stock": 3, "countdown_s": 120, "url": "https://shop.example/tea",
+                                     "image": "/static/demo/tea.svg"})
+            await wait_for(phone, "!document.querySelector('#product-card').hidden")
+        await wait_for(phone, "document.querySelector('#viewers').textContent.length > 0")
+
+        def said() -> str:
+            return """({ lang: document.documentElement.lang, language: window.liveRelay.language,
+                hint: document.querySelector('#comment-input').placeholder,
+                send: document.querySelector('#comment-send').textContent,
+                unmute: document.querySelector('#unmute').textContent,
+                viewers: document.querySelector('#viewers').textContent,
+                status: document.querySelector('#status').textContent,
+                buy: document.querySelector('#product-card .buy').textContent,
+                price: document.querySelector('#product-card .product-price').textContent,
+                extra: document.querySelector('#product-card .product-extra').textContent,
+                stage: document.querySelector('#raise-hand').textContent,
+                switch_to: document.querySelector('#language').textContent })"""
+
+        r["zh"] = await phone.evaluate(said())
+        await phone.screenshot(path=str(out / "viewer-zh.png"))
+        await phone.click("#language")  # English, remembered
+        await wait_for(phone, "window.liveRelay.language === 'en' && window.liveRelay.framesDecoded > 0")
+        r["en"] = await phone.evaluate(said())
+        await phone.screenshot(path=str(out / "viewer-en.png"))
+        await phone.reload()
+        r["en_after_reload"] = await wait_for(phone, "window.liveRelay.language")
+    finally:
+        await context.close()
+        await host.close()
+    return r
+
+
 SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
              "page_host_recording": page_host_recording,
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
-             "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page}
+             "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
+             "languages": languages}
 
 
 @contextlib.asynccontextmanager

@@ -241,3 +241,25 @@ def test_a_host_in_a_background_tab_stays_connected_in_a_quiet_room(netns):
     # up on silence between two ticks that never pinged, and each rejoin republished: viewers' video restarted).
     assert (r["sockets_opened"], r["joins"], r["same_publication"]) == (1, 1, True)
     assert r["viewer_frame_after"] > 0
+
+
+def test_a_shopper_reads_the_page_in_chinese_or_english(netns):
+    r = run_scenario(netns, "languages")
+    table = r["table"]
+    assert table["picks"] == ["zh", "zh", "en", "en", "zh", "en"]
+    assert table["same_keys"]  # every string in both tables
+    assert table["counts"] == ["1.2万", "12.3K", "999"] and table["filled"] == "3 人在看"
+    assert table["prices"][0] == "¥199.00" and table["prices"][1] == "€39.00"
+    assert "ZZZ" in table["prices"][2] and "5.00" in table["prices"][2]  # a code Intl has no symbol for
+    zh, en = r["zh"], r["en"]
+    assert zh["lang"] == "zh-CN" and zh["language"] == "zh"  # from the browser's language
+    assert zh["hint"] == "说点什么…" and zh["send"] == "发送" and zh["unmute"] == "点击开启声音"
+    assert zh["viewers"].endswith("人在看") and zh["status"] == "观看中" and zh["stage"] == "申请连麦"
+    assert zh["buy"] == "去购买" and zh["price"] == "¥199.00"
+    assert "仅剩 3 件" in zh["extra"] and "优惠倒计时" in zh["extra"]
+    assert zh["switch_to"] == "English"
+    assert en["lang"] == "en" and en["hint"] == "Say something…" and en["send"] == "Send"
+    assert en["viewers"].endswith("watching") and en["status"] == "watching" and en["buy"] == "Buy"
+    assert en["price"] == "CN¥199.00" and "3 left" in en["extra"] and "offer ends in" in en["extra"]
+    assert en["switch_to"] == "中文"
+    assert r["en_after_reload"] == "en"  # the pick is remembered over the browser's language

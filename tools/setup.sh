@@ -12,6 +12,7 @@
 #   gir1.2-gst-plugins-bad-1.0, python3-gi), the other WHIP publisher tests/test_interop.py runs, and the
 #   SRT listener `live-relay ingest` runs (its srtsrc is in gstreamer1.0-plugins-bad).
 #   nginx-light and libnginx-mod-rtmp: the RTMP server `live-relay ingest` runs in front of the bridge.
+#   fonts-noto-cjk: the browser tests' screenshots of the page in Chinese show its glyphs, not boxes.
 #   Python: a venv in .venv with the project and its test extras.
 # Packages already installed are not fetched again. Without root it uses sudo when it can; when it
 # cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng coturn
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0 python3-gi
-          nginx-light libnginx-mod-rtmp)
+          nginx-light libnginx-mod-rtmp fonts-noto-cjk)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

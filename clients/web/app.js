@@ -1,7 +1,12 @@
 // live-relay browser client: viewer, host and 1v1 call views over one WebSocket protocol (docs/protocol.md).
 // Plain ES module, no build step. Text from users is only ever set with textContent, never as HTML.
 
+import { LANGUAGES, pickLanguage, translatePage, translator } from "./i18n.js";
+
 const $ = (sel) => document.querySelector(sel);
+// The page's language (clients/web/i18n.js): the person's pick, remembered, else the browser's.
+const i18n = translator(pickLanguage(localStorage.getItem("live-relay:lang"), navigator.languages));
+const { t } = i18n;
 const params = new URLSearchParams(location.search);
 const view = params.get("view");
 const roomName = params.get("room") || "demo";
@@ -317,7 +322,7 @@ function addComment(msg, fly = true) {
   li.dataset.seq = msg.seq;
   if (msg.role === "assistant") { // the server's own assistant: a badge no viewer or host can have
     li.classList.add("assistant");
-    const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = "AI assistant";
+    const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = t("assistant");
     who.prepend(badge, " ");
     const asked = document.querySelector(`#comments li[data-seq="${msg.reply_to}"] span:last-child`);
     if (asked) { const quote = document.createElement("q"); quote.textContent = asked.textContent; li.append(quote); }
@@ -358,11 +363,11 @@ function removeComment(seq) {
 function showModeration(m) {
   const mine = ch && m.user === ch.joined?.user;
   if (m.action === "slow_mode") {
-    setNotice(m.seconds ? `Slow mode: one comment every ${m.seconds} s` : "");
+    setNotice(m.seconds ? t("slow_mode", { s: m.seconds }) : "");
   } else if (mine && m.action === "muted") {
-    setStatus(`a moderator muted you for ${Math.max(1, Math.round((m.until_ms - ch.serverNow()) / 60000))} min`);
+    setStatus(t("muted_you", { min: Math.max(1, Math.round((m.until_ms - ch.serverNow()) / 60000)) }));
   } else if (mine && m.action === "unmuted") {
-    setStatus("you may comment again");
+    setStatus(t("may_comment"));
   } else if (moderating()) {
     setStatus(`${m.by}: ${m.action}${m.user ? ` ${m.user}` : ""}${m.seq ? ` #${m.seq}` : ""}`);
   }
@@ -374,15 +379,16 @@ let cardTimer = null; let countdownTimer = null; const seenProducts = new Set();
 function showProduct(msg) {
   const p = msg.product; const card = $("#product-card");
   card.querySelector(".product-title").textContent = p.title;
-  card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
-  const stock = typeof p.stock === "number" ? `${p.stock} left` : "";
+  card.querySelector(".product-price").textContent = i18n.price(p.price, p.currency);
+  const stock = typeof p.stock === "number" ? t("stock", { n: i18n.count(p.stock) }) : "";
   // The offer's end is fixed on the server's clock when the card was pushed: late joiners count the same.
   const endsAt = typeof p.countdown_s === "number" ? (msg.server_ts || ch.serverNow()) + p.countdown_s * 1000 : null;
   const tick = () => {
     const parts = stock ? [stock] : [];
     if (endsAt !== null) {
       const left = Math.min(p.countdown_s, Math.ceil((endsAt - ch.serverNow()) / 1000)); // clock estimates wobble
-      parts.push(left > 0 ? `offer ends in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` : "offer ended");
+      parts.push(left > 0 ? t("offer.ends", { time: `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` })
+        : t("offer.ended"));
       if (left <= -5) { clearInterval(countdownTimer); card.hidden = true; }
     }
     card.querySelector(".product-extra").textContent = parts.join(" · ");
@@ -460,7 +466,7 @@ async function showPublisher(publisher, user, attempt = 0) {
     tiles.delete(publisher);
     if (err.code === "overloaded" && attempt < 10) {
       // The server is full for a moment and said when to come back: comments and cards go on meanwhile.
-      setStatus("Lots of people are watching: the video starts in a moment…");
+      setStatus(t("crowd"));
       window.liveRelay.busyRetries = attempt + 1;
       setTimeout(() => showPublisher(publisher, user, attempt + 1), err.retryAfterMs || 2000);
       return;
@@ -547,7 +553,7 @@ function renderPk(pk, scores, remaining) {
 function renderCall(call) {
   const notice = $("#notice");
   const away = call && !call.keep_video && ch.joined?.user !== call.host && ch.joined?.user !== call.guest;
-  notice.textContent = away ? `${call.host} is in a private call — back soon` : "";
+  notice.textContent = away ? t("away", { host: call.host }) : "";
   notice.hidden = !away;
 }
 
@@ -555,8 +561,8 @@ function invitePanel(text, onAccept, onDecline) {
   const panel = $("#invites"); panel.hidden = false;
   const row = document.createElement("div"); row.className = "row";
   const label = document.createElement("span"); label.textContent = text;
-  const yes = document.createElement("button"); yes.textContent = "Accept";
-  const no = document.createElement("button"); no.textContent = "Decline";
+  const yes = document.createElement("button"); yes.textContent = t("accept");
+  const no = document.createElement("button"); no.textContent = t("decline");
   yes.onclick = () => { row.remove(); onAccept(); }; no.onclick = () => { row.remove(); onDecline(); };
   row.append(label, yes, no); panel.append(row);
 }
@@ -567,7 +573,7 @@ async function republish() {
   if (!liveStream) return;
   const pub = await publish(ch, liveStream, true);
   myPublisher = pub.mediaId; window.liveRelay.publisher = pub;
-  setStatus("on air (reconnected)");
+  setStatus(t("on_air.again"));
 }
 
 async function goLive() {
@@ -577,13 +583,13 @@ async function goLive() {
   const pub = await publish(ch, stream, true);
   myPublisher = pub.mediaId;
   window.liveRelay.publisher = pub;
-  setStatus("on air");
+  setStatus(t("on_air"));
 }
 
 async function startPrivateCall(grant) {
   const panel = $("#invites"); panel.hidden = false;
   const holder = document.createElement("div"); holder.className = "call-box"; panel.append(holder);
-  const screen = callScreen(holder, `Private call with ${grant.with}`);
+  const screen = callScreen(holder, t("call.private", { who: grant.with }));
   screen.box.scrollIntoView({ block: "start" });
   screen.hangUp.onclick = async () => { await ch.request({ type: "call_end" }).catch(() => {}); };
   const session = await runCall(new Channel(grant.call_room, grant.token), screen);
@@ -592,14 +598,15 @@ async function startPrivateCall(grant) {
 
 function wireLive(isHost) {
   ch.on("joined", (msg) => {
-    setStatus(`${msg.role}${msg.recovered ? " (resumed)" : ""}`);
+    const role = t(`role.${msg.role}`);
+    setStatus(msg.recovered ? t("status.resumed", { role }) : role);
     window.liveRelay.joins = (window.liveRelay.joins || 0) + 1;
     if (rejoinMedia && ["host", "cohost"].includes(msg.role)) {
       rejoinMedia = false;
       republish().catch((e) => setStatus(`republish: ${e.message}`));
     }
     $("#like-count").textContent = msg.state.likes;
-    $("#viewers").textContent = `${msg.state.viewers} watching`;
+    $("#viewers").textContent = t("watching", { n: i18n.count(msg.state.viewers) });
     if (msg.state.product) showProduct(msg.state.product);
     showAnnouncement(msg.state.pinned);
     Object.assign(roomState, { publishers: msg.state.publishers, pk: msg.state.pk });
@@ -608,7 +615,7 @@ function wireLive(isHost) {
     for (const el of document.querySelectorAll(".viewer-only")) el.hidden = msg.role !== "viewer";
     $("#leave-stage").hidden = msg.role !== "cohost";
     myRole = msg.role;
-    setNotice(msg.state.slow_mode_s ? `Slow mode: one comment every ${msg.state.slow_mode_s} s` : "");
+    setNotice(msg.state.slow_mode_s ? t("slow_mode", { s: msg.state.slow_mode_s }) : "");
   });
   // Events up to joined.seq that follow `joined` are the room's recent history (join.history): list them.
   // Only live events are a measure of latency: the history and a resume's catch-up were sent long ago.
@@ -620,7 +627,7 @@ function wireLive(isHost) {
   ch.on("link", showLink);
   ch.on("comment_deleted", (m) => removeComment(m.target));
   ch.on("moderation", showModeration);
-  ch.on("presence", (m) => { $("#viewers").textContent = `${m.viewers} watching`; });
+  ch.on("presence", (m) => { $("#viewers").textContent = t("watching", { n: i18n.count(m.viewers) }); });
   ch.on("media", (m) => {
     if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
     else roomState.publishers = roomState.publishers.filter((p) => p.publisher !== m.publisher);
@@ -632,7 +639,7 @@ function wireLive(isHost) {
   ch.on("stage", (m) => renderSeats(m.state));
   ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
   ch.on("grant", (m) => {
-    setStatus(m.role); myRole = m.role;
+    setStatus(t(`role.${m.role}`)); myRole = m.role;
     $("#raise-hand").hidden = m.role !== "viewer";
     $("#leave-stage").hidden = m.role !== "cohost";
     if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
@@ -640,17 +647,17 @@ function wireLive(isHost) {
     }
     if (m.role === "cohost") goLive().catch((e) => setStatus(`camera: ${e.message}`));
   });
-  ch.on("stage_invited", (m) => invitePanel(`${m.from} invites you on stage`,
+  ch.on("stage_invited", (m) => invitePanel(t("invite.stage", { from: m.from }),
     () => ch.request({ type: "stage_invite_answer", accept: true }),
     () => ch.request({ type: "stage_invite_answer", accept: false })));
-  ch.on("call_invited", (m) => invitePanel(`${m.from} invites you to a private call`,
+  ch.on("call_invited", (m) => invitePanel(t("invite.call", { from: m.from }),
     () => ch.request({ type: "call_answer", accept: true }),
     () => ch.request({ type: "call_answer", accept: false })));
   ch.on("call_grant", (m) => startPrivateCall(m));
   ch.on("closed", (m) => {
-    setStatus(m.code === 4004 ? "waiting for the room to open again…"
-      : m.code === 4011 ? "a moderator removed you from this room"
-        : m.code === 4001 ? "your invitation is no longer valid" : `disconnected (${m.code}), reconnecting…`);
+    setStatus(m.code === 4004 ? t("closed.waiting")
+      : m.code === 4011 ? t("closed.removed")
+        : m.code === 4001 ? t("closed.invalid") : t("closed.other", { code: m.code }));
     // The server closes a connection's media sessions with it: drop ours, and redo them on re-join.
     for (const id of [...tiles.keys()]) dropPublisher(id);
     viewing?.close(); viewing = null;
@@ -675,7 +682,7 @@ function wireLive(isHost) {
   let taps = 0;
   $("#like").onclick = () => { taps++; };
   setInterval(() => { if (taps) { ch.send({ type: "like", count: Math.min(taps, 50) }); taps = 0; } }, 200);
-  $("#raise-hand").onclick = () => ch.request({ type: "stage_request" }).then(() => setStatus("hand raised"))
+  $("#raise-hand").onclick = () => ch.request({ type: "stage_request" }).then(() => setStatus(t("stage.hand_raised")))
     .catch((err) => setStatus(err.message));
   $("#product-card .close").onclick = () => { $("#product-card").hidden = true; };
 
@@ -898,16 +905,16 @@ function callScreen(container, title) {
   const remote = make("video", { autoplay: true, playsInline: true, id: "call-remote", className: "call-remote" });
   const self = make("video", { autoplay: true, playsInline: true, muted: true, id: "call-self", className: "call-self" });
   const head = make("div", { className: "call-head" });
-  const clock = make("span", { id: "call-timer", textContent: "connecting…" });
+  const clock = make("span", { id: "call-timer", textContent: t("call.connecting") });
   head.append(make("span", { className: "call-with", textContent: title }), clock);
   const button = (id, text, label) => {
     const b = make("button", { id, type: "button", textContent: text });
     b.setAttribute("aria-label", label); return b;
   };
-  const mute = button("call-mute", "Mute", "Mute your microphone");
-  const camera = button("call-camera", "Camera off", "Turn your camera off");
-  const flip = button("call-switch", "Switch camera", "Use your other camera"); flip.hidden = true;
-  const hangUp = button("call-hangup", "Hang up", "End the call"); hangUp.classList.add("hang-up");
+  const mute = button("call-mute", t("call.mute"), t("call.mute_label"));
+  const camera = button("call-camera", t("call.camera_off"), t("call.camera_label"));
+  const flip = button("call-switch", t("call.switch"), t("call.switch_label")); flip.hidden = true;
+  const hangUp = button("call-hangup", t("call.hang_up"), t("call.hang_up_label")); hangUp.classList.add("hang-up");
   const bar = make("div", { className: "call-bar" }); bar.append(mute, camera, flip, hangUp);
   const box = make("div", { className: "call" }); box.append(remote, self, head, bar);
   container.replaceChildren(box);
@@ -962,13 +969,15 @@ async function runCall(call, screen) {
     call.send({ type: "client_stats", call_setup_ms: setupMs });
   };
   const tick = setInterval(() => {
-    if (connectedAt !== null) screen.clock.textContent = `${callClock(performance.now() - connectedAt)} · connected in ${(setupMs / 1000).toFixed(1)} s`;
+    if (connectedAt !== null) {
+      screen.clock.textContent = t("call.timer", { time: callClock(performance.now() - connectedAt), s: (setupMs / 1000).toFixed(1) });
+    }
   }, 500);
   // Listen before publishing: the other party may publish while we negotiate.
   call.on("media", (m) => {
     if (m.event === "publisher_joined") publishers.push(m);
     if (m.event === "publisher_left" && m.publisher === other) {
-      screen.clock.textContent = "the other side hung up"; connectedAt = null;
+      screen.clock.textContent = t("call.other_left"); connectedAt = null;
     }
     trySubscribe();
   });
@@ -976,8 +985,8 @@ async function runCall(call, screen) {
   publishers.push(...(call.joined.state.publishers || []));
   stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
   screen.self.srcObject = stream;
-  toggleTracks(screen.mute, () => stream.getAudioTracks(), "Mute", "Unmute");
-  toggleTracks(screen.camera, () => stream.getVideoTracks(), "Camera off", "Camera on");
+  toggleTracks(screen.mute, () => stream.getAudioTracks(), t("call.mute"), t("call.unmute"));
+  toggleTracks(screen.camera, () => stream.getVideoTracks(), t("call.camera_off"), t("call.camera_on"));
   mine = await publish(call, stream);
   offerCameraSwitch(screen, stream, mine.pc).catch(() => {});
   await trySubscribe();
@@ -988,7 +997,7 @@ async function runCall(call, screen) {
     for (const t of stream.getTracks()) t.stop();
     mine.pc.close(); sub?.pc.close(); call.close();
     screen.bar.hidden = true; screen.self.hidden = true;
-    screen.clock.textContent = lasted ? `call ended · ${lasted}` : "call ended";
+    screen.clock.textContent = lasted ? t("call.ended_after", { time: lasted }) : t("call.ended");
   };
   return { mine, stop };
 }
@@ -1238,10 +1247,22 @@ async function runDashboard(room, tok) {
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
 }
 
-window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats, tileStats, callClock,
+window.liveRelay = { framesDecoded: 0, callSetupMs: null, mediaStats, tileStats, callClock, language: i18n.lang,
   mediaConnections: () => subscribedConnections().size };
 
+// The header's language switch: the other language's own name; the pick is remembered and the page reloads
+// in it (the tab keeps its token).
+function offerLanguages() {
+  document.documentElement.lang = i18n.locale;
+  translatePage(document, t);
+  const other = LANGUAGES.find((l) => l !== i18n.lang);
+  const button = $("#language");
+  button.textContent = t("other_language"); button.lang = translator(other).locale;
+  button.onclick = () => { localStorage.setItem("live-relay:lang", other); location.reload(); };
+}
+
 async function main() {
+  offerLanguages();
   $("#room-name").textContent = roomName;
   if (!view) {
     $("#start").hidden = false; setStatus("");
@@ -1277,11 +1298,11 @@ async function main() {
   if (view === "call") {
     const holder = document.createElement("div"); $("#stage").replaceWith(holder);
     for (const el of document.querySelectorAll(".controls, #comments, #unmute")) el.hidden = true;
-    const screen = callScreen(holder, `Call in ${roomName}`);
+    const screen = callScreen(holder, t("call.in", { room: roomName }));
     const session = await runCall(ch, screen);
-    screen.hangUp.onclick = () => { session.stop(); setStatus("call ended"); };
+    screen.hangUp.onclick = () => { session.stop(); setStatus(t("call.ended")); };
     statsTimer = setInterval(updateStats, 1000);
-    setStatus("in call");
+    setStatus(t("call.in_call"));
     return;
   }
   wireLive(view === "host");
