@@ -324,6 +324,21 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
             const b = l.getBoundingClientRect();
             return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
     })()""")
+    # A pinned note on a phone: over the video, never over the tiles' names (item 5 of issue 27).
+    await host.fill("#pin-form input[name=text]", "Free shipping over 99 today")
+    await host.click("#pin-form button >> nth=0")
+    await wait_for(phone, "!(" + HIDDEN % "#announcement" + ")")
+    r["note_covers_name"] = await phone.evaluate("""(() => {
+        const a = document.querySelector('#announcement').getBoundingClientRect();
+        return [...document.querySelectorAll('#stage .tile .label')].some(l => {
+            const b = l.getBoundingClientRect();
+            return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
+    })()""")
+    # The engineers' figures are one tap away, not on a shopper's screen.
+    r["stats_hidden_at_first"] = await phone.evaluate(HIDDEN % "#stats")
+    await phone.click("#stats-toggle")
+    r["stats_after_toggle"] = await phone.evaluate(
+        "!(" + HIDDEN % "#stats" + ") && document.querySelector('#stats-toggle').getAttribute('aria-expanded')")
     await phone.click("#product-card .close")
     r["card_closed"] = await phone.evaluate(HIDDEN % "#product-card")
     r["e2e_shown"] = await phone.text_content("#stat-e2e")
@@ -361,7 +376,12 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     await viewer.goto(f"{base}/?view=viewer&room=show")
     await wait_for(viewer, "window.liveRelay.framesDecoded > 0")
     await asyncio.sleep(1.0)
-    r["host_own_tiles"] = await host.evaluate("document.querySelectorAll('#stage video').length")
+    r["host_own_tiles"] = await host.evaluate("document.querySelectorAll('#stage .tile:not(.self) video').length")
+    # The host sees itself on its stage as the audience does (it was black, a 160 px preview aside).
+    r["self_view"] = await wait_for(host, """(() => { const v = document.querySelector('#self-tile video');
+        return v && v.videoWidth > 0 && v.muted && {
+            width: v.getBoundingClientRect().width, label: document.querySelector('#self-tile .label').textContent,
+            stage: document.querySelector('#stage').getBoundingClientRect().width }; })()""")
     # Pin and unpin a note.
     await host.fill("#pin-form input[name=text]", "Free shipping tonight")
     await host.click("#pin-form button >> text=Pin")
@@ -609,6 +629,11 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
         # Both charts drawn (each refresh reloads them, so wait until both are, and count them then).
         r["charts_drawn"] = await wait_for(dashboard, f"(({drawn}) >= 2) && ({drawn})")
         r["live_line"] = await dashboard.text_content("#dash-live")
+        # In words a seller reads: headings, the funnel's steps, rates as percentages (not of_entered, 1.0).
+        r["dash_words"] = await dashboard.evaluate("""(() => {
+            const funnel = document.querySelectorAll('#dashboard table')[0];
+            return { heads: [...funnel.querySelectorAll('th')].map(th => th.textContent),
+                     first: [...funnel.tBodies[0].rows[0].cells].map(c => c.textContent) }; })()""")
         await dashboard.screenshot(path=str(out / "dashboard.png"), full_page=True)
         # The assistant answers a viewer's question; the page shows it with its badge, under the question.
         await host.request({"type": "assistant", "on": True})

@@ -73,6 +73,8 @@ def test_the_pages_analytics_buy_link_and_the_hosts_dashboard(netns):
     assert r["live"]["watching_now"] == 1 and r["live"]["clicks_last_minute"] == {"A": 1}
     assert r["live"]["top_sources"] == [{"source": "douyin", "viewers": 1}]
     assert r["charts_drawn"] == 2 and "watching now 1" in r["live_line"]
+    assert r["dash_words"]["heads"] == ["step", "viewers", "of all who came", "of the step before"]
+    assert r["dash_words"]["first"][0] == "came in" and r["dash_words"]["first"][2] == "100%"
     assistant = r["assistant_item"]  # the badge, the question quoted, the live price
     assert assistant.startswith("AI assistant") and "how much is the scarf?" in assistant and "39.00 EUR" in assistant
 
@@ -127,6 +129,8 @@ def test_the_demo_room_shows_a_live_show_at_once(netns):
 
 def test_what_a_viewer_meets_on_a_phone(netns):
     r = run_scenario(netns, "viewer_page")
+    assert r["note_covers_name"] is False  # the pinned note sat on the tiles' names
+    assert r["stats_hidden_at_first"] and r["stats_after_toggle"] == "true"
     assert r["history"] == 3 and r["history_bullets"] == 0  # recent comments listed, not flown
     assert r["card_hidden_before_product"] and r["card_closed"]
     assert r["muted_at_first"] and r["unmute_offered"] and r["unmuted_after_tap"]
@@ -153,6 +157,8 @@ def test_what_a_viewer_meets_on_a_phone(netns):
 def test_what_a_host_meets(netns):
     r = run_scenario(netns, "host_page")
     assert r["host_own_tiles"] == 0  # the host's own stream is not echoed back as a tile
+    self_view = r["self_view"]  # but its camera fills its stage, muted, labelled
+    assert self_view["label"] == "you" and self_view["width"] >= 0.9 * self_view["stage"]
     assert r["unpinned"]
     assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]

@@ -422,7 +422,7 @@ function noteLatency(msg) {
 }
 
 function layout() {
-  const n = Math.max(1, tiles.size);
+  const n = Math.max(1, tiles.size + ($("#self-tile") ? 1 : 0));
   $("#stage").style.setProperty("--cols", String(Math.ceil(Math.sqrt(n))));
 }
 
@@ -432,7 +432,7 @@ let soundOn = localStorage.getItem("live-relay:sound") === "on";
 function offerSound() { $("#unmute").hidden = soundOn; }
 function setSound(on) {
   soundOn = on; localStorage.setItem("live-relay:sound", on ? "on" : "off");
-  for (const v of document.querySelectorAll("#stage video, #call-remote")) { v.muted = !on; v.play().catch(() => {}); }
+  for (const v of document.querySelectorAll("#stage .tile:not(.self) video, #call-remote")) { v.muted = !on; v.play().catch(() => {}); }
   offerSound();
 }
 function playWithSound(video) {
@@ -569,6 +569,26 @@ function invitePanel(text, onAccept, onDecline) {
 
 let rejoinMedia = false; let liveStream = null;
 
+// One's own camera on the stage while live, as the audience sees it (a host saw itself only in a 160 px
+// preview, its stage black): a local tile, mirrored and silent, never a subscription to one's own stream.
+function showSelf(stream) {
+  let tile = $("#self-tile");
+  if (!tile) {
+    tile = document.createElement("div"); tile.className = "tile self"; tile.id = "self-tile";
+    const video = Object.assign(document.createElement("video"), { autoplay: true, muted: true, playsInline: true });
+    const label = document.createElement("span"); label.className = "label"; label.textContent = t("you");
+    tile.append(video, label); $("#stage").prepend(tile);
+  }
+  tile.querySelector("video").srcObject = stream;
+  layout();
+}
+
+// Off the stage: the camera goes off (its light too) and so does the self tile.
+function stopSelf() {
+  for (const track of liveStream?.getTracks() || []) track.stop();
+  liveStream = null; $("#self-tile")?.remove(); layout();
+}
+
 async function republish() {
   if (!liveStream) return;
   const pub = await publish(ch, liveStream, true);
@@ -580,6 +600,7 @@ async function goLive() {
   const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: true });
   liveStream = stream;
   $("#preview").srcObject = stream;
+  showSelf(stream);
   const pub = await publish(ch, stream, true);
   myPublisher = pub.mediaId;
   window.liveRelay.publisher = pub;
@@ -643,7 +664,7 @@ function wireLive(isHost) {
     $("#raise-hand").hidden = m.role !== "viewer";
     $("#leave-stage").hidden = m.role !== "cohost";
     if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
-      window.liveRelay.publisher.pc.close(); window.liveRelay.publisher = null; myPublisher = null; liveStream = null;
+      window.liveRelay.publisher.pc.close(); window.liveRelay.publisher = null; myPublisher = null; stopSelf();
     }
     if (m.role === "cohost") goLive().catch((e) => setStatus(`camera: ${e.message}`));
   });
@@ -1211,15 +1232,23 @@ function showProductAt(e) {
 // The host's dashboard: the show's report, refreshed every few seconds while it runs (watching now, clicks
 // per product in the last minute, top sources), with the funnel, products and sources tables and the
 // server-drawn charts. Needs a host token of the room.
+const RATE_COLUMNS = new Set(["of_entered", "of_previous", "click_through", "click_rate", "order_rate"]);
+
 async function runDashboard(room, tok) {
   const panel = document.createElement("div"); panel.id = "dashboard"; panel.className = "dashboard";
   $("#live").replaceChildren(panel);
+  // Columns and funnel steps in words a seller reads; rates as percentages.
+  const words = (key, raw) => { const said = t(key); return said === key ? raw : said; };
+  const percent = new Intl.NumberFormat(i18n.locale, { style: "percent", maximumFractionDigits: 1 });
+  const cell = (c, v) => v === null || v === undefined ? "–"
+    : RATE_COLUMNS.has(c) && typeof v === "number" ? percent.format(v)
+      : c === "step" ? words(`dash.step.${v}`, v) : String(v);
   const table = (rows, cols) => {
-    const t = document.createElement("table"); const head = t.createTHead().insertRow();
-    for (const c of cols) { const th = document.createElement("th"); th.textContent = c; head.append(th); }
-    const body = t.createTBody();
-    for (const r of rows) { const tr = body.insertRow(); for (const c of cols) tr.insertCell().textContent = r[c] ?? "–"; }
-    return t;
+    const el = document.createElement("table"); const head = el.createTHead().insertRow();
+    for (const c of cols) { const th = document.createElement("th"); th.textContent = words(`dash.col.${c}`, c); head.append(th); }
+    const body = el.createTBody();
+    for (const r of rows) { const tr = body.insertRow(); for (const c of cols) tr.insertCell().textContent = cell(c, r[c]); }
+    return el;
   };
   const section = (title, ...children) => { const h = document.createElement("h3"); h.textContent = title; return [h, ...children]; };
   const refresh = async () => {
@@ -1238,10 +1267,10 @@ async function runDashboard(room, tok) {
       return img;
     });
     panel.replaceChildren(live, ...charts,
-      ...section("Funnel", table(r.funnel, ["step", "viewers", "of_entered", "of_previous"])),
-      ...section("Products", table(r.products, ["product", "pushes", "impressions", "clicks", "click_through", "orders", "revenue", "median_push_to_click_s"])),
-      ...section("Sources", table(r.sources, ["source", "viewers", "median_dwell_s", "click_rate", "order_rate"])),
-      ...section("Quality against dwell", table(Object.entries(r.quality).map(([g, q]) => ({ group: g, ...q })), ["group", "viewers", "median_dwell_s"])));
+      ...section(t("dash.funnel"), table(r.funnel, ["step", "viewers", "of_entered", "of_previous"])),
+      ...section(t("dash.products"), table(r.products, ["product", "pushes", "impressions", "clicks", "click_through", "orders", "revenue", "median_push_to_click_s"])),
+      ...section(t("dash.sources"), table(r.sources, ["source", "viewers", "median_dwell_s", "click_rate", "order_rate"])),
+      ...section(t("dash.quality"), table(Object.entries(r.quality).map(([g, q]) => ({ group: g, ...q })), ["group", "viewers", "median_dwell_s"])));
   };
   await refresh();
   setInterval(() => refresh().catch((e) => setStatus(e.message)), 5000);
@@ -1261,8 +1290,21 @@ function offerLanguages() {
   button.onclick = () => { localStorage.setItem("live-relay:lang", other); location.reload(); };
 }
 
+// The figures engineers read (latency, jitter, layers) stay one tap away, not in a shopper's face: shown
+// with ?stats=1 or the toggle (remembered).
+function offerStats() {
+  const shown = params.get("stats") === "1" || localStorage.getItem("live-relay:stats") === "on";
+  const toggle = $("#stats-toggle");
+  const show = (on) => { $("#stats").hidden = !on; toggle.setAttribute("aria-expanded", String(on)); };
+  show(shown);
+  toggle.onclick = () => {
+    const on = $("#stats").hidden; show(on); localStorage.setItem("live-relay:stats", on ? "on" : "off");
+  };
+}
+
 async function main() {
   offerLanguages();
+  offerStats();
   $("#room-name").textContent = roomName;
   if (!view) {
     $("#start").hidden = false; setStatus("");
