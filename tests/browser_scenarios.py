@@ -176,6 +176,18 @@ async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
                                                       f" > {frames} + 10 && window.liveRelay.mediaConnections() === 1)")
     result["left_stage"] = await wait_for(guest, "!window.liveRelay.publisher && " + HIDDEN % "#leave-stage"
                                           + " && !(" + HIDDEN % "#raise-hand" + ")")
+    result["camera_released"] = await guest.evaluate("!document.querySelector('#self-tile')")
+    # On stage again, then taken off by the host: the co-host is told it is live, then why it is not.
+    await guest.click("#raise-hand")
+    await host.wait_for_selector("#requests li button", timeout=20000)
+    await host.click("#requests li button >> text=Accept")
+    result["told_live"] = await wait_for(guest, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId"
+                                                " && document.querySelector('#status').textContent")
+    result["self_view"] = await wait_for(guest, "document.querySelector('#self-tile video')?.videoWidth > 0")
+    await host.wait_for_selector("#seats li[data-user=gina] .remove", timeout=20000)
+    await host.click("#seats li[data-user=gina] .remove")
+    result["told_removed"] = await wait_for(guest, "!window.liveRelay.publisher"
+                                                   " && document.querySelector('#status').textContent")
     return result
 
 
@@ -261,6 +273,13 @@ async def demo(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
 
 
 HIDDEN = "getComputedStyle(document.querySelector('%s')).display === 'none'"
+# Whether the element a selector names overlaps any tile's name label (page.evaluate(COVERS_A_NAME, selector)).
+COVERS_A_NAME = """(selector) => {
+    const a = document.querySelector(selector).getBoundingClientRect();
+    return [...document.querySelectorAll('#stage .tile .label')].some(l => {
+        const b = l.getBoundingClientRect();
+        return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
+}"""
 
 
 async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
@@ -318,22 +337,12 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     # The card's image is the server's own file, fetched from wherever this viewer reached the server (it
     # carried the host page's own address: broken for a viewer who came another way).
     r["image_src"] = await phone.evaluate("document.querySelector('#product-card img').getAttribute('src')")
-    r["card_covers_name"] = await phone.evaluate("""(() => {
-        const a = document.querySelector('#product-card').getBoundingClientRect();
-        return [...document.querySelectorAll('#stage .tile .label')].some(l => {
-            const b = l.getBoundingClientRect();
-            return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
-    })()""")
+    r["card_covers_name"] = await phone.evaluate(COVERS_A_NAME, "#product-card")
     # A pinned note on a phone: over the video, never over the tiles' names (item 5 of issue 27).
     await host.fill("#pin-form input[name=text]", "Free shipping over 99 today")
     await host.click("#pin-form button >> nth=0")
     await wait_for(phone, "!(" + HIDDEN % "#announcement" + ")")
-    r["note_covers_name"] = await phone.evaluate("""(() => {
-        const a = document.querySelector('#announcement').getBoundingClientRect();
-        return [...document.querySelectorAll('#stage .tile .label')].some(l => {
-            const b = l.getBoundingClientRect();
-            return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; });
-    })()""")
+    r["note_covers_name"] = await phone.evaluate(COVERS_A_NAME, "#announcement")
     # The engineers' figures are one tap away, not on a shopper's screen.
     r["stats_hidden_at_first"] = await phone.evaluate(HIDDEN % "#stats")
     await phone.click("#stats-toggle")
@@ -434,9 +443,15 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         await vip.request({"type": "call_answer", "accept": True})
         r["call_notice"] = await wait_for(viewer, "!(" + HIDDEN % "#notice" + ")"
                                                   " && document.querySelector('#notice').textContent")
+        r["host_status_in_call"] = await wait_for(host, "document.querySelector('#call-hangup')"
+                                                        " && document.querySelector('#status').textContent")
+        await host.screenshot(path=str(out / "host.png"))
         await vip.request({"type": "call_end"})
         r["call_notice_gone"] = bool(await wait_for(viewer, HIDDEN % "#notice"))
-    await host.screenshot(path=str(out / "host.png"))
+        # Its header says what it is doing now (it kept saying "call invitation sent").
+        r["host_status_after_call"] = await wait_for(
+            host, "(() => { const s = document.querySelector('#status').textContent;"
+                  " return s !== 'in call' && s; })()")
     return r
 
 

@@ -98,6 +98,9 @@ def test_cohost_accepted_in_the_browser_appears_on_the_viewers_stage(netns):
     assert r["connections"] == 1  # both tiles on one peer connection (the co-host's added by renegotiation)
     assert r["host_goes_on"]
     assert r["left_stage"]  # "Leave the stage": the co-host is a viewer again and the audience sees one tile
+    assert r["camera_released"]  # and its camera is off (the self tile gone with it)
+    assert r["told_live"] == "on air" and r["self_view"]  # told it is live, and sees itself
+    assert r["told_removed"] == "the host took you off the stage"
 
 
 def test_1v1_call_between_two_browser_pages(netns):
@@ -164,6 +167,7 @@ def test_what_a_host_meets(netns):
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
     assert r["pk_halves"] == ["host", "rita", True]  # each host's tile under its half of the PK bar
     assert "private call" in r["call_notice"] and r["call_notice_gone"]
+    assert r["host_status_in_call"] == "in call" and r["host_status_after_call"] == "you are live"
 
 
 def test_the_pages_whip_and_whep_clients(netns):

@@ -613,8 +613,12 @@ async function startPrivateCall(grant) {
   const screen = callScreen(holder, t("call.private", { who: grant.with }));
   screen.box.scrollIntoView({ block: "start" });
   screen.hangUp.onclick = async () => { await ch.request({ type: "call_end" }).catch(() => {}); };
+  setStatus(t("call.in_call"));
   const session = await runCall(new Channel(grant.call_room, grant.token), screen);
-  ch.on("call_ended", () => { session.stop(); setTimeout(() => holder.remove(), 3000); });
+  ch.on("call_ended", () => {
+    session.stop(); setTimeout(() => holder.remove(), 3000);
+    setStatus(myRole ? t(`role.${myRole}`) : ""); // no longer "call invitation sent" or "in call"
+  });
 }
 
 function wireLive(isHost) {
@@ -660,7 +664,8 @@ function wireLive(isHost) {
   ch.on("stage", (m) => renderSeats(m.state));
   ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
   ch.on("grant", (m) => {
-    setStatus(t(`role.${m.role}`)); myRole = m.role;
+    // A co-host is told it is live, and why it no longer is when the host took it off the stage.
+    setStatus(m.role === "viewer" && m.reason === "removed" ? t("stage.removed") : t(`role.${m.role}`)); myRole = m.role;
     $("#raise-hand").hidden = m.role !== "viewer";
     $("#leave-stage").hidden = m.role !== "cohost";
     if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
