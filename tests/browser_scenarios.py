@@ -47,7 +47,11 @@ async def wait_for(page: Page, expression: str, timeout: float = 20.0) -> Any:
     """Poll a JS expression until it is truthy; return its value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await page.evaluate(expression)
+        # Each look bounded too: a page that stops answering fails here, in words, not at pytest's timeout.
+        try:
+            value = await asyncio.wait_for(page.evaluate(expression), max(deadline - time.monotonic(), 0) + 5)
+        except TimeoutError:
+            raise TimeoutError(f"the page stopped answering while waiting for: {expression}") from None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -338,6 +342,15 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     # carried the host page's own address: broken for a viewer who came another way).
     r["image_src"] = await phone.evaluate("document.querySelector('#product-card img').getAttribute('src')")
     r["card_covers_name"] = await phone.evaluate(COVERS_A_NAME, "#product-card")
+    # On a phone the comments sit over the video's lower left (they were below the fold), above the card,
+    # clear of the names.
+    r["comments_overlay"] = await phone.evaluate("""(() => {
+        const c = document.querySelector('#comments').getBoundingClientRect();
+        const s = document.querySelector('#stage').getBoundingClientRect();
+        const card = document.querySelector('#product-card').getBoundingClientRect();
+        return { inside: c.top >= s.top && c.bottom <= s.bottom && c.left >= s.left, above_card: c.bottom <= card.top,
+                 shown: c.height > 0 && c.bottom <= innerHeight }; })()""")
+    r["comments_cover_name"] = await phone.evaluate(COVERS_A_NAME, "#comments")
     # A pinned note on a phone: over the video, never over the tiles' names (item 5 of issue 27).
     await host.fill("#pin-form input[name=text]", "Free shipping over 99 today")
     await host.click("#pin-form button >> nth=0")
@@ -949,11 +962,11 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
 
         r["zh"] = await phone.evaluate(said())
         await phone.screenshot(path=str(out / "viewer-zh.png"))
-        await phone.click("#language")  # English, remembered
+        await phone.click("#language", timeout=10000)  # English, remembered
         await wait_for(phone, "window.liveRelay.language === 'en' && window.liveRelay.framesDecoded > 0")
         r["en"] = await phone.evaluate(said())
         await phone.screenshot(path=str(out / "viewer-en.png"))
-        await phone.reload()
+        await phone.reload(wait_until="domcontentloaded", timeout=15000)
         r["en_after_reload"] = await wait_for(phone, "window.liveRelay.language")
     finally:
         await context.close()

@@ -133,6 +133,8 @@ def test_the_demo_room_shows_a_live_show_at_once(netns):
 def test_what_a_viewer_meets_on_a_phone(netns):
     r = run_scenario(netns, "viewer_page")
     assert r["note_covers_name"] is False  # the pinned note sat on the tiles' names
+    assert r["comments_overlay"] == {"inside": True, "above_card": True, "shown": True}  # not below the fold
+    assert r["comments_cover_name"] is False
     assert r["stats_hidden_at_first"] and r["stats_after_toggle"] == "true"
     assert r["history"] == 3 and r["history_bullets"] == 0  # recent comments listed, not flown
     assert r["card_hidden_before_product"] and r["card_closed"]
