@@ -110,8 +110,10 @@ class _LastLines:
                 if self._on_line is not None:
                     self._on_line(line)
 
-    def last(self, default: str) -> str:
-        return next((line for line in reversed(self.lines) if line), default)
+    def last(self, default: str, rather: str = "") -> str:
+        """The last line (one containing ``rather``, if any does), or ``default`` when there is none."""
+        lines = [line for line in self.lines if line]
+        return next((line for line in reversed(lines) if rather and rather in line), lines[-1] if lines else default)
 
 
 class RtmpDoor:
@@ -157,6 +159,10 @@ class RtmpDoor:
                                        preexec_fn=_die_with_parent)
         self._log = _LastLines(self._nginx.stderr)
 
+    @property
+    def _pid_file(self) -> Path:
+        return Path(self._dir.name) / "nginx.pid"
+
     def _config(self, hook_port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         temp = Path(self._dir.name)
@@ -167,7 +173,7 @@ class RtmpDoor:
 daemon off;
 master_process off;
 worker_processes 1;
-pid {temp / "nginx.pid"};
+pid {self._pid_file};
 error_log stderr warn;
 events {{ worker_connections 512; }}
 rtmp {{
@@ -206,10 +212,10 @@ http {{
             if self._nginx.poll() is not None:
                 await asyncio.sleep(0.1)  # its last line read
                 raise IngestError(f"nginx could not listen at {self.listen}: "
-                                  f"{self._log.last(f'exited with {self._nginx.returncode}')}")
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self._pull_port)
-                writer.close()
+                                  f"{self._log.last(f'exited with {self._nginx.returncode}', rather='failed')}")
+            # nginx writes its pid file once every listening socket is bound (it retries a busy port for a
+            # few seconds first, holding the others meanwhile: one of them answering proves nothing).
+            if self._pid_file.exists():
                 return
             await asyncio.sleep(0.05)
         raise IngestError(f"nginx did not start listening at {self.listen} in {START_TIMEOUT:g} s")
@@ -297,23 +303,27 @@ class SrtDoor:
         self._bridge = bridge
         self._python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or "python3"
         self._opened = asyncio.Event()
-        self._failed: str | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Start listening: the first listener process up (IngestError when it cannot)."""
-        self._serving = asyncio.create_task(self._serve())
+        serving = self._serving = asyncio.create_task(self._serve())
         opened = asyncio.ensure_future(self._opened.wait())
-        await asyncio.wait({opened, self._serving}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({opened, serving}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         opened.cancel()
-        if self._serving.done():
-            self._serving.result()  # its IngestError
+        if serving.done():
+            serving.result()  # its IngestError
         if not self._opened.is_set():
             raise IngestError(f"GStreamer's SRT listener did not start at {self.listen} in {START_TIMEOUT:g} s")
 
     async def wait(self) -> None:
+        assert self._serving is not None, "open() first"
         await self._serving
 
     async def close(self) -> None:
+        """Stop listening (a door never opened, because another failed first, has nothing to stop)."""
+        if self._serving is None:
+            return
         self._serving.cancel()
         with contextlib.suppress(asyncio.CancelledError, IngestError):
             await self._serving

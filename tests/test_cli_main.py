@@ -87,6 +87,9 @@ async def test_mistakes_get_one_clear_line(server):
          "no stream key: each encoder's stream key is its own host token"),
         (("ingest", "--listen", f"rtmp://127.0.0.1:{free_port()}/live", "--url", "ws://127.0.0.1:1/ws"),
          "cannot connect to"),
+        # A door that cannot open (the port is the server's own) is said in a line, the other door never opened.
+        (("ingest", "--listen", f"rtmp://127.0.0.1:{server.config.port}/live", "--listen",
+          f"srt://127.0.0.1:{free_port()}", "--url", server.ws_url), "nginx could not listen at rtmp://127.0.0.1"),
     ]
     for args, expected in cases:
         code, _, err = await _cli(*args)
