@@ -265,8 +265,13 @@ class IngestBridge:
 
     async def relay(self, key: str, session: IngestSession) -> str:
         """Read an admitted encoder's stream and publish it in its room until the encoder leaves, the stream
-        ends, or the server ends the key's connection (a revoked token). Returns why it ended; the door then
-        lets the encoder go."""
+        ends, or the server ends the key's connection (a revoked token). Says and returns why it ended; the
+        door then lets the encoder go."""
+        why = await self._relay(key, session)
+        self.say(f"stream ended: {why}")
+        return why
+
+    async def _relay(self, key: str, session: IngestSession) -> str:
         on_air = self._on_air[key]
         try:
             try:

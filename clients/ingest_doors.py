@@ -256,10 +256,9 @@ http {{
         source = f"rtmp://127.0.0.1:{self._pull_port}/{self.app}/{key}"
         session = IngestSession(source, asyncio.get_running_loop(), options={"rtmp_live": "live"})
         try:
-            why = await self._bridge.relay(key, session)
+            await self._bridge.relay(key, session)
         finally:
             self._reading.pop(key, None)
-        self._bridge.say(f"stream ended: {why}")
         await self._drop(key)
 
     async def _drop(self, key: str) -> None:
@@ -381,8 +380,7 @@ class SrtDoor:
                     session = IngestSession(f"pipe:{gate.stdout.fileno()}", loop, form="mpegts",
                                             on_release=gate.stdout.close)
                     key, waiting = waiting, None
-                    why = await self._bridge.relay(key, session)
-                    self._bridge.say(f"stream ended: {why}")
+                    await self._bridge.relay(key, session)
                     return
                 if "caller" not in message:
                     continue
