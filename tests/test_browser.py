@@ -186,7 +186,12 @@ def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_a
     # with aiortc's REMB alone it was ~650 kbit/s after 12 s and the full-size layer never started.
     r = run_scenario(netns, "obs_simulcast")
     assert r["rids"] == "0;1;2"
-    assert r["ranked_sources"] == [2, 1, 0]  # ranked by the sizes the keyframes declared
+    # Ranked by the sizes the keyframes declared: "0" (full size) above "1" above "2". A layer Chromium has
+    # not started yet (it holds the top one back while its cores are busy: CI once saw no keyframe of "0" in
+    # the 12 s) has no size and keeps its place, so only the layers with a size are compared.
+    sized = {source for source, pixels, _, _ in r["layers"] if pixels}
+    assert len(sized) >= 2, r["layers"]
+    assert [s for s in r["ranked_sources"] if s in sized] == [s for s in (2, 1, 0) if s in sized], r["layers"]
     # The WHEP player is given the largest layer coming: the full size when Chromium sends it (its estimate
     # from our transport-cc feedback reaches the top layer in about 0.4 s on a quiet machine; with the
     # cores busy it may hold the top layer back, and then the player gets 640, never 320).
