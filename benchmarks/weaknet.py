@@ -6,7 +6,8 @@
 Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
 ``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each), ``cap`` (a simulcast host,
 the weak viewer capped at 400 kbit/s for a window, then freed for a window; ``h264_cap`` the same with
-the host's layers in H.264) and ``thin`` (150 kbit/s, 96 kbit/s, then freed). ``--estimators``: how the
+the host's layers in H.264), ``thin`` (150 kbit/s, 96 kbit/s, then freed) and ``three_tiles`` (a host and two
+co-hosts on one viewer connection capped at 600 kbit/s, then freed; ``--window 15`` as its test). ``--estimators``: how the
 server estimates the weak (Chromium) viewer's link, the relay's own from transport-cc (``send_side``, the
 default) or the viewer's REMB (``remb``, the baseline), alternating run by run. Prints one row per run and
 the medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
@@ -95,6 +96,42 @@ def thin_figures(result: dict[str, Any]) -> dict[str, Any]:
             "video_back_after_s": round(resumed["t"] - freed[0]["t"], 2) if resumed else None}
 
 
+def three_tiles_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The host and two co-hosts on one viewer connection capped at 600 kbit/s: the host tile's freezes at
+    the switch down (the cap's first 3 s), later while capped, and after the cap is lifted; its frame rate
+    while capped (past the first 3 s; on average, and over its slowest 2 s); the co-hosts' freezes and how often their video paused (a switch to
+    no layer) while capped; seconds from the cap to the host's lower layer, and from lifting it to its top."""
+    samples = result["samples"]
+    phase = {n: [s for s in samples if s["phase"] == n] for n in ("before", "capped", "freed")}
+    before, capped, freed = phase["before"], phase["capped"], phase["freed"]
+    cap_at = capped[0]["t"]
+    early = [s for s in capped if s["t"] < cap_at + 3]
+    late = [s for s in capped if s["t"] >= cap_at + 3]
+
+    def freezes(user: str, first: dict[str, Any], last: dict[str, Any]) -> int:
+        return int(last["tiles"][user]["freezeCount"] - first["tiles"][user]["freezeCount"])
+
+    def pauses(user: str) -> int:
+        layers = [before[-1]["server"][user]["layer"]] + [s["server"][user]["layer"] for s in capped]
+        return sum(a is not None and b is None for a, b in zip(layers, layers[1:], strict=False))
+
+    top = before[-1]["server"]["host"]["layer"]
+    down = next((s["t"] - cap_at for s in capped if (s["server"]["host"]["layer"] or 0) < (top or 0)), None)
+    back = next((s["t"] - freed[0]["t"] for s in freed if s["server"]["host"]["layer"] == top), None)
+    host_frames = late[-1]["tiles"]["host"]["framesDecoded"] - late[0]["tiles"]["host"]["framesDecoded"]
+    slowest = min(((b["tiles"]["host"]["framesDecoded"] - a["tiles"]["host"]["framesDecoded"]) / (b["t"] - a["t"])
+                   for a, b in zip(late, late[4:], strict=False)), default=None)  # over ~2 s
+    return {"host_freezes_at_switch": freezes("host", before[-1], early[-1]),
+            "host_freezes_capped_after": freezes("host", early[-1], capped[-1]),
+            "host_freezes_freed": freezes("host", capped[-1], freed[-1]),
+            "host_fps_capped": round(host_frames / max(late[-1]["t"] - late[0]["t"], 1e-3), 1),
+            "host_fps_capped_slowest_2s": round(slowest, 1) if slowest is not None else None,
+            "cohost_freezes_capped": sum(freezes(u, before[-1], capped[-1]) for u in ("co1", "co2")),
+            "cohost_pauses_capped": sum(pauses(u) for u in ("co1", "co2")),
+            "host_down_s": round(down, 2) if down is not None else None,
+            "host_back_s": round(back, 2) if back is not None else None}
+
+
 def median(values: list[Any]) -> Any:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 4) if values else None
@@ -105,7 +142,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--scenarios", nargs="+", default=["loss", "cap", "thin"],
-                        choices=["loss", "cap", "h264_cap", "thin"])
+                        choices=["loss", "cap", "h264_cap", "thin", "three_tiles"])
     parser.add_argument("--estimators", nargs="+", default=["send_side"], choices=["send_side", "remb"])
     args = parser.parse_args()
     out = ROOT / "artifacts" / "weaknet-bench"
@@ -118,7 +155,7 @@ def main() -> None:
                 load = os.getloadavg()[0]
                 result = run(scenario, args.window, out, estimator)
                 row = {"loss": loss_figures, "cap": cap_figures, "h264_cap": cap_figures,
-                       "thin": thin_figures}[scenario](result)
+                       "thin": thin_figures, "three_tiles": three_tiles_figures}[scenario](result)
                 row["load_before"] = round(load, 2)
                 rows[estimator][scenario].append(row)
                 print(f"run {n + 1} {estimator} {scenario}: {json.dumps(row)}", flush=True)
@@ -141,6 +178,10 @@ def report(rows: dict[str, list[dict[str, Any]]]) -> None:
             keys = [k for k in rows[name][0] if k not in ("control_freezes", "load_before")]
             print(f"  {name} 400 kbit/s: " + ", ".join(f"{k} {median([r[k] for r in rows[name]])}" for k in keys))
             print(f"  control freezes per run: {[r['control_freezes'] for r in rows[name]]}")
+    if rows.get("three_tiles"):
+        keys = [k for k in rows["three_tiles"][0] if k != "load_before"]
+        print("  three tiles behind 600 kbit/s: " + ", ".join(
+            f"{k} {median([r[k] for r in rows['three_tiles']])} {[r[k] for r in rows['three_tiles']]}" for k in keys))
     if rows.get("thin"):
         keys = [k for k in rows["thin"][0] if k not in ("load_before", "temporal_at_150k")]
         print("  thin links: " + ", ".join(f"{k} {median([r[k] for r in rows['thin']])}" for k in keys)
