@@ -92,6 +92,10 @@ class Forwarder:
         # Fewer goes at the next picture; more waits for a keyframe (a higher layer's chain starts there).
         self.spatial_cap: int | None = None
         self.target_spatial: int | None = None
+        # Leaving this layer for a lower one (the link no longer carries it): until the lower layer's
+        # keyframe comes, only the base temporal layer of this one goes, from a frame's start (see _leaving).
+        self.bridging = False
+        self.bridged_switches = 0
         self.restarts = 0
         self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
         self.started = False  # something was sent since the first start
@@ -143,7 +147,8 @@ class Forwarder:
         if packet.temporal is not None:
             if self.temporal_cap != self.target_temporal:
                 self._follow_temporal_target(packet)
-            if self.temporal_cap is not None and packet.temporal > self.temporal_cap:
+            cap = self._bridge_cap(packet) if self.bridging or self._leaving(packet) else self.temporal_cap
+            if cap is not None and packet.temporal > cap:
                 return self._thinned(packet, seq, timestamp, started)
         marker = packet.marker if packet.spatial is None else self._spatial_marker(packet)
         if marker is None:  # a spatial layer above this subscriber's: padding only, the picture goes on
@@ -232,6 +237,7 @@ class Forwarder:
             self._pid_out.clear()
             self._dropped_pids.clear()
         self.temporal_cap = self.target_temporal  # a keyframe: every temporal layer may start here
+        self.bridging = False
         self.spatial_cap = self.target_spatial  # ...and every spatial layer
         lead = 0 if self.started or self.kind != "video" else 1  # room for the lead padding packet
         self._seq_offset = (self.last_seq + 1 + lead - packet.seq) & 0xFFFF
@@ -239,6 +245,25 @@ class Forwarder:
         self._start_is_near = True
         self.waiting_keyframe = False
         self.restarts += 1
+
+    def _leaving(self, packet: SourcePacket) -> bool:
+        """Whether ``packet``'s layer is being left for a lower one (a simulcast switch down, waiting for
+        the lower layer's keyframe)."""
+        return self.target_layer is not None and self.target_layer < packet.layer
+
+    def _bridge_cap(self, packet: SourcePacket) -> int | None:
+        """The temporal cap for ``packet`` while a switch down may be pending. The wait for the lower
+        layer's keyframe (a keyframe request's round trip, then the encoder) is when the link suffers
+        most: it no longer carries this layer, and the queue before it fills and drops, breaking every
+        frame. Its base temporal layer alone (a VP8 simulcast layer's TID 0 is about 40% of its bits, at a
+        quarter of its frame rate: no freeze) goes meanwhile, with no keyframe needed. Decided at a
+        frame's start, so a frame is never cut in half."""
+        leaving = self._leaving(packet)
+        if leaving != self.bridging and packet.codec.starts_frame(packet.payload):
+            self.bridging = leaving
+            self.bridged_switches += leaving
+        cap = self.temporal_cap
+        return (0 if cap is None else min(cap, 0)) if self.bridging else cap
 
     def _follow_temporal_target(self, packet: SourcePacket) -> None:
         target, cap = self.target_temporal, self.temporal_cap

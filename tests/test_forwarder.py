@@ -69,6 +69,16 @@ TABLE = [
     ("above the temporal cap: padding only, and the next kept frame's picture id closes the gap",
      dict(temporal=0), [P(10, 0, key=True, tid=0), P(11, 1, tid=1), P(12, 2, tid=0)],
      [(2, 1, 0, False, True), (3, 3001, None, True, False), (4, 6001, 1, False, False)]),
+    ("switching down: until the lower layer's keyframe only the base temporal layer of the current one goes",
+     dict(target=1, down_to=0),
+     [P(40, 0, key=True, layer=1, tid=0), P(41, 1, layer=1, tid=2), P(42, 2, layer=1, tid=1), P(43, 3, layer=1, tid=0),
+      P(10, 4, key=True, tid=0), P(11, 5, tid=2), P(44, 4, layer=1, tid=2)],
+     [(2, 1, 0, False, True), (3, 3001, None, True, False), (4, 6001, None, True, False), (5, 9001, 1, False, False),
+      (6, 12001, 2, False, True), (7, 15001, 3, False, False), OTHER]),
+    ("switching down decided mid-frame: that frame goes whole, the next frames are thinned",
+     dict(target=1, down_to=0, down_after=2), [P(40, 0, key=True, layer=1, tid=0), P(41, 1, layer=1, tid=2),
+                                               P(42, 1, start=False, layer=1, tid=2), P(43, 2, layer=1, tid=1)],
+     [(2, 1, 0, False, True), (3, 3001, 1, False, False), (4, 3001, 1, False, False), (5, 6001, None, True, False)]),
 ]
 
 
@@ -80,6 +90,8 @@ def test_translation(name, setup, packets, expected):
     clock_rate = 48000 if setup.get("kind") == "audio" else 90000
     got = []
     for n, packet in enumerate(packets):
+        if "down_to" in setup and n == setup.get("down_after", 1):
+            forwarder.target_layer = setup["down_to"]  # the chooser wants a lower layer from here on
         result = forwarder.translate(packet, now=float(n) * 1e-6, clock_rate=clock_rate)
         if isinstance(result, Translation):
             if result.started and not forwarder.started and setup.get("kind", "video") == "video":
