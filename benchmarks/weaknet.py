@@ -6,17 +6,19 @@
 Each run makes its own two network namespaces (tests/netlab.py) and runs tests/weaknet_scenarios.py in them:
 ``loss`` (0%, 10%, 25% random loss towards the weak viewer, a window each), ``cap`` (a simulcast host,
 the weak viewer capped at 400 kbit/s for a window, then freed for a window; ``h264_cap`` the same with
-the host's layers in H.264), ``thin`` (150 kbit/s, 96 kbit/s, then freed) and ``three_tiles`` (a host and two
-co-hosts on one viewer connection capped at 600 kbit/s, then freed; ``--window 15`` as its test). ``--estimators``: how the
-server estimates the weak (Chromium) viewer's link, the relay's own from transport-cc (``send_side``, the
-default) or the viewer's REMB (``remb``, the baseline), alternating run by run. Prints one row per run and
-the medians; raw results go to benchmarks/results/weaknet-DATE.jsonl. Needs root, nft, tc and Chromium.
+the host's layers in H.264), ``thin`` (150 kbit/s, 96 kbit/s, then freed) and ``three_tiles`` (a host and
+two co-hosts on one viewer connection capped at 600 kbit/s, then freed; ``--window 15`` as its test).
+``--estimators``: how the server estimates the weak (Chromium) viewer's link, the relay's own from
+transport-cc (``send_side``, the default) or the viewer's REMB (``remb``, the baseline), alternating run
+by run. Prints one row per run and the medians; raw results go to benchmarks/results/weaknet-DATE.jsonl.
+Needs root, nft, tc and Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import statistics
@@ -99,12 +101,14 @@ def thin_figures(result: dict[str, Any]) -> dict[str, Any]:
 def three_tiles_figures(result: dict[str, Any]) -> dict[str, Any]:
     """The host and two co-hosts on one viewer connection capped at 600 kbit/s: the host tile's freezes at
     the switch down (the cap's first 3 s), later while capped, and after the cap is lifted; its frame rate
-    while capped (past the first 3 s; on average, and over its slowest 2 s); the co-hosts' freezes and how often their video paused (a switch to
-    no layer) while capped; seconds from the cap to the host's lower layer, and from lifting it to its top."""
+    while capped (past the first 3 s; on average, and over its slowest 2 s); the co-hosts' freezes and how
+    often their video paused (a switch to no layer) while capped; seconds from the cap to the host's lower
+    layer, and from lifting it to its top."""
     samples = result["samples"]
     phase = {n: [s for s in samples if s["phase"] == n] for n in ("before", "capped", "freed")}
     before, capped, freed = phase["before"], phase["capped"], phase["freed"]
-    cap_at = capped[0]["t"]
+    trace = result.get("trace") or []  # the cap's first seconds, every 0.1 s (before the capped samples)
+    cap_at = trace[0]["t"] if trace else capped[0]["t"]
     early = [s for s in capped if s["t"] < cap_at + 3]
     late = [s for s in capped if s["t"] >= cap_at + 3]
 
@@ -113,10 +117,12 @@ def three_tiles_figures(result: dict[str, Any]) -> dict[str, Any]:
 
     def pauses(user: str) -> int:
         layers = [before[-1]["server"][user]["layer"]] + [s["server"][user]["layer"] for s in capped]
-        return sum(a is not None and b is None for a, b in zip(layers, layers[1:], strict=False))
+        return sum(a is not None and b is None for a, b in itertools.pairwise(layers))
 
     top = before[-1]["server"]["host"]["layer"]
-    down = next((s["t"] - cap_at for s in capped if (s["server"]["host"]["layer"] or 0) < (top or 0)), None)
+    down = next((e["t"] - cap_at for e in trace if (e["videos"]["host"]["layer"] or 0) < (top or 0)), None)
+    if down is None:
+        down = next((s["t"] - cap_at for s in capped if (s["server"]["host"]["layer"] or 0) < (top or 0)), None)
     back = next((s["t"] - freed[0]["t"] for s in freed if s["server"]["host"]["layer"] == top), None)
     host_frames = late[-1]["tiles"]["host"]["framesDecoded"] - late[0]["tiles"]["host"]["framesDecoded"]
     slowest = min(((b["tiles"]["host"]["framesDecoded"] - a["tiles"]["host"]["framesDecoded"]) / (b["t"] - a["t"])

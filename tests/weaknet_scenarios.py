@@ -256,9 +256,38 @@ async def three_tiles(base: str, weak_base: str, browsers: dict[str, Any], relay
                                       "tiles": {publishers.get(p, p): v for p, v in tiles.items()}})
             await asyncio.sleep(0.5)
 
+    async def trace(seconds: float) -> None:
+        """The first seconds of the cap every 0.1 s: each video as the server sends it, its tile's frames."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            tiles = await weak.evaluate("window.liveRelay.tileStats()")
+            videos = {}
+            downs = [d for sub in relay.media.router.rooms["show"].subscribers.values() if sub.user == "weak"
+                     for d in sub.down_tracks if d.kind == "video"]
+            for down in downs:
+                user = publishers.get(down.source.publisher_id, down.source.publisher_id)
+                videos[user] = {"layer": down.layer, "target": down.target_layer, "temporal": down.temporal_cap,
+                                "bridging": down.forwarder.bridging, "sent": down.packets_sent,
+                                "share": None if down.chooser.share is None else round(down.chooser.share),
+                                "estimate": down.link.estimate_bps, "congested": down.link.congested()}
+            link = downs[0].link if downs else None
+            side = link.send_side if link is not None else None
+            wire = None
+            if side is not None:  # what left towards the viewer in the last 200 ms, every packet counted
+                now_ms = time.monotonic() * 1000
+                wire = round(sum(size for at, size in zip(side.sent._sent_ms, side.sent._size, strict=True)
+                                 if now_ms - at < 200) * 8 / 0.2)
+            result["trace"].append({"t": round(time.monotonic() - started, 2), "videos": videos, "wire_bps": wire,
+                                    "queue_ms": side and round(side.queue_ms), "loss": side and round(side.loss, 3),
+                                    "refused": link and link.repairs_refused,
+                                    "frames": {publishers.get(p, p): v["framesDecoded"] for p, v in tiles.items()}})
+            await asyncio.sleep(0.1)
+
+    result["trace"] = []
     await sample("before", 3)
     lab.cap(600)
-    await sample("capped", window)
+    await trace(2.5)
+    await sample("capped", window - 2.5)
     lab.uncap()
     await sample("freed", window)
     for page in (*cohosts, host):
