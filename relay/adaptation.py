@@ -3,9 +3,10 @@ on one timer (no task per subscriber).
 
 Twice a second each down-track's ``LayerChooser`` is given its layers' bitrates and what the down-track
 sent since the last time, and the layer it picks becomes the down-track's target (the switch itself
-happens on that layer's next keyframe, in the forwarding path). A subscriber whose one connection carries
-several videos has its estimate shared among them first (relay/allocation.py). Every 50 ms a down-track that
-probes sends its share of padding.
+happens on that layer's next keyframe, in the forwarding path). A link whose congestion has just begun
+(``SubscriberLink.alarm``) is chosen for at the next 50 ms tick, with the rates measured at the last choice.
+A subscriber whose one connection carries several videos has its estimate shared among them first
+(relay/allocation.py). Every 50 ms a down-track that probes sends its share of padding.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Adaptation:
     def __init__(self) -> None:
         # -> (when, link bytes_out, link audio_bytes_out, the track's own octets) at the last choice
         self._down_tracks: dict[DownTrack, tuple[float, int, int, int]] = {}
+        self._own_bps: dict[DownTrack, float] = {}  # what each sent, as measured at the last choice
+        self.early_choices = 0  # choices made at a link's alarm, between the regular ones
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
@@ -48,8 +51,14 @@ class Adaptation:
         try:
             for down in [d for d in self._down_tracks if d.readyState == "ended" or d.chooser is None]:
                 del self._down_tracks[down]
+                self._own_bps.pop(down, None)
             if self._ticks % CHOOSE_EVERY == 0:
                 self._choose(now)
+            else:
+                alarmed = {d.link for d in self._down_tracks if d.link.alarm}
+                if alarmed:
+                    self.early_choices += len(alarmed)
+                    self._choose_again(alarmed, now)
             for down in self._down_tracks:
                 probe_bps = down.chooser.probe_bps if down.chooser is not None else 0
                 if probe_bps:
@@ -73,20 +82,39 @@ class Adaptation:
             link.audio_bps = (link.audio_bytes_out - audio_then) * 8 / elapsed
             own_bps = (down.octets_sent - octets_then) * 8 / elapsed
             self._down_tracks[down] = (now, link.bytes_out, link.audio_bytes_out, down.octets_sent)
+            self._own_bps[down] = own_bps
             by_link.setdefault(link, []).append((down, own_bps))
         for link, downs in by_link.items():
             # NACKs are the link's, whichever video they were for: weighed against what all its videos sent.
             link.nack_loss(sum(down.packets_sent for down, _ in downs), now)
-            _share_out(link, [down for down, _ in downs], now)
-            for down, own_bps in downs:
-                shared = down.chooser is not None and down.chooser.share is not None
-                down.adapt(own_bps if shared else link.sending_bps, now)
+            _adapt_link(link, downs, now)
+
+    def _choose_again(self, links: set[SubscriberLink], now: float) -> None:
+        """Choose for ``links`` now, between the regular choices, with the rates measured at the last one
+        (50 ms of sending is too short to measure)."""
+        by_link: dict[SubscriberLink, list[tuple[DownTrack, float]]] = {}
+        for down in self._down_tracks:
+            if down.link in links:
+                by_link.setdefault(down.link, []).append((down, self._own_bps.get(down, 0.0)))
+        for link, downs in by_link.items():
+            _adapt_link(link, downs, now)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._down_tracks.clear()
+        self._own_bps.clear()
+
+
+def _adapt_link(link: SubscriberLink, downs: list[tuple[DownTrack, float]], now: float) -> None:
+    """Share the link's estimate among its videos, then let each choose its layer (``own_bps``: what it sent
+    lately, weighed against its share; a video alone on its link is weighed by what the link sent)."""
+    _share_out(link, [down for down, _ in downs], now)
+    for down, own_bps in downs:
+        shared = down.chooser is not None and down.chooser.share is not None
+        down.adapt(own_bps if shared else link.sending_bps, now)
+    link.alarm = False  # (read by the choosers just now: see Situation.alarm)
 
 
 def _share_out(link: SubscriberLink, downs: list[DownTrack], now: float) -> None:
@@ -114,4 +142,4 @@ def _claim(down: DownTrack, now: float) -> Claim:
     rungs = [(temporal, rate) for layer, temporal, rate in down.source.rungs(now)
              if rate is not None and (top is None or layer <= top)]
     whole = next((i for i, (temporal, _) in enumerate(rungs) if temporal is None), 0)
-    return Claim(down.priority, tuple(rate for _, rate in rungs), whole)
+    return Claim(down.priority, tuple(rate for _, rate in rungs), whole, paused=chooser.current is None)

@@ -5,9 +5,9 @@ estimate. Left alone, each track's ``LayerChooser`` would take the whole estimat
 they would send two or three times what the link carries. ``allocate`` decides, as a pure function, each
 track's share: the most important track's whole lowest layer (its full frame rate), then the cheapest
 option of every other track in priority order (a track whose cheapest option no longer fits gets nothing:
-the least important video pauses first), then upgrades in the same order, and what is left to the first
-track (the room its probes climb into). ``Adaptation`` applies the shares before
-each chooser picks within its own (``LayerChooser.share``).
+the least important video pauses first; a paused one needs a margin more to come back), then upgrades in
+the same order, and what is left to the first track (the room its probes climb into). ``Adaptation``
+applies the shares before each chooser picks within its own (``LayerChooser.share``).
 
 Priorities (lower first): the host on the viewer's own stage, then a PK opponent (another room's host),
 then co-hosts. ``viewing_priority`` says which, from where the publisher is and the role it published as.
@@ -17,6 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+# A paused video comes back only when its cheapest option fits with this much to spare: resuming costs a
+# keyframe (several times a frame's bits) on a link that just had no room, and an estimate that wobbles
+# around the cheapest option's need paused and resumed the co-hosts' tiles every second or two.
+RESUME_MARGIN = 1.3
 
 STAGE_HOST = 0
 PK_OPPONENT = 1
@@ -40,6 +45,7 @@ class Claim:
     priority: int
     rates: tuple[float, ...]
     whole: int = 0
+    paused: bool = False  # its video is paused now (it needs ``RESUME_MARGIN`` more to come back)
 
 
 def allocate(estimate: float | None, claims: Sequence[Claim], fit: float) -> list[float | None]:
@@ -57,7 +63,7 @@ def allocate(estimate: float | None, claims: Sequence[Claim], fit: float) -> lis
     served: list[int] = []
     for i in order:  # the cheapest option of each, most important first
         rates = claims[i].rates
-        need = min(rates) / fit if rates else 0.0
+        need = min(rates) / fit * (RESUME_MARGIN if claims[i].paused else 1.0) if rates else 0.0
         if i == order[0]:
             # The most important video at its full frame rate before the others get anything: a co-host's
             # minimum (a keyframe can make it look expensive for a moment) never thins the host's frames.

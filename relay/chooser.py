@@ -104,6 +104,7 @@ class Situation:
     shared: bool = False  # the track has a share of its viewer's estimate (several videos on one link)
     leads: bool = True  # the track whose probes may raise the estimate
     can_probe: bool = True  # False when the subscriber negotiated no RTX to pad with
+    alarm: bool = False  # congestion has just begun on the link (the first choice since)
 
     @property
     def budget(self) -> float:
@@ -140,14 +141,21 @@ def _down(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float
     rates, budget = seen.rates, seen.budget
     rate = rates[current] or 0.0
     fitting = [i for i in allowed if i < current and (rates[i] or 0.0) <= budget * FIT]
-    if (seen.congested or seen.shared) and budget < rate * DOWN_AT:
+    # Once a link is congested an option may stay while its budget wobbles down to DOWN_AT of its rate;
+    # but at the moment congestion begins the queue before the viewer is filling, and only what fits
+    # within FIT stays, so that it drains (the stage host kept its top layer 0.4 s into a full queue,
+    # its share 79% of the layer, and froze for a second).
+    if (seen.congested or seen.shared) and budget < (rate / FIT if seen.alarm else rate * DOWN_AT):
         # The link (or this track's share of it) cannot carry this option: down to the best that fits; if
         # none does and it lasts, video pauses (audio goes on).
         memory = _end_probe(memory, seen, now, failed=True)
         if fitting or current != allowed[0]:
             return replace(memory, current=fitting[-1] if fitting else allowed[0], nothing_fits_since=None), True
         since = memory.nothing_fits_since if memory.nothing_fits_since is not None else now
-        return replace(memory, nothing_fits_since=since, current=None if now - since >= PAUSE_HOLD else current), True
+        # A viewer's less important video given no share at all pauses at once: its allocation already
+        # decided (the hold is for a video alone on its link, whose estimate may dip for a moment).
+        hold = 0.0 if seen.shared and not seen.leads and budget <= 0 else PAUSE_HOLD
+        return replace(memory, nothing_fits_since=since, current=None if now - since >= hold else current), True
     memory = replace(memory, nothing_fits_since=None)
     if seen.loss > LOSS_CEILING and (not seen.headroom or seen.estimate_bps is None):
         # Heavy loss while sending more than the receiver estimates (a policer that drops without queueing,
@@ -284,7 +292,8 @@ class LayerChooser:
                          sending_bps=sending_bps, usable_bps=self.usable_bps, estimate_bps=link.estimate_bps,
                          loss=link.loss, congested=link.congested(now), headroom=link.headroom(now),
                          timing=self.timing, max_layer=self.max_layer, paused_by_subscriber=self.paused_by_subscriber,
-                         shared=self.share is not None, leads=self.leads, can_probe=self.can_probe)
+                         shared=self.share is not None, leads=self.leads, can_probe=self.can_probe,
+                         alarm=link.alarm)
 
     def choose(self, rates: Sequence[float | None], sending_bps: float, now: float | None = None,
                spatial: Sequence[int] | None = None) -> int | None:

@@ -4,6 +4,9 @@ A ``SubscriberLink`` is shared by a subscriber's down-tracks. It gathers the sub
 link (receiver reports: loss, jitter, round-trip time; its bandwidth estimate, whose falls mean
 congestion; NACKs: what it is missing right now) and turns it into:
 
+- how fast repairs may go: as asked while the link is not congested; on a congested one within a budget
+  (what its estimate leaves beside the media), the stage host's first (``repair_rate_bps``);
+- when congestion has just begun (``alarm``): the adaptation chooses for this link at once;
 - how much audio redundancy (RED, RFC 2198) to send: one earlier packet on a clean link, more as loss
   rises (two earlier packets survive 10% random loss with 0.1% of audio lost, three survive 25% with 0.4%),
   and how many copies of each retransmission; both only while the link has headroom (a congested link's
@@ -35,6 +38,20 @@ RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
 MAX_FEEDBACK_PER_S = 100  # transport feedback packets read per subscriber a second (browsers: 10-20)
+REPAIR_FLOOR = 0.15  # of a congested link's estimate, what repairs may always use
+REPAIR_BURST = 0.2  # seconds of the repair rate that may go at once
+
+
+def repair_rate_bps(estimate_bps: float | None, media_bps: float, congested: bool) -> float | None:
+    """How fast repairs (retransmissions) may go to a link: no limit while it is not congested (the loss
+    of a link with room is the radio's, and it is repaired in full) or before any estimate; on a congested
+    link, what its estimate leaves beside the media, but at least ``REPAIR_FLOOR`` of the estimate. Every
+    packet lost in a full queue is NACKed, and answering each one at once sent a 600 kbit/s link 700-1000
+    kbit/s for seconds after a cap (its media ~400): the queue stayed full, 20-30% was lost, repairs too,
+    and the host's frames came at 5 a second."""
+    if not congested or estimate_bps is None:
+        return None
+    return max(estimate_bps * REPAIR_FLOOR, estimate_bps - media_bps)
 
 
 
@@ -62,6 +79,13 @@ class SubscriberLink:
         self.bytes_out = 0  # the media they wrote, audio and video (not repairs or padding)
         self.audio_bytes_out = 0  # the audio of it
         self.audio_bps = 0.0  # the audio sent lately (set by the adaptation)
+        # Congestion just began: the adaptation chooses this link's layers at its next tick (50 ms) rather
+        # than at the next choice (up to 0.5 s): every moment the link is sent more than it carries, its
+        # queue fills and drops, breaking frames of every video on it. Cleared when the choice is made.
+        self.alarm = False
+        self.repairs_refused = 0  # NACKs not answered: a congested link's repair budget was spent
+        self._repair_tokens = 0.0  # bytes repairs may send now (refilled at repair_rate_bps)
+        self._repair_at = 0.0
 
     def on_receiver_report(self, fraction_lost: float, packets_lost: int, jitter_ms: float,
                            rtt_ms: float | None, now: float | None = None) -> None:
@@ -99,6 +123,7 @@ class SubscriberLink:
         self._estimates = [(t, v) for t, v in self._estimates if now - t < CONGESTION_HOLD]
         peak = max((v for _, v in self._estimates), default=0)
         if peak and bps < peak * 0.95:
+            self.alarm = self.alarm or not self.congested(now)
             self._congested_until = now + CONGESTION_HOLD
         self._estimates.append((now, bps))
         self.estimate_bps = bps
@@ -145,12 +170,31 @@ class SubscriberLink:
         if estimator.congested:
             # The queue on its path grows, or stands full and drops: congestion, said by the link itself.
             # (Not by the estimate's falls, as with REMB: this one follows what gets through, which wobbles.)
+            self.alarm = self.alarm or not self.congested(now)
             self._congested_until = now + CONGESTION_HOLD
 
     def congested(self, now: float | None = None) -> bool:
         """The receiver's estimate fell lately (what is sent being more than the estimate says nothing:
         the estimate trails what it receives while a stream ramps up)."""
         return (time.monotonic() if now is None else now) < self._congested_until
+
+    def may_repair(self, size: int, first: bool = True, now: float | None = None) -> bool:
+        """Whether a repair of ``size`` bytes may go now (``repair_rate_bps``); counts it when not. The
+        viewer's first video (``first``: the stage host's) may spend all there is, and a packet more; the
+        others only what leaves half a burst for it."""
+        now = time.monotonic() if now is None else now
+        rate = repair_rate_bps(self.estimate_bps, self.sending_bps, self.congested(now))
+        if rate is None:
+            self._repair_tokens, self._repair_at = 0.0, now
+            return True
+        burst = max(rate * REPAIR_BURST / 8, 1500.0)
+        self._repair_tokens = min(burst, self._repair_tokens + (now - self._repair_at) * rate / 8)
+        self._repair_at = now
+        if self._repair_tokens < (0 if first else size + burst / 2):
+            self.repairs_refused += 1
+            return False
+        self._repair_tokens -= size
+        return True
 
     def on_nack(self, seq: int) -> None:
         if len(self._nacked) < 4096:

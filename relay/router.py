@@ -102,6 +102,7 @@ class RouterStats:
     packets_forwarded: int = 0
     packets_dropped: int = 0
     packets_retransmitted: int = 0
+    repairs_refused: int = 0  # NACKs left unanswered: a congested link's repair budget was spent
     # Down-tracks by the loss their subscriber last reported: "<1%", "1-5%", "5-20%", ">20%".
     loss_buckets: dict[str, int] = field(default_factory=dict)
     # Simulcast video down-tracks by the layer forwarded ("0", "1", ..., "paused", "None" while starting),
@@ -1089,6 +1090,7 @@ class MediaRouter:
                            packets_forwarded=sum(d.packets_sent for d in downs),
                            packets_dropped=sum(d.packets_dropped for d in downs),
                            packets_retransmitted=sum(d.retransmitted for d in downs),
+                           repairs_refused=sum(link.repairs_refused for link in links),
                            loss_buckets=_loss_buckets(d.loss for d in downs),
                            layers=_layer_counts(d for d in downs if d.chooser is not None),
                            switches=_switch_counts(d.chooser for d in downs if d.chooser is not None),

@@ -316,6 +316,9 @@ class DownTrack(MediaStreamTrack):
         if kept is None or self._output is None or self._headers is None:
             return False
         header, payload = kept
+        first = self.chooser is None or self.chooser.leads
+        if requested and not self.link.may_repair(len(payload) + len(header) + 2, first):
+            return False  # a congested link's repairs are spent: the subscriber asks again, or moves on
         # On a lossy link a retransmission is lost as often as the original, and a receive-only browser
         # re-asks only after its default 100 ms round trip: send two or three copies where loss is high.
         copies = self.link.retransmission_copies if requested else 1
@@ -377,7 +380,8 @@ class DownTrack(MediaStreamTrack):
     def quality(self) -> dict[str, Any]:
         link = self.link
         return {"kind": self.kind, "packets_sent": self.packets_sent, "packets_dropped": self.packets_dropped,
-                "retransmitted": self.retransmitted, "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
+                "retransmitted": self.retransmitted, "repairs_refused": link.repairs_refused,
+                "loss": round(link.loss, 4), "packets_lost": link.packets_lost,
                 "rtt_ms": link.rtt_ms, "jitter_ms": link.jitter_ms, "estimate_bps": link.estimate_bps,
                 "estimator": link.estimator,
                 "waiting_keyframe": self.waiting_keyframe,
@@ -409,9 +413,16 @@ class DownTrack(MediaStreamTrack):
         choice = chooser.choose([rate for _, _, rate in rungs], sending_bps, now, [layer for layer, _ in keys])
         if choice is None:
             self.set_target_layer(None)
-        else:
-            self.set_target_temporal(keys[choice][1])
-            self.set_target_layer(keys[choice][0])
+            return
+        layer, before = keys[choice][0], self.forwarder.layer
+        self.set_target_temporal(keys[choice][1])
+        self.set_target_layer(layer)
+        if (before is not None and layer < before and not chooser.leads and not self.source.svc
+                and self.link.congested(now)):
+            # A less important video of a congested link (a co-host beside the host) stops its current
+            # layer now rather than keep sending it, bridged, until the lower layer's keyframe: the queue
+            # before the viewer is full and drops, and the host's frames are lost with the rest.
+            self.forwarder.layer = None
 
     def set_target_temporal(self, temporal: int | None) -> None:
         """Forward VP8 temporal layers up to ``temporal`` (None: all) of the current layer."""

@@ -230,6 +230,7 @@ class RelayServer:
         self.metrics.media_packets.labels("forwarded").set(stats.packets_forwarded)
         self.metrics.media_packets.labels("dropped").set(stats.packets_dropped)
         self.metrics.media_packets.labels("retransmitted").set(stats.packets_retransmitted)
+        self.metrics.media_packets.labels("repair_refused").set(stats.repairs_refused)
         self.metrics.media_bad_feedback.set(stats.bad_feedback)
         for bucket, count in stats.loss_buckets.items():
             self.metrics.media_subscriber_loss.labels(bucket).set(count)

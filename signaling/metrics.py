@@ -70,7 +70,8 @@ class ServerMetrics:
                                      registry=r)
         self.media_packets = Gauge("live_relay_media_packets",
                                    "RTP packets to current subscribers: forwarded, dropped at a full socket, "
-                                   "retransmitted on NACK", ["outcome"], registry=r)
+                                   "retransmitted on NACK, NACKs unanswered on a congested link (repair_refused)",
+                                   ["outcome"], registry=r)
         self.client_call_setup = Histogram(
             "live_relay_client_call_setup_seconds", "1v1 call set-up (offer sent to first decoded frame), "
             "as reported by clients", buckets=_LATENCY_BUCKETS, registry=r)

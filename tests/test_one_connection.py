@@ -12,7 +12,7 @@ from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ReplayVideoTrack, pre_encode_vp8, read_frame
 from protocol import ErrorCode, Role
-from relay.allocation import CO_HOST, PK_OPPONENT, STAGE_HOST, Claim, allocate, viewing_priority
+from relay.allocation import CO_HOST, PK_OPPONENT, RESUME_MARGIN, STAGE_HOST, Claim, allocate, viewing_priority
 from relay.chooser import FIT
 
 
@@ -203,6 +203,12 @@ TEMPORAL = (40 * K, 80 * K, 150 * K, 500 * K, 1500 * K)  # its lowest layer at 1
     # Room for both: the host whole, then the co-host whole too, the rest to the host.
     (400 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2)],
      [400 * K - 150 * K / FIT, 150 * K / FIT]),
+    # A paused co-host comes back only with a margin to spare: where a playing one keeps its quarter frame
+    # rate (40 kbit/s), a paused one stays paused until 30% more than that is left.
+    (220 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2)], [220 * K - 40 * K / FIT, 40 * K / FIT]),
+    (220 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2, paused=True)], [220 * K, 0.0]),
+    (230 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2, paused=True)],
+     [230 * K - 40 * K * RESUME_MARGIN / FIT, 40 * K * RESUME_MARGIN / FIT]),
 ])
 def test_allocation(estimate, claims, expected):
     assert allocate(estimate, claims, FIT) == pytest.approx(expected)
@@ -224,3 +230,48 @@ def test_a_links_nack_loss_is_weighed_against_all_its_videos_and_survives_one_en
         link.on_nack(seq)
     link.nack_loss(250, now=2.0)  # 200 more, 2 NACKed: 1%, taken in slowly
     assert link.loss == pytest.approx(0.1 * 0.7 + 0.01 * 0.3)
+
+
+@pytest.mark.parametrize(("estimate", "media", "congested", "expected"), [
+    (600 * K, 700 * K, False, None),  # not congested: repairs go as asked (a lossy radio link is repaired in full)
+    (None, 700 * K, True, None),  # no estimate yet: nothing to budget by
+    (600 * K, 400 * K, True, 200 * K),  # congested: what the estimate leaves beside the media
+    (600 * K, 700 * K, True, 600 * K * 0.15),  # ...and never less than REPAIR_FLOOR of it
+])
+def test_repair_rate(estimate, media, congested, expected):
+    from relay.link import repair_rate_bps
+
+    assert repair_rate_bps(estimate, media, congested) == (pytest.approx(expected) if expected else expected)
+
+
+def test_a_congested_links_repairs_are_budgeted_and_the_first_video_is_served_first():
+    """After a cap every packet lost in the full queue is NACKed; answering them all kept the link full
+    (700-1000 kbit/s on 600 for seconds). On a congested link the repairs share a budget, the stage host's
+    first."""
+    from relay.link import SubscriberLink
+
+    link = SubscriberLink()
+    link.estimate_on_send_side()
+    link.estimate_bps, link.sending_bps = 600_000, 700_000  # congestion's floor: 90 kbit/s of repairs
+    assert all(link.may_repair(1200, first=False, now=0.0) for _ in range(50))  # not congested: all go
+    link._congested_until = 10.0  # the estimator saw the queue grow
+    now, host, cohost = 1.0, 0, 0
+    for _ in range(100):  # one NACK of each every 10 ms for a second: 2 x 960 kbit/s asked for
+        now += 0.01
+        host += link.may_repair(1200, first=True, now=now)
+        cohost += link.may_repair(1200, first=False, now=now)
+    assert 8 <= host <= 13 and cohost < host  # ~90 kbit/s of 1200-byte repairs (9-10 a second), the host's first
+    assert link.repairs_refused == 200 - host - cohost
+
+
+def test_congestion_that_begins_raises_the_links_alarm_once():
+    from relay.link import SubscriberLink
+
+    link = SubscriberLink()
+    link.on_estimate(1_000_000, now=0.0)
+    assert not link.alarm
+    link.on_estimate(600_000, now=0.5)  # a REMB that falls: congestion begins
+    assert link.alarm
+    link.alarm = False  # the adaptation chose for it
+    link.on_estimate(500_000, now=0.7)  # still congested: no new alarm
+    assert not link.alarm
