@@ -35,11 +35,13 @@ class Asked:
 
 @dataclass
 class Post:
-    """Post ``text`` as the assistant's comment, threaded to the question's seq."""
+    """Post ``text`` as the assistant's comment, threaded to the question's seq; ``product``: the product
+    the answer is about (a pushed card's id, or a catalog product's), when it is about one."""
 
     reply_to: int
     text: str
     engine: str
+    product: str | None = None
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Suggest:
     reply_to: int
     question: str
     text: str
+    product: str | None = None
 
 
 class AnswerBudget:
@@ -165,13 +168,13 @@ class RoomAssistant:
             return Outcome(kind="unanswered")  # goes to the digest
         seen.answered = True
         if self.mode == "suggest":
-            suggestion = Suggest(secrets.token_hex(4), seq, text, answer.text)
+            suggestion = Suggest(secrets.token_hex(4), seq, text, answer.text, answer.product)
             self.suggestions[suggestion.id] = suggestion
             while len(self.suggestions) > MAX_SUGGESTIONS:
                 self.suggestions.popitem(last=False)
             return Outcome(suggestion, "suggested", answer.product)
         self.answers += 1
-        return Outcome(Post(seq, answer.text, answer.engine), "answered", answer.product)
+        return Outcome(Post(seq, answer.text, answer.engine, answer.product), "answered", answer.product)
 
     def vocabulary(self) -> list[str]:
         """Phrases a listener should expect: product names (cards and catalog) and the FAQ's questions."""
@@ -196,7 +199,7 @@ class RoomAssistant:
         if suggestion is None:
             return None
         self.answers += 1
-        return Post(suggestion.reply_to, suggestion.text, "approved")
+        return Post(suggestion.reply_to, suggestion.text, "approved", suggestion.product)
 
     def digest(self, limit: int = 10) -> dict[str, Any]:
         """For the host: questions nobody answered (most asked first) and how often answered ones came again."""

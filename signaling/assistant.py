@@ -201,7 +201,8 @@ class AssistantService:
     async def _post(self, room: str, post: Post, asked_ts: float | None) -> None:
         publication = await self.stream.publish(room, {
             "type": "comment", "text": post.text, "user": ASSISTANT_USER, "role": ASSISTANT_ROLE,
-            "name": "Assistant", "reply_to": post.reply_to, "engine": post.engine, "server_ts": now_ms()})
+            "name": "Assistant", "reply_to": post.reply_to, "engine": post.engine, "server_ts": now_ms(),
+            **({"product": post.product} if post.product else {})})
         if asked_ts is not None:
             self.latencies_ms.append(publication.data["server_ts"] - asked_ts)
             del self.latencies_ms[:-10_000]

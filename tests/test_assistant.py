@@ -99,6 +99,7 @@ async def test_price_questions_get_the_live_price_threaded_to_the_question(room)
     answer = await assistant_comment(v1)
     assert answer["reply_to"] == ack["seq"] and answer["user"] == "assistant" and answer["role"] == "assistant"
     assert "19.90 EUR" in answer["text"] and answer["engine"] == "offline"
+    assert answer["product"] == CARD["id"]  # the card it is about: a client shows it beside the answer
     await host.request({"type": "product", "product": {**CARD, "price": "17.90"}})  # a new price
     await v0.request({"type": "comment", "text": "how much is this?"})
     assert "17.90 EUR" in (await assistant_comment(v1))["text"]
