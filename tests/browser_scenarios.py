@@ -465,6 +465,35 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         r["host_status_after_call"] = await wait_for(
             host, "(() => { const s = document.querySelector('#status').textContent;"
                   " return s !== 'in call' && s; })()")
+    # The studio (issue 27, item 7): a viewer's comment carries a one-tap call (no user id to type).
+    async with LiveClient(ws, "show", token("show", "zoe", Role.VIEWER, "Zoe")) as zoe:
+        await zoe.request({"type": "comment", "text": "can I see the back?"})
+        call_button = "#comments li:has-text('can I see the back?') .mod button >> text=1v1"
+        await host.wait_for_selector(call_button, timeout=10000)
+        await host.click(call_button)
+        invited = await zoe.next_event("call_invited", timeout=10)
+        r["tap_call_from"] = invited["from"]
+        r["tap_call_status"] = await wait_for(host, "(() => { const s = document.querySelector('#status').textContent;"
+                                                    " return s.startsWith('call invitation') && s; })()")
+        await zoe.request({"type": "call_answer", "accept": False})
+        r["declined_status"] = await wait_for(host, "(() => { const s = document.querySelector('#status').textContent;"
+                                                    " return s.includes('declined') && s; })()")
+    # Record: every viewer sees the REC mark while it records; the host's button says what a tap does next.
+    await host.click("#record")
+    r["rec_seen"] = bool(await wait_for(viewer, "!(" + HIDDEN % "#rec" + ")"))
+    r["record_button"] = await wait_for(host, "(() => { const b = document.querySelector('#record'); return"
+                                              " b.getAttribute('aria-pressed') === 'true' && b.textContent; })()")
+    # End the show: recording stops (the mark goes), the host's camera goes off and its video leaves the
+    # audience's stage, and the host is offered the replay and the numbers.
+    await host.click("#end-show")
+    r["rec_gone"] = bool(await wait_for(viewer, HIDDEN % "#rec"))
+    r["tiles_after_end"] = await wait_for(viewer, "(() => { const n = document.querySelectorAll('#stage .tile').length;"
+                                                  " return n === 0 ? 'none' : false; })()")
+    r["ended"] = await wait_for(host, "!(" + HIDDEN % "#show-ended" + ") && {"
+                                      " replay: document.querySelector('#show-ended .replay').getAttribute('href'),"
+                                      " camera: !document.querySelector('#self-tile'),"
+                                      " status: document.querySelector('#status').textContent }")
+    await host.screenshot(path=str(out / "host-ended.png"))
     return r
 
 
@@ -641,7 +670,8 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
         await wait_for(viewer, "window.liveRelay.channel && window.liveRelay.channel.joined")
         r["viewer_id"] = await viewer.evaluate("window.liveRelay.channel.joined.viewer")
         await host.push_product({"id": "A", "title": "Silk scarf", "price": "39.00", "currency": "EUR",
-                                 "url": "https://shop.example/scarf", "image": f"{base}/static/demo/tea.svg"})
+                                 "url": "https://shop.example/scarf", "image": f"{base}/static/demo/tea.svg",
+                                 "countdown_s": 300})
         await wait_for(viewer, "!(" + HIDDEN % "#product-card" + ")")
         href = await viewer.evaluate("document.querySelector('#product-card .buy').href")
         r["buy_href"] = href
@@ -669,6 +699,22 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
             await asker.request({"type": "comment", "text": "how much is the scarf?"})
             r["assistant_item"] = await wait_for(viewer, "(() => { const li = document.querySelector("
                                                          "'#comments li.assistant'); return li && li.textContent; })()")
+        # Its reply bubble: the answer without the raw link, and a chip for the card it is about (title,
+        # price, a countdown that goes on), tappable where it is, linking through /go like Buy.
+        chip = """(() => { const li = document.querySelector('#comments li.assistant');
+            const c = li.querySelector('.chip'); if (!c) return null;
+            c.scrollIntoView({ block: 'center' }); const box = c.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+            return { text: li.querySelector(':scope > span:nth-of-type(2)').textContent, href: c.href,
+                     title: c.querySelector('b').textContent, extra: c.querySelector('.chip-extra').textContent,
+                     tappable: !!hit && c.contains(hit), height: box.height,
+                     flown: [...document.querySelectorAll('#danmaku .bullet')]
+                         .some(b => b.textContent.includes('scarf:')) }; })()"""
+        r["chip"] = await wait_for(viewer, chip)
+        await asyncio.sleep(2.2)
+        r["chip_later"] = await viewer.evaluate(chip)
+        async with aiohttp.ClientSession() as http, http.get(r["chip"]["href"], allow_redirects=False) as resp:
+            r["chip_click"] = resp.status, resp.headers.get("Location", "")
         await viewer.screenshot(path=str(out / "assistant.png"))
     return r
 

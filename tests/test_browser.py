@@ -77,6 +77,12 @@ def test_the_pages_analytics_buy_link_and_the_hosts_dashboard(netns):
     assert r["dash_words"]["first"][0] == "came in" and r["dash_words"]["first"][2] == "100%"
     assistant = r["assistant_item"]  # the badge, the question quoted, the live price
     assert assistant.startswith("AI assistant") and "how much is the scarf?" in assistant and "39.00 EUR" in assistant
+    chip, later = r["chip"], r["chip_later"]  # issue 27, item 8: a reply bubble with a product chip
+    assert chip["text"] == "Silk scarf: 39.00 EUR"  # the raw link and the countdown of its moment: on the chip
+    assert chip["title"] == "Silk scarf" and chip["href"] == r["buy_href"]  # through /go, as the card's Buy
+    assert chip["tappable"] and chip["height"] >= 44 and not chip["flown"]  # a reply, not a shout over the video
+    assert chip["extra"].startswith("offer ends in 4:") and later["extra"] != chip["extra"]  # it counts down
+    assert r["chip_click"][0] == 302 and r["chip_click"][1].startswith("https://shop.example/scarf?lr_click=")
 
 
 def test_browser_host_to_browser_and_python_viewers_with_comments_products_and_safe_text(netns):
@@ -170,6 +176,13 @@ def test_what_a_host_meets(netns):
     assert r["pk_halves"] == ["host", "rita", True]  # each host's tile under its half of the PK bar
     assert "private call" in r["call_notice"] and r["call_notice_gone"]
     assert r["host_status_in_call"] == "in call" and r["host_status_after_call"] == "you are live"
+    # The studio: a call from a tap on a viewer's comment, record, and end the show.
+    assert r["tap_call_from"] == "host" and r["tap_call_status"] == "call invitation sent to Zoe"
+    assert r["declined_status"] == "zoe declined the call"  # (it said "call invitation sent" for good)
+    assert r["rec_seen"] and r["record_button"] == "Stop recording"
+    assert r["rec_gone"] and r["tiles_after_end"] == "none"
+    assert r["ended"]["replay"] == "/?view=replay&room=show" and r["ended"]["camera"]
+    assert r["ended"]["status"] == "The show has ended"
 
 
 def test_the_pages_whip_and_whep_clients(netns):

@@ -323,16 +323,24 @@ function addComment(msg, fly = true) {
   if (msg.role === "assistant") { // the server's own assistant: a badge no viewer or host can have
     li.classList.add("assistant");
     const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = t("assistant");
-    who.prepend(badge, " ");
-    const asked = document.querySelector(`#comments li[data-seq="${msg.reply_to}"] span:last-child`);
+    who.replaceChildren(badge); // (its name, "Assistant", would say it twice)
+    const asked = document.querySelector(`#comments li[data-seq="${msg.reply_to}"] > span:nth-of-type(2)`);
     if (asked) { const quote = document.createElement("q"); quote.textContent = asked.textContent; li.append(quote); }
   }
-  li.prepend(who); li.append(text); $("#comments").prepend(li);
+  li.prepend(who); li.append(text);
+  const card = msg.role === "assistant" && cardsSeen.get(msg.product);
+  if (card) { // the product it is about, as a chip to tap (the link it carried, now the chip, leaves the text)
+    text.textContent = withoutLink(msg.text, card.product.url);
+    li.append(productChip(card));
+  }
+  $("#comments").prepend(li);
   if (moderating() && ch && msg.role !== "assistant" && msg.user !== ch.joined?.user && typeof msg.seq === "number") {
     li.append(moderationButtons(msg));
   }
   while ($("#comments").children.length > 100) $("#comments").lastChild.remove();
-  if (!fly) return; // from history: listed, not flown across the video
+  // From history: listed, not flown across the video. Nor are the assistant's answers: they are replies in
+  // the list, under the question, not shouts over the picture.
+  if (!fly || msg.role === "assistant") return;
   const bullet = document.createElement("div"); bullet.className = "bullet"; bullet.textContent = msg.text;
   bullet.dataset.seq = msg.seq;
   bullet.style.top = `${5 + Math.floor(Math.random() * 10) * 8}%`;
@@ -340,19 +348,52 @@ function addComment(msg, fly = true) {
   $("#danmaku").append(bullet);
 }
 
-// A host's or co-host's tools on each comment: delete it for everyone, mute its author, remove its author.
+// A host's or co-host's tools on each comment: delete it for everyone, mute its author, remove its author;
+// the host may also call its author (a private 1v1) with one tap, instead of typing a user id.
 function moderationButtons(msg) {
   const tools = document.createElement("span"); tools.className = "mod";
-  const act = (label, title, request) => {
+  const who = msg.name || msg.user;
+  const act = (label, title, request, done) => {
     const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.title = title;
-    b.onclick = () => ch.request(request).then(() => setStatus(`${title}: done`)).catch((err) => setStatus(err.message));
+    b.setAttribute("aria-label", title);
+    b.onclick = () => ch.request(request).then(() => setStatus(done || t("mod.done", { what: title })))
+      .catch((err) => setStatus(err.message));
     tools.append(b);
   };
-  act("Delete", "delete this comment for everyone", { type: "delete_comment", seq: msg.seq });
-  act("Mute", `mute ${msg.name || msg.user} for 10 minutes`, { type: "mute_user", user: msg.user, duration_s: 600 });
-  act("Remove", `remove ${msg.name || msg.user} from the room for an hour`,
-    { type: "remove_user", user: msg.user, duration_s: 3600 });
+  act(t("mod.delete"), t("mod.delete_title"), { type: "delete_comment", seq: msg.seq });
+  act(t("mod.mute"), t("mod.mute_title", { who }), { type: "mute_user", user: msg.user, duration_s: 600 });
+  act(t("mod.remove"), t("mod.remove_title", { who }), { type: "remove_user", user: msg.user, duration_s: 3600 });
+  if (myRole === "host" && !msg.user.startsWith("anon-")) { // (an anonymous viewer cannot be called)
+    act(t("mod.call"), t("mod.call_title", { who }), { type: "call_invite", user: msg.user, keep_video: true },
+      t("call.invited", { who }));
+  }
   return tools;
+}
+
+// Recording, as everyone sees it: a REC mark on the stage (viewers are told), and the host's button.
+function showRecording(state) {
+  const active = Boolean(state && state.active);
+  $("#rec").hidden = !active;
+  const button = $("#record");
+  if (button) { button.textContent = t(active ? "host.record_stop" : "host.record"); button.setAttribute("aria-pressed", String(active)); }
+}
+
+// The host ends the show: recording stops, a PK ends, the camera goes off; the host is offered the replay
+// and the numbers.
+async function endShow() {
+  if (!$("#rec").hidden) await ch.request({ type: "record_stop" }).catch(() => {});
+  if ($("#pk-bar").hidden === false) await ch.request({ type: "pk_end" }).catch(() => {});
+  const pub = window.liveRelay.publisher;
+  if (pub) {
+    if (pub.mediaId) ch.send({ type: "unpublish", media: pub.mediaId });
+    pub.pc.close(); window.liveRelay.publisher = null; myPublisher = null;
+  }
+  stopSelf(); $("#preview").srcObject = null;
+  setStatus(t("show.ended"));
+  const room = encodeURIComponent(ch.room); const ended = $("#show-ended");
+  ended.querySelector(".replay").href = `/?view=replay&room=${room}`;
+  ended.querySelector(".numbers").href = `/?view=dashboard&room=${room}`;
+  ended.hidden = false;
 }
 
 function removeComment(seq) {
@@ -376,32 +417,86 @@ function showModeration(m) {
 function setNotice(text) { const n = $("#slow-mode"); n.textContent = text; n.hidden = !text; }
 
 let cardTimer = null; let countdownTimer = null; const seenProducts = new Set();
+const cardsSeen = new Map(); // product id -> { product, endsAt } of every card pushed while here (the last 50)
+let chipTimer = null; // ticks the countdowns of the assistant's product chips while any is counting
+
+// The offer's end on the server's clock (fixed when the card was pushed: late joiners count the same).
+function offerEnd(msg) {
+  const p = msg.product;
+  return typeof p.countdown_s === "number" ? (msg.server_ts || ch.serverNow()) + p.countdown_s * 1000 : null;
+}
+
+function offerLeft(endsAt, countdown) {
+  if (endsAt === null) return null;
+  const left = Math.min(countdown, Math.ceil((endsAt - ch.serverNow()) / 1000)); // clock estimates wobble
+  return left > 0 ? t("offer.ends", { time: `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` })
+    : t("offer.ended");
+}
+
+// Where tapping Buy goes: with analytics on (the server named this viewer) through the server's redirect,
+// which counts the click and sends the browser on to the product's own URL.
+function buyHref(p) {
+  const href = safeUrl(p.url); const viewer = ch.joined?.viewer;
+  if (href && viewer) return `/go/${encodeURIComponent(ch.room)}/${encodeURIComponent(p.id)}?v=${encodeURIComponent(viewer)}`;
+  return href;
+}
+
+// An assistant's answer about a card: its title, price and live countdown; a tap buys as the card's Buy does.
+function productChip(card) {
+  const p = card.product;
+  const chip = document.createElement("a"); chip.className = "chip"; chip.target = "_blank"; chip.rel = "noopener noreferrer";
+  const href = buyHref(p); if (href) chip.href = href;
+  const title = document.createElement("b"); title.textContent = p.title;
+  const price = document.createElement("span"); price.className = "chip-price"; price.textContent = i18n.price(p.price, p.currency);
+  const extra = document.createElement("span"); extra.className = "chip-extra";
+  const buy = document.createElement("span"); buy.className = "chip-buy"; buy.textContent = t("buy");
+  chip.append(title, price, extra, buy);
+  if (card.endsAt !== null) {
+    chip.dataset.endsAt = card.endsAt; chip.dataset.countdown = p.countdown_s;
+    extra.textContent = offerLeft(card.endsAt, p.countdown_s);
+    if (!chipTimer) chipTimer = setInterval(tickChips, 1000);
+  }
+  return chip;
+}
+
+function tickChips() {
+  const counting = document.querySelectorAll("#comments .chip[data-ends-at]");
+  for (const chip of counting) {
+    chip.querySelector(".chip-extra").textContent = offerLeft(Number(chip.dataset.endsAt), Number(chip.dataset.countdown));
+  }
+  if (!counting.length) { clearInterval(chipTimer); chipTimer = null; }
+}
+
+// An answer's text without the product's link (and the word before it), once the chip carries it.
+// ...and without the countdown as it stood when the answer was written (the chip's goes on).
+function withoutLink(text, url) {
+  let out = text.replace(/(\s*[·,，]\s*)?(offer ends in|优惠还剩)\s*\d+:\d{2}/u, "");
+  if (url && out.includes(url)) out = out.replace(url, "").replace(/(\s*[·,，]\s*)?(buy:|链接)?\s*$/u, "");
+  return out.trim();
+}
+
 function showProduct(msg) {
   const p = msg.product; const card = $("#product-card");
+  cardsSeen.delete(p.id); cardsSeen.set(p.id, { product: p, endsAt: offerEnd(msg) }); // the newest push, last
+  while (cardsSeen.size > 50) cardsSeen.delete(cardsSeen.keys().next().value);
   card.querySelector(".product-title").textContent = p.title;
   card.querySelector(".product-price").textContent = i18n.price(p.price, p.currency);
   const stock = typeof p.stock === "number" ? t("stock", { n: i18n.count(p.stock) }) : "";
-  // The offer's end is fixed on the server's clock when the card was pushed: late joiners count the same.
-  const endsAt = typeof p.countdown_s === "number" ? (msg.server_ts || ch.serverNow()) + p.countdown_s * 1000 : null;
+  const endsAt = offerEnd(msg);
   const tick = () => {
     const parts = stock ? [stock] : [];
     if (endsAt !== null) {
-      const left = Math.min(p.countdown_s, Math.ceil((endsAt - ch.serverNow()) / 1000)); // clock estimates wobble
-      parts.push(left > 0 ? t("offer.ends", { time: `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` })
-        : t("offer.ended"));
-      if (left <= -5) { clearInterval(countdownTimer); card.hidden = true; }
+      parts.push(offerLeft(endsAt, p.countdown_s));
+      if (endsAt - ch.serverNow() <= -5000) { clearInterval(countdownTimer); card.hidden = true; }
     }
     card.querySelector(".product-extra").textContent = parts.join(" · ");
   };
   clearInterval(countdownTimer); tick();
   if (endsAt !== null) countdownTimer = setInterval(tick, 1000);
   const img = card.querySelector("img"); const src = safeImage(p.image); if (src) img.src = src; else img.removeAttribute("src");
-  const buy = card.querySelector(".buy"); const href = safeUrl(p.url);
-  // With analytics on (the server named this viewer), Buy goes through the server's redirect, which counts
-  // the click and sends the browser on to this product's own URL.
+  const buy = card.querySelector(".buy"); const href = buyHref(p);
+  if (href) buy.href = href; else buy.removeAttribute("href");
   const viewer = ch.joined?.viewer;
-  if (href && viewer) buy.href = `/go/${encodeURIComponent(ch.room)}/${encodeURIComponent(p.id)}?v=${encodeURIComponent(viewer)}`;
-  else if (href) buy.href = href; else buy.removeAttribute("href");
   card.dataset.productId = p.id;
   if (endsAt !== null && endsAt - ch.serverNow() < -5000) { card.hidden = true; return; } // long over
   card.hidden = false;
@@ -633,6 +728,7 @@ function wireLive(isHost) {
     $("#like-count").textContent = msg.state.likes;
     $("#viewers").textContent = t("watching", { n: i18n.count(msg.state.viewers) });
     if (msg.state.product) showProduct(msg.state.product);
+    showRecording(msg.state.recording);
     showAnnouncement(msg.state.pinned);
     Object.assign(roomState, { publishers: msg.state.publishers, pk: msg.state.pk });
     renderPk(msg.state.pk); reconcile(roomState); renderCall(msg.state.call); renderSeats(msg.state.stage);
@@ -661,6 +757,7 @@ function wireLive(isHost) {
   ch.on("pk", (m) => { roomState.pk = m.state; renderPk(m.state); reconcile(roomState); });
   ch.on("pk_score", (m) => renderPk(roomState.pk, m.scores, m.remaining_s));
   ch.on("call", (m) => renderCall(m.state));
+  ch.on("recording", (m) => showRecording(m.state));
   ch.on("stage", (m) => renderSeats(m.state));
   ch.on("pk_ended", () => { roomState.pk = null; renderPk(null); reconcile(roomState); });
   ch.on("grant", (m) => {
@@ -680,6 +777,9 @@ function wireLive(isHost) {
     () => ch.request({ type: "call_answer", accept: true }),
     () => ch.request({ type: "call_answer", accept: false })));
   ch.on("call_grant", (m) => startPrivateCall(m));
+  // A host's invitations answered no (or not at all): said, not left at "invitation sent".
+  ch.on("call_declined", (m) => setStatus(t(m.reason === "expired" ? "call.unanswered" : "call.declined", { who: m.user })));
+  ch.on("pk_declined", (m) => setStatus(t(m.reason === "expired" ? "pk.unanswered" : "pk.declined", { room: m.by_room })));
   ch.on("closed", (m) => {
     setStatus(m.code === 4004 ? t("closed.waiting")
       : m.code === 4011 ? t("closed.removed")
@@ -694,7 +794,7 @@ function wireLive(isHost) {
 
   if (!token) { // anonymous viewers watch and like; say how to comment instead of answering "forbidden"
     $("#comment-input").disabled = true; $("#comment-send").hidden = true;
-    $("#comment-input").placeholder = "Watching as a guest: open your invitation link (with its token) to comment";
+    $("#comment-input").placeholder = t("comment.guest");
   }
   $("#unmute").onclick = () => setSound(true);
   offerSound();
@@ -725,7 +825,10 @@ const SHELF = [
 
 function wireHost() {
   $("#host-panel").hidden = false;
-  $("#go-live").onclick = () => goLive().catch((e) => setStatus(`camera: ${e.message}`));
+  $("#go-live").onclick = () => { $("#show-ended").hidden = true; goLive().catch((e) => setStatus(`camera: ${e.message}`)); };
+  $("#record").onclick = () => ch.request({ type: $("#rec").hidden ? "record_start" : "record_stop" })
+    .catch((err) => setStatus(err.message));
+  $("#end-show").onclick = () => endShow().catch((err) => setStatus(err.message));
   for (const product of SHELF) {
     const b = document.createElement("button"); b.textContent = `Push ${product.title}`;
     b.onclick = () => ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
