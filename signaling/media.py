@@ -22,7 +22,7 @@ from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from relay.router import MediaError, MediaRouter
-from signaling.brokers import BrokerUnavailable, EventStream, Registry
+from signaling.brokers import BrokerUnavailable, EventStream, PublisherInfo, Registry
 from signaling.cascade import EdgeCascade
 from signaling.config import LimitsConfig
 from signaling.overload import LagGauge
@@ -353,14 +353,23 @@ class MediaSignaling:
     async def publishers(self, room: str) -> list[dict[str, Any]]:
         """The room's publishers on every node (the broker's registry), for joined.state."""
         registry = await self.registry.get_publishers(room)
-        return [{"publisher": pid, "user": info["user"], "kinds": info["kinds"]} for pid, info in registry.items()]
+        return [{"publisher": pid, "user": info["user"], "kinds": info["kinds"],
+                 **({"name": info["name"]} if info.get("name") else {})} for pid, info in registry.items()]
+
+    def _name_of(self, media_id: str) -> str | None:
+        """The display name of the connection that published ``media_id`` (None: none, or over HTTP)."""
+        owner = self._owner.get(media_id)
+        return owner.name if owner is not None else None
 
     async def _register(self, room: str, media_id: str) -> None:
         source = self.router.source(media_id)
         if source is not None and source.local:
             self._registered[media_id] = room
-            await self.registry.set_publisher(room, media_id, {"user": source.user, "kinds": list(source.kinds),
-                                                               "node": self.node_url})
+            info: PublisherInfo = {"user": source.user, "kinds": list(source.kinds), "node": self.node_url}
+            name = self._name_of(media_id)
+            if name:
+                info["name"] = name
+            await self.registry.set_publisher(room, media_id, info)
 
     async def unregister(self, media_id: str) -> None:
         room = self._registered.pop(media_id, None)
@@ -406,6 +415,9 @@ class MediaSignaling:
             waiting = self._publication_waiters.pop(room, None)
             if waiting is not None:
                 waiting.set()
+            name = self._name_of(event["publisher"])
+            if name:  # what viewers label its tile with, as they label its comments
+                event = {**event, "name": name}
         message = {"type": "media", "room": room, **{("event" if k == "type" else k): v for k, v in event.items()},
                    "server_ts": now_ms()}
         self._spawn(self._announce(room, message), f"media-event-{room}")

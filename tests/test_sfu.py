@@ -410,3 +410,18 @@ async def test_a_publisher_that_vanishes_without_a_word_leaves_its_room_within_t
         assert event["publisher"] == joined["publisher"]
         await viewer.close()
     await session.close()
+
+
+async def test_a_publisher_is_announced_with_its_display_name(server):
+    """Viewers label a tile with its publisher's name, as they label its comments (they showed user ids)."""
+    async with LiveClient(server.ws_url, "show") as early:
+        async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST, name="Lin")) as host:
+            publisher = await MediaSession.publish(host, [CounterVideoTrack()])
+            try:
+                joined = await early.next_event("media", timeout=10)
+                assert joined["event"] == "publisher_joined" and (joined["user"], joined["name"]) == ("host", "Lin")
+                async with LiveClient(server.ws_url, "show") as late:
+                    listed = late.joined["state"]["publishers"]
+                    assert [(p["user"], p["name"]) for p in listed] == [("host", "Lin")]
+            finally:
+                await publisher.close()

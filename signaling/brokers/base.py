@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class BrokerUnavailable(Exception):
@@ -59,12 +59,13 @@ class Recovery:
 
 
 class PublisherInfo(TypedDict):
-    """A media publisher in the registry: whose it is, what it sends, and the node serving it (that
-    node's WebSocket URL, which edges use to pull it)."""
+    """A media publisher in the registry: whose it is (and its display name, when it has one), what it
+    sends, and the node serving it (that node's WebSocket URL, which edges use to pull it)."""
 
     user: str
     kinds: list[str]
     node: str
+    name: NotRequired[str]
 
 
 class GrantRecord(TypedDict):
