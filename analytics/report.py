@@ -125,8 +125,11 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
                 if before:
                     to_click.append((c.ts_ms - max(before)) / 1000)
         product_orders = [o for o in orders if o.product == p]
+        # Its title as last pushed (a seller reads titles, not ids; the id when no push named one).
+        title = next((str(e.data["title"]) for e in reversed(pushes)
+                      if e.product == p and e.data and e.data.get("title")), p)
         products[p] = {
-            "product": p, "pushes": len(push_times), "impressions": len(impressions.get(p, ())),
+            "product": p, "title": title, "pushes": len(push_times), "impressions": len(impressions.get(p, ())),
             "clicks": len(clickers.get(p, ())),
             "click_through": _rate(len(clickers.get(p, ())), len(impressions.get(p, ()))),
             "orders": len(product_orders), "revenue": round(sum(o.value or 0 for o in product_orders), 2),

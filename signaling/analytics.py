@@ -163,7 +163,8 @@ class ShowAnalytics(AnalyticsSink):
             product = event.get("product") or {}
             self._record(Event(int(now_ms()), room, show, "push", viewer=who, product=product.get("id"),
                                ref=str(event.get("seq")), data={"price": product.get("price"),
-                                                                "currency": product.get("currency")}))
+                                                                "currency": product.get("currency"),
+                                                                "title": product.get("title")}))
 
     def liked(self, session: Session, room: str, count: int) -> None:
         viewer = self._viewers.get(session.id)

@@ -99,7 +99,7 @@ def test_report_arithmetic() -> None:
         ev(0, "join", viewer="host", data={"role": "host"}),
         ev(0, "join", viewer="a", source="douyin"), ev(0, "join", viewer="b", source="douyin"),
         ev(10_000, "join", viewer="c", source="wechat"),
-        ev(20_000, "push", product="p1", ref="1"),
+        ev(20_000, "push", product="p1", ref="1", data={"title": "Silk scarf"}),
         ev(21_000, "impression", viewer="a", product="p1"), ev(22_000, "impression", viewer="c", product="p1"),
         ev(25_000, "click", viewer="a", product="p1", ref="k1"),
         ev(25_000, "leave", viewer="b", value=25.0),
@@ -121,6 +121,7 @@ def test_report_arithmetic() -> None:
     product = report["products"][0]
     assert (product["impressions"], product["clicks"], product["orders"], product["revenue"]) == (2, 1, 1, 30.0)
     assert product["click_through"] == 0.5 and product["median_push_to_click_s"] == 5.0
+    assert product["title"] == "Silk scarf"  # what the dashboard shows a seller (the id when no push named one)
     assert report["quality"]["with_freezes"] == {"viewers": 1, "median_dwell_s": 180.0}
     assert report["quality"]["fast_first_frame"] == {"viewers": 1, "median_dwell_s": 120.0}
     assert report["engagement"]["comments_total"] == 1 and report["engagement"]["likes_total"] == 5
