@@ -186,7 +186,8 @@ async def cohost(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
     await host.wait_for_selector("#requests li button", timeout=20000)
     await host.click("#requests li button >> text=Accept")
     result["told_live"] = await wait_for(guest, "window.liveRelay.publisher && window.liveRelay.publisher.mediaId"
-                                                " && document.querySelector('#status').textContent")
+                                                " && document.querySelector('#status').textContent === 'on air'"
+                                                " && 'on air'")
     result["self_view"] = await wait_for(guest, "document.querySelector('#self-tile video')?.videoWidth > 0")
     await host.wait_for_selector("#seats li[data-user=gina] .remove", timeout=20000)
     await host.click("#seats li[data-user=gina] .remove")
@@ -689,9 +690,10 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
         r["live_line"] = await dashboard.text_content("#dash-live")
         # In words a seller reads: headings, the funnel's steps, rates as percentages (not of_entered, 1.0).
         r["dash_words"] = await dashboard.evaluate("""(() => {
-            const funnel = document.querySelectorAll('#dashboard table')[0];
+            const [funnel, products] = document.querySelectorAll('#dashboard table');
             return { heads: [...funnel.querySelectorAll('th')].map(th => th.textContent),
-                     first: [...funnel.tBodies[0].rows[0].cells].map(c => c.textContent) }; })()""")
+                     first: [...funnel.tBodies[0].rows[0].cells].map(c => c.textContent),
+                     product: products.tBodies[0].rows[0].cells[0].textContent }; })()""")
         await dashboard.screenshot(path=str(out / "dashboard.png"), full_page=True)
         # The assistant answers a viewer's question; the page shows it with its badge, under the question.
         await host.request({"type": "assistant", "on": True})
@@ -884,6 +886,37 @@ async def obs_simulcast(base: str, ws: str, out: Path, browser: Any, relay: Any)
     return r
 
 
+async def blocked(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host whose network lets the page and its WebSocket through but nothing else (UDP and every other TCP
+    port dropped, as a strict office firewall does, in this test's own network namespace): its page must
+    say it is not on air (it said "on air" over video nobody got)."""
+    import subprocess
+
+    port = int(base.rsplit(":", 1)[1])
+    rules = (f"table inet lr_block {{\n chain out {{\n type filter hook output priority 0; policy accept;\n"
+             f" tcp dport {port} accept\n tcp sport {port} accept\n meta l4proto {{ tcp, udp }} drop\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)  # noqa: ASYNC221 - before the pages
+    r: dict[str, Any] = {"statuses": []}
+    try:
+        host = await browser.new_page()
+        await host.goto(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}")
+        await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        await host.click("#go-live")
+        started = time.monotonic()
+        while time.monotonic() - started < 90:
+            status = await host.text_content("#status")
+            if not r["statuses"] or r["statuses"][-1] != status:
+                r["statuses"].append(status)
+            if status and status.startswith("not on air"):
+                break
+            await asyncio.sleep(0.5)
+        r["told_after_s"] = round(time.monotonic() - started, 1)
+        await host.screenshot(path=str(out / "host-blocked.png"))
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", "lr_block"], check=False)  # noqa: ASYNC221
+    return r
+
+
 async def page_host_recording(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """Issue 26: a host going live from the page (three simulcast layers, transport-cc) recorded for 10 s
     from the moment it is on air: when the file's first frame came after the recording started, how long
@@ -1021,7 +1054,7 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
 
 
 SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
-             "page_host_recording": page_host_recording,
+             "page_host_recording": page_host_recording, "blocked": blocked,
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,

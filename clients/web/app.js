@@ -264,7 +264,11 @@ class Viewing {
       }
     }
     this.close();
-    this.pc = new RTCPeerConnection({ iceServers: iceServersOf(this.ch) });
+    const pc = this.pc = new RTCPeerConnection({ iceServers: iceServersOf(this.ch) });
+    // No video at all (a network that blocks the server's media port): said, beside the comments that work.
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc === this.pc && pc.connectionState === "failed") setStatus(t("media.blocked_view"));
+    });
     const [video, audio] = ["video", "audio"].map((kind) => this.pc.addTransceiver(kind, { direction: "recvonly" }));
     const started = performance.now();
     this.mediaId = await negotiate(this.ch, this.pc, { type: "subscribe", publisher, keep: true });
@@ -612,7 +616,8 @@ function reconcile(state) {
   const wanted = new Map();
   // Our own stream is never a tile (publisher_joined can arrive before `publish` has answered us).
   const me = ch.joined?.user;
-  for (const p of state.publishers || []) if (p.user !== me) wanted.set(p.publisher, p.user);
+  // Each tile labelled with its publisher's name, as its comments are (the user id when it has none).
+  for (const p of state.publishers || []) if (p.user !== me) wanted.set(p.publisher, p.name || p.user);
   for (const side of state.pk?.sides || []) for (const id of side.publishers) wanted.set(id, side.host);
   for (const [id, user] of wanted) showPublisher(id, user);
   for (const id of [...tiles.keys()]) if (!wanted.has(id)) dropPublisher(id);
@@ -636,10 +641,12 @@ function renderPk(pk, scores, remaining) {
   const [a, b] = pk.sides; const sa = scores?.[a.room] ?? a.score; const sb = scores?.[b.room] ?? b.score;
   const secs = Math.max(0, Math.round(remaining ?? (pk.ends_at_ms - ch.serverNow()) / 1000));
   bar.replaceChildren();
-  const left = document.createElement("span"); left.className = "a"; left.textContent = `${a.host} ${sa}`;
+  // Each host by the name its tile shows (this room's publishers carry names; the other room's, its user id).
+  const nameOf = (user) => roomState.publishers.find((p) => p.user === user)?.name || user;
+  const left = document.createElement("span"); left.className = "a"; left.textContent = `${nameOf(a.host)} ${sa}`;
   const time = document.createElement("span"); time.className = "time";
   time.textContent = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
-  const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${b.host}`;
+  const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${nameOf(b.host)}`;
   left.style.flexGrow = String(1 + sa); right.style.flexGrow = String(1 + sb);
   bar.append(left, time, right); bar.hidden = false;
 }
@@ -684,11 +691,24 @@ function stopSelf() {
   liveStream = null; $("#self-tile")?.remove(); layout();
 }
 
+// "On air" only once the media connection is up; one that fails (a network that blocks the server's media
+// port, UDP and TCP) is said to have failed, not left at "on air" over video nobody gets.
+function watchPublishing(pub, live) {
+  const say = () => {
+    if (pub !== window.liveRelay.publisher) return; // a connection replaced since
+    const state = pub.pc.connectionState;
+    if (state === "connected") setStatus(live);
+    else if (state === "failed") setStatus(t("media.blocked"));
+  };
+  pub.pc.addEventListener("connectionstatechange", say);
+  setStatus(t("media.connecting")); say();
+}
+
 async function republish() {
   if (!liveStream) return;
   const pub = await publish(ch, liveStream, true);
   myPublisher = pub.mediaId; window.liveRelay.publisher = pub;
-  setStatus(t("on_air.again"));
+  watchPublishing(pub, t("on_air.again"));
 }
 
 async function goLive() {
@@ -699,7 +719,7 @@ async function goLive() {
   const pub = await publish(ch, stream, true);
   myPublisher = pub.mediaId;
   window.liveRelay.publisher = pub;
-  setStatus(t("on_air"));
+  watchPublishing(pub, t("on_air"));
 }
 
 async function startPrivateCall(grant) {
@@ -712,13 +732,18 @@ async function startPrivateCall(grant) {
   const session = await runCall(new Channel(grant.call_room, grant.token), screen);
   ch.on("call_ended", () => {
     session.stop(); setTimeout(() => holder.remove(), 3000);
-    setStatus(myRole ? t(`role.${myRole}`) : ""); // no longer "call invitation sent" or "in call"
+    setStatus(myRole ? roleStatus(myRole) : ""); // no longer "call invitation sent" or "in call"
   });
+}
+
+// What this page is now, in a shopper's or seller's words: a host is "live" only while it publishes.
+function roleStatus(role) {
+  return role === "host" && !window.liveRelay.publisher ? t("role.host_ready") : t(`role.${role}`);
 }
 
 function wireLive(isHost) {
   ch.on("joined", (msg) => {
-    const role = t(`role.${msg.role}`);
+    const role = roleStatus(msg.role);
     setStatus(msg.recovered ? t("status.resumed", { role }) : role);
     window.liveRelay.joins = (window.liveRelay.joins || 0) + 1;
     if (rejoinMedia && ["host", "cohost"].includes(msg.role)) {
@@ -750,7 +775,7 @@ function wireLive(isHost) {
   ch.on("moderation", showModeration);
   ch.on("presence", (m) => { $("#viewers").textContent = t("watching", { n: i18n.count(m.viewers) }); });
   ch.on("media", (m) => {
-    if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, kinds: m.kinds });
+    if (m.event === "publisher_joined") roomState.publishers.push({ publisher: m.publisher, user: m.user, name: m.name, kinds: m.kinds });
     else roomState.publishers = roomState.publishers.filter((p) => p.publisher !== m.publisher);
     reconcile(roomState);
   });
@@ -1376,7 +1401,7 @@ async function runDashboard(room, tok) {
     });
     panel.replaceChildren(live, ...charts,
       ...section(t("dash.funnel"), table(r.funnel, ["step", "viewers", "of_entered", "of_previous"])),
-      ...section(t("dash.products"), table(r.products, ["product", "pushes", "impressions", "clicks", "click_through", "orders", "revenue", "median_push_to_click_s"])),
+      ...section(t("dash.products"), table(r.products, ["title", "pushes", "impressions", "clicks", "click_through", "orders", "revenue", "median_push_to_click_s"])),
       ...section(t("dash.sources"), table(r.sources, ["source", "viewers", "median_dwell_s", "click_rate", "order_rate"])),
       ...section(t("dash.quality"), table(Object.entries(r.quality).map(([g, q]) => ({ group: g, ...q })), ["group", "viewers", "median_dwell_s"])));
   };
