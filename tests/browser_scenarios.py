@@ -1019,6 +1019,16 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
             prices: [m.translator('zh').price('199.00', 'CNY'), m.translator('en').price('39.00', 'EUR'),
                      m.translator('en').price('5', 'ZZZ')],
             filled: m.translator('zh').t('watching', {n: 3}) }))""")
+        # Firefox refuses loopback ICE candidates: the page knows from the answer alone (a table, in the page).
+        host_line = "a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host"
+        lan_line = "a=candidate:2 1 udp 1 10.0.0.5 7882 typ host"
+        firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+        chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
+        r["ice_table"] = await phone.evaluate("""([host, lan, firefox, chrome]) => import('/static/ice.js').then(m => ({
+            loopback: [host + '\\r\\n', host + '\\r\\n' + lan,
+                       'a=candidate:1 1 tcp 1 ::1 7882 typ host tcptype passive', 'v=0', ''].map(m.loopbackOnly),
+            browsers: [firefox, chrome, navigator.userAgent].map(m.refusesLoopback) }))""",
+                                              [host_line, lan_line, firefox, chrome])
         async with LiveClient(ws, "show", token("show", "host2", Role.HOST, "Host")) as shop:
             await shop.push_product({"id": "T", "title": "龙井茶 Longjing tea", "price": "199.00", "currency": "CNY",
                                      "stock": 3, "countdown_s": 120, "url": "https://shop.example/tea",

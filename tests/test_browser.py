@@ -279,6 +279,8 @@ def test_a_shopper_reads_the_page_in_chinese_or_english(netns):
     table = r["table"]
     assert table["picks"] == ["zh", "zh", "en", "en", "zh", "en"]
     assert table["same_keys"]  # every string in both tables
+    # Firefox refuses loopback candidates: only-loopback answers are known at once (issue 27, item 11).
+    assert r["ice_table"] == {"loopback": [True, False, True, False, False], "browsers": [True, False, False]}
     assert table["counts"] == ["1.2万", "12.3K", "999"] and table["filled"] == "3 人在看"
     assert table["prices"][0] == "¥199.00" and table["prices"][1] == "€39.00"
     assert "ZZZ" in table["prices"][2] and "5.00" in table["prices"][2]  # a code Intl has no symbol for

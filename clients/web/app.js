@@ -2,6 +2,7 @@
 // Plain ES module, no build step. Text from users is only ever set with textContent, never as HTML.
 
 import { LANGUAGES, pickLanguage, translatePage, translator } from "./i18n.js";
+import { loopbackOnly, refusesLoopback } from "./ice.js";
 
 const $ = (sel) => document.querySelector(sel);
 // The page's language (clients/web/i18n.js): the person's pick, remembered, else the browser's.
@@ -176,6 +177,8 @@ async function negotiate(ch, pc, message) {
   message.sdp = pc.localDescription.sdp;
   const answer = await ch.request(message);
   mediaId = answer.media;
+  // Known now, not after a timeout: this browser will not use the only addresses the server offers.
+  if (refusesLoopback(navigator.userAgent) && loopbackOnly(answer.sdp)) pc.liveRelayHint = t("media.loopback");
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   for (const candidate of early) ch.send({ type: "candidate", media: mediaId, candidate });
   return mediaId;
@@ -267,7 +270,7 @@ class Viewing {
     const pc = this.pc = new RTCPeerConnection({ iceServers: iceServersOf(this.ch) });
     // No video at all (a network that blocks the server's media port): said, beside the comments that work.
     pc.addEventListener("connectionstatechange", () => {
-      if (pc === this.pc && pc.connectionState === "failed") setStatus(t("media.blocked_view"));
+      if (pc === this.pc && pc.connectionState === "failed") setStatus(pc.liveRelayHint || t("media.blocked_view"));
     });
     const [video, audio] = ["video", "audio"].map((kind) => this.pc.addTransceiver(kind, { direction: "recvonly" }));
     const started = performance.now();
@@ -698,10 +701,10 @@ function watchPublishing(pub, live) {
     if (pub !== window.liveRelay.publisher) return; // a connection replaced since
     const state = pub.pc.connectionState;
     if (state === "connected") setStatus(live);
-    else if (state === "failed") setStatus(t("media.blocked"));
+    else if (state === "failed") setStatus(pub.pc.liveRelayHint || t("media.blocked"));
   };
   pub.pc.addEventListener("connectionstatechange", say);
-  setStatus(t("media.connecting")); say();
+  setStatus(pub.pc.liveRelayHint || t("media.connecting")); say();
 }
 
 async function republish() {
