@@ -1050,6 +1050,14 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
                 switch_to: document.querySelector('#language').textContent })"""
 
         r["zh"] = await phone.evaluate(said())
+        # A seller whose browser speaks Chinese: the studio's own lines too (its shelf, its status).
+        studio = await context.new_page()
+        await studio.goto(f"{base}/?view=host&room=show&token={token('show', 'host3', Role.HOST, '主播')}")
+        await wait_for(studio, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        r["studio_zh"] = await studio.evaluate("({ shelf: document.querySelector('#shelf button').textContent,"
+                                               " status: document.querySelector('#status').textContent,"
+                                               " end: document.querySelector('#end-show').textContent })")
+        await studio.close()
         await phone.screenshot(path=str(out / "viewer-zh.png"))
         await phone.click("#language", timeout=10000)  # English, remembered
         await wait_for(phone, "window.liveRelay.language === 'en' && window.liveRelay.framesDecoded > 0")

@@ -279,6 +279,8 @@ def test_a_shopper_reads_the_page_in_chinese_or_english(netns):
     table = r["table"]
     assert table["picks"] == ["zh", "zh", "en", "en", "zh", "en"]
     assert table["same_keys"]  # every string in both tables
+    ready = "准备就绪\uff1a打开摄像头即可开播"  # (a full-width colon, as Chinese writes it)
+    assert r["studio_zh"] == {"shelf": "推送 Jade bracelet", "status": ready, "end": "结束直播"}
     # Firefox refuses loopback candidates: only-loopback answers are known at once (issue 27, item 11).
     assert r["ice_table"] == {"loopback": [True, False, True, False, False], "browsers": [True, False, False]}
     assert table["counts"] == ["1.2万", "12.3K", "999"] and table["filled"] == "3 人在看"

@@ -858,7 +858,7 @@ function wireHost() {
     .catch((err) => setStatus(err.message));
   $("#end-show").onclick = () => endShow().catch((err) => setStatus(err.message));
   for (const product of SHELF) {
-    const b = document.createElement("button"); b.textContent = `Push ${product.title}`;
+    const b = document.createElement("button"); b.textContent = t("host.push", { title: product.title });
     b.onclick = () => ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
     $("#shelf").append(b);
   }
@@ -873,7 +873,7 @@ function wireHost() {
   $("#words-form").onsubmit = (e) => {
     e.preventDefault();
     const words = e.target.words.value.split(/[,，\n]/).map((w) => w.trim()).filter(Boolean);
-    ch.request({ type: "block_words", words }).then(() => setStatus(`${words.length} words blocked`))
+    ch.request({ type: "block_words", words }).then(() => setStatus(t("host.words_blocked", { n: words.length })))
       .catch((err) => setStatus(err.message));
   };
   $("#slow-mode-select").onchange = (e) => ch.request({ type: "slow_mode", seconds: Number(e.target.value) })
@@ -886,22 +886,22 @@ function wireHost() {
   ch.on("assistant_suggestion", (m) => {
     const li = document.createElement("li"); const text = document.createElement("span");
     text.textContent = `${m.question} → ${m.text}`;
-    const approve = document.createElement("button"); approve.textContent = "Post";
+    const approve = document.createElement("button"); approve.textContent = t("host.assistant_post");
     approve.onclick = () => ch.request({ type: "assistant_approve", suggestion: m.id }).then(() => li.remove())
       .catch((err) => { setStatus(err.message); li.remove(); });
     li.append(text, approve); $("#assistant-suggestions").prepend(li);
   });
   ch.on("assistant_digest", (m) => {
     const list = $("#assistant-digest"); list.replaceChildren();
-    for (const q of m.unanswered) { const li = document.createElement("li"); li.textContent = `${q.count} asked: ${q.question}`; list.append(li); }
-    for (const q of m.answered_again) { const li = document.createElement("li"); li.textContent = `answered, asked ${q.count}×: ${q.question}`; list.append(li); }
+    for (const q of m.unanswered) { const li = document.createElement("li"); li.textContent = t("host.digest_asked", { n: q.count, question: q.question }); list.append(li); }
+    for (const q of m.answered_again) { const li = document.createElement("li"); li.textContent = t("host.digest_again", { n: q.count, question: q.question }); list.append(li); }
   });
   const requests = $("#requests");
   ch.on("stage_requested", (m) => {
     const li = document.createElement("li"); li.dataset.user = m.user;
     const who = document.createElement("span"); who.textContent = m.name || m.user;
-    const yes = document.createElement("button"); yes.textContent = "Accept";
-    const no = document.createElement("button"); no.textContent = "Reject";
+    const yes = document.createElement("button"); yes.textContent = t("accept");
+    const no = document.createElement("button"); no.textContent = t("reject");
     yes.onclick = () => { li.remove(); ch.request({ type: "stage_accept", user: m.user }).catch((e) => setStatus(e.message)); };
     no.onclick = () => { li.remove(); ch.request({ type: "stage_reject", user: m.user }).catch(() => {}); };
     li.append(who, yes, no); requests.append(li);
@@ -916,9 +916,9 @@ function wireHost() {
   $("#pk-end").onclick = () => ch.request({ type: "pk_end" }).catch((err) => setStatus(err.message));
   ch.on("pk_invited", (m) => {
     const li = document.createElement("li");
-    const what = document.createElement("span"); what.textContent = `${m.from} (${m.from_room}) challenges you to a PK`;
-    const yes = document.createElement("button"); yes.textContent = "Accept";
-    const no = document.createElement("button"); no.textContent = "Decline";
+    const what = document.createElement("span"); what.textContent = t("pk.challenge", { from: m.from, room: m.from_room });
+    const yes = document.createElement("button"); yes.textContent = t("accept");
+    const no = document.createElement("button"); no.textContent = t("decline");
     yes.onclick = () => { li.remove(); ch.request({ type: "pk_answer", room: m.from_room, accept: true }).catch((e) => setStatus(e.message)); };
     no.onclick = () => { li.remove(); ch.request({ type: "pk_answer", room: m.from_room, accept: false }).catch(() => {}); };
     li.append(what, yes, no); $("#pk-invites").append(li);
@@ -926,7 +926,7 @@ function wireHost() {
   $("#call-form").onsubmit = (e) => {
     e.preventDefault();
     ch.request({ type: "call_invite", user: e.target.user.value, keep_video: e.target.keep.checked })
-      .then(() => setStatus("call invitation sent")).catch((err) => setStatus(err.message));
+      .then(() => setStatus(t("call.invited", { who: e.target.user.value }))).catch((err) => setStatus(err.message));
   };
 }
 
@@ -941,11 +941,11 @@ function renderSeats(stage) {
     for (const kind of ["audio", "video"]) {
       const muted = Boolean(seat.muted?.[kind]);
       const b = document.createElement("button"); b.className = `mute-${kind}`;
-      b.textContent = `${muted ? "Unmute" : "Mute"} ${kind}`;
+      b.textContent = t(`seat.${muted ? "unmute" : "mute"}_${kind}`);
       b.onclick = () => ch.request({ type: "stage_mute", user: seat.user, kind, muted: !muted }).catch((e) => setStatus(e.message));
       li.append(b);
     }
-    const remove = document.createElement("button"); remove.className = "remove"; remove.textContent = "Remove";
+    const remove = document.createElement("button"); remove.className = "remove"; remove.textContent = t("mod.remove");
     remove.onclick = () => ch.request({ type: "stage_remove", user: seat.user }).catch((e) => setStatus(e.message));
     li.append(remove); list.append(li);
   }
@@ -1391,12 +1391,12 @@ async function runDashboard(room, tok) {
     const resp = await fetch(`/api/rooms/${encodeURIComponent(room)}/report`, { headers: { Authorization: `Bearer ${tok}` } });
     if (!resp.ok) { setStatus(`dashboard: ${resp.status} ${(await resp.text()).trim()}`); return; }
     const r = await resp.json(); window.liveRelay.report = r;
-    if (!r.events) { setStatus("no show recorded yet"); panel.replaceChildren(); return; }
-    setStatus(`show ${r.show}`);
+    if (!r.events) { setStatus(t("dash.no_show")); panel.replaceChildren(); return; }
+    setStatus(t("dash.show", { show: r.show }));
     const live = document.createElement("p"); live.id = "dash-live";
-    const clicks = Object.entries(r.live.clicks_last_minute).map(([p, n]) => `${p} ${n}`).join(", ") || "none";
-    const sources = r.live.top_sources.map((s) => `${s.source} ${s.viewers}`).join(", ") || "none";
-    live.textContent = `watching now ${r.live.watching_now} · clicks in the last minute: ${clicks} · top sources: ${sources}`;
+    const clicks = Object.entries(r.live.clicks_last_minute).map(([p, n]) => `${p} ${n}`).join(", ") || t("dash.none");
+    const sources = r.live.top_sources.map((s) => `${s.source} ${s.viewers}`).join(", ") || t("dash.none");
+    live.textContent = t("dash.live", { n: r.live.watching_now, clicks, sources });
     const charts = ["audience", "engagement"].map((name) => {
       const img = document.createElement("img"); img.alt = `${name} chart`;
       img.src = `/api/rooms/${encodeURIComponent(room)}/report/${name}.png?token=${encodeURIComponent(tok)}&t=${Date.now()}`;
