@@ -31,7 +31,6 @@ class Adaptation:
         # -> (when, link bytes_out, link audio_bytes_out, the track's own octets) at the last choice
         self._down_tracks: dict[DownTrack, tuple[float, int, int, int]] = {}
         self._own_bps: dict[DownTrack, float] = {}  # what each sent, as measured at the last choice
-        self.early_choices = 0  # choices made at a link's alarm, between the regular ones
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
@@ -57,7 +56,6 @@ class Adaptation:
             else:
                 alarmed = {d.link for d in self._down_tracks if d.link.alarm}
                 if alarmed:
-                    self.early_choices += len(alarmed)
                     self._choose_again(alarmed, now)
             for down in self._down_tracks:
                 probe_bps = down.chooser.probe_bps if down.chooser is not None else 0

@@ -95,7 +95,6 @@ class Forwarder:
         # Leaving this layer for a lower one (the link no longer carries it): until the lower layer's
         # keyframe comes, only the base temporal layer of this one goes, from a frame's start (see _leaving).
         self.bridging = False
-        self.bridged_switches = 0
         self.restarts = 0
         self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
         self.started = False  # something was sent since the first start
@@ -206,6 +205,11 @@ class Forwarder:
         self._ts_offset = (out - source_ts) & 0xFFFFFFFF  # what comes next continues from here
         return out
 
+    def stop_current(self) -> None:
+        """The current layer stops here (a pause, or a switch down that does not wait for the lower
+        layer's keyframe); the wanted layer's keyframe starts the next."""
+        self.layer = None
+
     def commit_lead(self, seq: int) -> None:
         self.last_seq = seq
 
@@ -261,7 +265,6 @@ class Forwarder:
         leaving = self._leaving(packet)
         if leaving != self.bridging and packet.codec.starts_frame(packet.payload):
             self.bridging = leaving
-            self.bridged_switches += leaving
         cap = self.temporal_cap
         return (0 if cap is None else min(cap, 0)) if self.bridging else cap
 

@@ -422,7 +422,7 @@ class DownTrack(MediaStreamTrack):
             # A less important video of a congested link (a co-host beside the host) stops its current
             # layer now rather than keep sending it, bridged, until the lower layer's keyframe: the queue
             # before the viewer is full and drops, and the host's frames are lost with the rest.
-            self.forwarder.layer = None
+            self.forwarder.stop_current()
 
     def set_target_temporal(self, temporal: int | None) -> None:
         """Forward VP8 temporal layers up to ``temporal`` (None: all) of the current layer."""
@@ -441,7 +441,7 @@ class DownTrack(MediaStreamTrack):
             return
         self.target_layer = layer
         if layer is None:
-            self.forwarder.layer = None
+            self.forwarder.stop_current()
         else:
             self.source.request_keyframe("layer switch", layer if not self.source.svc else 0)
 
