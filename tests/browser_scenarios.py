@@ -287,6 +287,20 @@ COVERS_A_NAME = """(selector) => {
 }"""
 
 
+async def guest_hint_fits_a_phone(browser: Any, base: str) -> bool:
+    """Whether a guest's comment hint fits the comment box of a phone (measured with the box's own font)."""
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await page.goto(f"{base}/?view=viewer&room=show")
+    await wait_for(page, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    fits = await page.evaluate("""(() => {
+        const input = document.querySelector('#comment-input'), style = getComputedStyle(input);
+        const ctx = document.createElement('canvas').getContext('2d'); ctx.font = style.font;
+        const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        return ctx.measureText(input.placeholder).width <= room; })()""")
+    await page.close()
+    return bool(fits)
+
+
 async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """What a viewer meets: sound, the product card and its countdown, history, guests, phones, outages."""
     r: dict[str, Any] = {}
@@ -294,7 +308,8 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     async with LiveClient(ws, "show", token("show", "chatty", Role.VIEWER, "Chatty")) as chatty:
         for n in range(3):
             await chatty.comment(f"before you came {n}")
-    phone = await browser.new_page(viewport={"width": 390, "height": 844})
+    phone_context = await browser.new_context(viewport={"width": 390, "height": 844})
+    phone = await phone_context.new_page()
     missing: list[str] = []
     phone.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
     r["not_found"] = missing
@@ -362,6 +377,43 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     await phone.click("#stats-toggle")
     r["stats_after_toggle"] = await phone.evaluate(
         "!(" + HIDDEN % "#stats" + ") && document.querySelector('#stats-toggle').getAttribute('aria-expanded')")
+    await phone.click("#stats-toggle")
+    # Issue 27, item 4: the show fills the phone's screen (the picture covers it), like, share and fit in a
+    # column down the right edge, clear of the comments and above the comment box.
+    r["full_screen"] = await phone.evaluate("""(() => {
+        const s = document.querySelector('#stage').getBoundingClientRect();
+        const v = document.querySelector('#stage video').getBoundingClientRect();
+        return [s.left, s.top, s.width, s.height, v.width >= innerWidth - 1 && v.height >= innerHeight - 1]; })()""")
+    r["rail"] = await phone.evaluate("""(() => {
+        const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+        const controls = box('#comment-form'), comments = box('#comments'), card = box('#product-card');
+        return ['#like', '#share', '#fit'].map(sel => { const b = box(sel);
+            return { right_edge: innerWidth - b.right <= 12, above_box: b.bottom <= controls.top,
+                     clear_of_comments: b.left >= comments.right, clear_of_card: b.left >= card.right }; }); })()""")
+    # Share: the room's link (never this viewer's token) copied, marked as a share for the dashboard's sources.
+    # (On a page of its own: in a context given clipboard permissions, a reloaded page here never decoded
+    # its video again, with no error on the page.)
+    sharing = await browser.new_context(viewport={"width": 390, "height": 844},
+                                        permissions=["clipboard-read", "clipboard-write"])
+    sharer = await sharing.new_page()
+    await sharer.goto(f"{base}/?view=viewer&room=show&token={token('show', 'sue', Role.VIEWER, 'Sue')}")
+    await wait_for(sharer, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    await sharer.click("#share")
+    r["share_toast"] = await wait_for(sharer, "!(" + HIDDEN % "#toast" + ")"
+                                              " && document.querySelector('#toast').textContent")
+    r["shared_link"] = await sharer.evaluate("navigator.clipboard.readText()")
+    await sharing.close()
+    # The whole picture on a tap, and back.
+    fit = "getComputedStyle(document.querySelector('#stage video')).objectFit"
+    await phone.click("#fit")
+    r["fit_whole"] = [await phone.evaluate(fit), await phone.get_attribute("#fit", "aria-pressed")]
+    await phone.click("#fit")
+    r["fit_back"] = await phone.evaluate(fit)
+    # A double tap on the video likes, as in the apps shoppers know.
+    likes = int(await phone.text_content("#like-count"))
+    await phone.dblclick("#stage", position={"x": 195, "y": 420})
+    r["double_tap_liked"] = bool(await wait_for(
+        phone, f"Number(document.querySelector('#like-count').textContent) > {likes}"))
     await phone.click("#product-card .close")
     r["card_closed"] = await phone.evaluate(HIDDEN % "#product-card")
     r["e2e_shown"] = await phone.text_content("#stat-e2e")
@@ -376,6 +428,12 @@ async def viewer_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -
     guest = await browser.new_page()
     await guest.goto(f"{base}/?view=viewer&room=show")
     await wait_for(guest, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    # A desktop: the comments in a column at the right of the show.
+    r["desktop_side_column"] = await guest.evaluate("""(() => {
+        const s = document.querySelector('#stage').getBoundingClientRect();
+        const c = document.querySelector('#comments').getBoundingClientRect();
+        return c.left >= s.right && c.top <= s.top + 1; })()""")
+    r["guest_hint_fits"] = await guest_hint_fits_a_phone(browser, base)
     r["guest_box"] = await guest.evaluate(
         "({disabled: document.querySelector('#comment-input').disabled,"
         " hint: document.querySelector('#comment-input').placeholder})")
@@ -445,6 +503,26 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
             const tile = (user) => [...document.querySelectorAll('#stage .tile')]
                 .find(t => t.querySelector('.label').textContent === user);
             return [left, right, x(tile(left)) < x(tile(right))]; })()""")
+        # On a phone the PK is a split screen: the two hosts side by side in the upper part, each side's
+        # name and score right under its own host.
+        phone = await browser.new_page(viewport={"width": 390, "height": 844})
+        await phone.goto(f"{base}/?view=viewer&room=show")
+        await wait_for(phone, "document.querySelectorAll('#stage .tile video').length === 2"
+                              " && !(" + HIDDEN % "#pk-bar" + ")")
+        await wait_for(phone, "[...document.querySelectorAll('#stage .tile video')].every(v => v.videoWidth > 0)")
+        r["pk_phone"] = await phone.evaluate("""(() => {
+            const box = (el) => el.getBoundingClientRect();
+            const tiles = [...document.querySelectorAll('#stage .tile')].map(box).sort((a, b) => a.left - b.left);
+            const mid = (el) => { const b = box(el); return (b.left + b.right) / 2; };
+            const a = document.querySelector('#pk-bar .a'), b = document.querySelector('#pk-bar .b');
+            const bar = box(document.querySelector('#pk-bar'));
+            return { side_by_side: tiles[0].right <= tiles[1].left + 1 && Math.abs(tiles[0].top - tiles[1].top) < 1
+                                   && tiles.every(t => t.width >= innerWidth / 2 - 4),
+                     upper_part: tiles.every(t => t.bottom <= innerHeight * 0.6),
+                     bar_under_tiles: bar.top >= tiles[0].bottom,
+                     scores_over_own_host: mid(a) < tiles[0].right && mid(b) > tiles[1].left }; })()""")
+        await phone.screenshot(path=str(out / "pk-phone.png"))
+        await phone.close()
         await rita.request({"type": "pk_end"})
         await rival_stream.close()
         r["pk_bar_gone"] = bool(await wait_for(viewer, HIDDEN % "#pk-bar"))

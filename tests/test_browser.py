@@ -147,7 +147,14 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert r["card_hidden_before_product"] and r["card_closed"]
     assert r["muted_at_first"] and r["unmute_offered"] and r["unmuted_after_tap"]
     assert r["unmuted_after_reload"] and r["unmute_hidden_after_reload"]  # the tap is remembered
-    assert r["phone_object_fit"] == "contain" and min(r["phone_button_heights"]) >= 44
+    assert r["phone_object_fit"] == "cover" and min(r["phone_button_heights"]) >= 44
+    # Item 4: the show fills the phone; like/share/fit down the right edge, clear of comments and card.
+    assert r["full_screen"] == [0, 0, 390, 844, True]
+    assert all(all(b.values()) for b in r["rail"]), r["rail"]
+    assert r["share_toast"] == "Link copied: send it to a friend"
+    assert "room=show" in r["shared_link"] and "src=share" in r["shared_link"] and "token" not in r["shared_link"]
+    assert r["fit_whole"] == ["contain", "true"] and r["fit_back"] == "cover"
+    assert r["double_tap_liked"] and r["desktop_side_column"]
     def seconds(text: str) -> int:
         minutes, secs = text.rsplit(" ", 1)[1].split(":")
         return int(minutes) * 60 + int(secs)
@@ -161,7 +168,8 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert r["e2e_from_history"] == "\u2013"  # the placeholder dash (issue 27, item 9: history is not latency)
     assert r["not_found"] == [] and r["icon_status"] == 200  # an icon, not /favicon.ico's 404
     assert r["card_covers_name"] is False
-    assert r["guest_box"]["disabled"] and "token" in r["guest_box"]["hint"]
+    # A guest is told how to comment, in a hint that fits a phone's comment box (it was cut off).
+    assert r["guest_box"]["disabled"] and "invite link" in r["guest_box"]["hint"] and r["guest_hint_fits"]
     # Noticed in seconds (the watchdog gives up after 2 s of silence), not when TCP finally times out.
     assert r["outage_noticed_s"] < 8 and r["back_after_outage"]
 
@@ -175,6 +183,7 @@ def test_what_a_host_meets(netns):
     assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
     assert r["pk_halves"] == ["Host", "rita", True]  # each host's tile under its half of the PK bar, by name
+    assert all(r["pk_phone"].values()), r["pk_phone"]  # a phone: split screen, each score under its own host
     assert "private call" in r["call_notice"] and r["call_notice_gone"]
     assert r["host_status_in_call"] == "in call" and r["host_status_after_call"] == "you are live"
     # The studio: a call from a tap on a viewer's comment, record, and end the show.

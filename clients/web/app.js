@@ -526,6 +526,36 @@ function noteLatency(msg) {
 function layout() {
   const n = Math.max(1, tiles.size + ($("#self-tile") ? 1 : 0));
   $("#stage").style.setProperty("--cols", String(Math.ceil(Math.sqrt(n))));
+  $("#stage").dataset.tiles = String(n); // (a phone lays one video full screen, two or more split: style.css)
+}
+
+// A line over the stage for a few seconds ("link copied").
+function toast(text) {
+  const el = $("#toast"); el.textContent = text; el.hidden = false;
+  clearTimeout(Number(el.dataset.timer));
+  el.dataset.timer = String(setTimeout(() => { el.hidden = true; }, 3000));
+}
+
+// Share: the phone's share sheet where there is one, else the link copied (else shown to copy by hand). The
+// link is the room's, never this viewer's token, and says it came from a share (the dashboard's sources).
+async function shareShow() {
+  const url = `${location.origin}/?${new URLSearchParams({ view: "viewer", room: roomName, src: "share" })}`;
+  if (navigator.share) {
+    try { await navigator.share({ title: t("share.title", { room: roomName }), url }); return; }
+    catch (err) { if (err.name === "AbortError") return; } // (closed by the person: nothing to say)
+  }
+  try { await navigator.clipboard.writeText(url); toast(t("share.copied")); }
+  catch { toast(t("share.manual", { url })); }
+}
+
+// The picture fills a phone's screen (cropping a landscape camera's sides: the person stays in the middle);
+// one tap shows the whole picture instead, remembered for the next show.
+function setFit(whole) {
+  localStorage.setItem("live-relay:fit", whole ? "whole" : "fill");
+  $("#stage").classList.toggle("whole", whole);
+  const button = $("#fit");
+  button.setAttribute("aria-pressed", String(whole));
+  button.setAttribute("aria-label", t(whole ? "fit.fill" : "fit.whole"));
 }
 
 // Sound: browsers let a page autoplay video with sound only after the person interacted with it. Start muted
@@ -835,6 +865,19 @@ function wireLive(isHost) {
   };
   let taps = 0;
   $("#like").onclick = () => { taps++; };
+  // A double tap on the video likes too, as in the apps shoppers know (the heart button stays for one tap).
+  $("#stage").addEventListener("dblclick", (e) => {
+    if (e.target.closest("button, a, .product-card")) return;
+    taps++; $("#like").classList.remove("pulse"); void $("#like").offsetWidth; $("#like").classList.add("pulse");
+  });
+  // The comments over a phone's video stay above the product card, however tall its title makes it.
+  new ResizeObserver(([entry]) => {
+    const h = entry.target.offsetHeight;
+    document.body.style.setProperty("--card-h", h ? `${h + 8}px` : "0px");
+  }).observe($("#product-card"));
+  $("#share").onclick = () => { shareShow(); };
+  $("#fit").onclick = () => setFit(!$("#stage").classList.contains("whole"));
+  setFit(localStorage.getItem("live-relay:fit") === "whole");
   setInterval(() => { if (taps) { ch.send({ type: "like", count: Math.min(taps, 50) }); taps = 0; } }, 200);
   $("#raise-hand").onclick = () => ch.request({ type: "stage_request" }).then(() => setStatus(t("stage.hand_raised")))
     .catch((err) => setStatus(err.message));
@@ -1442,6 +1485,7 @@ async function main() {
   offerLanguages();
   offerStats();
   $("#room-name").textContent = roomName;
+  document.body.dataset.view = view || "start"; // (style.css lays a phone's viewer page full screen)
   if (!view) {
     $("#start").hidden = false; setStatus("");
     $("#start-form").onsubmit = (e) => {
