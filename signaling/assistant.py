@@ -94,18 +94,22 @@ class AssistantService:
 
     # -- configuration ----------------------------------------------------------------------------------------
 
-    async def configure(self, room: str, on: bool, mode: str | None, catalog: str | None, fmt: str | None) -> None:
-        """Turn the room's assistant on or off, set its mode and (optionally) its catalog. Raises ValueError."""
+    async def configure(self, room: str, on: bool, mode: str | None, catalog: str | None,
+                        fmt: str | None) -> Catalog | None:
+        """Turn the room's assistant on or off, set its mode and (optionally) its catalog, which is returned as
+        read (what the host is told: how many products and answers it holds). Raises ValueError."""
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        parsed = None
         if catalog is not None:
-            await parse_off_loop(catalog, fmt or "yaml")  # refuse a bad catalog now, with its reason
+            parsed = await parse_off_loop(catalog, fmt or "yaml")  # refuse a bad catalog now, with its reason
             await self.store.set_state(room, "assistant_catalog", {"text": catalog, "format": fmt or "yaml"})
         state = await self.store.get_state(room)
         current = state.get("assistant") or {}
         view = {"on": on, "mode": mode or current.get("mode") or "auto"}
         await self.store.set_state(room, "assistant", view)
         await self.stream.broadcast(room, {"type": "assistant", "room": room, "state": view, "server_ts": now_ms()})
+        return parsed
 
     def observe_broadcast(self, room: str, data: dict[str, Any]) -> bool:
         if data.get("type") == "assistant":  # reload this room's configuration at its next comment
@@ -280,7 +284,10 @@ class AssistantService:
             fmt = body.get("format")
             if fmt is not None and fmt not in ("yaml", "json", "markdown"):
                 raise ValueError("format must be yaml, json or markdown")
-            await self.configure(room, body["on"], body.get("mode"), body.get("catalog"), fmt)
+            parsed = await self.configure(room, body["on"], body.get("mode"), body.get("catalog"), fmt)
         except (ValueError, CatalogError) as exc:
             return web.Response(status=400, text=f"bad_message: {exc}\n")
-        return web.json_response({"room": room, "on": body["on"]})
+        answer: dict[str, Any] = {"room": room, "on": body["on"]}
+        if parsed is not None:
+            answer.update(products=len(parsed.products), faq=len(parsed.faq))
+        return web.json_response(answer)

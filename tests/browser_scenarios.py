@@ -756,6 +756,30 @@ async def shop(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[
         r["buy_href"] = href
         async with aiohttp.ClientSession() as http, http.get(href, allow_redirects=False) as resp:
             r["click_status"], r["click_location"] = resp.status, resp.headers.get("Location", "")
+        # The studio's live numbers (issue 27, host studio): the viewer watching, the click counted.
+        studio = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await studio.goto(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST)}")
+        number = "document.querySelector('#studio-numbers [data-number=%s]').textContent"
+        r["studio_clicks"] = await wait_for(studio, f"{number % 'clicks'} === '1' && {number % 'clicks'}")
+        r["studio_watching"] = await studio.text_content("#studio-numbers [data-number=watching]")
+        # The catalog editor: a file opened (its format from its name), given to the assistant; a bad one
+        # refused with the server's reason.
+        await studio.set_input_files("#catalog-file", files=[{
+            "name": "catalog.json", "mimeType": "application/json",
+            "buffer": b'{"products": [{"id": "B", "title": "Wool hat"}], "faq": [{"q": "Do you ship abroad?",'
+                      b' "a": "Yes, to 30 countries."}]}'}])
+        await wait_for(studio, "document.querySelector('#catalog-text').value.includes('Wool hat')")
+        r["catalog_format"] = await studio.evaluate("document.querySelector('#catalog-format').value")
+        await studio.click("#catalog-form button")
+        result = "document.querySelector('#catalog-result').textContent"
+        r["catalog_saved"] = await wait_for(studio, f"{result}.startsWith('Saved') && {result}")
+        r["assistant_mode"] = await studio.evaluate("document.querySelector('#assistant-mode').value")
+        await studio.fill("#catalog-text", "a: [")
+        await studio.select_option("#catalog-format", "yaml")
+        await studio.click("#catalog-form button")
+        r["catalog_refused"] = await wait_for(studio, f"{result}.startsWith('Not saved') && {result}")
+        await studio.screenshot(path=str(out / "studio.png"), full_page=True)
+        await studio.close()
         dashboard = await browser.new_page()
         await dashboard.goto(f"{base}/?view=dashboard&room=show&token={token('show', 'host', Role.HOST)}")
         report = await wait_for(dashboard, "(() => { const r = window.liveRelay.report; return r && r.funnel && "
@@ -1138,11 +1162,12 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         await studio.close()
         await phone.screenshot(path=str(out / "viewer-zh.png"))
         await phone.click("#language", timeout=10000)  # English, remembered
-        await wait_for(phone, "window.liveRelay.language === 'en' && window.liveRelay.framesDecoded > 0")
+        # (The switch reloads the page: until its script has run there is no window.liveRelay.)
+        await wait_for(phone, "window.liveRelay?.language === 'en' && window.liveRelay.framesDecoded > 0")
         r["en"] = await phone.evaluate(said())
         await phone.screenshot(path=str(out / "viewer-en.png"))
         await phone.reload(wait_until="domcontentloaded", timeout=15000)
-        r["en_after_reload"] = await wait_for(phone, "window.liveRelay.language")
+        r["en_after_reload"] = await wait_for(phone, "window.liveRelay?.language")
     finally:
         await context.close()
         await host.close()

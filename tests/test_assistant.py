@@ -174,7 +174,8 @@ async def test_catalog_over_http_needs_the_host(room) -> None:
             assert r.status == 400 and "not valid yaml" in await r.text()
         async with http.put(url, json=body,
                             headers={"Authorization": f"Bearer {server.token('show', 'host', Role.HOST)}"}) as r:
-            assert r.status == 200
+            # What the catalog holds, as read: the studio tells the host (one question, no products).
+            assert r.status == 200 and await r.json() == {"room": "show", "on": True, "products": 0, "faq": 1}
     await v0.request({"type": "comment", "text": "do you ship abroad?"})
     assert "30 countries" in (await assistant_comment(v1))["text"]
 

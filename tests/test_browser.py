@@ -73,6 +73,11 @@ def test_the_pages_analytics_buy_link_and_the_hosts_dashboard(netns):
     assert r["live"]["watching_now"] == 1 and r["live"]["clicks_last_minute"] == {"A": 1}
     assert r["live"]["top_sources"] == [{"source": "douyin", "viewers": 1}]
     assert r["charts_drawn"] == 2 and "watching now 1" in r["live_line"]
+    # The studio: live numbers (the click, from the show's report), the catalog editor (a JSON file read,
+    # given to the assistant, which says what it holds; a bad YAML refused with the reason).
+    assert r["studio_clicks"] == "1" and int(r["studio_watching"]) >= 1
+    assert r["catalog_format"] == "json" and r["catalog_saved"] == "Saved. Products: 1, answers: 1"
+    assert r["assistant_mode"] == "auto" and r["catalog_refused"].startswith("Not saved: not valid yaml")
     assert r["dash_words"]["heads"] == ["step", "viewers", "of all who came", "of the step before"]
     assert r["dash_words"]["first"][0] == "came in" and r["dash_words"]["first"][2] == "100%"
     assert r["dash_words"]["product"] == "Silk scarf"  # products by title (it showed the id, "A")

@@ -894,6 +894,59 @@ const SHELF = [
   { id: "sku-silk", title: "Silk scarf", price: "39.00", currency: "EUR", url: "https://shop.example/p/silk", image: "/static/demo/scarf.svg", stock: 5 },
 ];
 
+// The studio's live numbers: watching and likes as the room says them, clicks and orders from the show's
+// report every 10 s (none when the server keeps no analytics: they stay "–").
+function watchNumbers() {
+  const show = (name, n) => { $(`#studio-numbers [data-number=${name}]`).textContent = i18n.count(n); };
+  ch.on("joined", (m) => { show("watching", m.state.viewers); show("likes", m.state.likes); });
+  ch.on("presence", (m) => show("watching", m.viewers));
+  ch.on("likes", (m) => show("likes", m.total));
+  const poll = async () => {
+    if (!ch.joined || document.hidden || !timer) return;
+    try {
+      const resp = await fetch(`/api/rooms/${encodeURIComponent(roomName)}/report`,
+        { headers: { Authorization: `Bearer ${token}` } });
+      if (resp.status === 404) { clearInterval(timer); timer = null; return; } // (no analytics on this server)
+      if (!resp.ok) return;
+      const r = await resp.json();
+      if (!r.events) return;
+      show("clicks", (r.products || []).reduce((sum, p) => sum + (p.clicks || 0), 0));
+      show("orders", r.orders?.count ?? 0);
+    } catch { /* the next round tries again */ }
+  };
+  let timer = setInterval(poll, 10000);
+  ch.on("joined", () => { poll(); });
+}
+
+// The assistant's catalog: pasted, or read from a file (its format from its name), given to the server over
+// HTTP (catalogs up to 64 KiB); the server reads it and says what it holds, or why it is refused.
+function wireCatalog() {
+  const form = $("#catalog-form"); const result = $("#catalog-result");
+  $("#catalog-file").onchange = async (e) => {
+    const file = e.target.files[0]; if (!file) return;
+    const ext = file.name.split(".").pop().toLowerCase();
+    form.format.value = ext === "json" ? "json" : ["yaml", "yml"].includes(ext) ? "yaml" : "markdown";
+    form.catalog.value = await file.text();
+  };
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    const catalog = form.catalog.value;
+    if (!catalog.trim()) { result.textContent = t("host.catalog_empty"); return; }
+    const mode = $("#assistant-mode").value;
+    const body = { on: true, mode: mode === "off" ? "auto" : mode, catalog, format: form.format.value };
+    try {
+      const resp = await fetch(`/api/rooms/${encodeURIComponent(roomName)}/assistant`, {
+        method: "PUT", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body) });
+      const reason = (text) => text.trim().replace(/^bad_message: /, "");
+      if (!resp.ok) { result.textContent = t("host.catalog_bad", { reason: reason(await resp.text()) }); return; }
+      const r = await resp.json();
+      $("#assistant-mode").value = body.mode;
+      result.textContent = t("host.catalog_saved", { products: i18n.count(r.products), faq: i18n.count(r.faq) });
+    } catch (err) { result.textContent = t("host.catalog_bad", { reason: err.message }); }
+  };
+}
+
 function wireHost() {
   $("#host-panel").hidden = false;
   $("#go-live").onclick = () => { $("#show-ended").hidden = true; goLive().catch((e) => setStatus(`camera: ${e.message}`)); };
@@ -921,6 +974,8 @@ function wireHost() {
   };
   $("#slow-mode-select").onchange = (e) => ch.request({ type: "slow_mode", seconds: Number(e.target.value) })
     .catch((err) => setStatus(err.message));
+  watchNumbers();
+  wireCatalog();
   // The assistant: off, answering by itself, or suggesting answers for the host to approve.
   const mode = $("#assistant-mode");
   mode.onchange = () => ch.request(mode.value === "off" ? { type: "assistant", on: false }
