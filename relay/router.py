@@ -90,6 +90,7 @@ class SourceInfo:
     user: str
     kinds: tuple[str, ...]
     local: bool
+    role: str = "host"  # "host" or "cohost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1022,7 +1023,8 @@ class MediaRouter:
         source = self.sources.get(source_id)
         if source is None:
             return None
-        return SourceInfo(source.id, source.room.name, source.user, tuple(sorted(source.tracks)), source.local)
+        return SourceInfo(source.id, source.room.name, source.user, tuple(sorted(source.tracks)), source.local,
+                          source.role)
 
     def local_sources(self, room_name: str) -> list[SourceInfo]:
         """This node's own publishers in a room, as the signaling side may know them."""

@@ -25,7 +25,7 @@ from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, ProtocolError, Role
 from relay.router import MediaConfig, MediaRouter
 from signaling.analytics import AnalyticsSink, ShowAnalytics
 from signaling.assistant import AssistantService
-from signaling.brokers import create_broker
+from signaling.brokers import BrokerUnavailable, create_broker
 from signaling.cascade import EdgeCascade
 from signaling.channel import Channel
 from signaling.config import ServerConfig
@@ -96,6 +96,7 @@ class RelayServer:
         if self.media is not None:
             self.media.visible_rooms = self.scenes.visible_rooms
             self.media.on_publishers_changed = self.scenes.on_publisher_change
+            self.media.is_show = self.scenes.is_show
         self.analytics: AnalyticsSink = AnalyticsSink()
         self.analytics_writer: AnalyticsWriter | None = None
         if config.analytics:
@@ -306,6 +307,22 @@ def create_app(config: ServerConfig) -> web.Application:
         return web.json_response({"room": room, "subscribers": router.quality(room) if router else []})
 
     app.router.add_get("/api/rooms/{room}/quality", media_quality)
+
+    async def live_rooms(request: web.Request) -> web.StreamResponse:
+        """Shows whose host is on air, on every node: whom this room's host can invite to a PK (host only)."""
+        room = request.match_info["room"]
+        try:
+            await auth.grant(request, room, roles=(Role.HOST,))
+        except ProtocolError as exc:
+            return refusal(exc)
+        try:
+            rooms = await server.media.live_rooms(room) if server.media is not None else []
+        except BrokerUnavailable:
+            return web.Response(status=503, text="unavailable: message broker unavailable; retry\n",
+                                headers={"Retry-After": "2"})
+        return web.json_response({"room": room, "live": rooms})
+
+    app.router.add_get("/api/rooms/{room}/live-rooms", live_rooms)
     if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
         app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:

@@ -22,7 +22,7 @@ from typing import Any
 
 from protocol import ErrorCode, ProtocolError, Ref, Role, now_ms
 from relay.router import MediaError, MediaRouter
-from signaling.brokers import BrokerUnavailable, EventStream, PublisherInfo, Registry
+from signaling.brokers import BrokerUnavailable, EventStream, LiveRoomInfo, PublisherInfo, Registry
 from signaling.cascade import EdgeCascade
 from signaling.config import LimitsConfig
 from signaling.overload import LagGauge
@@ -38,6 +38,10 @@ MediaHandler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 
 async def _no_rooms(room: str) -> tuple[str, ...]:
     return ()
+
+
+async def _a_show(room: str) -> bool:
+    return True
 
 
 class MediaSignaling:
@@ -59,6 +63,10 @@ class MediaSignaling:
         self._registered: dict[str, str] = {}  # this node's publishers: media id -> room
         # Rooms whose publishers a room's members may also subscribe to (PK links): the scenes say.
         self.visible_rooms: Callable[[str], Awaitable[tuple[str, ...]]] = _no_rooms
+        # Whether a room is a show (not a private call room): a show whose host publishes is in the index of
+        # live rooms hosts pick a PK opponent from. The scenes say.
+        self.is_show: Callable[[str], Awaitable[bool]] = _a_show
+        self._live: dict[str, str] = {}  # this node's hosts on air in a show: media id -> room
         # Told when a room's publishers changed (the scenes re-announce seats and PK sides).
         self.on_publishers_changed: Callable[[str], Awaitable[None]] | None = None
         self._ids = itertools.count(1)
@@ -370,11 +378,26 @@ class MediaSignaling:
             if name:
                 info["name"] = name
             await self.registry.set_publisher(room, media_id, info)
+            if source.role == "host" and (media_id in self._live or await self.is_show(room)):
+                self._live[media_id] = room
+                live: LiveRoomInfo = {"host": source.user, "node": self.node_url}
+                if name:
+                    live["name"] = name
+                await self.registry.set_live_room(room, live)
 
     async def unregister(self, media_id: str) -> None:
         room = self._registered.pop(media_id, None)
         if room is not None:
             await self.registry.set_publisher(room, media_id, None)
+        live_room = self._live.pop(media_id, None)
+        if live_room is not None and live_room not in self._live.values():
+            await self.registry.set_live_room(live_room, None)
+
+    async def live_rooms(self, room: str) -> list[dict[str, Any]]:
+        """Shows whose host is on air, on every node, but ``room`` itself: whom its host can invite to a PK."""
+        rooms = await self.registry.get_live_rooms()
+        return [{"room": name, "host": info["host"], **({"name": info["name"]} if info.get("name") else {})}
+                for name, info in rooms.items() if name != room]
 
     async def refresh_registrations(self) -> None:
         """Registrations go stale unless refreshed: a node that dies drops out of every room's list."""

@@ -487,9 +487,12 @@ async def host_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
 
     async with LiveClient(ws, "rival", token("rival", "rita", Role.HOST)) as rita:
         rival_stream = await MediaSession.publish(rita, [CounterVideoTrack(320, 240)])
-        await host.fill("#pk-form input[name=room]", "rival")
+        # Picked from the list of live shows (issue 27: not typed): rita's room, not the host's own.
         await host.fill("#pk-form input[name=duration]", "60")
-        await host.click("#pk-form button >> text=Invite to PK")
+        await host.click("#pk-refresh")
+        await host.wait_for_selector("#pk-rooms li[data-room=rival] button", timeout=20000)
+        r["pk_list"] = await host.evaluate("[...document.querySelectorAll('#pk-rooms li')].map(li => li.textContent)")
+        await host.click("#pk-rooms li[data-room=rival] button")
         await rita.next_event("pk_invited", timeout=10)
         await rita.request({"type": "pk_answer", "room": "show", "accept": True})
         await wait_for(viewer, "!(" + HIDDEN % "#pk-bar" + ")")

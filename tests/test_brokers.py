@@ -269,6 +269,25 @@ async def test_publishers(make_broker: BrokerFactory, request):
         assert await stale.get_publishers(room) == {}
 
 
+async def test_live_rooms(make_broker: BrokerFactory, request):
+    room = room_name(request)
+    b = await make_broker()
+    await b.set_live_room(room, {"host": "amy", "name": "Amy", "node": "ws://127.0.0.1:1/ws"})
+    await b.set_live_room(room + "-2", {"host": "bo", "node": "ws://127.0.0.1:1/ws"})
+    live = await b.get_live_rooms()
+    assert live[room] == {"host": "amy", "name": "Amy", "node": "ws://127.0.0.1:1/ws"} and room + "-2" in live
+    assert len(await b.get_live_rooms(limit=1)) == 1
+    await b.set_live_room(room, None)
+    assert room not in await b.get_live_rooms() and room + "-2" in await b.get_live_rooms()
+    if make_broker.kind == "redis":  # type: ignore[attr-defined]
+        stale = await make_broker(presence_ttl=0.2)
+        await asyncio.sleep(0.4)  # not refreshed: a dead node's rooms drop out (and are taken out)
+        assert room + "-2" not in await stale.get_live_rooms()
+        assert room + "-2" not in await b.get_live_rooms()
+    else:
+        await b.set_live_room(room + "-2", None)
+
+
 async def test_users(broker, request):
     room = room_name(request)
     assert await broker.get_users(room) == {} and await broker.get_user(room, "alice") is None

@@ -186,6 +186,7 @@ def test_what_a_host_meets(netns):
     assert self_view["label"] == "you" and self_view["width"] >= 0.9 * self_view["stage"]
     assert r["unpinned"]
     assert r["cohost_muted"] is True and r["cohost_removed"] == "removed"
+    assert r["pk_list"] == ["Invite rita (rival)"]  # the live shows, tap to invite (not the host's own room)
     assert r["pk_time"] and ":" in r["pk_time"] and r["pk_bar_gone"]
     assert r["pk_halves"] == ["Host", "rita", True]  # each host's tile under its half of the PK bar, by name
     assert all(r["pk_phone"].values()), r["pk_phone"]  # a phone: split screen, each score under its own host

@@ -918,6 +918,31 @@ function watchNumbers() {
   ch.on("joined", () => { poll(); });
 }
 
+// PK from a list: the shows whose host is on air now (on every node), each a tap to invite; asked when the
+// studio opens, on Refresh and every 15 s while the tab is in front.
+function watchLiveRooms(invite) {
+  const list = $("#pk-rooms");
+  const refresh = async () => {
+    if (!ch.joined || document.hidden) return;
+    try {
+      const resp = await fetch(`/api/rooms/${encodeURIComponent(roomName)}/live-rooms`,
+        { headers: { Authorization: `Bearer ${token}` } });
+      if (!resp.ok) return;
+      const { live } = await resp.json();
+      list.replaceChildren(...(live.length ? live.map((r) => {
+        const li = document.createElement("li"); li.dataset.room = r.room;
+        const b = document.createElement("button"); b.type = "button";
+        b.textContent = t("host.pk_pick", { name: r.name || r.host, room: r.room });
+        b.onclick = () => invite(r.room);
+        li.append(b); return li;
+      }) : [Object.assign(document.createElement("li"), { textContent: t("host.pk_none") })]));
+    } catch { /* the next round tries again */ }
+  };
+  $("#pk-refresh").onclick = refresh;
+  ch.on("joined", () => { refresh(); });
+  setInterval(refresh, 15000);
+}
+
 // The assistant's catalog: pasted, or read from a file (its format from its name), given to the server over
 // HTTP (catalogs up to 64 KiB); the server reads it and says what it holds, or why it is refused.
 function wireCatalog() {
@@ -1005,12 +1030,11 @@ function wireHost() {
     li.append(who, yes, no); requests.append(li);
   });
   ch.on("stage_request_cancelled", (m) => requests.querySelector(`li[data-user="${CSS.escape(m.user)}"]`)?.remove());
-  $("#pk-form").onsubmit = (e) => {
-    e.preventDefault();
-    ch.request({ type: "pk_invite", room: e.target.room.value, duration_s: Number(e.target.duration.value) || 300 })
-      .then(() => setStatus("PK invitation sent"))
-      .catch((err) => setStatus(err.message));
-  };
+  const invitePk = (room) => ch.request({ type: "pk_invite", room, duration_s: Number($("#pk-form").duration.value) || 300 })
+    .then(() => setStatus(t("pk.sent", { room })))
+    .catch((err) => setStatus(err.message));
+  $("#pk-form").onsubmit = (e) => { e.preventDefault(); invitePk(e.target.room.value); };
+  watchLiveRooms(invitePk);
   $("#pk-end").onclick = () => ch.request({ type: "pk_end" }).catch((err) => setStatus(err.message));
   ch.on("pk_invited", (m) => {
     const li = document.createElement("li");

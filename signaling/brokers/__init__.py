@@ -10,6 +10,7 @@ from signaling.brokers.base import (
     BrokerUnavailable,
     EventStream,
     GrantRecord,
+    LiveRoomInfo,
     Publication,
     PublisherInfo,
     Recovery,
@@ -21,8 +22,9 @@ from signaling.brokers.base import (
 from signaling.brokers.memory import MemoryBroker
 from signaling.config import ServerConfig
 
-__all__ = ["Broker", "BrokerUnavailable", "EventStream", "GrantRecord", "MemoryBroker", "Publication",
-           "PublisherInfo", "Recovery", "Registry", "RoomStore", "StreamPosition", "UserInfo", "create_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "EventStream", "GrantRecord", "LiveRoomInfo", "MemoryBroker",
+           "Publication", "PublisherInfo", "Recovery", "Registry", "RoomStore", "StreamPosition", "UserInfo",
+           "create_broker"]
 
 
 def create_broker(config: ServerConfig) -> Broker:

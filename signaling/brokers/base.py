@@ -68,6 +68,15 @@ class PublisherInfo(TypedDict):
     name: NotRequired[str]
 
 
+class LiveRoomInfo(TypedDict):
+    """A room whose host is on air, in the index other hosts pick a PK opponent from: the host (and its
+    display name, when it has one) and the node serving its stream."""
+
+    host: str
+    node: str
+    name: NotRequired[str]
+
+
 class GrantRecord(TypedDict):
     """A grant the server issued (a stage seat, a private call): live until taken back or expired."""
 
@@ -162,6 +171,15 @@ class Registry(abc.ABC):
 
     @abc.abstractmethod
     async def get_publishers(self, room: str) -> dict[str, PublisherInfo]: ...
+
+    @abc.abstractmethod
+    async def set_live_room(self, room: str, info: LiveRoomInfo | None) -> None:
+        """Put the room in the index of rooms whose host is on air (None: take it out). Entries are refreshed
+        by the host's node and ignored once stale, as publishers are."""
+
+    @abc.abstractmethod
+    async def get_live_rooms(self, limit: int = 100) -> dict[str, LiveRoomInfo]:
+        """Rooms whose host is on air, on every node, by room name (at most ``limit``)."""
 
     @abc.abstractmethod
     async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from signaling.brokers.base import (
     Broker,
     GrantRecord,
+    LiveRoomInfo,
     Publication,
     PublisherInfo,
     Recovery,
@@ -48,6 +49,7 @@ class MemoryBroker(Broker):
         # Revocations outlive rooms (a revoked token must not come back once its room was forgotten); they
         # are made by the operator only. (room, scope) -> (cutoff, expires).
         self._revoked: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self._live_rooms: dict[str, LiveRoomInfo] = {}  # (one node: its own hosts, taken out as they stop)
 
     def _stream(self, room: str) -> _Stream:
         stream = self._streams.get(room)
@@ -145,6 +147,15 @@ class MemoryBroker(Broker):
     async def get_publishers(self, room: str) -> dict[str, PublisherInfo]:
         stream = self._streams.get(room)
         return dict(stream.publishers) if stream is not None else {}
+
+    async def set_live_room(self, room: str, info: LiveRoomInfo | None) -> None:
+        if info is None:
+            self._live_rooms.pop(room, None)
+        else:
+            self._live_rooms[room] = info
+
+    async def get_live_rooms(self, limit: int = 100) -> dict[str, LiveRoomInfo]:
+        return {room: dict(self._live_rooms[room]) for room in sorted(self._live_rooms)[:limit]}  # type: ignore[misc]
 
     async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:
         users = self._stream(room).users

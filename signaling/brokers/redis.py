@@ -33,6 +33,7 @@ from signaling.brokers.base import (
     Broker,
     BrokerUnavailable,
     GrantRecord,
+    LiveRoomInfo,
     Publication,
     PublisherInfo,
     Recovery,
@@ -55,6 +56,9 @@ return {seq, epoch}
 
 PRESENCE_TTL_S = 15.0  # a node that stops reporting drops out of the room's counts after this
 KEY_GRACE_S = 60  # a room's stream keys outlive its history's age limit by this much
+
+
+LIVE_ROOMS_KEY = "lr:live-rooms"  # room -> JSON of LiveRoomInfo and its refresh time (one hash, every room)
 
 
 def _keys(room: str) -> dict[str, str]:
@@ -320,6 +324,26 @@ class RedisBroker(Broker):
             if now - info.pop("ts", 0) <= self.presence_ttl:
                 out[key.decode()] = info
         return out
+
+    async def set_live_room(self, room: str, info: LiveRoomInfo | None) -> None:
+        if info is None:
+            await self._call(self._client.hdel(LIVE_ROOMS_KEY, room))
+            return
+        await self._call(self._client.hset(LIVE_ROOMS_KEY, room, json.dumps({**info, "ts": time.time()})))
+
+    async def get_live_rooms(self, limit: int = 100) -> dict[str, LiveRoomInfo]:
+        now = time.time()
+        live: dict[str, LiveRoomInfo] = {}
+        stale: list[str] = []
+        for key, value in (await self._call(self._client.hgetall(LIVE_ROOMS_KEY))).items():
+            info = json.loads(value)
+            if now - info.pop("ts", 0) <= self.presence_ttl:
+                live[key.decode()] = info
+            else:
+                stale.append(key.decode())
+        if stale:  # a dead node's rooms: dropped here, since nobody else will
+            await self._call(self._client.hdel(LIVE_ROOMS_KEY, *stale))
+        return {room: live[room] for room in sorted(live)[:limit]}
 
     async def set_user(self, room: str, user: str, info: UserInfo | None) -> None:
         k = _keys(room)["users"]

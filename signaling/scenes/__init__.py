@@ -103,6 +103,10 @@ class Scenes:
         link = (await self.ctx.load(room)).pk
         return tuple(link.other(room)) if link else ()
 
+    async def is_show(self, room: str) -> bool:
+        """Whether ``room`` is a show (not a private call room): only shows are offered for a PK."""
+        return await self.ctx.private(room) is None
+
     # -- lifecycle hooks -----------------------------------------------------------------------------------
 
     async def on_leave(self, member: Member, room: str) -> None:
