@@ -1177,7 +1177,140 @@ async def languages(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     return r
 
 
-SCENARIOS = {"obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
+# -- Firefox beside Chromium (issue 27): Debian's firefox-esr over WebDriver BiDi (tests/firefox.py) ---------
+
+LAN_ADDRESS = "10.77.0.1"  # an interface in the test's namespace: stock Firefox never pairs with loopback
+
+
+def add_lan_address() -> None:
+    """Give the namespace an address that is not loopback (Firefox's ICE and the server's both use it)."""
+    import subprocess
+
+    if LAN_ADDRESS not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout:
+        # (a veth pair, both ends here: this kernel has no dummy interfaces)
+        for args in (["link", "add", "lrlan0", "type", "veth", "peer", "name", "lrlan1"],
+                     ["addr", "add", f"{LAN_ADDRESS}/24", "dev", "lrlan0"], ["link", "set", "lrlan0", "up"],
+                     ["link", "set", "lrlan1", "up"],
+                     # Firefox gathers no candidate at all on a machine without a default route
+                     ["route", "add", "default", "dev", "lrlan0"]):
+            subprocess.run(["ip", *args], check=True)
+
+
+FRAMES_OF = """(async () => {
+    let n = 0;
+    for (const pc of %s) {
+        const s = await pc.getStats();
+        s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0; });
+    }
+    return n; })()"""
+
+
+async def firefox_viewer(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A Chromium host, a Firefox shopper on a phone-sized screen: video, comments both ways, the layout."""
+    from tests.firefox import Firefox
+
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser)
+    firefox = await Firefox.launch()
+    try:
+        page = await firefox.new_page(f"{base}/?view=viewer&room=show&token={token('show', 'fay', Role.VIEWER, 'Fay')}",
+                                      {"width": 390, "height": 844})
+        r["frames"] = await wait_for(page, "window.liveRelay.framesDecoded > 5 && window.liveRelay.framesDecoded", 30)
+        r["user_agent"] = await page.evaluate("navigator.userAgent")
+        r["layout"] = await page.evaluate("""(() => {
+            const s = document.querySelector('#stage').getBoundingClientRect();
+            const like = document.querySelector('#like').getBoundingClientRect();
+            const fit = getComputedStyle(document.querySelector('#stage video')).objectFit;
+            return { stage: [s.width, s.height], fit,
+                     like_at_right: innerWidth - like.right <= 12 }; })()""")
+        await page.fill("#comment-input", "hello from Firefox")
+        await page.click("#comment-send")
+        r["host_saw_comment"] = bool(await wait_for(host, COMMENT_SHOWN % "hello from Firefox"))
+        await host.fill("#comment-input", "welcome, Fay")
+        await host.click("#comment-send")
+        r["firefox_saw_comment"] = bool(await wait_for(page, COMMENT_SHOWN % "welcome, Fay"))
+        await host.click("#shelf button >> nth=0")
+        r["card"] = await wait_for(page, "!(" + HIDDEN % "#product-card" + ")"
+                                         " && document.querySelector('#product-card .product-title').textContent")
+        await asyncio.sleep(0.5)  # (the card's pop-in)
+        r["card_on_screen"] = await page.evaluate("""(() => {
+            const b = document.querySelector('#product-card').getBoundingClientRect();
+            return b.top >= 0 && b.bottom <= innerHeight && b.height > 40
+                && getComputedStyle(document.querySelector('#product-card')).opacity === '1'; })()""")
+        await page.screenshot(str(out / "firefox-viewer.png"))
+        r["errors"] = await page.errors()
+    finally:
+        await firefox.close()
+    return r
+
+
+async def firefox_host(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host live from Firefox (its simulcast and codecs differ from Chromium's): a Chromium viewer and a
+    Python viewer get its video; the host's page says it is on air."""
+    from tests.firefox import Firefox
+
+    r: dict[str, Any] = {}
+    firefox = await Firefox.launch()
+    try:
+        host = await firefox.new_page(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}",
+                                      {"width": 1280, "height": 900})
+        await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        await host.click("#go-live")
+        r["on_air"] = await wait_for(host, "window.liveRelay.publisher && window.liveRelay.publisher.pc"
+                                           " && window.liveRelay.publisher.pc.connectionState === 'connected'"
+                                           " && document.querySelector('#status').textContent", 30)
+        sending = """window.liveRelay.publisher.pc.getStats().then(s => {
+            const rids = []; s.forEach(x => { if (x.type === 'outbound-rtp' && x.kind === 'video' && x.packetsSent > 0)
+                rids.push(x.rid || '-'); }); return rids.sort(); })"""
+        try:  # all three layers, unless Firefox holds one back on this busy machine (it may, as Chromium does)
+            r["sent_layers"] = await wait_for(host, f"{sending}.then(rids => rids.length === 3 && rids)", 15)
+        except TimeoutError:
+            r["sent_layers"] = await host.evaluate(sending)
+        viewer = await browser.new_page()
+        await viewer.goto(f"{base}/?view=viewer&room=show")
+        r["chromium_frames"] = await wait_for(
+            viewer, "window.liveRelay.framesDecoded > 5 && window.liveRelay.framesDecoded", 30)
+        r["chromium_size"] = await viewer.evaluate("(() => { const v = document.querySelector('#stage video');"
+                                                   " return [v.videoWidth, v.videoHeight]; })()")
+        async with LiveClient(ws, "show", token("show", "py", Role.VIEWER)) as py:
+            session = await MediaSession.subscribe(py, kinds=("video",))
+            frame = await asyncio.wait_for((await session.wait_track("video")).recv(), 20)
+            r["python_frame"] = [frame.width, frame.height]
+            await session.close()
+        await host.screenshot(str(out / "firefox-host.png"))
+        r["errors"] = await host.errors()
+    finally:
+        await firefox.close()
+    return r
+
+
+async def firefox_call(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A 1v1 call between Firefox and Chromium: each decodes the other, hang-up reaches the other side."""
+    from tests.firefox import Firefox
+
+    r: dict[str, Any] = {}
+    firefox = await Firefox.launch()
+    try:
+        amy = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await amy.goto(f"{base}/?view=call&room=call-ff&token={token('call-ff', 'amy', Role.HOST)}")
+        fay = await firefox.new_page(f"{base}/?view=call&room=call-ff&token={token('call-ff', 'fay', Role.COHOST)}",
+                                     {"width": 390, "height": 844})
+        decoded = FRAMES_OF % "[window.liveRelay.callPc].filter(Boolean)"
+        r["chromium_frames"] = await wait_for(amy, f"{decoded}.then(n => n > 5 && n)", 30)
+        r["firefox_frames"] = await wait_for(fay, f"{decoded}.then(n => n > 5 && n)", 30)
+        r["firefox_fits"] = await fay.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        await fay.screenshot(str(out / "firefox-call.png"))
+        await fay.click("#call-hangup")
+        r["other_told"] = await wait_for(amy, "document.querySelector('#call-timer').textContent"
+                                              " === 'the other side hung up'")
+        r["errors"] = await fay.errors()
+    finally:
+        await firefox.close()
+    return r
+
+
+SCENARIOS = {"firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
+             "obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
              "page_host_recording": page_host_recording, "blocked": blocked,
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
@@ -1205,7 +1338,12 @@ async def main(scenario: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     for old in out.glob("analytics.sqlite3*"):  # noqa: ASYNC240 - a fresh database for each run
         old.unlink()
+    ice: dict[str, Any] = {}
+    if scenario.startswith("firefox"):
+        add_lan_address()
+        ice = {"ice_addresses": ("127.0.0.1", LAN_ADDRESS)}
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
+                          **ice,
                           recordings_dir=str(out / "recordings"),
                           analytics=str(out / "analytics.sqlite3") if scenario == "shop" else None)
     base, ws = f"http://127.0.0.1:{config.port}", f"ws://127.0.0.1:{config.port}/ws"

@@ -35,6 +35,10 @@ def _missing() -> str | None:
         import playwright  # noqa: F401
     except ImportError:
         return "needs playwright (pip install -e '.[test]')"
+    if not Path("/usr/bin/firefox-esr").exists():
+        return "needs Debian's firefox-esr (apt-get install firefox-esr)"
+    if not (ROOT / "tests" / "interop" / "node_modules" / "puppeteer-core").exists():
+        return "needs puppeteer-core (npm ci --prefix tests/interop)"
     return None
 
 
@@ -321,3 +325,29 @@ def test_a_host_whose_network_blocks_the_media_is_told_it_is_not_on_air(netns):
     assert r["statuses"][-1] == "not on air: your network blocks the video connection to the server", r
     assert "on air" not in r["statuses"], r  # never said while nothing went through
     assert r["statuses"][:2] == ["ready: start your camera to go live", "connecting your camera to the server…"]
+
+
+# -- Firefox beside Chromium (issue 27, item 11): Debian's firefox-esr, headless over WebDriver BiDi ---------
+
+
+def test_a_firefox_shopper_watches_a_chromium_host(netns):
+    r = run_scenario(netns, "firefox_viewer")
+    assert "Firefox/" in r["user_agent"] and r["frames"] > 5
+    assert r["layout"] == {"stage": [390, 844], "fit": "cover", "like_at_right": True}  # the phone layout
+    assert r["host_saw_comment"] and r["firefox_saw_comment"] and r["card"] == "Jade bracelet" and r["card_on_screen"]
+    assert r["errors"] == []
+
+
+def test_a_host_live_from_firefox_reaches_chromium_and_python_viewers(netns):
+    r = run_scenario(netns, "firefox_host")
+    assert r["on_air"] == "on air"
+    # The page's simulcast layers from Firefox (three asked; it may hold one back while the machine is busy).
+    assert set(r["sent_layers"]) <= {"f", "h", "q"} and len(r["sent_layers"]) >= 2, r["sent_layers"]
+    assert r["chromium_frames"] > 5 and min(r["chromium_size"]) > 0 and min(r["python_frame"]) > 0
+    assert r["errors"] == []
+
+
+def test_a_call_between_firefox_and_chromium(netns):
+    r = run_scenario(netns, "firefox_call")
+    assert r["chromium_frames"] > 5 and r["firefox_frames"] > 5 and r["firefox_fits"]
+    assert r["other_told"] and r["errors"] == []

@@ -6,13 +6,15 @@
 #   (the analytics tests create and start their own server on a free loopback port), espeak-ng (the voice
 #   assistant speaks with it, and the voice test's caller asks with it).
 #   coturn (TURN for viewers whose network blocks UDP: `serve --turn` starts one; the reach lab tests run it).
-#   nodejs and npm (when missing), then tests/interop's npm packages: node-datachannel, which is
+#   nodejs and npm (when missing), then tests/interop's npm packages (puppeteer-core, and node-datachannel, which is
 #   libdatachannel, the library OBS's WHIP output is built on (tests/test_interop.py); GStreamer's
 #   webrtcbin with the system python3's GObject bindings (gstreamer1.0-plugins-bad/-good, gstreamer1.0-nice,
 #   gir1.2-gst-plugins-bad-1.0, python3-gi), the other WHIP publisher tests/test_interop.py runs, and the
 #   SRT listener `live-relay ingest` runs (its srtsrc is in gstreamer1.0-plugins-bad).
 #   nginx-light and libnginx-mod-rtmp: the RTMP server `live-relay ingest` runs in front of the bridge.
 #   fonts-noto-cjk: the browser tests' screenshots of the page in Chinese show its glyphs, not boxes.
+#   firefox-esr: the browser tests run the page in Firefox too, driven over WebDriver BiDi by tests/interop's
+#   puppeteer-core (which never downloads a browser).
 #   Python: a venv in .venv with the project and its test extras.
 # Packages already installed are not fetched again. Without root it uses sudo when it can; when it
 # cannot install something it says what is missing and fails, unless LIVE_RELAY_SKIP_MISSING=1 (then the
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng coturn
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0 python3-gi
-          nginx-light libnginx-mod-rtmp fonts-noto-cjk)
+          nginx-light libnginx-mod-rtmp fonts-noto-cjk firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
