@@ -173,7 +173,7 @@ def test_what_a_viewer_meets_on_a_phone(netns):
     assert seconds(later) < seconds(first)  # it counts down
     assert r["image_loaded"] and not r["e2e_shown"].startswith("-")
     assert r["image_src"] == "/static/demo/jade.svg"  # resolved where this viewer reached the server
-    assert r["like_colour_after_tap"] == "rgb(255, 61, 110)"  # the accent, not the hover grey, after a tap
+    assert r["like_colour_after_tap"] == "rgb(224, 36, 94)"  # the accent, not the hover colour, after a tap
     assert r["e2e_from_history"] == "\u2013"  # the placeholder dash (issue 27, item 9: history is not latency)
     assert r["not_found"] == [] and r["icon_status"] == 200  # an icon, not /favicon.ico's 404
     assert r["card_covers_name"] is False
