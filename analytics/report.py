@@ -193,37 +193,72 @@ def build_report(events: Iterable[Event], now_ms: int | None = None, bucket_s: i
 
 CHARTS = ("audience", "engagement")
 
+# The charts' words per language (the dashboard asks in the page's language).
+CHART_WORDS: dict[str, dict[str, str]] = {
+    "en": {"watching": "watching", "left": "left", "viewers": "viewers", "comments": "comments", "likes": "likes",
+           "audience": "Audience (dashed: product pushed; dotted: stage or PK moment)",
+           "engagement": "Comments and likes per {s} s", "minutes": "minutes into the show"},
+    "zh": {"watching": "在看", "left": "离开", "viewers": "观众", "comments": "评论", "likes": "点赞",
+           "audience": "观众（虚线：推送商品；点线：连麦或 PK）",  # noqa: RUF001 (Chinese punctuation)
+           "engagement": "每 {s} 秒的评论和点赞", "minutes": "开播后的分钟数"},
+}
 
-def chart_png(report: dict[str, Any], name: str) -> bytes:
-    """One of the report's charts as PNG bytes (matplotlib's object API: safe off the main thread)."""
+
+def chart_language(lang: str | None) -> tuple[str, str | None]:
+    """The language the charts can be drawn in and the font file for it: Chinese needs a CJK font (Debian's
+    fonts-noto-cjk; matplotlib does not list its .ttc collections itself, so fontconfig is asked); without
+    one the charts stay in English rather than draw empty boxes."""
+    if lang != "zh":
+        return "en", None
+    import shutil
+    import subprocess
+
+    if shutil.which("fc-match"):
+        found = subprocess.run(["fc-match", "-f", "%{file}", "Noto Sans CJK SC:lang=zh-cn"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        if "CJK" in found and Path(found).exists():
+            return "zh", found
+    return "en", None
+
+
+def chart_png(report: dict[str, Any], name: str, lang: str | None = None) -> bytes:
+    """One of the report's charts as PNG bytes (matplotlib's object API: safe off the main thread), its words
+    in ``lang`` ("en" or "zh") where a font for it is installed."""
     import io
 
     from matplotlib.figure import Figure
 
+    lang, font = chart_language(lang)
+    words = CHART_WORDS[lang]
     fig = Figure(figsize=(8, 3.2))
     ax = fig.subplots()
     if name == "audience":
         audience = report["audience"]
         minutes = [i * audience["bucket_s"] / 60 for i in range(len(audience["watching"]))]
-        ax.plot(minutes, audience["watching"], label="watching", color="#1f6feb", marker="o", markersize=3)
+        ax.plot(minutes, audience["watching"], label=words["watching"], color="#1f6feb", marker="o", markersize=3)
         ax.bar(minutes, audience["exits"], width=audience["bucket_s"] / 60 * 0.8, color="#d1242f", alpha=0.5,
-               label="left")
+               label=words["left"])
         for push in audience["pushes"]:
             ax.axvline(push["at_s"] / 60, color="#9a6700", linestyle="--", linewidth=0.8)
         for moment in audience.get("moments", []):
             ax.axvline(moment["at_s"] / 60, color="#8250df", linestyle=":", linewidth=1.0)
-        ax.set_ylabel("viewers")
-        ax.set_title("Audience (dashed: product pushed; dotted: stage or PK moment)")
+        ax.set_ylabel(words["viewers"])
+        ax.set_title(words["audience"])
     elif name == "engagement":
         engagement = report["engagement"]
         minutes = [i * engagement["bucket_s"] / 60 for i in range(len(engagement["comments"]))]
-        ax.plot(minutes, engagement["comments"], label="comments", color="#8250df", marker="o", markersize=3)
-        ax.plot(minutes, engagement["likes"], label="likes", color="#bf3989", marker="o", markersize=3)
-        ax.set_title(f"Comments and likes per {engagement['bucket_s']} s")
+        ax.plot(minutes, engagement["comments"], label=words["comments"], color="#8250df", marker="o", markersize=3)
+        ax.plot(minutes, engagement["likes"], label=words["likes"], color="#bf3989", marker="o", markersize=3)
+        ax.set_title(words["engagement"].format(s=engagement["bucket_s"]))
     else:
         raise ValueError(f"no chart {name!r}")
-    ax.set_xlabel("minutes into the show")
-    ax.legend(loc="upper right")
+    ax.set_xlabel(words["minutes"])
+    legend = ax.legend(loc="upper right")
+    if font is not None:
+        from matplotlib.font_manager import FontProperties
+
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label, *legend.get_texts()):
+            text.set_fontproperties(FontProperties(fname=font, size=text.get_fontsize()))
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=110)

@@ -333,7 +333,7 @@ class ShowAnalytics(AnalyticsSink):
         events = await self.writer.call(self.writer.store.events, room, show) if show else []
         if not events:
             raise web.HTTPNotFound(text="no show recorded for this room yet\n")
-        png = await asyncio.to_thread(chart_png, build_report(events, int(now_ms())), name)
+        png = await asyncio.to_thread(chart_png, build_report(events, int(now_ms())), name, request.query.get("lang"))
         return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
 
     async def shows(self, request: web.Request) -> web.StreamResponse:

@@ -75,7 +75,8 @@ export function showModeration(m) {
   } else if (mine && m.action === "unmuted") {
     setStatus(t("may_comment"));
   } else if (moderating()) {
-    setStatus(`${m.by}: ${m.action}${m.user ? ` ${m.user}` : ""}${m.seq ? ` #${m.seq}` : ""}`);
+    const said = t(`mod.${m.action}`, { by: m.by, user: m.user || "", seq: m.seq ?? "" });
+    setStatus(said === `mod.${m.action}` ? `${m.by}: ${m.action}` : said); // (an action this page has no words for)
   }
 }
 

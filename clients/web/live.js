@@ -21,7 +21,7 @@ export function wireLive(isHost) {
     window.liveRelay.joins = (window.liveRelay.joins || 0) + 1;
     if (app.rejoinMedia && ["host", "cohost"].includes(msg.role)) {
       app.rejoinMedia = false;
-      republish().catch((e) => setStatus(`republish: ${e.message}`));
+      republish().catch((e) => setStatus(t("error.republish", { reason: e.message })));
     }
     $("#like-count").textContent = msg.state.likes;
     $("#viewers").textContent = t("watching", { n: i18n.count(msg.state.viewers) });
@@ -66,7 +66,7 @@ export function wireLive(isHost) {
     if (m.role === "viewer" && window.liveRelay.publisher) { // off the stage: the camera goes off too
       window.liveRelay.publisher.pc.close(); window.liveRelay.publisher = null; app.myPublisher = null; stopSelf();
     }
-    if (m.role === "cohost") goLive().catch((e) => setStatus(`camera: ${e.message}`));
+    if (m.role === "cohost") goLive().catch((e) => setStatus(t("error.camera", { reason: e.message })));
   });
   app.ch.on("stage_invited", (m) => invitePanel(t("invite.stage", { from: m.from }),
     () => app.ch.request({ type: "stage_invite_answer", accept: true }),

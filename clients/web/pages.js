@@ -42,7 +42,7 @@ export async function runWhip(room, tok) {
   for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
   const session = await httpMedia("whip", room, tok, pc);
   window.liveRelay.whip = session;
-  setStatus("on air over WHIP");
+  setStatus(t("whip.on_air"));
 }
 
 // A WHEP player that waits for the stream and follows the publisher's restarts (OBS reconnects with DELETE
@@ -78,17 +78,17 @@ export async function runWhep(room, tok) {
     } catch (err) {
       pc.close();
       if (!/ 404: /.test(err.message)) throw err; // not "nothing published yet": say it and stop
-      setStatus("waiting for the stream to start…");
+      setStatus(t("whep.waiting"));
       await pause(2000);
       continue;
     }
     const stop = session.stop;
     session.stop = () => { player.stopped = true; return stop(); };
     window.liveRelay.whep = session; player.sessions += 1;
-    setStatus("playing over WHEP");
+    setStatus(t("whep.playing"));
     await ended;
     pc.close();
-    if (!player.stopped) setStatus("the stream stopped; waiting for it to start again…");
+    if (!player.stopped) setStatus(t("whep.stopped"));
     await pause(1000);
   }
 }
@@ -195,7 +195,7 @@ export async function runReplay(room, tok) {
   video.addEventListener("pause", () => follow(at()));
   video.addEventListener("play", () => follow(at()));
   window.liveRelay.replay = { video, events, start, tiles: tiles.map((t) => ({ user: t.user, start: t.start, end: t.end, video: t.video, el: t.el })) };
-  setStatus(`replay of ${wanted}`);
+  setStatus(t("replay.of", { show: wanted }));
   playWithSound(video);
 }
 
@@ -234,7 +234,7 @@ export async function runDashboard(room, tok) {
   const section = (title, ...children) => { const h = document.createElement("h3"); h.textContent = title; return [h, ...children]; };
   const refresh = async () => {
     const resp = await fetch(`/api/rooms/${encodeURIComponent(room)}/report`, { headers: { Authorization: `Bearer ${tok}` } });
-    if (!resp.ok) { setStatus(`dashboard: ${resp.status} ${(await resp.text()).trim()}`); return; }
+    if (!resp.ok) { setStatus(t("dash.error", { status: resp.status, reason: (await resp.text()).trim() })); return; }
     const r = await resp.json(); window.liveRelay.report = r;
     if (!r.events) { setStatus(t("dash.no_show")); panel.replaceChildren(); return; }
     setStatus(t("dash.show", { show: r.show }));
@@ -243,8 +243,8 @@ export async function runDashboard(room, tok) {
     const sources = r.live.top_sources.map((s) => `${s.source} ${s.viewers}`).join(", ") || t("dash.none");
     live.textContent = t("dash.live", { n: r.live.watching_now, clicks, sources });
     const charts = ["audience", "engagement"].map((name) => {
-      const img = document.createElement("img"); img.alt = `${name} chart`;
-      img.src = `/api/rooms/${encodeURIComponent(room)}/report/${name}.png?token=${encodeURIComponent(tok)}&t=${Date.now()}`;
+      const img = document.createElement("img"); img.alt = t("dash.chart", { name });
+      img.src = `/api/rooms/${encodeURIComponent(room)}/report/${name}.png?token=${encodeURIComponent(tok)}&lang=${i18n.lang}&t=${Date.now()}`;
       return img;
     });
     panel.replaceChildren(live, ...charts,

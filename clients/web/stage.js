@@ -118,7 +118,7 @@ window.addEventListener("resize", () => { clearTimeout(app.resizeTimer); app.res
 // What the server says of this viewer's link every 2 s: the layer it gets, its bandwidth estimate.
 export function showLink(m) {
   window.liveRelay.link = m;
-  const layer = m.paused ? "audio only" : m.layers > 1 ? `${m.layer === null ? "–" : m.layer + 1}/${m.layers}` : "one";
+  const layer = m.paused ? t("layer.audio_only") : m.layers > 1 ? `${m.layer === null ? "–" : m.layer + 1}/${m.layers}` : t("layer.one");
   $("#stat-layer").textContent = layer;
   $("#stat-bw").textContent = m.estimate_bps ? `${(m.estimate_bps / 1e6).toFixed(2)} Mb/s` : "–";
 }

@@ -147,7 +147,7 @@ export function wireCatalog() {
 
 export function wireHost() {
   $("#host-panel").hidden = false;
-  $("#go-live").onclick = () => { $("#show-ended").hidden = true; goLive().catch((e) => setStatus(`camera: ${e.message}`)); };
+  $("#go-live").onclick = () => { $("#show-ended").hidden = true; goLive().catch((e) => setStatus(t("error.camera", { reason: e.message }))); };
   $("#record").onclick = () => app.ch.request({ type: $("#rec").hidden ? "record_start" : "record_stop" })
     .catch((err) => setStatus(err.message));
   $("#end-show").onclick = () => endShow().catch((err) => setStatus(err.message));
