@@ -1309,7 +1309,119 @@ async def firefox_call(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     return r
 
 
-SCENARIOS = {"firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
+# -- A first-time seller's whole show (issue 27's "done when"), per language and browser --------------------
+
+
+async def seller_journey(base: str, ws: str, out: Path, browser: Any, relay: Any, lang: str,
+                         engine: str) -> dict[str, Any]:
+    """Go live from the studio, push a card, take a co-host, a PK with a room picked from the list, call a
+    viewer from their comment, record, end the show and open the replay: each step checked by what the
+    others receive and by what the studio says, in ``lang``'s words, in ``engine`` (chromium or firefox)."""
+    from clients.sources import CounterVideoTrack
+    from tests.firefox import Firefox
+
+    r: dict[str, Any] = {"steps": []}
+    firefox = await Firefox.launch() if engine == "firefox" else None
+    host = token("show", "host", Role.HOST, "Mei" if lang == "zh" else "May")
+    studio_url = f"{base}/?view=host&room=show&token={host}"
+    try:
+        if firefox is not None:
+            studio: Any = await firefox.new_page(studio_url, {"width": 1280, "height": 900})
+        else:
+            studio = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await studio.goto(studio_url)
+        await wait_for(studio, "!!window.liveRelay?.channel?.joined")
+        await studio.evaluate(f"localStorage.setItem('live-relay:lang', '{lang}');"
+                              " setTimeout(() => location.reload(), 0)")
+        await asyncio.sleep(0.5)
+        await wait_for(studio, f"window.liveRelay?.language === '{lang}' && !!window.liveRelay.channel?.joined")
+
+        async def said(key: str, **values: Any) -> str:
+            return str(await studio.evaluate(f"import('/static/i18n.js').then(m => m.translator('{lang}')"
+                                             f".t({json.dumps(key)}, {json.dumps(values)}))"))
+
+        async def status_is(key: str, **values: Any) -> str:
+            expected = await said(key, **values)
+            await wait_for(studio, f"document.querySelector('#status').textContent === {json.dumps(expected)}")
+            r["steps"].append(expected)
+            return expected
+
+        async with LiveClient(ws, "show", token("show", "vic", Role.VIEWER, "Vic")) as vic, \
+                LiveClient(ws, "show", token("show", "gus", Role.VIEWER, "Gus")) as gus, \
+                LiveClient(ws, "rival", token("rival", "rita", Role.HOST, "Rita")) as rita:
+            # Live from the studio.
+            await studio.click("#go-live")
+            await status_is("on_air")
+            # A card pushed from the shelf reaches the viewer.
+            await studio.click("#shelf button")
+            r["card"] = (await vic.next_event("product", timeout=10))["product"]["title"]
+            # A co-host taken from the stage requests.
+            await gus.request({"type": "stage_request"})
+            await wait_for(studio, "!!document.querySelector('#requests li button')")
+            await studio.click("#requests li button")
+            r["cohost"] = (await gus.next_event("grant", timeout=10))["role"]
+            # A PK with a room picked from the live shows.
+            rival_stream = await MediaSession.publish(rita, [CounterVideoTrack(160, 120)])
+            await studio.click("#pk-refresh")
+            await wait_for(studio, "!!document.querySelector('#pk-rooms li[data-room=rival] button')")
+            r["pk_pick"] = await studio.evaluate(
+                "document.querySelector('#pk-rooms li[data-room=rival] button').textContent")
+            await studio.click("#pk-rooms li[data-room=rival] button")
+            await status_is("pk.sent", room="rival")
+            invited = await rita.next_event("pk_invited", timeout=10)
+            await rita.request({"type": "pk_answer", "room": invited["from_room"], "accept": True})
+            r["pk_bar"] = await wait_for(studio, "!document.querySelector('#pk-bar').hidden"
+                                                 " && document.querySelector('#pk-bar').textContent")
+            await studio.click("#pk-end")
+            await wait_for(studio, "document.querySelector('#pk-bar').hidden")
+            await rival_stream.close()
+            # A viewer called from their comment.
+            await vic.comment("can I see it up close?")
+            call_label = await said("mod.call_title", who="Vic")
+            button = f"#comments li button[aria-label={json.dumps(call_label, ensure_ascii=False)}]"
+            await wait_for(studio, f"!!document.querySelector({json.dumps(button, ensure_ascii=False)})")
+            await studio.click(button)
+            await status_is("call.invited", who="Vic")
+            await vic.next_event("call_invited", timeout=10)
+            await vic.request({"type": "call_answer", "accept": True})
+            await wait_for(studio, "!!document.querySelector('#invites #call-hangup')")
+            await status_is("call.in_call")
+            await studio.click("#invites #call-hangup")
+            r["call_ended"] = (await vic.next_event("call_ended", timeout=10))["reason"]
+            # Recording, with the mark every viewer sees.
+            await studio.click("#record")
+            r["recording"] = (await vic.next_event("recording", timeout=10))["state"] is not None
+            r["rec_mark"] = await wait_for(studio, "!document.querySelector('#rec').hidden"
+                                                   " && document.querySelector('#rec').textContent.trim()")
+            await asyncio.sleep(3)  # (a few seconds of show on the record)
+            # The show ends; the replay opens from the link the studio gives.
+            await studio.click("#end-show")
+            await status_is("show.ended")
+            await wait_for(studio, "!document.querySelector('#show-ended').hidden")
+            await studio.click("#show-ended .replay")
+            await asyncio.sleep(0.5)
+            r["replay"] = await wait_for(studio, "window.liveRelay?.replayMs > 0 && document.querySelector('#status')"
+                                                 ".textContent", 30)
+            r["replay_said"] = await said("replay.of", show="")
+        if firefox is not None:
+            r["errors"] = await studio.errors()
+        await studio.screenshot(path=str(out / f"journey-{engine}-{lang}.png")) if firefox is None else \
+            await studio.screenshot(str(out / f"journey-{engine}-{lang}.png"))
+    finally:
+        if firefox is not None:
+            await firefox.close()
+    return r
+
+
+def _journey(lang: str, engine: str) -> Any:
+    async def scenario(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+        return await seller_journey(base, ws, out, browser, relay, lang, engine)
+    return scenario
+
+
+SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromium_zh": _journey("zh", "chromium"),
+             "journey_firefox_en": _journey("en", "firefox"), "journey_firefox_zh": _journey("zh", "firefox"),
+             "firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
              "obs_simulcast": obs_simulcast, "background_tab": background_tab, "replay_tiles": replay_tiles,
              "page_host_recording": page_host_recording, "blocked": blocked,
              "whep_restart": whep_restart, "overload": overload,
@@ -1339,7 +1451,7 @@ async def main(scenario: str, out: Path) -> None:
     for old in out.glob("analytics.sqlite3*"):  # noqa: ASYNC240 - a fresh database for each run
         old.unlink()
     ice: dict[str, Any] = {}
-    if scenario.startswith("firefox"):
+    if scenario.startswith(("firefox", "journey")):
         add_lan_address()
         ice = {"ice_addresses": ("127.0.0.1", LAN_ADDRESS)}
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,

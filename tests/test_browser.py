@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -351,3 +352,25 @@ def test_a_call_between_firefox_and_chromium(netns):
     r = run_scenario(netns, "firefox_call")
     assert r["chromium_frames"] > 5 and r["firefox_frames"] > 5 and r["firefox_fits"]
     assert r["other_told"] and r["errors"] == []
+
+
+# -- A first-time seller's whole show, in each language and each browser (issue 27's "done when") ----------
+
+
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_first_time_seller_runs_a_whole_show(netns, lang, engine):
+    r = run_scenario(netns, f"journey_{engine}_{lang}")
+    # Each step as the studio said it, in its language: on air, PK invitation sent, call invitation sent, in
+    # the call, the show ended.
+    assert len(r["steps"]) == 5, r["steps"]
+    assert r["card"] == "Jade bracelet" and r["cohost"] == "cohost"
+    assert r["pk_pick"] in ("Invite Rita (rival)", "邀请 Rita（rival）") and "Rita" in r["pk_bar"]  # noqa: RUF001
+    assert r["call_ended"] and r["recording"] and r["rec_mark"] in ("● REC", "● 录制中")
+    assert r["replay"].startswith(r["replay_said"].strip()) or r["replay_said"].strip() in r["replay"]
+    if lang == "zh":  # the studio in Chinese: no English step
+        names = ("rival", "Vic", "PK")  # (a room, a viewer's name and "PK" are the same in both)
+        english = [step for step in r["steps"]
+                   if any(c.isascii() and c.isalpha() for c in re.sub("|".join(names), "", step))]
+        assert english == [], r["steps"]
+    assert r.get("errors", []) == []

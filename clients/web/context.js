@@ -12,16 +12,16 @@ export const view = params.get("view");
 export const roomName = params.get("room") || "demo";
 // The token leaves the address bar (and so the history, bookmarks and screenshots) at once; the tab keeps it
 // for reloads. The server also sends Referrer-Policy: no-referrer.
-export const tokenKey = `live-relay:${view}:${params.get("room") || "demo"}`;
-export const token = params.get("token") || sessionStorage.getItem(tokenKey) || null;
+// The replay and the dashboard the studio links to at the show's end open with the studio's token of the same
+// room (kept by this tab: the links carry no token).
+export const tokenKey = `live-relay:${view}:${roomName}`;
+const studioToken = ["replay", "dashboard"].includes(view) ? sessionStorage.getItem(`live-relay:host:${roomName}`) : null;
+export const token = params.get("token") || sessionStorage.getItem(tokenKey) || studioToken || null;
 if (params.has("token")) {
   sessionStorage.setItem(tokenKey, params.get("token"));
   params.delete("token");
   history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
 }
-// This server first; other nodes sharing the room come from this server only (`joined.nodes`, which the
-// operator sets with --failover-node), never from the page's address: a crafted link must not send a viewer,
-// and its token, elsewhere. A reconnect that fails on one node moves on to the next and resumes there.
 export const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
 // A product image: a web address, or a file of this server's (/static/...), fetched from the address this
 // page reached the server at, whatever address the host used.

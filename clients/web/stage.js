@@ -137,7 +137,7 @@ export function reconcile(state) {
   const me = app.ch.joined?.user;
   // Each tile labelled with its publisher's name, as its comments are (the user id when it has none).
   for (const p of state.publishers || []) if (p.user !== me) wanted.set(p.publisher, p.name || p.user);
-  for (const side of state.pk?.sides || []) for (const id of side.publishers) wanted.set(id, side.host);
+  for (const side of state.pk?.sides || []) for (const id of side.publishers) wanted.set(id, side.name || side.host);
   for (const [id, user] of wanted) showPublisher(id, user);
   for (const id of [...app.tiles.keys()]) if (!wanted.has(id)) dropPublisher(id);
 }
@@ -160,11 +160,11 @@ export function renderPk(pk, scores, remaining) {
   const secs = Math.max(0, Math.round(remaining ?? (pk.ends_at_ms - app.ch.serverNow()) / 1000));
   bar.replaceChildren();
   // Each host by the name its tile shows (this room's publishers carry names; the other room's, its user id).
-  const nameOf = (user) => app.roomState.publishers.find((p) => p.user === user)?.name || user;
-  const left = document.createElement("span"); left.className = "a"; left.textContent = `${nameOf(a.host)} ${sa}`;
+  const nameOf = (side) => side.name || app.roomState.publishers.find((p) => p.user === side.host)?.name || side.host;
+  const left = document.createElement("span"); left.className = "a"; left.textContent = `${nameOf(a)} ${sa}`;
   const time = document.createElement("span"); time.className = "time";
   time.textContent = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
-  const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${nameOf(b.host)}`;
+  const right = document.createElement("span"); right.className = "b"; right.textContent = `${sb} ${nameOf(b)}`;
   left.style.flexGrow = String(1 + sa); right.style.flexGrow = String(1 + sb);
   bar.append(left, time, right); bar.hidden = false;
 }

@@ -111,8 +111,17 @@ class SceneContext:
         pk = state.pk
         if pk is None:
             return None
-        sides = [{"room": r, "host": pk.hosts[r], "score": pk.scores.get(r, 0),
-                  "publishers": list(await self.ports.registry.get_publishers(r))} for r in pk.rooms]
+        sides = []
+        for r in pk.rooms:
+            registry = await self.ports.registry.get_publishers(r)
+            side: dict[str, Any] = {"room": r, "host": pk.hosts[r], "score": pk.scores.get(r, 0),
+                                    "publishers": list(registry)}
+            # The host's display name, from its publication (what its own room's tiles show), when it has one.
+            name = next((info["name"] for info in registry.values()
+                         if info["user"] == pk.hosts[r] and info.get("name")), None)
+            if name:
+                side["name"] = name
+            sides.append(side)
         return {"sides": sides, "started_ms": pk.started_ms, "ends_at_ms": pk.ends_at_ms}
 
     @staticmethod
