@@ -100,6 +100,7 @@ class MediaSession:
             if urls:
                 servers.append(RTCIceServer(urls=urls[0], username=entry.get("username"),
                                             credential=entry.get("credential")))
+        adapter.end_ice_monitor_on_close()  # (an ICE transport closed as it started spun a core forever)
         return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
     async def _negotiate(self, message: dict[str, Any], host_addresses: list[str] | None,

@@ -787,6 +787,7 @@ class MediaRouter:
     mute, close) and queries (what is published where, by whom, who watches what)."""
 
     def __init__(self, config: MediaConfig, on_event: MediaEvent | None = None) -> None:
+        adapter.end_ice_monitor_on_close()  # (an ICE transport closed as it started spun a core forever)
         self.config = config
         self.deny_networks = tuple(ipaddress.ip_network(n) for n in config.deny_networks)
         self.candidates_denied = 0  # offers' candidates dropped for their network (trickled ones: the caller counts)

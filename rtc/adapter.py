@@ -34,6 +34,10 @@ What it does, and why:
   pyOpenSSL cannot set), and a lost ICE check after 50 ms instead of aioice's 500 ms (``rtc.handshake``
   owns how): what call set-up costs on lossy links. Consent freshness as RFC 7675 says (``rtc.consent``):
   aioice's closes a connection whose checks are not answered within its first STUN timeout six times.
+- ``end_ice_monitor_on_close``: aiortc's ICE transport watches its aioice connection in a loop that ends
+  only on a ``ConnectionClosed`` event; a connection closed while that loop was not waiting (a peer
+  connection closed as its ICE was starting) answers every later wait with None at once, and the loop spun
+  a core forever. It now ends on None too.
 - ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
   subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
   sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
@@ -51,7 +55,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aiortc import RTCCertificate, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aioice.ice import ConnectionClosed
+from aiortc import RTCCertificate, RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcpeerconnection import filter_preferred_codecs
@@ -203,6 +208,22 @@ def count_rtp(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> None:
 
         dtls._handle_rtp_data = handle
         dtls._live_relay_counted = True
+
+
+async def _monitor_ending_on_close(self: Any) -> None:
+    while True:
+        event = await self._connection.get_event()
+        if event is None or isinstance(event, ConnectionClosed):  # (None: closed while nobody was waiting)
+            if self.state == "completed":
+                self._RTCIceTransport__setState("failed")
+            return
+
+
+def end_ice_monitor_on_close() -> None:
+    """Make every ``RTCIceTransport``'s monitor end when its connection is closed, however the close came (see
+    the module). Idempotent; the media router and the clients call it before they make peer connections."""
+    if RTCIceTransport._monitor is not _monitor_ending_on_close:
+        RTCIceTransport._monitor = _monitor_ending_on_close  # type: ignore[method-assign]
 
 
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> asyncio.Task[None]:

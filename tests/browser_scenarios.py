@@ -1380,6 +1380,16 @@ async def seller_journey(base: str, ws: str, out: Path, browser: Any, relay: Any
             call_label = await said("mod.call_title", who="Vic")
             button = f"#comments li button[aria-label={json.dumps(call_label, ensure_ascii=False)}]"
             await wait_for(studio, f"!!document.querySelector({json.dumps(button, ensure_ascii=False)})")
+            # Reply and pin, one tap each on the comment.
+            reply_label = json.dumps(await said("mod.reply_title", who="Vic"), ensure_ascii=False)
+            reply = f"#comments li button[aria-label={reply_label}]"
+            await studio.click(reply)
+            r["reply_box"] = await studio.evaluate("document.querySelector('#comment-input').value")
+            pin = f"#comments li button[aria-label={json.dumps(await said('mod.pin_title'), ensure_ascii=False)}]"
+            await studio.click(pin)
+            while not (announced := await vic.next_event("announce", timeout=10)).get("pinned"):
+                pass
+            r["pinned"] = announced["text"]
             await studio.click(button)
             await status_is("call.invited", who="Vic")
             await vic.next_event("call_invited", timeout=10)

@@ -300,7 +300,7 @@ def test_a_shopper_reads_the_page_in_chinese_or_english(netns):
     assert table["picks"] == ["zh", "zh", "en", "en", "zh", "en"]
     assert table["same_keys"]  # every string in both tables
     ready = "准备就绪\uff1a打开摄像头即可开播"  # (a full-width colon, as Chinese writes it)
-    assert r["studio_zh"] == {"shelf": "推送 Jade bracelet", "status": ready, "end": "结束直播"}
+    assert r["studio_zh"] == {"shelf": "推送 Jade bracelet · 仅剩 20 件", "status": ready, "end": "结束直播"}
     # Firefox refuses loopback candidates: only-loopback answers are known at once (issue 27, item 11).
     assert r["ice_table"] == {"loopback": [True, False, True, False, False], "browsers": [True, False, False]}
     assert table["counts"] == ["1.2万", "12.3K", "999"] and table["filled"] == "3 人在看"
@@ -366,6 +366,7 @@ def test_a_first_time_seller_runs_a_whole_show(netns, lang, engine):
     assert len(r["steps"]) == 5, r["steps"]
     assert r["card"] == "Jade bracelet" and r["cohost"] == "cohost"
     assert r["pk_pick"] in ("Invite Rita (rival)", "邀请 Rita（rival）") and "Rita" in r["pk_bar"]  # noqa: RUF001
+    assert r["reply_box"] == "@Vic " and r["pinned"] == "Vic: can I see it up close?"  # one tap each
     assert r["call_ended"] and r["recording"] and r["rec_mark"] in ("● REC", "● 录制中")
     assert r["replay"].startswith(r["replay_said"].strip()) or r["replay_said"].strip() in r["replay"]
     if lang == "zh":  # the studio in Chinese: no English step

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +258,34 @@ def test_a_connection_offers_rsa_authenticated_dtls_suites_with_its_own_certific
     offered = [c for c in SSL.Connection(now._create_ssl_context([SRTP_AES128_CM_SHA1_80])).get_cipher_list()
                if c.startswith("ECDHE")]  # (the TLS 1.3 names OpenSSL lists too play no part in DTLS 1.2)
     assert "ECDHE-RSA-AES128-GCM-SHA256" in offered and offered[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+ICE_CLOSED_AS_IT_STARTS = """
+import asyncio
+from aiortc import RTCIceGatherer, RTCIceParameters, RTCIceTransport
+from rtc import adapter
+
+async def main():
+    adapter.end_ice_monitor_on_close()
+    gatherer = RTCIceGatherer()
+    await gatherer.gather()
+    transport = RTCIceTransport(gatherer)
+    await transport._connection.close()  # closed while nobody waits for its event
+    await transport.start(RTCIceParameters(usernameFragment="abcd", password="p" * 22))
+    await asyncio.wait_for(transport._RTCIceTransport__monitor_task, 5)
+    print("monitor ended:", transport.state)
+
+asyncio.run(main())
+"""
+
+
+def test_an_ice_transport_closed_as_it_starts_does_not_spin_forever() -> None:
+    """aiortc's ICE monitor took aioice's None (closed while nobody waited) for an event and looped at full
+    speed, never yielding: the whole process hung at 100% CPU (found in a browser test's server). In a
+    child process, so that the old behaviour fails here by its timeout instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ICE_CLOSED_AS_IT_STARTS], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and "monitor ended: failed" in done.stdout, done.stderr[-2000:]

@@ -38,8 +38,9 @@ export function addComment(msg, fly = true) {
   $("#danmaku").append(bullet);
 }
 
-// A host's or co-host's tools on each comment: delete it for everyone, mute its author, remove its author;
-// the host may also call its author (a private 1v1) with one tap, instead of typing a user id.
+// A host's or co-host's tools on each comment: reply to its author, pin it, delete it for everyone, mute its
+// author, remove its author; the host may also call its author (a private 1v1) with one tap, instead of
+// typing a user id.
 export function moderationButtons(msg) {
   const tools = document.createElement("span"); tools.className = "mod";
   const who = msg.name || msg.user;
@@ -50,6 +51,15 @@ export function moderationButtons(msg) {
       .catch((err) => setStatus(err.message));
     tools.append(b);
   };
+  // Reply: the comment box addressed to its author; pin: its words as the room's pinned note.
+  const local = (label, title, run) => {
+    const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.title = title;
+    b.setAttribute("aria-label", title); b.onclick = run; tools.append(b);
+  };
+  local(t("mod.reply"), t("mod.reply_title", { who }), () => {
+    const input = $("#comment-input"); input.value = `@${who} `; input.focus();
+  });
+  act(t("mod.pin"), t("mod.pin_title"), { type: "announce", text: `${who}: ${msg.text}`.slice(0, 500), pinned: true });
   act(t("mod.delete"), t("mod.delete_title"), { type: "delete_comment", seq: msg.seq });
   act(t("mod.mute"), t("mod.mute_title", { who }), { type: "mute_user", user: msg.user, duration_s: 600 });
   act(t("mod.remove"), t("mod.remove_title", { who }), { type: "remove_user", user: msg.user, duration_s: 3600 });

@@ -153,6 +153,10 @@ export function wireHost() {
   $("#end-show").onclick = () => endShow().catch((err) => setStatus(err.message));
   for (const product of SHELF) {
     const b = document.createElement("button"); b.textContent = t("host.push", { title: product.title });
+    if (typeof product.stock === "number") { // what is left, as the card will say it
+      const left = document.createElement("small"); left.className = "stock";
+      left.textContent = ` · ${t("stock", { n: i18n.count(product.stock) })}`; b.append(left);
+    }
     b.onclick = () => app.ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
     $("#shelf").append(b);
   }
