@@ -14,7 +14,7 @@ import os
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -296,25 +296,29 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_put("/api/rooms/{room}/assistant", set_assistant)
     app.add_routes(server.moderation.routes(config.secret))
 
-    async def media_quality(request: web.Request) -> web.StreamResponse:
-        """Each subscriber of the room on this node, and its link as its own RTCP reports it (host only)."""
-        room = request.match_info["room"]
-        try:
-            await auth.grant(request, room, roles=(Role.HOST,))
-        except ProtocolError as exc:
-            return refusal(exc)
+    def host_only(answer: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A room's HTTP view for its hosts only: the token checked (401/403 with the reason), then ``answer``."""
+        async def handler(request: web.Request) -> web.StreamResponse:
+            room = request.match_info["room"]
+            try:
+                await auth.grant(request, room, roles=(Role.HOST,))
+            except ProtocolError as exc:
+                return refusal(exc)
+            return await answer(request, room)
+        return handler
+
+    @host_only
+    async def media_quality(request: web.Request, room: str) -> web.StreamResponse:
+        """Each subscriber of the room on this node, and its link as its own RTCP reports it."""
         router = server.media.router if server.media is not None else None
         return web.json_response({"room": room, "subscribers": router.quality(room) if router else []})
 
     app.router.add_get("/api/rooms/{room}/quality", media_quality)
 
-    async def live_rooms(request: web.Request) -> web.StreamResponse:
-        """Shows whose host is on air, on every node: whom this room's host can invite to a PK (host only)."""
-        room = request.match_info["room"]
-        try:
-            await auth.grant(request, room, roles=(Role.HOST,))
-        except ProtocolError as exc:
-            return refusal(exc)
+    @host_only
+    async def live_rooms(request: web.Request, room: str) -> web.StreamResponse:
+        """Shows whose host is on air, on every node: whom this room's host can invite to a PK."""
         try:
             rooms = await server.media.live_rooms(room) if server.media is not None else []
         except BrokerUnavailable:
