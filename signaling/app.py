@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -404,6 +405,22 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=server.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+def _pending_tasks() -> list[str]:
+    """What the loop's unfinished tasks are waiting in, one line each (for a shutdown that does not end)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task() or task.done():
+            continue
+        chain: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:  # down the awaits
+            frame = coro.cr_frame
+            chain.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None)
+        lines.append(f"{task.get_name()}: {' > '.join(chain[-6:]) or '?'}")
+    return sorted(lines)[:50]
+
+
 async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
                 app: web.Application | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down in aiohttp's order."""
@@ -432,5 +449,10 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     try:
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
-        await runner.cleanup()
+        cleanup = asyncio.ensure_future(runner.cleanup())
+        done, _ = await asyncio.wait({cleanup}, timeout=config.shutdown_deadline)
+        if not done:
+            log.error("shutdown unfinished: giving up", extra={"after_s": config.shutdown_deadline,
+                                                               "waiting_on": _pending_tasks()})
+            cleanup.cancel()
         logging.getLogger("aiohttp.server").removeFilter(bad_requests)

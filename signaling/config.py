@@ -198,6 +198,9 @@ class ServerConfig:
     metrics_token: str | None = None
     # Grace period for in-flight writes at shutdown (seconds).
     shutdown_timeout: float = 5.0
+    # The whole shutdown's bound (seconds): past it the process says what it was still waiting on and ends
+    # (a stop must stop: a CI run once saw a worker stay up after SIGTERM, idle).
+    shutdown_deadline: float = 20.0
 
     def replace(self, **changes: object) -> ServerConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

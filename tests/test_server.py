@@ -82,3 +82,30 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_zero():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_shutdown_that_cannot_finish_ends_within_its_deadline_and_says_on_what(caplog):
+    """A stop must stop: a part of the server whose close never returns (here a cleanup hook waiting on an
+    event nobody sets, a stand-in for the worker a CI run once saw idle after SIGTERM) does not keep the
+    process up past ``shutdown_deadline``; the log names what was still waiting."""
+    import logging
+
+    from signaling.app import create_app, serve
+    from signaling.config import ServerConfig
+
+    config = ServerConfig(secret="deadline-secret-of-at-least-32-bytes!!", port=free_port(), shutdown_deadline=1.0)
+    app = create_app(config)
+    never = asyncio.Event()
+
+    async def close_that_never_ends(_app) -> None:
+        await never.wait()
+
+    app.on_cleanup.append(close_that_never_ends)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(serve(config, ready=ready, stop=stop, app=app))
+    await asyncio.wait_for(ready.wait(), 20)
+    stop.set()
+    with caplog.at_level(logging.ERROR, logger="signaling.app"):
+        await asyncio.wait_for(running, 15)  # (the deadline is 1 s; without it this waits forever)
+    records = [r for r in caplog.records if r.getMessage() == "shutdown unfinished: giving up"]
+    assert records and any("close_that_never_ends" in line for line in records[0].waiting_on), records[0].waiting_on
