@@ -1211,8 +1211,7 @@ async def firefox_viewer(base: str, ws: str, out: Path, browser: Any, relay: Any
 
     r: dict[str, Any] = {}
     host = await host_on_air(base, "show", browser)
-    firefox = await Firefox.launch()
-    try:
+    async with await Firefox.launch() as firefox:
         page = await firefox.new_page(f"{base}/?view=viewer&room=show&token={token('show', 'fay', Role.VIEWER, 'Fay')}",
                                       {"width": 390, "height": 844})
         r["frames"] = await wait_for(page, "window.liveRelay.framesDecoded > 5 && window.liveRelay.framesDecoded", 30)
@@ -1237,10 +1236,8 @@ async def firefox_viewer(base: str, ws: str, out: Path, browser: Any, relay: Any
             const b = document.querySelector('#product-card').getBoundingClientRect();
             return b.top >= 0 && b.bottom <= innerHeight && b.height > 40
                 && getComputedStyle(document.querySelector('#product-card')).opacity === '1'; })()""")
-        await page.screenshot(str(out / "firefox-viewer.png"))
+        await page.screenshot(path=str(out / "firefox-viewer.png"))
         r["errors"] = await page.errors()
-    finally:
-        await firefox.close()
     return r
 
 
@@ -1250,8 +1247,7 @@ async def firefox_host(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     from tests.firefox import Firefox
 
     r: dict[str, Any] = {}
-    firefox = await Firefox.launch()
-    try:
+    async with await Firefox.launch() as firefox:
         host = await firefox.new_page(f"{base}/?view=host&room=show&token={token('show', 'host', Role.HOST, 'Host')}",
                                       {"width": 1280, "height": 900})
         await wait_for(host, "window.liveRelay.channel && window.liveRelay.channel.joined")
@@ -1277,10 +1273,8 @@ async def firefox_host(base: str, ws: str, out: Path, browser: Any, relay: Any) 
             frame = await asyncio.wait_for((await session.wait_track("video")).recv(), 20)
             r["python_frame"] = [frame.width, frame.height]
             await session.close()
-        await host.screenshot(str(out / "firefox-host.png"))
+        await host.screenshot(path=str(out / "firefox-host.png"))
         r["errors"] = await host.errors()
-    finally:
-        await firefox.close()
     return r
 
 
@@ -1289,8 +1283,7 @@ async def firefox_call(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     from tests.firefox import Firefox
 
     r: dict[str, Any] = {}
-    firefox = await Firefox.launch()
-    try:
+    async with await Firefox.launch() as firefox:
         amy = await browser.new_page(viewport={"width": 1280, "height": 900})
         await amy.goto(f"{base}/?view=call&room=call-ff&token={token('call-ff', 'amy', Role.HOST)}")
         fay = await firefox.new_page(f"{base}/?view=call&room=call-ff&token={token('call-ff', 'fay', Role.COHOST)}",
@@ -1299,13 +1292,11 @@ async def firefox_call(base: str, ws: str, out: Path, browser: Any, relay: Any) 
         r["chromium_frames"] = await wait_for(amy, f"{decoded}.then(n => n > 5 && n)", 30)
         r["firefox_frames"] = await wait_for(fay, f"{decoded}.then(n => n > 5 && n)", 30)
         r["firefox_fits"] = await fay.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
-        await fay.screenshot(str(out / "firefox-call.png"))
+        await fay.screenshot(path=str(out / "firefox-call.png"))
         await fay.click("#call-hangup")
         r["other_told"] = await wait_for(amy, "document.querySelector('#call-timer').textContent"
                                               " === 'the other side hung up'")
         r["errors"] = await fay.errors()
-    finally:
-        await firefox.close()
     return r
 
 
@@ -1415,8 +1406,7 @@ async def seller_journey(base: str, ws: str, out: Path, browser: Any, relay: Any
             r["replay_said"] = await said("replay.of", show="")
         if firefox is not None:
             r["errors"] = await studio.errors()
-        await studio.screenshot(path=str(out / f"journey-{engine}-{lang}.png")) if firefox is None else \
-            await studio.screenshot(str(out / f"journey-{engine}-{lang}.png"))
+        await studio.screenshot(path=str(out / f"journey-{engine}-{lang}.png"))
     finally:
         if firefox is not None:
             await firefox.close()

@@ -1,6 +1,7 @@
 """Firefox pages for the browser scenarios: Debian's firefox-esr, headless, over WebDriver BiDi (puppeteer-core
 in tests/interop/firefox_driver.mjs, one Node process per browser). A ``FirefoxPage`` answers ``evaluate``,
-``click`` and ``fill`` as a Playwright page does, so the scenarios' helpers (``wait_for``) take either."""
+``click``, ``fill`` and ``screenshot`` as a Playwright page does, so the scenarios' helpers (``wait_for``) take
+either. ``async with await Firefox.launch() as firefox:`` closes the browser at the block's end."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ class Firefox:
             raise FirefoxError(f"{op}: {answer['error']}")
         return answer["result"]
 
+    async def __aenter__(self) -> Firefox:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
     async def new_page(self, url: str, viewport: dict[str, int] | None = None) -> FirefoxPage:
         return FirefoxPage(self, await self.command("open", url=url, viewport=viewport))
 
@@ -76,7 +83,7 @@ class FirefoxPage:
     async def text_content(self, selector: str) -> str:
         return str(await self.evaluate(f"document.querySelector({json.dumps(selector)}).textContent"))
 
-    async def screenshot(self, path: str) -> None:
+    async def screenshot(self, *, path: str) -> None:
         await self.browser.command("screenshot", page=self.page, path=path)
 
     async def errors(self) -> list[str]:
