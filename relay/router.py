@@ -258,6 +258,7 @@ class Publisher(_Peer):
         self._receivers: dict[str, Any] = {}
         self._demux: dict[str, adapter.SimulcastDemux] = {}  # by kind: a simulcast track's SSRC -> layer
         self._feedback: adapter.TransportFeedbackSender | None = None  # transport-cc, when the offer has it
+        self.receive: adapter.SyncReceive | None = None
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -324,6 +325,9 @@ class Publisher(_Peer):
                     self.tracks["video"].set_layers(len(rids))
                     self._demux["video"] = adapter.SimulcastDemux(receiver, rids)
         answer = await self._answer()
+        # Its SRTP handled as each datagram arrives (no queue, no task switch per packet): what a publisher
+        # costs the node before anyone watches. None off the one-port mux (aiortc's path then).
+        self.receive = adapter.receive_synchronously(self.pc)
         for mid, rids in simulcast.items():
             answer = adapter.answer_simulcast(answer, mid, rids)
         for transceiver in self.pc.getTransceivers():

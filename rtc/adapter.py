@@ -38,6 +38,10 @@ What it does, and why:
   only on a ``ConnectionClosed`` event; a connection closed while that loop was not waiting (a peer
   connection closed as its ICE was starting) answers every later wait with None at once, and the loop spun
   a core forever. It now ends on None too.
+- ``receive_synchronously``: a publisher's SRTP handled in the one-port mux's datagram callback (unprotect,
+  parse, route, the receiver's steps), not through aioice's queue and the DTLS transport's task; the
+  receiver's steps (``_ReceiverStep``) are aiortc's, without awaiting. ``rtp_hooks``: what sees each packet
+  first on either path (the transport-cc recorder, the simulcast demux).
 - ``PacketOutput`` (with ``send_parameters``, ``on_nack``, ``report_sent``): forward RTP packets to a
   subscriber ourselves, SRTP-protected and written straight to its ICE socket, instead of through the
   sender's per-subscriber task that re-packetizes every frame and awaits its way down to aioice per
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -56,12 +61,33 @@ from typing import Any
 
 import pylibsrtp
 from aioice.ice import ConnectionClosed
-from aiortc import RTCCertificate, RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCCertificate,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
+from aiortc.codecs import depayload, is_rtx
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    is_rtcp,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
 from aiortc.sdp import SessionDescription
 
 from rtc.codecs import packet_starts_frame
@@ -69,8 +95,12 @@ from rtc.consent import keep_consent
 from rtc.handshake import HandshakeRepair, RoundTrip, answer_sent, sample_ice_rtt, set_stun_schedule
 from rtc.jitter import MarkerJitterBuffer
 from rtc.nack import NacksPerSsrc
+from rtc.ratecount import WindowRateCounter
 from rtc.twcc import FEEDBACK_INTERVAL, TransportFeedback
 from rtc.twcc import URI as TWCC_URI
+from rtc.udpmux import MuxedProtocol, set_media_sink
+
+log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 
@@ -190,6 +220,174 @@ def demux_by_mid(pc: RTCPeerConnection) -> None:
 
         router.route_rtp = route
         router._live_relay_by_mid = True
+
+
+def rtp_hooks(receiver: RTCRtpReceiver) -> list[Callable[[RtpPacket], None]]:
+    """The callbacks that see each RTP packet routed to ``receiver`` (RTX not unwrapped yet) before aiortc
+    handles it, on either receive path (aiortc's or ``receive_synchronously``'s); append to add one."""
+    hooks: list[Callable[[RtpPacket], None]] | None = getattr(receiver, "_live_relay_rtp_hooks", None)
+    if hooks is None:
+        hooks = []
+        receiver._live_relay_rtp_hooks = hooks  # type: ignore[attr-defined]
+        handle = receiver._handle_rtp_packet
+
+        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            for hook in hooks:
+                hook(packet)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+    return hooks
+
+
+class _ReceiverStep:
+    """aiortc 1.16's ``RTCRtpReceiver._handle_rtp_packet`` for a tapped receiver, without awaiting: the same
+    steps in the same order (its bitrate estimate and REMB, statistics for receiver reports, RTX unwrapped,
+    NACKs, depayloading, the jitter buffer and PLI), the RTCP it sends scheduled as tasks (a few a second).
+    The source list ``getSynchronizationSources`` reads is refreshed once a second per SSRC, not per packet
+    (a timezone-aware ``datetime.now`` a packet cost more than the rest of the bookkeeping)."""
+
+    def __init__(self, receiver: RTCRtpReceiver, spawn: Callable[[Any], None]) -> None:
+        self.receiver = receiver
+        self._spawn = spawn
+        self._hooks = rtp_hooks(receiver)
+        self._codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        self._streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        self._rtx_ssrc: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        self._active: dict[int, Any] = receiver._RTCRtpReceiver__active_ssrc  # type: ignore[attr-defined]
+        self._active_at: dict[int, float] = {}
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        if estimator is not None and not isinstance(estimator.incoming_bitrate, WindowRateCounter):
+            estimator.incoming_bitrate = WindowRateCounter(1000, 8000)  # aiortc's RateCounter(1000, 8000), cheaper
+
+    def __call__(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        receiver: Any = self.receiver
+        if not receiver._enabled:
+            return
+        for hook in self._hooks:
+            hook(packet)
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            self._estimate(estimator, packet, arrival_time_ms)
+        now = time.monotonic()
+        if now - self._active_at.get(packet.ssrc, -1.0) >= 1.0:
+            self._active_at[packet.ssrc] = now
+            self._active[packet.ssrc] = clock.current_datetime()
+        codec = self._codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stats = self._streams.get(packet.ssrc)
+        if stats is None:
+            stats = self._streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+        if is_rtx(codec):
+            unwrapped = self._unwrap(packet, codec)
+            if unwrapped is None:
+                return
+            packet, codec = unwrapped
+        nacks = receiver._RTCRtpReceiver__nack_generator
+        if nacks is not None and nacks.add(packet):
+            self._spawn(receiver._send_rtcp_nack(packet.ssrc, sorted(nacks.missing)))
+        try:
+            packet._data = depayload(codec, packet.payload) if packet.payload else b""  # type: ignore[attr-defined]
+        except ValueError:
+            return
+        pli, frame = receiver._RTCRtpReceiver__jitter_buffer.add(packet)
+        self._after_buffer(packet, codec, pli, frame)
+
+    def _unwrap(self, packet: RtpPacket,
+                codec: RTCRtpCodecParameters) -> tuple[RtpPacket, RTCRtpCodecParameters] | None:
+        """A retransmission as the packet it repairs, with that packet's codec (None: not one we can place)."""
+        original_ssrc = self._rtx_ssrc.get(packet.ssrc)
+        apt = codec.parameters.get("apt")
+        if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int) or apt not in self._codecs:
+            return None
+        return unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc), self._codecs[apt]
+
+    def _after_buffer(self, packet: RtpPacket, codec: RTCRtpCodecParameters, pli: bool, frame: Any) -> None:
+        receiver: Any = self.receiver
+        if receiver._RTCRtpReceiver__decoder_error.is_set():
+            receiver._RTCRtpReceiver__decoder_error.clear()
+            pli = pli or receiver._RTCRtpReceiver__kind == "video"
+        if pli:
+            self._spawn(receiver._send_rtcp_pli(packet.ssrc))
+        if frame is not None and receiver._RTCRtpReceiver__decoder_thread:
+            frame.timestamp = receiver._RTCRtpReceiver__timestamp_mapper.map(frame.timestamp)
+            receiver._RTCRtpReceiver__decoder_queue.put((codec, frame))
+
+    def _estimate(self, estimator: Any, packet: RtpPacket, arrival_time_ms: int) -> None:
+        remb = estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
+                             payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
+        rtcp_ssrc = self.receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+        if rtcp_ssrc is not None and remb is not None:
+            self._spawn(self.receiver._send_rtcp(RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))))
+
+
+_NTP_OFFSET_MS = 2_208_988_800_000  # 1900-01-01 to 1970-01-01: aiortc's arrival times count from NTP's epoch
+
+
+class SyncReceive:
+    """A peer connection's incoming SRTP handled where the datagram arrives, in the mux's callback: unprotected,
+    parsed, routed and given to its receiver (``_ReceiverStep``) with no queue and no task switch between.
+    aiortc's path for the same packet puts it in aioice's queue, wakes the DTLS transport's task, and awaits
+    through five coroutines (a publisher's packets were a quarter of the node's CPU before any viewer came).
+    DTLS and SRTCP keep aiortc's path. ``stats`` counts what it handled and dropped."""
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._dtls: Any = next(t.receiver.transport for t in pc.getTransceivers())
+        self._steps: dict[int, _ReceiverStep] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.packets = 0
+        self.dropped = 0  # failed SRTP authentication or RTP parsing, or routed to no receiver
+        self.failed = 0  # a step raised (logged once); the packet is lost, the connection kept
+
+    def __call__(self, data: bytes) -> bool:
+        dtls = self._dtls
+        srtp = dtls._rx_srtp
+        if srtp is None or dtls._state is not DtlsState.CONNECTED or is_rtcp(data):
+            return False
+        arrival_time_ms = int(time.time() * 1000) + _NTP_OFFSET_MS
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        try:
+            packet = RtpPacket.parse(srtp.unprotect(data), dtls._rtp_header_extensions_map)
+        except (pylibsrtp.Error, ValueError):
+            self.dropped += 1
+            return True
+        receiver = dtls._rtp_router.route_rtp(packet)
+        if receiver is None:
+            self.dropped += 1
+            return True
+        step = self._steps.get(id(receiver))
+        if step is None:
+            step = self._steps[id(receiver)] = _ReceiverStep(receiver, self._spawn)
+        self.packets += 1
+        try:
+            step(packet, arrival_time_ms)
+        except Exception:
+            self.failed += 1
+            if self.failed == 1:
+                log.exception("receiving a packet failed")
+        return True
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def receive_synchronously(pc: RTCPeerConnection) -> SyncReceive | None:
+    """Take ``pc``'s incoming SRTP off aiortc's task-per-transport path (``SyncReceive``) where its ICE
+    connection is on the one-port mux. For receivers that are tapped (``tap_receiver``) or decode with
+    ``release_frames_on_marker``; call after the answer is made (its ICE connection exists). Returns the
+    receive path (its counters), or None when the connection is not on the mux (aiortc's path stays)."""
+    connections = ice_connections(pc)
+    if len(connections) != 1 or not any(isinstance(p, MuxedProtocol) for p in connections[0]._protocols):
+        return None
+    sink = SyncReceive(pc)
+    set_media_sink(connections[0], sink)
+    return sink
 
 
 def count_rtp(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> None:
@@ -428,19 +626,16 @@ class TransportFeedbackSender:
         self._sending: set[asyncio.Future[None]] = set()
         self._closed = False
         receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
-        handle = receiver._handle_rtp_packet
+        rtp_hooks(receiver).append(self._on_rtp)
 
-        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
-            seq = packet.extensions.transport_sequence_number
-            if seq is not None:
-                self.feedback.record(seq, time.monotonic_ns() // 1000)
-                if not self._media_ssrc:
-                    self._media_ssrc = packet.ssrc
-                if self._timer is None and not self._closed:
-                    self._timer = asyncio.get_running_loop().call_later(FEEDBACK_INTERVAL, self._send)
-            await handle(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+    def _on_rtp(self, packet: RtpPacket) -> None:
+        seq = packet.extensions.transport_sequence_number
+        if seq is not None:
+            self.feedback.record(seq, time.monotonic_ns() // 1000)
+            if not self._media_ssrc:
+                self._media_ssrc = packet.ssrc
+            if self._timer is None and not self._closed:
+                self._timer = asyncio.get_running_loop().call_later(FEEDBACK_INTERVAL, self._send)
 
     def _send(self) -> None:
         self._timer = None
@@ -588,24 +783,21 @@ class SimulcastDemux:
         self.rids = rids
         self.layer_of: dict[int, int] = {}
         self._ssrc_of_rid: dict[str, int] = {}
-        rtx_map: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        self._rtx_map: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
         repeat_nacks(receiver)
-        handle = receiver._handle_rtp_packet
+        rtp_hooks(receiver).append(self._on_rtp)
 
-        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
-            extensions = packet.extensions
-            if extensions.rtp_stream_id is not None and packet.ssrc not in self.layer_of:
-                rid = extensions.rtp_stream_id
-                if rid in self.rids:
-                    self.layer_of[packet.ssrc] = self.rids.index(rid)
-                    self._ssrc_of_rid[rid] = packet.ssrc
-            elif extensions.repaired_rtp_stream_id is not None and packet.ssrc not in rtx_map:
-                media_ssrc = self._ssrc_of_rid.get(extensions.repaired_rtp_stream_id)
-                if media_ssrc is not None:
-                    rtx_map[packet.ssrc] = media_ssrc
-            await handle(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+    def _on_rtp(self, packet: RtpPacket) -> None:
+        extensions = packet.extensions
+        if extensions.rtp_stream_id is not None and packet.ssrc not in self.layer_of:
+            rid = extensions.rtp_stream_id
+            if rid in self.rids:
+                self.layer_of[packet.ssrc] = self.rids.index(rid)
+                self._ssrc_of_rid[rid] = packet.ssrc
+        elif extensions.repaired_rtp_stream_id is not None and packet.ssrc not in self._rtx_map:
+            media_ssrc = self._ssrc_of_rid.get(extensions.repaired_rtp_stream_id)
+            if media_ssrc is not None:
+                self._rtx_map[packet.ssrc] = media_ssrc
 
 
 def quicken_handshakes(pc: RTCPeerConnection) -> list[HandshakeRepair]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,16 @@ def _set_buffers(sock: socket.socket, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
+MEDIA_SINK = "_live_relay_media_sink"
+
+
+def set_media_sink(connection: Any, sink: Callable[[bytes], bool] | None) -> None:
+    """Offer each non-STUN datagram that reaches aioice ``connection`` through the mux to ``sink`` first,
+    synchronously, as it arrives; what the sink takes (returns True for) never enters aioice's queue
+    (``rtc.adapter.receive_synchronously``: a publisher's SRTP, without a task switch per packet)."""
+    setattr(connection, MEDIA_SINK, sink)
+
+
 class MuxedProtocol(StunProtocol):
     """An aioice protocol whose socket is the mux's: closing it leaves the shared socket open."""
 
@@ -112,7 +123,9 @@ class MuxedProtocol(StunProtocol):
         # every datagram as STUN and takes the exception as "media": for each media packet, a parse and a
         # raised ValueError saved.
         if isinstance(data, bytes) and data and data[0] > 3:
-            self.receiver.data_received(data, self.local_candidate.component)
+            sink = getattr(self.receiver, MEDIA_SINK, None)
+            if sink is None or not sink(data):
+                self.receiver.data_received(data, self.local_candidate.component)
             return
         super().datagram_received(data, addr)
 

@@ -18,6 +18,8 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 from clients.sources import CounterVideoTrack
 from rtc import adapter
 from rtc.codecs import is_keyframe
+from rtc.ratecount import WindowRateCounter
+from rtc.udpmux import UdpMux
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -289,3 +291,60 @@ def test_an_ice_transport_closed_as_it_starts_does_not_spin_forever() -> None:
     done = subprocess.run([sys.executable, "-c", ICE_CLOSED_AS_IT_STARTS], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0 and "monitor ended: failed" in done.stdout, done.stderr[-2000:]
+
+
+async def test_receive_synchronously_takes_a_muxed_publishers_srtp_where_it_arrives(pair):
+    """A publisher's SRTP handled in the mux's datagram callback: the tapped receiver still gets whole
+    frames (a keyframe first), its statistics reach the sender as receiver reports, its bitrate estimate
+    runs (on the cheaper counter), and nothing is dropped; a connection off the mux keeps aiortc's path."""
+    sender, receiver = pair
+    frames: list[bytes] = []
+    got_enough = asyncio.Event()
+
+    @receiver.on("track")
+    def on_track(track: Any) -> None:
+        tapped = next(t.receiver for t in receiver.getTransceivers() if t.receiver.track is track)
+
+        def on_frame(codec: Any, frame: Any, ssrc: int) -> None:
+            frames.append(frame.data)
+            if len(frames) >= 30:
+                got_enough.set()
+
+        adapter.tap_receiver(tapped, track.kind, on_frame)
+
+    mux = await UdpMux.open(LOOPBACK, 0)
+    try:
+        transceiver = sender.addTransceiver(CounterVideoTrack(160, 120), direction="sendonly")
+        transceiver.setCodecPreferences(_vp8_only())
+        adapter.restrict_host_addresses(sender, LOOPBACK)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        for connection in adapter.ice_connections(receiver):
+            mux.attach(connection)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        path = adapter.receive_synchronously(receiver)
+        assert path is not None
+        await sender.setRemoteDescription(receiver.localDescription)
+        async with asyncio.timeout(20):
+            await got_enough.wait()
+        assert is_keyframe("VP8", frames[0])
+        assert path.packets >= 30 and path.dropped == 0 and path.failed == 0
+        video = next(t.receiver for t in receiver.getTransceivers() if t.kind == "video")
+        estimator = video._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        assert isinstance(estimator.incoming_bitrate, WindowRateCounter)
+        inbound = [s for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
+        assert inbound and inbound[0].packetsReceived >= path.packets - 5
+        async with asyncio.timeout(10):  # our receiver reports (from the statistics the path kept) reach it
+            while not [s for s in (await sender.getStats()).values()  # noqa: ASYNC110 - aiortc's statistics have no event
+                       if s.type == "remote-inbound-rtp" and s.packetsLost is not None]:
+                await asyncio.sleep(0.2)
+    finally:
+        await receiver.close()  # before the mux's socket goes
+        mux.close()
+    off_mux_a, off_mux_b = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        await _connect(off_mux_a, off_mux_b)
+        assert adapter.receive_synchronously(off_mux_b) is None
+    finally:
+        await off_mux_a.close()
+        await off_mux_b.close()
