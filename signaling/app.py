@@ -33,6 +33,7 @@ from signaling.config import ServerConfig
 from signaling.connection import Connections
 from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.guard import GuardedTCPSite, HandshakeGuard
+from signaling.hls import HlsEgress
 from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.hub import Hub
 from signaling.logs import BadRequestLog
@@ -84,6 +85,7 @@ class RelayServer:
                                         self.metrics.ice_candidates_denied.inc, hub.spawn, cascade, self.load)
         self._gauge_labels: dict[int, set[str]] = {}  # label values each labelled media gauge was ever set for
         self.recordings: Recordings | None = None
+        self.hls: HlsEgress | None = None  # set by create_app when the node relays media
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
             self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
                                          config.record_max_bytes, hub.spawn, record_all=bool(config.record_dir))
@@ -194,6 +196,8 @@ class RelayServer:
             await self.review.close()
         if self.recordings is not None:
             await self.recordings.close()
+        if self.hls is not None:
+            self.hls.close()
         if self.media is not None:
             await self.media.close()
         if self.analytics_writer is not None:
@@ -289,6 +293,8 @@ def create_app(config: ServerConfig) -> web.Application:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, auth, config.allow_anonymous, server.turn).add_routes(app)
+        server.hls = HlsEgress(server.media.router, auth, config.allow_anonymous, config.hls_max_streams)
+        app.add_routes(server.hls.routes())
     assistant = server.assistant
 
     async def set_assistant(request: web.Request) -> web.StreamResponse:

@@ -171,6 +171,9 @@ class ServerConfig:
     # `serve --record DIR`: record every publisher on this node as received, and each room's events, into DIR;
     # recording stops (and is refused) once DIR holds `record_max_bytes`.
     record_dir: str | None = None
+    # LL-HLS (/hls/ROOM/index.m3u8): rooms streamed over HLS at once on this node (each from its H.264
+    # publisher, not re-encoded; a room's stream stops 30 s after its last request).
+    hls_max_streams: int = 16
     record_max_bytes: int = 10 * 1024**3
     # Where a host's `record_start` records when the server runs without --record (no recording of every room).
     recordings_dir: str = "recordings"
