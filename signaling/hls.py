@@ -1,0 +1,218 @@
+"""LL-HLS over HTTP: ``GET /hls/{room}/index.m3u8`` and the init section, parts and segments it names
+(``relay.hls`` cuts them from the room's H.264 publisher, never re-encoding).
+
+A room's stream starts on its first request and stops after ``IDLE_AFTER`` seconds without one (its frame
+observer removed: a room nobody watches over HLS costs nothing); at most ``ServerConfig.hls_max_streams`` run
+at once (past it: 503 with Retry-After). The playlist blocks (``_HLS_msn``, ``_HLS_part``) up to three target
+durations, and a request for the part the playlist hints at waits for it the same way (how LL-HLS players
+fetch). Names carry the stream's epoch (``{epoch}.{msn}.{part}.m4s``), so a cache in front never serves a
+restarted publisher's old bytes; parts, segments and the init section never change once written and are
+cacheable for a minute, playlists for a second (a blocking one, whose URL names its part, for six).
+
+Who may fetch: as the room is. Anonymous viewers where the server allows them, otherwise a token of the room
+(``?token=``, carried into every URI the playlist names, as a player cannot add headers to them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from protocol import ProtocolError
+from relay.hls import HlsStream, HlsUnavailable
+from relay.router import MediaRouter
+from relay.tracks import EncodedFrame, PublishedTrack
+from signaling.httpauth import HttpAuth, refusal
+
+log = logging.getLogger(__name__)
+
+IDLE_AFTER = 30.0  # seconds without a request before a room's stream stops
+_FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
+_PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+
+
+@dataclass
+class _Running:
+    stream: HlsStream
+    track: PublishedTrack
+    epoch: int
+    last_request: float
+
+    def observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
+        self.stream.add_frame(frame.data, frame.timestamp, frame.keyframe)
+
+    def stop(self) -> None:
+        if self.observe in self.track.observers:
+            self.track.observers.remove(self.observe)
+        self.stream.close()
+
+
+class HlsEgress:
+    """The node's LL-HLS streams, one per room being watched over HLS. ``close()`` at shutdown."""
+
+    def __init__(self, router: MediaRouter, auth: HttpAuth, allow_anonymous: bool, max_streams: int) -> None:
+        self.router = router
+        self.auth = auth
+        self.allow_anonymous = allow_anonymous
+        self.max_streams = max_streams
+        self.running: dict[str, _Running] = {}
+        self.requests = 0
+        self.refused_full = 0
+        self._reaper: asyncio.TimerHandle | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/hls/{room}/index.m3u8", self.playlist), web.get("/hls/{room}/{file}", self.file)]
+
+    # -- streams -----------------------------------------------------------------------------------------
+
+    def _video_of(self, room: str) -> PublishedTrack | None:
+        for publisher in self.router.publishers_of(room):
+            track = publisher.tracks.get("video")
+            if track is not None and not track.closed:
+                return track
+        return None
+
+    def _running(self, room: str) -> _Running:
+        """The room's stream, started if needed. Raises web.HTTPException with the reason."""
+        track = self._video_of(room)
+        current = self.running.get(room)
+        if current is not None and (track is None or current.track is not track or current.stream.closed):
+            current.stop()  # the publisher left or came back: a new stream (a new epoch)
+            del self.running[room]
+            current = None
+        if track is None:
+            raise _error(404, "nothing is on air in this room")
+        if current is None:
+            if len(self.running) >= self.max_streams:
+                self.refused_full += 1
+                raise _error(503, "this server streams the most HLS rooms it may; retry", retry_after=5)
+            codec = (track.codec_name or (track.codec.name if track.codec is not None else "")).lower()
+            try:
+                stream = HlsStream(codec, request_keyframe=lambda: _ask_keyframe(track, "hls segment"))
+            except HlsUnavailable as exc:
+                raise _error(409, str(exc)) from None
+            current = _Running(stream, track, int(time.time() * 1000), time.monotonic())
+            track.observers.append(current.observe)
+            _ask_keyframe(track, "hls start")  # its first segment starts at the next keyframe: ask for one now
+            self.running[room] = current
+            self._schedule_reaper()
+        current.last_request = time.monotonic()
+        return current
+
+    def _schedule_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(IDLE_AFTER / 3, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        now = time.monotonic()
+        for room, running in list(self.running.items()):
+            if now - running.last_request > IDLE_AFTER:
+                running.stop()
+                del self.running[room]
+        if self.running:
+            self._schedule_reaper()
+
+    def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for running in self.running.values():
+            running.stop()
+        self.running.clear()
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+
+    async def _admit(self, request: web.Request) -> _Running:
+        room = request.match_info["room"]
+        self.requests += 1
+        try:
+            await self.auth.grant(request, room, anonymous_ok=self.allow_anonymous, query=True)
+        except ProtocolError as exc:
+            raise _as_http(refusal(exc)) from None
+        return self._running(room)
+
+    async def playlist(self, request: web.Request) -> web.StreamResponse:
+        running = await self._admit(request)
+        stream = running.stream
+        msn, part = _int(request.query.get("_HLS_msn")), _int(request.query.get("_HLS_part"))
+        blocking = msn is not None
+        if request.query.get("_HLS_part") is not None and msn is None:
+            raise _error(400, "_HLS_part needs _HLS_msn")
+        if blocking:
+            assert msn is not None
+            verdict = await stream.wait(msn, part, timeout=3 * stream.target_duration)
+            if verdict == "too-far":
+                raise _error(400, f"segment {msn} is too far ahead of the stream")
+            if verdict in ("timeout", "gone"):
+                raise _error(503, "the stream did not reach that part in time", retry_after=1)
+        elif not stream.segments:
+            await stream.wait(0, 0, timeout=3 * stream.target_duration)
+            if not stream.segments:
+                raise _error(503, "the stream has not started yet (waiting for a keyframe)", retry_after=1)
+        token = request.query.get("token")
+        text = _with_names(stream.playlist(), running.epoch, token)
+        return web.Response(body=text.encode(), content_type=_PLAYLIST_TYPE, headers={
+            "Cache-Control": f"public, max-age={6 if blocking else 1}"})
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        match = _FILE.match(request.match_info["file"])
+        if match is None:
+            raise _error(404, "no such file")
+        running = await self._admit(request)
+        if int(match["epoch"]) != running.epoch:
+            raise _error(404, "that stream has ended (the publisher restarted): reload the playlist")
+        stream = running.stream
+        if match["init"]:
+            data = stream.init
+        elif match["part"] is None:
+            data = stream.segment(int(match["msn"]))
+        else:
+            msn, index = int(match["msn"]), int(match["part"])
+            data = stream.part(msn, index)
+            if data is None and stream.preload_hint is not None and (msn, index) >= stream.preload_hint:
+                # The hinted part (or the next): players ask before it exists; it comes within a part target.
+                if await stream.wait(msn, index, timeout=3 * stream.target_duration) == "ready":
+                    data = stream.part(msn, index)
+        if data is None:
+            raise _error(404, "no such part or segment (too old, or not written yet)")
+        return web.Response(body=data, content_type="video/mp4", headers={
+            "Cache-Control": "public, max-age=60"})
+
+
+def _ask_keyframe(track: PublishedTrack, reason: str) -> None:
+    track.request_keyframe(reason, layer=len(track.layers) - 1)  # the frames observed are the top layer's
+
+
+def _with_names(playlist: str, epoch: int, token: str | None) -> str:
+    """The renderer's names (``init.mp4``, ``seg{n}.m4s``, ``part{n}.{i}.m4s``) as this stream's files."""
+    suffix = f"?token={token}" if token else ""
+    playlist = playlist.replace('URI="init.mp4"', f'URI="{epoch}.init.mp4{suffix}"')
+    playlist = re.sub(r'URI="part(\d+)\.(\d+)\.m4s"', lambda m: f'URI="{epoch}.{m[1]}.{m[2]}.m4s{suffix}"', playlist)
+    return re.sub(r"^seg(\d+)\.m4s$", lambda m: f"{epoch}.{m[1]}.m4s{suffix}", playlist, flags=re.M)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise _error(400, f"not a number: {value[:20]!r}")
+    return int(value)
+
+
+def _error(status: int, reason: str, retry_after: int | None = None) -> web.HTTPException:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+           503: web.HTTPServiceUnavailable}[status]
+    return cls(text=f"{reason}\n", headers=headers)
+
+
+def _as_http(response: web.Response) -> web.HTTPException:
+    exc = web.HTTPException(text=response.text, headers={k: v for k, v in response.headers.items()
+                                                         if k.lower() != "content-type"})
+    exc.set_status(response.status)
+    return exc

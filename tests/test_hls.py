@@ -1,0 +1,188 @@
+"""LL-HLS egress (relay/hls.py, rtc/fmp4.py, signaling/hls.py): the playlist renderer and the blocking rule as
+tables; a stream cut from real H.264 (libx264 through PyAV) read back by ffprobe; and a server whose H.264
+publisher (a real aiortc peer) is fetched over HTTP as a low-latency player does — the playlist's LL-HLS
+tags checked as Apple's rules say, a blocking reload, the hinted part fetched before it exists, the init
+section and a segment read by ffprobe."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import re
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from clients.client import LiveClient
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack
+from protocol import Role
+from relay.hls import HlsStream, HlsUnavailable, Part, Segment, blocking_verdict, render_playlist
+from rtc.fmp4 import parameter_sets
+
+
+def _segment(msn: int, parts: int, complete: bool = True, duration: float = 0.3) -> Segment:
+    return Segment(msn, 1_700_000_000.0 + msn * 2, [Part(duration, i == 0) for i in range(parts)], complete)
+
+
+def test_playlist_lists_parts_of_the_newest_segments_and_hints_the_next_part():
+    segments = [_segment(n, 6) for n in range(5, 9)] + [_segment(9, 2, complete=False)]
+    text = render_playlist(segments, 0.3, 4, (9, 2))
+    lines = text.splitlines()
+    assert lines[:7] == ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:4",
+                         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.900",
+                         "#EXT-X-PART-INF:PART-TARGET=0.300", "#EXT-X-MEDIA-SEQUENCE:5", '#EXT-X-MAP:URI="init.mp4"']
+    assert [line for line in lines if line.startswith("seg")] == [f"seg{n}.m4s" for n in range(5, 9)]
+    listed = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text)
+    # Parts of the newest three segments only (7, 8 and the open 9), then the hint for 9.2.
+    assert {int(m) for m, _ in listed} == {7, 8, 9}
+    assert listed[-1] == ("9", "2") and lines[-1] == '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part9.2.m4s"'
+    assert text.count("INDEPENDENT=YES") == 3  # each segment's first part starts at its keyframe
+    assert "#EXTINF:1.800," in lines
+    assert lines.count("#EXTINF:1.800,") == 4 and lines[-2].startswith("#EXT-X-PART:DURATION=0.300")
+
+
+@pytest.mark.parametrize(("newest", "complete", "parts", "msn", "part", "verdict"), [
+    (9, False, 2, 9, 1, "ready"),  # the part is there
+    (9, False, 2, 9, 2, "wait"),  # the next part: block
+    (9, False, 2, 8, None, "ready"),  # an older segment
+    (9, False, 2, 9, None, "wait"),  # the open segment, whole: block until it completes
+    (9, True, 6, 9, None, "ready"),
+    (9, False, 2, 10, 0, "wait"),  # the next segment's first part
+    (9, False, 2, 11, 0, "wait"),  # two ahead: still allowed
+    (9, False, 2, 12, 0, "too-far"),  # more than two segments ahead: 400
+])
+def test_blocking_reload_table(newest, complete, parts, msn, part, verdict):
+    segments = [_segment(newest - 1, 6), _segment(newest, parts, complete)]
+    assert blocking_verdict(segments, msn, part) == verdict
+
+
+def test_blocking_before_the_first_segment():
+    assert blocking_verdict([], 0, 0) == "wait"
+    assert blocking_verdict([], 3, 0) == "too-far"
+
+
+def _h264_frames(count: int, gop: int) -> list[tuple[bytes, int, bool]]:
+    """``count`` frames of 30 fps H.264 (Annex B) from libx264, a keyframe every ``gop``: (data, RTP ts, key)."""
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 90000)
+    encoder.options = {"tune": "zerolatency", "preset": "ultrafast", "g": str(gop), "keyint_min": str(gop)}
+    out = []
+    for i in range(count):
+        picture = np.full((240, 320, 3), (i * 7) % 255, np.uint8)
+        picture[(i * 3) % 200:(i * 3) % 200 + 40, 40:80] = 255
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = i * 3000, encoder.time_base
+        out += [(bytes(p), (4_294_000_000 + p.pts) % (1 << 32), p.is_keyframe) for p in encoder.encode(frame)]
+    return out
+
+
+def _ffprobe_frames(path: Path) -> tuple[str, int]:
+    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=codec_name,nb_read_frames", "-of", "csv=p=0", str(path)],
+                            capture_output=True, text=True, timeout=30, check=True)
+    codec, frames = result.stdout.strip().split(",")
+    return codec, int(frames)
+
+
+def test_a_stream_is_cut_into_parts_and_keyframe_segments_that_ffprobe_reads(tmp_path):
+    frames = _h264_frames(200, gop=30)
+    assert parameter_sets(frames[0][0]).count(b"\x00\x00\x00\x01") == 2  # its SPS and PPS
+    stream = HlsStream("h264", part_target=0.3, segment_target=2.0)
+    for data, timestamp, keyframe in frames:  # the RTP timestamps wrap past 2^32 on the way
+        stream.add_frame(data, timestamp, keyframe)
+    segments = list(stream.segments)
+    complete = [s for s in segments if s.complete]
+    assert len(complete) >= 2
+    assert segments[0].merged and len(segments[0].parts) == 1  # past the listing: kept whole, not by part
+    for segment in segments[1:]:
+        assert segment.parts[0].independent  # each begins at a keyframe
+        assert all(part.duration <= 0.3 + 1e-9 for part in segment.parts)
+    assert all(1.9 <= s.duration <= 2.1 for s in complete)  # keyframes every second, segments of ~2 s
+    assert stream.init is not None
+    # One segment after the init section is a file a player (and ffprobe) reads: its frames, all of them.
+    first = complete[0]
+    path = tmp_path / "seg.mp4"
+    path.write_bytes(stream.init + stream.segment(first.msn))
+    assert _ffprobe_frames(path) == ("h264", round(first.duration * 30))
+    # The parts of the newest segment concatenate to the same bytes as the segment itself.
+    newest = complete[-1]
+    assert b"".join(stream.part(newest.msn, i) for i in range(len(newest.parts))) == stream.segment(newest.msn)
+
+
+def test_only_h264_is_streamed():
+    with pytest.raises(HlsUnavailable, match=r"H\.264"):
+        HlsStream("vp8")
+
+
+async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            aiohttp.ClientSession() as http:
+        url = f"{server.base}/hls/show"
+        async with http.get(f"{url}/index.m3u8") as response:
+            assert response.status == 404 and "nothing is on air" in await response.text()
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        async with asyncio.timeout(30):
+            async with http.get(f"{url}/index.m3u8") as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+                assert response.headers["Cache-Control"] == "public, max-age=1"
+                playlist = await response.text()
+        assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.900" in playlist
+        assert "#EXT-X-PART-INF:PART-TARGET=0.300" in playlist
+        hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.(\d+)\.m4s"', playlist)
+        init = re.search(r'#EXT-X-MAP:URI="(\d+\.init\.mp4)"', playlist)
+        assert hint and init
+        epoch, msn, index = int(hint[1]), int(hint[2]), int(hint[3])
+        # The hinted part, asked for before it exists (as a player does): the answer waits for it.
+        async with asyncio.timeout(15):
+            async with http.get(f"{url}/{epoch}.{msn}.{index}.m4s") as response:
+                assert response.status == 200 and response.headers["Content-Type"] == "video/mp4"
+                assert response.headers["Cache-Control"] == "public, max-age=60"
+                assert b"moof" in (await response.read())[:64]
+        # A blocking reload for the part after it returns a playlist that lists it.
+        async with asyncio.timeout(15):
+            async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn), "_HLS_part": str(index + 1)}) \
+                    as response:
+                assert response.status == 200 and response.headers["Cache-Control"] == "public, max-age=6"
+                reloaded = await response.text()
+        assert f'URI="{epoch}.{msn}.{index + 1}.m4s"' in reloaded or f"{epoch}.{msn}.m4s" in reloaded
+        async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn + 5)}) as response:
+            assert response.status == 400 and "too far ahead" in await response.text()
+        for bad in ("../../etc/passwd", f"{epoch}.x.m4s", "123.init.mp4"):
+            async with http.get(f"{url}/{bad}") as response:
+                assert response.status == 404
+        # A whole segment: blocking until the first one completes (the relay asks the publisher for the
+        # keyframe that ends it), then init + segment read by ffprobe.
+        async with asyncio.timeout(30):
+            async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn + 1), "_HLS_part": "0"}) as response:
+                assert response.status == 200
+                playlist = await response.text()
+        segment = re.search(rf"^({epoch}\.(\d+)\.m4s)$", playlist, re.M)
+        assert segment, playlist
+        async with http.get(f"{url}/{init[1]}") as response:
+            head = await response.read()
+        async with http.get(f"{url}/{segment[1]}") as response:
+            body = await response.read()
+        path = tmp_path / "segment.mp4"
+        path.write_bytes(head + body)
+        codec, count = _ffprobe_frames(path)
+        assert codec == "h264" and count >= 10
+        assert server.relay.hls is not None and set(server.relay.hls.running) == {"show"}
+        await publisher.close()
+
+
+async def test_a_vp8_show_says_it_has_no_hls(server):
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            aiohttp.ClientSession() as http:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
+        async with http.get(f"{server.base}/hls/show/index.m3u8") as response:
+            assert response.status == 409 and "needs H.264" in await response.text()
+        async with http.get(f"{server.base}/hls/Bad%20Room!/index.m3u8") as response:
+            assert response.status == 400
+        await publisher.close()
