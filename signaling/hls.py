@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 IDLE_AFTER = 30.0  # seconds without a request before a room's stream stops
 _FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
 _PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+_CORS = {"Access-Control-Allow-Origin": "*"}  # players on a shop's own pages, and caches in front, fetch it
 
 
 @dataclass
@@ -157,7 +158,7 @@ class HlsEgress:
         token = request.query.get("token")
         text = _with_names(stream.playlist(), running.epoch, token)
         return web.Response(body=text.encode(), content_type=_PLAYLIST_TYPE, headers={
-            "Cache-Control": f"public, max-age={6 if blocking else 1}"})
+            "Cache-Control": f"public, max-age={6 if blocking else 1}", **_CORS})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         match = _FILE.match(request.match_info["file"])
@@ -181,7 +182,7 @@ class HlsEgress:
         if data is None:
             raise _error(404, "no such part or segment (too old, or not written yet)")
         return web.Response(body=data, content_type="video/mp4", headers={
-            "Cache-Control": "public, max-age=60"})
+            "Cache-Control": "public, max-age=60", **_CORS})
 
 
 def _ask_keyframe(track: PublishedTrack, reason: str) -> None:
@@ -205,7 +206,7 @@ def _int(value: str | None) -> int | None:
 
 
 def _error(status: int, reason: str, retry_after: int | None = None) -> web.HTTPException:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    headers = {**_CORS, "Retry-After": str(retry_after)} if retry_after else dict(_CORS)
     cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
            503: web.HTTPServiceUnavailable}[status]
     return cls(text=f"{reason}\n", headers=headers)

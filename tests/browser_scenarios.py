@@ -22,6 +22,7 @@ from playwright.async_api import Page, async_playwright
 
 from clients.client import LiveClient
 from clients.media import MediaSession
+from clients.sources import CounterVideoTrack
 from protocol import CloseCode, Role, issue_token
 from signaling.app import SERVER, create_app, serve
 from signaling.config import ServerConfig
@@ -1419,6 +1420,51 @@ def _journey(lang: str, engine: str) -> Any:
     return scenario
 
 
+HLS_JS = Path(__file__).resolve().parent / "interop" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+
+
+async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """hls.js (npm) in Chromium plays the room's H.264 show over LL-HLS in its low-latency mode: what it
+    parsed of the playlist, the frames it decoded, and how far behind live it says it is."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST)) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        page = await browser.new_page()
+        await page.goto(f"{base}/healthz")  # any page of the server's origin (CORS is checked in test_hls.py)
+        await page.add_script_tag(path=str(HLS_JS))
+        r["probe"] = await page.evaluate("""async (url) => { try { const x = await fetch(url);
+            return x.status + ' ' + (await x.text()).slice(0, 80); } catch (e) { return String(e); } }""",
+                                         f"{base}/hls/show/index.m3u8")
+        r["mse_h264"] = await page.evaluate("MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42e01f\"')")
+        await page.evaluate("""(url) => {
+            const video = document.createElement('video');
+            video.muted = true; video.autoplay = true; document.body.appendChild(video);
+            const hls = new Hls({lowLatencyMode: true});
+            window.player = {hls, video, errors: []};
+            hls.on(Hls.Events.ERROR, (_, data) =>
+                window.player.errors.push(data.details + (data.fatal ? ' (fatal)' : '') + ' ' + (data.reason || '')));
+            hls.loadSource(url); hls.attachMedia(video);
+        }""", f"{base}/hls/show/index.m3u8")
+        try:
+            r["frames"] = await wait_for(page, """(() => { const v = window.player.video;
+                const n = v.getVideoPlaybackQuality().totalVideoFrames; return n > 60 ? n : 0; })()""", timeout=40)
+        except TimeoutError:
+            state = await page.evaluate("""(() => { const p = window.player; return {errors: p.errors,
+                ready: p.video.readyState, buffered: p.video.buffered.length, time: p.video.currentTime,
+                levels: p.hls.levels.length, error: p.video.error && p.video.error.message}; })()""")
+            raise AssertionError(f"hls.js did not play: {state} {r['probe']}") from None
+        r["details"] = await page.evaluate("""(() => { const d = window.player.hls.levels[0].details;
+            return {parts: (d.partList || []).length, canBlockReload: d.canBlockReload, partTarget: d.partTarget,
+                    live: d.live}; })()""")
+        r["playing"] = await page.evaluate("!window.player.video.paused && window.player.video.currentTime > 1")
+        r["latency_s"] = await page.evaluate("window.player.hls.latency")
+        r["fatal_errors"] = await page.evaluate("window.player.errors.filter(e => e.endsWith('(fatal)'))")
+        r["width"] = await page.evaluate("window.player.video.videoWidth")
+        await page.screenshot(path=str(out / "hls-player.png"))
+        await publisher.close()
+    return r
+
+
 SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromium_zh": _journey("zh", "chromium"),
              "journey_firefox_en": _journey("en", "firefox"), "journey_firefox_zh": _journey("zh", "firefox"),
              "firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
@@ -1427,7 +1473,7 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
-             "languages": languages}
+             "languages": languages, "hls_player": hls_player}
 
 
 @contextlib.asynccontextmanager

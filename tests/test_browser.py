@@ -213,6 +213,15 @@ def test_the_pages_whip_and_whep_clients(netns):
     assert r["whep_stop"] == 200 and r["whip_stop"] == 200 and r["left"]  # DELETE ends each session
 
 
+def test_hls_js_plays_a_h264_show_over_ll_hls(netns):
+    r = run_scenario(netns, "hls_player")
+    assert r["mse_h264"]  # Debian's Chromium decodes H.264 in MSE
+    assert r["frames"] > 60 and r["playing"] and r["width"] == 320
+    assert r["details"]["canBlockReload"] and r["details"]["parts"] > 0 and r["details"]["live"]
+    assert abs(r["details"]["partTarget"] - 0.3) < 1e-6
+    assert r["fatal_errors"] == []
+
+
 def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_at_full_size(netns):
     # OBS 31 lists rid "0" (the full picture) first; the offer's order once made "0" the lowest layer, and
     # viewers stayed on the smallest one for good.

@@ -132,6 +132,7 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
                 assert response.status == 200
                 assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
                 assert response.headers["Cache-Control"] == "public, max-age=1"
+                assert response.headers["Access-Control-Allow-Origin"] == "*"  # a shop's page, a CDN
                 playlist = await response.text()
         assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.900" in playlist
         assert "#EXT-X-PART-INF:PART-TARGET=0.300" in playlist
