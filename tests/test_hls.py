@@ -7,8 +7,10 @@ section and a segment read by ffprobe."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from clients.sources import CounterVideoTrack
 from protocol import Role
 from relay.hls import HlsStream, HlsUnavailable, Part, Segment, blocking_verdict, render_playlist
 from rtc.fmp4 import parameter_sets
+from tests.conftest import free_port, require_dependency
 
 
 def _segment(msn: int, parts: int, complete: bool = True, duration: float = 0.3) -> Segment:
@@ -187,3 +190,81 @@ async def test_a_vp8_show_says_it_has_no_hls(server):
         async with http.get(f"{server.base}/hls/Bad%20Room!/index.m3u8") as response:
             assert response.status == 400
         await publisher.close()
+
+
+NGINX_CACHE = """daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=hls:10m max_size=100m inactive=2m use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{port};
+        location /hls/ {{
+            proxy_pass http://127.0.0.1:{origin};
+            proxy_http_version 1.1;
+            proxy_cache hls;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 15s;
+            proxy_cache_lock_age 15s;
+            proxy_read_timeout 20s;
+        }}
+    }}
+}}
+"""
+
+
+async def test_a_caching_proxy_in_front_sends_the_origin_one_request_per_part(server, tmp_path):
+    """nginx from Debian as the cache a CDN would be (docs/deploy.md's configuration): 200 players asking at
+    once for the part being written, then for the playlist that will list the next one, cost the origin one
+    request each, and every player gets the same bytes."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    require_dependency(None if nginx else "nginx (tools/setup.sh installs nginx-light)")
+    port = free_port()
+    config = tmp_path / "nginx.conf"
+    config.write_text(NGINX_CACHE.format(dir=tmp_path, port=port, origin=server.config.port))
+    proxy = await asyncio.create_subprocess_exec(nginx, "-c", str(config), "-e", "stderr",
+                                                 stderr=asyncio.subprocess.PIPE)
+    try:
+        async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+            url = f"http://127.0.0.1:{port}/hls/show"
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientConnectionError):
+                        async with http.get(f"{url}/index.m3u8") as response:
+                            if response.status == 200:
+                                playlist = await response.text()
+                                break
+                    await asyncio.sleep(0.2)
+            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.(\d+)\.m4s"', playlist)
+            assert hint
+            epoch, msn, index = int(hint[1]), int(hint[2]), int(hint[3])
+            egress = server.relay.hls
+
+            async def fetch(path: str, params: dict[str, str] | None = None) -> bytes:
+                async with http.get(f"{url}/{path}", params=params) as response:
+                    assert response.status == 200
+                    return await response.read()
+
+            before = egress.requests
+            async with asyncio.timeout(20):
+                bodies = await asyncio.gather(*[fetch(f"{epoch}.{msn}.{index}.m4s") for _ in range(200)])
+            assert len(set(bodies)) == 1 and b"moof" in bodies[0][:64]
+            assert egress.requests - before == 1
+            before = egress.requests
+            params = {"_HLS_msn": str(msn), "_HLS_part": str(index + 1)}
+            async with asyncio.timeout(20):
+                playlists = await asyncio.gather(*[fetch("index.m3u8", params) for _ in range(200)])
+            assert len(set(playlists)) == 1
+            assert egress.requests - before == 1
+            await publisher.close()
+    finally:
+        proxy.terminate()
+        await proxy.wait()
