@@ -8,7 +8,9 @@ init section, and renders the media playlist (``render_playlist``, a pure functi
 everything a low-latency player asks for: ``EXT-X-PART`` and ``EXT-X-PART-INF``, ``EXT-X-SERVER-CONTROL``
 with blocking reload and ``PART-HOLD-BACK``, a ``PRELOAD-HINT`` for the part being written, program dates.
 ``wait`` is the blocking playlist reload (``_HLS_msn`` / ``_HLS_part``): it returns once the stream holds
-that part, or says why it will not.
+that part, or says why it will not. Product cards and announcements ride on the timeline as
+``EXT-X-DATERANGE`` at the moment the server got them (``DateRange``): a player shows each at its picture,
+however far behind live it plays.
 
 Bounded: the segments kept, the parts kept (only for the last ``PART_SEGMENTS`` segments), one open part.
 Video only, H.264 only (what HLS players decode everywhere): a publisher sending VP8 or VP9 gets no HLS
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from rtc.fmp4 import Fmp4Writer
 
 PART_SEGMENTS = 3  # segments (the newest) whose parts the playlist lists; older ones by EXTINF alone
+MAX_DATERANGES = 64  # the newest events a playlist carries (older ones fall out with their segments anyway)
 BLOCK_AHEAD_SEGMENTS = 2  # a blocking request further ahead than this is refused (RFC 8216bis 6.2.5.2)
 
 
@@ -55,12 +58,26 @@ class Segment:
         return sum(part.duration for part in self.parts)
 
 
+@dataclass(slots=True, frozen=True)
+class DateRange:
+    """Something that happened at a moment of the stream (a product card pushed, an announcement), as an
+    ``EXT-X-DATERANGE``: players raise it when playback reaches ``start`` (the server's clock, the clock of
+    the segments' program dates). ``data`` is carried as a hexadecimal sequence (``X-DATA=0x...``), which no
+    text of a seller's can break out of."""
+
+    id: str
+    cls: str
+    start: float
+    data: bytes
+
+
 def _date(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render_playlist(segments: list[Segment], part_target: float, target_duration: int,
-                    preload_hint: tuple[int, int] | None, init_uri: str = "init.mp4") -> str:
+                    preload_hint: tuple[int, int] | None, init_uri: str = "init.mp4",
+                    dateranges: list[DateRange] | None = None) -> str:
     """The media playlist for ``segments`` (oldest first; the last may be incomplete): every complete one
     by EXTINF, the parts of the newest ``PART_SEGMENTS`` (the incomplete one's so far), and a preload hint
     for part ``preload_hint`` = (msn, index) when one is being written. Durations in seconds, 3 decimals."""
@@ -70,6 +87,11 @@ def render_playlist(segments: list[Segment], part_target: float, target_duration
              f"#EXT-X-PART-INF:PART-TARGET={part_target:.3f}",
              f"#EXT-X-MEDIA-SEQUENCE:{segments[0].msn if segments else 0}",
              f'#EXT-X-MAP:URI="{init_uri}"']
+    oldest = segments[0].started_at if segments else float("inf")
+    for event in dateranges or ():
+        if event.start >= oldest:  # what happened before the playlist's first picture is no longer in it
+            lines.append(f'#EXT-X-DATERANGE:ID="{event.id}",CLASS="{event.cls}",START-DATE="{_date(event.start)}",'
+                         f"X-DATA=0x{event.data.hex().upper()}")
     with_parts = {s.msn for s in segments[-PART_SEGMENTS:] if not s.merged}
     for segment in segments:
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_date(segment.started_at)}")
@@ -123,6 +145,7 @@ class HlsStream:
         self._request_keyframe = request_keyframe or (lambda: None)
         self._writer = Fmp4Writer("h264")
         self.segments: deque[Segment] = deque(maxlen=keep_segments)
+        self.dateranges: deque[DateRange] = deque(maxlen=MAX_DATERANGES)
         self._msn = 0
         self._part_start: int | None = None  # 90 kHz timestamp of the open part's first frame
         self._part_keyframe = False
@@ -195,7 +218,13 @@ class HlsStream:
         return (newest.msn + 1, 0) if newest.complete else (newest.msn, len(newest.parts))
 
     def playlist(self) -> str:
-        return render_playlist(list(self.segments), self.part_target, self.target_duration, self.preload_hint)
+        return render_playlist(list(self.segments), self.part_target, self.target_duration, self.preload_hint,
+                               dateranges=list(self.dateranges))
+
+    def add_daterange(self, event: DateRange) -> None:
+        """An event at ``event.start``; the playlist carries it from its next reload (no new part needed)."""
+        if not self.closed:
+            self.dateranges.append(event)
 
     def part(self, msn: int, index: int) -> bytes | None:
         for segment in self.segments:

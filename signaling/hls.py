@@ -5,9 +5,11 @@ A room's stream starts on its first request and stops after ``IDLE_AFTER`` secon
 observer removed: a room nobody watches over HLS costs nothing); at most ``ServerConfig.hls_max_streams`` run
 at once (past it: 503 with Retry-After). The playlist blocks (``_HLS_msn``, ``_HLS_part``) up to three target
 durations, and a request for the part the playlist hints at waits for it the same way (how LL-HLS players
-fetch). Names carry the stream's epoch (``{epoch}.{msn}.{part}.m4s``), so a cache in front never serves a
-restarted publisher's old bytes; parts, segments and the init section never change once written and are
-cacheable for a minute, playlists for a second (a blocking one, whose URL names its part, for six).
+fetch). Product cards and announcements pushed while a room streams go into its playlist as
+``EXT-X-DATERANGE`` (``observe``). Names carry the stream's epoch (``{epoch}.{msn}.{part}.m4s``), so a
+cache in front never serves a restarted publisher's old bytes; parts, segments and the init section never
+change once written and are cacheable for a minute, playlists for a second (a blocking one, whose URL
+names its part, for six).
 
 Who may fetch: as the room is. Anonymous viewers where the server allows them, otherwise a token of the room
 (``?token=``, carried into every URI the playlist names, as a player cannot add headers to them).
@@ -16,15 +18,17 @@ Who may fetch: as the room is. Anonymous viewers where the server allows them, o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from protocol import ProtocolError
-from relay.hls import HlsStream, HlsUnavailable
+from relay.hls import DateRange, HlsStream, HlsUnavailable
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
 from signaling.httpauth import HttpAuth, refusal
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 IDLE_AFTER = 30.0  # seconds without a request before a room's stream stops
 _FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
 _PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+_ON_TIMELINE = {"product": ("product",), "announce": ("text", "pinned")}  # what of each event the player gets
 _CORS = {"Access-Control-Allow-Origin": "*"}  # players on a shop's own pages, and caches in front, fetch it
 
 
@@ -118,6 +123,20 @@ class HlsEgress:
                 del self.running[room]
         if self.running:
             self._schedule_reaper()
+
+    def observe(self, room: str, data: dict[str, Any]) -> bool:
+        """A durable event of a room (the hub passes them): a product card or an announcement goes on the
+        timeline of the room's HLS stream, if one runs, at the time the server got it."""
+        running = self.running.get(room)
+        kind = data.get("type")
+        if running is not None and kind in _ON_TIMELINE and isinstance(data.get("seq"), int):
+            at = data.get("server_ts")
+            start = at / 1000 if isinstance(at, int | float) else time.time()
+            payload = {key: data[key] for key in _ON_TIMELINE[kind] if key in data}
+            running.stream.add_daterange(DateRange(f"{kind}-{data['seq']}", f"live-relay.{kind}", start,
+                                                   json.dumps({"type": kind, "seq": data["seq"], **payload},
+                                                              ensure_ascii=False).encode()))
+        return False  # never consumes: the room gets every event as usual
 
     def close(self) -> None:
         if self._reaper is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import json
 import re
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack
 from protocol import Role
-from relay.hls import HlsStream, HlsUnavailable, Part, Segment, blocking_verdict, render_playlist
+from relay.hls import DateRange, HlsStream, HlsUnavailable, Part, Segment, blocking_verdict, render_playlist
 from rtc.fmp4 import parameter_sets
 from tests.conftest import free_port, require_dependency
 
@@ -47,6 +48,18 @@ def test_playlist_lists_parts_of_the_newest_segments_and_hints_the_next_part():
     assert text.count("INDEPENDENT=YES") == 3  # each segment's first part starts at its keyframe
     assert "#EXTINF:1.800," in lines
     assert lines.count("#EXTINF:1.800,") == 4 and lines[-2].startswith("#EXT-X-PART:DURATION=0.300")
+
+
+def test_events_ride_on_the_timeline_as_dateranges_no_text_can_break():
+    segments = [_segment(n, 6) for n in range(5, 8)]  # program dates 1_700_000_010 .. 014
+    hostile = b'"\n#EXT-X-ENDLIST\n,X-EVIL="1'
+    events = [DateRange("product-3", "live-relay.product", 1_700_000_009.0, b"{}"),  # before the first picture
+              DateRange("product-4", "live-relay.product", 1_700_000_011.5, hostile)]
+    lines = render_playlist(segments, 0.3, 4, None, dateranges=events).splitlines()
+    ranges = [line for line in lines if line.startswith("#EXT-X-DATERANGE")]
+    assert ranges == ['#EXT-X-DATERANGE:ID="product-4",CLASS="live-relay.product",'
+                      f'START-DATE="2023-11-14T22:13:31.500Z",X-DATA=0x{hostile.hex().upper()}']
+    assert "#EXT-X-ENDLIST" not in lines and not any("X-EVIL" in line for line in lines)
 
 
 @pytest.mark.parametrize(("newest", "complete", "parts", "msn", "part", "verdict"), [
@@ -178,6 +191,18 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         codec, count = _ffprobe_frames(path)
         assert codec == "h264" and count >= 10
         assert server.relay.hls is not None and set(server.relay.hls.running) == {"show"}
+        # A card pushed while the room streams is on the timeline from the next reload, at the server's time.
+        await host.push_product({"id": "sku-1", "title": 'Tea "Longjing"\n#EXT-X-ENDLIST', "price": "19.90",
+                                 "currency": "EUR", "url": "https://shop.example/p/1",
+                                 "image": "https://shop.example/p/1.jpg"})
+        async with http.get(f"{url}/index.m3u8") as response:  # after the push's ack
+            playlist = await response.text()
+        line = next(line for line in playlist.splitlines() if line.startswith("#EXT-X-DATERANGE"))
+        assert re.match(r'#EXT-X-DATERANGE:ID="product-\d+",CLASS="live-relay.product",START-DATE="[^"]+Z",'
+                        r"X-DATA=0x[0-9A-F]+$", line)
+        card = json.loads(bytes.fromhex(line.split("X-DATA=0x")[1]))
+        assert card["type"] == "product" and card["product"]["title"] == 'Tea "Longjing"\n#EXT-X-ENDLIST'
+        assert "#EXT-X-ENDLIST" not in playlist.splitlines()
         await publisher.close()
 
 
