@@ -1457,6 +1457,22 @@ async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
             return {parts: (d.partList || []).length, canBlockReload: d.canBlockReload, partTarget: d.partTarget,
                     live: d.live}; })()""")
         r["playing"] = await page.evaluate("!window.player.video.paused && window.player.video.currentTime > 1")
+        # A card pushed now reaches the player on its timeline: hls.js parses the EXT-X-DATERANGE and puts a
+        # metadata cue at its media time on the video's text track; the cue's payload is the card.
+        await host.push_product({"id": "sku-hls", "title": "龙井茶 Longjing tea", "price": "199.00", "currency": "CNY",
+                                 "url": "https://shop.example/tea", "image": "https://shop.example/tea.jpg"})
+        r["cue"] = await wait_for(page, """(() => {
+            for (const track of window.player.video.textTracks) {
+                for (const cue of track.cues || []) {
+                    if (String(cue.id || '').startsWith('product-') || (cue.value && cue.value.key === 'X-DATA')) {
+                        const hex = cue.value && cue.value.data;
+                        return {id: cue.id, start: cue.startTime, now: window.player.video.currentTime,
+                                kind: track.kind, hex: typeof hex === 'string' ? hex.slice(0, 20) : String(hex)};
+                    }
+                }
+            }
+            return null; })()""", timeout=20)
+        r["dateranges"] = await page.evaluate("Object.keys(window.player.hls.levels[0].details.dateRanges || {})")
         r["latency_s"] = await page.evaluate("window.player.hls.latency")
         r["fatal_errors"] = await page.evaluate("window.player.errors.filter(e => e.endsWith('(fatal)'))")
         r["width"] = await page.evaluate("window.player.video.videoWidth")

@@ -220,6 +220,9 @@ def test_hls_js_plays_a_h264_show_over_ll_hls(netns):
     assert r["details"]["canBlockReload"] and r["details"]["parts"] > 0 and r["details"]["live"]
     assert abs(r["details"]["partTarget"] - 0.3) < 1e-6
     assert r["fatal_errors"] == []
+    # A card pushed while it plays: a metadata cue at its moment on the video's timeline, carrying the card.
+    assert r["cue"]["kind"] == "metadata" and r["cue"]["id"].startswith("product-")
+    assert r["cue"]["id"] in r["dateranges"] and r["cue"]["hex"].upper().startswith("0X7B22")  # '{"'
 
 
 def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_at_full_size(netns):
