@@ -339,6 +339,7 @@ def create_app(config: ServerConfig) -> web.Application:
         app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:
         app.router.add_get("/", index)
+        app.router.add_get("/static/vendor/hls.js", hls_js)
         app.router.add_static("/static", config.web_root, append_version=False)
     app.on_response_prepare.append(_security_headers)
     app.cleanup_ctx.append(_run_hub)
@@ -370,6 +371,16 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     if request.path == "/" or request.path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
+
+
+async def hls_js(request: web.Request) -> web.StreamResponse:
+    """hls.js for the page's HLS fallback, as npm installed it beside the page (``npm ci --prefix clients/web``)."""
+    root = request.app[SERVER].config.web_root
+    assert root is not None
+    path = Path(root) / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+    if not path.is_file():
+        return web.Response(status=404, text="hls.js is not installed here (npm ci --prefix clients/web)\n")
+    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def index(request: web.Request) -> web.FileResponse:

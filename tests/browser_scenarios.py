@@ -1420,9 +1420,6 @@ def _journey(lang: str, engine: str) -> Any:
     return scenario
 
 
-HLS_JS = Path(__file__).resolve().parent / "interop" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
-
-
 async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """hls.js (npm) in Chromium plays the room's H.264 show over LL-HLS in its low-latency mode: what it
     parsed of the playlist, the frames it decoded, and how far behind live it says it is."""
@@ -1431,7 +1428,7 @@ async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
         publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
         page = await browser.new_page()
         await page.goto(f"{base}/healthz")  # any page of the server's origin (CORS is checked in test_hls.py)
-        await page.add_script_tag(path=str(HLS_JS))
+        await page.add_script_tag(url=f"{base}/static/vendor/hls.js")  # as the server serves it to its page
         r["probe"] = await page.evaluate("""async (url) => { try { const x = await fetch(url);
             return x.status + ' ' + (await x.text()).slice(0, 80); } catch (e) { return String(e); } }""",
                                          f"{base}/hls/show/index.m3u8")
@@ -1481,6 +1478,50 @@ async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
     return r
 
 
+async def hls_fallback(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A viewer who arrives while the node is full for live video (the overload scenario's saturation) sees
+    the show over LL-HLS at once (hls.js from the server), told so, with comments still live; once the node
+    has room, live video takes over and the HLS tile goes."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST, "Host")) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        normal = relay.load.high
+        relay.load.high = 1e-6  # any lateness at all is "saturated" now
+        try:
+            async with asyncio.timeout(20):
+                while not relay.load.saturated:  # noqa: ASYNC110 - the gauge samples on a timer
+                    await asyncio.sleep(0.05)
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            console: list[str] = []
+            phone.on("console", lambda m: console.append(m.text[:200]) if m.type in ("error", "warning") else None)
+            r["console"] = console
+            await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'bea', Role.VIEWER, 'Bea')}")
+            try:
+                r["hls_frames"] = await wait_for(phone, """(() => { const h = window.liveRelay.hls;
+                    const n = h ? h.video.getVideoPlaybackQuality().totalVideoFrames : 0;
+                    return n > 30 ? n : 0; })()""", timeout=40)
+            except TimeoutError:
+                state = await phone.evaluate("""(() => { const h = window.liveRelay.hls; return h && {errors: h.errors,
+                    ready: h.video.readyState, time: h.video.currentTime, paused: h.video.paused, src: h.video.src,
+                    levels: h.hls && h.hls.levels.length, media: Boolean(h.hls && h.hls.media), url: h.hls && h.hls.url,
+                    inDom: document.contains(h.video), frag: h.hls && h.hls.levels[0] && h.hls.levels[0].details
+                    && h.hls.levels[0].details.fragments.length}; })()""")
+                raise AssertionError(f"no HLS frames: {state} {console}") from None
+            r["told"] = await phone.text_content("#status")
+            r["label"] = await phone.text_content("#stage .tile.hls .label")
+            await host.comment("Welcome, HLS viewers")
+            r["comment_shown"] = await wait_for(phone, COMMENT_SHOWN % "Welcome, HLS viewers")
+            await phone.screenshot(path=str(out / "hls-fallback.png"))
+        finally:
+            relay.load.high = normal
+        await wait_for(phone, "window.liveRelay.framesDecoded > 0", timeout=40)
+        r["hls_after"] = await wait_for(phone, "window.liveRelay.hls === null && !document.querySelector('.tile.hls')")
+        r["status_after"] = await phone.text_content("#status")
+        await phone.close()
+        await publisher.close()
+    return r
+
+
 SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromium_zh": _journey("zh", "chromium"),
              "journey_firefox_en": _journey("en", "firefox"), "journey_firefox_zh": _journey("zh", "firefox"),
              "firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
@@ -1489,7 +1530,7 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
-             "languages": languages, "hls_player": hls_player}
+             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback}
 
 
 @contextlib.asynccontextmanager

@@ -40,6 +40,8 @@ def _missing() -> str | None:
         return "needs Debian's firefox-esr (apt-get install firefox-esr)"
     if not (ROOT / "tests" / "interop" / "node_modules" / "puppeteer-core").exists():
         return "needs puppeteer-core (npm ci --prefix tests/interop)"
+    if not (ROOT / "clients" / "web" / "node_modules" / "hls.js").exists():
+        return "needs hls.js for the page (npm ci --prefix clients/web)"
     return None
 
 
@@ -223,6 +225,14 @@ def test_hls_js_plays_a_h264_show_over_ll_hls(netns):
     # A card pushed while it plays: a metadata cue at its moment on the video's timeline, carrying the card.
     assert r["cue"]["kind"] == "metadata" and r["cue"]["id"].startswith("product-")
     assert r["cue"]["id"] in r["dateranges"] and r["cue"]["hex"].upper().startswith("0X7B22")  # '{"'
+
+
+def test_a_viewer_the_node_cannot_take_live_watches_over_hls_then_live(netns):
+    r = run_scenario(netns, "hls_fallback")
+    assert r["hls_frames"] > 30 and r["label"] == "HLS"
+    assert r["told"] == "Live video is full right now: playing over HLS, a second or two behind"
+    assert r["comment_shown"]  # the chat stays live meanwhile
+    assert r["hls_after"] and r["status_after"] == ""  # live video took over, the HLS tile went
 
 
 def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_at_full_size(netns):

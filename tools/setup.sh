@@ -51,6 +51,7 @@ fi
 
 if command -v npm >/dev/null 2>&1; then
     npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+    npm ci --prefix clients/web --no-audit --no-fund --loglevel=error >/dev/null  # hls.js, the page's HLS player
 fi
 
 python3 -m venv .venv

@@ -3,6 +3,7 @@
 
 import { params, t } from "./context.js";
 import { loopbackOnly, refusesLoopback } from "./ice.js";
+import { fallBackToHls } from "./fallback.js";
 import { setStatus } from "./stage.js";
 
 // ---------------------------------------------------------------------------------------------------
@@ -112,7 +113,10 @@ export class Viewing {
     const pc = this.pc = new RTCPeerConnection({ iceServers: iceServersOf(this.ch) });
     // No video at all (a network that blocks the server's media port): said, beside the comments that work.
     pc.addEventListener("connectionstatechange", () => {
-      if (pc === this.pc && pc.connectionState === "failed") setStatus(pc.liveRelayHint || t("media.blocked_view"));
+      if (pc === this.pc && pc.connectionState === "failed") {
+        setStatus(pc.liveRelayHint || t("media.blocked_view"));
+        fallBackToHls(t("hls.blocked")); // the show over plain HTTP instead, where it has HLS
+      }
     });
     const [video, audio] = ["video", "audio"].map((kind) => this.pc.addTransceiver(kind, { direction: "recvonly" }));
     const started = performance.now();

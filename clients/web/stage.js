@@ -3,6 +3,7 @@
 
 import { app } from "./state.js";
 import { $, roomName, t } from "./context.js";
+import { fallBackToHls, stopHls } from "./fallback.js";
 import { Viewing, firstFrame } from "./media.js";
 
 // ---------------------------------------------------------------------------------------------------
@@ -81,12 +82,15 @@ export async function showPublisher(publisher, user, attempt = 0) {
       app.ch.send({ type: "client_stats", first_frame_ms: ms });
     });
     playWithSound(video);
+    stopHls(); // live video after all: the HLS stand-in goes
     if (attempt) setStatus("");
   } catch (err) {
     app.tiles.delete(publisher);
     if (err.code === "overloaded" && attempt < 10) {
-      // The server is full for a moment and said when to come back: comments and cards go on meanwhile.
-      setStatus(t("crowd"));
+      // The server is full for a moment and said when to come back: comments and cards go on meanwhile, and
+      // the show plays over HLS until live video has room (where the show has HLS).
+      setStatus(app.hls ? app.hls.reason : t("crowd"));
+      fallBackToHls(t("hls.full"));
       window.liveRelay.busyRetries = attempt + 1;
       setTimeout(() => showPublisher(publisher, user, attempt + 1), err.retryAfterMs || 2000);
       return;

@@ -7,6 +7,7 @@ export const app = {
   myPublisher: null, // this page's own publication's media id, never a tile
   viewing: null, // one Viewing per channel: every video this page watches on one connection (stage.js)
   tiles: new Map(), // publisher id -> { sub, el, publisher } (stage.js)
+  hls: null, // { video, hls, el, reason } while the show plays over LL-HLS instead (fallback.js)
   roomState: { publishers: [], pk: null }, // what the room says of its publishers and PK (live.js)
   soundOn: localStorage.getItem("live-relay:sound") === "on", // one tap for sound, remembered (stage.js)
   askedQuality: new Map(), // the video quality each subscription last asked for (stage.js)
