@@ -46,9 +46,12 @@ class _Track:
 
 
 class MediaFileWriter:
-    def __init__(self, path: str, codecs: dict[str, str]) -> None:
-        """``codecs``: kind -> codec name (``{"video": "vp8", "audio": "opus"}``)."""
+    def __init__(self, path: str | Any, codecs: dict[str, str], cluster_ms: int = 1000) -> None:
+        """``codecs``: kind -> codec name (``{"video": "vp8", "audio": "opus"}``). ``path``: a file name, or an
+        object with ``write`` (a live Matroska stream, as restreaming feeds FFmpeg), clusters of at most
+        ``cluster_ms``."""
         self.path = path
+        self.cluster_ms = cluster_ms
         self.codecs = {kind: name.lower() for kind, name in codecs.items()}
         self.container: Any = None
         self.tracks: dict[str, _Track] = {}
@@ -85,8 +88,9 @@ class MediaFileWriter:
     def _open(self, first_video: bytes) -> None:
         # Clusters of at most a second, written out as they close: a crash loses about a second, not the 5 s
         # (or the whole file before its first cluster) the muxer would otherwise hold in memory.
-        self.container = av.open(self.path, "w", format="webm" if self.path.endswith(".webm") else "matroska",
-                                 options={"cluster_time_limit": "1000", "flush_packets": "1"})
+        webm = isinstance(self.path, str) and self.path.endswith(".webm")
+        self.container = av.open(self.path, "w", format="webm" if webm else "matroska",
+                                 options={"cluster_time_limit": str(self.cluster_ms), "flush_packets": "1"})
         for kind, name in self.codecs.items():
             if kind == "video":
                 stream: Any = self.container.add_stream(name, rate=30)

@@ -43,6 +43,7 @@ from signaling.metrics import ServerMetrics
 from signaling.moderation import Moderation
 from signaling.overload import LagGauge, LoopWatch
 from signaling.recording import RecordingControl, Recordings, add_recording_routes
+from signaling.restream import RestreamError, Restreams
 from signaling.review import CommentReview
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
 from signaling.ticker import Ticker
@@ -86,6 +87,7 @@ class RelayServer:
         self._gauge_labels: dict[int, set[str]] = {}  # label values each labelled media gauge was ever set for
         self.recordings: Recordings | None = None
         self.hls: HlsEgress | None = None  # set by create_app when the node relays media
+        self.restreams = Restreams(self.media.router) if self.media is not None else None
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
             self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
                                          config.record_max_bytes, hub.spawn, record_all=bool(config.record_dir))
@@ -198,6 +200,8 @@ class RelayServer:
             await self.recordings.close()
         if self.hls is not None:
             self.hls.close()
+        if self.restreams is not None:
+            await self.restreams.close()
         if self.media is not None:
             await self.media.close()
         if self.analytics_writer is not None:
@@ -335,6 +339,8 @@ def create_app(config: ServerConfig) -> web.Application:
         return web.json_response({"room": room, "live": rooms})
 
     app.router.add_get("/api/rooms/{room}/live-rooms", live_rooms)
+    if server.media is not None:
+        add_restream_routes(app, server, host_only)
     if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
         app.add_routes(server.analytics.routes(auth, refusal))
     if config.web_root:
@@ -371,6 +377,39 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     if request.path == "/" or request.path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
+
+
+def add_restream_routes(app: web.Application, server: RelayServer,
+                        host_only: Callable[[Callable[[web.Request, str], Awaitable[web.StreamResponse]]],
+                                            Callable[[web.Request], Awaitable[web.StreamResponse]]]) -> None:
+    """A room's restreaming destinations (signaling/restream.py), for its hosts: list, add, remove."""
+    restreams = server.restreams
+    assert restreams is not None
+
+    @host_only
+    async def listed(request: web.Request, room: str) -> web.StreamResponse:
+        return web.json_response({"room": room, "destinations": restreams.list(room)})
+
+    @host_only
+    async def added(request: web.Request, room: str) -> web.StreamResponse:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise RestreamError("send a JSON object: {\"url\": \"rtmp://...\", \"key\": \"...\"}")
+            return web.json_response(restreams.add(room, body.get("url"), body.get("key")), status=201)
+        except (RestreamError, ValueError) as exc:
+            reason = str(exc) if isinstance(exc, RestreamError) else "the body is not JSON"
+            return web.Response(status=400, text=f"bad_request: {reason}\n")
+
+    @host_only
+    async def removed(request: web.Request, room: str) -> web.StreamResponse:
+        if await restreams.remove(room, request.match_info["destination"]):
+            return web.Response(status=204)
+        return web.Response(status=404, text="not_found: no such destination\n")
+
+    app.router.add_get("/api/rooms/{room}/restreams", listed)
+    app.router.add_post("/api/rooms/{room}/restreams", added)
+    app.router.add_delete("/api/rooms/{room}/restreams/{destination}", removed)
 
 
 async def hls_js(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,171 @@
+"""Restreaming (signaling/restream.py) to a platform: a stand-in platform, nginx with Debian's RTMP module
+that checks the stream key through its on_publish hook as the platforms do, on loopback. A host adds the
+destination over HTTP; ffprobe reads what the platform got (H.264 passed through, AAC); a wrong key is
+refused, retried, then "failed" with the platform's reason and never the key; the host removes it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from clients.client import LiveClient
+from clients.ingest_doors import NGINX_RTMP_MODULE
+from clients.media import MediaSession
+from clients.sources import CounterVideoTrack, ToneAudioTrack
+from protocol import Role
+from signaling.restream import explain_refusal, redact
+from tests.conftest import free_port, require_dependency
+
+GOOD_KEY = "live_7f3a9c-good"
+
+PLATFORM = """load_module {module};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 64; }}
+rtmp {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        application live {{
+            live on;
+            record off;
+            on_publish http://127.0.0.1:{hook}/publish;
+            allow play 127.0.0.1;
+            deny play all;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[int]:
+    """A stand-in for a streaming platform's RTMP ingest: nginx-rtmp, keys checked by a hook of ours."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and shutil.which("ffmpeg") else
+                       "nginx, libnginx-mod-rtmp and ffmpeg (tools/setup.sh installs them)")
+
+    async def on_publish(request: web.Request) -> web.Response:
+        form = await request.post()
+        return web.Response(status=200 if form.get("name") == GOOD_KEY else 403)
+
+    hook = web.Application()
+    hook.router.add_post("/publish", on_publish)
+    runner = web.AppRunner(hook)
+    await runner.setup()
+    hook_port, port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    config = tmp_path / "platform.conf"
+    config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, dir=tmp_path, port=port, hook=hook_port))
+    proc = await asyncio.create_subprocess_exec(nginx, "-c", str(config), "-e", "stderr",
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(10):
+            while not (tmp_path / "nginx.pid").exists():  # noqa: ASYNC110 - nginx says so by its pid file
+                await asyncio.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await runner.cleanup()
+
+
+async def _destinations(http: aiohttp.ClientSession, base: str, token: str) -> list[dict]:
+    async with http.get(f"{base}/api/rooms/show/restreams", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200
+        return (await r.json())["destinations"]
+
+
+async def _until(http: aiohttp.ClientSession, base: str, token: str, wanted: str, timeout: float) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await _destinations(http, base, token)
+            if found and found[-1]["state"] == wanted:
+                return found[-1]
+            await asyncio.sleep(0.2)
+
+
+def _probe(url: str) -> list[str]:
+    result = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "10000000", "-show_entries", "stream=codec_name",
+                             "-of", "csv=p=0", url], capture_output=True, text=True, timeout=30)
+    return sorted(result.stdout.split())
+
+
+@pytest.mark.parametrize(("ffmpeg_said", "told"), [
+    ("***: Connection refused", "nothing answers at that address and port: ***: Connection refused"),
+    ("***: Input/output error", "the platform closed the connection before taking the stream (a wrong or expired "
+                                "stream key?): ***: Input/output error"),
+    ("Unknown error", "Unknown error"),
+])
+def test_refusals_are_explained(ffmpeg_said, told):
+    assert explain_refusal(ffmpeg_said) == told
+
+
+def test_keys_are_cut_out_of_what_ffmpeg_says():
+    said = "rtmp://a.rtmp.youtube.com/live2/abcd-1234: I/O error; key abcd-1234"
+    assert redact(said, ["rtmp://a.rtmp.youtube.com/live2/abcd-1234", "abcd-1234"]) == "***: I/O error; key ***"
+
+
+async def test_a_host_restreams_the_show_to_a_platform(server, platform):
+    host_token = server.token("show", "host", Role.HOST)
+    headers = {"Authorization": f"Bearer {host_token}"}
+    base = server.base
+    async with LiveClient(server.ws_url, "show", host_token) as host, aiohttp.ClientSession() as http:
+        url = f"{base}/api/rooms/show/restreams"
+        async with http.post(url, json={"url": f"rtmp://127.0.0.1:{platform}/live", "key": GOOD_KEY},
+                             headers=headers) as r:
+            assert r.status == 400 and "go live first" in await r.text()
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()],
+                                               video_codec="H264")
+        async with asyncio.timeout(10):
+            while not server.relay.media.router.publishers_of("show"):  # noqa: ASYNC110 - the router's own state
+                await asyncio.sleep(0.1)
+        async with http.post(url, json={"url": f"rtmp://127.0.0.1:{platform}/live", "key": GOOD_KEY},
+                             headers=headers) as r:
+            assert r.status == 201
+            added = await r.json()
+        assert added["state"] == "connecting" and GOOD_KEY not in str(added)
+        live = await _until(http, base, host_token, "live", 30)
+        assert live["id"] == added["id"] and live["reason"] == ""
+        # What the platform got: the H.264 as the host's encoder made it, and AAC.
+        streams = await asyncio.to_thread(_probe, f"rtmp://127.0.0.1:{platform}/live/{GOOD_KEY}")
+        assert streams == ["aac", "h264"]
+
+        # A wrong key: refused by the platform, retried, then failed with its reason and without the key.
+        started = time.monotonic()
+        async with http.post(url, json={"url": f"rtmp://127.0.0.1:{platform}/live", "key": "wrong-key-123"},
+                             headers=headers) as r:
+            assert r.status == 201
+        failed = await _until(http, base, host_token, "failed", 40)
+        assert failed["attempts"] == 4 and "wrong-key-123" not in str(failed)
+        assert failed["reason"].startswith("the platform closed the connection before taking the stream")
+        assert time.monotonic() - started > 1 + 2 + 4  # it backed off between its tries
+        # The show went on meanwhile: the first destination is still live.
+        listed = await _destinations(http, base, host_token)
+        assert [d["state"] for d in listed] == ["live", "failed"]
+        assert "wrong-key-123" not in str(listed) and GOOD_KEY not in str(listed)
+
+        # Bad requests and who may ask.
+        for body in ({"url": "http://example.com/live", "key": "k"}, {"url": f"rtmp://127.0.0.1:{platform}/live"},
+                     ["not", "an", "object"]):
+            async with http.post(url, json=body, headers=headers) as r:
+                assert r.status == 400
+        viewer = {"Authorization": f"Bearer {server.token('show', 'bea')}"}
+        async with http.get(url, headers=viewer) as r:
+            assert r.status == 403
+        for destination in listed:
+            async with http.delete(f"{url}/{destination['id']}", headers=headers) as r:
+                assert r.status == 204
+        assert await _destinations(http, base, host_token) == []
+        await publisher.close()
