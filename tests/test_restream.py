@@ -50,7 +50,7 @@ rtmp {{
 
 
 @pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[int]:
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     """A stand-in for a streaming platform's RTMP ingest: nginx-rtmp, keys checked by a hook of ours."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and shutil.which("ffmpeg") else
@@ -68,17 +68,34 @@ async def platform(tmp_path: Path) -> AsyncIterator[int]:
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     config = tmp_path / "platform.conf"
     config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, dir=tmp_path, port=port, hook=hook_port))
-    proc = await asyncio.create_subprocess_exec(nginx, "-c", str(config), "-e", "stderr",
-                                                stderr=asyncio.subprocess.DEVNULL)
+    stand_in = Platform(nginx, config, tmp_path / "nginx.pid", port)
     try:
-        async with asyncio.timeout(10):
-            while not (tmp_path / "nginx.pid").exists():  # noqa: ASYNC110 - nginx says so by its pid file
-                await asyncio.sleep(0.05)
-        yield port
+        await stand_in.start()
+        yield stand_in
     finally:
-        proc.terminate()
-        await proc.wait()
+        await stand_in.stop()
         await runner.cleanup()
+
+
+class Platform:
+    """The stand-in platform's nginx: ``port``; ``stop`` and ``start`` again (a platform that drops)."""
+
+    def __init__(self, nginx: str, config: Path, pid: Path, port: int) -> None:
+        self.nginx, self.config, self.pid, self.port = nginx, config, pid, port
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.pid.unlink(missing_ok=True)
+        self.proc = await asyncio.create_subprocess_exec(self.nginx, "-c", str(self.config), "-e", "stderr",
+                                                         stderr=asyncio.subprocess.DEVNULL)
+        async with asyncio.timeout(10):
+            while not self.pid.exists():  # noqa: ASYNC110 - nginx says it listens by its pid file
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
 
 
 async def _destinations(http: aiohttp.ClientSession, base: str, token: str) -> list[dict]:
@@ -118,6 +135,7 @@ def test_keys_are_cut_out_of_what_ffmpeg_says():
 
 
 async def test_a_host_restreams_the_show_to_a_platform(server, platform):
+    stand_in, platform = platform, platform.port
     host_token = server.token("show", "host", Role.HOST)
     headers = {"Authorization": f"Bearer {host_token}"}
     base = server.base
@@ -140,6 +158,19 @@ async def test_a_host_restreams_the_show_to_a_platform(server, platform):
         assert live["id"] == added["id"] and live["reason"] == ""
         # What the platform got: the H.264 as the host's encoder made it, and AAC.
         streams = await asyncio.to_thread(_probe, f"rtmp://127.0.0.1:{platform}/live/{GOOD_KEY}")
+        assert streams == ["aac", "h264"]
+
+        # The platform drops (restarts): the push retries, and is live again once it is back.
+        await stand_in.stop()
+        retrying = await _until(http, base, host_token, "retrying", 20)
+        assert retrying["attempts"] == 1 and GOOD_KEY not in str(retrying)
+        await stand_in.start()
+        again = await _until(http, base, host_token, "live", 30)
+        assert again["attempts"] >= 1
+        for _ in range(3):  # (a probe that joins before the new push's first keyframe sees the audio alone)
+            streams = await asyncio.to_thread(_probe, f"rtmp://127.0.0.1:{platform}/live/{GOOD_KEY}")
+            if streams == ["aac", "h264"]:
+                break
         assert streams == ["aac", "h264"]
 
         # A wrong key: refused by the platform, retried, then failed with its reason and without the key.
