@@ -1522,6 +1522,38 @@ async def hls_fallback(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     return r
 
 
+async def restream_studio(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host adds a destination in the studio (a stand-in platform: nginx-rtmp checking the key, as in
+    tests/test_restream.py): the list shows it going live; the key is in no page the host sees afterwards; a
+    wrong URL is refused with the reason."""
+    from tests.test_restream import GOOD_KEY, stand_in_platform
+
+    r: dict[str, Any] = {}
+    async with stand_in_platform(out) as platform, \
+            LiveClient(ws, "show", token("show", "host", Role.HOST, "Host")) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        studio = await browser.new_page()
+        await studio.goto(f"{base}/?view=host&room=show&token={token('show', 'producer', Role.HOST, 'Producer')}")
+        await wait_for(studio, "window.liveRelay.channel && window.liveRelay.channel.joined")
+        await studio.fill("#restream-form [name=url]", "ftp://nowhere")
+        await studio.fill("#restream-form [name=key]", "x")
+        await studio.click("#restream-form button")
+        r["refused"] = await wait_for(studio, "document.querySelector('#restream-result').textContent || null")
+        await studio.fill("#restream-form [name=url]", f"rtmp://127.0.0.1:{platform.port}/live")
+        await studio.fill("#restream-form [name=key]", GOOD_KEY)
+        await studio.click("#restream-form button")
+        r["live"] = await wait_for(studio, "(() => { const li = document.querySelector('#restreams li');"
+                                           " return li && li.dataset.state === 'live' ? li.textContent : null; })()",
+                                   timeout=40)
+        r["key_field"] = await studio.input_value("#restream-form [name=key]")
+        r["key_in_page"] = await studio.evaluate(f"document.documentElement.outerHTML.includes({GOOD_KEY!r})")
+        await studio.screenshot(path=str(out / "host-restream.png"), full_page=True)
+        await studio.click("#restreams li button")
+        r["removed"] = await wait_for(studio, "document.querySelectorAll('#restreams li').length === 0")
+        await publisher.close()
+    return r
+
+
 SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromium_zh": _journey("zh", "chromium"),
              "journey_firefox_en": _journey("en", "firefox"), "journey_firefox_zh": _journey("zh", "firefox"),
              "firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
@@ -1530,7 +1562,8 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
-             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback}
+             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback,
+             "restream_studio": restream_studio}
 
 
 @contextlib.asynccontextmanager

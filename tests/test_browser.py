@@ -235,6 +235,14 @@ def test_a_viewer_the_node_cannot_take_live_watches_over_hls_then_live(netns):
     assert r["hls_after"] and r["status_after"] == ""  # live video took over, the HLS tile went
 
 
+def test_a_host_restreams_from_the_studio(netns):
+    r = run_scenario(netns, "restream_studio")
+    assert r["refused"].startswith("Not added: url must be rtmp://")
+    assert r["live"].startswith("rtmp://127.0.0.1:") and "· live" in r["live"]
+    assert r["key_field"] == "" and not r["key_in_page"]  # the page keeps no copy of the key
+    assert r["removed"]
+
+
 def test_an_obs_style_simulcast_stream_listing_full_size_first_reaches_viewers_at_full_size(netns):
     # OBS 31 lists rid "0" (the full picture) first; the offer's order once made "0" the lowest layer, and
     # viewers stayed on the smallest one for good.

@@ -6,6 +6,7 @@ refused, retried, then "failed" with the platform's reason and never the key; th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import time
@@ -49,12 +50,12 @@ rtmp {{
 """
 
 
-@pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    """A stand-in for a streaming platform's RTMP ingest: nginx-rtmp, keys checked by a hook of ours."""
+@contextlib.asynccontextmanager
+async def stand_in_platform(directory: Path) -> AsyncIterator[Platform]:
+    """A stand-in for a streaming platform's RTMP ingest: nginx-rtmp, keys checked by a hook of ours
+    (GOOD_KEY only). Also run by the studio's browser scenario."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and shutil.which("ffmpeg") else
-                       "nginx, libnginx-mod-rtmp and ffmpeg (tools/setup.sh installs them)")
+    assert nginx is not None
 
     async def on_publish(request: web.Request) -> web.Response:
         form = await request.post()
@@ -66,15 +67,24 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     await runner.setup()
     hook_port, port = free_port(), free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
-    config = tmp_path / "platform.conf"
-    config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, dir=tmp_path, port=port, hook=hook_port))
-    stand_in = Platform(nginx, config, tmp_path / "nginx.pid", port)
+    config = directory / "platform.conf"
+    config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, dir=directory, port=port, hook=hook_port))
+    stand_in = Platform(nginx, config, directory / "nginx.pid", port)
     try:
         await stand_in.start()
         yield stand_in
     finally:
         await stand_in.stop()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and shutil.which("ffmpeg") else
+                       "nginx, libnginx-mod-rtmp and ffmpeg (tools/setup.sh installs them)")
+    async with stand_in_platform(tmp_path) as stand_in:
+        yield stand_in
 
 
 class Platform:

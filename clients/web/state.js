@@ -13,6 +13,7 @@ export const app = {
   askedQuality: new Map(), // the video quality each subscription last asked for (stage.js)
   resizeTimer: null,
   rejoinMedia: false, liveStream: null, // a host's camera, republished after a reconnect (studio.js)
+  restreamTimer: null, // the restream list's refresh, while it has destinations (studio.js)
   cardTimer: null, countdownTimer: null, chipTimer: null, // the product card's and chips' clocks (shop.js)
   seenProducts: new Set(), // products whose card this viewer saw (one impression each)
   cardsSeen: new Map(), // product id -> { product, endsAt } of every card pushed while here (the last 50)

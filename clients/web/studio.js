@@ -145,6 +145,43 @@ export function wireCatalog() {
   };
 }
 
+// Restreaming: the same show pushed to other platforms (server URL + stream key). The server keeps the key and
+// never shows it back; this list says each destination's state in the platform's words, every 2 s while any.
+const RESTREAM_STATES = ["connecting", "live", "retrying", "failed"];
+async function restreamsRequest(path, options = {}) {
+  return fetch(`/api/rooms/${encodeURIComponent(roomName)}/restreams${path}`, {
+    ...options, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" } });
+}
+export async function refreshRestreams() {
+  clearTimeout(app.restreamTimer);
+  const resp = await restreamsRequest("").catch(() => null);
+  if (!resp || !resp.ok) return;
+  const { destinations } = await resp.json();
+  const list = $("#restreams"); list.replaceChildren();
+  for (const d of destinations) {
+    const li = document.createElement("li"); li.dataset.state = d.state;
+    const state = RESTREAM_STATES.includes(d.state) ? t(`host.restream_${d.state}`) : d.state;
+    li.textContent = `${d.url} · ${state}${d.reason ? ` · ${d.reason}` : ""}`;
+    const remove = document.createElement("button"); remove.type = "button"; remove.textContent = t("host.restream_remove");
+    remove.onclick = async () => { await restreamsRequest(`/${encodeURIComponent(d.id)}`, { method: "DELETE" }); refreshRestreams(); };
+    li.append(" ", remove); list.append(li);
+  }
+  if (destinations.length) app.restreamTimer = setTimeout(refreshRestreams, 2000);
+}
+export function wireRestreams() {
+  const form = $("#restream-form"); const result = $("#restream-result");
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    result.textContent = "";
+    const resp = await restreamsRequest("", { method: "POST", body: JSON.stringify({ url: form.url.value.trim(), key: form.key.value.trim() }) })
+      .catch((err) => ({ ok: false, text: async () => err.message }));
+    if (!resp.ok) { result.textContent = t("host.restream_bad", { reason: (await resp.text()).trim().replace(/^bad_request: /, "") }); return; }
+    form.key.value = ""; // the server has it; the page keeps no copy
+    refreshRestreams();
+  };
+  refreshRestreams();
+}
+
 export function wireHost() {
   $("#host-panel").hidden = false;
   $("#go-live").onclick = () => { $("#show-ended").hidden = true; goLive().catch((e) => setStatus(t("error.camera", { reason: e.message }))); };
@@ -178,6 +215,7 @@ export function wireHost() {
     .catch((err) => setStatus(err.message));
   watchNumbers();
   wireCatalog();
+  wireRestreams();
   // The assistant: off, answering by itself, or suggesting answers for the host to approve.
   const mode = $("#assistant-mode");
   mode.onchange = () => app.ch.request(mode.value === "off" ? { type: "assistant", on: false }
