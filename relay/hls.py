@@ -13,8 +13,8 @@ that part, or says why it will not. Product cards and announcements ride on the 
 however far behind live it plays.
 
 Bounded: the segments kept, the parts kept (only for the last ``PART_SEGMENTS`` segments), one open part.
-Video only, H.264 only (what HLS players decode everywhere): a publisher sending VP8 or VP9 gets no HLS
-egress (``HlsUnavailable``), the transcode the issue asks for is not built.
+H.264 video only (what HLS players decode everywhere): a publisher sending VP8 or VP9 gets no HLS egress
+(``HlsUnavailable``), the transcode the issue asks for is not built. Its Opus audio goes in as AAC.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from rtc.fmp4 import Fmp4Writer
+from rtc.fmp4 import AacFmp4Writer, Fmp4Writer
 
 PART_SEGMENTS = 3  # segments (the newest) whose parts the playlist lists; older ones by EXTINF alone
 MAX_DATERANGES = 64  # the newest events a playlist carries (older ones fall out with their segments anyway)
@@ -42,7 +42,8 @@ class HlsUnavailable(Exception):
 class Part:
     duration: float
     independent: bool  # begins with a keyframe
-    data: bytes = b""
+    data: bytes = b""  # the video's fragments
+    audio: bytes = b""  # the audio rendition's fragments for the same span
 
 
 @dataclass(slots=True)
@@ -76,11 +77,14 @@ def _date(ts: float) -> str:
 
 
 def render_playlist(segments: list[Segment], part_target: float, target_duration: int,
-                    preload_hint: tuple[int, int] | None, init_uri: str = "init.mp4",
+                    preload_hint: tuple[int, int] | None, prefix: str = "",
                     dateranges: list[DateRange] | None = None) -> str:
     """The media playlist for ``segments`` (oldest first; the last may be incomplete): every complete one
     by EXTINF, the parts of the newest ``PART_SEGMENTS`` (the incomplete one's so far), and a preload hint
-    for part ``preload_hint`` = (msn, index) when one is being written. Durations in seconds, 3 decimals."""
+    for part ``preload_hint`` = (msn, index) when one is being written. Durations in seconds, 3 decimals.
+    ``prefix`` names a rendition's files (``""``: the video's ``init.mp4``, ``part{msn}.{i}.m4s``,
+    ``seg{msn}.m4s``; ``"a"``: the audio's ``ainit.mp4``...): both renditions share segments and parts."""
+    init_uri = f"{prefix}init.mp4"
     lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{target_duration}",
              "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
              f"PART-HOLD-BACK={3 * part_target:.3f}",
@@ -98,14 +102,27 @@ def render_playlist(segments: list[Segment], part_target: float, target_duration
         if segment.msn in with_parts:
             for index, part in enumerate(segment.parts):
                 independent = ",INDEPENDENT=YES" if part.independent else ""
-                lines.append(f'#EXT-X-PART:DURATION={part.duration:.3f},URI="part{segment.msn}.{index}.m4s"'
+                lines.append(f'#EXT-X-PART:DURATION={part.duration:.3f},URI="{prefix}part{segment.msn}.{index}.m4s"'
                              f"{independent}")
         if segment.complete:
-            lines += [f"#EXTINF:{segment.duration:.3f},", f"seg{segment.msn}.m4s"]
+            lines += [f"#EXTINF:{segment.duration:.3f},", f"{prefix}seg{segment.msn}.m4s"]
     if preload_hint is not None:
         msn, index = preload_hint
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part{msn}.{index}.m4s"')
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{prefix}part{msn}.{index}.m4s"')
     return "\n".join(lines) + "\n"
+
+
+def render_master(video_codec: str, audio_codec: str | None, bandwidth: int) -> str:
+    """The multivariant playlist of a stream with an audio rendition: the video (``video.m3u8``) and its
+    sound (``audio.m3u8``), as LL-HLS carries them (each rendition its own fMP4)."""
+    if audio_codec is None:
+        return ("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+                f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{video_codec}"\nvideo.m3u8\n')
+    return ("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+            '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",'
+            'URI="audio.m3u8"\n'
+            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{video_codec},{audio_codec}",AUDIO="audio"\n'
+            "video.m3u8\n")
 
 
 def blocking_verdict(segments: list[Segment], msn: int, part: int | None) -> str:
@@ -135,7 +152,7 @@ class HlsStream:
 
     def __init__(self, codec: str, part_target: float = 0.3, segment_target: float = 2.0,
                  max_segment: float = 4.0, keep_segments: int = 6,
-                 request_keyframe: Callable[[], None] | None = None) -> None:
+                 request_keyframe: Callable[[], None] | None = None, audio: bool = False) -> None:
         if codec.lower() != "h264":
             raise HlsUnavailable(f"HLS needs H.264 video; this show sends {codec.upper()}")
         self.part_target = part_target
@@ -144,6 +161,9 @@ class HlsStream:
         self.target_duration = math.ceil(max_segment)
         self._request_keyframe = request_keyframe or (lambda: None)
         self._writer = Fmp4Writer("h264")
+        self._audio = AacFmp4Writer() if audio else None
+        self._audio_origin: int | None = None  # the Opus RTP time at the video's time 0
+        self._video_started_at: float | None = None
         self.segments: deque[Segment] = deque(maxlen=keep_segments)
         self.dateranges: deque[DateRange] = deque(maxlen=MAX_DATERANGES)
         self._msn = 0
@@ -157,6 +177,21 @@ class HlsStream:
     @property
     def init(self) -> bytes | None:
         return self._writer.init_section
+
+    @property
+    def audio_init(self) -> bytes | None:
+        return self._audio.init_section if self._audio is not None else None
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    def master(self) -> str:
+        """The multivariant playlist (its CODECS from the video's SPS once known)."""
+        bandwidth = max(100_000, int(sum(len(p.data) + len(p.audio) for s in self.segments for p in s.parts) * 8
+                                     / max(0.1, sum(s.duration for s in self.segments))))
+        return render_master(self._writer.codec_string or "avc1.42e01f",
+                             self._audio.codec_string if self._audio is not None else None, bandwidth)
 
     def add_frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
         """One H.264 access unit (Annex B) with its 90 kHz RTP timestamp."""
@@ -176,8 +211,11 @@ class HlsStream:
         # The muxer writes a frame out when the next one comes (it needs its duration): what it writes now
         # is everything before this frame, so the part closes with exactly its own frames.
         self._writer.write(data, ts, keyframe)
+        if self._video_started_at is None:
+            self._video_started_at = time.monotonic()
         if closing is not None:
-            self._close_part(closing[0], closing[1], self._writer.take())
+            audio = self._audio.take() if self._audio is not None else b""
+            self._close_part(closing[0], closing[1], self._writer.take(), audio)
         if not self.segments or self.segments[-1].complete:
             self.segments.append(Segment(self._msn, time.time()))
             self._msn += 1
@@ -186,11 +224,21 @@ class HlsStream:
             self._part_keyframe = keyframe
         self.frames += 1
 
-    def _close_part(self, elapsed: float, ends_segment: bool, data: bytes) -> None:
+    def add_audio(self, data: bytes, timestamp: int) -> None:
+        """One Opus frame (48 kHz RTP timestamp), as AAC into the audio rendition's open part (a stream made
+        with ``audio``). Dropped until the video has started; the first one is placed by when it arrived
+        after the video's first frame (the two RTP clocks share no origin without the sender's reports)."""
+        if self.closed or self._audio is None or self._video_started_at is None:
+            return
+        if self._audio_origin is None:
+            self._audio_origin = timestamp - round((time.monotonic() - self._video_started_at) * 48000)
+        self._audio.write_opus(data, timestamp, self._audio_origin)
+
+    def _close_part(self, elapsed: float, ends_segment: bool, data: bytes, audio: bytes = b"") -> None:
         # A part's duration is the media it holds, up to the next part; a long gap between frames is
         # capped at the target (the playlist's promise), the fragments' own times stay exact.
         segment = self.segments[-1]
-        segment.parts.append(Part(min(elapsed, self.part_target), self._part_keyframe, data))
+        segment.parts.append(Part(min(elapsed, self.part_target), self._part_keyframe, data, audio))
         segment.complete = ends_segment
         self._part_start = None
         self._drop_old_parts()
@@ -201,7 +249,8 @@ class HlsStream:
         for segment in list(self.segments)[:-PART_SEGMENTS]:
             if not segment.merged:
                 # No longer listed part by part: its bytes kept once, as the segment.
-                segment.parts = [Part(segment.duration, True, b"".join(p.data for p in segment.parts))]
+                segment.parts = [Part(segment.duration, True, b"".join(p.data for p in segment.parts),
+                                      b"".join(p.audio for p in segment.parts))]
                 segment.merged = True
 
     def _ask_keyframe(self) -> None:
@@ -217,25 +266,27 @@ class HlsStream:
         newest = self.segments[-1]
         return (newest.msn + 1, 0) if newest.complete else (newest.msn, len(newest.parts))
 
-    def playlist(self) -> str:
+    def playlist(self, audio: bool = False) -> str:
+        """The video's media playlist (with the timeline's events), or the audio rendition's."""
         return render_playlist(list(self.segments), self.part_target, self.target_duration, self.preload_hint,
-                               dateranges=list(self.dateranges))
+                               prefix="a" if audio else "", dateranges=None if audio else list(self.dateranges))
 
     def add_daterange(self, event: DateRange) -> None:
         """An event at ``event.start``; the playlist carries it from its next reload (no new part needed)."""
         if not self.closed:
             self.dateranges.append(event)
 
-    def part(self, msn: int, index: int) -> bytes | None:
+    def part(self, msn: int, index: int, audio: bool = False) -> bytes | None:
         for segment in self.segments:
             if segment.msn == msn and not segment.merged and index < len(segment.parts):
-                return segment.parts[index].data
+                part = segment.parts[index]
+                return part.audio if audio else part.data
         return None
 
-    def segment(self, msn: int) -> bytes | None:
+    def segment(self, msn: int, audio: bool = False) -> bytes | None:
         for segment in self.segments:
             if segment.msn == msn and segment.complete:
-                return b"".join(part.data for part in segment.parts)
+                return b"".join(part.audio if audio else part.data for part in segment.parts)
         return None
 
     async def wait(self, msn: int, part: int | None, timeout: float) -> str:
@@ -256,3 +307,6 @@ class HlsStream:
     def close(self) -> None:
         self.closed = True
         self._changed.set()
+        self._writer.close()
+        if self._audio is not None:
+            self._audio.close()

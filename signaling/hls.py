@@ -36,7 +36,8 @@ from signaling.httpauth import HttpAuth, refusal
 log = logging.getLogger(__name__)
 
 IDLE_AFTER = 30.0  # seconds without a request before a room's stream stops
-_FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
+_FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?P<audio>a?)"
+                   r"(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
 _PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _ON_TIMELINE = {"product": ("product",), "announce": ("text", "pinned")}  # what of each event the player gets
 _CORS = {"Access-Control-Allow-Origin": "*"}  # players on a shop's own pages, and caches in front, fetch it
@@ -48,13 +49,19 @@ class _Running:
     track: PublishedTrack
     epoch: int
     last_request: float
+    audio: PublishedTrack | None = None
 
     def observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         self.stream.add_frame(frame.data, frame.timestamp, frame.keyframe)
 
+    def observe_audio(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
+        self.stream.add_audio(frame.data, frame.timestamp)
+
     def stop(self) -> None:
         if self.observe in self.track.observers:
             self.track.observers.remove(self.observe)
+        if self.audio is not None and self.observe_audio in self.audio.observers:
+            self.audio.observers.remove(self.observe_audio)
         self.stream.close()
 
 
@@ -72,20 +79,24 @@ class HlsEgress:
         self._reaper: asyncio.TimerHandle | None = None
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/hls/{room}/index.m3u8", self.playlist), web.get("/hls/{room}/{file}", self.file)]
+        return [web.get("/hls/{room}/index.m3u8", self.index), web.get("/hls/{room}/video.m3u8", self.playlist),
+                web.get("/hls/{room}/audio.m3u8", self.playlist), web.get("/hls/{room}/{file}", self.file)]
 
     # -- streams -----------------------------------------------------------------------------------------
 
-    def _video_of(self, room: str) -> PublishedTrack | None:
+    def _tracks_of(self, room: str) -> tuple[PublishedTrack | None, PublishedTrack | None]:
+        """The room's first publisher with video: (its video, its Opus audio or None)."""
         for publisher in self.router.publishers_of(room):
             track = publisher.tracks.get("video")
             if track is not None and not track.closed:
-                return track
-        return None
+                audio = publisher.tracks.get("audio")
+                opus = audio is not None and not audio.closed and _codec(audio) == "opus"
+                return track, audio if opus else None
+        return None, None
 
     def _running(self, room: str) -> _Running:
         """The room's stream, started if needed. Raises web.HTTPException with the reason."""
-        track = self._video_of(room)
+        track, audio = self._tracks_of(room)
         current = self.running.get(room)
         if current is not None and (track is None or current.track is not track or current.stream.closed):
             current.stop()  # the publisher left or came back: a new stream (a new epoch)
@@ -97,13 +108,15 @@ class HlsEgress:
             if len(self.running) >= self.max_streams:
                 self.refused_full += 1
                 raise _error(503, "this server streams the most HLS rooms it may; retry", retry_after=5)
-            codec = (track.codec_name or (track.codec.name if track.codec is not None else "")).lower()
             try:
-                stream = HlsStream(codec, request_keyframe=lambda: _ask_keyframe(track, "hls segment"))
+                stream = HlsStream(_codec(track), request_keyframe=lambda: _ask_keyframe(track, "hls segment"),
+                                   audio=audio is not None)
             except HlsUnavailable as exc:
                 raise _error(409, str(exc)) from None
-            current = _Running(stream, track, int(time.time() * 1000), time.monotonic())
+            current = _Running(stream, track, int(time.time() * 1000), time.monotonic(), audio)
             track.observers.append(current.observe)
+            if audio is not None:
+                audio.observers.append(current.observe_audio)
             _ask_keyframe(track, "hls start")  # its first segment starts at the next keyframe: ask for one now
             self.running[room] = current
             self._schedule_reaper()
@@ -156,9 +169,36 @@ class HlsEgress:
             raise _as_http(refusal(exc)) from None
         return self._running(room)
 
-    async def playlist(self, request: web.Request) -> web.StreamResponse:
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        """A stream with sound: the multivariant playlist naming its two renditions; video alone: its media
+        playlist (as ``video.m3u8``)."""
         running = await self._admit(request)
+        if not running.stream.has_audio:
+            return await self.playlist(request, running)
+        await self._started(running.stream)
+        token = request.query.get("token")
+        text = running.stream.master()
+        if token:
+            text = re.sub(r"^(video\.m3u8)$", rf"\1?token={token}", text, flags=re.M)
+            text = text.replace('URI="audio.m3u8"', f'URI="audio.m3u8?token={token}"')
+        return web.Response(body=text.encode(), content_type=_PLAYLIST_TYPE, headers={
+            "Cache-Control": "public, max-age=1", **_CORS})
+
+    @staticmethod
+    async def _started(stream: HlsStream) -> None:
+        """Wait for the stream's first whole segment (players, hls.js among them, refuse a playlist of parts
+        alone: "no segments"); the first request of a new stream waits about a segment."""
+        first = stream.segments[0].msn if stream.segments else 0
+        if await stream.wait(first, None, timeout=3 * stream.target_duration) != "ready":
+            raise _error(503, "the stream has not started yet (waiting for a keyframe)", retry_after=1)
+
+    async def playlist(self, request: web.Request, running: _Running | None = None) -> web.StreamResponse:
+        """A rendition's media playlist (``video.m3u8``, ``audio.m3u8``), blocking when asked to."""
+        running = running or await self._admit(request)
         stream = running.stream
+        audio = request.path.endswith("/audio.m3u8")
+        if audio and not stream.has_audio:
+            raise _error(404, "this show has no sound")
         msn, part = _int(request.query.get("_HLS_msn")), _int(request.query.get("_HLS_part"))
         blocking = msn is not None
         if request.query.get("_HLS_part") is not None and msn is None:
@@ -170,12 +210,10 @@ class HlsEgress:
                 raise _error(400, f"segment {msn} is too far ahead of the stream")
             if verdict in ("timeout", "gone"):
                 raise _error(503, "the stream did not reach that part in time", retry_after=1)
-        elif not stream.segments:
-            await stream.wait(0, 0, timeout=3 * stream.target_duration)
-            if not stream.segments:
-                raise _error(503, "the stream has not started yet (waiting for a keyframe)", retry_after=1)
+        else:
+            await self._started(stream)
         token = request.query.get("token")
-        text = _with_names(stream.playlist(), running.epoch, token)
+        text = _with_names(stream.playlist(audio=audio), running.epoch, token)
         return web.Response(body=text.encode(), content_type=_PLAYLIST_TYPE, headers={
             "Cache-Control": f"public, max-age={6 if blocking else 1}", **_CORS})
 
@@ -187,21 +225,29 @@ class HlsEgress:
         if int(match["epoch"]) != running.epoch:
             raise _error(404, "that stream has ended (the publisher restarted): reload the playlist")
         stream = running.stream
+        audio = bool(match["audio"])
+        if audio and not stream.has_audio:
+            raise _error(404, "this show has no sound")
         if match["init"]:
-            data = stream.init
+            data = stream.audio_init if audio else stream.init
         elif match["part"] is None:
-            data = stream.segment(int(match["msn"]))
+            data = stream.segment(int(match["msn"]), audio=audio)
         else:
             msn, index = int(match["msn"]), int(match["part"])
-            data = stream.part(msn, index)
+            data = stream.part(msn, index, audio=audio)
             if data is None and stream.preload_hint is not None and (msn, index) >= stream.preload_hint:
                 # The hinted part (or the next): players ask before it exists; it comes within a part target.
                 if await stream.wait(msn, index, timeout=3 * stream.target_duration) == "ready":
-                    data = stream.part(msn, index)
+                    data = stream.part(msn, index, audio=audio)
         if data is None:
             raise _error(404, "no such part or segment (too old, or not written yet)")
         return web.Response(body=data, content_type="video/mp4", headers={
             "Cache-Control": "public, max-age=60", **_CORS})
+
+
+def _codec(track: PublishedTrack) -> str:
+    """A track's codec, lower case: as its packets say, or as negotiated before the first one came."""
+    return (track.codec_name or (track.codec.name if track.codec is not None else "")).lower()
 
 
 def _ask_keyframe(track: PublishedTrack, reason: str) -> None:
@@ -211,9 +257,10 @@ def _ask_keyframe(track: PublishedTrack, reason: str) -> None:
 def _with_names(playlist: str, epoch: int, token: str | None) -> str:
     """The renderer's names (``init.mp4``, ``seg{n}.m4s``, ``part{n}.{i}.m4s``) as this stream's files."""
     suffix = f"?token={token}" if token else ""
-    playlist = playlist.replace('URI="init.mp4"', f'URI="{epoch}.init.mp4{suffix}"')
-    playlist = re.sub(r'URI="part(\d+)\.(\d+)\.m4s"', lambda m: f'URI="{epoch}.{m[1]}.{m[2]}.m4s{suffix}"', playlist)
-    return re.sub(r"^seg(\d+)\.m4s$", lambda m: f"{epoch}.{m[1]}.m4s{suffix}", playlist, flags=re.M)
+    playlist = re.sub(r'URI="(a?)init\.mp4"', lambda m: f'URI="{epoch}.{m[1]}init.mp4{suffix}"', playlist)
+    playlist = re.sub(r'URI="(a?)part(\d+)\.(\d+)\.m4s"',
+                      lambda m: f'URI="{epoch}.{m[1]}{m[2]}.{m[3]}.m4s{suffix}"', playlist)
+    return re.sub(r"^(a?)seg(\d+)\.m4s$", lambda m: f"{epoch}.{m[1]}{m[2]}.m4s{suffix}", playlist, flags=re.M)
 
 
 def _int(value: str | None) -> int | None:

@@ -22,7 +22,7 @@ from playwright.async_api import Page, async_playwright
 
 from clients.client import LiveClient
 from clients.media import MediaSession
-from clients.sources import CounterVideoTrack
+from clients.sources import CounterVideoTrack, ToneAudioTrack
 from protocol import CloseCode, Role, issue_token
 from signaling.app import SERVER, create_app, serve
 from signaling.config import ServerConfig
@@ -1422,10 +1422,12 @@ def _journey(lang: str, engine: str) -> Any:
 
 async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """hls.js (npm) in Chromium plays the room's H.264 show over LL-HLS in its low-latency mode: what it
-    parsed of the playlist, the frames it decoded, and how far behind live it says it is."""
+    parsed of the playlist, the frames it decoded, the sound (the publisher's Opus as AAC), and how far behind
+    live it says it is."""
     r: dict[str, Any] = {}
     async with LiveClient(ws, "show", token("show", "host", Role.HOST)) as host:
-        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()],
+                                               video_codec="H264")
         page = await browser.new_page()
         await page.goto(f"{base}/healthz")  # any page of the server's origin (CORS is checked in test_hls.py)
         await page.add_script_tag(url=f"{base}/static/vendor/hls.js")  # as the server serves it to its page
@@ -1471,6 +1473,8 @@ async def hls_player(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
             return null; })()""", timeout=20)
         r["dateranges"] = await page.evaluate("Object.keys(window.player.hls.levels[0].details.dateRanges || {})")
         r["latency_s"] = await page.evaluate("window.player.hls.latency")
+        r["audio_bytes"] = await wait_for(page, "window.player.video.webkitAudioDecodedByteCount || 0")
+        r["audio_codec"] = await page.evaluate("(window.player.hls.levels[0].audioCodec || '')")
         r["fatal_errors"] = await page.evaluate("window.player.errors.filter(e => e.endsWith('(fatal)'))")
         r["width"] = await page.evaluate("window.player.video.videoWidth")
         await page.screenshot(path=str(out / "hls-player.png"))

@@ -222,6 +222,7 @@ def test_hls_js_plays_a_h264_show_over_ll_hls(netns):
     assert r["details"]["canBlockReload"] and r["details"]["parts"] > 0 and r["details"]["live"]
     assert abs(r["details"]["partTarget"] - 0.3) < 1e-6
     assert r["fatal_errors"] == []
+    assert r["audio_bytes"] > 0 and r["audio_codec"].startswith("mp4a")  # the host's voice, as AAC
     # A card pushed while it plays: a metadata cue at its moment on the video's timeline, carrying the card.
     assert r["cue"]["kind"] == "metadata" and r["cue"]["id"].startswith("product-")
     assert r["cue"]["id"] in r["dateranges"] and r["cue"]["hex"].upper().startswith("0X7B22")  # '{"'

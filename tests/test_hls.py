@@ -22,7 +22,7 @@ import pytest
 
 from clients.client import LiveClient
 from clients.media import MediaSession
-from clients.sources import CounterVideoTrack
+from clients.sources import CounterVideoTrack, ToneAudioTrack
 from protocol import Role
 from relay.hls import DateRange, HlsStream, HlsUnavailable, Part, Segment, blocking_verdict, render_playlist
 from rtc.fmp4 import parameter_sets
@@ -106,6 +106,13 @@ def _ffprobe_frames(path: Path) -> tuple[str, int]:
     return codec, int(frames)
 
 
+def _ffprobe_audio(path: Path) -> list[str]:
+    """[codec, sample rate, channels, frames] of the file's first audio stream."""
+    return subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-count_frames", "-show_entries",
+                           "stream=codec_name,sample_rate,channels,nb_read_frames", "-of", "csv=p=0", str(path)],
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip().split(",")
+
+
 def test_a_stream_is_cut_into_parts_and_keyframe_segments_that_ffprobe_reads(tmp_path):
     frames = _h264_frames(200, gop=30)
     assert parameter_sets(frames[0][0]).count(b"\x00\x00\x00\x01") == 2  # its SPS and PPS
@@ -142,14 +149,23 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         url = f"{server.base}/hls/show"
         async with http.get(f"{url}/index.m3u8") as response:
             assert response.status == 404 and "nothing is on air" in await response.text()
-        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()],
+                                               video_codec="H264")
         async with asyncio.timeout(30):
             async with http.get(f"{url}/index.m3u8") as response:
                 assert response.status == 200
                 assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
-                assert response.headers["Cache-Control"] == "public, max-age=1"
-                assert response.headers["Access-Control-Allow-Origin"] == "*"  # a shop's page, a CDN
-                playlist = await response.text()
+                master = await response.text()
+        # With sound: a multivariant playlist naming the video and its audio rendition, codecs from the SPS.
+        assert '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",' \
+               'URI="audio.m3u8"' in master
+        assert re.search(r'#EXT-X-STREAM-INF:BANDWIDTH=\d+,CODECS="avc1\.42[0-9a-f]{4},mp4a\.40\.2",AUDIO="audio"\n'
+                         r"video\.m3u8\n", master)
+        async with http.get(f"{url}/video.m3u8") as response:
+            assert response.status == 200
+            assert response.headers["Cache-Control"] == "public, max-age=1"
+            assert response.headers["Access-Control-Allow-Origin"] == "*"  # a shop's page, a CDN
+            playlist = await response.text()
         assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.900" in playlist
         assert "#EXT-X-PART-INF:PART-TARGET=0.300" in playlist
         hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.(\d+)\.m4s"', playlist)
@@ -164,12 +180,12 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
                 assert b"moof" in (await response.read())[:64]
         # A blocking reload for the part after it returns a playlist that lists it.
         async with asyncio.timeout(15):
-            async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn), "_HLS_part": str(index + 1)}) \
+            async with http.get(f"{url}/video.m3u8", params={"_HLS_msn": str(msn), "_HLS_part": str(index + 1)}) \
                     as response:
                 assert response.status == 200 and response.headers["Cache-Control"] == "public, max-age=6"
                 reloaded = await response.text()
         assert f'URI="{epoch}.{msn}.{index + 1}.m4s"' in reloaded or f"{epoch}.{msn}.m4s" in reloaded
-        async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn + 5)}) as response:
+        async with http.get(f"{url}/video.m3u8", params={"_HLS_msn": str(msn + 5)}) as response:
             assert response.status == 400 and "too far ahead" in await response.text()
         for bad in ("../../etc/passwd", f"{epoch}.x.m4s", "123.init.mp4"):
             async with http.get(f"{url}/{bad}") as response:
@@ -177,7 +193,7 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         # A whole segment: blocking until the first one completes (the relay asks the publisher for the
         # keyframe that ends it), then init + segment read by ffprobe.
         async with asyncio.timeout(30):
-            async with http.get(f"{url}/index.m3u8", params={"_HLS_msn": str(msn + 1), "_HLS_part": "0"}) as response:
+            async with http.get(f"{url}/video.m3u8", params={"_HLS_msn": str(msn + 1), "_HLS_part": "0"}) as response:
                 assert response.status == 200
                 playlist = await response.text()
         segment = re.search(rf"^({epoch}\.(\d+)\.m4s)$", playlist, re.M)
@@ -190,12 +206,25 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         path.write_bytes(head + body)
         codec, count = _ffprobe_frames(path)
         assert codec == "h264" and count >= 10
+        # The publisher's Opus is in the audio rendition, as AAC, the same segment about as long as the video's.
+        async with http.get(f"{url}/audio.m3u8") as response:
+            sound = await response.text()
+        assert f'#EXT-X-MAP:URI="{epoch}.ainit.mp4"' in sound and f"{epoch}.a{segment[2]}.m4s" in sound
+        assert "#EXT-X-DATERANGE" not in sound
+        async with http.get(f"{url}/{epoch}.ainit.mp4") as response:
+            audio_head = await response.read()
+        async with http.get(f"{url}/{epoch}.a{segment[2]}.m4s") as response:
+            audio_body = await response.read()
+        (tmp_path / "audio.mp4").write_bytes(audio_head + audio_body)
+        audio = _ffprobe_audio(tmp_path / "audio.mp4")
+        assert audio[:3] == ["aac", "48000", "2"]
+        assert abs(int(audio[3]) * 1024 / 48000 - count / 30) < 0.5
         assert server.relay.hls is not None and set(server.relay.hls.running) == {"show"}
         # A card pushed while the room streams is on the timeline from the next reload, at the server's time.
         await host.push_product({"id": "sku-1", "title": 'Tea "Longjing"\n#EXT-X-ENDLIST', "price": "19.90",
                                  "currency": "EUR", "url": "https://shop.example/p/1",
                                  "image": "https://shop.example/p/1.jpg"})
-        async with http.get(f"{url}/index.m3u8") as response:  # after the push's ack
+        async with http.get(f"{url}/video.m3u8") as response:  # after the push's ack
             playlist = await response.text()
         line = next(line for line in playlist.splitlines() if line.startswith("#EXT-X-DATERANGE"))
         assert re.match(r'#EXT-X-DATERANGE:ID="product-\d+",CLASS="live-relay.product",START-DATE="[^"]+Z",'
