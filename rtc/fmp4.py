@@ -25,6 +25,7 @@ from typing import Any
 import av
 
 from rtc.codecs import codec_for
+from rtc.rtptime import RtpTimeline
 
 _CLOCK = 90000
 _FLAGS = "empty_moov+default_base_moof+frag_every_frame+omit_tfhd_offset"  # fragments from the start, one a frame
@@ -102,20 +103,11 @@ class Fmp4Writer(_Writer):
         self.codec = codec.lower()
         self.codec_string: str | None = None
         self._stream: Any = None
-        self._last_raw: int | None = None
-        self._extended = 0
-        self._first: int | None = None
+        self._timeline = RtpTimeline()
 
     def extend(self, timestamp: int) -> int:
         """A 32-bit RTP timestamp as a 90 kHz count from the first one seen (wraps and reordering undone)."""
-        if self._last_raw is None:
-            self._extended = timestamp
-        else:
-            self._extended += (timestamp - self._last_raw + (1 << 31)) % (1 << 32) - (1 << 31)
-        self._last_raw = timestamp
-        if self._first is None:
-            self._first = self._extended
-        return self._extended - self._first
+        return self._timeline.extend(timestamp)
 
     def write(self, data: bytes, pts: int, keyframe: bool) -> None:
         """One access unit at ``pts`` (from ``extend``). Frames before the first keyframe are dropped."""
@@ -153,20 +145,14 @@ class AacFmp4Writer(_Writer):
         self._decoder: Any = None
         self._resampler: Any = None
         self._next_pts: int | None = None
-        self._last_raw: int | None = None
-        self._extended = 0
 
     def write_opus(self, data: bytes, timestamp: int, origin: int) -> None:
-        """One Opus frame with its 48 kHz RTP timestamp; ``origin``: the RTP time of the stream's time 0."""
+        """One Opus frame with its 48 kHz RTP timestamp; ``origin``: the RTP time of the stream's time 0.
+        Later frames follow on sample by sample (the AAC frames' times are counted, not taken from RTP)."""
         if self._container is None:
             self._open()
-        if self._last_raw is None:
-            self._extended = timestamp
-        else:
-            self._extended += (timestamp - self._last_raw + (1 << 31)) % (1 << 32) - (1 << 31)
-        self._last_raw = timestamp
         if self._next_pts is None:
-            self._next_pts = max(0, self._extended - origin)
+            self._next_pts = max(0, (timestamp - origin + (1 << 31)) % (1 << 32) - (1 << 31))
         try:
             decoded = self._decoder.decode(av.Packet(data))
         except av.FFmpegError:

@@ -15,6 +15,7 @@ from typing import Any
 import av
 
 from rtc.codecs import codec_for
+from rtc.rtptime import RtpTimeline
 
 _CLOCK = {"video": 90000, "audio": 48000}
 
@@ -23,26 +24,17 @@ class _Track:
     def __init__(self, stream: Any, kind: str) -> None:
         self.stream = stream
         self.time_base = fractions.Fraction(1, _CLOCK[kind])
-        self.first: int | None = None
-        self.last_raw: int | None = None
-        self.extended = 0
+        self.timeline = RtpTimeline()
         self.offset = 0  # where this part of the file starts (after a restart)
         self.last_pts = 0
 
     def pts(self, timestamp: int) -> int:
-        if self.last_raw is None:
-            self.extended = timestamp
-        else:
-            self.extended += (timestamp - self.last_raw + (1 << 31)) % (1 << 32) - (1 << 31)
-        self.last_raw = timestamp
-        if self.first is None:
-            self.first = self.extended
-        self.last_pts = self.offset + self.extended - self.first
+        self.last_pts = self.offset + self.timeline.extend(timestamp)
         return self.last_pts
 
     def restart(self) -> None:
         self.offset = self.last_pts + self.time_base.denominator // 30  # one frame after the last
-        self.first = self.last_raw = None
+        self.timeline.reset()
 
 
 class MediaFileWriter:

@@ -905,6 +905,21 @@ async def moderation(base: str, ws: str, out: Path, browser: Any, relay: Any) ->
     return r
 
 
+@contextlib.asynccontextmanager
+async def saturated(relay: Any) -> AsyncIterator[None]:
+    """The node saturated for as long as this lasts: the load gauge's threshold set below the loop's ordinary
+    lateness; room again after (the gauge recovers once the loop's lateness is under half of it)."""
+    normal = relay.load.high
+    relay.load.high = 1e-6  # any lateness at all is "saturated" now
+    try:
+        async with asyncio.timeout(20):
+            while not relay.load.saturated:  # noqa: ASYNC110 - the gauge samples on a timer
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        relay.load.high = normal
+
+
 async def overload(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """A viewer who arrives while the node is saturated is told the video comes in a moment, and gets it once
     the node has room, with no reload. Saturation comes from the gauge's threshold, set below the loop's
@@ -913,18 +928,11 @@ async def overload(base: str, ws: str, out: Path, browser: Any, relay: Any) -> d
     time in full-suite runs. How real lag makes a node saturated is test_overload's."""
     r: dict[str, Any] = {}
     host = await host_on_air(base, "show", browser)
-    normal = relay.load.high
-    relay.load.high = 1e-6  # any lateness at all is "saturated" now
-    try:
-        async with asyncio.timeout(20):
-            while not relay.load.saturated:  # noqa: ASYNC110 - the gauge samples on a timer
-                await asyncio.sleep(0.05)
+    async with saturated(relay):
         phone = await browser.new_page(viewport={"width": 390, "height": 844})
         await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'bea', Role.VIEWER, 'Bea')}")
         r["busy_retries"] = await wait_for(phone, "window.liveRelay.busyRetries", timeout=40)
         r["told"] = await phone.text_content("#status")
-    finally:
-        relay.load.high = normal  # room again: the gauge recovers once the loop's lateness is under half of it
     await wait_for(phone, "window.liveRelay.framesDecoded > 0", timeout=40)
     r["frames"] = await frames_decoded(phone)
     r["status_after"] = await phone.text_content("#status")
@@ -1489,12 +1497,7 @@ async def hls_fallback(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     r: dict[str, Any] = {}
     async with LiveClient(ws, "show", token("show", "host", Role.HOST, "Host")) as host:
         publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
-        normal = relay.load.high
-        relay.load.high = 1e-6  # any lateness at all is "saturated" now
-        try:
-            async with asyncio.timeout(20):
-                while not relay.load.saturated:  # noqa: ASYNC110 - the gauge samples on a timer
-                    await asyncio.sleep(0.05)
+        async with saturated(relay):
             phone = await browser.new_page(viewport={"width": 390, "height": 844})
             console: list[str] = []
             phone.on("console", lambda m: console.append(m.text[:200]) if m.type in ("error", "warning") else None)
@@ -1516,8 +1519,6 @@ async def hls_fallback(base: str, ws: str, out: Path, browser: Any, relay: Any) 
             await host.comment("Welcome, HLS viewers")
             r["comment_shown"] = await wait_for(phone, COMMENT_SHOWN % "Welcome, HLS viewers")
             await phone.screenshot(path=str(out / "hls-fallback.png"))
-        finally:
-            relay.load.high = normal
         await wait_for(phone, "window.liveRelay.framesDecoded > 0", timeout=40)
         r["hls_after"] = await wait_for(phone, "window.liveRelay.hls === null && !document.querySelector('.tile.hls')")
         r["status_after"] = await phone.text_content("#status")
