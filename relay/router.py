@@ -1044,6 +1044,10 @@ class MediaRouter:
             return None
         return Recording(path, dict(source.tracks), budget=budget, on_first_frame=on_first_frame)
 
+    def receive_failed(self) -> int:
+        """Packets of this node's publishers whose handling raised (``adapter.SyncReceive.failed``)."""
+        return sum(p.receive.failed for p in self.peers.values() if isinstance(p, Publisher) and p.receive)
+
     def is_publisher(self, peer_id: str) -> bool:
         """Whether ``peer_id`` is a publisher connected to this node."""
         return isinstance(self.peers.get(peer_id), Publisher)

@@ -233,6 +233,16 @@ class RelayServer:
         if self.media is None:
             return
         self.metrics.media_refused_overloaded.set(self.media.refused_overloaded)
+        if self.hls is not None:
+            self.metrics.hls_streams.set(len(self.hls.running))
+            self.metrics.hls_requests.set(self.hls.requests)
+            self.metrics.hls_refused_full.set(self.hls.refused_full)
+        if self.restreams is not None:
+            states, dropped = self.restreams.counts()
+            for state, count in states.items():
+                self.metrics.restreams.labels(state).set(count)
+            self.metrics.restream_frames_dropped.set(dropped)
+        self.metrics.receive_failed.set(self.media.router.receive_failed())
         stats = self.media.router.stats()
         self.metrics.media_peers.labels("publisher").set(stats.publishers)
         self.metrics.media_peers.labels("subscriber").set(stats.subscribers)

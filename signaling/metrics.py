@@ -103,5 +103,18 @@ class ServerMetrics:
                                     "HTTP requests refused before routing (oversized or malformed heads)",
                                     registry=r)
 
+        self.hls_streams = Gauge("live_relay_hls_streams", "Rooms streamed over LL-HLS now", registry=r)
+        self.hls_requests = Gauge("live_relay_hls_requests", "LL-HLS requests answered or refused, since start",
+                                  registry=r)
+        self.hls_refused_full = Gauge("live_relay_hls_refused_full",
+                                      "LL-HLS requests refused: the node streamed hls_max_streams rooms", registry=r)
+        self.restreams = Gauge("live_relay_restreams", "Restreaming destinations, by state", ["state"], registry=r)
+        self.restream_frames_dropped = Gauge("live_relay_restream_frames_dropped",
+                                             "Frames a destination could not keep up with, over all destinations",
+                                             registry=r)
+        self.receive_failed = Gauge("live_relay_media_receive_failed",
+                                    "Publishers' packets whose handling raised (each logged once per connection)",
+                                    registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -250,6 +250,16 @@ class Restreams:
         self.ffmpeg = ffmpeg
         self.rooms: dict[str, dict[str, _Push]] = {}
 
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Destinations by state, and the frames they dropped, over every room (for /metrics)."""
+        states = dict.fromkeys(("connecting", "live", "retrying", "failed"), 0)
+        dropped = 0
+        for pushes in self.rooms.values():
+            for push in pushes.values():
+                states[push.destination.state] = states.get(push.destination.state, 0) + 1
+                dropped += push.destination.frames_dropped
+        return states, dropped
+
     def list(self, room: str) -> list[dict[str, Any]]:
         return [push.destination.public() for push in self.rooms.get(room, {}).values()]
 

@@ -220,6 +220,9 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         assert audio[:3] == ["aac", "48000", "2"]
         assert abs(int(audio[3]) * 1024 / 48000 - count / 30) < 0.5
         assert server.relay.hls is not None and set(server.relay.hls.running) == {"show"}
+        async with http.get(f"{server.base}/metrics") as response:
+            metrics = await response.text()
+        assert "live_relay_hls_streams 1.0" in metrics and "live_relay_media_receive_failed 0.0" in metrics
         # A card pushed while the room streams is on the timeline from the next reload, at the server's time.
         await host.push_product({"id": "sku-1", "title": 'Tea "Longjing"\n#EXT-X-ENDLIST', "price": "19.90",
                                  "currency": "EUR", "url": "https://shop.example/p/1",

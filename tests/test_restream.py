@@ -195,6 +195,10 @@ async def test_a_host_restreams_the_show_to_a_platform(server, platform):
         # The show went on meanwhile: the first destination is still live.
         listed = await _destinations(http, base, host_token)
         assert [d["state"] for d in listed] == ["live", "failed"]
+        async with http.get(f"{base}/metrics") as r:
+            metrics = await r.text()
+        assert 'live_relay_restreams{state="live"} 1.0' in metrics
+        assert 'live_relay_restreams{state="failed"} 1.0' in metrics and "wrong-key-123" not in metrics
         assert "wrong-key-123" not in str(listed) and GOOD_KEY not in str(listed)
 
         # Bad requests and who may ask.
