@@ -325,3 +325,29 @@ async def test_a_caching_proxy_in_front_sends_the_origin_one_request_per_part(se
     finally:
         proxy.terminate()
         await proxy.wait()
+
+
+async def test_a_room_without_anonymous_viewers_needs_a_token_which_every_uri_carries(start_server):
+    server = await start_server(rooms=("show",), allow_anonymous=False)
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            aiohttp.ClientSession() as http:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        url = f"{server.base}/hls/show"
+        async with http.get(f"{url}/index.m3u8") as response:
+            assert response.status == 401
+        async with http.get(f"{url}/index.m3u8", params={"token": server.token("other", "bea")}) as response:
+            assert response.status == 403  # a token for another room
+        viewer = server.token("show", "bea")
+        async with asyncio.timeout(30):
+            async with http.get(f"{url}/index.m3u8", params={"token": viewer}) as response:
+                assert response.status == 200
+                playlist = await response.text()
+        uris = re.findall(r'URI="([^"]+)"', playlist) + [line for line in playlist.splitlines()
+                                                          if line and not line.startswith("#")]
+        assert uris and all(uri.endswith(f"?token={viewer}") for uri in uris)
+        init = next(uri for uri in uris if "init.mp4" in uri)
+        async with http.get(f"{url}/{init}") as response:
+            assert response.status == 200
+        async with http.get(f"{url}/{init.split('?')[0]}") as response:
+            assert response.status == 401  # the file itself asks for the token too
+        await publisher.close()
