@@ -1,7 +1,8 @@
 """Glass-to-glass over LL-HLS, measured from the picture: a publisher's send time burned into each frame, read
 back from the frames an LL-HLS client fetches and decodes (issue 24's target: p50 <= 3 s; WebRTC unchanged).
 
-    python -m benchmarks.hls_latency [--runs 3] [--duration 30] [--size 640x480] [--out hls_latency.jsonl]
+    python -m benchmarks.hls_latency [--runs 3] [--duration 30] [--size 640x480] [--codec h264|vp8]
+                                     [--out hls_latency.jsonl]
 
 Each run starts ``live-relay serve`` on a free loopback port, publishes the test pattern (``CounterVideoTrack``:
 a frame counter and the send time in its top rows) as H.264 from an aiortc peer, and runs one LL-HLS client as
@@ -10,7 +11,9 @@ request answered when the part is written: the blocking the server does), every 
 H.264 decoder (PyAV). For each decoded frame: the time it was decoded minus the time in its picture. A player
 shows a frame later than that by its hold-back (``PART-HOLD-BACK``, 0.9 s here: hls.js starts that far from the
 live edge and stays near it), so the table gives both: *fetched* (the frame is in the player's hands) and
-*on screen* (fetched + hold-back). The first 5 s of each run are left out (the stream's start).
+*on screen* (fetched + hold-back). The first 5 s of each run are left out (the stream's start). With
+``--codec vp8`` the publisher sends VP8 and the server makes it H.264 (relay/transcode.py); the server's CPU
+over the window (utime+stime from /proc) is printed beside, what that transcode costs.
 """
 
 from __future__ import annotations
@@ -96,7 +99,12 @@ async def player(http: aiohttp.ClientSession, url: str, until: float, skip_until
     return {"fetched_ms": fetched, "hold_back_s": hold_back, "parts": parts}
 
 
-async def one_run(duration: float, size: tuple[int, int]) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(duration: float, size: tuple[int, int], codec: str) -> dict[str, Any]:
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port", str(port), "--secret", SECRET,
@@ -106,14 +114,23 @@ async def one_run(duration: float, size: tuple[int, int]) -> dict[str, Any]:
         await asyncio.to_thread(wait_ready, port)
         token = issue_token(SECRET, "show", "host", Role.HOST, 3600)
         async with LiveClient(f"ws://127.0.0.1:{port}/ws", "show", token) as host, aiohttp.ClientSession() as http:
-            publisher = await MediaSession.publish(host, [CounterVideoTrack(*size)], video_codec="H264")
+            publisher = await MediaSession.publish(host, [CounterVideoTrack(*size)], video_codec=codec.upper())
             start = time.monotonic()
+            cpu = asyncio.create_task(server_cpu(server.pid, 5, duration - 5))
             result = await player(http, f"http://127.0.0.1:{port}/hls/show", start + duration, start + 5)
+            result["server_cpu"] = await cpu
             await publisher.close()
         return result
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)
+
+
+async def server_cpu(pid: int, after: float, window: float) -> float:
+    await asyncio.sleep(after)
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(window)
+    return round((cpu_seconds(pid) - before) / (time.monotonic() - t0), 3)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,17 +143,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--size", default="640x480")
+    parser.add_argument("--codec", choices=("h264", "vp8"), default="h264")
     parser.add_argument("--out")
     a = parser.parse_args()
     size = tuple(int(v) for v in a.size.split("x"))
     rows = []
     for run in range(a.runs):
         load = os.getloadavg()[0]
-        r = asyncio.run(one_run(a.duration, (size[0], size[1])))
+        r = asyncio.run(one_run(a.duration, (size[0], size[1]), a.codec))
         fetched = r["fetched_ms"]
         row = {"run": run + 1, "frames": len(fetched), "parts": r["parts"], "load_before": round(load, 2),
                "fetched_p50_ms": round(percentile(fetched, 0.5)), "fetched_p95_ms": round(percentile(fetched, 0.95)),
-               "hold_back_s": r["hold_back_s"],
+               "hold_back_s": r["hold_back_s"], "codec": a.codec, "server_cpu": r["server_cpu"],
                "on_screen_p50_ms": round(percentile(fetched, 0.5) + r["hold_back_s"] * 1000)}
         rows.append(row)
         print(json.dumps(row), flush=True)

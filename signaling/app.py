@@ -307,7 +307,8 @@ def create_app(config: ServerConfig) -> web.Application:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, auth, config.allow_anonymous, server.turn).add_routes(app)
-        server.hls = HlsEgress(server.media.router, auth, config.allow_anonymous, config.hls_max_streams)
+        server.hls = HlsEgress(server.media.router, auth, config.allow_anonymous, config.hls_max_streams,
+                               config.hls_max_transcodes)
         server.hub.observe_publications(server.hls.observe)  # cards and announcements on the HLS timeline
         app.add_routes(server.hls.routes())
     assistant = server.assistant

@@ -174,6 +174,9 @@ class ServerConfig:
     # LL-HLS (/hls/ROOM/index.m3u8): rooms streamed over HLS at once on this node (each from its H.264
     # publisher, not re-encoded; a room's stream stops 30 s after its last request).
     hls_max_streams: int = 16
+    # VP8 shows (a browser host's default) made H.264 for HLS at once on this node: one decode and one encode
+    # each (docs/benchmarks.md says what one costs); past it such a show answers 409 over HLS.
+    hls_max_transcodes: int = 2
     record_max_bytes: int = 10 * 1024**3
     # Where a host's `record_start` records when the server runs without --record (no recording of every room).
     recordings_dir: str = "recordings"

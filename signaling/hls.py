@@ -31,6 +31,7 @@ from protocol import ProtocolError
 from relay.hls import DateRange, HlsStream, HlsUnavailable
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
+from relay.transcode import Transcoder
 from signaling.httpauth import HttpAuth, refusal
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,13 @@ class _Running:
     epoch: int
     last_request: float
     audio: PublishedTrack | None = None
+    transcoder: Transcoder | None = None  # a VP8 show's frames made H.264 before the stream cuts them
 
     def observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
-        self.stream.add_frame(frame.data, frame.timestamp, frame.keyframe)
+        if self.transcoder is not None:
+            self.transcoder.put(frame.data, frame.timestamp, frame.keyframe)
+        else:
+            self.stream.add_frame(frame.data, frame.timestamp, frame.keyframe)
 
     def observe_audio(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         self.stream.add_audio(frame.data, frame.timestamp)
@@ -62,17 +67,21 @@ class _Running:
             self.track.observers.remove(self.observe)
         if self.audio is not None and self.observe_audio in self.audio.observers:
             self.audio.observers.remove(self.observe_audio)
+        if self.transcoder is not None:
+            self.transcoder.close()
         self.stream.close()
 
 
 class HlsEgress:
     """The node's LL-HLS streams, one per room being watched over HLS. ``close()`` at shutdown."""
 
-    def __init__(self, router: MediaRouter, auth: HttpAuth, allow_anonymous: bool, max_streams: int) -> None:
+    def __init__(self, router: MediaRouter, auth: HttpAuth, allow_anonymous: bool, max_streams: int,
+                 max_transcodes: int = 2) -> None:
         self.router = router
         self.auth = auth
         self.allow_anonymous = allow_anonymous
         self.max_streams = max_streams
+        self.max_transcodes = max_transcodes
         self.running: dict[str, _Running] = {}
         self.requests = 0
         self.refused_full = 0
@@ -108,12 +117,7 @@ class HlsEgress:
             if len(self.running) >= self.max_streams:
                 self.refused_full += 1
                 raise _error(503, "this server streams the most HLS rooms it may; retry", retry_after=5)
-            try:
-                stream = HlsStream(_codec(track), request_keyframe=lambda: _ask_keyframe(track, "hls segment"),
-                                   audio=audio is not None)
-            except HlsUnavailable as exc:
-                raise _error(409, str(exc)) from None
-            current = _Running(stream, track, int(time.time() * 1000), time.monotonic(), audio)
+            current = self._start(track, audio)
             track.observers.append(current.observe)
             if audio is not None:
                 audio.observers.append(current.observe_audio)
@@ -122,6 +126,32 @@ class HlsEgress:
             self._schedule_reaper()
         current.last_request = time.monotonic()
         return current
+
+    def _start(self, track: PublishedTrack, audio: PublishedTrack | None) -> _Running:
+        """A new stream of ``track``: its H.264 cut as it comes, or a VP8 show's made H.264 first (a
+        ``Transcoder``, while fewer than ``max_transcodes`` run). Raises a 409 with the reason otherwise."""
+        codec = _codec(track)
+        transcoders = sum(1 for r in self.running.values() if r.transcoder is not None)
+        if codec == "vp8" and transcoders >= self.max_transcodes:
+            raise _error(409, f"HLS of a VP8 show needs a transcode and this server runs the most it may "
+                              f"({self.max_transcodes}); a host sending H.264 has HLS at no cost")
+        transcode = codec == "vp8"
+        holder: list[Transcoder] = []
+
+        def new_keyframe() -> None:  # a segment outgrows its target: the encoder (ours, or the publisher's)
+            if holder:
+                holder[0].keyframe()
+            else:
+                _ask_keyframe(track, "hls segment")
+
+        try:
+            stream = HlsStream("h264" if transcode else codec, request_keyframe=new_keyframe, audio=audio is not None)
+        except HlsUnavailable as exc:
+            raise _error(409, str(exc)) from None
+        if transcode:
+            holder.append(Transcoder(codec, stream.add_frame, lambda: _ask_keyframe(track, "hls transcode")))
+        return _Running(stream, track, int(time.time() * 1000), time.monotonic(), audio,
+                        holder[0] if holder else None)
 
     def _schedule_reaper(self) -> None:
         if self._reaper is None:

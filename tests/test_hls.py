@@ -238,15 +238,48 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         await publisher.close()
 
 
-async def test_a_vp8_show_says_it_has_no_hls(server):
+async def test_a_vp8_show_is_made_h264_for_hls_within_the_nodes_bound(start_server, tmp_path):
+    """A browser host's default VP8, decoded and encoded as H.264 in a worker thread (relay/transcode.py):
+    the playlist names H.264, ffprobe reads its frames; a node allowed no transcode says why (409)."""
+    server = await start_server(rooms=("show", "other"), hls_max_transcodes=1)
     async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            LiveClient(server.ws_url, "other", server.token("other", "host", Role.HOST)) as other, \
             aiohttp.ClientSession() as http:
         publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)])
-        async with http.get(f"{server.base}/hls/show/index.m3u8") as response:
-            assert response.status == 409 and "needs H.264" in await response.text()
+        second = await MediaSession.publish(other, [CounterVideoTrack(320, 240)])
+        assert publisher.codecs()["video"].name == "VP8"
+        url = f"{server.base}/hls/show"
+        async with asyncio.timeout(30):
+            async with http.get(f"{url}/index.m3u8") as response:
+                assert response.status == 200
+                playlist = await response.text()
+            async with http.get(f"{server.base}/hls/other/index.m3u8") as response:  # the node's one transcode
+                assert response.status == 409 and "runs the most it may (1)" in await response.text()
+            init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist)
+            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.\d+\.m4s"', playlist)
+            assert init and hint
+            async with http.get(f"{url}/video.m3u8", params={"_HLS_msn": str(int(hint[2]) + 1)}) as response:
+                assert response.status == 200
+                playlist = await response.text()
+        segment = re.search(rf"^({hint[1]}\.\d+\.m4s)$", playlist, re.M)
+        assert segment, playlist
+        async with http.get(f"{url}/{init[1]}") as response:
+            head = await response.read()
+        async with http.get(f"{url}/{segment[1]}") as response:
+            body = await response.read()
+        (tmp_path / "vp8.mp4").write_bytes(head + body)
+        codec, frames = _ffprobe_frames(tmp_path / "vp8.mp4")
+        assert codec == "h264" and frames >= 30
+        running = server.relay.hls.running["show"]
+        assert running.transcoder is not None and running.transcoder.frames_out >= frames
+        await second.close()
+        await publisher.close()
+
+
+async def test_a_bad_room_name_is_refused(server):
+    async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.base}/hls/Bad%20Room!/index.m3u8") as response:
             assert response.status == 400
-        await publisher.close()
 
 
 NGINX_CACHE = """daemon off;
