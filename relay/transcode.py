@@ -6,7 +6,8 @@ waiting (past that it drops, and since a VP8 frame needs the ones before it, it 
 and asks the publisher for one), decodes them with libvpx and encodes them with libx264 (ultrafast,
 zerolatency: no B-frames, no lookahead; a keyframe every ``KEYFRAME_EVERY`` frames, or at once when asked),
 and hands each H.264 access unit (Annex B) back to the loop with the source frame's RTP timestamp. What it
-costs is one decode and one encode of the top layer: ~0.1 core at 640x480 30 fps (docs/benchmarks.md); the caller bounds how many run (``ServerConfig.hls_max_transcodes``).
+costs is one decode and one encode of the top layer: ~0.1 core at 640x480 30 fps (docs/benchmarks.md); the
+caller bounds how many run (``ServerConfig.hls_max_transcodes``).
 """
 
 from __future__ import annotations
