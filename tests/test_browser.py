@@ -313,7 +313,9 @@ def test_a_host_moderates_from_the_page_and_a_crafted_link_cannot_move_a_viewer(
 def test_a_viewer_arriving_at_a_saturated_node_is_told_and_gets_video_once_it_has_room(netns):
     r = run_scenario(netns, "overload")
     assert r["busy_retries"] >= 1 and r["refused"] >= 1  # refused for load, and the page tried again
-    assert "in a moment" in r["told"]  # in words a shopper reads, not an error code
+    # In words a shopper reads, not an error code: "in a moment", or (once its HLS stand-in plays: the host's
+    # VP8 made H.264 for it) that it plays over HLS meanwhile.
+    assert "in a moment" in r["told"] or "playing over HLS" in r["told"]
     assert r["frames"] > 0 and r["status_after"] == ""  # the video came, and the notice went
 
 
