@@ -97,7 +97,10 @@ class Transcoder:
                     picture.pict_type = av.video.frame.PictureType.I  # an IDR (forced-idr): a segment may start
                 count += 1
                 for packet in encoder.encode(picture):
-                    self._loop.call_soon_threadsafe(self._deliver, bytes(packet), timestamp, packet.is_keyframe)
+                    try:
+                        self._loop.call_soon_threadsafe(self._deliver, bytes(packet), timestamp, packet.is_keyframe)
+                    except RuntimeError:  # the loop closed while this frame was encoding: nobody to give it to
+                        return
 
     def _encoder(self, width: int, height: int) -> Any:
         encoder: Any = av.CodecContext.create("libx264", "w")
