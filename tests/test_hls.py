@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 
+from benchmarks.hls_load import NGINX as NGINX_HLS_CACHE  # the one cache configuration (docs/deploy.md's)
 from clients.client import LiveClient
 from clients.media import MediaSession
 from clients.sources import CounterVideoTrack, ToneAudioTrack
@@ -138,6 +139,15 @@ def test_a_stream_is_cut_into_parts_and_keyframe_segments_that_ffprobe_reads(tmp
     assert b"".join(stream.part(newest.msn, i) for i in range(len(newest.parts))) == stream.segment(newest.msn)
 
 
+async def _fetched(http: aiohttp.ClientSession, url: str, *names: str) -> bytes:
+    """The stream's files ``names`` (an init section, then segments), joined: a file ffprobe reads."""
+    out = b""
+    for name in names:
+        async with http.get(f"{url}/{name}") as response:
+            out += await response.read()
+    return out
+
+
 def test_only_h264_is_streamed():
     with pytest.raises(HlsUnavailable, match=r"H\.264"):
         HlsStream("vp8")
@@ -198,12 +208,8 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
                 playlist = await response.text()
         segment = re.search(rf"^({epoch}\.(\d+)\.m4s)$", playlist, re.M)
         assert segment, playlist
-        async with http.get(f"{url}/{init[1]}") as response:
-            head = await response.read()
-        async with http.get(f"{url}/{segment[1]}") as response:
-            body = await response.read()
         path = tmp_path / "segment.mp4"
-        path.write_bytes(head + body)
+        path.write_bytes(await _fetched(http, url, init[1], segment[1]))
         codec, count = _ffprobe_frames(path)
         assert codec == "h264" and count >= 10
         # The publisher's Opus is in the audio rendition, as AAC, the same segment about as long as the video's.
@@ -263,11 +269,7 @@ async def test_a_vp8_show_is_made_h264_for_hls_within_the_nodes_bound(start_serv
                 playlist = await response.text()
         segment = re.search(rf"^({hint[1]}\.\d+\.m4s)$", playlist, re.M)
         assert segment, playlist
-        async with http.get(f"{url}/{init[1]}") as response:
-            head = await response.read()
-        async with http.get(f"{url}/{segment[1]}") as response:
-            body = await response.read()
-        (tmp_path / "vp8.mp4").write_bytes(head + body)
+        (tmp_path / "vp8.mp4").write_bytes(await _fetched(http, url, init[1], segment[1]))
         codec, frames = _ffprobe_frames(tmp_path / "vp8.mp4")
         assert codec == "h264" and frames >= 30
         running = server.relay.hls.running["show"]
@@ -282,31 +284,6 @@ async def test_a_bad_room_name_is_refused(server):
             assert response.status == 400
 
 
-NGINX_CACHE = """daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    proxy_cache_path {dir}/cache levels=1:2 keys_zone=hls:10m max_size=100m inactive=2m use_temp_path=off;
-    server {{
-        listen 127.0.0.1:{port};
-        location /hls/ {{
-            proxy_pass http://127.0.0.1:{origin};
-            proxy_http_version 1.1;
-            proxy_cache hls;
-            proxy_cache_lock on;
-            proxy_cache_lock_timeout 15s;
-            proxy_cache_lock_age 15s;
-            proxy_read_timeout 20s;
-        }}
-    }}
-}}
-"""
 
 
 async def test_a_caching_proxy_in_front_sends_the_origin_one_request_per_part(server, tmp_path):
@@ -317,7 +294,7 @@ async def test_a_caching_proxy_in_front_sends_the_origin_one_request_per_part(se
     require_dependency(None if nginx else "nginx (tools/setup.sh installs nginx-light)")
     port = free_port()
     config = tmp_path / "nginx.conf"
-    config.write_text(NGINX_CACHE.format(dir=tmp_path, port=port, origin=server.config.port))
+    config.write_text(NGINX_HLS_CACHE.format(dir=tmp_path, port=port, origin=server.config.port))
     proxy = await asyncio.create_subprocess_exec(nginx, "-c", str(config), "-e", "stderr",
                                                  stderr=asyncio.subprocess.PIPE)
     try:
