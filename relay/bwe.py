@@ -46,11 +46,14 @@ OVERUSE_TIME_MS = 10.0  # the trend must stay over the threshold this long
 BETA = 0.85  # an over-use cuts the estimate to this share of what got through
 INCREASE_PER_S = 1.08
 ACKED_WINDOW_MS = 500.0  # what got through is measured over this much arrival time
+RECENT_WINDOW_MS = 150.0  # ... and, when the queue grows, over this much (libwebrtc's 150 ms window)
 LOSS_INTERVAL_MS = 300.0  # loss is judged over at least this much feedback
 FIRST_AFTER_MS = 500.0  # no estimate before feedback covers this much
 BASE_WINDOW_MS = 10_000.0  # the path's least delay is the least seen over this long
 FULL_QUEUE_MS = 50.0  # waiting this much longer than that, with LOSS_CONGESTED lost: a full queue
 LOSS_CONGESTED = 0.10
+FILLING_MS = 25.0  # a queue this deep that grew at each of the last FILLING_STEPS feedbacks: filling
+FILLING_STEPS = 3  # feedbacks seen (two rises)
 MIN_BPS, MAX_BPS = 30_000, 50_000_000
 
 
@@ -238,6 +241,9 @@ class SendSideEstimator:
         self._acked_bytes = 0  # their sizes' sum
         self._offsets: deque[tuple[float, float]] = deque()  # (time, offset): a sliding minimum's candidates
         self.queue_ms = 0.0  # how much longer than the path's least delay packets take now
+        # What the last-sent packet of each of the last feedbacks waited beyond the path's least: the
+        # queue as it is now (``queue_ms``, from a feedback's least delayed packet, is its oldest state).
+        self._queue_seen: deque[float] = deque(maxlen=FILLING_STEPS)
         self._interval = [0, 0]  # packets reported, lost, since the last loss judgement
         self._interval_start: float | None = None
         self._first_feedback: float | None = None
@@ -270,17 +276,35 @@ class SendSideEstimator:
         self._judge_loss(len(acked) + lost, lost, now_ms)
         if acked:
             self._measure_queue(min(arrived - sent for sent, arrived, _ in acked), now_ms)
+            self._queue_seen.append(acked[-1][1] - acked[-1][0] - self._offsets[0][1])
         usage = Usage.OVERUSING if self.congested else self.trendline.usage
+        acked_bps = self.acked_bps
+        if usage is Usage.OVERUSING and acked_bps is not None:
+            # While a queue stands, arrivals come at the bottleneck's own rate: the last 150 ms say
+            # what the link carries now, where the 500 ms window still holds the rate before it filled
+            # (a cap from 1.7 Mbit/s to 600 kbit/s was first cut to 936 kbit/s, a queue kept growing).
+            acked_bps = min(acked_bps, self._recent_acked_bps() or acked_bps)
         if now_ms - self._first_feedback >= FIRST_AFTER_MS or self.rate.bps is not None:
-            self.rate.update(usage, self.acked_bps, rtt_ms or 100.0, now_ms, self.loss)
+            self.rate.update(usage, acked_bps, rtt_ms or 100.0, now_ms, self.loss)
 
     @property
     def congested(self) -> bool:
         """The path's queue grows (the trend line's over-use), or it stands full and drops: much is lost
         while packets wait ``FULL_QUEUE_MS`` longer than the path's least delay (a trend line sees no
         growth in a queue that is full already; random loss comes with no queue)."""
-        return self.trendline.usage is Usage.OVERUSING or (self.loss > LOSS_CONGESTED
-                                                             and self.queue_ms > FULL_QUEUE_MS)
+        return (self.trendline.usage is Usage.OVERUSING or self.filling
+                or (self.loss > LOSS_CONGESTED and self.queue_ms > FULL_QUEUE_MS))
+
+    @property
+    def filling(self) -> bool:
+        """The wait of each feedback's last-sent packet grew at each of the last ``FILLING_STEPS``
+        feedbacks and is ``FILLING_MS`` now: a link that just got narrower under a running stream. The
+        trend line, fitted over 20 packet groups, said so ~0.2 s after a cap from 1.5 Mbit/s to 600
+        kbit/s, when the 200 ms queue had overflowed (it fills in ~0.13 s) and the host's frames were
+        lost in it; this says so at the second feedback. Jitter makes spikes, not a staircase."""
+        seen = self._queue_seen
+        return (len(seen) == FILLING_STEPS and seen[-1] >= FILLING_MS
+                and all(b > a for a, b in zip(seen, list(seen)[1:], strict=False)))
 
     def _measure_queue(self, offset: float, now_ms: float) -> None:
         """``offset``: the least (arrival - send) of one feedback; the path's least over ``BASE_WINDOW_MS``
@@ -303,6 +327,23 @@ class SendSideEstimator:
         if span >= ACKED_WINDOW_MS / 2:
             # The first packet's bytes arrived before the span began: not counted in it.
             self.acked_bps = (self._acked_bytes - self._acked[0][1]) * 8 / (span / 1000)
+
+    def _recent_acked_bps(self) -> float | None:
+        """What got through over the last ``RECENT_WINDOW_MS`` of arrivals (None over fewer than 5
+        packets or half the window)."""
+        if not self._acked:
+            return None
+        newest = self._acked[-1][0]
+        total = count = first_size = 0
+        first = newest
+        for arrived, size in reversed(self._acked):
+            if newest - arrived > RECENT_WINDOW_MS:
+                break
+            total, count, first, first_size = total + size, count + 1, arrived, size
+        span = newest - first
+        if count < 5 or span < RECENT_WINDOW_MS / 2:
+            return None
+        return (total - first_size) * 8 / (span / 1000)  # the first's bytes arrived before the span
 
     def _judge_loss(self, reported: int, lost: int, now_ms: float) -> None:
         """The lost share over intervals of at least ``LOSS_INTERVAL_MS`` (and 20 packets)."""
