@@ -4,7 +4,8 @@ on one timer (no task per subscriber).
 Twice a second each down-track's ``LayerChooser`` is given its layers' bitrates and what the down-track
 sent since the last time, and the layer it picks becomes the down-track's target (the switch itself
 happens on that layer's next keyframe, in the forwarding path). A link whose congestion has just begun
-(``SubscriberLink.alarm``) is chosen for at the next 50 ms tick, with the rates measured at the last choice.
+(``SubscriberLink.alarm``) is chosen for at once, from the feedback that said so, with the rates measured at
+the last choice (and at the next tick, should that fail).
 A subscriber whose one connection carries several videos has its estimate shared among them first
 (relay/allocation.py). Every 50 ms a down-track that probes sends its share of padding.
 """
@@ -37,6 +38,7 @@ class Adaptation:
     def add(self, down: DownTrack) -> None:
         self._down_tracks[down] = (time.monotonic(), down.link.bytes_out, down.link.audio_bytes_out,
                                    down.octets_sent)
+        down.link.on_alarm = self._alarmed
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
 
@@ -87,12 +89,19 @@ class Adaptation:
             link.nack_loss(sum(down.packets_sent for down, _ in downs), now)
             _adapt_link(link, downs, now)
 
+    def _alarmed(self, link: SubscriberLink) -> None:
+        """Congestion just began on ``link``: its videos are chosen for now, not at the next tick."""
+        try:
+            self._choose_again({link}, time.monotonic())
+        except Exception:  # the feedback's path goes on; the next tick tries again (the alarm is still up)
+            log.exception("simulcast adaptation failed")
+
     def _choose_again(self, links: set[SubscriberLink], now: float) -> None:
         """Choose for ``links`` now, between the regular choices, with the rates measured at the last one
         (50 ms of sending is too short to measure)."""
         by_link: dict[SubscriberLink, list[tuple[DownTrack, float]]] = {}
         for down in self._down_tracks:
-            if down.link in links:
+            if down.link in links and down.readyState != "ended" and down.chooser is not None:
                 by_link.setdefault(down.link, []).append((down, self._own_bps.get(down, 0.0)))
         for link, downs in by_link.items():
             _adapt_link(link, downs, now)
@@ -124,7 +133,7 @@ def _share_out(link: SubscriberLink, downs: list[DownTrack], now: float) -> None
             chooser.share, chooser.leads = None, True
         return
     claims = [_claim(d, now) for d in downs if d.chooser is not None]
-    shares = allocate(link.video_estimate_bps, claims, FIT)
+    shares = allocate(link.video_estimate_bps, claims, FIT, draining=link.draining(now))
     first = min(range(len(claims)), key=lambda i: (claims[i].priority, i))
     for i, (chooser, share) in enumerate(zip(choosers, shares, strict=True)):
         chooser.share, chooser.leads = share, i == first

@@ -6,7 +6,10 @@ they would send two or three times what the link carries. ``allocate`` decides, 
 track's share: the most important track's whole lowest layer (its full frame rate), then the cheapest
 option of every other track in priority order (a track whose cheapest option no longer fits gets nothing:
 the least important video pauses first; a paused one needs a margin more to come back), then upgrades in
-the same order, and what is left to the first track (the room its probes climb into). ``Adaptation``
+the same order, and what is left to the first track (the room its probes climb into). While the link's
+queue stands full after congestion began (``draining``), the first track has it all and the others pause:
+every byte they sent, a lower layer's keyframe above all, went into a queue that drops, and the host's
+frames were lost with theirs (LiveKit's allocator pauses the least important tracks when deficient too). ``Adaptation``
 applies the shares before each chooser picks within its own (``LayerChooser.share``).
 
 Priorities (lower first): the host on the viewer's own stage, then a PK opponent (another room's host),
@@ -48,16 +51,20 @@ class Claim:
     paused: bool = False  # its video is paused now (it needs ``RESUME_MARGIN`` more to come back)
 
 
-def allocate(estimate: float | None, claims: Sequence[Claim], fit: float) -> list[float | None]:
+def allocate(estimate: float | None, claims: Sequence[Claim], fit: float, draining: bool = False,
+             ) -> list[float | None]:
     """Each claim's share of ``estimate`` (bit/s for the viewer's video), in the claims' order. ``fit`` is
     the part of a share an option may use (the chooser's own margin): an option of rate r needs r / fit.
     None for every claim while there is no estimate yet (no limit); 0.0 for a claim whose cheapest option
     does not fit beside the more important ones (its video pauses). The most important claim always has
     at least what there is: under its cheapest option it is its own chooser that pauses it, on congestion,
-    as for a viewer watching one video."""
+    as for a viewer watching one video. ``draining``: the link's queue stands full; only the most
+    important claim is served, with all there is."""
     if estimate is None:
         return [None] * len(claims)
     order = sorted(range(len(claims)), key=lambda i: (claims[i].priority, i))
+    if draining and order:
+        return [estimate if i == order[0] else 0.0 for i in range(len(claims))]
     shares: list[float | None] = [0.0] * len(claims)
     left = estimate
     served: list[int] = []

@@ -149,12 +149,14 @@ def _down(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float
         # The link (or this track's share of it) cannot carry this option: down to the best that fits; if
         # none does and it lasts, video pauses (audio goes on).
         memory = _end_probe(memory, seen, now, failed=True)
-        if fitting or current != allowed[0]:
+        # A viewer's less important video given no share at all pauses at once, from whatever layer: its
+        # allocation already decided (the hold is for a video alone on its link, whose estimate may dip
+        # for a moment), and a step to the lowest layer first would cost a keyframe the full queue drops.
+        given_nothing = seen.shared and not seen.leads and budget <= 0
+        if not given_nothing and (fitting or current != allowed[0]):
             return replace(memory, current=fitting[-1] if fitting else allowed[0], nothing_fits_since=None), True
         since = memory.nothing_fits_since if memory.nothing_fits_since is not None else now
-        # A viewer's less important video given no share at all pauses at once: its allocation already
-        # decided (the hold is for a video alone on its link, whose estimate may dip for a moment).
-        hold = 0.0 if seen.shared and not seen.leads and budget <= 0 else PAUSE_HOLD
+        hold = 0.0 if given_nothing else PAUSE_HOLD
         return replace(memory, nothing_fits_since=since, current=None if now - since >= hold else current), True
     memory = replace(memory, nothing_fits_since=None)
     if seen.loss > LOSS_CEILING and (not seen.headroom or seen.estimate_bps is None):

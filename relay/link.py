@@ -29,12 +29,14 @@ the decisions at once and one good second does not undo them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from relay.bwe import SendSideEstimator
 from rtc.twcc import parse_feedback
 
 LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earlier packets
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
+STANDING_QUEUE_MS = 50.0  # a congested link whose packets wait this much longer than its least: draining
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
 MAX_FEEDBACK_PER_S = 100  # transport feedback packets read per subscriber a second (browsers: 10-20)
@@ -83,6 +85,9 @@ class SubscriberLink:
         # than at the next choice (up to 0.5 s): every moment the link is sent more than it carries, its
         # queue fills and drops, breaking frames of every video on it. Cleared when the choice is made.
         self.alarm = False
+        # Called when congestion begins, from the feedback's own path: the adaptation chooses at once
+        # (the next tick was up to 50 ms away, while a 200 ms queue fills in ~130 ms).
+        self.on_alarm: Callable[[SubscriberLink], None] | None = None
         self.repairs_refused = 0  # NACKs not answered: a congested link's repair budget was spent
         self._repair_tokens = 0.0  # bytes repairs may send now (refilled at repair_rate_bps)
         self._repair_at = 0.0
@@ -123,8 +128,11 @@ class SubscriberLink:
         self._estimates = [(t, v) for t, v in self._estimates if now - t < CONGESTION_HOLD]
         peak = max((v for _, v in self._estimates), default=0)
         if peak and bps < peak * 0.95:
-            self.alarm = self.alarm or not self.congested(now)
+            began = not self.alarm and not self.congested(now)
+            self.alarm = self.alarm or began
             self._congested_until = now + CONGESTION_HOLD
+            if began and self.on_alarm is not None:
+                self.on_alarm(self)
         self._estimates.append((now, bps))
         self.estimate_bps = bps
 
@@ -170,13 +178,22 @@ class SubscriberLink:
         if estimator.congested:
             # The queue on its path grows, or stands full and drops: congestion, said by the link itself.
             # (Not by the estimate's falls, as with REMB: this one follows what gets through, which wobbles.)
-            self.alarm = self.alarm or not self.congested(now)
+            began = not self.alarm and not self.congested(now)
+            self.alarm = self.alarm or began
             self._congested_until = now + CONGESTION_HOLD
+            if began and self.on_alarm is not None:
+                self.on_alarm(self)
 
     def congested(self, now: float | None = None) -> bool:
         """The receiver's estimate fell lately (what is sent being more than the estimate says nothing:
         the estimate trails what it receives while a stream ramps up)."""
         return (time.monotonic() if now is None else now) < self._congested_until
+
+    def draining(self, now: float | None = None) -> bool:
+        """Congestion began and the queue before the viewer still stands (the relay's own estimate sees it:
+        packets wait ``STANDING_QUEUE_MS`` longer than the path's least): whatever more is sent is lost."""
+        return (self.send_side is not None and self.send_side.queue_ms > STANDING_QUEUE_MS
+                and self.congested(now))
 
     def may_repair(self, size: int, first: bool = True, now: float | None = None) -> bool:
         """Whether a repair of ``size`` bytes may go now (``repair_rate_bps``); counts it when not. The

@@ -209,3 +209,63 @@ def test_a_flood_of_feedback_is_read_at_most_a_hundred_a_second_and_the_rest_cou
     assert link.send_side.feedback_packets == MAX_FEEDBACK_PER_S and link.bad_feedback == 500 - MAX_FEEDBACK_PER_S
     link.on_transport_feedback(packet, now=11.5)  # the next second: read again
     assert link.send_side.feedback_packets == MAX_FEEDBACK_PER_S + 1
+
+
+def test_a_link_capped_under_a_running_stream_is_cut_at_once_to_under_the_cap():
+    """The lab's three tiles: 1.7 Mbit/s flowing freely, then a 600 kbit/s cap with a 200 ms queue. The
+    first cut goes under the cap (what arrives while the queue grows is the cap's rate), not to a share
+    of the half second before, which still held the free link's rate."""
+    est, trace = simulate(1_700_000, 20_000_000, queue_ms=200, seconds=3)
+    start = trace[-1][0]
+    est, trace = simulate(1_700_000, 600_000, queue_ms=200, seconds=1, est=est, start_ms=start)
+    first = next(t for t, _, usage in trace if usage is Usage.OVERUSING)
+    assert first - start <= 300
+    assert all(e is not None and e <= 600_000 for t, e, _ in trace if t >= first + 50)  # the next feedback on
+
+
+@pytest.mark.parametrize(("waits", "filling"), [
+    ([0, 10, 30], True),  # the last-sent packet of each feedback waited longer each time: a queue filling
+    ([0, 10, 20], False),  # growing, but not deep enough to act on yet
+    ([0, 40, 30], False),  # a spike of jitter, not a staircase
+    ([30, 30, 30], False),  # a queue that stands (the full-queue rule, with loss, is for that)
+])
+def test_a_queue_filling_is_seen_at_the_second_feedback_that_grew(waits, filling):
+    est = SendSideEstimator()
+    t = 0.0
+    for n, wait in enumerate([0, 0, *waits]):
+        results = []
+        for _ in range(5):
+            seq = est.sent.add(PACKET, t)
+            results.append((seq, int((t + 20 + wait) * 1000)))
+            t += 10
+        est.on_feedback(results, 50.0 * (n + 1), 40.0)
+    assert est.filling is filling
+
+
+def test_a_link_tells_once_when_congestion_begins_and_drains_while_its_queue_stands():
+    """The wiring from feedback to the adaptation (relay/adaptation.py chooses at once on the call): a link
+    that gets narrower under 1.5 Mbit/s says so once, from the feedback, and is draining (only its first
+    video served) while packets wait more than 50 ms beyond the path's least."""
+    from relay.link import SubscriberLink
+    from rtc.twcc import TransportFeedback
+
+    link = SubscriberLink()
+    link.estimate_on_send_side()
+    assert link.send_side is not None
+    called: list[SubscriberLink] = []
+    link.on_alarm = called.append
+    receiver_side = TransportFeedback()
+    free_at = 0.0
+    for n in range(40):  # 2 s of feedback every 50 ms; the link narrows to 600 kbit/s after 1 s
+        link_bps = 20_000_000 if n < 20 else 600_000
+        for k in range(8):  # 8 packets of 1200 bytes per 50 ms: 1.5 Mbit/s
+            sent_ms = n * 50.0 + k * 6.25
+            seq = link.send_side.sent.add(1200, sent_ms)
+            free_at = max(free_at, sent_ms) + 1200 * 8 / link_bps * 1000
+            receiver_side.record(seq, int((free_at + 20) * 1000))
+        for feedback in receiver_side.build(3, 1):
+            link.on_transport_feedback(feedback, now=(n + 1) * 0.05)
+        if n == 19:
+            assert not called and not link.draining(now=1.0)
+    assert called == [link]
+    assert link.draining(now=2.0) and link.send_side.queue_ms > 50

@@ -214,6 +214,18 @@ def test_allocation(estimate, claims, expected):
     assert allocate(estimate, claims, FIT) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("estimate", "claims", "expected"), [
+    # Room for both, but the queue stands full: the host has it all, the co-host pauses until it drains.
+    (400 * K, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2)], [400 * K, 0.0]),
+    # Whichever order they come in, the most important is served.
+    (400 * K, [Claim(2, TEMPORAL, whole=2), Claim(1, TEMPORAL, whole=2), Claim(0, TEMPORAL, whole=2)],
+     [0.0, 0.0, 400 * K]),
+    (None, [Claim(0, TEMPORAL, whole=2), Claim(2, TEMPORAL, whole=2)], [None, None]),
+])
+def test_allocation_while_the_queue_drains(estimate, claims, expected):
+    assert allocate(estimate, claims, FIT, draining=True) == pytest.approx(expected)
+
+
 def test_a_links_nack_loss_is_weighed_against_all_its_videos_and_survives_one_ending():
     """Two videos on one connection share its NACKs: the adaptation gives the link the sum of what they sent;
     when one ends the sum falls, which must not read as a bogus figure."""
