@@ -47,6 +47,51 @@ MIGRATIONS: list[list[str]] = [
         # A scene moment (stage, PK, call) is seen by every node of the room: kept once.
         "CREATE UNIQUE INDEX IF NOT EXISTS moments_once ON events (room, ref) WHERE kind = 'stage'",
     ],
+    [
+        # Shows that exist before they start (analytics/showbook.py), who reserved and who follows whom.
+        """CREATE TABLE IF NOT EXISTS shows (
+            id TEXT PRIMARY KEY,
+            room TEXT NOT NULL,
+            host TEXT NOT NULL,
+            title TEXT NOT NULL,
+            starts_ms BIGINT NOT NULL,
+            cover TEXT,
+            products TEXT,
+            status TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            live_ms BIGINT,
+            ended_ms BIGINT,
+            reminded INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX IF NOT EXISTS shows_by_room ON shows (room, starts_ms)",
+        """CREATE TABLE IF NOT EXISTS reservations (
+            show_id TEXT NOT NULL,
+            viewer TEXT NOT NULL,
+            ts_ms BIGINT NOT NULL,
+            PRIMARY KEY (show_id, viewer)
+        )""",
+        """CREATE TABLE IF NOT EXISTS follows (
+            host TEXT NOT NULL,
+            viewer TEXT NOT NULL,
+            ts_ms BIGINT NOT NULL,
+            PRIMARY KEY (host, viewer)
+        )""",
+        # Webhook deliveries waiting, by idempotency key: a key is delivered once (nodes claim a row for a
+        # lease before sending it), retried with backoff until it is taken or given up.
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_ms BIGINT NOT NULL,
+            claimed_until BIGINT NOT NULL DEFAULT 0,
+            delivered_ms BIGINT,
+            failed INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_ms, failed, next_ms)",
+    ],
 ]
 
 COLUMNS = ("ts_ms", "room", "show_id", "kind", "viewer", "product", "source", "value", "ref", "data")
@@ -86,6 +131,15 @@ class Store(Protocol):
     def events(self, room: str, show: str | None = None) -> list[Event]: ...
 
     def shows(self, room: str) -> list[tuple[str, int, int]]: ...
+
+    def events_between(self, room: str, from_ms: int, to_ms: int) -> list[Event]: ...
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int: ...
+
+    @property
+    def placeholder(self) -> str: ...
 
     def delete_before(self, ts_ms: int) -> int: ...
 
@@ -167,6 +221,41 @@ class SqlStore:
             rows = cursor.fetchall()
             self._db.commit()
         return [_event(r) for r in rows]
+
+    def events_between(self, room: str, from_ms: int, to_ms: int) -> list[Event]:
+        """Every event of ``room`` from ``from_ms`` to ``to_ms`` (a scheduled show's time on air)."""
+        p = self._dialect.placeholder
+        rows = self.query(f"SELECT {', '.join(COLUMNS)} FROM events WHERE room = {p} AND ts_ms >= {p} "
+                          f"AND ts_ms <= {p} ORDER BY ts_ms", (room, from_ms, to_ms))
+        return [_event(r) for r in rows]
+
+    @property
+    def placeholder(self) -> str:
+        return self._dialect.placeholder
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one SELECT (``placeholder`` marks the arguments)."""
+        with self._lock:
+            self._ensure()
+            cursor = self._db.cursor()
+            cursor.execute(sql, tuple(args))
+            rows = cursor.fetchall()
+            self._db.commit()
+        return [tuple(r) for r in rows]
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """One INSERT/UPDATE/DELETE, committed: how many rows it changed."""
+        with self._lock:
+            self._ensure()
+            try:
+                cursor = self._db.cursor()
+                cursor.execute(sql, tuple(args))
+                count = cursor.rowcount
+                self._db.commit()
+            except Exception:
+                self._db.rollback()
+                raise
+        return int(count)
 
     def shows(self, room: str) -> list[tuple[str, int, int]]:
         """(show id, first event, last event) of every show kept for ``room``, oldest first."""

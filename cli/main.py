@@ -146,6 +146,12 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--assistant-model", default=None, help="The model name to ask for (with --assistant-llm).")
 @click.option("--order-secret", default=None, envvar="LIVE_RELAY_ORDER_SECRET",
               help="HMAC secret of the shop's order webhook (POST /api/orders); without it the webhook is off.")
+@click.option("--webhook-url", default=None,
+              help="Your webhook for scheduled shows: reminders, new shows for followers, follow-up lists.")
+@click.option("--webhook-secret", default=None, envvar="LIVE_RELAY_WEBHOOK_SECRET",
+              help="HMAC secret the webhook's deliveries are signed with (needed with --webhook-url).")
+@click.option("--public-url", default=None,
+              help="How people reach this server (https://live.example.com): links in reminders and calendars.")
 @click.option("--comment-review-url", default=None,
               help="Your review service: each comment is POSTed there before it fans out (allow/deny/replace).")
 @click.option("--comment-review-deadline", default=0.5, type=float, help="Seconds a review may take.")
@@ -167,7 +173,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           recordings_dir: str,
           metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
-          order_secret: str | None, comment_review_url: str | None, comment_review_deadline: float,
+          order_secret: str | None, webhook_url: str | None, webhook_secret: str | None, public_url: str | None,
+          comment_review_url: str | None, comment_review_deadline: float,
           comment_review_fail_open: bool, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
     """Run the server (uvloop; in-process broker unless --redis)."""
@@ -192,6 +199,12 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     if comment_review_url and not re.fullmatch(r"https?://\S+", comment_review_url):
         raise click.BadParameter(f"{comment_review_url!r} is not an http:// or https:// URL",
                                  param_hint="--comment-review-url")
+    for flag, given in (("--webhook-url", webhook_url), ("--public-url", public_url)):
+        if given and not re.fullmatch(r"https?://\S+", given):
+            raise click.BadParameter(f"{given!r} is not an http:// or https:// URL", param_hint=flag)
+    if webhook_url and not webhook_secret:
+        raise click.UsageError("--webhook-url needs --webhook-secret (or LIVE_RELAY_WEBHOOK_SECRET): deliveries "
+                               "are signed so your receiver can tell them from forgeries")
     printed_secret = secret is None
     secret = check_secret(secret) if secret is not None else _secrets.token_urlsafe(32)
     if workers > 1:
@@ -225,6 +238,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         metrics_token=metrics_token, record_dir=record_dir, record_max_bytes=int(record_max_gb * 1024**3),
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,
+        webhook_url=webhook_url, webhook_secret=webhook_secret, public_url=public_url,
         assistant_llm=assistant_llm, assistant_model=assistant_model,
         comment_review_url=comment_review_url, comment_review_deadline=comment_review_deadline,
         comment_review_fail_open=comment_review_fail_open,

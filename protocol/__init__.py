@@ -24,6 +24,7 @@ from protocol.messages import (
     pong_message,
     safe_ref,
     validate_client_message,
+    validate_product,
     validate_room_name,
 )
 from protocol.tokens import Grant, issue_admin_token, issue_token, token_claims, verify_admin_token, verify_token
@@ -36,5 +37,6 @@ __all__ = [
     "Ref", "Role", "ack_message", "decode", "encode", "error_message", "issue_admin_token", "issue_token", "now_ms",
     "pong_message",
     "safe_ref",
-    "token_claims", "validate_client_message", "validate_room_name", "verify_admin_token", "verify_token",
+    "token_claims", "validate_client_message", "validate_product", "validate_room_name", "verify_admin_token",
+    "verify_token",
 ]

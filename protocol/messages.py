@@ -163,6 +163,14 @@ def _product(value: Any) -> dict[str, Any]:
     return _check_fields(value, PRODUCT_FIELDS, prefix="product.")
 
 
+def validate_product(value: Any) -> dict[str, Any]:
+    """A product card as every path takes it (a push in the room, a scheduled show's list): the cleaned
+    card, or ProtocolError(bad_message) naming the field."""
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a product must be a map of PRODUCT_FIELDS")
+    return _check_fields(value, PRODUCT_FIELDS, prefix="product.")
+
+
 _COMMON: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "id": (_ref, False),  # echoed in the ack / error / pong for this message
     "ts": (_number, False),  # sender's send time, ms since the Unix epoch on the server's clock

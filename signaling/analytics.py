@@ -131,8 +131,10 @@ class ShowAnalytics(AnalyticsSink):
         self._shows.move_to_end(room)
         while len(self._shows) > MAX_ROOMS:
             self._shows.popitem(last=False)
-        self._record(Event(viewer.joined_ms, room, show, "join", viewer=viewer.id, source=viewer.source,
-                           data={"role": viewer.role}))
+        # A signed-in viewer's user id (the shop's own) is kept with the join: the follow-up list after the
+        # show names whom the shop can reach (analytics/followup.py); anonymous viewers stay pseudonyms.
+        data = {"role": viewer.role} if session.anonymous else {"role": viewer.role, "user": session.user}
+        self._record(Event(viewer.joined_ms, room, show, "join", viewer=viewer.id, source=viewer.source, data=data))
         return self._signed(room, viewer.id)
 
     def _signed(self, room: str, viewer_id: str) -> str:

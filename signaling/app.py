@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from analytics.showbook import ShowBook
 from analytics.store import open_store
 from analytics.writer import AnalyticsWriter
 from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, ProtocolError, Role, issue_token
@@ -46,9 +47,11 @@ from signaling.recording import RecordingControl, Recordings, add_recording_rout
 from signaling.restream import RestreamError, Restreams
 from signaling.review import CommentReview
 from signaling.scenes import ScenePorts, Scenes, SceneSettings
+from signaling.shows import Shows
 from signaling.ticker import Ticker
 from signaling.turn import Coturn, TurnService, coturn_config
 from signaling.voicecall import VoiceCalls
+from signaling.webhooks import WebhookSender
 from signaling.whip import HttpMedia
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,7 @@ class RelayServer:
             self.media.is_show = self.scenes.is_show
         self.analytics: AnalyticsSink = AnalyticsSink()
         self.analytics_writer: AnalyticsWriter | None = None
+        self.shows: Shows | None = None  # scheduled shows (set by create_app when analytics has a store)
         if config.analytics:
             store = open_store(config.analytics, Path("data"))
             self.analytics_writer = AnalyticsWriter(
@@ -159,6 +163,8 @@ class RelayServer:
             self.media.on_router_event(room, event)
         if self.recordings is not None:
             self.recordings.on_router_event(room, event)
+        if self.shows is not None:
+            self.shows.on_router_event(room, event)
 
     def _observe_media_setup(self, kind: str, seconds: float) -> None:
         self.metrics.media_setup.labels(kind).observe(seconds)
@@ -180,6 +186,8 @@ class RelayServer:
             await self.review.start()
         if self.analytics_writer is not None:
             await self.analytics_writer.start()
+        if self.shows is not None:
+            self.shows.start()  # (after the writer: its tables exist once the store is migrated)
         self.assistant.start()
         for room in self.config.rooms:
             await self.hub.open_room(room)  # configured rooms exist from the start
@@ -204,6 +212,8 @@ class RelayServer:
             await self.restreams.close()
         if self.media is not None:
             await self.media.close()
+        if self.shows is not None:
+            await self.shows.close()
         if self.analytics_writer is not None:
             await self.analytics_writer.close()  # after the connections: their leave events are in
         await self.broker.close()
@@ -354,6 +364,12 @@ def create_app(config: ServerConfig) -> web.Application:
         add_restream_routes(app, server, host_only)
     if isinstance(server.analytics, ShowAnalytics):  # Buy redirect, order webhook, reports
         app.add_routes(server.analytics.routes(auth, refusal))
+    if server.analytics_writer is not None:  # scheduled shows, reservations, follow-ups
+        writer = server.analytics_writer
+        webhook = WebhookSender(config.webhook_url, config.webhook_secret or "", writer, ShowBook(writer.store),
+                                config.webhook_max_backoff_s) if config.webhook_url else None
+        server.shows = Shows(writer, auth, refusal, webhook, config.reminder_lead_s, config.public_url)
+        app.add_routes(server.shows.routes())
     if config.web_root:
         app.router.add_get("/", index)
         app.router.add_get("/static/vendor/hls.js", hls_js)

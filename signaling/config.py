@@ -187,6 +187,17 @@ class ServerConfig:
     analytics_retention_days: float = 90.0
     # The shop's order webhook (POST /api/orders) is signed with this (HMAC-SHA256); None: webhook off.
     order_secret: str | None = None
+    # The operator's webhook for scheduled shows (signaling/webhooks.py): where reminders, new shows for
+    # followers, show starts and follow-up lists are POSTed, signed with webhook_secret (HMAC-SHA256); None:
+    # no deliveries (shows, reservations and follow-up lists still work). Reminders go reminder_lead_s
+    # before a show starts; a failed delivery is retried after 1, 2, 4 ... at most webhook_max_backoff_s.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    reminder_lead_s: float = 900.0
+    webhook_max_backoff_s: float = 300.0
+    # How people reach this server (https://shop.example.com): the links in reminders, calendar files and
+    # follow-up messages. None: the address the scheduling request came in by.
+    public_url: str | None = None
     # The assistant in the room: an OpenAI-compatible chat-completions base URL (…/v1) and model (None: the
     # offline engine only; the key comes from LIVE_RELAY_ASSISTANT_KEY or OPENAI_API_KEY), how long a model
     # answer may take before the offline one is used, and how often hosts get the digest (seconds).
