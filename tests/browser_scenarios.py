@@ -1559,6 +1559,53 @@ async def restream_studio(base: str, ws: str, out: Path, browser: Any, relay: An
     return r
 
 
+async def show_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host schedules a show from the studio (its shelf's products); a signed-in viewer opens the show's page
+    in Chinese: countdown, products, remind me and follow (kept by the server); an anonymous visitor is told
+    how to get a reminder."""
+    r: dict[str, Any] = {}
+    studio = await browser.new_page()
+    await studio.goto(f"{base}/?view=host&room=show&token={token('show', 'producer', Role.HOST, 'Producer')}")
+    await wait_for(studio, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    await studio.fill("#schedule-form [name=title]", "春季上新")
+    # Two hours ahead in the browser's own zone (the form sends the moment with its zone).
+    await studio.evaluate("""(() => { const d = new Date(Date.now() + 2 * 3600e3 + 90e3); d.setSeconds(0, 0);
+        const local = new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+        document.querySelector('#schedule-form [name=when]').value = local; })()""")
+    await studio.click("#schedule-form button")
+    r["scheduled"] = await wait_for(studio, "document.querySelector('#schedule-result').textContent || null")
+    r["listed"] = await wait_for(studio, "document.querySelector('#schedule-list li') && "
+                                         "document.querySelector('#schedule-list li').textContent")
+    link = r["scheduled"].rsplit(" ", 1)[-1]
+    show_id = link.rsplit("show=", 1)[-1]
+    viewer = await browser.new_page()
+    await viewer.add_init_script("localStorage.setItem('live-relay:lang', 'zh')")
+    await viewer.goto(f"{base}/?view=show&show={show_id}&token={token('show', 'mei', Role.VIEWER, 'Mei')}")
+    r["title"] = await wait_for(viewer, "document.querySelector('#show-title').textContent || null")
+    r["countdown"] = await wait_for(viewer, "document.querySelector('#show-countdown').textContent || null")
+    r["products"] = await viewer.evaluate("document.querySelectorAll('#show-products li').length")
+    await viewer.click("#show-remind")
+    r["remind_pressed"] = await wait_for(viewer, "document.querySelector('#show-remind').getAttribute('aria-pressed')"
+                                                 " === 'true' && document.querySelector('#show-remind').textContent")
+    await viewer.click("#show-follow")
+    r["following"] = await wait_for(viewer, "document.querySelector('#show-follow').getAttribute('aria-pressed')"
+                                            " === 'true'")
+    r["reservations_text"] = await viewer.evaluate("document.querySelector('#show-reservations').textContent")
+    shows = relay.shows
+    r["reserved_users"] = [v for v, _ in await relay.analytics_writer.call(shows.book.reservations, show_id)]
+    r["followers"] = await relay.analytics_writer.call(shows.book.followers, "producer")
+    await viewer.screenshot(path=str(out / "show-page-zh.png"), full_page=True)
+    anonymous = await browser.new_page()
+    await anonymous.goto(f"{base}/?view=show&show={show_id}")
+    await wait_for(anonymous, "document.querySelector('#show-title').textContent || null")
+    await anonymous.click("#show-remind")
+    r["anonymous"] = await wait_for(anonymous, "document.querySelector('#show-result').textContent || null")
+    missing = await browser.new_page()
+    await missing.goto(f"{base}/?view=show&show=nope")
+    r["missing"] = await wait_for(missing, "document.querySelector('#status').textContent || null")
+    return r
+
+
 SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromium_zh": _journey("zh", "chromium"),
              "journey_firefox_en": _journey("en", "firefox"), "journey_firefox_zh": _journey("zh", "firefox"),
              "firefox_viewer": firefox_viewer, "firefox_host": firefox_host, "firefox_call": firefox_call,
@@ -1567,7 +1614,7 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
-             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback,
+             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback, "show_page": show_page,
              "restream_studio": restream_studio}
 
 
@@ -1598,7 +1645,7 @@ async def main(scenario: str, out: Path) -> None:
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
                           **ice,
                           recordings_dir=str(out / "recordings"),
-                          analytics=str(out / "analytics.sqlite3") if scenario == "shop" else None)
+                          analytics=str(out / "analytics.sqlite3") if scenario in ("shop", "show_page") else None)
     base, ws = f"http://127.0.0.1:{config.port}", f"ws://127.0.0.1:{config.port}/ws"
     result: dict[str, Any]
     async with running(config) as relay, async_playwright() as pw:

@@ -236,6 +236,20 @@ def test_a_viewer_the_node_cannot_take_live_watches_over_hls_then_live(netns):
     assert r["hls_after"] and r["status_after"] == ""  # live video took over, the HLS tile went
 
 
+def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
+    r = run_scenario(netns, "show_page")
+    assert r["scheduled"].startswith("Scheduled. Share its page: http://") and "view=show&show=" in r["scheduled"]
+    assert r["listed"].startswith("春季上新 · ") and r["listed"].endswith("scheduled")
+    assert r["title"] == "春季上新"
+    assert r["countdown"].startswith("距开播 02:0")  # two hours ahead, ticking
+    assert r["products"] >= 3  # the studio's shelf, as product cards
+    assert r["remind_pressed"] == "已预约 ✓" and r["following"]
+    assert r["reservations_text"] == "1 人已预约"
+    assert r["reserved_users"] == ["mei"] and r["followers"] == ["mei"]
+    assert r["anonymous"] == "Open the show from the shop's link (signed in) to get reminders."
+    assert r["missing"] == "No such show: check the link."
+
+
 def test_a_host_restreams_from_the_studio(netns):
     r = run_scenario(netns, "restream_studio")
     assert r["refused"].startswith("Not added: url must be rtmp://")

@@ -6,6 +6,7 @@
 //   shop.js        product cards and chips                              studio.js  the host's tools
 //   live.js        a live room's page wired together, and its stats    call.js    1v1 calls
 //   pages.js       WHIP/WHEP, the replay, the dashboard                 i18n.js, ice.js
+//   schedule.js    a scheduled show's page, the studio's schedule
 // Text from users is only ever set with textContent, never as HTML.
 
 import { runCall, callClock, callScreen } from "./call.js";
@@ -14,6 +15,7 @@ import { $, i18n, params, roomName, t, token, view } from "./context.js";
 import { LANGUAGES, translatePage, translator } from "./i18n.js";
 import { mediaStats, subscribedConnections, tileStats, updateStats, wireLive } from "./live.js";
 import { runDashboard, runReplay, runWhep, runWhip } from "./pages.js";
+import { runShowPage } from "./schedule.js";
 import { offerSound, setSound, setStatus } from "./stage.js";
 import { app } from "./state.js";
 
@@ -57,6 +59,11 @@ async function main() {
       if (e.target.token.value) q.set("token", e.target.token.value);
       location.search = q.toString();
     };
+    return;
+  }
+  if (view === "show") { // a scheduled show's page: no stage, no message channel
+    setStatus("");
+    try { await runShowPage(params.get("show") || "", token); } catch (err) { setStatus(err.message); }
     return;
   }
   $("#live").hidden = false;

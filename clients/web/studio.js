@@ -5,6 +5,7 @@ import { app } from "./state.js";
 import { $, i18n, roomName, t, token } from "./context.js";
 import { publish } from "./media.js";
 import { setStatus, showSelf, stopSelf } from "./stage.js";
+import { endScheduledShow, wireSchedule } from "./schedule.js";
 
 export function showRecording(state) {
   const active = Boolean(state && state.active);
@@ -29,6 +30,7 @@ export async function endShow() {
   ended.querySelector(".replay").href = `/?view=replay&room=${room}`;
   ended.querySelector(".numbers").href = `/?view=dashboard&room=${room}`;
   ended.hidden = false;
+  await endScheduledShow(app.ch.room, token).catch(() => null); // the room's scheduled show, if one is live
 }
 
 export function watchPublishing(pub, live) {
@@ -197,6 +199,7 @@ export function wireHost() {
     b.onclick = () => app.ch.request({ type: "product", product }).catch((err) => setStatus(err.message));
     $("#shelf").append(b);
   }
+  wireSchedule(roomName, token, SHELF);
   $("#pin-form").onsubmit = (e) => {
     e.preventDefault();
     const text = e.target.text.value.trim(); if (!text) return;
