@@ -150,6 +150,8 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
               help="Your webhook for scheduled shows: reminders, new shows for followers, follow-up lists.")
 @click.option("--webhook-secret", default=None, envvar="LIVE_RELAY_WEBHOOK_SECRET",
               help="HMAC secret the webhook's deliveries are signed with (needed with --webhook-url).")
+@click.option("--reminder-lead-min", default=15.0, type=click.FloatRange(0, 7 * 24 * 60),
+              help="Minutes before a scheduled show starts that its reminder leaves through the webhook.")
 @click.option("--public-url", default=None,
               help="How people reach this server (https://live.example.com): links in reminders and calendars.")
 @click.option("--comment-review-url", default=None,
@@ -173,7 +175,8 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           recordings_dir: str,
           metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
-          order_secret: str | None, webhook_url: str | None, webhook_secret: str | None, public_url: str | None,
+          order_secret: str | None, webhook_url: str | None, webhook_secret: str | None, reminder_lead_min: float,
+          public_url: str | None,
           comment_review_url: str | None, comment_review_deadline: float,
           comment_review_fail_open: bool, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
@@ -239,6 +242,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,
         webhook_url=webhook_url, webhook_secret=webhook_secret, public_url=public_url,
+        reminder_lead_s=reminder_lead_min * 60,
         assistant_llm=assistant_llm, assistant_model=assistant_model,
         comment_review_url=comment_review_url, comment_review_deadline=comment_review_deadline,
         comment_review_fail_open=comment_review_fail_open,
