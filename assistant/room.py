@@ -186,6 +186,11 @@ class RoomAssistant:
         answer = await self._answer(text, now_ms)
         return answer.text if answer is not None else None
 
+    async def answer(self, text: str, now_ms: float) -> Answer | None:
+        """An answer to ``text`` with where it came from (the engine, the product): no window, no rate
+        limit, nothing posted (a show page before the show asks this way)."""
+        return await self._answer(text, now_ms)
+
     async def _answer(self, text: str, now_ms: float) -> Answer | None:
         knowledge = self.knowledge
         if self.llm is not None:

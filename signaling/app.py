@@ -368,7 +368,8 @@ def create_app(config: ServerConfig) -> web.Application:
         writer = server.analytics_writer
         webhook = WebhookSender(config.webhook_url, config.webhook_secret or "", writer, ShowBook(writer.store),
                                 config.webhook_max_backoff_s) if config.webhook_url else None
-        server.shows = Shows(writer, auth, refusal, webhook, config.reminder_lead_s, config.public_url)
+        server.shows = Shows(writer, auth, refusal, webhook, config.reminder_lead_s, config.public_url,
+                             server.assistant.preshow_answer)
         app.add_routes(server.shows.routes())
     if config.web_root:
         app.router.add_get("/", index)

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from assistant.catalog import Catalog, CatalogError, parse_catalog
-from assistant.engine import LlmEngine, ModelGate
+from assistant.engine import Answer, LlmEngine, ModelGate
 from assistant.room import AnswerBudget, Post, RoomAssistant, Suggest
 from assistant.text import warm_up
 from protocol import ErrorCode, ProtocolError, Role, now_ms
@@ -37,6 +37,7 @@ ASSISTANT_USER = "assistant"
 ASSISTANT_ROLE = "assistant"  # not a token role: no client can join as it, so none can pass for it
 MODES = ("auto", "suggest")
 MAX_ROOMS = 10_000  # rooms whose cards are remembered before their assistant is on
+MAX_PRESHOW = 64  # shows whose pre-show assistant is kept ready
 
 
 NODE_ANSWERS = 60  # answers per window across every room of the node
@@ -79,6 +80,8 @@ class AssistantService:
         self.model_gate = ModelGate(MODEL_CONCURRENCY)
         # Told of every question the assistant saw: (room, product or None, outcome, engine or None).
         self.on_question: Callable[[str, str | None, str, str | None], None] | None = None
+        self._preshow: OrderedDict[str, tuple[str, RoomAssistant]] = OrderedDict()  # show -> (cards key, assistant)
+        self._preshow_llm: LlmEngine | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._digest_loop(), name="assistant-digest")
@@ -91,6 +94,8 @@ class AssistantService:
         for assistant in self.rooms.values():
             if assistant.llm is not None:
                 await assistant.llm.close()
+        if self._preshow_llm is not None:
+            await self._preshow_llm.close()
 
     # -- configuration ----------------------------------------------------------------------------------------
 
@@ -156,6 +161,35 @@ class AssistantService:
         if (product := state.get("product")) is not None:
             assistant.on_card(product)
         self.rooms[room] = assistant
+
+    async def preshow_answer(self, room: str, show: str, products: list[dict[str, Any]], question: str,
+                             ) -> Answer | None:
+        """A question on a show's page before the show: answered from the show's product cards and the room's
+        catalog (when the host gave one), by the same engines and fact check as in the room, whether or
+        not the room's assistant is on (the cards are the seller's own facts). The assistant for a show is
+        kept (at most ``MAX_PRESHOW``, newest last) until its cards or the catalog change."""
+        state = await self.store.get_state(room)
+        stored = state.get("assistant_catalog") or {}
+        key = json.dumps([stored, products], sort_keys=True)
+        kept = self._preshow.get(show)
+        if kept is None or kept[0] != key:
+            try:
+                catalog = await parse_off_loop(stored.get("text") or "", stored.get("format") or "yaml")
+            except CatalogError:
+                catalog = parse_catalog("", "yaml")
+            await asyncio.get_running_loop().run_in_executor(None, warm_up)
+            if self._preshow_llm is None and self.llm_url:
+                self._preshow_llm = LlmEngine(self.llm_url, self.llm_model, os.environ.get("LIVE_RELAY_ASSISTANT_KEY")
+                                              or os.environ.get("OPENAI_API_KEY"), self.llm_deadline, self.model_gate)
+            assistant = RoomAssistant(catalog=catalog, llm=self._preshow_llm)
+            for product in products:
+                assistant.on_card({"product": product})
+            assistant.current = None  # no card is on screen before the show
+            kept = self._preshow[show] = (key, assistant)
+        self._preshow.move_to_end(show)
+        while len(self._preshow) > MAX_PRESHOW:
+            self._preshow.popitem(last=False)
+        return await kept[1].answer(question, now_ms())
 
     async def room_assistant(self, room: str) -> RoomAssistant | None:
         """The room's assistant (None: it is off there)."""

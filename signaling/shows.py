@@ -26,16 +26,19 @@ import datetime
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from analytics.events import Event
 from analytics.followup import followups, followups_csv, funnel, message
 from analytics.showbook import Show, ShowBook
 from analytics.writer import AnalyticsWriter
 from protocol import ErrorCode, ProtocolError, Role, validate_product
 from signaling.httpauth import HttpAuth
+from signaling.ratelimit import TokenBucket
 from signaling.webhooks import WebhookSender, body_of
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,13 @@ CHUNK = 1000  # user ids per webhook delivery
 _SHOW_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _URL = re.compile(r"^https?://[^\s\"'<>]{1,1000}$")
 YEAR_MS = 366 * 86_400_000
+MAX_QUESTION = 200
+# Questions on a show's page: per address (a shopper asks a few), and per show (what the engines cost).
+ASK_RATE, ASK_BURST = 0.2, 5
+SHOW_ASK_RATE, SHOW_ASK_BURST = 2.0, 20
+MAX_ASK_BUCKETS = 10_000
+# Asks a show's page before it starts: (room, show id, its products, the question) -> an answer or None.
+PreshowAnswer = Callable[[str, str, list[dict[str, Any]], str], Awaitable[Any]]
 
 
 class ShowError(ValueError):
@@ -131,9 +141,25 @@ def calendar(show: Show, page_url: str) -> bytes:
     return bytes(cal.to_ical())
 
 
+def question_brief(events: list[Event], last: int = 20) -> dict[str, Any]:
+    """What people asked on a show's page before it: how many, answered or not, about which products, and
+    the last ``last`` questions (newest first) with what came of each."""
+    asked = [e for e in events if e.kind == "question"]
+    by_product: dict[str, int] = {}
+    for e in asked:
+        if e.product:
+            by_product[e.product] = by_product.get(e.product, 0) + 1
+    answered = sum(1 for e in asked if (e.data or {}).get("outcome") == "answered")
+    return {"asked": len(asked), "answered": answered, "unanswered": len(asked) - answered,
+            "by_product": dict(sorted(by_product.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "last": [{"text": (e.data or {}).get("text"), "outcome": (e.data or {}).get("outcome"),
+                      "product": e.product, "ts_ms": e.ts_ms} for e in reversed(asked[-last:])]}
+
+
 class Shows:
     def __init__(self, writer: AnalyticsWriter, auth: HttpAuth, refuse: Callable[[ProtocolError], web.Response],
-                 webhook: WebhookSender | None, reminder_lead_s: float, public_url: str | None) -> None:
+                 webhook: WebhookSender | None, reminder_lead_s: float, public_url: str | None,
+                 preshow_answer: PreshowAnswer | None = None) -> None:
         self.book = ShowBook(writer.store)
         self._writer, self._auth, self._refuse = writer, auth, refuse
         self.webhook = webhook
@@ -142,6 +168,9 @@ class Shows:
         self._origin: str | None = None  # the last origin a request came in by (links when no public_url)
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        self._preshow_answer = preshow_answer
+        self._ask_buckets: OrderedDict[str, TokenBucket] = OrderedDict()  # by address, then "show:ID"
+        self.asks_refused = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -299,8 +328,52 @@ class Shows:
         await self._grant(request, show.room, host=True)
         reservations = await self._writer.call(self.book.reservation_count, show.id)
         followers = len(await self._writer.call(self.book.followers, show.host))
+        asked = await self._writer.call(self._writer.store.events, show.room, f"pre:{show.id}")
         return web.json_response({**show.public(), "reservations": reservations, "followers": followers,
-                                  "page": self._page(show)})
+                                  "page": self._page(show), "questions": question_brief(asked)})
+
+    async def ask(self, request: web.Request) -> web.StreamResponse:
+        """A question on the show's page: answered from its cards (and the room's catalog), counted for the
+        host's brief with its text (what people want to know before the show)."""
+        show = await self._show(request)
+        if self._preshow_answer is None:
+            return web.Response(status=503, text="unavailable: the assistant is not running here\n")
+        if request.content_length is not None and request.content_length > 4096:
+            raise web.HTTPRequestEntityTooLarge(4096, request.content_length, text="the question is too long\n")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        question = body.get("question") if isinstance(body, dict) else None
+        if not isinstance(question, str) or not 1 <= len(question.strip()) <= MAX_QUESTION:
+            return web.Response(status=400, text=f"bad_message: question must be 1-{MAX_QUESTION} characters\n")
+        question = "".join(c for c in question.strip() if c.isprintable())
+        if not (self._bucket(request.remote or "", ASK_RATE, ASK_BURST).take()
+                and self._bucket(f"show:{show.id}", SHOW_ASK_RATE, SHOW_ASK_BURST).take()):
+            self.asks_refused += 1
+            return web.Response(status=429, text="rate_limited: a moment before the next question\n",
+                                headers={"Retry-After": "5"})
+        try:
+            answer = await self._preshow_answer(show.room, show.id, show.products, question)
+        except Exception:  # an engine failing answers nothing; the page says it did not know
+            log.exception("a pre-show question could not be answered")
+            answer = None
+        outcome = "answered" if answer is not None else "unanswered"
+        self._writer.record(Event(now_ms(), show.room, f"pre:{show.id}", "question",
+                                  product=getattr(answer, "product", None),
+                                  data={"outcome": outcome, "engine": getattr(answer, "engine", None),
+                                        "text": question, "phase": "pre"}))
+        return web.json_response({"answer": answer.text if answer is not None else None, "outcome": outcome,
+                                  "product": getattr(answer, "product", None)})
+
+    def _bucket(self, key: str, rate: float, burst: int) -> TokenBucket:
+        bucket = self._ask_buckets.get(key)
+        if bucket is None:
+            bucket = self._ask_buckets[key] = TokenBucket(rate, burst)
+            while len(self._ask_buckets) > MAX_ASK_BUCKETS:
+                self._ask_buckets.popitem(last=False)
+        self._ask_buckets.move_to_end(key)
+        return bucket
 
     async def followup_list(self, request: web.Request) -> web.StreamResponse:
         show = await self._show(request)
@@ -348,6 +421,7 @@ class Shows:
                 web.delete("/api/shows/{show}/follow", refusing(self.follow)),
                 web.post("/api/shows/{show}/end", refusing(self.end)),
                 web.get("/api/shows/{show}/brief", refusing(self.brief)),
+                web.post("/api/shows/{show}/ask", refusing(self.ask)),
                 web.get("/api/shows/{show}/followups", refusing(self.followup_list))]
 
 

@@ -1591,6 +1591,9 @@ async def show_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     r["following"] = await wait_for(viewer, "document.querySelector('#show-follow').getAttribute('aria-pressed')"
                                             " === 'true'")
     r["reservations_text"] = await viewer.evaluate("document.querySelector('#show-reservations').textContent")
+    await viewer.fill("#show-ask [name=question]", "How much is the silk scarf?")
+    await viewer.click("#show-ask button")
+    r["answer"] = await wait_for(viewer, "document.querySelector('#show-answer').textContent || null")
     shows = relay.shows
     r["reserved_users"] = [v for v, _ in await relay.analytics_writer.call(shows.book.reservations, show_id)]
     r["followers"] = await relay.analytics_writer.call(shows.book.followers, "producer")

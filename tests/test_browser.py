@@ -245,6 +245,7 @@ def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
     assert r["products"] >= 3  # the studio's shelf, as product cards
     assert r["remind_pressed"] == "已预约 ✓" and r["following"]
     assert r["reservations_text"] == "1 人已预约"
+    assert "39.00" in r["answer"]  # asked before the show, answered from the scarf's card
     assert r["reserved_users"] == ["mei"] and r["followers"] == ["mei"]
     assert r["anonymous"] == "Open the show from the shop's link (signed in) to get reminders."
     assert r["missing"] == "No such show: check the link."

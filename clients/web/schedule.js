@@ -73,6 +73,18 @@ export async function runShowPage(showId, token) {
     show = await load(); render();
     result.textContent = path === "reservation" ? t(show.reserved ? "showpage.will_remind" : "showpage.no_remind") : "";
   };
+  $("#show-ask").onsubmit = async (e) => {
+    e.preventDefault();
+    const question = e.target.question.value.trim(); if (!question) return;
+    const resp = await fetch(`/api/shows/${encodeURIComponent(showId)}/ask`,
+      { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ question }) }).catch(() => null);
+    const said = $("#show-answer");
+    if (resp && resp.status === 429) { said.textContent = t("showpage.ask_later"); return; }
+    if (!resp || !resp.ok) { said.textContent = resp ? (await resp.text()).trim() : ""; return; }
+    const { answer } = await resp.json();
+    said.textContent = answer || t("showpage.unanswered");
+    e.target.question.value = "";
+  };
   $("#show-remind").onclick = () => toggle("reservation", show.reserved);
   $("#show-follow").onclick = () => toggle("follow", show.following);
   render();
