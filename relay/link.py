@@ -36,6 +36,7 @@ from rtc.twcc import parse_feedback
 
 LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earlier packets
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
+ALARM_WINDOW = 0.5  # seconds after congestion began in which each further fall of the estimate alarms too
 STANDING_QUEUE_MS = 50.0  # a congested link whose packets wait this much longer than its least: draining
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
@@ -88,6 +89,8 @@ class SubscriberLink:
         # Called when congestion begins, from the feedback's own path: the adaptation chooses at once
         # (the next tick was up to 50 ms away, while a 200 ms queue fills in ~130 ms).
         self.on_alarm: Callable[[SubscriberLink], None] | None = None
+        self._alarm_since = 0.0
+        self._alarm_estimate: int | None = None
         self.repairs_refused = 0  # NACKs not answered: a congested link's repair budget was spent
         self._repair_tokens = 0.0  # bytes repairs may send now (refilled at repair_rate_bps)
         self._repair_at = 0.0
@@ -179,9 +182,18 @@ class SubscriberLink:
             # The queue on its path grows, or stands full and drops: congestion, said by the link itself.
             # (Not by the estimate's falls, as with REMB: this one follows what gets through, which wobbles.)
             began = not self.alarm and not self.congested(now)
-            self.alarm = self.alarm or began
+            # The first cut is measured over arrivals partly from before the link narrowed; the next
+            # feedbacks cut further. Within ALARM_WINDOW of the start each such fall is chosen for at once
+            # too (a viewer capped at 400 kbit/s was first given a layer the second cut did not fit).
+            fell = (not began and now - self._alarm_since < ALARM_WINDOW and self.estimate_bps is not None
+                    and self._alarm_estimate is not None and self.estimate_bps < 0.9 * self._alarm_estimate)
+            if began:
+                self._alarm_since = now
+            if began or fell:
+                self._alarm_estimate = self.estimate_bps
+                self.alarm = True
             self._congested_until = now + CONGESTION_HOLD
-            if began and self.on_alarm is not None:
+            if (began or fell) and self.on_alarm is not None:
                 self.on_alarm(self)
 
     def congested(self, now: float | None = None) -> bool:
