@@ -166,7 +166,8 @@ class ShowAnalytics(AnalyticsSink):
             self._record(Event(int(now_ms()), room, show, "push", viewer=who, product=product.get("id"),
                                ref=str(event.get("seq")), data={"price": product.get("price"),
                                                                 "currency": product.get("currency"),
-                                                                "title": product.get("title")}))
+                                                                "title": product.get("title"),
+                                                                "url": product.get("url")}))
 
     def liked(self, session: Session, room: str, count: int) -> None:
         viewer = self._viewers.get(session.id)
@@ -237,6 +238,11 @@ class ShowAnalytics(AnalyticsSink):
             raise web.HTTPBadRequest(text=exc.message + "\n") from None
         products = self._products.get(room)
         known = products.get(product) if products is not None else None
+        replay = request.query.get("src") == "replay"
+        if known is None and replay and len(product) <= 64:
+            # A replay's card, pushed in a show this node no longer remembers (or before a restart): the URL
+            # it was pushed with, as the store kept it; still never a URL the host did not push.
+            known = await self.writer.call(self._pushed, room, product)
         if known is None:
             self._metrics.analytics_rejected.labels("unknown_product").inc()
             raise web.HTTPNotFound(text="no such product in this room\n")
@@ -249,8 +255,9 @@ class ShowAnalytics(AnalyticsSink):
         if given and viewer is None:
             self._metrics.analytics_rejected.labels("bad_viewer").inc()  # counted, as an unnamed viewer's click
         ref = secrets.token_urlsafe(9)
+        # A click in a replay counts for the show the card was pushed in, as a replay click.
         click = Event(int(now_ms()), room, show, "click", viewer=viewer, product=product, ref=ref,
-                      source=self._source_of(viewer))
+                      source="replay" if replay else self._source_of(viewer), data={"replay": True} if replay else None)
         self._record(click)
         self._clicks[ref] = click
         while len(self._clicks) > RECENT_CLICKS:
@@ -258,6 +265,18 @@ class ShowAnalytics(AnalyticsSink):
         parts = urlsplit(url)
         query = (parts.query + "&" if parts.query else "") + urlencode({"lr_click": ref})
         raise web.HTTPFound(urlunsplit(parts._replace(query=query)))
+
+    def _pushed(self, room: str, product: str) -> tuple[str, str] | None:
+        """(url, show) of the last push of ``product`` in ``room`` the store keeps (blocking: the writer's
+        thread)."""
+        store = self.writer.store
+        p = store.placeholder
+        rows = store.query(f"SELECT data, show_id FROM events WHERE room = {p} AND kind = 'push' AND product = {p} "
+                           "ORDER BY ts_ms DESC LIMIT 1", (room, product))
+        if not rows or not rows[0][0]:
+            return None
+        url = json.loads(rows[0][0]).get("url")
+        return (url, rows[0][1]) if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
     def _click_allowed(self, address: str) -> bool:
         bucket = self._click_buckets.get(address)

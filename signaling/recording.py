@@ -31,7 +31,7 @@ from protocol import ErrorCode, ProtocolError, Role, validate_room_name
 from relay.recorder import DiskBudget, Recording
 from relay.router import MediaRouter
 from signaling.brokers import EventStream, RoomStore
-from signaling.httpauth import HttpAuth, refusal
+from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ def inside(directory: Path, *parts: str) -> Path:
     if path == base or base not in path.parents:
         raise ValueError(f"{'/'.join(parts)!r} is outside {str(directory)!r}")
     return path
+
+
+SHARED_FILE = "shared.json"  # a room's recordings its host shared, beside their files
+MAX_SHARED = 200
 
 
 def _stamp_of(name: str) -> str:
@@ -122,6 +126,24 @@ class Recordings:
         return [{"file": p.name, "bytes": p.stat().st_size, "kind": "media" if p.suffix == ".mkv" else "events",
                  "recording": _stamp_of(p.name), **said.get(p.name, {})}
                 for p in files]
+
+    def shared(self, room: str) -> set[str]:
+        """The room's recordings its host shared (anyone with the link may watch their replay)."""
+        try:
+            names = json.loads((self._folder(room) / SHARED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+    def share(self, room: str, recording: str, public: bool) -> bool:
+        """Share a recording of the room (or stop): False when the room has no such recording. Kept beside the
+        files (``shared.json``), so it lasts as long as they do."""
+        if recording not in {entry["recording"] for entry in self.listing(room)}:
+            return False
+        names = self.shared(room)
+        names = names | {recording} if public else names - {recording}
+        (self._folder(room) / SHARED_FILE).write_text(json.dumps(sorted(names)[-MAX_SHARED:]), encoding="utf-8")
+        return True
 
     def file(self, room: str, name: str) -> Path | None:
         """A recorded file of the room by its listed name (nothing outside the room's folder)."""
@@ -256,22 +278,53 @@ class Recordings:
 
 def add_recording_routes(app: web.Application, recordings: Recordings, auth: HttpAuth) -> None:
     """``GET /recordings/{room}`` (a JSON listing) and ``GET /recordings/{room}/{file}`` (the file, with
-    Range), for a host or co-host token of that room only (``?token=`` too: a <video> sends no headers)."""
+    Range), for a host or co-host token of that room (``?token=`` too: a <video> sends no headers), or without
+    a token for the recordings its host shared (``PUT .../{recording}/share``): a replay viewers may watch and
+    buy from."""
 
-    async def refused(request: web.Request) -> web.Response | None:
+    async def refused(request: web.Request, roles: tuple[Role, ...] = (Role.HOST, Role.COHOST)) -> web.Response | None:
         try:
-            await auth.grant(request, request.match_info["room"], roles=(Role.HOST, Role.COHOST), query=True)
+            await auth.grant(request, request.match_info["room"], roles=roles, query=True)
         except ProtocolError as exc:
             return refusal(exc)
         return None
 
-    async def listing(request: web.Request) -> web.Response:
-        return await refused(request) or web.json_response(recordings.listing(request.match_info["room"]))
+    def not_shared() -> web.Response:
+        return web.Response(status=401, text="unauthorized: a host token, or a replay its host shared\n",
+                            headers={"WWW-Authenticate": "Bearer"})
 
-    async def one(request: web.Request) -> web.StreamResponse:
+    async def listing(request: web.Request) -> web.Response:
+        """Everything for the room's host or co-host; for anyone else, what its host shared."""
+        room = request.match_info["room"]
         refusing = await refused(request)
+        if refusing is None:
+            return web.json_response(recordings.listing(room))
+        public = recordings.shared(room)
+        if not public:
+            return refusing if bearer_token(request, query=True) else not_shared()
+        return web.json_response([e for e in recordings.listing(room) if e["recording"] in public])
+
+    async def share(request: web.Request) -> web.Response:
+        """``PUT /recordings/{room}/{recording}/share`` ``{"public": bool}`` (host): anyone with the replay's
+        link may watch it (and buy from its cards), or no longer."""
+        refusing = await refused(request, (Role.HOST,))
         if refusing is not None:
             return refusing
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("public"), bool):
+            return web.Response(status=400, text='bad_message: the body must be {"public": true} or false\n')
+        if not recordings.share(request.match_info["room"], request.match_info["file"], body["public"]):
+            return web.Response(status=404, text="no such recording\n")
+        return web.json_response({"recording": request.match_info["file"], "public": body["public"]})
+
+    async def one(request: web.Request) -> web.StreamResponse:
+        if _stamp_of(request.match_info["file"]) not in recordings.shared(request.match_info["room"]):
+            refusing = await refused(request)
+            if refusing is not None:
+                return refusing if bearer_token(request, query=True) else not_shared()
         path = recordings.file(request.match_info["room"], request.match_info["file"])
         if path is None:
             return web.Response(status=404, text="no such recording\n")
@@ -283,6 +336,7 @@ def add_recording_routes(app: web.Application, recordings: Recordings, auth: Htt
 
     app.router.add_get("/recordings/{room}", listing)
     app.router.add_get("/recordings/{room}/{file}", one)
+    app.router.add_put("/recordings/{room}/{file}/share", share)
 
 
 class RecordingControl:

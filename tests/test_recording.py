@@ -339,3 +339,61 @@ async def test_a_replay_lines_events_up_with_the_picture_though_the_first_keyfra
     picture = min(decoded, key=lambda d: abs(d[0] - at))[1]
     assert abs((picture - shown_at_comment + len(frames) // 2) % len(frames) - len(frames) // 2) <= 6, \
         (picture, shown_at_comment, at)
+
+
+async def test_a_shared_replay_is_open_to_viewers_and_its_cards_are_bought_as_replay_clicks(start_server, tmp_path):
+    """The host shares a recording: anyone with its link lists and plays it (a viewer's token too), an unshared
+    one stays closed; its card's Buy goes through /go as a replay click counted for the show it was pushed in,
+    to the URL the host pushed, even after the node forgot the live card (the store keeps it)."""
+    srv = await start_server(rooms=("show",), record_dir=str(tmp_path / "rec"),
+                             analytics=str(tmp_path / "a.sqlite3"))
+    host_token = srv.token("show", "host", Role.HOST)
+    card = {"id": "tea", "title": "Oolong", "price": "12.50", "currency": "EUR",
+            "url": "https://shop.example/p/tea?ref=live", "image": "https://shop.example/tea.png"}
+    async with LiveClient(srv.ws_url, "show", host_token) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(160, 120)])
+        await asyncio.sleep(1.0)
+        await host.request({"type": "product", "product": card})
+        await asyncio.sleep(0.5)
+        await publisher.close()
+        await recording_stopped(tmp_path / "rec")
+    writer = srv.relay.analytics_writer
+    async with asyncio.timeout(10):
+        while not writer.idle:  # noqa: ASYNC110 - the writer's own state
+            await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http:
+        url = f"{srv.base}/recordings/show"
+        host_auth = {"Authorization": f"Bearer {host_token}"}
+        listing = await (await http.get(url, headers=host_auth)).json()
+        media = next(item for item in listing if item["kind"] == "media")
+        assert (await http.get(url)).status == 401  # nothing shared yet
+        assert (await http.get(f"{url}/{media['file']}")).status == 401
+        share = f"{url}/{media['recording']}/share"
+        assert (await http.put(share, json={"public": True})).status == 401
+        viewer = {"Authorization": f"Bearer {srv.token('show', 'v')}"}
+        assert (await http.put(share, json={"public": True}, headers=viewer)).status == 403
+        assert (await http.put(f"{url}/20000101-000000.000/share", json={"public": True},
+                               headers=host_auth)).status == 404
+        assert (await http.put(share, json={"public": "yes"}, headers=host_auth)).status == 400
+        r = await http.put(share, json={"public": True}, headers=host_auth)
+        assert r.status == 200 and (await r.json())["public"] is True
+        shared = await (await http.get(url)).json()  # anyone with the link
+        assert {e["file"] for e in shared} == {e["file"] for e in listing if e["recording"] == media["recording"]}
+        for headers in ({}, viewer):
+            whole = await http.get(f"{url}/{media['file']}", headers=headers)
+            assert whole.status == 200 and await whole.read() == (tmp_path / "rec" / "show" / media["file"]).read_bytes()
+        # The replay's Buy: the node forgot the live card (a restart would); the store's push says where.
+        srv.relay.analytics._products.clear()
+        r = await http.get(f"{srv.base}/go/show/tea", params={"src": "replay"}, allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"].startswith("https://shop.example/p/tea?ref=live&lr_click=")
+        assert (await http.get(f"{srv.base}/go/show/nope", params={"src": "replay"},
+                               allow_redirects=False)).status == 404
+        async with asyncio.timeout(10):
+            while not writer.idle:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        events = await writer.call(writer.store.events, "show")
+        [push] = [e for e in events if e.kind == "push"]
+        [click] = [e for e in events if e.kind == "click"]
+        assert click.source == "replay" and click.show == push.show and click.product == "tea"
+        r = await http.put(share, json={"public": False}, headers=host_auth)
+        assert (await http.get(url)).status == 401 and (await http.get(f"{url}/{media['file']}")).status == 401

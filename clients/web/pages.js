@@ -163,7 +163,7 @@ export async function runReplay(room, tok) {
   const at = () => start + video.currentTime * 1000;
   const show = (e, fly) => {
     if (e.type === "comment") addComment(e, fly);
-    else if (e.type === "product") showProductAt(e);
+    else if (e.type === "product") showProductAt(e, room);
     else if (e.type === "announce" && e.pinned) showAnnouncement(e);
   };
   const follow = (now) => { // the other tiles to the replay's time: shown while on, within a quarter second
@@ -196,17 +196,46 @@ export async function runReplay(room, tok) {
   video.addEventListener("play", () => follow(at()));
   window.liveRelay.replay = { video, events, start, tiles: tiles.map((t) => ({ user: t.user, start: t.start, end: t.end, video: t.video, el: t.el })) };
   setStatus(t("replay.of", { show: wanted }));
+  // ?at=MS (a time on the server's clock, as a follow-up message links to the moment a product was shown):
+  // the replay starts there. Logged events carry both clocks.
+  const wall = Number(params.get("at"));
+  const both = events.find((e) => typeof e.server_ts === "number" && typeof e.media_ms === "number");
+  if (wall && both) {
+    const seek = () => { video.currentTime = Math.max(0, (wall - (both.server_ts - both.media_ms) - start) / 1000); };
+    if (video.readyState >= 1) seek(); else video.addEventListener("loadedmetadata", seek, { once: true });
+  }
+  if (tok) offerSharing(room, wanted, tok);
   playWithSound(video);
 }
 
-// A product card as it was at its moment: a replay has no server clock to count its offer down against.
-export function showProductAt(e) {
+// The host (the studio's token) shares the replay with viewers: anyone with its link may watch it and buy from
+// its cards; or stops sharing it.
+async function offerSharing(room, rec, tok) {
+  const button = document.createElement("button"); button.type = "button"; button.id = "share-replay";
+  const link = document.createElement("input"); link.readOnly = true; link.id = "share-link"; link.hidden = true;
+  link.value = `${location.origin}/?view=replay&room=${encodeURIComponent(room)}&rec=${encodeURIComponent(rec)}`;
+  let shared = false;
+  const say = () => { button.textContent = t(shared ? "replay.unshare" : "replay.share"); link.hidden = !shared; };
+  button.onclick = async () => {
+    const resp = await fetch(`/recordings/${encodeURIComponent(room)}/${encodeURIComponent(rec)}/share`,
+      { method: "PUT", headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" }, body: JSON.stringify({ public: !shared }) });
+    if (resp.ok) { shared = !shared; say(); } else setStatus((await resp.text()).trim());
+  };
+  say();
+  $("#recordings").after(button, link);
+}
+
+// A product card as it was at its moment: a replay has no server clock to count its offer down against. Its Buy
+// goes through the server's /go as a replay click (counted for the show it was pushed in, attributed as a
+// live click is), to the URL the host pushed.
+export function showProductAt(e, room) {
   const p = e.product; const card = $("#product-card");
   card.querySelector(".product-title").textContent = p.title;
   card.querySelector(".product-price").textContent = `${p.price} ${p.currency}`;
   card.querySelector(".product-extra").textContent = typeof p.stock === "number" ? `${p.stock} left` : "";
   const img = card.querySelector("img"); const src = safeImage(p.image); if (src) img.src = src; else img.removeAttribute("src");
-  const buy = card.querySelector(".buy"); const href = safeUrl(p.url); if (href) buy.href = href; else buy.removeAttribute("href");
+  const buy = card.querySelector(".buy");
+  if (safeUrl(p.url)) buy.href = `/go/${encodeURIComponent(room)}/${encodeURIComponent(p.id)}?src=replay`; else buy.removeAttribute("href");
   card.hidden = false;
 }
 
