@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, async_playwright
 
 from clients.client import LiveClient
@@ -53,6 +54,18 @@ async def wait_for(page: Page, expression: str, timeout: float = 20.0) -> Any:
             value = await asyncio.wait_for(page.evaluate(expression), max(deadline - time.monotonic(), 0) + 5)
         except TimeoutError:
             raise TimeoutError(f"the page stopped answering while waiting for: {expression}") from None
+        except PlaywrightError as exc:
+            # The page's script has not run (yet): a weak-network lab saw `window.liveRelay` undefined after
+            # the load event three times in one batch. Look again until the deadline, then say what the
+            # page was, so the next time says why.
+            if "liveRelay" not in expression or await page.evaluate("typeof window.liveRelay") != "undefined":
+                raise
+            if time.monotonic() > deadline:
+                body = await page.evaluate("document.body ? document.body.innerText.slice(0, 300) : ''")
+                raise TimeoutError(f"the page's script never ran ({exc.message.splitlines()[0]}): {page.url} "
+                                   f"{await page.title()!r} {body!r}") from None
+            await asyncio.sleep(0.1)
+            continue
         if value:
             return value
         if time.monotonic() > deadline:
