@@ -379,9 +379,10 @@ async def test_a_shared_replay_is_open_to_viewers_and_its_cards_are_bought_as_re
         assert r.status == 200 and (await r.json())["public"] is True
         shared = await (await http.get(url)).json()  # anyone with the link
         assert {e["file"] for e in shared} == {e["file"] for e in listing if e["recording"] == media["recording"]}
+        on_disk = (tmp_path / "rec" / "show" / media["file"]).read_bytes()
         for headers in ({}, viewer):
             whole = await http.get(f"{url}/{media['file']}", headers=headers)
-            assert whole.status == 200 and await whole.read() == (tmp_path / "rec" / "show" / media["file"]).read_bytes()
+            assert whole.status == 200 and await whole.read() == on_disk
         # The replay's Buy: the node forgot the live card (a restart would); the store's push says where.
         srv.relay.analytics._products.clear()
         r = await http.get(f"{srv.base}/go/show/tea", params={"src": "replay"}, allow_redirects=False)
