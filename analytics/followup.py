@@ -76,12 +76,14 @@ def pushed_at(events: Iterable[Event]) -> dict[str, int]:
     return first
 
 
-def followups(events: list[Event], reserved: Iterable[str], start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-    """One row per signed-in viewer who saw or clicked a product and did not buy it, longest stay first."""
+def followups(events: list[Event], reserved: Iterable[str], start_ms: int, end_ms: int,
+              seen_before: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """One row per signed-in viewer who saw or clicked a product and did not buy it, longest stay first.
+    ``seen_before``: the pseudonyms that joined the room before the show (``returning`` viewers)."""
     reserved_users = set(reserved)
     pushes = pushed_at(events)
     rows: list[dict[str, Any]] = []
-    for v in _viewers(events, end_ms).values():
+    for pseudonym, v in _viewers(events, end_ms).items():
         interested = sorted(set(v.seen) | set(v.clicked), key=lambda p: (v.clicked.get(p) or v.seen.get(p) or 0, p))
         missed = [p for p in interested if p not in v.bought]
         if not missed:
@@ -89,21 +91,27 @@ def followups(events: list[Event], reserved: Iterable[str], start_ms: int, end_m
         rows.append({"user": v.user, "products": [
             {"id": p, "clicked": p in v.clicked, "shown_at_s": round(max(0, pushes.get(p, v.seen.get(p, start_ms))
                                                                           - start_ms) / 1000, 1)} for p in missed],
-            "dwell_s": round(v.dwell_s, 1), "reserved": v.user in reserved_users, "bought": sorted(v.bought)})
+            "dwell_s": round(v.dwell_s, 1), "reserved": v.user in reserved_users, "bought": sorted(v.bought),
+            "returning": pseudonym in seen_before})
     rows.sort(key=lambda r: (-float(r["dwell_s"]), str(r["user"])))
     return rows
 
 
-def funnel(events: list[Event], reserved: Iterable[str], end_ms: int) -> dict[str, int]:
+def funnel(events: list[Event], reserved: Iterable[str], end_ms: int,
+           seen_before: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Reservations -> attended -> bought, beside every signed-in viewer, every buyer, and how many of the
+    viewers had been in the room before (``returning``)."""
     reserved_users = set(reserved)
-    viewers = _viewers(events, end_ms).values()
+    by_pseudonym = _viewers(events, end_ms)
+    viewers = by_pseudonym.values()
     attended = {v.user for v in viewers if v.user in reserved_users}
     buyers = {v.user for v in viewers if v.bought or v.spent}
     return {"reserved": len(reserved_users), "attended": len(attended), "bought": len(attended & buyers),
-            "viewers": len({v.user for v in viewers}), "buyers": len(buyers)}
+            "viewers": len({v.user for v in viewers}), "buyers": len(buyers),
+            "returning": len({v.user for p, v in by_pseudonym.items() if p in seen_before})}
 
 
-CSV_FIELDS = ("user", "product", "clicked", "shown_at_s", "dwell_s", "reserved")
+CSV_FIELDS = ("user", "product", "clicked", "shown_at_s", "dwell_s", "reserved", "returning")
 
 
 def followups_csv(rows: list[dict[str, Any]]) -> str:
@@ -114,7 +122,7 @@ def followups_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         for product in row["products"]:
             writer.writerow([_cell(row["user"]), _cell(product["id"]), int(product["clicked"]), product["shown_at_s"],
-                             row["dwell_s"], int(row["reserved"])])
+                             row["dwell_s"], int(row["reserved"]), int(row["returning"])])
     return out.getvalue()
 
 

@@ -587,7 +587,8 @@ class LazyGroup(click.Group):
 @main.group(cls=LazyGroup, lazy={
     "chat": "loadtest.chat:chat_command", "baseline-server": "loadtest.baseline:baseline_command",
     "media": "loadtest.media:media_command", "call": "loadtest.media:call_command",
-    "scenes": "loadtest.scenes:scenes_command", "joins": "loadtest.joins:joins_command"})
+    "scenes": "loadtest.scenes:scenes_command", "joins": "loadtest.joins:joins_command",
+    "season": "loadtest.season:season_command"})
 def loadtest() -> None:
     """Load tests against a running server."""
 

@@ -91,21 +91,22 @@ def _events() -> list[Event]:
 
 
 def test_the_follow_up_list_names_who_looked_and_did_not_buy():
-    rows = followups(_events(), ["alice", "bob", "dave"], start_ms=0, end_ms=600_000)
+    before = frozenset({"pc", "pb", "pz"})  # carol and bob were in the room's earlier shows
+    rows = followups(_events(), ["alice", "bob", "dave"], start_ms=0, end_ms=600_000, seen_before=before)
     assert rows == [
         {"user": "alice", "products": [{"id": "A", "clicked": True, "shown_at_s": 30.0}], "dwell_s": 600.0,
-         "reserved": True, "bought": []},
+         "reserved": True, "bought": [], "returning": False},
         {"user": "carol", "products": [{"id": "B", "clicked": False, "shown_at_s": 40.0}], "dwell_s": 60.0,
-         "reserved": False, "bought": []}]
-    assert funnel(_events(), ["alice", "bob", "dave"], 600_000) == {
-        "reserved": 3, "attended": 2, "bought": 1, "viewers": 3, "buyers": 1}
+         "reserved": False, "bought": [], "returning": True}]
+    assert funnel(_events(), ["alice", "bob", "dave"], 600_000, before) == {
+        "reserved": 3, "attended": 2, "bought": 1, "viewers": 3, "buyers": 1, "returning": 2}
 
 
 def test_the_follow_up_csv_never_carries_a_formula():
     rows = [{"user": "=HYPERLINK(\"http://evil\")", "products": [{"id": "A", "clicked": True, "shown_at_s": 3.0}],
-             "dwell_s": 5.0, "reserved": False, "bought": []}]
+             "dwell_s": 5.0, "reserved": False, "bought": [], "returning": False}]
     table = list(csv.reader(io.StringIO(followups_csv(rows))))
-    assert table[0] == ["user", "product", "clicked", "shown_at_s", "dwell_s", "reserved"]
+    assert table[0] == ["user", "product", "clicked", "shown_at_s", "dwell_s", "reserved", "returning"]
     assert table[1][0].startswith("'=")
 
 
@@ -302,7 +303,8 @@ async def test_a_show_from_schedule_to_follow_up_with_the_webhook_down_for_30_s(
             assert r.status == 409
         async with http.get(f"{base}/api/shows/{sid}/followups", params={"lang": "zh"}, headers=host_auth) as r:
             report = await r.json()
-        assert report["funnel"] == {"reserved": 2, "attended": 2, "bought": 1, "viewers": 3, "buyers": 1}
+        assert report["funnel"] == {"reserved": 2, "attended": 2, "bought": 1, "viewers": 3, "buyers": 1,
+                                    "returning": 0}
         assert sorted((f["user"], [p["id"] for p in f["products"]], f["reserved"]) for f in report["followups"]) == [
             ("alice", ["A"], True), ("carol", ["B"], False)]
         alice = next(f for f in report["followups"] if f["user"] == "alice")
