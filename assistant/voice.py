@@ -5,7 +5,9 @@
 - ``Recognizer``: pocketsphinx with the en-us acoustic model its wheel ships, constrained by a JSGF grammar
   made from the room's catalog (product names, question phrases): the call's vocabulary is the shop's, which
   is what makes an offline recognizer reliable here.
-- ``Speech``: espeak-ng renders the answer; ``SpeechTrack`` (an aiortc audio track) plays it, silence
+- ``speak``: espeak-ng renders the answer in its language's voice (Mandarin for Chinese); with a speech API
+  (assistant/speech.py: Whisper-style recognition in any language, and its voice) the call goes through
+  that instead; ``SpeechTrack`` (an aiortc audio track) plays it, silence
   otherwise, and ``stop()`` cuts it off mid-word (barge-in).
 - ``VoiceAssistant`` runs the loop over the caller's decoded audio frames and records the response
   latency (end of the caller's speech to the first answer audio) and the interruption latency (the caller
@@ -116,11 +118,24 @@ class Recognizer:
         return hyp.hypstr if hyp is not None else ""
 
 
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def voice_for(text: str) -> str:
+    """espeak-ng's voice for ``text``: Mandarin where it has Chinese characters, else American English."""
+    return "cmn" if _CJK.search(text) else "en-us"
+
+
 def speak(text: str, rate_wpm: int = 165) -> np.ndarray:
-    """espeak-ng's rendering of ``text`` as 48 kHz mono int16 samples."""
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(rate_wpm), "--stdout", text], check=True,
+    """espeak-ng's rendering of ``text`` (in its language's voice) as 48 kHz mono int16 samples."""
+    wav = subprocess.run(["espeak-ng", "-v", voice_for(text), "-s", str(rate_wpm), "--stdout", text], check=True,
                          capture_output=True, timeout=20).stdout
     return to_pcm(wav, OUT_RATE)
+
+
+def sorry(heard: str) -> str:
+    """What to say when the question was not understood, in the language it seems to have been asked in."""
+    return "抱歉，我没听清，请再问一次。" if _CJK.search(heard) else "Sorry, I did not catch that. Could you ask again?"
 
 
 def to_pcm(data: bytes, rate: int) -> np.ndarray:
@@ -182,11 +197,15 @@ class SpeechTrack(AudioStreamTrack):
 class VoiceAssistant:
     """Listens to one caller's audio frames, answers through ``track``."""
 
-    def __init__(self, recognizer: Recognizer, answer: Callable[[str], Awaitable[str | None]],
-                 track: SpeechTrack) -> None:
-        self.recognizer = recognizer
+    def __init__(self, recognize: Callable[[bytes], Awaitable[str]], answer: Callable[[str], Awaitable[str | None]],
+                 track: SpeechTrack, say: Callable[[str], Awaitable[np.ndarray]] | None = None) -> None:
+        """``recognize``: 16 kHz mono s16 utterance -> text (pocketsphinx offline, or a speech API);
+        ``say``: text -> 48 kHz samples (espeak-ng by default)."""
+        self.recognize = recognize
         self.answer = answer
         self.track = track
+        self.say = say or (lambda text: asyncio.get_running_loop().run_in_executor(None, speak, text))
+        self.spoken_ms: list[float] = []  # the time ``say`` took for each answer (a speech server's own time)
         self.detector = SpeechDetector()
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.heard: list[str] = []
@@ -213,13 +232,14 @@ class VoiceAssistant:
                         self._busy = asyncio.create_task(self._respond(utterance, time.monotonic()))
 
     async def _respond(self, utterance: bytes, ended: float) -> None:
-        loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(None, self.recognizer.recognize, utterance)
+        text = await self.recognize(utterance)
         self.heard.append(text)
         if not text.strip():
             return
-        reply = await self.answer(text) or "Sorry, I did not catch that. Could you ask again?"
-        samples = await loop.run_in_executor(None, speak, reply)
+        reply = await self.answer(text) or sorry(text)
+        began = time.monotonic()
+        samples = await self.say(reply)
+        self.spoken_ms.append((time.monotonic() - began) * 1000)
 
         def first_sound() -> None:
             self.response_ms.append((time.monotonic() - ended) * 1000)

@@ -154,6 +154,11 @@ def _ws_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
               help="Minutes before a scheduled show starts that its reminder leaves through the webhook.")
 @click.option("--public-url", default=None,
               help="How people reach this server (https://live.example.com): links in reminders and calendars.")
+@click.option("--speech-url", default=None,
+              help="The voice assistant's speech: an OpenAI-compatible speech API (…/v1, e.g. a Whisper server) for "
+                   "recognition and voice in any language; key from LIVE_RELAY_SPEECH_KEY. Without it: English "
+                   "recognition offline, answers spoken by espeak-ng (Mandarin for Chinese).")
+@click.option("--speech-language", default=None, help="The callers' language as a hint to the speech API (zh, en).")
 @click.option("--comment-review-url", default=None,
               help="Your review service: each comment is POSTed there before it fans out (allow/deny/replace).")
 @click.option("--comment-review-deadline", default=0.5, type=float, help="Seconds a review may take.")
@@ -176,7 +181,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
           metrics_token: str | None,
           analytics: str, analytics_retention_days: float, assistant_llm: str | None, assistant_model: str | None,
           order_secret: str | None, webhook_url: str | None, webhook_secret: str | None, reminder_lead_min: float,
-          public_url: str | None,
+          public_url: str | None, speech_url: str | None, speech_language: str | None,
           comment_review_url: str | None, comment_review_deadline: float,
           comment_review_fail_open: bool, workers: int,
           reuse_port: bool, node_port: int | None) -> None:
@@ -202,7 +207,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
     if comment_review_url and not re.fullmatch(r"https?://\S+", comment_review_url):
         raise click.BadParameter(f"{comment_review_url!r} is not an http:// or https:// URL",
                                  param_hint="--comment-review-url")
-    for flag, given in (("--webhook-url", webhook_url), ("--public-url", public_url)):
+    for flag, given in (("--webhook-url", webhook_url), ("--public-url", public_url), ("--speech-url", speech_url)):
         if given and not re.fullmatch(r"https?://\S+", given):
             raise click.BadParameter(f"{given!r} is not an http:// or https:// URL", param_hint=flag)
     if webhook_url and not webhook_secret:
@@ -242,7 +247,7 @@ def serve(host: str, port: int, secret: str | None, rooms: tuple[str, ...], demo
         recordings_dir=recordings_dir, analytics=None if analytics.lower() == "off" else analytics,
         analytics_retention_days=analytics_retention_days, order_secret=order_secret,
         webhook_url=webhook_url, webhook_secret=webhook_secret, public_url=public_url,
-        reminder_lead_s=reminder_lead_min * 60,
+        reminder_lead_s=reminder_lead_min * 60, speech_url=speech_url, speech_language=speech_language,
         assistant_llm=assistant_llm, assistant_model=assistant_model,
         comment_review_url=comment_review_url, comment_review_deadline=comment_review_deadline,
         comment_review_fail_open=comment_review_fail_open,

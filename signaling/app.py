@@ -23,6 +23,7 @@ from aiohttp import web
 from analytics.showbook import ShowBook
 from analytics.store import open_store
 from analytics.writer import AnalyticsWriter
+from assistant.speech import SpeechApi
 from protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, ProtocolError, Role, issue_token
 from relay.router import MediaConfig, MediaRouter
 from signaling.analytics import AnalyticsSink, ShowAnalytics
@@ -134,7 +135,10 @@ class RelayServer:
                              self.recordings)
         self.connections = Connections(config.limits, config.secret, hub, self.membership, self.metrics)
         no_media = unavailable(ErrorCode.MEDIA_UNAVAILABLE, "this server runs without media")
-        self.voice_calls = VoiceCalls(self.assistant, hub, config.secret, self.media.node_url) \
+        speech = SpeechApi(config.speech_url, os.environ.get("LIVE_RELAY_SPEECH_KEY"), config.speech_stt_model,
+                           config.speech_tts_model, config.speech_voice, config.speech_language) \
+            if config.speech_url else None
+        self.voice_calls = VoiceCalls(self.assistant, hub, config.secret, self.media.node_url, speech=speech) \
             if self.media is not None else None
         voice_routes = self.voice_calls.handlers() if self.voice_calls is not None else \
             {"assistant_call": no_media}
@@ -202,6 +206,8 @@ class RelayServer:
         await self.loop_watch.stop()
         await self.hub.close(code, reason)
         await self.assistant.close()
+        if self.voice_calls is not None and self.voice_calls.speech is not None:
+            await self.voice_calls.speech.close()
         if self.review is not None:
             await self.review.close()
         if self.recordings is not None:

@@ -205,6 +205,15 @@ class ServerConfig:
     assistant_model: str | None = None
     assistant_deadline: float = 2.0
     assistant_digest_interval: float = 10.0
+    # The voice assistant's speech (1v1 calls): an OpenAI-compatible speech API's base URL (…/v1; a self-hosted
+    # Whisper server, for example) for recognition and the answer's voice, in any language it knows (Chinese
+    # among them); the key from LIVE_RELAY_SPEECH_KEY. None: pocketsphinx (English) and espeak-ng offline.
+    # speech_language: the callers' language as a hint ("zh"; None: the server detects it).
+    speech_url: str | None = None
+    speech_language: str | None = None
+    speech_stt_model: str = "whisper-1"
+    speech_tts_model: str = "tts-1"
+    speech_voice: str = "alloy"
     # The operator's comment review hook (a URL that gets each comment before it fans out and answers
     # allow / deny / replace), how long it may take, and what happens when it does not answer in time:
     # fail-open publishes the comment as written, fail-closed refuses it (`unavailable`).

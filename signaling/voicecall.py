@@ -21,7 +21,8 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 
-from assistant.voice import Recognizer, SpeechTrack, VoiceAssistant
+from assistant.speech import SpeechApi, SpeechError
+from assistant.voice import OUT_RATE, RATE, Recognizer, SpeechTrack, VoiceAssistant, speak
 from clients.client import LiveClient, ServerError
 from clients.media import MediaSession
 from protocol import ErrorCode, ProtocolError, Role, issue_token
@@ -33,21 +34,29 @@ log = logging.getLogger(__name__)
 
 _URL = re.compile(r"https?://\S+")
 _SPOKEN_CURRENCY = {"EUR": "euros", "USD": "dollars", "CNY": "yuan", "GBP": "pounds", "JPY": "yen"}
+_SPOKEN_CURRENCY_ZH = {"EUR": "欧元", "USD": "美元", "CNY": "元", "GBP": "英镑", "JPY": "日元"}
+_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 _PRICE = re.compile(r"(\d+)[.,](\d{2}) ([A-Z]{3})\b")
 
 
 def spoken(text: str) -> str:
-    """A chat answer as something to say: no links, prices as a person says them ("19 euros 90"),
-    separators as pauses."""
+    """A chat answer as something to say: no links, prices as a person says them ("19 euros 90"; in a
+    Chinese answer "19.90欧元"), separators as pauses."""
+    chinese = bool(_CJK.search(text))
+
     def price(match: re.Match[str]) -> str:
         units, cents, code = match.groups()
+        if chinese:
+            return f"{units}{_SPOKEN_CURRENCY_ZH.get(code, code)}" if cents == "00" else \
+                f"{units}.{cents}{_SPOKEN_CURRENCY_ZH.get(code, code)}"
         word = _SPOKEN_CURRENCY.get(code, code)
         return f"{units} {word}" if cents == "00" else f"{units} {word} {cents}"
 
-    text = _PRICE.sub(price, _URL.sub("", text).replace("buy:", "").replace("·", ",").replace(":", ","))
-    return re.sub(r"[,\s]+$", "", re.sub(r"\s+", " ", text)).strip()
+    text = _URL.sub("", text).replace("buy:", "").replace("链接", "").replace("·", ",").replace(":", ",")
+    text = _PRICE.sub(price, text)
+    return re.sub(r"[,，\s]+$", "", re.sub(r"\s+", " ", text)).strip()  # noqa: RUF001 - Chinese comma
 
 
 def call_refusal(calls: list[tuple[str, str]], room: str, user: str, max_calls: int,
@@ -65,8 +74,10 @@ def call_refusal(calls: list[tuple[str, str]], room: str, user: str, max_calls: 
 
 class VoiceCalls:
     def __init__(self, assistants: AssistantService, hub: Hub, secret: str, node_url: str, max_calls: int = 4,
-                 max_call_s: float = 600.0, max_calls_per_room: int = 2, publish_within_s: float = 10.0) -> None:
+                 max_call_s: float = 600.0, max_calls_per_room: int = 2, publish_within_s: float = 10.0,
+                 speech: SpeechApi | None = None) -> None:
         self.assistants = assistants
+        self.speech = speech  # the operator's speech API (any language); None: pocketsphinx and espeak-ng
         self.hub = hub
         self.secret = secret
         self.node_url = node_url
@@ -122,13 +133,13 @@ class VoiceCalls:
                 heard = await listening.wait_track("audio")
                 knowledge = await self.assistants.room_assistant(room)
                 phrases = knowledge.vocabulary() if knowledge is not None else []
-                recognizer = await asyncio.get_running_loop().run_in_executor(None, Recognizer, phrases)
 
                 async def answer(text: str) -> str | None:
                     reply = await self.assistants.answer_text(room, text)
                     return spoken(reply) if reply else None
 
-                assistant = VoiceAssistant(recognizer, answer, track)
+                recognize, say = await self._speech(phrases)
+                assistant = VoiceAssistant(recognize, answer, track, say)
                 self.calls[call_room] = assistant
                 await assistant.run(heard.recv)
         except (MediaStreamError, TimeoutError, ConnectionError):
@@ -144,6 +155,35 @@ class VoiceCalls:
                 await client.close()
             self.calls.pop(call_room, None)
             self.callers.pop(call_room, None)
+
+    async def _speech(self, phrases: list[str]) -> tuple[Any, Any]:
+        """(recognize, say) for a call: the operator's speech API when there is one (an answer it cannot
+        voice is voiced by espeak-ng; a question it cannot hear is asked again), else pocketsphinx over the
+        shop's words and espeak-ng."""
+        loop = asyncio.get_running_loop()
+        api = self.speech
+        if api is None:
+            recognizer = await loop.run_in_executor(None, Recognizer, phrases)
+
+            async def offline(pcm: bytes) -> str:
+                return await loop.run_in_executor(None, recognizer.recognize, pcm)
+            return offline, None
+
+        async def recognize(pcm: bytes) -> str:
+            try:
+                return await api.transcribe(pcm, RATE, phrases)
+            except SpeechError as exc:
+                log.warning("speech recognition failed", extra={"error": str(exc)})
+                # (not nothing: the caller is asked to say it again, in the call's language)
+                return "请再说一遍" if (api.language or "").startswith("zh") else "?"
+
+        async def say(text: str) -> Any:
+            try:
+                return await api.synthesize(text, OUT_RATE)
+            except SpeechError as exc:
+                log.warning("speech synthesis failed: espeak-ng speaks", extra={"error": str(exc)})
+                return await loop.run_in_executor(None, speak, text)
+        return recognize, say
 
     def handlers(self) -> dict[str, Any]:
         return {"assistant_call": self.handle_call}

@@ -98,3 +98,52 @@ async def test_a_caller_hears_the_live_price_and_can_interrupt(start_server) -> 
             print(f"voice: response {response_ms:.0f} ms, interruption {1000 * (stopped_at - interrupted_at):.0f} ms, "
                   f"answer {full_answer_s:.1f} s, played {played:.1f} s")
             await caller.close()
+
+
+TEA = {"id": "tea", "title": "龙井", "price": "88.00", "currency": "CNY", "url": "https://shop.example/tea",
+       "image": "https://shop.example/tea.jpg", "stock": 20}
+
+
+async def test_a_caller_asks_in_chinese_through_the_operators_speech_api_and_can_interrupt(
+        start_server, monkeypatch) -> None:
+    """Chinese through an OpenAI-compatible speech API (tests/stand_in_speech.py, a stand-in for the operator's
+    Whisper-style server): the caller's question (espeak-ng's Mandarin, through the relay) reaches it as a 16 kHz
+    WAV with the shop's words as the prompt; the answer, from the live card, is voiced by it in Chinese with
+    the price as said in Chinese; talking over the answer stops it."""
+    from tests.stand_in_speech import StandInSpeech, serve_stand_in_speech
+
+    stand_in = StandInSpeech(["龙井多少钱？", "龙井多少钱？", "停一下"], key="sk-test")
+    runner, url = await serve_stand_in_speech(stand_in)
+    monkeypatch.setenv("LIVE_RELAY_SPEECH_KEY", "sk-test")
+    try:
+        server = await start_server(rooms=("show",), speech_url=url, speech_language="zh")
+        async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+                LiveClient(server.ws_url, "show", server.token("show", "caller")) as viewer:
+            await host.request({"type": "assistant", "on": True, "catalog": CATALOG, "format": "yaml"})
+            await host.request({"type": "product", "product": TEA})
+            grant = await viewer.request({"type": "assistant_call"})
+            async with LiveClient(server.ws_url, grant["call_room"], grant["token"]) as call:
+                caller = Caller(call)
+                await caller.start()
+                start = await caller.ask("龙井多少钱")
+                response_ms = 1000 * (start - caller.mic.finished_at)  # type: ignore[operator]
+                answer = await caller.whole_answer(start)
+                full_answer_s = caller.sounding_s(start)
+                [heard] = stand_in.transcriptions
+                assert heard["rate"] == 16000 and heard["seconds"] > 0.5 and heard["loud"] > 300
+                assert heard["language"] == "zh" and heard["model"] == "whisper-1" and "龙井" in heard["prompt"]
+                assert stand_in.voiced == ["龙井：88元，库存 20 件"]  # the live card's facts, as said in Chinese
+                assert len(answer) > OUT_RATE  # a second and more of it came back through the relay
+                own_ms = sum(stand_in.own_ms)  # the stand-in's own time (its espeak-ng), left out of the figure
+
+                again = await caller.ask("龙井多少钱")
+                await asyncio.sleep(0.6)
+                interrupted_at, stopped_at = await caller.talk_over("停一下")
+                played = stopped_at - again
+                assert played < full_answer_s - 0.5, (played, full_answer_s)  # cut short, not played out
+                assert stand_in.unauthorized == 0
+                print(f"voice zh: response {response_ms:.0f} ms ({response_ms - own_ms:.0f} ms without the stand-in's "
+                      f"own), interruption {1000 * (stopped_at - interrupted_at):.0f} ms, answer {full_answer_s:.1f} s")
+                await caller.close()
+    finally:
+        await runner.cleanup()
