@@ -59,8 +59,13 @@ def describe(event: dict[str, Any]) -> str | None:
 
 
 def load_products(path: str) -> list[dict[str, Any]]:
-    text = Path(path).read_text()
-    data = yaml.safe_load(text)  # YAML is a superset of JSON: one loader reads both
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON: one loader reads both
+    except yaml.YAMLError as exc:  # a typo is one line, where it is, never a traceback
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise click.ClickException(f"{path}: not YAML or JSON{where}: {getattr(exc, 'problem', exc)}") from None
     products = data.get("products", data) if isinstance(data, dict) else data
     if not isinstance(products, list) or not all(isinstance(p, dict) for p in products):
         raise click.ClickException(f"{path}: expected a list of products (or {{products: [...]}})")

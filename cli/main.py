@@ -485,6 +485,43 @@ def host(url: str, room: str, token: str, source: str | None, synthetic: bool, p
 @main.command()
 @click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
 @click.option("--room", required=True)
+@click.option("--token", required=True, help="A host token for the room.")
+@click.option("--catalog", "catalog_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="YAML or JSON: products (cards: id, title, price, currency, url, image, stock) and an optional faq.")
+@click.option("--dwell", default=20.0, type=click.FloatRange(2, 3600), show_default=True,
+              help="Seconds each product stays on screen (longer while its narration lasts).")
+@click.option("--duration", default=None, type=float, help="Stop after S seconds (default: until stopped).")
+def autohost(url: str, room: str, token: str, catalog_file: str, dwell: float, duration: float | None) -> None:
+    """Keep a room on air with nobody in front of a camera: the products one after another (a slide, its card,
+    narrated aloud), viewers' questions answered aloud and in the comments; pauses while a person publishes."""
+    from pathlib import Path
+
+    import uvloop
+
+    from assistant.catalog import CatalogError, parse_catalog
+    from cli.apps import load_products
+    from cli.autohost import AutoHost
+    from cli.errors import friendly_errors, websocket_url
+    from protocol import ProtocolError, validate_product
+
+    url = websocket_url(url)
+    try:
+        products = [validate_product(p) for p in load_products(catalog_file)]
+        fmt = "json" if catalog_file.endswith(".json") else "yaml"
+        catalog = parse_catalog(Path(catalog_file).read_text(encoding="utf-8"), fmt)
+    except ProtocolError as exc:
+        raise click.ClickException(f"{catalog_file}: {exc.message}") from None
+    except CatalogError as exc:
+        raise click.ClickException(f"{catalog_file}: {exc}") from None
+    if not products:
+        raise click.ClickException(f"{catalog_file}: no products to show")
+    with friendly_errors(url, room, needs_publisher=True):
+        uvloop.run(AutoHost(url, room, token, products, catalog, dwell).run(duration))
+
+
+@main.command()
+@click.option("--url", required=True, help="The server: ws://HOST:PORT/ws (or http://HOST:PORT).")
+@click.option("--room", required=True)
 @click.option("--token", default=None,
               help="A viewer token: lines typed then are sent as comments. Anonymous (watch only) without.")
 @click.option("--record", default=None, help="Save the received video here (.webm for VP8, .mkv for H.264) as is.")

@@ -91,10 +91,24 @@ async def test_mistakes_get_one_clear_line(server):
         (("ingest", "--listen", f"rtmp://127.0.0.1:{server.config.port}/live", "--listen",
           f"srt://127.0.0.1:{free_port()}", "--url", server.ws_url), "nginx could not listen at rtmp://127.0.0.1"),
     ]
-    for args, expected in cases:
-        code, _, err = await _cli(*args)
-        assert code != 0, args
-        assert expected in _one_clear_line(err), (args, err)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        typo, incomplete = Path(folder, "typo.yaml"), Path(folder, "incomplete.yaml")
+        typo.write_text("products:\n  - {id: A, q: How long?, b: 1}\n")  # noqa: ASYNC240 - a test's file
+        incomplete.write_text("products:\n  - {id: A, title: Silk scarf}\n")  # noqa: ASYNC240
+        host = server.token("show", "h", Role.HOST)
+        cases += [
+            (("autohost", "--url", server.ws_url, "--room", "show", "--token", host, "--catalog", str(typo)),
+             "typo.yaml: not YAML or JSON (line 2, column 24)"),
+            (("autohost", "--url", server.ws_url, "--room", "show", "--token", host, "--catalog", str(incomplete)),
+             "incomplete.yaml: missing field 'product.price'"),
+        ]
+        for args, expected in cases:
+            code, _, err = await _cli(*args)
+            assert code != 0, args
+            assert expected in _one_clear_line(err), (args, err)
 
 
 async def test_a_base_url_means_its_websocket(server):
