@@ -37,7 +37,7 @@ from analytics.report import CHARTS, build_report, chart_png
 from analytics.writer import AnalyticsWriter
 from protocol import Grant, ProtocolError, Role, now_ms, validate_room_name
 from signaling.metrics import ServerMetrics
-from signaling.ratelimit import TokenBucket
+from signaling.ratelimit import KeyedBuckets
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class ShowAnalytics(AnalyticsSink):
         self._products: OrderedDict[str, OrderedDict[str, tuple[str, str]]] = OrderedDict()
         self._clicks: OrderedDict[str, Event] = OrderedDict()
         self._counted: dict[str, Any] = {}
-        self._click_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._click_buckets = KeyedBuckets(MAX_CLICK_BUCKETS)
         self._auth: HostCheck | None = None
         self._refuse: Callable[[ProtocolError], web.Response] | None = None
 
@@ -279,13 +279,7 @@ class ShowAnalytics(AnalyticsSink):
         return (url, rows[0][1]) if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
     def _click_allowed(self, address: str) -> bool:
-        bucket = self._click_buckets.get(address)
-        if bucket is None:
-            bucket = self._click_buckets[address] = TokenBucket(CLICK_RATE, CLICK_BURST)
-            while len(self._click_buckets) > MAX_CLICK_BUCKETS:
-                self._click_buckets.popitem(last=False)
-        self._click_buckets.move_to_end(address)
-        return bucket.take()
+        return self._click_buckets.take(address, CLICK_RATE, CLICK_BURST)
 
     def _source_of(self, viewer: str | None) -> str | None:
         if viewer is None:

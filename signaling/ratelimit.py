@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -46,3 +47,24 @@ class TokenBucket:
     def full(self) -> bool:
         """True once the bucket has refilled: it no longer carries any state worth keeping."""
         return self._tokens + (time.monotonic() - self._stamp) * self.rate >= self.burst
+
+
+class KeyedBuckets:
+    """A ``TokenBucket`` per key (an address, a show), made on first use, at most ``max_keys`` kept: the
+    least recently used is forgotten first (it starts full again if it comes back)."""
+
+    def __init__(self, max_keys: int) -> None:
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, key: str, rate: float, burst: int) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate, burst)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(key)
+        return bucket.take()
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -26,7 +26,6 @@ import datetime
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +37,7 @@ from analytics.showbook import Show, ShowBook
 from analytics.writer import AnalyticsWriter
 from protocol import ErrorCode, ProtocolError, Role, validate_product
 from signaling.httpauth import HttpAuth
-from signaling.ratelimit import TokenBucket
+from signaling.ratelimit import KeyedBuckets
 from signaling.webhooks import WebhookSender, body_of
 
 log = logging.getLogger(__name__)
@@ -169,7 +168,7 @@ class Shows:
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         self._preshow_answer = preshow_answer
-        self._ask_buckets: OrderedDict[str, TokenBucket] = OrderedDict()  # by address, then "show:ID"
+        self._ask_buckets = KeyedBuckets(MAX_ASK_BUCKETS)  # by address, and "show:ID"
         self.asks_refused = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -348,8 +347,8 @@ class Shows:
         if not isinstance(question, str) or not 1 <= len(question.strip()) <= MAX_QUESTION:
             return web.Response(status=400, text=f"bad_message: question must be 1-{MAX_QUESTION} characters\n")
         question = "".join(c for c in question.strip() if c.isprintable())
-        if not (self._bucket(request.remote or "", ASK_RATE, ASK_BURST).take()
-                and self._bucket(f"show:{show.id}", SHOW_ASK_RATE, SHOW_ASK_BURST).take()):
+        if not (self._ask_buckets.take(request.remote or "", ASK_RATE, ASK_BURST)
+                and self._ask_buckets.take(f"show:{show.id}", SHOW_ASK_RATE, SHOW_ASK_BURST)):
             self.asks_refused += 1
             return web.Response(status=429, text="rate_limited: a moment before the next question\n",
                                 headers={"Retry-After": "5"})
@@ -365,15 +364,6 @@ class Shows:
                                         "text": question, "phase": "pre"}))
         return web.json_response({"answer": answer.text if answer is not None else None, "outcome": outcome,
                                   "product": getattr(answer, "product", None)})
-
-    def _bucket(self, key: str, rate: float, burst: int) -> TokenBucket:
-        bucket = self._ask_buckets.get(key)
-        if bucket is None:
-            bucket = self._ask_buckets[key] = TokenBucket(rate, burst)
-            while len(self._ask_buckets) > MAX_ASK_BUCKETS:
-                self._ask_buckets.popitem(last=False)
-        self._ask_buckets.move_to_end(key)
-        return bucket
 
     async def followup_list(self, request: web.Request) -> web.StreamResponse:
         show = await self._show(request)

@@ -34,6 +34,11 @@ async def serve_stand_in(stand_in: StandInModel) -> tuple[web.AppRunner, str]:
     """Serve a stand-in model on a loopback port: (its runner, to clean up; its base URL)."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", stand_in.completions)
+    return await serve_on_loopback(app)
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """A stand-in's app on a free loopback port: (its runner, to clean up; its base URL, …/v1)."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -17,6 +17,7 @@ import numpy as np
 from aiohttp import web
 
 from assistant.voice import voice_for
+from tests.stand_in_model import serve_on_loopback
 
 
 class StandInSpeech:
@@ -68,9 +69,4 @@ async def serve_stand_in_speech(stand_in: StandInSpeech) -> tuple[web.AppRunner,
     app = web.Application()
     app.router.add_post("/v1/audio/transcriptions", stand_in.transcribe)
     app.router.add_post("/v1/audio/speech", stand_in.speech)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/v1"
+    return await serve_on_loopback(app)

@@ -7,7 +7,10 @@ webrtcvad, pocketsphinx (en-us model from its wheel) and espeak-ng (Debian's).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
+from typing import Any
 
 import av
 import numpy as np
@@ -67,37 +70,45 @@ def test_speech_is_detected_and_the_shops_words_recognized() -> None:
         "Silk scarf, 19 euros 90 , 12 left"
 
 
-async def test_a_caller_hears_the_live_price_and_can_interrupt(start_server) -> None:
-    server = await start_server(rooms=("show",))
+@contextlib.asynccontextmanager
+async def calling(server: Any, card: dict[str, Any]) -> AsyncIterator[tuple[LiveClient, Caller]]:
+    """The room's host turns the assistant on and pushes ``card``; a viewer calls the assistant: (the host,
+    the caller, connected both ways)."""
     async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
             LiveClient(server.ws_url, "show", server.token("show", "caller")) as viewer:
         await host.request({"type": "assistant", "on": True, "catalog": CATALOG, "format": "yaml"})
-        await host.request({"type": "product", "product": {**CARD, "price": "14.90"}})
+        await host.request({"type": "product", "product": card})
         grant = await viewer.request({"type": "assistant_call"})
         assert grant["type"] == "ok" and grant["call_room"].startswith("assistant-call-")
         async with LiveClient(server.ws_url, grant["call_room"], grant["token"]) as call:
             caller = Caller(call)
             await caller.start()
-            start = await caller.ask("how much is the silk scarf")
-            response_ms = 1000 * (start - caller.mic.finished_at)  # type: ignore[operator]
-            answer = await caller.whole_answer(start)
-            full_answer_s = caller.sounding_s(start)
-            assert "fourteen euros" in price_heard(answer)  # 14.90, the live card's price, among 30 prices
+            yield host, caller
 
-            # A new price is pushed: asked again, the caller hears the new one.
-            await host.request({"type": "product", "product": {**CARD, "price": "33.90"}})
-            again = await caller.ask("how much is the silk scarf")
-            assert "thirty three euros" in price_heard(await caller.whole_answer(again))
 
-            # Asked once more, and the caller talks over the answer: it stops.
-            third = await caller.ask("how much is the silk scarf")
-            await asyncio.sleep(0.6)
-            interrupted_at, stopped_at = await caller.talk_over("stop stop stop")
-            played = stopped_at - third
-            assert played < full_answer_s - 0.5, (played, full_answer_s)  # cut short, not played out
-            print(f"voice: response {response_ms:.0f} ms, interruption {1000 * (stopped_at - interrupted_at):.0f} ms, "
-                  f"answer {full_answer_s:.1f} s, played {played:.1f} s")
-            await caller.close()
+async def test_a_caller_hears_the_live_price_and_can_interrupt(start_server) -> None:
+    server = await start_server(rooms=("show",))
+    async with calling(server, {**CARD, "price": "14.90"}) as (host, caller):
+        start = await caller.ask("how much is the silk scarf")
+        response_ms = 1000 * (start - caller.mic.finished_at)  # type: ignore[operator]
+        answer = await caller.whole_answer(start)
+        full_answer_s = caller.sounding_s(start)
+        assert "fourteen euros" in price_heard(answer)  # 14.90, the live card's price, among 30 prices
+
+        # A new price is pushed: asked again, the caller hears the new one.
+        await host.request({"type": "product", "product": {**CARD, "price": "33.90"}})
+        again = await caller.ask("how much is the silk scarf")
+        assert "thirty three euros" in price_heard(await caller.whole_answer(again))
+
+        # Asked once more, and the caller talks over the answer: it stops.
+        third = await caller.ask("how much is the silk scarf")
+        await asyncio.sleep(0.6)
+        interrupted_at, stopped_at = await caller.talk_over("stop stop stop")
+        played = stopped_at - third
+        assert played < full_answer_s - 0.5, (played, full_answer_s)  # cut short, not played out
+        print(f"voice: response {response_ms:.0f} ms, interruption {1000 * (stopped_at - interrupted_at):.0f} ms, "
+              f"answer {full_answer_s:.1f} s, played {played:.1f} s")
+        await caller.close()
 
 
 TEA = {"id": "tea", "title": "龙井", "price": "88.00", "currency": "CNY", "url": "https://shop.example/tea",
@@ -117,33 +128,26 @@ async def test_a_caller_asks_in_chinese_through_the_operators_speech_api_and_can
     monkeypatch.setenv("LIVE_RELAY_SPEECH_KEY", "sk-test")
     try:
         server = await start_server(rooms=("show",), speech_url=url, speech_language="zh")
-        async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
-                LiveClient(server.ws_url, "show", server.token("show", "caller")) as viewer:
-            await host.request({"type": "assistant", "on": True, "catalog": CATALOG, "format": "yaml"})
-            await host.request({"type": "product", "product": TEA})
-            grant = await viewer.request({"type": "assistant_call"})
-            async with LiveClient(server.ws_url, grant["call_room"], grant["token"]) as call:
-                caller = Caller(call)
-                await caller.start()
-                start = await caller.ask("龙井多少钱")
-                response_ms = 1000 * (start - caller.mic.finished_at)  # type: ignore[operator]
-                answer = await caller.whole_answer(start)
-                full_answer_s = caller.sounding_s(start)
-                [heard] = stand_in.transcriptions
-                assert heard["rate"] == 16000 and heard["seconds"] > 0.5 and heard["loud"] > 300
-                assert heard["language"] == "zh" and heard["model"] == "whisper-1" and "龙井" in heard["prompt"]
-                assert stand_in.voiced == ["龙井：88元，库存 20 件"]  # the live card's facts, as said in Chinese
-                assert len(answer) > OUT_RATE  # a second and more of it came back through the relay
-                own_ms = sum(stand_in.own_ms)  # the stand-in's own time (its espeak-ng), left out of the figure
+        async with calling(server, TEA) as (_host, caller):
+            start = await caller.ask("龙井多少钱")
+            response_ms = 1000 * (start - caller.mic.finished_at)  # type: ignore[operator]
+            answer = await caller.whole_answer(start)
+            full_answer_s = caller.sounding_s(start)
+            [heard] = stand_in.transcriptions
+            assert heard["rate"] == 16000 and heard["seconds"] > 0.5 and heard["loud"] > 300
+            assert heard["language"] == "zh" and heard["model"] == "whisper-1" and "龙井" in heard["prompt"]
+            assert stand_in.voiced == ["龙井：88元，库存 20 件"]  # the live card's facts, as said in Chinese
+            assert len(answer) > OUT_RATE  # a second and more of it came back through the relay
+            own_ms = sum(stand_in.own_ms)  # the stand-in's own time (its espeak-ng), left out of the figure
 
-                again = await caller.ask("龙井多少钱")
-                await asyncio.sleep(0.6)
-                interrupted_at, stopped_at = await caller.talk_over("停一下")
-                played = stopped_at - again
-                assert played < full_answer_s - 0.5, (played, full_answer_s)  # cut short, not played out
-                assert stand_in.unauthorized == 0
-                print(f"voice zh: response {response_ms:.0f} ms ({response_ms - own_ms:.0f} ms without the stand-in's "
-                      f"own), interruption {1000 * (stopped_at - interrupted_at):.0f} ms, answer {full_answer_s:.1f} s")
-                await caller.close()
+            again = await caller.ask("龙井多少钱")
+            await asyncio.sleep(0.6)
+            interrupted_at, stopped_at = await caller.talk_over("停一下")
+            played = stopped_at - again
+            assert played < full_answer_s - 0.5, (played, full_answer_s)  # cut short, not played out
+            assert stand_in.unauthorized == 0
+            print(f"voice zh: response {response_ms:.0f} ms ({response_ms - own_ms:.0f} ms without the stand-in's "
+                  f"own), interruption {1000 * (stopped_at - interrupted_at):.0f} ms, answer {full_answer_s:.1f} s")
+            await caller.close()
     finally:
         await runner.cleanup()
