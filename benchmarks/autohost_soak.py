@@ -43,7 +43,7 @@ async def main(minutes: float, dwell: float) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
         f.write(CATALOG)
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port",  # noqa: ASYNC220
-                               str(port), "--secret", SECRET, "--room", "show", "--analytics", "off"],
+                               str(port), "--secret", SECRET, "--room", "show", "--analytics", "off", "--udp-port", "0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     auto = None
     try:

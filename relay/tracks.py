@@ -88,6 +88,9 @@ class DownTrack(MediaStreamTrack):
     loop finds nothing to read (``recv`` only ends with the track), since packets leave through
     ``forward``."""
 
+    # The clock the transport-wide send times are stamped with (a test gives a stream its own timing).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
     def __init__(self, source: PublishedTrack, link: SubscriberLink | None = None) -> None:
         super().__init__()
         self.on_ended: Callable[[DownTrack], None] | None = None
@@ -251,7 +254,7 @@ class DownTrack(MediaStreamTrack):
         if self._sent is None:
             return 0
         assert self._headers is not None
-        return self._sent.add(self._headers.length + payload_size, time.monotonic() * 1000)
+        return self._sent.add(self._headers.length + payload_size, self.clock() * 1000)
 
     def _lead_with_padding(self, copy: Translation, packet: SourcePacket) -> None:
         """Send a padding-only packet just before a new subscriber's first keyframe (same timestamp, the

@@ -170,7 +170,12 @@ async def test_a_down_track_numbers_every_packet_it_writes_and_the_feedback_beco
     down.bind(SendParameters(ssrc=1, rtx_ssrc=2, payload_type=96, rtx_payload_type=97, mid="0", mid_id=None,
                              abs_send_time_id=None, transport_cc_id=5), wire, lambda *a: None)
     receiver_side = TransportFeedback()
+    # The stream's own timing: a packet every 33 ms, sent and arriving 33 ms apart (the loop itself runs at
+    # its own pace; the send stamps follow this clock, so nothing looks queued).
+    sending = [0.0]
+    down.clock = lambda: sending[0]  # type: ignore[method-assign]
     for i in range(400):  # ~13 s of a 30 fps stream, a one-packet frame each
+        sending[0] = 1.0 + i * 0.033
         payload = bytes((0x90, 0x80, 0x80 | i >> 8, i & 0xFF, 0x10 if i == 0 else 0x11, 0, 0)) + b"\x00" * 900
         rtp = RtpPacket(payload_type=96, sequence_number=i, timestamp=i * 3000, ssrc=9, marker=1, payload=payload)
         track.on_packet("vp8", 90000, rtp)
