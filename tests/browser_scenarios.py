@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, async_playwright
 
@@ -689,6 +690,19 @@ async def replay(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dic
         page, "!(" + COMMENT_SHOWN % "replayed comment" + ") && " + HIDDEN % "#product-card"))
     await wait_for(page, "window.liveRelay.replayMs > 1200", timeout=20)
     r["product_again"] = await wait_for(page, "!(" + HIDDEN % "#product-card" + ")")
+    # The host shares the replay; a visitor with no token watches it from the link, and its card's Buy goes
+    # through the server as a replay click.
+    await page.click("#share-replay")
+    r["share_link"] = await wait_for(page, "!document.querySelector('#share-link').hidden && "
+                                           "document.querySelector('#share-link').value")
+    visitor = await (await browser.new_context()).new_page()  # (no session storage of the host's)
+    await visitor.goto(r["share_link"])
+    await wait_for(visitor, "window.liveRelay.replay && window.liveRelay.replayMs > 2000", timeout=30)
+    r["visitor_buy"] = await visitor.evaluate("document.querySelector('#product-card .buy').href")
+    r["visitor_no_share_button"] = await visitor.evaluate("!document.querySelector('#share-replay')")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(r["visitor_buy"], allow_redirects=False) as bought:
+            r["buy_location"] = bought.headers.get("Location", "")
     return r
 
 
@@ -1587,8 +1601,8 @@ async def show_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
         document.querySelector('#schedule-form [name=when]').value = local; })()""")
     await studio.click("#schedule-form button")
     r["scheduled"] = await wait_for(studio, "document.querySelector('#schedule-result').textContent || null")
-    r["listed"] = await wait_for(studio, "document.querySelector('#schedule-list li') && "
-                                         "document.querySelector('#schedule-list li').textContent")
+    r["listed"] = await wait_for(studio, "document.querySelector('#schedule-list li a') && "
+                                         "document.querySelector('#schedule-list li a').textContent")
     link = r["scheduled"].rsplit(" ", 1)[-1]
     show_id = link.rsplit("show=", 1)[-1]
     viewer = await browser.new_page()
@@ -1616,6 +1630,13 @@ async def show_page(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     await wait_for(anonymous, "document.querySelector('#show-title').textContent || null")
     await anonymous.click("#show-remind")
     r["anonymous"] = await wait_for(anonymous, "document.querySelector('#show-result').textContent || null")
+    async with asyncio.timeout(10):  # the question is in the store (the writer batches once a second)
+        while not relay.analytics_writer.idle:  # noqa: ASYNC110 - the writer's own state
+            await asyncio.sleep(0.05)
+    await studio.reload()  # the host's brief beside the show: who reserved, what was asked (the scarf)
+    await wait_for(studio, "window.liveRelay.channel && window.liveRelay.channel.joined")
+    r["brief"] = await wait_for(studio, "document.querySelector('#schedule-list li .brief') && "
+                                        "document.querySelector('#schedule-list li .brief').textContent")
     missing = await browser.new_page()
     await missing.goto(f"{base}/?view=show&show=nope")
     r["missing"] = await wait_for(missing, "document.querySelector('#status').textContent || null")
@@ -1648,6 +1669,9 @@ async def running(config: ServerConfig) -> AsyncIterator[Any]:
         await server
 
 
+ANALYTICS_SCENARIOS = ("shop", "show_page", "replay")  # (the Buy redirect, shows, replay clicks need a store)
+
+
 async def main(scenario: str, out: Path) -> None:
     from tests.conftest import free_port
 
@@ -1661,7 +1685,7 @@ async def main(scenario: str, out: Path) -> None:
     config = ServerConfig(secret=SECRET, port=free_port(), rooms=("show", "stage", "demo", "rival"), web_root=WEB_ROOT,
                           **ice,
                           recordings_dir=str(out / "recordings"),
-                          analytics=str(out / "analytics.sqlite3") if scenario in ("shop", "show_page") else None)
+                          analytics=str(out / "analytics.sqlite3") if scenario in ANALYTICS_SCENARIOS else None)
     base, ws = f"http://127.0.0.1:{config.port}", f"ws://127.0.0.1:{config.port}/ws"
     result: dict[str, Any]
     async with running(config) as relay, async_playwright() as pw:

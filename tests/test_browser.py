@@ -246,6 +246,7 @@ def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
     assert r["remind_pressed"] == "已预约 ✓" and r["following"]
     assert r["reservations_text"] == "1 人已预约"
     assert "39.00" in r["answer"]  # asked before the show, answered from the scarf's card
+    assert r["brief"] == "1 reserved · 1 asked (sku-silk)"  # the host's pre-show brief
     assert r["reserved_users"] == ["mei"] and r["followers"] == ["mei"]
     assert r["anonymous"] == "Open the show from the shop's link (signed in) to get reminders."
     assert r["missing"] == "No such show: check the link."
@@ -304,6 +305,9 @@ def test_a_recorded_show_replays_with_its_comments_and_products(netns):
     assert 2.0 < r["duration"] < 4.5  # the recording plays as long as it was recorded
     assert r["comment_listed"] and r["product"] == "Replay teapot"  # at their moments
     assert r["after_seek_clean"] and r["product_again"]  # seekable, and the events follow the position
+    assert "?view=replay&room=show&rec=" in r["share_link"]  # shared from the replay page, for anyone
+    assert r["visitor_buy"].endswith("/go/show/r1?src=replay") and r["visitor_no_share_button"]
+    assert r["buy_location"].startswith("https://shop.example/teapot?lr_click=")  # a replay click, to the shop
 
 
 def test_a_recorded_co_host_replays_beside_the_host_as_it_was(netns):

@@ -108,18 +108,32 @@ async function scheduleRequest(path, room, token, options = {}) {
     { ...options, headers: { ...authorized(token), "Content-Type": "application/json" } });
 }
 
-async function refreshSchedule(room) {
+async function refreshSchedule(room, token) {
   const resp = await fetch(`/api/rooms/${encodeURIComponent(room)}/schedule`).catch(() => null);
   if (!resp || !resp.ok) return [];
   const shows = await resp.json();
   const list = $("#schedule-list"); list.replaceChildren();
   for (const s of shows.filter((x) => x.status === "scheduled" || x.status === "live")) {
-    const li = document.createElement("li");
+    const li = document.createElement("li"); li.dataset.show = s.id;
     const a = document.createElement("a"); a.href = `/?view=show&show=${encodeURIComponent(s.id)}`; a.target = "_blank";
     a.textContent = `${s.title} · ${when(s.starts_ms)} · ${t(`showpage.${s.status === "live" ? "live" : "scheduled_short"}`)}`;
-    li.append(a); list.append(li);
+    const brief = document.createElement("small"); brief.className = "brief";
+    li.append(a, " ", brief); list.append(li);
+    if (token) showBrief(s.id, token, brief);
   }
   return shows;
+}
+
+// The pre-show brief beside each upcoming show: how many reserved, how many asked, what about (the
+// questions themselves on hover).
+async function showBrief(id, token, el) {
+  const resp = await fetch(`/api/shows/${encodeURIComponent(id)}/brief`, { headers: authorized(token) }).catch(() => null);
+  if (!resp || !resp.ok) return;
+  const b = await resp.json();
+  const about = Object.keys(b.questions.by_product).slice(0, 3).join(", ");
+  el.textContent = t("schedule.brief", { reserved: i18n.count(b.reservations), asked: i18n.count(b.questions.asked) })
+    + (about ? ` (${about})` : "");
+  el.title = b.questions.last.map((q) => q.text).join("\n");
 }
 
 // The schedule form: a title and a local date and time (sent with its zone), the shelf's products.
@@ -136,14 +150,14 @@ export function wireSchedule(room, token, shelf) {
     const show = await resp.json();
     result.textContent = t("schedule.done", { link: show.page });
     form.reset();
-    refreshSchedule(room);
+    refreshSchedule(room, token);
   };
-  refreshSchedule(room);
+  refreshSchedule(room, token);
 }
 
 // At the show's end: the room's live show ends too, and its follow-up list can be downloaded.
 export async function endScheduledShow(room, token) {
-  const shows = await refreshSchedule(room);
+  const shows = await refreshSchedule(room, token);
   const live = shows.find((s) => s.status === "live");
   if (!live) return null;
   const resp = await scheduleRequest(`/api/shows/${encodeURIComponent(live.id)}/end`, room, token, { method: "POST" }).catch(() => null);
@@ -156,6 +170,6 @@ export async function endScheduledShow(room, token) {
     const a = document.createElement("a"); a.href = URL.createObjectURL(await list.blob());
     a.download = `followups-${live.id}.csv`; a.click(); URL.revokeObjectURL(a.href);
   };
-  refreshSchedule(room);
+  refreshSchedule(room, token);
   return live;
 }
