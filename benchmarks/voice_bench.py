@@ -46,7 +46,8 @@ async def one_run(lang: str) -> tuple[float, float, float]:
         runner, speech_url = await serve_stand_in_speech(stand_in)
         extra = ["--speech-url", speech_url, "--speech-language", "zh"]
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", "--port",  # noqa: ASYNC220
-                               str(port), "--secret", SECRET, "--room", "show", "--analytics", "off", "--udp-port", "0", *extra],
+                               str(port), "--secret", SECRET, "--room", "show", "--analytics", "off",
+                               "--udp-port", "0", *extra],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": os.getcwd(), "LIVE_RELAY_SPEECH_KEY": "sk-bench"})
     url = f"ws://127.0.0.1:{port}/ws"

@@ -5,6 +5,9 @@ join does (signature, room, a server-issued grant still live, role), and the HTT
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
 from protocol import ErrorCode, Grant, ProtocolError, Role, validate_room_name, verify_token
@@ -64,3 +67,20 @@ class HttpAuth:
         if roles and grant.role not in roles:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"this needs a {' or '.join(r.value for r in roles)} token")
         return grant
+
+
+async def read_json_body(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body, at most ``max_bytes`` (read no further); ValueError with the reason for the
+    caller: too large, not JSON, nested too deep (the parser's recursion limit, not a server error)."""
+    too_large = f"the body must be at most {max_bytes} bytes"
+    if (request.content_length or 0) > max_bytes:
+        raise ValueError(too_large)
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(too_large)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deep") from None
+    except ValueError:
+        raise ValueError("the body is not JSON") from None

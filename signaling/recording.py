@@ -31,7 +31,7 @@ from protocol import ErrorCode, ProtocolError, Role, validate_room_name
 from relay.recorder import DiskBudget, Recording
 from relay.router import MediaRouter
 from signaling.brokers import EventStream, RoomStore
-from signaling.httpauth import HttpAuth, bearer_token, refusal
+from signaling.httpauth import HttpAuth, bearer_token, read_json_body, refusal
 from signaling.session import Session
 
 log = logging.getLogger(__name__)
@@ -311,9 +311,9 @@ def add_recording_routes(app: web.Application, recordings: Recordings, auth: Htt
         if refusing is not None:
             return refusing
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
+            body = await read_json_body(request, 1024)
+        except ValueError as exc:
+            return web.Response(status=400, text=f"bad_message: {exc}\n")
         if not isinstance(body, dict) or not isinstance(body.get("public"), bool):
             return web.Response(status=400, text='bad_message: the body must be {"public": true} or false\n')
         if not recordings.share(request.match_info["room"], request.match_info["file"], body["public"]):

@@ -36,7 +36,7 @@ from analytics.followup import followups, followups_csv, funnel, message
 from analytics.showbook import Show, ShowBook
 from analytics.writer import AnalyticsWriter
 from protocol import ErrorCode, ProtocolError, Role, validate_product
-from signaling.httpauth import HttpAuth
+from signaling.httpauth import HttpAuth, read_json_body
 from signaling.ratelimit import KeyedBuckets
 from signaling.webhooks import WebhookSender, body_of
 
@@ -253,10 +253,8 @@ class Shows:
     async def schedule(self, request: web.Request) -> web.StreamResponse:
         room = request.match_info["room"]
         grant = await self._grant(request, room, host=True)
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(MAX_BODY, request.content_length, text="the show is too large\n")
         try:
-            body = await request.json()
+            body = await read_json_body(request, MAX_BODY)
             title, starts, cover, products = parse_schedule(body, now_ms())
         except (ShowError, ValueError) as exc:
             return web.Response(status=400, text=f"bad_message: {exc}\n")
@@ -337,12 +335,10 @@ class Shows:
         show = await self._show(request)
         if self._preshow_answer is None:
             return web.Response(status=503, text="unavailable: the assistant is not running here\n")
-        if request.content_length is not None and request.content_length > 4096:
-            raise web.HTTPRequestEntityTooLarge(4096, request.content_length, text="the question is too long\n")
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
+            body = await read_json_body(request, 4096)
+        except ValueError as exc:
+            return web.Response(status=400, text=f"bad_message: {exc}\n")
         question = body.get("question") if isinstance(body, dict) else None
         if not isinstance(question, str) or not 1 <= len(question.strip()) <= MAX_QUESTION:
             return web.Response(status=400, text=f"bad_message: question must be 1-{MAX_QUESTION} characters\n")

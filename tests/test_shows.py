@@ -174,6 +174,28 @@ class Receiver:
             await self._runner.cleanup()
 
 
+async def test_hostile_bodies_get_one_line_each_and_the_server_goes_on(start_server, tmp_path):
+    server = await start_server(rooms=("shop",), analytics=str(tmp_path / "a.sqlite3"))
+    host = {"Authorization": f"Bearer {server.token('shop', 'seller', Role.HOST)}"}
+    base = server.base
+    async with aiohttp.ClientSession() as http:
+        body = {"title": "ok", "starts_at": int(time.time() * 1000) + 60_000}
+        async with http.post(f"{base}/api/rooms/shop/schedule", json=body, headers=host) as r:
+            sid = (await r.json())["id"]
+        cases = [(f"{base}/api/rooms/shop/schedule", b"[" * 200_000, host, "at most 65536 bytes"),
+                 (f"{base}/api/rooms/shop/schedule", b"[" * 60_000, host, "nested too deep"),
+                 (f"{base}/api/rooms/shop/schedule", b"\xff\xfe not json", host, "not JSON"),
+                 (f"{base}/api/shows/{sid}/ask", b"[" * 4000, {}, "nested too deep"),
+                 (f"{base}/api/shows/{sid}/ask", b'{"question": ' + b'"x"' * 2000 + b"}", {}, "at most 4096 bytes"),
+                 (f"{base}/api/shows/{sid}/ask", b'{"question": 7}', {}, "question must be")]
+        for url, raw, headers, said in cases:
+            async with http.post(url, data=raw, headers=headers) as r:
+                text = await r.text()
+                assert r.status == 400 and said in text and text.count("\n") == 1, (url, r.status, text)
+        async with http.get(f"{base}/api/shows/{sid}") as r:
+            assert r.status == 200  # and on it goes
+
+
 async def _idle(server: Any) -> None:
     writer = server.relay.analytics_writer
     async with asyncio.timeout(10):
