@@ -246,6 +246,13 @@ class RelayServer:
             self.metrics.analytics_queue.set(len(self.analytics_writer.queue))
         self.metrics.loop_lag.set(self.load.lag)
         self.metrics.saturated.set(int(self.load.saturated))
+        if self.shows is not None:
+            self.metrics.show_asks_refused.set(self.shows.asks_refused)
+            sender = self.shows.webhook
+            if sender is not None:
+                for outcome, count in (("delivered", sender.delivered), ("failed_attempt", sender.failed_attempts),
+                                       ("given_up", sender.given_up)):
+                    self.metrics.webhook.labels(outcome).set(count)
         if self.media is None:
             return
         self.metrics.media_refused_overloaded.set(self.media.refused_overloaded)

@@ -112,6 +112,12 @@ class ServerMetrics:
         self.restream_frames_dropped = Gauge("live_relay_restream_frames_dropped",
                                              "Frames a destination could not keep up with, over all destinations",
                                              registry=r)
+        self.webhook = Gauge("live_relay_webhook_deliveries",
+                             "Scheduled shows' webhook deliveries since start: delivered, failed attempts, given up",
+                             ["outcome"], registry=r)
+        self.show_asks_refused = Gauge("live_relay_show_asks_refused",
+                                       "Questions on show pages refused by the per-address or per-show limit",
+                                       registry=r)
         self.receive_failed = Gauge("live_relay_media_receive_failed",
                                     "Publishers' packets whose handling raised (each logged once per connection)",
                                     registry=r)

@@ -353,6 +353,10 @@ async def test_a_show_from_schedule_to_follow_up_with_the_webhook_down_for_30_s(
         assert receiver.repeats == 0 and receiver.bad_signatures == 0
         assert set(receiver.deliveries) == wanted
         d = receiver.deliveries
+        async with aiohttp.ClientSession() as http, http.get(f"{server.base}/metrics") as r:
+            metrics = await r.text()
+        assert 'live_relay_webhook_deliveries{outcome="delivered"} 4.0' in metrics
+        assert 'live_relay_show_asks_refused' in metrics
         assert d[f"show.scheduled:{second}"]["users"] == ["alice"]
         assert sorted(d[f"show.reminder:{sid}:0"]["users"]) == ["alice", "bob"]
         assert sorted(d[f"show.live:{sid}:0"]["users"]) == ["alice", "bob"]
