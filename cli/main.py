@@ -34,6 +34,10 @@ def main(ctx: click.Context, log_level: str | None, log_json: bool | None) -> No
     # warnings and worse in plain text, not a stream of JSON interleaved with the program's own output.
     server = ctx.invoked_subcommand == "serve"
     setup_logging(log_level or ("INFO" if server else "WARNING"), server if log_json is None else log_json)
+    if ctx.invoked_subcommand in ("serve", "autohost", "ingest"):
+        from cli.memory import steady_memory
+
+        steady_memory()  # processes that run for days: RSS flat, not creeping (cli/memory.py says why)
     ctx.ensure_object(dict)
 
 

@@ -220,3 +220,15 @@ async def test_revoke_takes_a_leaked_token_back_and_says_so_in_one_line(server):
     ]:
         code, _, err = await _cli(*args)
         assert code != 0 and expected in _one_clear_line(err), (args, err)
+
+
+def test_long_running_commands_set_a_steady_malloc_policy():
+    """cli/memory.py: glibc's mallopt takes the fixed mmap threshold and the arena bound (on this Debian), and
+    `serve`, `autohost` and `ingest` call it before their threads start."""
+    import inspect
+
+    from cli import main as cli_main
+    from cli.memory import steady_memory
+
+    assert steady_memory() is True
+    assert 'in ("serve", "autohost", "ingest")' in inspect.getsource(cli_main.main.callback)
