@@ -84,6 +84,9 @@ class AnalyticsSink:
 
     def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None: ...
 
+    def hls_viewer(self, room: str, key: str, source: str, joined_ms: int, dwell_s: float | None) -> None:
+        """An LL-HLS viewing session began (``dwell_s`` None) or ended (signaling/hlsviewers.py)."""
+
 
 class _Viewer:
     __slots__ = ("id", "joined_ms", "role", "room", "seen", "show", "source")
@@ -204,6 +207,18 @@ class ShowAnalytics(AnalyticsSink):
         ts = int(data.get("server_ts") or now_ms())
         self._record(Event(ts, room, self._shows[room], "stage", ref=f"{kind}:{ts}", data=summary))
         return False
+
+    def hls_viewer(self, room: str, key: str, source: str, joined_ms: int, dwell_s: float | None) -> None:
+        """An HLS player's session as a viewer's join and leave, marked ``via: hls`` (its pseudonym from the
+        session key, as a WebSocket viewer's from its identity)."""
+        viewer = pseudonym(self._secret, room, f"hls:{key}")
+        show = self._shows.get(room, "")
+        data = {"role": "viewer", "via": "hls"}
+        if dwell_s is None:
+            self._record(Event(joined_ms, room, show, "join", viewer=viewer, source=source, data=data))
+        else:
+            self._record(Event(int(now_ms()), room, show, "leave", viewer=viewer, source=source, value=dwell_s,
+                               data=data))
 
     def assistant_question(self, room: str, product: str | None, outcome: str, engine: str | None) -> None:
         """The room's assistant saw a question (its text is not kept): what came of it, about which product."""

@@ -36,6 +36,7 @@ from signaling.connection import Connections
 from signaling.dispatch import Dispatcher, Route, unavailable
 from signaling.guard import GuardedTCPSite, HandshakeGuard
 from signaling.hls import HlsEgress
+from signaling.hlsviewers import HlsViewers
 from signaling.httpauth import HttpAuth, bearer_token, refusal
 from signaling.hub import Hub
 from signaling.logs import BadRequestLog
@@ -330,8 +331,10 @@ def create_app(config: ServerConfig) -> web.Application:
         add_recording_routes(app, server.recordings, auth)
     if server.media is not None:  # WHIP ingest (OBS) and WHEP playback: signaling/whip.py
         HttpMedia(server.media, server.membership, auth, config.allow_anonymous, server.turn).add_routes(app)
+        viewers = HlsViewers(server.analytics.hls_viewer, config.hls_viewer_idle_s) \
+            if isinstance(server.analytics, ShowAnalytics) else None  # HLS players counted as viewers
         server.hls = HlsEgress(server.media.router, auth, config.allow_anonymous, config.hls_max_streams,
-                               config.hls_max_transcodes)
+                               config.hls_max_transcodes, viewers)
         server.hub.observe_publications(server.hls.observe)  # cards and announcements on the HLS timeline
         app.add_routes(server.hls.routes())
     assistant = server.assistant

@@ -177,6 +177,9 @@ class ServerConfig:
     # VP8 shows (a browser host's default) made H.264 for HLS at once on this node: one decode and one encode
     # each (docs/benchmarks.md says what one costs); past it such a show answers 409 over HLS.
     hls_max_transcodes: int = 2
+    # An HLS player's viewing session (counted in analytics as a viewer, `via: hls`) ends this long after its
+    # last playlist request.
+    hls_viewer_idle_s: float = 30.0
     record_max_bytes: int = 10 * 1024**3
     # Where a host's `record_start` records when the server runs without --record (no recording of every room).
     recordings_dir: str = "recordings"

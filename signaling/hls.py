@@ -32,6 +32,7 @@ from relay.hls import DateRange, HlsStream, HlsUnavailable
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
 from relay.transcode import Transcoder
+from signaling.hlsviewers import HlsViewers
 from signaling.httpauth import HttpAuth, refusal
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class HlsEgress:
     """The node's LL-HLS streams, one per room being watched over HLS. ``close()`` at shutdown."""
 
     def __init__(self, router: MediaRouter, auth: HttpAuth, allow_anonymous: bool, max_streams: int,
-                 max_transcodes: int = 2) -> None:
+                 max_transcodes: int = 2, viewers: HlsViewers | None = None) -> None:
         self.router = router
         self.auth = auth
         self.allow_anonymous = allow_anonymous
@@ -86,6 +87,7 @@ class HlsEgress:
         self.requests = 0
         self.refused_full = 0
         self._reaper: asyncio.TimerHandle | None = None
+        self.viewers = viewers  # its players' sessions, for analytics (None: not counted)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/hls/{room}/index.m3u8", self.index), web.get("/hls/{room}/video.m3u8", self.playlist),
@@ -159,12 +161,14 @@ class HlsEgress:
 
     def _reap(self) -> None:
         self._reaper = None
+        if self.viewers is not None:
+            self.viewers.sweep()
         now = time.monotonic()
         for room, running in list(self.running.items()):
             if now - running.last_request > IDLE_AFTER:
                 running.stop()
                 del self.running[room]
-        if self.running:
+        if self.running or (self.viewers is not None and len(self.viewers)):
             self._schedule_reaper()
 
     def observe(self, room: str, data: dict[str, Any]) -> bool:
@@ -182,6 +186,8 @@ class HlsEgress:
         return False  # never consumes: the room gets every event as usual
 
     def close(self) -> None:
+        if self.viewers is not None:
+            self.viewers.close_all()
         if self._reaper is not None:
             self._reaper.cancel()
         for running in self.running.values():
@@ -194,10 +200,15 @@ class HlsEgress:
         room = request.match_info["room"]
         self.requests += 1
         try:
-            await self.auth.grant(request, room, anonymous_ok=self.allow_anonymous, query=True)
+            grant = await self.auth.grant(request, room, anonymous_ok=self.allow_anonymous, query=True)
         except ProtocolError as exc:
             raise _as_http(refusal(exc)) from None
-        return self._running(room)
+        running = self._running(room)
+        if self.viewers is not None and request.path.endswith(".m3u8"):
+            key = self.viewers.key_of(grant.user if grant is not None else None, request.remote or "",
+                                      request.headers.get("User-Agent", ""))
+            self.viewers.seen(room, key, request.query.get("src") or request.query.get("utm_source"))
+        return running
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         """A stream with sound: the multivariant playlist naming its two renditions; video alone: its media

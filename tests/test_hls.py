@@ -361,3 +361,57 @@ async def test_a_room_without_anonymous_viewers_needs_a_token_which_every_uri_ca
         async with http.get(f"{url}/{init.split('?')[0]}") as response:
             assert response.status == 401  # the file itself asks for the token too
         await publisher.close()
+
+
+def test_hls_players_are_grouped_into_viewing_sessions():
+    """signaling/hlsviewers.py with a clock of the test's: a session per user (or address and agent) per room,
+    opened at its first playlist request, closed idle_s after its last with the dwell; the oldest closed first
+    past the bound."""
+    from signaling.hlsviewers import HlsViewers
+
+    now = [100.0]
+    said: list[tuple[str, str, str, float | None]] = []
+    viewers = HlsViewers(lambda room, key, source, joined, dwell: said.append((room, key, source, dwell)),
+                         idle_s=30.0, max_sessions=2, clock=lambda: now[0], wall=lambda: 1_800_000_000.0)
+    mei = viewers.key_of("mei", "10.0.0.1", "hls.js")
+    phone = viewers.key_of(None, "10.0.0.2", "AppleCoreMedia")
+    assert mei == "user:mei" and phone.startswith("anon:") and "10.0.0.2" not in phone
+    assert viewers.key_of(None, "10.0.0.2", "AppleCoreMedia") == phone != viewers.key_of(None, "10.0.0.3", "x")
+    viewers.seen("show", mei, "douyin")
+    for _ in range(20):  # a player at the live edge: a playlist every 0.3 s for 6 s
+        now[0] += 0.3
+        viewers.seen("show", mei, None)
+    now[0] += 1.0
+    viewers.seen("show", phone, None)
+    assert said == [("show", mei, "douyin", None), ("show", phone, "hls", None)]
+    now[0] += 28.5
+    assert viewers.sweep() == 0  # not idle long enough
+    now[0] += 1.0  # mei's last request 30.5 s ago, the phone's 29.5 s
+    assert viewers.sweep() == 1 and said[-1] == ("show", mei, "douyin", 6.0)  # first to last request
+    viewers.seen("other", mei, None)
+    viewers.seen("third", mei, None)  # a third session: past the bound the oldest (the phone's) is closed
+    assert said[-2:] == [("third", mei, "hls", None), ("show", phone, "hls", 0.0)] and len(viewers) == 2
+    viewers.close_all()
+    assert len(viewers) == 0 and [s[0] for s in said[-2:]] == ["other", "third"]
+
+
+async def test_hls_players_are_counted_as_viewers_in_analytics(start_server, tmp_path):
+    server = await start_server(rooms=("show",), analytics=str(tmp_path / "a.sqlite3"), hls_viewer_idle_s=1.0)
+    async with LiveClient(server.ws_url, "show", server.token("show", "host", Role.HOST)) as host, \
+            aiohttp.ClientSession(headers={"User-Agent": "test-player"}) as http:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        url = f"{server.base}/hls/show"
+        async with asyncio.timeout(30):
+            for _ in range(3):
+                async with http.get(f"{url}/index.m3u8", params={"src": "weibo"}) as response:
+                    assert response.status == 200
+                await asyncio.sleep(0.3)
+        writer = server.relay.analytics_writer
+        async with asyncio.timeout(20):
+            while not any(e.kind == "leave" and (e.data or {}).get("via") == "hls"  # noqa: ASYNC110
+                          for e in await writer.call(writer.store.events, "show")):
+                await asyncio.sleep(0.3)
+        events = [e for e in await writer.call(writer.store.events, "show") if (e.data or {}).get("via") == "hls"]
+        assert [(e.kind, e.source) for e in events] == [("join", "weibo"), ("leave", "weibo")]
+        assert events[0].viewer == events[1].viewer and 0.5 < (events[1].value or 0) < 5
+        await publisher.close()
