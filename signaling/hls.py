@@ -204,7 +204,9 @@ class HlsEgress:
         except ProtocolError as exc:
             raise _as_http(refusal(exc)) from None
         running = self._running(room)
-        if self.viewers is not None and request.path.endswith(".m3u8"):
+        # (The page's own fallback player says so: its viewer is counted by its WebSocket already.)
+        if self.viewers is not None and request.path.endswith(".m3u8") and \
+                request.headers.get("X-Live-Relay-Viewer") != "page":
             key = self.viewers.key_of(grant.user if grant is not None else None, request.remote or "",
                                       request.headers.get("User-Agent", ""))
             self.viewers.seen(room, key, request.query.get("src") or request.query.get("utm_source"))

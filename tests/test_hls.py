@@ -406,6 +406,10 @@ async def test_hls_players_are_counted_as_viewers_in_analytics(start_server, tmp
                 async with http.get(f"{url}/index.m3u8", params={"src": "weibo"}) as response:
                     assert response.status == 200
                 await asyncio.sleep(0.3)
+            # The page's own fallback player (its viewer counted by its WebSocket) is not counted again.
+            async with http.get(f"{url}/index.m3u8", headers={"X-Live-Relay-Viewer": "page",
+                                                               "User-Agent": "the page"}) as response:
+                assert response.status == 200
         writer = server.relay.analytics_writer
         async with asyncio.timeout(20):
             while not any(e.kind == "leave" and (e.data or {}).get("via") == "hls"  # noqa: ASYNC110

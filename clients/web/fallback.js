@@ -42,7 +42,10 @@ export async function fallBackToHls(reason) {
     if (!video.canPlayType("application/vnd.apple.mpegurl")) return false;
     video.src = url;
   } else {
-    hls = new window.Hls({ lowLatencyMode: true, enableWorker: false }); // (the page's CSP allows no blob: workers)
+    // (the page's CSP allows no blob: workers; the header: this viewer is counted by its WebSocket already, not
+    // again as an HLS session)
+    hls = new window.Hls({ lowLatencyMode: true, enableWorker: false,
+      xhrSetup: (xhr) => xhr.setRequestHeader("X-Live-Relay-Viewer", "page") });
     hls.on(window.Hls.Events.ERROR, (_, data) => { if (app.hls) app.hls.errors.push(`${data.details}${data.fatal ? " (fatal)" : ""}`); });
     hls.loadSource(url);
     hls.attachMedia(video);
