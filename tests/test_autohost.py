@@ -123,7 +123,9 @@ async def _until(srv, check, timeout: float = 15.0) -> None:
 def _cards_were_on_screen(folder) -> None:
     """From the recording: at each card's push (its media time in the events log), the autohost's video shows
     that product's slide (its colour)."""
-    [log] = list(folder.glob("*-events.jsonl"))
+    # The first recording session's log (a person taking the room over and leaving can end a session and
+    # start another when the autohost comes back: a second log, stamped later).
+    log = sorted(folder.glob("*-events.jsonl"))[0]
     events = [json.loads(line) for line in log.read_text().splitlines()]
     started = next(e for e in events if e["type"] == "recording_started" and e.get("user") == "auto")
     first = next(e for e in events if e["type"] == "recording_first_frame" and e.get("file") == started["file"])
