@@ -134,6 +134,10 @@ class Store(Protocol):
 
     def events_between(self, room: str, from_ms: int, to_ms: int) -> list[Event]: ...
 
+    def last_push(self, room: str, product: str) -> Event | None: ...
+
+    def joined_before(self, room: str, before_ms: int) -> list[str]: ...
+
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> int: ...
@@ -228,6 +232,21 @@ class SqlStore:
         rows = self.query(f"SELECT {', '.join(COLUMNS)} FROM events WHERE room = {p} AND ts_ms >= {p} "
                           f"AND ts_ms <= {p} ORDER BY ts_ms", (room, from_ms, to_ms))
         return [_event(r) for r in rows]
+
+    def last_push(self, room: str, product: str) -> Event | None:
+        """The last push of ``product`` in ``room`` (a replay's card, after the node forgot the live one)."""
+        p = self._dialect.placeholder
+        rows = self.query(f"SELECT {', '.join(COLUMNS)} FROM events WHERE room = {p} AND kind = 'push' "
+                          f"AND product = {p} ORDER BY ts_ms DESC LIMIT 1", (room, product))
+        return _event(rows[0]) if rows else None
+
+    def joined_before(self, room: str, before_ms: int) -> list[str]:
+        """The viewer ids that joined ``room`` before ``before_ms`` (a viewer's id is the same in every show
+        of a room: who comes back)."""
+        p = self._dialect.placeholder
+        rows = self.query(f"SELECT DISTINCT viewer FROM events WHERE room = {p} AND kind = 'join' AND ts_ms < {p} "
+                          "AND viewer IS NOT NULL", (room, before_ms))
+        return [r[0] for r in rows]
 
     @property
     def placeholder(self) -> str:

@@ -284,14 +284,10 @@ class ShowAnalytics(AnalyticsSink):
     def _pushed(self, room: str, product: str) -> tuple[str, str] | None:
         """(url, show) of the last push of ``product`` in ``room`` the store keeps (blocking: the writer's
         thread)."""
-        store = self.writer.store
-        p = store.placeholder
-        rows = store.query(f"SELECT data, show_id FROM events WHERE room = {p} AND kind = 'push' AND product = {p} "
-                           "ORDER BY ts_ms DESC LIMIT 1", (room, product))
-        if not rows or not rows[0][0]:
-            return None
-        url = json.loads(rows[0][0]).get("url")
-        return (url, rows[0][1]) if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+        push = self.writer.store.last_push(room, product)
+        url = (push.data or {}).get("url") if push is not None else None
+        return (url, push.show) if push is not None and isinstance(url, str) and \
+            url.startswith(("http://", "https://")) else None
 
     def _click_allowed(self, address: str) -> bool:
         return self._click_buckets.take(address, CLICK_RATE, CLICK_BURST)

@@ -379,7 +379,7 @@ class Shows:
                                          end)
         reserved = [v for v, _ in await self._writer.call(self.book.reservations, show.id)]
         start = show.live_ms or show.starts_ms
-        seen_before = frozenset(await self._writer.call(self._joined_before, show.room, start))
+        seen_before = frozenset(await self._writer.call(self._writer.store.joined_before, show.room, start))
         rows = followups(events, reserved, start, end, seen_before)
         titles = {p["id"]: p["title"] for p in show.products}
         for row in rows:
@@ -388,14 +388,6 @@ class Shows:
                     f"&at={(show.live_ms or show.starts_ms) + int(first['shown_at_s'] * 1000)}")
             row["message"] = message(lang, show.title, [titles.get(p["id"], p["id"]) for p in row["products"]], link)
         return {"funnel": funnel(events, reserved, end, seen_before), "followups": rows}
-
-    def _joined_before(self, room: str, before_ms: int) -> list[str]:
-        """Pseudonyms that joined ``room`` before ``before_ms`` (blocking: the writer's thread). A viewer's
-        pseudonym is the same in every show of a room, so this is who comes back."""
-        store = self._writer.store
-        p = store.placeholder
-        return [r[0] for r in store.query(f"SELECT DISTINCT viewer FROM events WHERE room = {p} AND kind = 'join' "
-                                          f"AND ts_ms < {p} AND viewer IS NOT NULL", (room, before_ms))]
 
     def routes(self) -> list[web.RouteDef]:
         def refusing(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
