@@ -92,7 +92,8 @@ class RelayServer:
         self._gauge_labels: dict[int, set[str]] = {}  # label values each labelled media gauge was ever set for
         self.recordings: Recordings | None = None
         self.hls: HlsEgress | None = None  # set by create_app when the node relays media
-        self.restreams = Restreams(self.media.router) if self.media is not None else None
+        self.restreams = (Restreams(self.media.router, max_transcodes=config.restream_max_transcodes)
+                          if self.media is not None else None)
         if self.media is not None:  # with --record every room is recorded; otherwise when a host asks
             self.recordings = Recordings(config.record_dir or config.recordings_dir, self.media.router,
                                          config.record_max_bytes, hub.spawn, record_all=bool(config.record_dir))

@@ -177,6 +177,9 @@ class ServerConfig:
     # VP8 shows (a browser host's default) made H.264 for HLS at once on this node: one decode and one encode
     # each (docs/benchmarks.md says what one costs); past it such a show answers 409 over HLS.
     hls_max_transcodes: int = 2
+    # VP8 shows made H.264 for restreaming at once on this node (one transcode per room, shared by its
+    # destinations; an H.264 show is passed through at no cost); past it a VP8 show's destination is refused.
+    restream_max_transcodes: int = 2
     # An HLS player's viewing session (counted in analytics as a viewer, `via: hls`) ends this long after its
     # last playlist request.
     hls_viewer_idle_s: float = 30.0

@@ -7,6 +7,11 @@ an FFmpeg child's stdin; FFmpeg passes the H.264 through, re-encodes the audio t
 take) and speaks RTMP(S) to the platform. FFmpeg is the RTMP client here because it is the one every platform
 is tested against.
 
+A VP8 show (a browser host's default) is made H.264 once per room, whatever the number of its destinations:
+one ``relay.transcode.Transcoder`` (``_SharedTranscode``) whose frames every destination of the room takes,
+closed with the room's last destination; at most ``max_transcodes`` such rooms per node (past that a VP8
+show's destination is refused with the reason; an H.264 show costs nothing to restream).
+
 What the host sees of each destination: ``connecting`` (FFmpeg started), ``live`` (the platform took the
 stream: FFmpeg's output is moving), ``retrying`` (it dropped or was refused; again after 1, 2, 4... 30 s,
 from the next keyframe) or ``failed`` (refused ``FAIL_AFTER`` times in a row without ever going live: a wrong
@@ -27,10 +32,12 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
+from relay.transcode import Transcoder
 from rtc.mediafile import MediaFileWriter
 
 log = logging.getLogger(__name__)
@@ -125,24 +132,63 @@ class Destination:
                 "live_s": round(time.time() - self.live_since, 1) if self.live_since else None}
 
 
-class _Push:
-    """One destination's work: the frames it is handed, FFmpeg runs after runs, its state."""
+class _SharedTranscode:
+    """A VP8 show's video made H.264 once for all of its room's destinations (``listeners``)."""
 
-    def __init__(self, destination: Destination, tracks: dict[str, PublishedTrack], ffmpeg: str) -> None:
+    def __init__(self, track: PublishedTrack) -> None:
+        self.track = track
+        self.listeners: list[Callable[[EncodedFrame], None]] = []
+        top = len(track.layers) - 1
+        self.transcoder = Transcoder(_codec_of(track), self._output,
+                                     lambda: track.request_keyframe("restream transcode", layer=top),
+                                     bitrate=2_500_000)  # what platforms ask of a 720p stream, at most
+        track.observers.append(self._observe)
+
+    def _observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
+        self.transcoder.put(frame.data, frame.timestamp, frame.keyframe)
+
+    def _output(self, data: bytes, timestamp: int, keyframe: bool) -> None:
+        frame = EncodedFrame(data, timestamp, keyframe)
+        for listener in list(self.listeners):
+            listener(frame)
+
+    def close(self) -> None:
+        if self._observe in self.track.observers:
+            self.track.observers.remove(self._observe)
+        self.transcoder.close()
+
+
+class _Push:
+    """One destination's work: the frames it is handed, FFmpeg runs after runs, its state. A VP8 show's video
+    comes from the room's ``_SharedTranscode`` (``transcoded``), already H.264."""
+
+    def __init__(self, destination: Destination, tracks: dict[str, PublishedTrack], ffmpeg: str,
+                 transcoded: _SharedTranscode | None = None) -> None:
         self.destination = destination
         self.tracks = tracks
         self.ffmpeg = ffmpeg
+        self.transcoded = transcoded
         self.queue: asyncio.Queue[tuple[str, EncodedFrame] | None] = asyncio.Queue(QUEUE_FRAMES)
         self.task: asyncio.Task[None] | None = None
         self._observers: dict[str, Any] = {}
 
+    def _take(self, kind: str, frame: EncodedFrame) -> None:
+        try:
+            self.queue.put_nowait((kind, frame))
+        except asyncio.QueueFull:
+            self.destination.frames_dropped += 1
+
+    def _take_transcoded(self, frame: EncodedFrame) -> None:
+        self._take("video", frame)
+
     def start(self) -> None:
         for kind, track in self.tracks.items():
+            if kind == "video" and self.transcoded is not None:
+                self.transcoded.listeners.append(self._take_transcoded)
+                continue
+
             def observe(track: PublishedTrack, frame: EncodedFrame, chain_broken: bool, kind: str = kind) -> None:
-                try:
-                    self.queue.put_nowait((kind, frame))
-                except asyncio.QueueFull:
-                    self.destination.frames_dropped += 1
+                self._take(kind, frame)
             self._observers[kind] = observe
             track.observers.append(observe)
         self.task = asyncio.create_task(self._run())
@@ -151,6 +197,8 @@ class _Push:
         for kind, observe in self._observers.items():
             if observe in self.tracks[kind].observers:
                 self.tracks[kind].observers.remove(observe)
+        if self.transcoded is not None and self._take_transcoded in self.transcoded.listeners:
+            self.transcoded.listeners.remove(self._take_transcoded)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -177,6 +225,8 @@ class _Push:
         d = self.destination
         d.state = "connecting"
         codecs = {kind: _codec_of(track) for kind, track in self.tracks.items()}
+        if self.transcoded is not None:
+            codecs["video"] = "h264"
         args = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-progress", "pipe:2", "-nostats",
                 "-f", "matroska", "-i", "pipe:0", "-map", "0", "-c:v", "copy"]
         args += ["-c:a", "aac", "-b:a", "128k", "-ar", "44100"] if "audio" in codecs else []
@@ -188,8 +238,11 @@ class _Push:
         live = asyncio.Event()
         reader = asyncio.create_task(self._read(proc, errors, live))
         feeder = asyncio.create_task(self._feed(proc, codecs))
-        for track in self.tracks.values():
-            track.request_keyframe("restream", layer=len(track.layers) - 1)
+        for kind, track in self.tracks.items():
+            if kind == "video" and self.transcoded is not None:
+                self.transcoded.transcoder.keyframe()  # ours: the publisher's keyframes are the transcoder's
+            else:
+                track.request_keyframe("restream", layer=len(track.layers) - 1)
         try:
             await asyncio.wait({reader, feeder}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -245,10 +298,12 @@ class _Push:
 class Restreams:
     """Every room's destinations on this node. ``close()`` at shutdown."""
 
-    def __init__(self, router: MediaRouter, ffmpeg: str = "ffmpeg") -> None:
+    def __init__(self, router: MediaRouter, ffmpeg: str = "ffmpeg", max_transcodes: int = 2) -> None:
         self.router = router
         self.ffmpeg = ffmpeg
+        self.max_transcodes = max_transcodes
         self.rooms: dict[str, dict[str, _Push]] = {}
+        self.transcodes: dict[str, _SharedTranscode] = {}  # by room: its VP8 show made H.264 once
 
     def counts(self) -> tuple[dict[str, int], int]:
         """Destinations by state, and the frames they dropped, over every room (for /metrics)."""
@@ -274,20 +329,39 @@ class Restreams:
         tracks = self._tracks_of(room)
         if "video" not in tracks:
             raise RestreamError("nothing is on air in this room: go live first")
-        video = _codec_of(tracks["video"])
-        if video != "h264":
-            raise RestreamError("restreaming needs H.264 video (OBS, an RTMP/SRT encoder, or the page publishing "
-                                f"H.264); this show sends {video.upper() or 'an unknown codec'}")
+        transcoded = self._transcode_for(room, tracks["video"])
         destination = Destination(secrets.token_urlsafe(9), url, key)
-        push = pushes[destination.id] = _Push(destination, tracks, self.ffmpeg)
+        push = pushes[destination.id] = _Push(destination, tracks, self.ffmpeg, transcoded)
         push.start()
         return destination.public()
+
+    def _transcode_for(self, room: str, video: PublishedTrack) -> _SharedTranscode | None:
+        """None for an H.264 show (passed through); the room's transcode for a VP8 one, started if needed."""
+        codec = _codec_of(video)
+        if codec == "h264":
+            return None
+        if codec != "vp8":
+            raise RestreamError("restreaming takes H.264 or VP8 video (OBS, an RTMP/SRT encoder, the page); this "
+                                f"show sends {codec.upper() or 'an unknown codec'}")
+        current = self.transcodes.get(room)
+        if current is not None and current.track is video:
+            return current
+        if current is not None:  # the room's publisher came back with a new track: the old transcode is idle
+            current.close()
+            del self.transcodes[room]
+        if len(self.transcodes) >= self.max_transcodes:
+            raise RestreamError(f"restreaming a VP8 show needs a transcode and this server runs the most it may "
+                                f"({self.max_transcodes}); a host sending H.264 restreams at no cost")
+        self.transcodes[room] = _SharedTranscode(video)
+        return self.transcodes[room]
 
     async def remove(self, room: str, destination_id: str) -> bool:
         push = self.rooms.get(room, {}).pop(destination_id, None)
         if push is None:
             return False
         await push.stop()
+        if not self.rooms.get(room) and room in self.transcodes:  # the room's last destination: no one takes it
+            self.transcodes.pop(room).close()
         return True
 
     def _tracks_of(self, room: str) -> dict[str, PublishedTrack]:
@@ -302,3 +376,6 @@ class Restreams:
             for push in pushes.values():
                 await push.stop()
         self.rooms.clear()
+        for transcoded in self.transcodes.values():
+            transcoded.close()
+        self.transcodes.clear()

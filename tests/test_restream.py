@@ -1,7 +1,9 @@
 """Restreaming (signaling/restream.py) to a platform: a stand-in platform, nginx with Debian's RTMP module
-that checks the stream key through its on_publish hook as the platforms do, on loopback. A host adds the
-destination over HTTP; ffprobe reads what the platform got (H.264 passed through, AAC); a wrong key is
-refused, retried, then "failed" with the platform's reason and never the key; the host removes it."""
+that checks the stream key through its on_publish hook as the platforms do, on loopback, and takes RTMPS
+through nginx's stream module terminating TLS in front of it (as platforms' RTMPS ingests do). A host adds
+the destination over HTTP; ffprobe reads what the platform got (H.264 passed through, AAC); a wrong key is
+refused, retried, then "failed" with the platform's reason and never the key; the host removes it. A VP8 show
+is made H.264 once for all of its destinations, over RTMP and RTMPS."""
 
 from __future__ import annotations
 
@@ -24,10 +26,14 @@ from clients.sources import CounterVideoTrack, ToneAudioTrack
 from protocol import Role
 from signaling.restream import explain_refusal, redact
 from tests.conftest import free_port, require_dependency
+from tests.test_tls import self_signed
 
 GOOD_KEY = "live_7f3a9c-good"
+SECOND_KEY = "live_51d0e2-good"
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")  # Debian's libnginx-mod-stream
 
 PLATFORM = """load_module {module};
+load_module {stream_module};
 daemon off;
 master_process off;
 worker_processes 1;
@@ -47,6 +53,14 @@ rtmp {{
         }}
     }}
 }}
+stream {{
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        proxy_pass 127.0.0.1:{port};
+    }}
+}}
 """
 
 
@@ -59,17 +73,19 @@ async def stand_in_platform(directory: Path) -> AsyncIterator[Platform]:
 
     async def on_publish(request: web.Request) -> web.Response:
         form = await request.post()
-        return web.Response(status=200 if form.get("name") == GOOD_KEY else 403)
+        return web.Response(status=200 if form.get("name") in (GOOD_KEY, SECOND_KEY) else 403)
 
     hook = web.Application()
     hook.router.add_post("/publish", on_publish)
     runner = web.AppRunner(hook)
     await runner.setup()
-    hook_port, port = free_port(), free_port()
+    hook_port, port, tls_port = free_port(), free_port(), free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     config = directory / "platform.conf"
-    config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, dir=directory, port=port, hook=hook_port))
-    stand_in = Platform(nginx, config, directory / "nginx.pid", port)
+    cert, key = self_signed(directory)
+    config.write_text(PLATFORM.format(module=NGINX_RTMP_MODULE, stream_module=NGINX_STREAM_MODULE, dir=directory,
+                                      port=port, hook=hook_port, tls_port=tls_port, cert=cert, key=key))
+    stand_in = Platform(nginx, config, directory / "nginx.pid", port, tls_port)
     try:
         await stand_in.start()
         yield stand_in
@@ -81,17 +97,19 @@ async def stand_in_platform(directory: Path) -> AsyncIterator[Platform]:
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and shutil.which("ffmpeg") else
-                       "nginx, libnginx-mod-rtmp and ffmpeg (tools/setup.sh installs them)")
+    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and NGINX_STREAM_MODULE.exists()
+                       and shutil.which("ffmpeg") else
+                       "nginx, libnginx-mod-rtmp, libnginx-mod-stream and ffmpeg (tools/setup.sh installs them)")
     async with stand_in_platform(tmp_path) as stand_in:
         yield stand_in
 
 
 class Platform:
-    """The stand-in platform's nginx: ``port``; ``stop`` and ``start`` again (a platform that drops)."""
+    """The stand-in platform's nginx: RTMP on ``port``, RTMPS on ``tls_port``; ``stop`` and ``start`` again (a
+    platform that drops)."""
 
-    def __init__(self, nginx: str, config: Path, pid: Path, port: int) -> None:
-        self.nginx, self.config, self.pid, self.port = nginx, config, pid, port
+    def __init__(self, nginx: str, config: Path, pid: Path, port: int, tls_port: int) -> None:
+        self.nginx, self.config, self.pid, self.port, self.tls_port = nginx, config, pid, port, tls_port
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -213,4 +231,53 @@ async def test_a_host_restreams_the_show_to_a_platform(server, platform):
             async with http.delete(f"{url}/{destination['id']}", headers=headers) as r:
                 assert r.status == 204
         assert await _destinations(http, base, host_token) == []
+        await publisher.close()
+
+
+async def test_a_vp8_show_is_transcoded_once_for_its_destinations_over_rtmp_and_rtmps(start_server, platform):
+    """A browser host's VP8: one transcode for the room, H.264 on both destinations (one over RTMPS), none left
+    once the last destination is removed; a second VP8 room past the node's limit is refused with the reason."""
+    server = await start_server(rooms=("show", "other"), restream_max_transcodes=1)
+    host_token = server.token("show", "host", Role.HOST)
+    headers = {"Authorization": f"Bearer {host_token}"}
+    restreams = server.relay.restreams
+    url = f"{server.base}/api/rooms/show/restreams"
+    async with LiveClient(server.ws_url, "show", host_token) as host, aiohttp.ClientSession() as http:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240), ToneAudioTrack()])  # VP8
+        async with asyncio.timeout(10):
+            while not server.relay.media.router.publishers_of("show"):  # noqa: ASYNC110 - the router's own state
+                await asyncio.sleep(0.1)
+        added = []
+        for target, key in ((f"rtmp://127.0.0.1:{platform.port}/live", GOOD_KEY),
+                            (f"rtmps://127.0.0.1:{platform.tls_port}/live", SECOND_KEY)):
+            async with http.post(url, json={"url": target, "key": key}, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                added.append(await r.json())
+        assert len(restreams.transcodes) == 1  # one transcode, whatever the number of destinations
+        async with asyncio.timeout(40):
+            while [d["state"] for d in await _destinations(http, server.base, host_token)] != ["live", "live"]:
+                await asyncio.sleep(0.2)
+        for key in (GOOD_KEY, SECOND_KEY):  # what the platform got from each: H.264 made from the VP8, and AAC
+            streams = await asyncio.to_thread(_probe, f"rtmp://127.0.0.1:{platform.port}/live/{key}")
+            assert streams == ["aac", "h264"], key
+        transcoder = restreams.transcodes["show"].transcoder
+        assert transcoder.frames_out > 0 and transcoder.failures == 0
+
+        # The node's limit: a second room's VP8 show is refused, with the reason, while this one runs.
+        other_token = server.token("other", "host2", Role.HOST)
+        async with LiveClient(server.ws_url, "other", other_token) as other_host:
+            other = await MediaSession.publish(other_host, [CounterVideoTrack(320, 240)])
+            async with asyncio.timeout(10):
+                while not server.relay.media.router.publishers_of("other"):  # noqa: ASYNC110 - the router's state
+                    await asyncio.sleep(0.1)
+            async with http.post(f"{server.base}/api/rooms/other/restreams",
+                                 json={"url": f"rtmp://127.0.0.1:{platform.port}/live", "key": GOOD_KEY},
+                                 headers={"Authorization": f"Bearer {other_token}"}) as r:
+                assert r.status == 400 and "needs a transcode" in await r.text()
+            await other.close()
+
+        for destination in added:
+            async with http.delete(f"{url}/{destination['id']}", headers=headers) as r:
+                assert r.status == 204
+        assert restreams.transcodes == {}  # the last destination gone, so is the transcode
         await publisher.close()

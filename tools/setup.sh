@@ -11,7 +11,8 @@
 #   webrtcbin with the system python3's GObject bindings (gstreamer1.0-plugins-bad/-good, gstreamer1.0-nice,
 #   gir1.2-gst-plugins-bad-1.0, python3-gi), the other WHIP publisher tests/test_interop.py runs, and the
 #   SRT listener `live-relay ingest` runs (its srtsrc is in gstreamer1.0-plugins-bad).
-#   nginx-light and libnginx-mod-rtmp: the RTMP server `live-relay ingest` runs in front of the bridge.
+#   nginx-light and libnginx-mod-rtmp: the RTMP server `live-relay ingest` runs in front of the bridge;
+#   libnginx-mod-stream: the stand-in platform of the restreaming test takes RTMPS through it (TLS in front).
 #   fonts-noto-cjk: the browser tests' screenshots of the page in Chinese show its glyphs, not boxes.
 #   firefox-esr: the browser tests run the page in Firefox too, driven over WebDriver BiDi by tests/interop's
 #   puppeteer-core (which never downloads a browser).
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 packages=(iproute2 nftables chromium redis-server ffmpeg postgresql espeak-ng coturn
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0 python3-gi
-          nginx-light libnginx-mod-rtmp fonts-noto-cjk firefox-esr)
+          nginx-light libnginx-mod-rtmp libnginx-mod-stream fonts-noto-cjk firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
