@@ -31,8 +31,8 @@ import re
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.router import MediaRouter

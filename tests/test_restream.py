@@ -97,8 +97,8 @@ async def stand_in_platform(directory: Path) -> AsyncIterator[Platform]:
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    require_dependency(None if nginx and NGINX_RTMP_MODULE.exists() and NGINX_STREAM_MODULE.exists()
-                       and shutil.which("ffmpeg") else
+    modules = all(module.exists() for module in (NGINX_RTMP_MODULE, NGINX_STREAM_MODULE))
+    require_dependency(None if nginx and modules and shutil.which("ffmpeg") else
                        "nginx, libnginx-mod-rtmp, libnginx-mod-stream and ffmpeg (tools/setup.sh installs them)")
     async with stand_in_platform(tmp_path) as stand_in:
         yield stand_in
@@ -255,7 +255,7 @@ async def test_a_vp8_show_is_transcoded_once_for_its_destinations_over_rtmp_and_
                 added.append(await r.json())
         assert len(restreams.transcodes) == 1  # one transcode, whatever the number of destinations
         async with asyncio.timeout(40):
-            while [d["state"] for d in await _destinations(http, server.base, host_token)] != ["live", "live"]:
+            while [d["state"] for d in await _destinations(http, server.base, host_token)] != ["live", "live"]:  # noqa: ASYNC110 - the host's view, over HTTP
                 await asyncio.sleep(0.2)
         for key in (GOOD_KEY, SECOND_KEY):  # what the platform got from each: H.264 made from the VP8, and AAC
             streams = await asyncio.to_thread(_probe, f"rtmp://127.0.0.1:{platform.port}/live/{key}")
