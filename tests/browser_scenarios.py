@@ -1554,6 +1554,50 @@ async def hls_fallback(base: str, ws: str, out: Path, browser: Any, relay: Any) 
     return r
 
 
+async def hls_cards(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """Cards at their picture over HLS: a viewer watching the page's HLS fallback (the node full for live
+    video) gets each product card the host pushes when the frame on screen is the one the host's camera made
+    as the card was pushed, not when the WebSocket brings it (a second or more earlier). Each frame on screen
+    is read back (the send time the publisher burned into it) as the video presents it; for each card, the
+    frame on screen when it appeared against the push's server time."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "host", Role.HOST, "Host")) as host:
+        publisher = await MediaSession.publish(host, [CounterVideoTrack(320, 240)], video_codec="H264")
+        async with saturated(relay):
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            await phone.goto(f"{base}/?view=viewer&room=show&token={token('show', 'bea', Role.VIEWER, 'Bea')}")
+            await wait_for(phone, """(() => { const h = window.liveRelay.hls;
+                return h && h.video.getVideoPlaybackQuality().totalVideoFrames > 30; })()""", timeout=40)
+            # Every frame the video presents, read back: its media time -> the time its picture was made.
+            await phone.evaluate(f"""() => {{ const read = {READ_PICTURE_STAMP}; const v = window.liveRelay.hls.video;
+                window.stamps = new Map();
+                const onFrame = (_, meta) => {{ window.stamps.set(meta.mediaTime, read(v));
+                    if (window.stamps.size > 600) window.stamps.delete(window.stamps.keys().next().value);
+                    v.requestVideoFrameCallback(onFrame); }};
+                v.requestVideoFrameCallback(onFrame); }}""")
+            cards = []
+            for n in range(5):
+                await asyncio.sleep(1.3)
+                await host.push_product({"id": f"sku-{n}", "title": f"Card {n}", "price": "9.90", "currency": "EUR",
+                                         "url": f"https://shop.example/{n}", "image": f"https://shop.example/{n}.jpg"})
+                shown = await wait_for(phone, f"""(() => {{ const h = window.liveRelay.hls;
+                    const s = h && h.shown.find((x) => x.key.startsWith('product-') && x.seen !== true
+                        && document.querySelector('#product-card').dataset.productId === 'sku-{n}');
+                    if (!s) return null; s.seen = true;
+                    const stamp = window.stamps.get(s.mediaTime);
+                    return {{...s, stamp: stamp === undefined ? null : stamp,
+                             visible: !document.querySelector('#product-card').hidden}}; }})()""", timeout=15)
+                if shown["stamp"] is not None and shown["ts"] is not None:
+                    diff = (shown["stamp"] - (int(shown["ts"]) & 0xFFFFFFFF)) & 0xFFFFFFFF
+                    shown["picture_minus_push_ms"] = diff - 2**32 if diff >= 2**31 else diff
+                cards.append(shown)
+            r["cards"] = cards
+            await phone.screenshot(path=str(out / "hls-cards.png"))
+        await phone.close()
+        await publisher.close()
+    return r
+
+
 async def restream_studio(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """A host adds a destination in the studio (a stand-in platform: nginx-rtmp checking the key, as in
     tests/test_restream.py): the list shows it going live; the key is in no page the host sees afterwards; a
@@ -1651,7 +1695,8 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "whep_restart": whep_restart, "overload": overload,
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
-             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback, "show_page": show_page,
+             "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback,
+             "hls_cards": hls_cards, "show_page": show_page,
              "restream_studio": restream_studio}
 
 

@@ -236,6 +236,18 @@ def test_a_viewer_the_node_cannot_take_live_watches_over_hls_then_live(netns):
     assert r["hls_after"] and r["status_after"] == ""  # live video took over, the HLS tile went
 
 
+def test_over_hls_each_card_appears_at_its_picture(netns):
+    r = run_scenario(netns, "hls_cards")
+    print("cards over HLS:", [(c["heldMs"], c.get("picture_minus_push_ms")) for c in r["cards"]])
+    for card in r["cards"]:
+        assert card["visible"] and not card["late"]  # shown by its cue on the timeline, not by the timer
+        # Held while the picture caught up (the WebSocket brings it a second or so before its picture) ...
+        assert card["heldMs"] > 300
+        # ... and shown on the frame made when the host pushed it: not 1-2 s early as over the WebSocket (the
+        # figure, within 100 ms, measured in docs/benchmarks.md; here only that it is at its picture at all).
+        assert abs(card["picture_minus_push_ms"]) < 400
+
+
 def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
     r = run_scenario(netns, "show_page")
     assert r["scheduled"].startswith("Scheduled. Share its page: http://") and "view=show&show=" in r["scheduled"]

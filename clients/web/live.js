@@ -6,6 +6,7 @@ import { startPrivateCall } from "./call.js";
 import { CLOSE } from "./connection.js";
 import { addComment, noteLatency, removeComment, setNotice, showAnnouncement, showModeration } from "./chat.js";
 import { $, i18n, t, token } from "./context.js";
+import { atPicture } from "./fallback.js";
 import { showProduct } from "./shop.js";
 import { dropPublisher, invitePanel, offerSound, reconcile, renderCall, renderPk, setFit, setSound, setStatus, shareShow, showLink, stopSelf } from "./stage.js";
 import { goLive, renderSeats, republish, showRecording, wireHost } from "./studio.js";
@@ -39,9 +40,18 @@ export function wireLive(isHost) {
   // Events up to joined.seq that follow `joined` are the room's recent history (join.history): list them.
   // Only live events are a measure of latency: the history and a resume's catch-up were sent long ago.
   const live = (m) => !(app.ch.joined && typeof m.seq === "number" && m.seq <= app.ch.joined.seq);
-  app.ch.on("comment", (m) => { addComment(m, live(m)); if (live(m)) noteLatency(m); });
-  app.ch.on("product", (m) => { showProduct(m); if (live(m)) noteLatency(m); });
-  app.ch.on("announce", (m) => { if (m.pinned) showAnnouncement(m); if (live(m)) noteLatency(m); });
+  // Over HLS (fallback.js) a live card, pinned announcement or someone else's comment waits for its picture;
+  // this viewer's own comments and the assistant's replies to it do not.
+  const mine = (m) => m.user === app.ch.joined?.user || m.role === "assistant";
+  app.ch.on("comment", (m) => {
+    if (live(m) && !mine(m)) atPicture(m, (x) => addComment(x, true), false); else addComment(m, live(m));
+    if (live(m)) noteLatency(m);
+  });
+  app.ch.on("product", (m) => { if (live(m)) atPicture(m, showProduct); else showProduct(m); if (live(m)) noteLatency(m); });
+  app.ch.on("announce", (m) => {
+    if (m.pinned) { if (live(m)) atPicture(m, showAnnouncement); else showAnnouncement(m); }
+    if (live(m)) noteLatency(m);
+  });
   app.ch.on("likes", (m) => { $("#like-count").textContent = m.total; });
   app.ch.on("link", showLink);
   app.ch.on("comment_deleted", (m) => removeComment(m.target));
