@@ -86,7 +86,10 @@ export class Channel {
   lost(ws, code) {
     if (ws.lostHandled) return;
     ws.lostHandled = true; ws.onmessage = null; ws.onclose = null;
-    for (const [, p] of this.pending) p.reject(new Error(`closed (${code})`));
+    // A channel this page closed itself (a call hung up, a page left): what waits on its requests has ended
+    // with it, so they are dropped unsettled; rejecting them only surfaced as an "Error: closed (1000)" in the
+    // console from fire-and-forget requests (a Firefox call scenario saw it in CI).
+    if (!this.closed) for (const [, p] of this.pending) p.reject(new Error(`closed (${code})`));
     this.pending.clear();
     this.emit("closed", { code });
     // Once joined, keep coming back: UNKNOWN_ROOM on a rejoin means the room is not open *yet* (a restarted
