@@ -13,8 +13,8 @@ that part, or says why it will not. Product cards and announcements ride on the 
 however far behind live it plays.
 
 Bounded: the segments kept, the parts kept (only for the last ``PART_SEGMENTS`` segments), one open part.
-H.264 video only (what HLS players decode everywhere): a VP8 publisher's frames are made H.264 first
-(``relay.transcode``, by the caller); VP9 gets no HLS egress (``HlsUnavailable``). Opus audio goes in as AAC.
+H.264 video only (what HLS players decode everywhere): a VP8 or VP9 publisher's frames are made H.264 first
+(``relay.transcode``, by the caller); anything else gets ``HlsUnavailable``. Opus audio goes in as AAC.
 """
 
 from __future__ import annotations

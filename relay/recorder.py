@@ -53,7 +53,7 @@ class DiskBudget:
             return True
 
 
-RECORDABLE_VIDEO = ("vp8", "h264")
+RECORDABLE_VIDEO = ("vp8", "vp9", "h264")  # VP9 SVC: each picture a superframe of its layers
 
 
 class Recording:
@@ -72,7 +72,7 @@ class Recording:
         self._budget = budget
         video = tracks.get("video")
         if video is not None and (video.codec_name or "vp8").lower() not in RECORDABLE_VIDEO:
-            # VP9 SVC arrives as layer frames, not superframes a file's decoder reads: kept out, not garbled.
+            # A codec the file cannot hold (AV1, anything not in RECORDABLE_VIDEO): kept out, not garbled.
             log.warning("recording keeps audio only: this video codec is not recorded yet",
                         extra={"path": str(path), "codec": video.codec_name})
             tracks = {kind: track for kind, track in tracks.items() if kind != "video"}

@@ -1,5 +1,6 @@
-"""One publisher's VP8 made H.264, for what only takes H.264 (LL-HLS players): decoded and encoded
-again in a worker thread, never on the event loop.
+"""One publisher's VP8 or VP9 made H.264, for what only takes H.264 (LL-HLS players, RTMP platforms):
+decoded and encoded again in a worker thread, never on the event loop. A VP9 SVC picture comes as one
+superframe of its spatial layers (``rtc.codecs.vp9``); libvpx decodes it to its top layer.
 
 A ``Transcoder`` is handed the track's assembled frames (an observer), keeps at most ``QUEUE_FRAMES`` of them
 waiting (past that it drops, and since a VP8 frame needs the ones before it, it skips to the next keyframe
@@ -25,6 +26,7 @@ import av
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 30  # about a second of video waiting at most
+DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}  # libvpx: what the browsers that send these encode with
 KEYFRAME_EVERY = 60  # frames (2 s at 30 fps): segments of about two seconds
 Output = Callable[[bytes, int, bool], None]  # (H.264 access unit, RTP timestamp, keyframe)
 
@@ -36,6 +38,8 @@ class Transcoder:
     def __init__(self, codec: str, output: Output, ask_source_keyframe: Callable[[], None],
                  bitrate: int = 1_500_000) -> None:
         self.codec = codec.lower()
+        if self.codec not in DECODERS:
+            raise ValueError(f"no transcode from {codec}")
         self.frames_in = 0
         self.frames_out = 0
         self.dropped = 0
@@ -76,7 +80,7 @@ class Transcoder:
     # -- the worker thread --------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        decoder: Any = av.CodecContext.create("libvpx", "r")
+        decoder: Any = av.CodecContext.create(DECODERS[self.codec], "r")
         encoder: Any = None
         count = 0
         while (item := self._queue.get()) is not None:

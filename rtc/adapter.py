@@ -90,7 +90,7 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription
 
-from rtc.codecs import packet_starts_frame
+from rtc.codecs import codec_for, packet_starts_frame
 from rtc.consent import keep_consent
 from rtc.handshake import HandshakeRepair, RoundTrip, answer_sent, sample_ice_rtt, set_stun_schedule
 from rtc.jitter import MarkerJitterBuffer
@@ -147,7 +147,11 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
         codec = codecs.get(packet.payload_type)
         return codec is not None and packet_starts_frame(codec.name, packet.payload)
 
-    buffer = MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame)
+    def frame_of(payload_type: int, payloads: list[bytes]) -> bytes:  # (VP9: its layer frames, a superframe)
+        codec = codecs.get(payload_type)
+        return codec_for(codec.name if codec is not None else None).assemble(payloads)
+
+    buffer = MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame, assemble=frame_of)
     if kind == "video":
         repeat_nacks(receiver)
     if on_packet is not None:

@@ -25,9 +25,12 @@ class MarkerJitterBuffer:
     """
 
     def __init__(self, is_video: bool, deliver: Callable[[JitterFrame, int, int], None],
-                 window: int = 512, starts_frame: Callable[[RtpPacket], bool] | None = None) -> None:
+                 window: int = 512, starts_frame: Callable[[RtpPacket], bool] | None = None,
+                 assemble: Callable[[int, list[bytes]], bytes] | None = None) -> None:
         self._is_video = is_video
         self._deliver = deliver  # (frame, payload type, ssrc)
+        # A frame's bytes from its packets' depayloaded payloads, by payload type (the codec's ``assemble``).
+        self._assemble = assemble or (lambda payload_type, payloads: b"".join(payloads))
         # Whether a packet certainly begins a frame (codec knowledge); lets the very first frame through.
         self._starts_frame = starts_frame or (lambda packet: False)
         self._window = window
@@ -89,7 +92,8 @@ class MarkerJitterBuffer:
                 end += 1
             parts = [self._packets.pop(s) for s in range(start, end + 1)]
             self._last_released = end
-            frame = JitterFrame(data=b"".join(p._data for p in parts), timestamp=first.timestamp)  # type: ignore[attr-defined]
+            data = self._assemble(first.payload_type, [p._data for p in parts])  # type: ignore[attr-defined]
+            frame = JitterFrame(data=data, timestamp=first.timestamp)
             frame.after_gap = self._after_gap  # type: ignore[attr-defined]
             self._after_gap = False
             self._deliver(frame, first.payload_type, first.ssrc)

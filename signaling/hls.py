@@ -31,6 +31,7 @@ from protocol import ProtocolError
 from relay.hls import DateRange, HlsStream, HlsUnavailable
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
+from relay.transcode import DECODERS as TRANSCODED
 from relay.transcode import Transcoder
 from signaling.hlsviewers import HlsViewers
 from signaling.httpauth import HttpAuth, refusal
@@ -52,7 +53,7 @@ class _Running:
     epoch: int
     last_request: float
     audio: PublishedTrack | None = None
-    transcoder: Transcoder | None = None  # a VP8 show's frames made H.264 before the stream cuts them
+    transcoder: Transcoder | None = None  # a VP8 or VP9 show's frames made H.264 before the stream cuts them
 
     def observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         if self.transcoder is not None:
@@ -130,14 +131,14 @@ class HlsEgress:
         return current
 
     def _start(self, track: PublishedTrack, audio: PublishedTrack | None) -> _Running:
-        """A new stream of ``track``: its H.264 cut as it comes, or a VP8 show's made H.264 first (a
+        """A new stream of ``track``: its H.264 cut as it comes, or a VP8 or VP9 show's made H.264 first (a
         ``Transcoder``, while fewer than ``max_transcodes`` run). Raises a 409 with the reason otherwise."""
         codec = _codec(track)
         transcoders = sum(1 for r in self.running.values() if r.transcoder is not None)
-        if codec == "vp8" and transcoders >= self.max_transcodes:
-            raise _error(409, f"HLS of a VP8 show needs a transcode and this server runs the most it may "
-                              f"({self.max_transcodes}); a host sending H.264 has HLS at no cost")
-        transcode = codec == "vp8"
+        transcode = codec in TRANSCODED
+        if transcode and transcoders >= self.max_transcodes:
+            raise _error(409, f"HLS of a {codec.upper()} show needs a transcode and this server runs the most it "
+                              f"may ({self.max_transcodes}); a host sending H.264 has HLS at no cost")
         holder: list[Transcoder] = []
 
         def new_keyframe() -> None:  # a segment outgrows its target: the encoder (ours, or the publisher's)

@@ -7,7 +7,7 @@ an FFmpeg child's stdin; FFmpeg passes the H.264 through, re-encodes the audio t
 take) and speaks RTMP(S) to the platform. FFmpeg is the RTMP client here because it is the one every platform
 is tested against.
 
-A VP8 show (a browser host's default) is made H.264 once per room, whatever the number of its destinations:
+A VP8 show (a browser host's default) or a VP9 one is made H.264 once per room, whatever the number of its destinations:
 one ``relay.transcode.Transcoder`` (``_SharedTranscode``) whose frames every destination of the room takes,
 closed with the room's last destination; at most ``max_transcodes`` such rooms per node (past that a VP8
 show's destination is refused with the reason; an H.264 show costs nothing to restream).
@@ -37,6 +37,7 @@ from typing import Any
 
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
+from relay.transcode import DECODERS as TRANSCODED
 from relay.transcode import Transcoder
 from rtc.mediafile import MediaFileWriter
 
@@ -340,9 +341,9 @@ class Restreams:
         codec = _codec_of(video)
         if codec == "h264":
             return None
-        if codec != "vp8":
-            raise RestreamError("restreaming takes H.264 or VP8 video (OBS, an RTMP/SRT encoder, the page); this "
-                                f"show sends {codec.upper() or 'an unknown codec'}")
+        if codec not in TRANSCODED:
+            raise RestreamError("restreaming takes H.264, VP8 or VP9 video (OBS, an RTMP/SRT encoder, the page); "
+                                f"this show sends {codec.upper() or 'an unknown codec'}")
         current = self.transcodes.get(room)
         if current is not None and current.track is video:
             return current
@@ -350,7 +351,7 @@ class Restreams:
             current.close()
             del self.transcodes[room]
         if len(self.transcodes) >= self.max_transcodes:
-            raise RestreamError(f"restreaming a VP8 show needs a transcode and this server runs the most it may "
+            raise RestreamError(f"restreaming a {codec.upper()} show needs a transcode and this server runs the most it may "
                                 f"({self.max_transcodes}); a host sending H.264 restreams at no cost")
         self.transcodes[room] = _SharedTranscode(video)
         return self.transcodes[room]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import random
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -1598,6 +1599,67 @@ async def hls_cards(base: str, ws: str, out: Path, browser: Any, relay: Any) -> 
     return r
 
 
+def _probe_video(target: str, seconds: float | None = None) -> dict[str, Any]:
+    """ffprobe's word on a file or URL's first video stream: codec, size, frames decoded (every one, or of
+    the first ``seconds``: a live playlist never ends)."""
+    window = ["-read_intervals", f"%+{seconds}"] if seconds else []
+    proc = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "15000000", *window, "-select_streams", "v:0", "-count_frames",
+                           "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json", target],
+                          capture_output=True, text=True, timeout=60)
+    streams = json.loads(proc.stdout or "{}").get("streams") or [{}]
+    return {**streams[0], "errors": proc.stderr.strip()[-300:]}
+
+
+def _decoded_sizes(path: Path, decoder_name: str) -> dict[str, int]:
+    """How many pictures of each size ``decoder_name`` shows from a file's video."""
+    import av
+
+    sizes: dict[str, int] = {}
+    with av.open(str(path)) as container:
+        decoder: Any = av.CodecContext.create(decoder_name, "r")
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                for picture in decoder.decode(packet):
+                    key = f"{picture.width}x{picture.height}"
+                    sizes[key] = sizes.get(key, 0) + 1
+    return sizes
+
+
+async def vp9_show(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """A host page sending VP9 with three spatial layers (``?video=svc``, L3T3_KEY) is served over LL-HLS (each
+    picture's layer frames assembled as one superframe, decoded by libvpx to its top layer and made H.264 once)
+    and recorded as VP9 that decodes from the file: ffprobe reads both."""
+    r: dict[str, Any] = {}
+    host = await host_on_air(base, "show", browser, "&video=svc")
+    track = None
+    for _ in range(60):
+        publishers = relay.media.router.publishers_of("show")
+        track = publishers[0].tracks.get("video") if publishers else None
+        if track is not None and track.svc and track.frames_in > 30:
+            break
+        await asyncio.sleep(0.25)
+    assert track is not None
+    r["codec"], r["svc"], r["layers"] = track.codec_name, track.svc, track.layer_count
+    async with LiveClient(ws, "show", token("show", "producer", Role.HOST, "Producer")) as producer:
+        await producer.request({"type": "record_start"})
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/hls/show/index.m3u8") as answer:  # (answered at its first segment)
+                r["hls_status"] = answer.status
+                r["hls_said"] = (await answer.text())[:200]
+        await asyncio.sleep(3)
+        r["hls"] = await asyncio.to_thread(_probe_video, f"{base}/hls/show/video.m3u8", 4)
+        await producer.request({"type": "record_stop"})
+    await asyncio.sleep(1)
+    media = sorted((out / "recordings" / "show").glob("*.mkv"))
+    r["recorded"] = await asyncio.to_thread(_probe_video, str(media[-1])) if media else None
+    if media:  # the pictures each decoder shows: libvpx (the browsers'), FFmpeg's own (VLC's, ffplay's)
+        r["recorded_sizes"] = {name: await asyncio.to_thread(_decoded_sizes, media[-1], name)
+                               for name in ("libvpx-vp9", "vp9")}
+    r["frames_in"], r["keyframes_in"] = track.frames_in, track.keyframes_in
+    await host.close()
+    return r
+
+
 async def restream_studio(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """A host adds a destination in the studio (a stand-in platform: nginx-rtmp checking the key, as in
     tests/test_restream.py): the list shows it going live; the key is in no page the host sees afterwards; a
@@ -1696,7 +1758,7 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
              "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback,
-             "hls_cards": hls_cards, "show_page": show_page,
+             "hls_cards": hls_cards, "vp9_show": vp9_show, "show_page": show_page,
              "restream_studio": restream_studio}
 
 

@@ -248,6 +248,25 @@ def test_over_hls_each_card_appears_at_its_picture(netns):
         assert abs(card["picture_minus_push_ms"]) < 400
 
 
+def test_a_vp9_svc_show_is_served_over_hls_and_recorded(netns):
+    r = run_scenario(netns, "vp9_show")
+    assert r["codec"].upper() == "VP9" and r["svc"] and r["layers"] == 3  # Chromium's L3T3_KEY from the page
+    assert r["hls_status"] == 200, r["hls_said"]
+    # Over HLS: H.264 made from the VP9's top spatial layer, every frame of it decoding.
+    hls = r["hls"]
+    assert hls.get("codec_name") == "h264" and hls["width"] >= 640 and int(hls["nb_read_frames"]) > 30, hls
+    # Recorded: the VP9 itself, each picture one superframe of its layers, read back by FFmpeg's own decoder.
+    recorded = r["recorded"]
+    assert recorded and recorded.get("codec_name") == "vp9" and int(recorded["nb_read_frames"]) > 30, recorded
+    assert "error" not in recorded["errors"].lower(), recorded["errors"]
+    # libvpx (the browsers' decoder) shows the top layer only; FFmpeg's own decoder shows it too, besides a
+    # keyframe picture's two lower layers (the only pictures whose top frame is predicted from them).
+    libvpx, native = r["recorded_sizes"]["libvpx-vp9"], r["recorded_sizes"]["vp9"]
+    assert list(libvpx) == [f"{hls['width']}x{hls['height']}"] and libvpx[list(libvpx)[0]] > 30, libvpx
+    top = native.pop(f"{hls['width']}x{hls['height']}")
+    assert top == libvpx[list(libvpx)[0]] and all(n <= r["keyframes_in"] for n in native.values()), (top, native)
+
+
 def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
     r = run_scenario(netns, "show_page")
     assert r["scheduled"].startswith("Scheduled. Share its page: http://") and "view=show&show=" in r["scheduled"]

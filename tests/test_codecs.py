@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rtc.codecs import H264, Codec, PayloadInfo, Vp8, Vp9, codec_for, vp9_descriptor
+from rtc.codecs.vp9 import layer_frames, superframe
 
 
 @pytest.mark.parametrize(("name", "kind"), [("VP8", Vp8), ("vp8", Vp8), ("H264", H264), ("opus", Codec),
@@ -105,6 +106,7 @@ def vp9_payload(*, pid: int | None = 300, tid: int = 0, sid: int = 0, u: bool = 
     (vp9_payload(inter=False, sizes=((320, 180), (640, 360), (1280, 720))),
      dict(inter_picture=False, sizes=((320, 180), (640, 360), (1280, 720)), length=18)),
     (vp9_payload(pid=None), dict(picture_id=None, length=3)),
+    (vp9_payload(sid=1, d=True), dict(spatial=1, inter_layer=True)),
 ])
 def test_vp9_reads_its_payload_descriptor(payload, expected):
     descriptor = vp9_descriptor(payload)
@@ -136,6 +138,67 @@ def test_vp9_keyframes_pictures_and_picture_ids():
     assert vp9.is_keyframe(bytes([0b10000000])) and not vp9.is_keyframe(bytes([0b10000100]))
     assert not vp9.is_keyframe(bytes([0b10001000]))  # show_existing_frame: no new picture
     assert not vp9.is_keyframe(b"\x00")
+
+
+@pytest.mark.parametrize(("frames", "index"), [
+    ([b"\x82\x49"], b""),  # one frame: as it is, no index
+    ([b"\x01" * 3, b"\x02" * 5], bytes([0xC1, 3, 5, 0xC1])),  # one byte per size, two frames
+    ([b"\x01" * 3, b"\x02" * 300, b"\x03"], bytes([0xCA, 3, 0, 44, 1, 1, 0, 0xCA])),  # two bytes, three
+    ([b"\x01" * 70_000, b"\x02"], bytes([0xD1]) + (70_000).to_bytes(3, "little") + b"\x01\x00\x00" + bytes([0xD1])),
+])
+def test_a_vp9_superframe_is_its_frames_then_their_index(frames, index):
+    assert superframe(frames) == b"".join(frames) + index
+
+
+def test_a_vp9_picture_is_assembled_from_the_layer_frames_its_top_one_needs():
+    base = dict(inter=False, tid=0)
+    payloads = [vp9_payload(sid=0, begins=True, ends=False, frame=b"\x82\x01", **base),
+                vp9_payload(sid=0, begins=False, ends=True, frame=b"\x02", **base),
+                vp9_payload(sid=1, d=True, begins=True, ends=True, frame=b"\x83\x03\x03", **base),
+                b"\xa0"]  # a cut descriptor: left out
+    assert layer_frames(payloads) == [b"\x82\x01\x02", b"\x83\x03\x03"]
+    assert Vp9().assemble(payloads) == b"\x82\x01\x02\x83\x03\x03" + bytes([0xC1, 3, 3, 0xC1])
+    assert Vp8().assemble([b"ab", b"c"]) == b"abc"  # aiortc's depayloader has done its part already
+
+
+@pytest.mark.parametrize(("predicted", "kept"), [
+    ((False, True, True), [b"S0", b"S1", b"S2"]),  # a keyframe's picture (L3T3_KEY): each from the one below
+    ((False, False, False), [b"S2"]),  # any other picture of L3T3_KEY: the top frame alone
+    ((False, False, True), [b"S1", b"S2"]),  # S2 from S1 only
+    ((False, True, False), [b"S2"]),  # S1 from S0, but S2 from neither: S0 and S1 are not needed
+])
+def test_below_the_top_a_vp9_layer_frame_is_kept_while_the_one_above_is_predicted_from_it(predicted, kept):
+    payloads = [vp9_payload(sid=sid, d=d, frame=f"S{sid}".encode()) for sid, d in enumerate(predicted)]
+    assert layer_frames(payloads) == kept
+
+
+def test_libvpx_decodes_vp9_assembled_from_rtp_and_a_superframe_of_two_pictures():
+    """Real VP9 (libvpx): each frame cut into payloads with descriptors and assembled again is the frame,
+    and two pictures as one superframe decode as both (the next frame, predicted from the second, decodes)."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    encoder = av.CodecContext.create("libvpx-vp9", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 160, 120, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    frames = []
+    for n in range(4):
+        image = av.VideoFrame.from_ndarray(np.full((120, 160, 3), n * 40, np.uint8), format="rgb24")
+        image.pts = n
+        frames += [bytes(packet) for packet in encoder.encode(image.reformat(format="yuv420p"))]
+    frames += [bytes(packet) for packet in encoder.encode(None)]
+    assert len(frames) == 4
+    for frame in frames:
+        chunks = [frame[i:i + 50] for i in range(0, len(frame), 50)]
+        payloads = [vp9_payload(begins=k == 0, ends=k == len(chunks) - 1, frame=chunk) for k, chunk in enumerate(chunks)]
+        assert Vp9().assemble(payloads) == frame
+    decoder = av.CodecContext.create("libvpx-vp9", "r")
+    assert decoder.decode(av.Packet(frames[0]))
+    assert decoder.decode(av.Packet(superframe([frames[1], frames[2]])))  # two pictures, one packet
+    assert decoder.decode(av.Packet(frames[3]))  # needs the second of them decoded
 
 
 def test_x264_s_first_keyframe_is_found_as_aiortc_packetizes_it():

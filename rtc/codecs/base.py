@@ -55,3 +55,8 @@ class Codec:
     def with_picture_id(self, payload: bytes, picture_id: tuple[int, int, int], value: int) -> bytes:
         """``payload`` with its picture id (as ``describe`` found it) set to ``value``."""
         return payload
+
+    def assemble(self, payloads: list[bytes]) -> bytes:
+        """One frame, as a decoder or a file takes it, from the depayloaded payloads of its packets in order
+        (what aiortc's depayloader made of each: VP8 and H.264 have theirs, so joining them is enough)."""
+        return b"".join(payloads)

@@ -6,6 +6,13 @@ With spatial scalability (SVC, as Chromium's L3T3_KEY and L1T3 send) one RTP str
 layer: a picture is a superframe of up to three layer frames, each its own run of packets (B ... E), the
 RTP marker on the last packet of the picture's highest layer. A relay gives a viewer fewer spatial layers
 by leaving out the higher layer frames and setting the marker on the last packet it keeps.
+
+What a decoder or a file takes (``assemble``) is the picture's top layer frame and the ones below it that it
+is predicted from (the descriptor's D), descriptors cut off, as one VP9 superframe (VP9 bitstream, Annex B):
+the frames one after another, then an index of their sizes. With L3T3_KEY (the page's) only a keyframe's
+picture needs its lower layers; the others are their top frame alone, which every decoder shows as the one
+picture (libvpx shows a superframe's last frame only, FFmpeg's own decoder each shown frame: a keyframe's
+three layers are three frames there). aiortc has no VP9 depayloader, so the payloads come here whole.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ class Vp9Descriptor(NamedTuple):
     ends: bool  # E: the last packet of a layer frame
     sizes: tuple[tuple[int, int], ...]  # the scalability structure's layer sizes (V set, with sizes)
     length: int  # octets of descriptor before the VP9 bitstream
+    inter_layer: bool = False  # D: predicted from the layer frame below it in the same picture
 
 
 def vp9_descriptor(payload: bytes) -> Vp9Descriptor | None:
@@ -47,11 +55,12 @@ def vp9_descriptor(payload: bytes) -> Vp9Descriptor | None:
         value = (payload[i] & 0x7F) << 8 | payload[i + 1] if width == 2 else payload[i] & 0x7F
         picture_id, i = (i, width, value), i + width
     temporal = spatial = None
-    switch_up = False
+    switch_up = inter_layer = False
     if flags & L_BIT:
         if i >= n:
             return None
         temporal, switch_up, spatial = payload[i] >> 5, bool(payload[i] & 0x10), payload[i] >> 1 & 0x07
+        inter_layer = bool(payload[i] & 0x01)
         i += 1 if flags & F_BIT else 2  # non-flexible mode adds TL0PICIDX
     if flags & F_BIT and flags & P_BIT:  # up to three reference indices, N set while more follow
         for _ in range(3):
@@ -68,7 +77,7 @@ def vp9_descriptor(payload: bytes) -> Vp9Descriptor | None:
             return None
         sizes, i = parsed
     return Vp9Descriptor(picture_id, temporal, spatial, switch_up, bool(flags & P_BIT), bool(flags & B_BIT),
-                         bool(flags & E_BIT), sizes, i)
+                         bool(flags & E_BIT), sizes, i, inter_layer)
 
 
 def _scalability_structure(payload: bytes, i: int) -> tuple[tuple[tuple[int, int], ...], int] | None:
@@ -132,8 +141,44 @@ class Vp9(Codec):
             return PayloadInfo(None, None)
         return PayloadInfo(d.picture_id, d.temporal, d.spatial, d.ends)
 
+    def assemble(self, payloads: list[bytes]) -> bytes:
+        return superframe(layer_frames(payloads))
+
     def with_picture_id(self, payload: bytes, picture_id: tuple[int, int, int], value: int) -> bytes:
         offset, width, _ = picture_id
         if width == 2:
             return payload[:offset] + bytes((0x80 | (value >> 8) & 0x7F, value & 0xFF)) + payload[offset + 2:]
         return payload[:offset] + bytes((value & 0x7F,)) + payload[offset + 1:]
+
+
+def layer_frames(payloads: list[bytes]) -> list[bytes]:
+    """A picture's payloads (descriptors included, in order) as the layer frames its top one needs, lowest
+    first: a frame begins at a payload with B set; below the top, a frame is kept while the one above it is
+    predicted from it (D). A payload whose descriptor is cut short is left out."""
+    frames: list[tuple[bytearray, bool]] = []  # (bitstream, predicted from the frame below)
+    for payload in payloads:
+        d = vp9_descriptor(payload)
+        if d is None:
+            continue
+        if d.begins or not frames:
+            frames.append((bytearray(), d.inter_layer))
+        frames[-1][0].extend(payload[d.length:])
+    kept: list[bytes] = []
+    needed = True
+    for bitstream, inter_layer in reversed(frames):
+        if needed and bitstream:
+            kept.append(bytes(bitstream))
+        needed = needed and inter_layer
+    return kept[::-1]
+
+
+def superframe(frames: list[bytes]) -> bytes:
+    """``frames`` as one VP9 superframe (Annex B): a single frame as it is, several followed by the index
+    (marker 0b110, bytes per size - 1, frames - 1; each size little-endian; the marker again)."""
+    if len(frames) <= 1:
+        return frames[0] if frames else b""
+    largest = max(len(frame) for frame in frames)
+    width = 1 if largest < 1 << 8 else 2 if largest < 1 << 16 else 3 if largest < 1 << 24 else 4
+    marker = 0b11000000 | (width - 1) << 3 | (len(frames) - 1)
+    index = bytes([marker]) + b"".join(len(frame).to_bytes(width, "little") for frame in frames) + bytes([marker])
+    return b"".join(frames) + index
