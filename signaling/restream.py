@@ -351,8 +351,8 @@ class Restreams:
             current.close()
             del self.transcodes[room]
         if len(self.transcodes) >= self.max_transcodes:
-            raise RestreamError(f"restreaming a {codec.upper()} show needs a transcode and this server runs the most it may "
-                                f"({self.max_transcodes}); a host sending H.264 restreams at no cost")
+            raise RestreamError(f"restreaming a {codec.upper()} show needs a transcode and this server runs the most "
+                                f"it may ({self.max_transcodes}); a host sending H.264 restreams at no cost")
         self.transcodes[room] = _SharedTranscode(video)
         return self.transcodes[room]
 

@@ -1603,8 +1603,9 @@ def _probe_video(target: str, seconds: float | None = None) -> dict[str, Any]:
     """ffprobe's word on a file or URL's first video stream: codec, size, frames decoded (every one, or of
     the first ``seconds``: a live playlist never ends)."""
     window = ["-read_intervals", f"%+{seconds}"] if seconds else []
-    proc = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "15000000", *window, "-select_streams", "v:0", "-count_frames",
-                           "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json", target],
+    proc = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "15000000", *window, "-select_streams", "v:0",
+                           "-count_frames", "-show_entries", "stream=codec_name,width,height,nb_read_frames",
+                           "-of", "json", target],
                           capture_output=True, text=True, timeout=60)
     streams = json.loads(proc.stdout or "{}").get("streams") or [{}]
     return {**streams[0], "errors": proc.stderr.strip()[-300:]}

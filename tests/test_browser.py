@@ -262,9 +262,10 @@ def test_a_vp9_svc_show_is_served_over_hls_and_recorded(netns):
     # libvpx (the browsers' decoder) shows the top layer only; FFmpeg's own decoder shows it too, besides a
     # keyframe picture's two lower layers (the only pictures whose top frame is predicted from them).
     libvpx, native = r["recorded_sizes"]["libvpx-vp9"], r["recorded_sizes"]["vp9"]
-    assert list(libvpx) == [f"{hls['width']}x{hls['height']}"] and libvpx[list(libvpx)[0]] > 30, libvpx
-    top = native.pop(f"{hls['width']}x{hls['height']}")
-    assert top == libvpx[list(libvpx)[0]] and all(n <= r["keyframes_in"] for n in native.values()), (top, native)
+    size = f"{hls['width']}x{hls['height']}"
+    assert list(libvpx) == [size] and libvpx[size] > 30, libvpx
+    top = native.pop(size)
+    assert top == libvpx[size] and all(n <= r["keyframes_in"] for n in native.values()), (top, native)
 
 
 def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):

@@ -193,7 +193,8 @@ def test_libvpx_decodes_vp9_assembled_from_rtp_and_a_superframe_of_two_pictures(
     assert len(frames) == 4
     for frame in frames:
         chunks = [frame[i:i + 50] for i in range(0, len(frame), 50)]
-        payloads = [vp9_payload(begins=k == 0, ends=k == len(chunks) - 1, frame=chunk) for k, chunk in enumerate(chunks)]
+        payloads = [vp9_payload(begins=k == 0, ends=k == len(chunks) - 1, frame=chunk)
+                    for k, chunk in enumerate(chunks)]
         assert Vp9().assemble(payloads) == frame
     decoder = av.CodecContext.create("libvpx-vp9", "r")
     assert decoder.decode(av.Packet(frames[0]))
