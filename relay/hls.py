@@ -112,17 +112,35 @@ def render_playlist(segments: list[Segment], part_target: float, target_duration
     return "\n".join(lines) + "\n"
 
 
-def render_master(video_codec: str, audio_codec: str | None, bandwidth: int) -> str:
-    """The multivariant playlist of a stream with an audio rendition: the video (``video.m3u8``) and its
-    sound (``audio.m3u8``), as LL-HLS carries them (each rendition its own fMP4)."""
-    if audio_codec is None:
-        return ("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-                f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{video_codec}"\nvideo.m3u8\n')
-    return ("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-            '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",'
-            'URI="audio.m3u8"\n'
-            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{video_codec},{audio_codec}",AUDIO="audio"\n'
-            "video.m3u8\n")
+@dataclass(slots=True, frozen=True)
+class Variant:
+    """One video rendition of a multivariant playlist: its media playlist, what it carries per second, its
+    codec string (from its SPS) and picture size, once known."""
+
+    uri: str
+    bandwidth: int
+    codecs: str
+    resolution: tuple[int, int] | None = None
+
+
+def render_master(variants: list[Variant], audio_codec: str | None) -> str:
+    """The multivariant playlist: each video rendition (the top one first: a player starts there unless it
+    measures otherwise) and, with sound, the audio rendition they share (``audio.m3u8``), as LL-HLS carries
+    them (each rendition its own fMP4)."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if audio_codec is not None:
+        lines.append('#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,'
+                     'CHANNELS="2",URI="audio.m3u8"')
+    for variant in variants:
+        attributes = [f"BANDWIDTH={variant.bandwidth}"]
+        if variant.resolution is not None:
+            attributes.append(f"RESOLUTION={variant.resolution[0]}x{variant.resolution[1]}")
+        codecs = f"{variant.codecs},{audio_codec}" if audio_codec is not None else variant.codecs
+        attributes.append(f'CODECS="{codecs}"')
+        if audio_codec is not None:
+            attributes.append('AUDIO="audio"')
+        lines += ["#EXT-X-STREAM-INF:" + ",".join(attributes), variant.uri]
+    return "\n".join(lines) + "\n"
 
 
 def blocking_verdict(segments: list[Segment], msn: int, part: int | None) -> str:
@@ -152,9 +170,12 @@ class HlsStream:
 
     def __init__(self, codec: str, part_target: float = 0.3, segment_target: float = 2.0,
                  max_segment: float = 4.0, keep_segments: int = 6,
-                 request_keyframe: Callable[[], None] | None = None, audio: bool = False) -> None:
+                 request_keyframe: Callable[[], None] | None = None, audio: bool = False, prefix: str = "") -> None:
+        """``prefix`` names the video's files (``""`` for the top rendition, ``"v0"``... for a lower one of a
+        rendition ladder; the audio's are ``"a"``)."""
         if codec.lower() != "h264":
             raise HlsUnavailable(f"HLS needs H.264 video; this show sends {codec.upper()}")
+        self.prefix = prefix
         self.part_target = part_target
         self.segment_target = segment_target
         self.max_segment = max_segment
@@ -186,12 +207,20 @@ class HlsStream:
     def has_audio(self) -> bool:
         return self._audio is not None
 
-    def master(self) -> str:
-        """The multivariant playlist (its CODECS from the video's SPS once known)."""
+    def variant(self, uri: str) -> Variant:
+        """This stream's video as a rendition of a multivariant playlist (its CODECS from its SPS once known;
+        its bandwidth what its segments kept carry, sound included)."""
         bandwidth = max(100_000, int(sum(len(p.data) + len(p.audio) for s in self.segments for p in s.parts) * 8
                                      / max(0.1, sum(s.duration for s in self.segments))))
-        return render_master(self._writer.codec_string or "avc1.42e01f",
-                             self._audio.codec_string if self._audio is not None else None, bandwidth)
+        return Variant(uri, bandwidth, self._writer.codec_string or "avc1.42e01f", self._writer.size)
+
+    @property
+    def audio_codec(self) -> str | None:
+        return self._audio.codec_string if self._audio is not None else None
+
+    def master(self) -> str:
+        """The multivariant playlist of this stream alone."""
+        return render_master([self.variant("video.m3u8")], self.audio_codec)
 
     def add_frame(self, data: bytes, timestamp: int, keyframe: bool) -> None:
         """One H.264 access unit (Annex B) with its 90 kHz RTP timestamp."""
@@ -269,7 +298,8 @@ class HlsStream:
     def playlist(self, audio: bool = False) -> str:
         """The video's media playlist (with the timeline's events), or the audio rendition's."""
         return render_playlist(list(self.segments), self.part_target, self.target_duration, self.preload_hint,
-                               prefix="a" if audio else "", dateranges=None if audio else list(self.dateranges))
+                               prefix="a" if audio else self.prefix,
+                               dateranges=None if audio else list(self.dateranges))
 
     def add_daterange(self, event: DateRange) -> None:
         """An event at ``event.start``; the playlist carries it from its next reload (no new part needed)."""

@@ -296,11 +296,15 @@ class Publisher(_Peer):
                 adapter.send_pli(receiver, packet.ssrc)
             ssrc_box[layer] = packet.ssrc
             published.on_packet(codec.name, codec.clockRate, packet, layer)
-            return layer == published.top_source  # frames are assembled (for a recorder) from the top layer
+            # Frames are assembled from the top layer (a recorder's, HLS's), and from a lower one while an HLS
+            # rendition ladder takes it.
+            return published.wants_frames(layer)
 
         def on_frame(codec: RTCRtpCodecParameters, frame: Any, ssrc: int) -> None:
+            demux = self._demux.get(kind)
+            source = None if demux is None else demux.layer_of.get(ssrc)
             published.on_frame(codec.name, codec.clockRate, frame.data, frame.timestamp,
-                               getattr(frame, "after_gap", False))
+                               getattr(frame, "after_gap", False), source)
 
         adapter.tap_receiver(receiver, kind, on_frame, on_packet)
         self.tracks[kind] = published

@@ -553,6 +553,9 @@ class PublishedTrack:
         self.down_tracks: set[DownTrack] = set()
         # Called with every assembled frame (a recorder): (track, frame, chain_broken); must not block.
         self.observers: list[Callable[[PublishedTrack, EncodedFrame, bool], None]] = []
+        # The same for a simulcast layer below the top, by rank (an HLS rendition ladder): only a layer with
+        # an observer here is assembled into frames at all.
+        self.layer_observers: dict[int, list[Callable[[PublishedTrack, EncodedFrame, bool], None]]] = {}
         self.layers = [StreamLayer(i) for i in range(max(1, layers))]  # by rank, lowest first
         self._by_source = list(self.layers)  # by place in the offer
         self.frames_in = 0
@@ -740,10 +743,28 @@ class PublishedTrack:
             for tid in range(lowest.temporal_layers - 1)]
         return out + [(layer, None, rate) for layer, rate in enumerate(rates)]
 
-    def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool) -> None:
-        """One assembled frame (of the top layer): counted, and handed to the observers (forwarding does
-        not wait for it)."""
+    def wants_frames(self, source: int) -> bool:
+        """Whether the layer at ``source`` in the offer is assembled into frames: the top one always (the
+        observers'), another while something observes its rank."""
+        if source == self.top_source:
+            return True
+        if not self.layer_observers or not 0 <= source < len(self._by_source):
+            return False
+        return bool(self.layer_observers.get(self._by_source[source].index))
+
+    def on_frame(self, codec_name: str, clock_rate: int, data: bytes, timestamp: int, chain_broken: bool,
+                 source: int | None = None) -> None:
+        """One assembled frame of the layer at ``source`` (None: the top one): the top layer's counted and
+        handed to the observers, another's to its rank's ``layer_observers`` (forwarding does not wait)."""
         if self.closed or self.muted:
+            return
+        if source is not None and source != self.top_source:
+            rank = self._by_source[source].index if 0 <= source < len(self._by_source) else None
+            listeners = self.layer_observers.get(rank) if rank is not None else None
+            if listeners:
+                lower = EncodedFrame(data, timestamp, self.rules.is_keyframe(data))
+                for observe in tuple(listeners):
+                    observe(self, lower, chain_broken)
             return
         if self.codec_name != codec_name:
             self._set_codec(codec_name, clock_rate)

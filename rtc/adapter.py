@@ -93,7 +93,7 @@ from aiortc.sdp import SessionDescription
 from rtc.codecs import codec_for, packet_starts_frame
 from rtc.consent import keep_consent
 from rtc.handshake import HandshakeRepair, RoundTrip, answer_sent, sample_ice_rtt, set_stun_schedule
-from rtc.jitter import MarkerJitterBuffer
+from rtc.jitter import JitterBuffers, MarkerJitterBuffer
 from rtc.nack import NacksPerSsrc
 from rtc.ratecount import WindowRateCounter
 from rtc.twcc import FEEDBACK_INTERVAL, TransportFeedback
@@ -151,7 +151,9 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
         codec = codecs.get(payload_type)
         return codec_for(codec.name if codec is not None else None).assemble(payloads)
 
-    buffer = MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame, assemble=frame_of)
+    # Per SSRC: a simulcast track's layers each assembled apart (those its ``on_packet`` lets through).
+    buffer = JitterBuffers(lambda: MarkerJitterBuffer(kind == "video", deliver, starts_frame=starts_frame,
+                                                      assemble=frame_of))
     if kind == "video":
         repeat_nacks(receiver)
     if on_packet is not None:
@@ -160,7 +162,7 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, on_frame: FrameHandler,
         def add(packet: RtpPacket) -> tuple[bool, None]:
             codec = codecs.get(packet.payload_type)
             if codec is not None and on_packet(codec, packet) is False:
-                return False, None  # not for the frame assembly (a simulcast layer other than the top one)
+                return False, None  # not for the frame assembly (a layer nobody takes frames of)
             return assemble(packet)
 
         buffer.add = add  # type: ignore[method-assign]

@@ -102,6 +102,7 @@ class Fmp4Writer(_Writer):
         super().__init__()
         self.codec = codec.lower()
         self.codec_string: str | None = None
+        self.size: tuple[int, int] | None = None  # the picture's, as its first keyframe's SPS says
         self._stream: Any = None
         self._timeline = RtpTimeline()
 
@@ -125,7 +126,8 @@ class Fmp4Writer(_Writer):
     def _open(self, keyframe: bytes) -> None:
         self._container = av.open(self._sink, "w", format="mp4", options={"movflags": _FLAGS, "flush_packets": "1"})
         stream: Any = self._container.add_stream(self.codec, rate=30)
-        stream.width, stream.height = codec_for(self.codec).frame_size(keyframe) or (640, 480)
+        self.size = codec_for(self.codec).frame_size(keyframe)
+        stream.width, stream.height = self.size or (640, 480)
         stream.codec_context.extradata = parameter_sets(keyframe)
         stream.time_base = fractions.Fraction(1, _CLOCK)
         self._stream = stream

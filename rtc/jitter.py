@@ -128,3 +128,25 @@ class MarkerJitterBuffer:
         for s in [s for s in self._packets if s <= self._last_released]:
             del self._packets[s]
         self._after_gap = True
+
+
+class JitterBuffers:
+    """One ``MarkerJitterBuffer`` per SSRC, made as each SSRC's first packet comes: a simulcast track's layers
+    arrive on one receiver, each its own run of sequence numbers, and each is assembled apart (only the
+    layers someone takes frames of are handed here). At most ``MAX_STREAMS`` (the least recently used goes)."""
+
+    MAX_STREAMS = 8
+
+    def __init__(self, make: Callable[[], MarkerJitterBuffer]) -> None:
+        self._make = make
+        self._buffers: dict[int, MarkerJitterBuffer] = {}
+        self.capacity = make().capacity  # aiortc reads this in a log line
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        buffer = self._buffers.pop(packet.ssrc, None)
+        if buffer is None:
+            buffer = self._make()
+            while len(self._buffers) >= self.MAX_STREAMS:
+                del self._buffers[next(iter(self._buffers))]
+        self._buffers[packet.ssrc] = buffer  # (re-inserted: the newest last)
+        return buffer.add(packet)

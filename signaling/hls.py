@@ -5,11 +5,14 @@ A room's stream starts on its first request and stops after ``IDLE_AFTER`` secon
 observer removed: a room nobody watches over HLS costs nothing); at most ``ServerConfig.hls_max_streams`` run
 at once (past it: 503 with Retry-After). The playlist blocks (``_HLS_msn``, ``_HLS_part``) up to three target
 durations, and a request for the part the playlist hints at waits for it the same way (how LL-HLS players
-fetch). Product cards and announcements pushed while a room streams go into its playlist as
-``EXT-X-DATERANGE`` (``observe``). Names carry the stream's epoch (``{epoch}.{msn}.{part}.m4s``), so a
-cache in front never serves a restarted publisher's old bytes; parts, segments and the init section never
-change once written and are cacheable for a minute, playlists for a second (a blocking one, whose URL
-names its part, for six).
+fetch). Product cards and announcements pushed while a room streams go into its playlists as ``EXT-X-
+DATERANGE`` (``observe``). A simulcast H.264 publisher (OBS's three-layer WHIP output) is a rendition ladder:
+each layer below the top its own video rendition (``video{rank}.m3u8``, files named ``{epoch}.v{rank}...``),
+as the encoder made it, listed in the multivariant playlist with its size and rate, so a player on a weak link
+steps down without the server encoding anything. Names carry the stream's epoch
+(``{epoch}.{msn}.{part}.m4s``), so a cache in front never serves a restarted publisher's old bytes; parts,
+segments and the init section never change once written and are cacheable for a minute, playlists for a second
+(a blocking one, whose URL names its part, for six).
 
 Who may fetch: as the room is. Anonymous viewers where the server allows them, otherwise a token of the room
 (``?token=``, carried into every URI the playlist names, as a player cannot add headers to them).
@@ -18,17 +21,18 @@ Who may fetch: as the room is. Anonymous viewers where the server allows them, o
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from protocol import ProtocolError
-from relay.hls import DateRange, HlsStream, HlsUnavailable
+from relay.hls import DateRange, HlsStream, HlsUnavailable, render_master
 from relay.router import MediaRouter
 from relay.tracks import EncodedFrame, PublishedTrack
 from relay.transcode import DECODERS as TRANSCODED
@@ -39,7 +43,8 @@ from signaling.httpauth import HttpAuth, refusal
 log = logging.getLogger(__name__)
 
 IDLE_AFTER = 30.0  # seconds without a request before a room's stream stops
-_FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?P<audio>a?)"
+MAX_LADDER = 3  # renditions below the top one (simulcast sends at most three layers, and the top is video.m3u8)
+_FILE = re.compile(r"^(?P<epoch>\d{1,16})\.(?P<rendition>a|v\d)?"
                    r"(?:(?P<init>init\.mp4)|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,4}))?\.m4s)$")
 _PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _ON_TIMELINE = {"product": ("product",), "announce": ("text", "pinned")}  # what of each event the player gets
@@ -54,6 +59,34 @@ class _Running:
     last_request: float
     audio: PublishedTrack | None = None
     transcoder: Transcoder | None = None  # a VP8 or VP9 show's frames made H.264 before the stream cuts them
+    # A simulcast H.264 show's layers below the top, by rank: each a video rendition of its own.
+    lower: dict[int, HlsStream] = field(default_factory=dict)
+    _lower_observers: dict[int, Any] = field(default_factory=dict)
+
+    def add_lower(self, rank: int, stream: HlsStream) -> None:
+        def observe(track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
+            stream.add_frame(frame.data, frame.timestamp, frame.keyframe)
+        self.lower[rank] = stream
+        self._lower_observers[rank] = observe
+        self.track.layer_observers.setdefault(rank, []).append(observe)
+
+    @property
+    def streams(self) -> list[HlsStream]:
+        """Every video rendition's stream, the top one first."""
+        return [self.stream, *(self.lower[rank] for rank in sorted(self.lower, reverse=True))]
+
+    def rendition(self, name: str) -> HlsStream | None:
+        """The stream of ``video.m3u8`` (``""``, ``"a"``: the top one, which carries the sound) or of a
+        lower rendition (``"v0"``...)."""
+        if name in ("", "a"):
+            return self.stream
+        return self.lower.get(int(name[1:])) if name[1:].isdigit() else None
+
+    def master(self) -> str:
+        variants = [self.stream.variant("video.m3u8")]
+        variants += [self.lower[rank].variant(f"video{rank}.m3u8") for rank in sorted(self.lower, reverse=True)
+                     if self.lower[rank].segments]  # (a layer that has sent nothing yet is not offered)
+        return render_master(variants, self.stream.audio_codec)
 
     def observe(self, track: PublishedTrack, frame: EncodedFrame, chain_broken: bool) -> None:
         if self.transcoder is not None:
@@ -71,7 +104,14 @@ class _Running:
             self.audio.observers.remove(self.observe_audio)
         if self.transcoder is not None:
             self.transcoder.close()
-        self.stream.close()
+        for rank, observe in self._lower_observers.items():
+            listeners = self.track.layer_observers.get(rank, [])
+            if observe in listeners:
+                listeners.remove(observe)
+            if not listeners:
+                self.track.layer_observers.pop(rank, None)
+        for stream in self.streams:
+            stream.close()
 
 
 class HlsEgress:
@@ -91,8 +131,9 @@ class HlsEgress:
         self.viewers = viewers  # its players' sessions, for analytics (None: not counted)
 
     def routes(self) -> list[web.RouteDef]:
+        ladder = [web.get(f"/hls/{{room}}/video{rank}.m3u8", self.playlist) for rank in range(MAX_LADDER)]
         return [web.get("/hls/{room}/index.m3u8", self.index), web.get("/hls/{room}/video.m3u8", self.playlist),
-                web.get("/hls/{room}/audio.m3u8", self.playlist), web.get("/hls/{room}/{file}", self.file)]
+                web.get("/hls/{room}/audio.m3u8", self.playlist), *ladder, web.get("/hls/{room}/{file}", self.file)]
 
     # -- streams -----------------------------------------------------------------------------------------
 
@@ -153,8 +194,14 @@ class HlsEgress:
             raise _error(409, str(exc)) from None
         if transcode:
             holder.append(Transcoder(codec, stream.add_frame, lambda: _ask_keyframe(track, "hls transcode")))
-        return _Running(stream, track, int(time.time() * 1000), time.monotonic(), audio,
-                        holder[0] if holder else None)
+        running = _Running(stream, track, int(time.time() * 1000), time.monotonic(), audio,
+                           holder[0] if holder else None)
+        if not transcode:  # simulcast H.264: the lower layers as they are, a rendition each (none transcoded)
+            for rank in range(min(len(track.layers) - 1, MAX_LADDER)):
+                running.add_lower(rank, HlsStream(codec, prefix=f"v{rank}",
+                                                  request_keyframe=functools.partial(_ask_layer_keyframe, track, rank)))
+                track.request_keyframe("hls start", layer=rank)
+        return running
 
     def _schedule_reaper(self) -> None:
         if self._reaper is None:
@@ -181,9 +228,10 @@ class HlsEgress:
             at = data.get("server_ts")
             start = at / 1000 if isinstance(at, int | float) else time.time()
             payload = {key: data[key] for key in _ON_TIMELINE[kind] if key in data}
-            running.stream.add_daterange(DateRange(f"{kind}-{data['seq']}", f"live-relay.{kind}", start,
-                                                   json.dumps({"type": kind, "seq": data["seq"], **payload},
-                                                              ensure_ascii=False).encode()))
+            event = DateRange(f"{kind}-{data['seq']}", f"live-relay.{kind}", start,
+                              json.dumps({"type": kind, "seq": data["seq"], **payload}, ensure_ascii=False).encode())
+            for stream in running.streams:  # every rendition's timeline: a player on any of them sees it
+                stream.add_daterange(event)
         return False  # never consumes: the room gets every event as usual
 
     def close(self) -> None:
@@ -217,13 +265,13 @@ class HlsEgress:
         """A stream with sound: the multivariant playlist naming its two renditions; video alone: its media
         playlist (as ``video.m3u8``)."""
         running = await self._admit(request)
-        if not running.stream.has_audio:
+        if not running.stream.has_audio and not running.lower:
             return await self.playlist(request, running)
         await self._started(running.stream)
         token = request.query.get("token")
-        text = running.stream.master()
+        text = running.master()
         if token:
-            text = re.sub(r"^(video\.m3u8)$", rf"\1?token={token}", text, flags=re.M)
+            text = re.sub(r"^(video\d?\.m3u8)$", rf"\1?token={token}", text, flags=re.M)
             text = text.replace('URI="audio.m3u8"', f'URI="audio.m3u8?token={token}"')
         return web.Response(body=text.encode(), content_type=_PLAYLIST_TYPE, headers={
             "Cache-Control": "public, max-age=1", **_CORS})
@@ -239,8 +287,12 @@ class HlsEgress:
     async def playlist(self, request: web.Request, running: _Running | None = None) -> web.StreamResponse:
         """A rendition's media playlist (``video.m3u8``, ``audio.m3u8``), blocking when asked to."""
         running = running or await self._admit(request)
-        stream = running.stream
         audio = request.path.endswith("/audio.m3u8")
+        name = request.path.rsplit("/", 1)[-1].removesuffix(".m3u8").removeprefix("video")
+        found = running.rendition(f"v{name}" if name.isdigit() else "")
+        if found is None:
+            raise _error(404, "no such rendition (this show sends no such layer)")
+        stream = found
         if audio and not stream.has_audio:
             raise _error(404, "this show has no sound")
         msn, part = _int(request.query.get("_HLS_msn")), _int(request.query.get("_HLS_part"))
@@ -268,8 +320,12 @@ class HlsEgress:
         running = await self._admit(request)
         if int(match["epoch"]) != running.epoch:
             raise _error(404, "that stream has ended (the publisher restarted): reload the playlist")
-        stream = running.stream
-        audio = bool(match["audio"])
+        rendition = match["rendition"] or ""
+        audio = rendition == "a"
+        found = running.rendition(rendition)
+        if found is None:
+            raise _error(404, "no such rendition (this show sends no such layer)")
+        stream = found
         if audio and not stream.has_audio:
             raise _error(404, "this show has no sound")
         if match["init"]:
@@ -294,17 +350,24 @@ def _codec(track: PublishedTrack) -> str:
     return (track.codec_name or (track.codec.name if track.codec is not None else "")).lower()
 
 
+def _ask_layer_keyframe(track: PublishedTrack, rank: int) -> None:
+    track.request_keyframe("hls segment", layer=rank)
+
+
 def _ask_keyframe(track: PublishedTrack, reason: str) -> None:
     track.request_keyframe(reason, layer=len(track.layers) - 1)  # the frames observed are the top layer's
 
 
 def _with_names(playlist: str, epoch: int, token: str | None) -> str:
-    """The renderer's names (``init.mp4``, ``seg{n}.m4s``, ``part{n}.{i}.m4s``) as this stream's files."""
+    """The renderer's names (``init.mp4``, ``seg{n}.m4s``, ``part{n}.{i}.m4s``, each after its rendition's
+    prefix: ``a``, ``v0``...) as this stream's files."""
     suffix = f"?token={token}" if token else ""
-    playlist = re.sub(r'URI="(a?)init\.mp4"', lambda m: f'URI="{epoch}.{m[1]}init.mp4{suffix}"', playlist)
-    playlist = re.sub(r'URI="(a?)part(\d+)\.(\d+)\.m4s"',
-                      lambda m: f'URI="{epoch}.{m[1]}{m[2]}.{m[3]}.m4s{suffix}"', playlist)
-    return re.sub(r"^(a?)seg(\d+)\.m4s$", lambda m: f"{epoch}.{m[1]}{m[2]}.m4s{suffix}", playlist, flags=re.M)
+    prefix = r"(a|v\d)?"
+    playlist = re.sub(rf'URI="{prefix}init\.mp4"', lambda m: f'URI="{epoch}.{m[1] or ""}init.mp4{suffix}"', playlist)
+    playlist = re.sub(rf'URI="{prefix}part(\d+)\.(\d+)\.m4s"',
+                      lambda m: f'URI="{epoch}.{m[1] or ""}{m[2]}.{m[3]}.m4s{suffix}"', playlist)
+    return re.sub(rf"^{prefix}seg(\d+)\.m4s$", lambda m: f"{epoch}.{m[1] or ''}{m[2]}.m4s{suffix}", playlist,
+                  flags=re.M)
 
 
 def _int(value: str | None) -> int | None:

@@ -1028,6 +1028,62 @@ async def obs_simulcast(base: str, ws: str, out: Path, browser: Any, relay: Any)
     return r
 
 
+async def hls_ladder(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
+    """An OBS-style simulcast WHIP publisher (H.264, three layers) over LL-HLS: a rendition per layer in the
+    multivariant playlist, each read by ffprobe at its size; hls.js in Chromium plays it and, told to take
+    the lowest rendition, decodes it at that size; a card pushed meanwhile is on every rendition's timeline."""
+    r: dict[str, Any] = {}
+    async with LiveClient(ws, "show", token("show", "producer", Role.HOST, "Producer")) as producer:
+        studio = await browser.new_page()
+        await studio.goto(f"{base}/?view=whep&room=none")  # any page of the server: the script does the WHIP
+        r.update(await studio.evaluate(OBS_STYLE_WHIP, [f"{base}/whip/show", token("show", "obs", Role.HOST)]))
+        published = None
+        for _ in range(80):  # until every layer has sent a keyframe (Chromium starts the top one last)
+            publishers = relay.media.router.publishers_of("show")
+            published = publishers[0].tracks.get("video") if publishers else None
+            if published is not None and len(published.layers) == 3 and all(s.pixels for s in published.layers):
+                break
+            await asyncio.sleep(0.25)
+        assert published is not None
+        r["layers"] = [s.pixels for s in published.layers]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/hls/show/index.m3u8") as answer:
+                r["master_status"] = answer.status
+            await asyncio.sleep(2.5)  # every rendition has a segment by now (a keyframe asked of each layer)
+            async with http.get(f"{base}/hls/show/index.m3u8") as answer:
+                r["master"] = await answer.text()
+        r["variants"] = [line for line in r["master"].splitlines() if line.startswith("video")]
+        r["probed"] = {name: await asyncio.to_thread(_probe_video, f"{base}/hls/show/{name}", 3)
+                       for name in r["variants"]}
+        await producer.push_product({"id": "sku-ladder", "title": "Ladder tea", "price": "5.00", "currency": "EUR",
+                                     "url": "https://shop.example/t", "image": "https://shop.example/t.jpg"})
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as http:
+            r["dateranges"] = {}
+            for name in r["variants"]:
+                async with http.get(f"{base}/hls/show/{name}") as answer:
+                    r["dateranges"][name] = (await answer.text()).count("#EXT-X-DATERANGE:")
+        page = await browser.new_page()
+        await page.goto(f"{base}/healthz")
+        await page.add_script_tag(url=f"{base}/static/vendor/hls.js")
+        await page.evaluate("""(url) => {
+            const video = document.createElement('video'); video.muted = true; video.autoplay = true;
+            document.body.appendChild(video);
+            const hls = new Hls({lowLatencyMode: true}); window.player = {hls, video};
+            hls.loadSource(url); hls.attachMedia(video); }""", f"{base}/hls/show/index.m3u8")
+        await wait_for(page, "window.player.video.getVideoPlaybackQuality().totalVideoFrames > 20", timeout=40)
+        r["levels"] = await page.evaluate("window.player.hls.levels.map(l => [l.width, l.height, l.bitrate])")
+        lowest = await page.evaluate("""(() => { const l = window.player.hls.levels; let k = 0;
+            l.forEach((x, i) => { if (x.height < l[k].height) k = i; }); window.player.hls.currentLevel = k;
+            return k; })()""")
+        r["lowest_width"] = await wait_for(page, f"""(() => {{ const v = window.player.video;
+            return window.player.hls.currentLevel === {lowest} && v.videoWidth > 0
+                && v.videoWidth === window.player.hls.levels[{lowest}].width && v.videoWidth; }})()""", timeout=30)
+        await page.close()
+        await studio.evaluate("window.obsLike.close()")
+    return r
+
+
 async def blocked(base: str, ws: str, out: Path, browser: Any, relay: Any) -> dict[str, Any]:
     """A host whose network lets the page and its WebSocket through but nothing else (UDP and every other TCP
     port dropped, as a strict office firewall does, in this test's own network namespace): its page must
@@ -1759,7 +1815,7 @@ SCENARIOS = {"journey_chromium_en": _journey("en", "chromium"), "journey_chromiu
              "moderation": moderation, "shop": shop, "replay": replay, "whip": whip, "broadcast": broadcast,
              "cohost": cohost, "call": call, "demo": demo, "viewer_page": viewer_page, "host_page": host_page,
              "languages": languages, "hls_player": hls_player, "hls_fallback": hls_fallback,
-             "hls_cards": hls_cards, "vp9_show": vp9_show, "show_page": show_page,
+             "hls_cards": hls_cards, "vp9_show": vp9_show, "hls_ladder": hls_ladder, "show_page": show_page,
              "restream_studio": restream_studio}
 
 

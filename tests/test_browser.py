@@ -268,6 +268,22 @@ def test_a_vp9_svc_show_is_served_over_hls_and_recorded(netns):
     assert top == libvpx[size] and all(n <= r["keyframes_in"] for n in native.values()), (top, native)
 
 
+def test_an_obs_style_simulcast_show_is_an_hls_rendition_ladder(netns):
+    r = run_scenario(netns, "hls_ladder")
+    assert r["rids"] == "0;1;2" and r["codec"] == "H264" and r["master_status"] == 200
+    # One rendition per layer, the top one first, each with its size; ffprobe reads each at that size.
+    assert r["variants"] == ["video.m3u8", "video1.m3u8", "video0.m3u8"], r["master"]
+    sizes = re.findall(r"RESOLUTION=(\d+)x(\d+)", r["master"])
+    assert [int(w) for w, _ in sizes] == sorted((int(w) for w, _ in sizes), reverse=True) and len(set(sizes)) == 3
+    for (width, height), name in zip(sizes, r["variants"], strict=True):
+        probed = r["probed"][name]
+        assert probed.get("codec_name") == "h264" and (probed["width"], probed["height"]) == (int(width), int(height))
+        assert int(probed["nb_read_frames"]) > 10, probed  # as the encoder made each layer, decoding
+    assert set(r["dateranges"].values()) == {1}  # the card on every rendition's timeline
+    # hls.js sees the ladder and, on the lowest rendition, decodes pictures of that size.
+    assert len(r["levels"]) == 3 and r["lowest_width"] == min(w for w, _, _ in r["levels"])
+
+
 def test_a_show_scheduled_in_the_studio_has_a_page_viewers_reserve_from(netns):
     r = run_scenario(netns, "show_page")
     assert r["scheduled"].startswith("Scheduled. Share its page: http://") and "view=show&show=" in r["scheduled"]

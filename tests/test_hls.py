@@ -169,8 +169,8 @@ async def test_a_player_fetches_the_live_show_over_ll_hls(server, tmp_path):
         # With sound: a multivariant playlist naming the video and its audio rendition, codecs from the SPS.
         assert '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",' \
                'URI="audio.m3u8"' in master
-        assert re.search(r'#EXT-X-STREAM-INF:BANDWIDTH=\d+,CODECS="avc1\.42[0-9a-f]{4},mp4a\.40\.2",AUDIO="audio"\n'
-                         r"video\.m3u8\n", master)
+        assert re.search(r'#EXT-X-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,CODECS="avc1\.42[0-9a-f]{4},mp4a\.40\.2",'
+                         r'AUDIO="audio"\nvideo\.m3u8\n', master)
         async with http.get(f"{url}/video.m3u8") as response:
             assert response.status == 200
             assert response.headers["Cache-Control"] == "public, max-age=1"
@@ -419,3 +419,20 @@ async def test_hls_players_are_counted_as_viewers_in_analytics(start_server, tmp
         assert [(e.kind, e.source) for e in events] == [("join", "weibo"), ("leave", "weibo")]
         assert events[0].viewer == events[1].viewer and 0.5 < (events[1].value or 0) < 5
         await publisher.close()
+
+
+def test_the_multivariant_playlist_lists_each_rendition_with_its_size_and_the_shared_sound():
+    from relay.hls import Variant, render_master
+
+    variants = [Variant("video.m3u8", 900_000, "avc1.42c020", (1280, 720)),
+                Variant("video0.m3u8", 150_000, "avc1.42c015", (320, 180)),
+                Variant("video1.m3u8", 300_000, "avc1.42c01f")]
+    assert render_master(variants, "mp4a.40.2") == (
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Sound",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",URI="audio.m3u8"\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=1280x720,CODECS="avc1.42c020,mp4a.40.2",AUDIO="audio"\nvideo.m3u8\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=150000,RESOLUTION=320x180,CODECS="avc1.42c015,mp4a.40.2",AUDIO="audio"\nvideo0.m3u8\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=300000,CODECS="avc1.42c01f,mp4a.40.2",AUDIO="audio"\nvideo1.m3u8\n')
+    assert render_master(variants[:1], None) == (
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=1280x720,CODECS="avc1.42c020"\nvideo.m3u8\n')
