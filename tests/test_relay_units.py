@@ -14,7 +14,7 @@ from aiortc.rtp import RtpPacket
 from relay.tracks import KEPT_KEYFRAME_AGE, DownTrack, PublishedTrack
 from rtc.adapter import SendParameters
 from rtc.codecs import is_keyframe
-from rtc.jitter import MarkerJitterBuffer
+from rtc.jitter import JitterBuffers, MarkerJitterBuffer
 
 
 def packet(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
@@ -53,6 +53,43 @@ def test_frames_are_released_on_their_marker_packet():
     # frame comes out the moment its last (marker) packet arrives, not when the next frame starts.
     assert out == [3000, 6000, 9000]
     assert released_after[5] == 1 and released_after[8] == 2 and released_after[11] == 3
+
+
+def test_each_ssrc_is_assembled_apart_and_only_the_newest_eight_are_kept():
+    out: list = []
+    made: list = []
+
+    def make() -> MarkerJitterBuffer:
+        made.append(1)
+        return MarkerJitterBuffer(True, lambda f, pt, ssrc: out.append((ssrc, f.timestamp)))
+
+    buffers = JitterBuffers(make)
+    made.clear()  # (one made to read its capacity)
+    a, b = stream(3), stream(3, first_seq=9000)
+    for p in b:
+        p.ssrc = 5678
+    for pa, pb in zip(a, b, strict=True):  # two layers' packets interleaved, each its own sequence numbers
+        buffers.add(pa)
+        buffers.add(pb)
+    assert sorted(out) == [(1234, 3000), (1234, 6000), (5678, 3000), (5678, 6000)] and len(made) == 2
+    for ssrc in range(20):  # a stream of new SSRCs (a hostile publisher): at most eight buffers kept
+        q = packet(1, 0, True)
+        q.ssrc = 10_000 + ssrc
+        buffers.add(q)
+    assert len(buffers._buffers) == JitterBuffers.MAX_STREAMS
+
+
+def test_a_lower_simulcast_layer_is_assembled_only_while_something_observes_it():
+    track = PublishedTrack("video", "t", "p", lambda layer: None, layers=3)
+    assert track.wants_frames(2) and not track.wants_frames(0) and not track.wants_frames(7)
+    seen: list = []
+    track.layer_observers[0] = [lambda t, frame, broken: seen.append(("low", frame.timestamp))]
+    track.observers.append(lambda t, frame, broken: seen.append(("top", frame.timestamp)))
+    assert track.wants_frames(0) and not track.wants_frames(1)
+    track.on_frame("VP8", 90000, b"\x00\x00\x00", 10, False, source=0)
+    track.on_frame("VP8", 90000, b"\x00\x00\x00", 20, False, source=2)
+    track.on_frame("VP8", 90000, b"\x00\x00\x00", 30, False, source=1)  # nobody takes it: dropped
+    assert seen == [("low", 10), ("top", 20)] and track.frames_in == 1  # the counts are the top layer's
 
 
 def test_reordered_and_retransmitted_packets_complete_frames_in_order():
