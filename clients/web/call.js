@@ -14,11 +14,15 @@ export async function startPrivateCall(grant) {
   screen.box.scrollIntoView({ block: "start" });
   screen.hangUp.onclick = async () => { await app.ch.request({ type: "call_end" }).catch(() => {}); };
   setStatus(t("call.in_call"));
-  const session = await runCall(new Channel(grant.call_room, grant.token), screen);
+  // Listened for before the call connects: the other side may hang up while it does (camera, publishing,
+  // the first frame), and the page said "in call" for good (CI saw it once).
+  let session = null; let ended = false;
   app.ch.on("call_ended", () => {
-    session.stop(); setTimeout(() => holder.remove(), 3000);
+    ended = true; session?.stop(); setTimeout(() => holder.remove(), 3000);
     setStatus(app.myRole ? roleStatus(app.myRole) : ""); // no longer "call invitation sent" or "in call"
   });
+  session = await runCall(new Channel(grant.call_room, grant.token), screen);
+  if (ended) session.stop();
 }
 
 // What this page is now, in a shopper's or seller's words: a host is "live" only while it publishes.
