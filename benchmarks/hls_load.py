@@ -2,6 +2,7 @@
 viewer beside a WebRTC viewer's).
 
     python -m benchmarks.hls_load --viewers 100 300 [--cache] [--duration 20] [--procs 4] [--out hls_load.jsonl]
+    python -m benchmarks.hls_load --viewers 5000 --cache --wrk      # players in C: wrk, benchmarks/hls_player.lua
 
 Each size gets a fresh ``live-relay serve`` on loopback and a publisher process (aiortc, the test pattern as
 H.264, 640x480). ``--cache`` puts nginx from Debian in front with docs/deploy.md's configuration
@@ -12,6 +13,13 @@ player's *delivery lag* is how much later it had it (CLOCK_MONOTONIC is one cloc
 window: ``--duration`` seconds after 5 s of warm-up. Printed per size: parts fetched, delivery lag p50/p99,
 the origin's CPU (utime+stime from /proc) per player, the origin's requests per part (its own counter, from
 /metrics), nginx's CPU with ``--cache``, and the machine's other load.
+
+``--wrk``: the players are wrk's connections (Debian's ``wrk``, ``--procs`` threads) running
+benchmarks/hls_player.lua, the same fetches at a fraction of the CPU, for counts the Python players cannot
+make on a small machine. wrk's script cannot tell its connections apart, so a thread's players share what the
+playlists hint at; the figures are wrk's: parts answered per player, the distinct parts the stream made
+meanwhile, request latency (a blocking request waits for its part: up to a part's duration, plus the cache
+lock's timer behind nginx), timeouts. No per-part lag.
 """
 
 from __future__ import annotations
@@ -157,10 +165,16 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
             per = [n // a.procs + (1 if i < n % a.procs else 0) for i in range(a.procs)]
             outs = [str(Path(tmp) / f"p{i}.json") for i in range(a.procs)]
             total = 5 + a.duration
-            players_ = [await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "import sys; from benchmarks.hls_load import player_process as p; "
-                f"p({url!r}, {count}, {total}, {out!r})", cwd=ROOT, env=env) for count, out in zip(per, outs,
-                                                                                                  strict=True)]
+            if a.wrk:
+                players_ = [await asyncio.create_subprocess_exec(
+                    "wrk", f"-t{a.procs}", f"-c{n}", f"-d{int(total)}s", "--timeout", "25s", "-s",
+                    str(ROOT / "benchmarks" / "hls_player.lua"), base, "--", "/hls/show/",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)]
+            else:
+                players_ = [await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", "import sys; from benchmarks.hls_load import player_process as p; "
+                    f"p({url!r}, {count}, {total}, {out!r})", cwd=ROOT, env=env)
+                    for count, out in zip(per, outs, strict=True)]
             procs += players_
             await asyncio.sleep(5)
             cpu0, nginx0, busy0, t0 = cpu_seconds(server.pid), cpu_seconds(nginx_pid) if nginx_pid else 0.0, \
@@ -178,16 +192,35 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                     requests = _metric(await response.text(), "live_relay_hls_requests") - requests0
-            for p in players_:
-                await p.wait()
-            done = [(str(part), float(at)) for out in outs
-                    for part, at in json.loads(await asyncio.to_thread(Path(out).read_text))["done"]]
+            if a.wrk:
+                said = (await players_[0].communicate())[0].decode(errors="replace")
+                found = re.search(r"^WRK (\{.*\})$", said, re.M)
+                if found is None:
+                    raise SystemExit(f"wrk said: {said[-2000:]}")
+                wrk = json.loads(found[1])
+                done = []
+            else:
+                for p in players_:
+                    await p.wait()
+                done = [(str(part), float(at)) for out in outs
+                        for part, at in json.loads(await asyncio.to_thread(Path(out).read_text))["done"]]
         finally:
             for p in procs:
                 if p.returncode is None:
                     p.terminate()
             for p in procs:
                 await p.wait()
+    common = {"viewers": n, "cache": a.cache, "window_s": round(dt, 1), "origin_cpu": round(cpu, 3),
+              "origin_cpu_per_viewer": round(cpu / n, 5),
+              "nginx_cpu": round(nginx_cpu, 3) if nginx_cpu is not None else None,
+              "load_generator_cpu": round(others, 2), "other_load": round(other_load, 3)}
+    if a.wrk:  # wrk's own figures, over its whole run (warm-up included)
+        distinct = max(1, wrk["distinct_parts"])
+        return {**common, "generator": "wrk", "run_s": total, "distinct_parts": wrk["distinct_parts"],
+                "parts_per_viewer": round(wrk["parts"] / n, 1), "parts_answered": wrk["parts"],
+                "playlists_answered": wrk["playlists"], "not_200": wrk["failed"], "timeouts": wrk["errors_timeout"],
+                "request_ms_p50": wrk["latency_ms_p50"], "request_ms_p99": wrk["latency_ms_p99"],
+                "origin_requests_per_part": round(requests / max(1, distinct * dt / total), 1)}
     window = [(part, at) for part, at in done if at >= t0]
     first: dict[str, float] = {}
     for part, at in window:
@@ -210,11 +243,16 @@ def _metric(text: str, name: str) -> float:
 
 
 def main() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # thousands of players: as many sockets (nginx too)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", type=int, nargs="+", default=[100])
     parser.add_argument("--cache", action="store_true")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--wrk", action="store_true", help="players as wrk connections (Debian's wrk)")
     parser.add_argument("--publish", type=int, help=argparse.SUPPRESS)  # (the publisher's own process)
     parser.add_argument("--out")
     a = parser.parse_args()

@@ -95,10 +95,6 @@ class Forwarder:
         # Leaving this layer for a lower one (the link no longer carries it): until the lower layer's
         # keyframe comes, only the base temporal layer of this one goes, from a frame's start (see _leaving).
         self.bridging = False
-        # The viewer's link has a standing queue just after congestion began (``SubscriberLink.thinning``,
-        # set by the down-track): the base temporal layer alone goes, as when bridging, so the queue drains
-        # (and the repairs of what it dropped get through) without a keyframe; all again from a base frame.
-        self.draining = False
         self.restarts = 0
         self.frames_thinned = 0  # frames sent as padding only, above the temporal cap
         self.started = False  # something was sent since the first start
@@ -150,8 +146,7 @@ class Forwarder:
         if packet.temporal is not None:
             if self.temporal_cap != self.target_temporal:
                 self._follow_temporal_target(packet)
-            thin = self.bridging or self.draining or self._leaving(packet)
-            cap = self._bridge_cap(packet) if thin else self.temporal_cap
+            cap = self._bridge_cap(packet) if self.bridging or self._leaving(packet) else self.temporal_cap
             if cap is not None and packet.temporal > cap:
                 return self._thinned(packet, seq, timestamp, started)
         marker = packet.marker if packet.spatial is None else self._spatial_marker(packet)
@@ -267,8 +262,8 @@ class Forwarder:
         frame. Its base temporal layer alone (a VP8 simulcast layer's TID 0 is about 40% of its bits, at a
         quarter of its frame rate: no freeze) goes meanwhile, with no keyframe needed. Decided at a
         frame's start, so a frame is never cut in half; and ended at a base-layer frame's start only (a
-        higher frame after it may refer to one that was thinned). The same while the link drains."""
-        leaving = self._leaving(packet) or self.draining
+        higher frame after it may refer to one that was thinned: the switch called off, the layer kept)."""
+        leaving = self._leaving(packet)
         if leaving != self.bridging and packet.codec.starts_frame(packet.payload) and (leaving or not packet.temporal):
             self.bridging = leaving
         cap = self.temporal_cap

@@ -7,9 +7,6 @@ congestion; NACKs: what it is missing right now) and turns it into:
 - how fast repairs may go: as asked while the link is not congested; on a congested one within a budget
   (what its estimate leaves beside the media), the stage host's first (``repair_rate_bps``);
 - when congestion has just begun (``alarm``): the adaptation chooses for this link at once;
-- while its queue still stands in the first ``THIN_FOR`` seconds of congestion (``thinning``): its videos
-  send their base temporal layer alone (relay/forwarder.py), so the queue drains without a keyframe and the
-  repairs of what it dropped get through before the picture freezes;
 - how much audio redundancy (RED, RFC 2198) to send: one earlier packet on a clean link, more as loss
   rises (two earlier packets survive 10% random loss with 0.1% of audio lost, three survive 25% with 0.4%),
   and how many copies of each retransmission; both only while the link has headroom (a congested link's
@@ -41,7 +38,6 @@ LOSS_FOR_RED = (0.02, 0.08)  # loss at which audio carries two, then three, earl
 RED_HOLD = 10.0  # seconds of lower loss before redundancy steps down again
 ALARM_WINDOW = 0.5  # seconds after congestion began in which each further fall of the estimate alarms too
 STANDING_QUEUE_MS = 50.0  # a congested link whose packets wait this much longer than its least: draining
-THIN_FOR = 1.0  # seconds after congestion began in which a draining link's videos send their base layer only
 CONGESTION_HOLD = 3.0  # seconds a fall in the receiver's estimate counts as congestion
 LOSS_SILENCE = 1.0  # seconds without any loss figure after which the last one starts to fade
 MAX_FEEDBACK_PER_S = 100  # transport feedback packets read per subscriber a second (browsers: 10-20)
@@ -95,9 +91,6 @@ class SubscriberLink:
         self.on_alarm: Callable[[SubscriberLink], None] | None = None
         self._alarm_since = 0.0
         self._alarm_estimate: int | None = None
-        # The queue still stands just after congestion began: down-tracks send the base temporal layer only
-        # (read per packet by each down-track; set at each transport feedback).
-        self.thinning = False
         self.repairs_refused = 0  # NACKs not answered: a congested link's repair budget was spent
         self._repair_tokens = 0.0  # bytes repairs may send now (refilled at repair_rate_bps)
         self._repair_at = 0.0
@@ -202,7 +195,6 @@ class SubscriberLink:
             self._congested_until = now + CONGESTION_HOLD
             if (began or fell) and self.on_alarm is not None:
                 self.on_alarm(self)
-        self.thinning = self.draining(now) and now - self._alarm_since < THIN_FOR
 
     def congested(self, now: float | None = None) -> bool:
         """The receiver's estimate fell lately (what is sent being more than the estimate says nothing:

@@ -188,7 +188,6 @@ class DownTrack(MediaStreamTrack):
             return
         if not self.packets_sent and not packet.keyframe and self._replay_kept(packet.layer, packet.epoch):
             return
-        self.forwarder.draining = self.link.thinning  # (the link's queue stands: base temporal layer only)
         verdict = self.forwarder.translate(packet, packet.arrived, self.source.clock_rate)
         if isinstance(verdict, Drop):
             self._dropped(verdict, packet)

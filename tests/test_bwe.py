@@ -261,8 +261,7 @@ def test_a_link_tells_once_when_congestion_begins_and_drains_while_its_queue_sta
     link.on_alarm = called.append
     receiver_side = TransportFeedback()
     free_at = 0.0
-    thinning: list[bool] = []
-    for n in range(60):  # 3 s of feedback every 50 ms; the link narrows to 600 kbit/s after 1 s
+    for n in range(40):  # 2 s of feedback every 50 ms; the link narrows to 600 kbit/s after 1 s
         link_bps = 20_000_000 if n < 20 else 600_000
         for k in range(8):  # 8 packets of 1200 bytes per 50 ms: 1.5 Mbit/s
             sent_ms = n * 50.0 + k * 6.25
@@ -271,13 +270,8 @@ def test_a_link_tells_once_when_congestion_begins_and_drains_while_its_queue_sta
             receiver_side.record(seq, int((free_at + 20) * 1000))
         for feedback in receiver_side.build(3, 1):
             link.on_transport_feedback(feedback, now=(n + 1) * 0.05)
-        thinning.append(link.thinning)
         if n == 19:
             assert not called and not link.draining(now=1.0)
     assert called == [link]
     assert link.draining(now=2.0) and link.send_side.queue_ms > 50
-    # Its videos send their base temporal layer alone while the queue stands, for THIN_FOR (1 s) at most
-    # after congestion began (here the sender never slowed down, so the queue stood throughout).
-    began = thinning.index(True)
-    assert not any(thinning[:20]) and 20 <= began <= 26
-    assert all(thinning[began:began + 19]) and not any(thinning[began + 21:])
+

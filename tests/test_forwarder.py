@@ -75,9 +75,10 @@ TABLE = [
       P(10, 4, key=True, tid=0), P(11, 5, tid=2), P(44, 4, layer=1, tid=2)],
      [(2, 1, 0, False, True), (3, 3001, None, True, False), (4, 6001, None, True, False), (5, 9001, 1, False, False),
       (6, 12001, 2, False, True), (7, 15001, 3, False, False), OTHER]),
-    ("the link drains: only the base temporal layer goes, and all again from the next base-layer frame",
-     dict(drain_from=1, drain_until=3),
-     [P(10, 0, key=True, tid=0), P(11, 1, tid=2), P(12, 2, tid=1), P(13, 3, tid=2), P(14, 4, tid=0), P(15, 5, tid=2)],
+    ("a switch down called off: its base temporal layer alone until the next base-layer frame, then all",
+     dict(target=1, down_to=0, up_after=3),
+     [P(40, 0, key=True, layer=1, tid=0), P(41, 1, layer=1, tid=2), P(42, 2, layer=1, tid=1),
+      P(43, 3, layer=1, tid=2), P(44, 4, layer=1, tid=0), P(45, 5, layer=1, tid=2)],
      [(2, 1, 0, False, True), (3, 3001, None, True, False), (4, 6001, None, True, False),
       (5, 9001, None, True, False), (6, 12001, 1, False, False), (7, 15001, 2, False, False)]),
     ("switching down decided mid-frame: that frame goes whole, the next frames are thinned",
@@ -97,7 +98,8 @@ def test_translation(name, setup, packets, expected):
     for n, packet in enumerate(packets):
         if "down_to" in setup and n == setup.get("down_after", 1):
             forwarder.target_layer = setup["down_to"]  # the chooser wants a lower layer from here on
-        forwarder.draining = setup.get("drain_from", -1) <= n < setup.get("drain_until", -1)
+        if n == setup.get("up_after"):
+            forwarder.target_layer = setup["target"]  # ...and no longer: the link keeps this layer after all
         result = forwarder.translate(packet, now=float(n) * 1e-6, clock_rate=clock_rate)
         if isinstance(result, Translation):
             if result.started and not forwarder.started and setup.get("kind", "video") == "video":
