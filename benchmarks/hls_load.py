@@ -69,6 +69,12 @@ http {{
 """
 
 
+VARNISH = """vcl 4.1;
+backend origin {{ .host = "127.0.0.1"; .port = "{origin}"; .first_byte_timeout = 20s; }}
+sub vcl_recv {{ if (req.url !~ "^/hls/") {{ return (pass); }} return (hash); }}
+"""
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -146,7 +152,7 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
             procs.append(pub)
             base = f"http://127.0.0.1:{port}"
             nginx_pid = None
-            if a.cache:
+            if a.cache == "nginx":
                 cache_port = free_port()
                 conf = Path(tmp) / "nginx.conf"
                 conf.write_text(NGINX.format(dir=tmp, port=cache_port, origin=port))
@@ -154,6 +160,18 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
                 procs.append(nginx)
                 nginx_pid = nginx.pid
                 await asyncio.to_thread(wait_ready, cache_port)
+                base = f"http://127.0.0.1:{cache_port}"
+            elif a.cache == "varnish":  # (its worker process's CPU is counted as the cache's, below)
+                cache_port = free_port()
+                vcl = Path(tmp) / "hls.vcl"
+                vcl.write_text(VARNISH.format(origin=port))
+                varnish = await asyncio.create_subprocess_exec(
+                    "varnishd", "-F", "-j", "none", "-n", str(Path(tmp) / "varnish"), "-a", f"127.0.0.1:{cache_port}",
+                    "-f", str(vcl), "-s", "malloc,256m", "-p", "thread_pool_min=500", "-p", "thread_queue_limit=5000",
+                    stdout=quiet, stderr=quiet)  # (threads ready and a queue long enough for thousands at once)
+                procs.append(varnish)
+                await asyncio.to_thread(wait_ready, cache_port)
+                nginx_pid = _child_of(varnish.pid) or varnish.pid
                 base = f"http://127.0.0.1:{cache_port}"
             url = f"{base}/hls/show"
             async with aiohttp.ClientSession() as http:  # the stream started (its first whole segment)
@@ -188,7 +206,8 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
             cpu = (cpu_seconds(server.pid) - cpu0) / dt
             nginx_cpu = ((cpu_seconds(nginx_pid) - nginx0) / dt) if nginx_pid else None
             others = (sum(cpu_seconds(p.pid) for p in procs if p.pid != server.pid) - others0) / dt
-            other_load = (machine_busy() - busy0) / dt - cpu - others
+            apart = nginx_cpu if nginx_pid not in {p.pid for p in procs} and nginx_cpu else 0.0  # (varnish's child)
+            other_load = (machine_busy() - busy0) / dt - cpu - others - apart
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                     requests = _metric(await response.text(), "live_relay_hls_requests") - requests0
@@ -212,7 +231,7 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
                 await p.wait()
     common = {"viewers": n, "cache": a.cache, "window_s": round(dt, 1), "origin_cpu": round(cpu, 3),
               "origin_cpu_per_viewer": round(cpu / n, 5),
-              "nginx_cpu": round(nginx_cpu, 3) if nginx_cpu is not None else None,
+              "cache_cpu": round(nginx_cpu, 3) if nginx_cpu is not None else None,
               "load_generator_cpu": round(others, 2), "other_load": round(other_load, 3)}
     if a.wrk:  # wrk's own figures, over its whole run (warm-up included)
         distinct = max(1, wrk["distinct_parts"])
@@ -233,8 +252,17 @@ async def one_size(n: int, a: argparse.Namespace) -> dict[str, Any]:
             "lag_ms_p99": round(lags[min(len(lags) - 1, int(0.99 * len(lags)))], 1) if lags else None,
             "origin_cpu": round(cpu, 3), "origin_cpu_per_viewer": round(cpu / n, 5),
             "origin_requests_per_part": round(requests / max(1, parts), 1),
-            "nginx_cpu": round(nginx_cpu, 3) if nginx_cpu is not None else None,
+            "cache_cpu": round(nginx_cpu, 3) if nginx_cpu is not None else None,
             "load_generator_cpu": round(others, 2), "other_load": round(other_load, 3)}
+
+
+def _child_of(pid: int) -> int | None:
+    """A process's first child (varnishd's worker, which serves the requests)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 def _metric(text: str, name: str) -> float:
@@ -249,7 +277,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", type=int, nargs="+", default=[100])
-    parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--cache", nargs="?", const="nginx", choices=["nginx", "varnish"],
+                        help="a cache in front: nginx (proxy_cache_lock, docs/deploy.md) or varnish")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--wrk", action="store_true", help="players as wrk connections (Debian's wrk)")
