@@ -64,8 +64,11 @@ async def wait_for(page: Page, expression: str, timeout: float = 20.0) -> Any:
                 raise
             if time.monotonic() > deadline:
                 body = await page.evaluate("document.body ? document.body.innerText.slice(0, 300) : ''")
+                # Which of its files came, and how (a module that failed to arrive stops the whole page).
+                files = await page.evaluate("""performance.getEntriesByType('resource').map(e =>
+                    e.name.split('/').pop() + ':' + (e.responseStatus || 0) + ':' + Math.round(e.duration))""")
                 raise TimeoutError(f"the page's script never ran ({exc.message.splitlines()[0]}): {page.url} "
-                                   f"{await page.title()!r} {body!r}") from None
+                                   f"{await page.title()!r} {body!r} files: {files}") from None
             await asyncio.sleep(0.1)
             continue
         if value:
