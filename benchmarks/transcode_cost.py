@@ -15,45 +15,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import os
 import resource
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
-import av
-import numpy as np
-
-from clients.sources import draw_code
+from clients.sources import LIBVPX as ENCODERS
+from clients.sources import pre_encode
 from relay.transcode import Transcoder
 
 RATES = {(640, 480): 1_500_000, (1280, 720): 2_500_000}
-ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
 def encoded(codec: str, width: int, height: int, frames: int) -> list[tuple[bytes, bool]]:
     """The test pattern as ``codec`` frames (bytes, keyframe), a keyframe every 2 s."""
-    encoder: Any = av.CodecContext.create(ENCODERS[codec], "w")
-    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, 30)
-    encoder.bit_rate = RATES.get((width, height), 2_000_000)
-    encoder.gop_size = 60
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = ((xx + yy) % 256).astype(np.uint8)
-    out: list[tuple[bytes, bool]] = []
-    for n in range(frames):
-        luma = np.roll(base, n * 4, axis=1)
-        draw_code(luma, n, 0)
-        chroma = np.full((height // 2, width // 2), 128, np.uint8)
-        image = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma.reshape(-1, width), chroma.reshape(-1, width)]),
-                                           format="yuv420p")
-        image.pts = n
-        out += [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(image)]
-    out += [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(None)]
-    return out
+    kbps = RATES.get((width, height), 2_000_000) // 1000
+    return pre_encode(codec, width, height, fps=30, seconds=frames / 30, kbps=kbps, gop=60)
 
 
 def cpu_seconds() -> float:

@@ -98,8 +98,17 @@ def pre_encode_vp8(width: int = 640, height: int = 480, fps: int = 30, seconds: 
     """The test pattern encoded once with libvpx at ``kbps`` (a keyframe every ``gop`` frames, one second by
     default): (frame bytes, keyframe) for ``seconds`` of video, what ``ReplayVideoTrack`` sends again and
     again. Costs about a second of one core, once."""
+    return pre_encode("vp8", width, height, fps, seconds, kbps, gop)
+
+
+LIBVPX = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+
+
+def pre_encode(codec_name: str, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 2.0,
+               kbps: int = 1500, gop: int | None = None) -> list[tuple[bytes, bool]]:
+    """``pre_encode_vp8`` for VP8 or VP9 (libvpx, realtime, as a browser encodes)."""
     source = CounterVideoTrack(width, height, fps)
-    codec = av.CodecContext.create("libvpx", "w")
+    codec: Any = av.CodecContext.create(LIBVPX[codec_name], "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.time_base = fractions.Fraction(1, fps)
     codec.framerate = fractions.Fraction(fps, 1)
