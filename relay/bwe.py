@@ -54,6 +54,11 @@ FULL_QUEUE_MS = 50.0  # waiting this much longer than that, with LOSS_CONGESTED 
 LOSS_CONGESTED = 0.10
 FILLING_MS = 25.0  # a queue this deep that grew at each of the last FILLING_STEPS feedbacks: filling
 FILLING_STEPS = 3  # feedbacks seen (two rises)
+# The trend line's over-use counts only while the newest packets wait at least this much beyond the path's
+# least: a slope within a queue shallower than that is the receiver's jitter (a busy machine's scheduling),
+# not a link that pushes back. In the weak-network lab such judgements, with no queue at all, cut a 517
+# kbit/s estimate to 215 kbit/s on a link carrying half its 600 kbit/s cap (the host tile fell to 5 fps).
+TREND_QUEUE_MS = 10.0
 MIN_BPS, MAX_BPS = 30_000, 50_000_000
 
 
@@ -247,6 +252,9 @@ class SendSideEstimator:
         self._interval = [0, 0]  # packets reported, lost, since the last loss judgement
         self._interval_start: float | None = None
         self._first_feedback: float | None = None
+        # The last over-use judgements, for whoever asks why the estimate fell (the weak-network lab's
+        # trace): (feedback time ms, what said so, queue now ms, estimate before, after).
+        self.cuts: deque[tuple[float, str, float, int | None, int | None]] = deque(maxlen=32)
 
     @property
     def estimate_bps(self) -> int | None:
@@ -277,23 +285,38 @@ class SendSideEstimator:
         if acked:
             self._measure_queue(min(arrived - sent for sent, arrived, _ in acked), now_ms)
             self._queue_seen.append(acked[-1][1] - acked[-1][0] - self._offsets[0][1])
-        usage = Usage.OVERUSING if self.congested else self.trendline.usage
+        usage = self.trendline.usage
+        if self.congested:
+            usage = Usage.OVERUSING
+        elif usage is Usage.OVERUSING:
+            usage = Usage.UNDERUSING  # a slope with no queue behind it: the estimate holds (no cut, no growth)
         acked_bps = self.acked_bps
-        if usage is Usage.OVERUSING and acked_bps is not None:
+        if usage is Usage.OVERUSING and acked_bps is not None and self.queue_now >= FILLING_MS:
             # While a queue stands, arrivals come at the bottleneck's own rate: the last 150 ms say
             # what the link carries now, where the 500 ms window still holds the rate before it filled
             # (a cap from 1.7 Mbit/s to 600 kbit/s was first cut to 936 kbit/s, a queue kept growing).
+            # Only then: with no queue, 150 ms of a stream at a few frames a second is a packet or two.
             acked_bps = min(acked_bps, self._recent_acked_bps() or acked_bps)
+        before = self.estimate_bps
         if now_ms - self._first_feedback >= FIRST_AFTER_MS or self.rate.bps is not None:
             self.rate.update(usage, acked_bps, rtt_ms or 100.0, now_ms, self.loss)
+        if usage is Usage.OVERUSING:
+            why = "filling" if self.filling else "trend" if self.trendline.usage is Usage.OVERUSING else "full"
+            self.cuts.append((now_ms, why, self.queue_now, before, self.estimate_bps))
 
     @property
     def congested(self) -> bool:
-        """The path's queue grows (the trend line's over-use), or it stands full and drops: much is lost
-        while packets wait ``FULL_QUEUE_MS`` longer than the path's least delay (a trend line sees no
-        growth in a queue that is full already; random loss comes with no queue)."""
-        return (self.trendline.usage is Usage.OVERUSING or self.filling
+        """The path's queue grows (the trend line's over-use, with ``TREND_QUEUE_MS`` of queue to show for
+        it; or ``filling``), or it stands full and drops: much is lost while packets wait ``FULL_QUEUE_MS``
+        longer than the path's least delay (a trend line sees no growth in a queue that is full already;
+        random loss comes with no queue)."""
+        return ((self.trendline.usage is Usage.OVERUSING and self.queue_now >= TREND_QUEUE_MS) or self.filling
                 or (self.loss > LOSS_CONGESTED and self.queue_ms > FULL_QUEUE_MS))
+
+    @property
+    def queue_now(self) -> float:
+        """How much longer than the path's least the newest packet of the last feedback waited (ms)."""
+        return self._queue_seen[-1] if self._queue_seen else 0.0
 
     @property
     def filling(self) -> bool:

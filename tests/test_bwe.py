@@ -275,3 +275,58 @@ def test_a_link_tells_once_when_congestion_begins_and_drains_while_its_queue_sta
     assert called == [link]
     assert link.draining(now=2.0) and link.send_side.queue_ms > 50
 
+
+
+
+def test_the_trend_line_s_lag_past_a_queue_that_emptied_is_not_congestion():
+    """A burst that queued 30 ms and passed: the trend line, fitted over the last 20 packet groups, still
+    says over-use a feedback or two after the queue emptied. With nothing waiting that is not congestion:
+    no second cut, no congestion hold (in the lab such judgements with no queue cut the estimate to half
+    what the link carried)."""
+    est, t, seen = SendSideEstimator(), 0.0, []
+    for n in range(60):  # 3 s of ~580 kbit/s; from 2 s the delay creeps up 30 ms over 300 ms, then drops
+        results = []
+        for _ in range(3):
+            seq = est.sent.add(PACKET, t)
+            creep = 30 * (t - 2000) / 300 if 2000 <= t < 2300 else 0.0
+            results.append((seq, int((t + 20 + creep) * 1000)))
+            t += 50 / 3
+        est.on_feedback(results, 50.0 * (n + 1), 40.0)
+        seen.append((est.trendline.usage, est.queue_now, est.congested, est.estimate_bps))
+    while_queued = [e for usage, queue, congested, e in seen if congested and queue >= 10]
+    lagging = [(congested, e) for usage, queue, congested, e in seen if usage is Usage.OVERUSING and queue < 10]
+    assert while_queued and lagging  # the queue was congestion; the trend line lagged past it
+    assert not any(congested for congested, _ in lagging)
+    assert all(e is not None and e >= min(while_queued) for _, e in lagging)  # held, not cut again
+
+
+def test_a_link_the_relay_estimates_counts_loss_from_transport_cc_and_sends_audio_bare_while_congested():
+    """Loss on such a link is what its feedback says, not its NACKs (a viewer asks again and again for what
+    a paused video will never send); audio carries one earlier packet while the link has room, none once
+    it is congested and loses nothing (the queue drained: copies would only take from the video)."""
+    import time
+
+    from relay.link import SubscriberLink
+    from rtc.twcc import TransportFeedback
+
+    link = SubscriberLink()
+    link.estimate_on_send_side()
+    assert link.send_side is not None
+    receiver_side, free_at, base = TransportFeedback(), 0.0, time.monotonic()
+    for n in range(40):  # as above: 1.5 Mbit/s, the link narrows to 600 kbit/s after 1 s (a deep queue)
+        link_bps = 20_000_000 if n < 20 else 600_000
+        for k in range(8):
+            sent_ms = n * 50.0 + k * 6.25
+            seq = link.send_side.sent.add(1200, sent_ms)
+            free_at = max(free_at, sent_ms) + 1200 * 8 / link_bps * 1000
+            receiver_side.record(seq, int((free_at + 20) * 1000))
+        for feedback in receiver_side.build(3, 1):
+            link.on_transport_feedback(feedback, now=base + (n + 1) * 0.05 - 2.0)
+        if n == 19:
+            assert link.audio_redundancy == 1  # room: one earlier packet
+    for seq in range(30):
+        link.on_nack(seq)
+    link.nack_loss(40)
+    link.on_receiver_report(0.5, 20, 1.0, 20.0)
+    assert link.loss == 0.0  # nothing was lost: the feedback says so, whatever the NACKs and reports claim
+    assert link.congested() and link.audio_redundancy == 0

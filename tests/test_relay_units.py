@@ -437,7 +437,11 @@ class ChooserClock:
             if estimate is not None:
                 self.link.on_estimate(estimate, now=self.now)
             if loss is not None:
-                self.link.on_receiver_report(loss, 0, 1.0, 10.0, now=self.now)
+                if self.link.send_side is not None:  # (its loss is what transport-cc feedback says)
+                    self.link.send_side.loss = loss
+                    self.link.nack_loss(0, now=self.now)
+                else:
+                    self.link.on_receiver_report(loss, 0, 1.0, 10.0, now=self.now)
             self.link.sending_bps = sending
             layer = self.chooser.choose(self.RATES, sending, now=self.now)
         return layer
