@@ -11,18 +11,18 @@ anything is lost, and what actually got through:
   against an adaptive threshold, says over-use (the queue grows), under-use or normal (libwebrtc's
   TrendlineEstimator and OveruseDetector, same constants);
 - ``AimdRate``: over-use cuts the estimate to ``BETA`` of what was acknowledged; normal grows it 8% a
-  second (near the last over-use point, by about a packet per round trip); never past 1.5x what gets
-  through (libwebrtc's AimdRateControl);
+  second (near the last over-use point, by about a packet per round trip); never raised past 1.5x what
+  gets through, and lowered to that only where much is lost (libwebrtc's AimdRateControl);
 - a full queue: much lost (over 10%) while packets wait 50 ms longer than the least delay of the last
   10 s; the trend line sees no growth in a queue that stands full, and random loss comes with no queue.
   Congestion either way (``congested``), and the estimate is cut as for over-use.
 
 No loss-based cut, unlike GCC's sender: random loss on a link with room (a noisy radio) is left to repairs
-(RED, retransmission copies; relay/link.py), and loss from sending too much shows here anyway: the estimate
-never exceeds 1.5x what gets through, so a policer that drops without queueing leaves the chooser no
-headroom, and its heavy-loss rule steps down. ``SendSideEstimator`` ties them together; ``estimate_bps``
-is None until ``FIRST_AFTER_MS`` of feedback came. Everything takes the time as an argument: no clock,
-no I/O; the table tests feed it synthetic paths (``tests/test_bwe.py``).
+(RED, retransmission copies; relay/link.py), and loss from sending too much shows here anyway: where
+much is lost the estimate never exceeds 1.5x what gets through, so a policer that drops without queueing
+leaves the chooser no headroom, and its heavy-loss rule steps down. ``SendSideEstimator`` ties them
+together; ``estimate_bps`` is None until ``FIRST_AFTER_MS`` of feedback came. Everything takes the time
+as an argument: no clock, no I/O; the table tests feed it synthetic paths (``tests/test_bwe.py``).
 
 Why here and not REMB: a browser's REMB is computed on its side and lags by its feedback period, does not
 count loss at all, and stays where it was when a policer drops without queueing (a viewer behind a 150
@@ -209,6 +209,7 @@ class AimdRate:
             if acked_bps is None:
                 return
             self.bps = acked_bps  # what is known to get through, to start from
+        held = self.bps
         if usage is Usage.OVERUSING and acked_bps is not None:
             cut = BETA * acked_bps
             if cut < self.bps:
@@ -220,7 +221,13 @@ class AimdRate:
             sent = (acked_bps or 0.0) / (1 - min(loss, 0.5))
             self.bps = max(self._grown(self.bps, rtt_ms, elapsed), sent)
         if acked_bps is not None:
-            self.bps = min(self.bps, 1.5 * acked_bps + 10_000)
+            # Never raised past 1.5x what gets through (libwebrtc's throughput limit). Lowered to it only
+            # where much is lost (a policer that drops without queueing: what gets through is the link);
+            # a relay sending less than the estimate (a paused co-host, a layer at a quarter frame rate,
+            # a publisher's encoder slowing down) says nothing of the link, and lowering the estimate with
+            # it kept the host tile at 5 fps on a 600 kbit/s link carrying 170 kbit/s.
+            limit = 1.5 * acked_bps + 10_000
+            self.bps = min(self.bps, limit if loss > LOSS_CONGESTED else max(limit, held))
         self.bps = min(max(self.bps, MIN_BPS), MAX_BPS)
 
     def _grown(self, bps: float, rtt_ms: float, elapsed: float) -> float:

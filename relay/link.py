@@ -101,8 +101,11 @@ class SubscriberLink:
         self.jitter_ms = jitter_ms
         if rtt_ms is not None:
             self.rtt_ms = rtt_ms
-        if self.send_side is None:  # (where the relay estimates the link, transport-cc says what was lost)
-            self._observe_loss(fraction_lost, time.monotonic() if now is None else now)
+        # Where the relay estimates the link, transport-cc says what was lost (a report's fraction is one
+        # stream's, and counts what a paused or switched video never sent): taken at each report, as a
+        # link whose videos have no chooser (one layer, or audio alone) has nothing else to take it.
+        lost = fraction_lost if self.send_side is None else self.send_side.loss
+        self._observe_loss(lost, time.monotonic() if now is None else now)
 
     @property
     def retransmission_copies(self) -> int:

@@ -330,3 +330,13 @@ def test_a_link_the_relay_estimates_counts_loss_from_transport_cc_and_sends_audi
     link.on_receiver_report(0.5, 20, 1.0, 20.0)
     assert link.loss == 0.0  # nothing was lost: the feedback says so, whatever the NACKs and reports claim
     assert link.congested() and link.audio_redundancy == 0
+
+
+def test_sending_less_than_the_estimate_on_a_clean_link_does_not_lower_it():
+    """A relay that sends less for a while (co-hosts paused, the host at a quarter frame rate) learns
+    nothing about the link: the estimate holds, where a policer's loss brings it down to what gets through."""
+    est, trace = simulate(1_000_000, 5_000_000, queue_ms=500, seconds=3)
+    before = est.estimate_bps
+    est, trace = simulate(150_000, 5_000_000, queue_ms=500, seconds=3, est=est, start_ms=trace[-1][0])
+    assert before is not None and est.estimate_bps is not None and est.estimate_bps >= before
+    assert all(usage is not Usage.OVERUSING for _, _, usage in trace)
