@@ -54,11 +54,17 @@ FULL_QUEUE_MS = 50.0  # waiting this much longer than that, with LOSS_CONGESTED 
 LOSS_CONGESTED = 0.10
 FILLING_MS = 25.0  # a queue this deep that grew at each of the last FILLING_STEPS feedbacks: filling
 FILLING_STEPS = 3  # feedbacks seen (two rises)
+# ... or one rise of at least JUMP_MS - FILLING_MS to JUMP_MS: in the lab, when the first feedback after a
+# cap already showed 60-100 ms, waiting for the second rise let the queue reach its 200 ms and the host's
+# frames came that much late (a freeze), where a first cut at 27-41 ms kept it under 60 ms.
+JUMP_MS = 50.0
 # The trend line's over-use counts only while the newest packets wait at least this much beyond the path's
 # least: a slope within a queue shallower than that is the receiver's jitter (a busy machine's scheduling),
 # not a link that pushes back. In the weak-network lab such judgements, with no queue at all, cut a 517
 # kbit/s estimate to 215 kbit/s on a link carrying half its 600 kbit/s cap (the host tile fell to 5 fps).
 TREND_QUEUE_MS = 10.0
+EPISODE_GAP_MS = 1000.0  # an over-use this long after the last begins a new episode
+EPISODE_EARLY_MS = 300.0  # the first this much of an episode, while its cuts have not taken effect yet
 MIN_BPS, MAX_BPS = 30_000, 50_000_000
 
 
@@ -200,6 +206,7 @@ class AimdRate:
         self.bps: float | None = None
         self._capacity: float | None = None  # what got through at the last over-use (smoothed)
         self._last_ms: float | None = None
+        self.last_cut_ms: float | None = None
 
     def update(self, usage: Usage, acked_bps: float | None, rtt_ms: float, now_ms: float, loss: float = 0.0) -> None:
         """``acked_bps``: what got through lately; ``loss``: the share lost meanwhile."""
@@ -212,8 +219,8 @@ class AimdRate:
         held = self.bps
         if usage is Usage.OVERUSING and acked_bps is not None:
             cut = BETA * acked_bps
-            if cut < self.bps:
-                self.bps = cut
+            if cut < self.bps and self._may_cut_again(acked_bps, rtt_ms, now_ms):
+                self.bps, self.last_cut_ms = cut, now_ms
                 self._capacity = acked_bps if self._capacity is None else 0.95 * self._capacity + 0.05 * acked_bps
         elif usage is Usage.NORMAL:
             # What was sent with no queue growing is carried (a probe's padding shows it at once), lost
@@ -229,6 +236,15 @@ class AimdRate:
             limit = 1.5 * acked_bps + 10_000
             self.bps = min(self.bps, limit if loss > LOSS_CONGESTED else max(limit, held))
         self.bps = min(max(self.bps, MIN_BPS), MAX_BPS)
+
+    def _may_cut_again(self, acked_bps: float, rtt_ms: float, now_ms: float) -> bool:
+        """libwebrtc's TimeToReduceFurther: a further cut once a round trip (10-200 ms) has passed since the
+        last, when its effect can show, or at once when what gets through is under half the estimate.
+        Cutting at every feedback of one over-use (every 50-65 ms) took a viewer from 1.5 Mbit/s to 196
+        kbit/s on a 600 kbit/s link before the first cut had reached it."""
+        if self.last_cut_ms is None or self.bps is None:
+            return True
+        return now_ms - self.last_cut_ms >= min(max(rtt_ms, 10.0), 200.0) or acked_bps < 0.5 * self.bps
 
     def _grown(self, bps: float, rtt_ms: float, elapsed: float) -> float:
         near = self._capacity is not None and bps > 0.9 * self._capacity and bps < 1.5 * self._capacity
@@ -262,6 +278,8 @@ class SendSideEstimator:
         # The last over-use judgements, for whoever asks why the estimate fell (the weak-network lab's
         # trace): (feedback time ms, what said so, queue now ms, estimate before, after).
         self.cuts: deque[tuple[float, str, float, int | None, int | None]] = deque(maxlen=32)
+        self._episode_ms: float | None = None  # when the current over-use episode began
+        self._last_overuse_ms = 0.0
 
     @property
     def estimate_bps(self) -> int | None:
@@ -298,11 +316,18 @@ class SendSideEstimator:
         elif usage is Usage.OVERUSING:
             usage = Usage.UNDERUSING  # a slope with no queue behind it: the estimate holds (no cut, no growth)
         acked_bps = self.acked_bps
-        if usage is Usage.OVERUSING and acked_bps is not None and self.queue_now >= FILLING_MS:
+        if usage is Usage.OVERUSING and (self._episode_ms is None or now_ms - self._last_overuse_ms > EPISODE_GAP_MS):
+            self._episode_ms = now_ms  # an over-use after a quiet second: a new episode
+        if usage is Usage.OVERUSING:
+            self._last_overuse_ms = now_ms
+        early = self._episode_ms is not None and now_ms - self._episode_ms <= EPISODE_EARLY_MS
+        if usage is Usage.OVERUSING and acked_bps is not None and self.queue_now >= FILLING_MS and early:
             # While a queue stands, arrivals come at the bottleneck's own rate: the last 150 ms say
             # what the link carries now, where the 500 ms window still holds the rate before it filled
             # (a cap from 1.7 Mbit/s to 600 kbit/s was first cut to 936 kbit/s, a queue kept growing).
-            # Only then: with no queue, 150 ms of a stream at a few frames a second is a packet or two.
+            # Only then, and early in an over-use: with no queue, 150 ms of a stream at a few frames a
+            # second is a packet or two; once its cuts took effect the relay sends less, and the next 150
+            # ms read that (or a busy receiver's gaps): a 600 kbit/s link's estimate went to 196 kbit/s.
             acked_bps = min(acked_bps, self._recent_acked_bps() or acked_bps)
         before = self.estimate_bps
         if now_ms - self._first_feedback >= FIRST_AFTER_MS or self.rate.bps is not None:
@@ -333,6 +358,8 @@ class SendSideEstimator:
         kbit/s, when the 200 ms queue had overflowed (it fills in ~0.13 s) and the host's frames were
         lost in it; this says so at the second feedback. Jitter makes spikes, not a staircase."""
         seen = self._queue_seen
+        if len(seen) >= 2 and seen[-1] >= JUMP_MS and seen[-1] - seen[-2] >= JUMP_MS - FILLING_MS:
+            return True  # one feedback's jump: a cap under a running stream, seen a feedback sooner
         return (len(seen) == FILLING_STEPS and seen[-1] >= FILLING_MS
                 and all(b > a for a, b in zip(seen, list(seen)[1:], strict=False)))
 

@@ -233,6 +233,8 @@ def test_a_link_capped_under_a_running_stream_is_cut_at_once_to_under_the_cap():
     ([0, 10, 20], False),  # growing, but not deep enough to act on yet
     ([0, 40, 30], False),  # a spike of jitter, not a staircase
     ([30, 30, 30], False),  # a queue that stands (the full-queue rule, with loss, is for that)
+    ([0, 0, 60], True),  # a jump in one feedback: a link narrowed under a running stream, seen at once
+    ([0, 0, 45], False),  # a rise under the jump mark: the staircase is waited for
 ])
 def test_a_queue_filling_is_seen_at_the_second_feedback_that_grew(waits, filling):
     est = SendSideEstimator()
