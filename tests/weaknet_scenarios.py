@@ -256,8 +256,9 @@ async def three_tiles(base: str, weak_base: str, browsers: dict[str, Any], relay
                                       "tiles": {publishers.get(p, p): v for p, v in tiles.items()}})
             await asyncio.sleep(0.5)
 
-    async def trace(seconds: float) -> None:
-        """The first seconds of the cap every 0.1 s: each video as the server sends it, its tile's frames."""
+    async def trace(seconds: float, every: float = 0.1) -> None:
+        """Each video as the server sends it, its tile's frames, and the link's budget (estimate, audio,
+        loss, redundancy), every ``every`` s (the first seconds of the cap at 0.1 s, the rest at 0.5 s)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             tiles = await weak.evaluate("window.liveRelay.tileStats()")
@@ -269,7 +270,9 @@ async def three_tiles(base: str, weak_base: str, browsers: dict[str, Any], relay
                 videos[user] = {"layer": down.layer, "target": down.target_layer, "temporal": down.temporal_cap,
                                 "bridging": down.forwarder.bridging, "sent": down.packets_sent,
                                 "share": None if down.chooser.share is None else round(down.chooser.share),
-                                "estimate": down.link.estimate_bps, "congested": down.link.congested()}
+                                "estimate": down.link.estimate_bps, "congested": down.link.congested(),
+                                "option": down.chooser.current, "state": str(down.chooser.state),
+                                "rates": [None if r is None else round(r) for _, _, r in down.source.rungs()]}
             link = downs[0].link if downs else None
             side = link.send_side if link is not None else None
             wire = None
@@ -280,14 +283,24 @@ async def three_tiles(base: str, weak_base: str, browsers: dict[str, Any], relay
             result["trace"].append({"t": round(time.monotonic() - started, 2), "videos": videos, "wire_bps": wire,
                                     "queue_ms": side and round(side.queue_ms), "loss": side and round(side.loss, 3),
                                     "refused": link and link.repairs_refused,
+                                    "link_loss": link and round(link.loss, 3), "red": link and link.red_level,
+                                    "audio_bps": link and round(link.audio_bps),
+                                    "sending_bps": link and round(link.sending_bps),
+                                    "draining": link and link.draining(),
                                     "frames": {publishers.get(p, p): v["framesDecoded"] for p, v in tiles.items()}})
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(every)
 
     result["trace"] = []
     await sample("before", 3)
     lab.cap(600)
     await trace(2.5)
-    await sample("capped", window - 2.5)
+    await asyncio.gather(sample("capped", window - 2.5), trace(window - 2.5, every=0.5))
+    weak_links = [d.link for sub in relay.media.router.rooms["show"].subscribers.values() if sub.user == "weak"
+                  for d in sub.down_tracks if d.kind == "video" and d.link.send_side is not None]
+    if weak_links:  # the estimator's over-use judgements (the last 32), on the trace's clock
+        offset = time.monotonic() - started
+        result["cuts"] = [(round(at / 1000 - time.monotonic() + offset, 2), why, round(queue), before, after)
+                          for at, why, queue, before, after in weak_links[0].send_side.cuts]
     lab.uncap()
     await sample("freed", window)
     for page in (*cohosts, host):
