@@ -358,8 +358,12 @@ class SendSideEstimator:
         kbit/s, when the 200 ms queue had overflowed (it fills in ~0.13 s) and the host's frames were
         lost in it; this says so at the second feedback. Jitter makes spikes, not a staircase."""
         seen = self._queue_seen
-        if len(seen) >= 2 and seen[-1] >= JUMP_MS and seen[-1] - seen[-2] >= JUMP_MS - FILLING_MS:
-            return True  # one feedback's jump: a cap under a running stream, seen a feedback sooner
+        rise = JUMP_MS - FILLING_MS
+        if len(seen) >= 2 and seen[-1] >= JUMP_MS and seen[-1] - seen[-2] >= rise and seen[-1] - self.queue_ms >= rise:
+            # One feedback's jump, the later-sent packets waiting longer within it too: a cap under a running
+            # stream, seen a feedback sooner. (A radio's stall releases its packets at once: the later-sent
+            # waited less, and is left to the staircase.)
+            return True
         return (len(seen) == FILLING_STEPS and seen[-1] >= FILLING_MS
                 and all(b > a for a, b in zip(seen, list(seen)[1:], strict=False)))
 

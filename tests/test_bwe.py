@@ -233,7 +233,6 @@ def test_a_link_capped_under_a_running_stream_is_cut_at_once_to_under_the_cap():
     ([0, 10, 20], False),  # growing, but not deep enough to act on yet
     ([0, 40, 30], False),  # a spike of jitter, not a staircase
     ([30, 30, 30], False),  # a queue that stands (the full-queue rule, with loss, is for that)
-    ([0, 0, 60], True),  # a jump in one feedback: a link narrowed under a running stream, seen at once
     ([0, 0, 45], False),  # a rise under the jump mark: the staircase is waited for
 ])
 def test_a_queue_filling_is_seen_at_the_second_feedback_that_grew(waits, filling):
@@ -342,3 +341,23 @@ def test_sending_less_than_the_estimate_on_a_clean_link_does_not_lower_it():
     est, trace = simulate(150_000, 5_000_000, queue_ms=500, seconds=3, est=est, start_ms=trace[-1][0])
     assert before is not None and est.estimate_bps is not None and est.estimate_bps >= before
     assert all(usage is not Usage.OVERUSING for _, _, usage in trace)
+
+
+@pytest.mark.parametrize(("within", "filling"), [
+    ([10, 25, 40, 55, 70], True),  # each packet sent later waits longer: a queue growing under the stream
+    ([90, 80, 70, 60, 55], False),  # a stall released at once (a radio): the later-sent waited less
+])
+def test_a_jump_in_one_feedback_is_filling_when_it_grows_within_it(within, filling):
+    """A link narrowed under a running stream shows at the first feedback after it as a jump whose packets
+    wait longer the later they were sent; the same jump from a stall that releases its packets together is
+    not acted on until it makes a staircase."""
+    est = SendSideEstimator()
+    t = 0.0
+    for n, waits in enumerate([[0] * 5, [0] * 5, within]):
+        results = []
+        for wait in waits:
+            seq = est.sent.add(PACKET, t)
+            results.append((seq, int((t + 20 + wait) * 1000)))
+            t += 10
+        est.on_feedback(results, 50.0 * (n + 1), 40.0)
+    assert est.filling is filling
