@@ -38,6 +38,7 @@ PROBE_FOR = 1.5  # seconds a probe lasts
 PROBE_LOSS = 0.03  # loss during a probe that fails it
 PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most (doubling after a failure)
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
+UNPROVEN_STEP = 1.5  # a step up to more than this times what is sent now is probed first (send-side only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,15 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
         return memory
     estimate = seen.usable_bps
     fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
+    if fits and _unproven(memory, seen, fits[-1]):
+        # The relay's own estimate holds while the link carries less (a paused co-host, a low layer), so it
+        # can stand far above anything the link was shown to carry lately: a step that many times over
+        # what goes out now is probed first (padding, dropped at no cost) rather than tried with a
+        # keyframe: the host's jump from 140 to 360 kbit/s on a 600 kbit/s link whose estimate said 750
+        # queued the keyframe and froze its tile.
+        if now < memory.next_probe:
+            return memory
+        return _start_probe(memory, seen, [i for i in higher if i <= fits[-1]], now)
     if fits:
         # The estimate already says so (or there is none yet: nothing says the link cannot): straight to the
         # best such option, as after the subscriber raised its own limit.
@@ -191,6 +201,17 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
     if not seen.leads or now < memory.next_probe:
         return memory  # (only the viewer's first video probes: the others wait for its share to grow)
     return _start_probe(memory, seen, higher, now)
+
+
+def _unproven(memory: ChooserMemory, seen: Situation, option: int) -> bool:
+    """Whether a step up to ``option`` is more than the link was shown to carry: where the relay estimates
+    the link itself, the video whose probes raise the estimate stepping to over ``UNPROVEN_STEP`` times
+    what it sends now (or its current option's rate)."""
+    current = memory.current
+    if current is None or not seen.leads or not seen.can_probe or seen.timing is not SEND_SIDE_TIMING:
+        return False
+    shown = max(seen.sending_bps, seen.rates[current] or 0.0)
+    return (seen.rates[option] or 0.0) > UNPROVEN_STEP * shown
 
 
 def _start_probe(memory: ChooserMemory, seen: Situation, higher: list[int], now: float) -> ChooserMemory:
