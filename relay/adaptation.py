@@ -143,7 +143,7 @@ def _claim(down: DownTrack, now: float) -> Claim:
     """What a video can be given: the bitrates of what its publisher sends now, within its subscriber's own
     wish (a small tile), cheapest first, and the first of them at the full frame rate."""
     chooser = down.chooser
-    if chooser is None or chooser.paused_by_subscriber:
+    if chooser is None or chooser.paused_by_subscriber or chooser.waiting_to_resume(now):
         return Claim(down.priority, ())
     top = chooser.max_layer
     rungs = [(temporal, rate) for layer, temporal, rate in down.source.rungs(now)

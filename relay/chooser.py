@@ -39,6 +39,11 @@ PROBE_LOSS = 0.03  # loss during a probe that fails it
 PROBE_BACKOFF = (2.0, 8.0)  # the wait before the next probe: first, and at most (doubling after a failure)
 PAUSE_HOLD = 2.0  # seconds even the lowest layer must not fit before video pauses
 UNPROVEN_STEP = 1.5  # a step up to more than this times what is sent now is probed first (send-side only)
+# A viewer's less important video, paused for lack of room, waits this long before it may come back (first,
+# at most; doubling at each such pause, back to the first once it climbs): coming back costs a keyframe
+# on a link that just had no room, and in the three-tiles lab co-hosts came back every 3.5 s, each keyframe
+# queueing the host's frames behind it (a freeze, or a cut that left the host at a quarter frame rate).
+RESUME_WAIT = (4.0, 16.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class ChooserMemory:
     probe_estimate: int | None = None  # the link's estimate when the probe started (a fall fails it)
     probe_bps: int = 0  # padding the probe wants on top of the media
     nothing_fits_since: float | None = None
+    resume_wait: float = RESUME_WAIT[0]  # a less important video's wait after its next pause
 
     def state(self, timing: ProbeTiming) -> ChooserState:
         if self.current is None:
@@ -118,6 +124,18 @@ class Situation:
 
 def decide(memory: ChooserMemory, seen: Situation, now: float) -> ChooserMemory:
     """The next memory (its ``current`` is the option wanted) from the last one and what is seen now."""
+    after = _decide(memory, seen, now)
+    second = seen.shared and not seen.leads
+    if second and memory.current is not None and after.current is None and not seen.paused_by_subscriber:
+        # Paused for lack of room: it may come back (``_up``) only after its wait, longer at each such pause.
+        return replace(after, next_probe=now + memory.resume_wait,
+                       resume_wait=min(memory.resume_wait * 2, RESUME_WAIT[1]))
+    if second and memory.current is not None and after.current is not None and after.current > memory.current:
+        return replace(after, resume_wait=RESUME_WAIT[0])  # it climbs: the link has room again
+    return after
+
+
+def _decide(memory: ChooserMemory, seen: Situation, now: float) -> ChooserMemory:
     rates = seen.rates
     available = [i for i, rate in enumerate(rates) if rate is not None]
     if seen.paused_by_subscriber or not available:
@@ -183,6 +201,8 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
         return _probing(memory, seen, now)
     if seen.loss >= PROBE_LOSS or seen.congested:
         return memory
+    if current is None and not seen.leads and now < memory.next_probe:
+        return memory  # a less important video paused for lack of room waits before it comes back
     estimate = seen.usable_bps
     fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
     if fits and _unproven(memory, seen, fits[-1]):
@@ -280,6 +300,11 @@ class LayerChooser:
         """Where the down-track is aimed now, as an index of today's options (which grow when temporal
         layers show up): the caller says so before each choice."""
         self.memory = replace(self.memory, current=option)
+
+    def waiting_to_resume(self, now: float) -> bool:
+        """A less important video paused for lack of room, within its wait before it may come back (its
+        viewer's allocation gives it nothing meanwhile: a share it cannot use would only be the host's less)."""
+        return self.memory.current is None and not self.leads and now < self.memory.next_probe
 
     @property
     def probe_bps(self) -> int:

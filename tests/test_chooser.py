@@ -68,6 +68,12 @@ CASES = [
     ("... a viewer's second video (no probes of its own): straight up, as its share says",
      replace(STEADY_LOW, backoff=SEND_SIDE_TIMING.backoff[0]),
      seen(sending_bps=150e3, timing=SEND_SIDE_TIMING, shared=True, leads=False), 10.0, 2, S.STEADY, 0),
+    ("a co-host paused for lack of room waits before it may come back (its keyframe costs the host)",
+     ChooserMemory(current=None, backoff=SEND_SIDE_TIMING.backoff[0], next_probe=12.0),
+     seen(sending_bps=0.0, timing=SEND_SIDE_TIMING, shared=True, leads=False), 10.0, None, S.PAUSED, 0),
+    ("... and comes back once it has waited",
+     ChooserMemory(current=None, backoff=SEND_SIDE_TIMING.backoff[0], next_probe=12.0),
+     seen(sending_bps=0.0, timing=SEND_SIDE_TIMING, shared=True, leads=False), 12.5, 2, S.STEADY, 0),
     ("no estimate yet: the best allowed", STEADY_LOW, seen(usable_bps=None, estimate_bps=None), 10.0, 2, S.STEADY, 0),
     ("the subscriber's wish caps it", STEADY_TOP, seen(max_layer=0), 10.0, 0, S.STEADY, 0),
     ("a hidden tab: no video", STEADY_TOP, seen(paused_by_subscriber=True), 10.0, None, S.PAUSED, 0),
@@ -119,3 +125,22 @@ def test_decide_is_pure():
     memory, situation = STEADY_TOP, seen(congested=True, usable_bps=500e3, estimate_bps=500_000)
     assert decide(memory, situation, 10.0) == decide(memory, situation, 10.0)
     assert memory == STEADY_TOP  # (frozen: nothing the caller holds changes)
+
+
+def test_each_pause_for_lack_of_room_makes_a_co_host_wait_longer_before_it_comes_back():
+    from relay.chooser import RESUME_WAIT
+
+    nothing = seen(shared=True, leads=False, usable_bps=0.0, estimate_bps=500_000, timing=SEND_SIDE_TIMING)
+    room = seen(shared=True, leads=False, sending_bps=0.0, timing=SEND_SIDE_TIMING)
+    memory, now, waits = ChooserMemory(current=0, backoff=SEND_SIDE_TIMING.backoff[0]), 10.0, []
+    for _ in range(4):
+        memory = decide(memory, nothing, now)  # paused
+        assert memory.current is None
+        waits.append(memory.next_probe - now)
+        now = memory.next_probe
+        memory = decide(memory, room, now)  # back, once waited
+        assert memory.current is not None
+        memory = replace(memory, current=0)  # (on its lowest layer, as the adaptation would say)
+    assert waits == [RESUME_WAIT[0], 2 * RESUME_WAIT[0], RESUME_WAIT[1], RESUME_WAIT[1]]
+    climbed = decide(memory, room, now + 1)  # room to climb: the link has room again
+    assert climbed.current == 2 and climbed.resume_wait == RESUME_WAIT[0]
