@@ -82,6 +82,7 @@ class ChooserMemory:
     probe_bps: int = 0  # padding the probe wants on top of the media
     nothing_fits_since: float | None = None
     resume_wait: float = RESUME_WAIT[0]  # a less important video's wait after its next pause
+    paused_estimate: int | None = None  # the link's estimate when it was paused so (its wait ends at half again)
 
     def state(self, timing: ProbeTiming) -> ChooserState:
         if self.current is None:
@@ -128,7 +129,7 @@ def decide(memory: ChooserMemory, seen: Situation, now: float) -> ChooserMemory:
     second = seen.shared and not seen.leads
     if second and memory.current is not None and after.current is None and not seen.paused_by_subscriber:
         # Paused for lack of room: it may come back (``_up``) only after its wait, longer at each such pause.
-        return replace(after, next_probe=now + memory.resume_wait,
+        return replace(after, next_probe=now + memory.resume_wait, paused_estimate=seen.estimate_bps,
                        resume_wait=min(memory.resume_wait * 2, RESUME_WAIT[1]))
     if second and memory.current is not None and after.current is not None and after.current > memory.current:
         return replace(after, resume_wait=RESUME_WAIT[0])  # it climbs: the link has room again
@@ -201,7 +202,7 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
         return _probing(memory, seen, now)
     if seen.loss >= PROBE_LOSS or seen.congested:
         return memory
-    if current is None and not seen.leads and now < memory.next_probe:
+    if _waiting_to_resume(memory, seen.leads, seen.estimate_bps, now):
         return memory  # a less important video paused for lack of room waits before it comes back
     estimate = seen.usable_bps
     fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
@@ -221,6 +222,15 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
     if not seen.leads or now < memory.next_probe:
         return memory  # (only the viewer's first video probes: the others wait for its share to grow)
     return _start_probe(memory, seen, higher, now)
+
+
+def _waiting_to_resume(memory: ChooserMemory, leads: bool, estimate_bps: int | None, now: float) -> bool:
+    """A less important video paused for lack of room, within its wait: until ``next_probe``, or until the
+    link's estimate grew half again since the pause (the link was freed: the host's probes showed it)."""
+    if memory.current is not None or leads or now >= memory.next_probe:
+        return False
+    paused_at = memory.paused_estimate
+    return not (paused_at is not None and estimate_bps is not None and estimate_bps >= 1.5 * paused_at)
 
 
 def _unproven(memory: ChooserMemory, seen: Situation, option: int) -> bool:
@@ -304,7 +314,7 @@ class LayerChooser:
     def waiting_to_resume(self, now: float) -> bool:
         """A less important video paused for lack of room, within its wait before it may come back (its
         viewer's allocation gives it nothing meanwhile: a share it cannot use would only be the host's less)."""
-        return self.memory.current is None and not self.leads and now < self.memory.next_probe
+        return _waiting_to_resume(self.memory, self.leads, self.link.estimate_bps, now)
 
     @property
     def probe_bps(self) -> int:
