@@ -61,8 +61,10 @@ JUMP_MS = 50.0
 # The trend line's over-use counts only while the newest packets wait at least this much beyond the path's
 # least: a slope within a queue shallower than that is the receiver's jitter (a busy machine's scheduling),
 # not a link that pushes back. In the weak-network lab such judgements, with no queue at all, cut a 517
-# kbit/s estimate to 215 kbit/s on a link carrying half its 600 kbit/s cap (the host tile fell to 5 fps).
-TREND_QUEUE_MS = 10.0
+# kbit/s estimate to 215 kbit/s on a link carrying half its 600 kbit/s cap (the host tile fell to 5 fps);
+# at 10 ms, blips of 11-17 ms still failed the host's probes every few seconds. A link that narrows shows
+# as filling (below) by then anyway.
+TREND_QUEUE_MS = 20.0
 EPISODE_GAP_MS = 1000.0  # an over-use this long after the last begins a new episode
 EPISODE_EARLY_MS = 300.0  # the first this much of an episode, while its cuts have not taken effect yet
 MIN_BPS, MAX_BPS = 30_000, 50_000_000

@@ -235,11 +235,13 @@ def _waiting_to_resume(memory: ChooserMemory, leads: bool, estimate_bps: int | N
 
 def _unproven(memory: ChooserMemory, seen: Situation, option: int) -> bool:
     """Whether a step up to ``option`` is more than the link was shown to carry: where the relay estimates
-    the link itself, the video whose probes raise the estimate stepping to over ``UNPROVEN_STEP`` times
-    what it sends now (or its current option's rate)."""
+    the link itself, the video whose probes raise the estimate stepping to another layer (a keyframe) at
+    over ``UNPROVEN_STEP`` times what it sends now (or its current option's rate)."""
     current = memory.current
     if current is None or not seen.leads or not seen.can_probe or seen.timing is not SEND_SIDE_TIMING:
         return False
+    if seen.layer_of[option] == seen.layer_of[current]:
+        return False  # more frames of the same layer: no keyframe to queue, and back at once if it fails
     shown = max(seen.sending_bps, seen.rates[current] or 0.0)
     return (seen.rates[option] or 0.0) > UNPROVEN_STEP * shown
 
