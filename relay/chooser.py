@@ -206,22 +206,25 @@ def _up(memory: ChooserMemory, seen: Situation, allowed: list[int], now: float) 
         return memory  # a less important video paused for lack of room waits before it comes back
     estimate = seen.usable_bps
     fits = [i for i in higher if estimate is None or (rates[i] or 0.0) <= estimate * FIT]
-    if fits and _unproven(memory, seen, fits[-1]):
-        # The relay's own estimate holds while the link carries less (a paused co-host, a low layer), so it
-        # can stand far above anything the link was shown to carry lately: a step that many times over
-        # what goes out now is probed first (padding, dropped at no cost) rather than tried with a
-        # keyframe: the host's jump from 140 to 360 kbit/s on a 600 kbit/s link whose estimate said 750
-        # queued the keyframe and froze its tile.
-        if now < memory.next_probe:
-            return memory
-        return _start_probe(memory, seen, [i for i in higher if i <= fits[-1]], now)
     if fits:
-        # The estimate already says so (or there is none yet: nothing says the link cannot): straight to the
-        # best such option, as after the subscriber raised its own limit.
-        return replace(memory, current=fits[-1], next_probe=now + seen.timing.up_hold)
+        return _step_up(memory, seen, [i for i in higher if i <= fits[-1]], now)
     if not seen.leads or now < memory.next_probe:
         return memory  # (only the viewer's first video probes: the others wait for its share to grow)
     return _start_probe(memory, seen, higher, now)
+
+
+def _step_up(memory: ChooserMemory, seen: Situation, upto: list[int], now: float) -> ChooserMemory:
+    """The estimate fits ``upto[-1]`` (or there is none yet: nothing says the link cannot): straight to it,
+    as after the subscriber raised its own limit; unless that step is unproven (``_unproven``). The relay's
+    own estimate holds while the link carries less (a paused co-host, a low layer), so it can stand far above
+    anything the link was shown to carry lately: such a step is probed first (padding, dropped at no cost)
+    rather than tried with a keyframe (the host's jump from 140 to 360 kbit/s on a 600 kbit/s link whose
+    estimate said 750 queued the keyframe and froze its tile)."""
+    if not _unproven(memory, seen, upto[-1]):
+        return replace(memory, current=upto[-1], next_probe=now + seen.timing.up_hold)
+    if now < memory.next_probe:
+        return memory
+    return _start_probe(memory, seen, upto, now)
 
 
 def _waiting_to_resume(memory: ChooserMemory, leads: bool, estimate_bps: int | None, now: float) -> bool:
