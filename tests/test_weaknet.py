@@ -162,8 +162,9 @@ def test_an_svc_host_s_capped_viewer_gets_fewer_spatial_layers_and_keeps_decodin
 
 def test_three_tiles_behind_600k_the_host_keeps_the_best_layer_that_fits_and_the_largest_share():
     """Issue 25: one connection, one estimate shared among the host and two co-hosts, the host first.
-    Not asserted, because not met: no freeze at all. The host's tile still freezes at the switch down and
-    when a co-host's climb congests the shared link (counted in the lab's JSON; 0-5 in a 15 s window)."""
+    Not asserted: no freeze at all (counted in the lab's JSON). None in 8 alternated runs of the lab after
+    this stop's changes (docs/benchmarks.md), but the cap's first queue can still reach the tbf's 200 ms
+    before the first cut takes effect, and a CI machine running the whole suite is no place to require it."""
     result = run_lab("three_tiles", window=15)
     assert result["connections"] == 1  # the host and both co-hosts on one peer connection
     samples = result["samples"]
