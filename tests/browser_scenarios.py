@@ -1362,8 +1362,11 @@ async def firefox_host(base: str, ws: str, out: Path, browser: Any, relay: Any) 
         await viewer.goto(f"{base}/?view=viewer&room=show")
         r["chromium_frames"] = await wait_for(
             viewer, "window.liveRelay.framesDecoded > 5 && window.liveRelay.framesDecoded", 30)
-        r["chromium_size"] = await viewer.evaluate("(() => { const v = document.querySelector('#stage video');"
-                                                   " return [v.videoWidth, v.videoHeight]; })()")
+        size = "(() => { const v = document.querySelector('#stage video'); return [v.videoWidth, v.videoHeight]; })()"
+        try:  # the element learns the size a moment after the decoder's first frames (CI once read 0x0 at 15)
+            r["chromium_size"] = await wait_for(viewer, f"(s => s[0] > 0 && s)({size})", 10)
+        except TimeoutError:
+            r["chromium_size"] = await viewer.evaluate(size)
         async with LiveClient(ws, "show", token("show", "py", Role.VIEWER)) as py:
             session = await MediaSession.subscribe(py, kinds=("video",))
             frame = await asyncio.wait_for((await session.wait_track("video")).recv(), 20)
