@@ -113,7 +113,11 @@ def test_an_h264_simulcast_host_s_capped_viewer_goes_down_and_back_as_with_vp8()
     assert capped[-1]["weak_stats"]["frameHeight"] < samples[0]["weak_stats"]["frameHeight"]
     assert freed[-1]["weak"]["layer"] >= top
     assert freed[-1]["weak_stats"]["frameHeight"] > capped[-1]["weak_stats"]["frameHeight"]
-    assert all(s["control1"]["layer"] >= top for s in samples)
+    # The control viewer stays on the best layer coming (this sample's or the one before: a switch waits for
+    # its keyframe). The page's H.264 encoder held its 720p layer back for the first 5-6 s of the lab in two
+    # runs of this stop (one CI run twice), and the control followed it the moment it came back.
+    coming = [max((i for i, rate in enumerate(s["rates"]) if rate), default=0) for s in samples]
+    assert all(s["control1"]["layer"] >= min(coming[max(0, k - 1):k + 1]) for k, s in enumerate(samples))
 
 
 def test_a_link_too_thin_for_video_gets_fewer_frames_then_sound_alone_then_video_again():
