@@ -240,7 +240,8 @@ class SubscriberLink:
         return True
 
     def on_nack(self, seq: int) -> None:
-        if len(self._nacked) < 4096:
+        # (A link the relay estimates takes its loss from transport-cc: its NACKs need no counting.)
+        if self.send_side is None and len(self._nacked) < 4096:
             self._nacked.add(seq)  # a receiver asks again for what is still missing: count each once
 
     def nack_loss(self, packets_sent: int, now: float | None = None) -> None:
@@ -251,7 +252,7 @@ class SubscriberLink:
             # The relay's own estimate knows what was lost: every packet it sent is acknowledged or not,
             # audio and repairs too. NACKs overstate it (a viewer asks again and again for what a paused
             # or switched video will never send: 87% "lost" on a link that lost nothing).
-            self._nacked, self._sent_at_last_nack_count = set(), packets_sent
+            self._sent_at_last_nack_count = packets_sent
             self._observe_loss(self.send_side.loss, now)
             return
         sent = packets_sent - self._sent_at_last_nack_count
