@@ -46,7 +46,11 @@ OVERUSE_TIME_MS = 10.0  # the trend must stay over the threshold this long
 BETA = 0.85  # an over-use cuts the estimate to this share of what got through
 INCREASE_PER_S = 1.08
 ACKED_WINDOW_MS = 500.0  # what got through is measured over this much arrival time
-RECENT_WINDOW_MS = 150.0  # ... and, when the queue grows, over this much (libwebrtc's 150 ms window)
+# ... and, while a queue stands, over the last stretch of at most this much in which the link never idled
+# (libwebrtc reads a plain 150 ms window; see ``SendSideEstimator._busy_acked_bps`` for why not)
+RECENT_WINDOW_MS = 150.0
+BUSY_MIN_PACKETS, BUSY_MIN_MS = 5, 30.0  # a shorter busy stretch says too little
+BUSY_FLOOR = 0.5  # ... and it is never read as less than this share of the 500 ms window
 LOSS_INTERVAL_MS = 300.0  # loss is judged over at least this much feedback
 FIRST_AFTER_MS = 500.0  # no estimate before feedback covers this much
 BASE_WINDOW_MS = 10_000.0  # the path's least delay is the least seen over this long
@@ -65,8 +69,6 @@ JUMP_MS = 50.0
 # at 10 ms, blips of 11-17 ms still failed the host's probes every few seconds. A link that narrows shows
 # as filling (below) by then anyway.
 TREND_QUEUE_MS = 20.0
-EPISODE_GAP_MS = 1000.0  # an over-use this long after the last begins a new episode
-EPISODE_EARLY_MS = 300.0  # the first this much of an episode, while its cuts have not taken effect yet
 MIN_BPS, MAX_BPS = 30_000, 50_000_000
 
 
@@ -267,7 +269,8 @@ class SendSideEstimator:
         self.loss = 0.0  # the last interval's lost share
         self.acked_bps: float | None = None
         self.feedback_packets = 0
-        self._acked: deque[tuple[float, int]] = deque()  # (arrival, size) within ACKED_WINDOW_MS
+        # (arrival, size, wait beyond the path's least) within ACKED_WINDOW_MS
+        self._acked: deque[tuple[float, int, float]] = deque()
         self._acked_bytes = 0  # their sizes' sum
         self._offsets: deque[tuple[float, float]] = deque()  # (time, offset): a sliding minimum's candidates
         self.queue_ms = 0.0  # how much longer than the path's least delay packets take now
@@ -280,8 +283,6 @@ class SendSideEstimator:
         # The last over-use judgements, for whoever asks why the estimate fell (the weak-network lab's
         # trace): (feedback time ms, what said so, queue now ms, estimate before, after).
         self.cuts: deque[tuple[float, str, float, int | None, int | None]] = deque(maxlen=32)
-        self._episode_ms: float | None = None  # when the current over-use episode began
-        self._last_overuse_ms = 0.0
 
     @property
     def estimate_bps(self) -> int | None:
@@ -303,34 +304,23 @@ class SendSideEstimator:
             else:
                 acked.append((sent[0], arrival_us / 1000, sent[1]))
         acked.sort()
-        for sent_ms, arrived_ms, size in acked:
-            self.trendline.add(sent_ms, arrived_ms)
-            self._acked.append((arrived_ms, size))
-            self._acked_bytes += size
-        self._measure_acked()
-        self._judge_loss(len(acked) + lost, lost, now_ms)
         if acked:
             self._measure_queue(min(arrived - sent for sent, arrived, _ in acked), now_ms)
             self._queue_seen.append(acked[-1][1] - acked[-1][0] - self._offsets[0][1])
+        for sent_ms, arrived_ms, size in acked:
+            self.trendline.add(sent_ms, arrived_ms)
+            self._acked.append((arrived_ms, size, arrived_ms - sent_ms - self._offsets[0][1]))
+            self._acked_bytes += size
+        self._measure_acked()
+        self._judge_loss(len(acked) + lost, lost, now_ms)
         usage = self.trendline.usage
         if self.congested:
             usage = Usage.OVERUSING
         elif usage is Usage.OVERUSING:
             usage = Usage.UNDERUSING  # a slope with no queue behind it: the estimate holds (no cut, no growth)
         acked_bps = self.acked_bps
-        if usage is Usage.OVERUSING and (self._episode_ms is None or now_ms - self._last_overuse_ms > EPISODE_GAP_MS):
-            self._episode_ms = now_ms  # an over-use after a quiet second: a new episode
-        if usage is Usage.OVERUSING:
-            self._last_overuse_ms = now_ms
-        early = self._episode_ms is not None and now_ms - self._episode_ms <= EPISODE_EARLY_MS
-        if usage is Usage.OVERUSING and acked_bps is not None and self.queue_now >= FILLING_MS and early:
-            # While a queue stands, arrivals come at the bottleneck's own rate: the last 150 ms say
-            # what the link carries now, where the 500 ms window still holds the rate before it filled
-            # (a cap from 1.7 Mbit/s to 600 kbit/s was first cut to 936 kbit/s, a queue kept growing).
-            # Only then, and early in an over-use: with no queue, 150 ms of a stream at a few frames a
-            # second is a packet or two; once its cuts took effect the relay sends less, and the next 150
-            # ms read that (or a busy receiver's gaps): a 600 kbit/s link's estimate went to 196 kbit/s.
-            acked_bps = min(acked_bps, self._recent_acked_bps() or acked_bps)
+        if usage is Usage.OVERUSING and acked_bps is not None and self.queue_now >= FILLING_MS:
+            acked_bps = self._link_rate(acked_bps)
         before = self.estimate_bps
         if now_ms - self._first_feedback >= FIRST_AFTER_MS or self.rate.bps is not None:
             self.rate.update(usage, acked_bps, rtt_ms or 100.0, now_ms, self.loss)
@@ -391,22 +381,49 @@ class SendSideEstimator:
             # The first packet's bytes arrived before the span began: not counted in it.
             self.acked_bps = (self._acked_bytes - self._acked[0][1]) * 8 / (span / 1000)
 
-    def _recent_acked_bps(self) -> float | None:
-        """What got through over the last ``RECENT_WINDOW_MS`` of arrivals (None over fewer than 5
-        packets or half the window)."""
-        if not self._acked:
-            return None
-        newest = self._acked[-1][0]
-        total = count = first_size = 0
-        first = newest
-        for arrived, size in reversed(self._acked):
-            if newest - arrived > RECENT_WINDOW_MS:
+    def _link_rate(self, acked_bps: float) -> float:
+        """What the link carries, read while a queue stands: arrivals over its last busy stretch come at
+        the bottleneck's own rate, whatever the relay sent.
+
+        The 500 ms window (``acked_bps``) reads what the relay sent, which is the link's rate only while
+        the relay fills it. It still held the free link's rate after a cap from 1.7 Mbit/s to 600 kbit/s
+        (the first cut went to 936 kbit/s, the queue kept growing); and on a link the relay sent less than
+        it carries (co-hosts paused, the host at a quarter frame rate) a keyframe's queue cut the estimate
+        to a share of that thin stream, 390 to 325 kbit/s and lower at each keyframe, though the link
+        carried 600. Never under ``BUSY_FLOOR`` of the 500 ms reading: a receiver that stalls stamps
+        what the relay sent meanwhile as a busy stretch; a link narrowed more than that is found by the
+        next cut, a round trip later."""
+        busy = self._busy_acked_bps()
+        return acked_bps if busy is None else max(busy, BUSY_FLOOR * acked_bps)
+
+    def _busy_acked_bps(self) -> float | None:
+        """What got through over the last stretch (at most ``RECENT_WINDOW_MS``) in which the link never
+        idled: each packet waited at least as long as the gap since the one before it arrived, so it was
+        queued when that one left and the bottleneck sent without pause (its own rate). None when the
+        stretch is under ``BUSY_MIN_PACKETS`` or ``BUSY_MIN_MS``.
+
+        A plain 150 ms window (libwebrtc's) reads the relay's own pace wherever the link idled within it:
+        with the host at 5 fps on a 600 kbit/s link, 35 kbit/s, and the estimate went from 389 kbit/s to
+        the floor (the lab's three tiles froze the host)."""
+        total = count = 0
+        first: float | None = None
+        newest: float | None = None
+        later: tuple[float, int, float] | None = None
+        for packet in reversed(self._acked):
+            arrived, size, _ = packet
+            if later is not None and later[2] < later[0] - arrived:
+                break  # the later packet was not yet queued when this one left: the link idled between
+            if newest is None:
+                newest = arrived
+            elif newest - arrived > RECENT_WINDOW_MS:
                 break
-            total, count, first, first_size = total + size, count + 1, arrived, size
-        span = newest - first
-        if count < 5 or span < RECENT_WINDOW_MS / 2:
+            total, count, first, later = total + size, count + 1, arrived, packet
+        if first is None or newest is None or later is None:
             return None
-        return (total - first_size) * 8 / (span / 1000)  # the first's bytes arrived before the span
+        span = newest - first
+        if count < BUSY_MIN_PACKETS or span < BUSY_MIN_MS:
+            return None
+        return (total - later[1]) * 8 / (span / 1000)  # the first's bytes arrived before the span
 
     def _judge_loss(self, reported: int, lost: int, now_ms: float) -> None:
         """The lost share over intervals of at least ``LOSS_INTERVAL_MS`` (and 20 packets)."""

@@ -361,3 +361,42 @@ def test_a_jump_in_one_feedback_is_filling_when_it_grows_within_it(within, filli
             t += 10
         est.on_feedback(results, 50.0 * (n + 1), 40.0)
     assert est.filling is filling
+
+
+def thin_stream(link_bps: float, frame_packets: int, key_packets: int, relay_stall_ms: float) -> SendSideEstimator:
+    """3 s of a host on a link with room: Opus every 20 ms, video at 5 fps (10 packets a frame for the
+    first 2 s, then ``frame_packets``: co-hosts paused, the host at a quarter frame rate); at 3 s a
+    keyframe of ``key_packets``, sent after the relay stalled ``relay_stall_ms`` (what it held going out
+    at once). Feedback every 50 ms until 250 ms after."""
+    sends = [(t * 20.0, 150) for t in range(200)]
+    for frame in range(20):
+        count = key_packets if frame == 15 else frame_packets if frame >= 10 else 10
+        sends += [(frame * 200.0 + k * 0.5, 1200) for k in range(count)]
+    end = 3000 + relay_stall_ms
+    sends = sorted((end if 3000 <= t < end else t, size) for t, size in sends)
+    est, free_at, arrivals = SendSideEstimator(), 0.0, []
+    for sent_ms, size in sends:
+        seq = est.sent.add(size, sent_ms)
+        free_at = max(free_at, sent_ms) + size * 8 / link_bps * 1000
+        arrivals.append((seq, free_at + 20))
+    for n in range(1, int(end + 250) // 50):
+        due = [(seq, int(at * 1000)) for seq, at in arrivals if 50 * (n - 1) < at <= 50 * n]
+        if due:
+            est.on_feedback(due, 50.0 * n, 40.0)
+    return est
+
+
+@pytest.mark.parametrize(("frame_packets", "key_packets", "relay_stall_ms"), [
+    (2, 8, 0),  # a keyframe of a thin stream
+    (0, 4, 150),  # the relay stalled 150 ms, then sent what it held
+    (3, 3, 300),
+])
+def test_a_queue_on_a_link_the_relay_uses_thinly_is_cut_to_under_the_link_not_to_a_share_of_the_stream(
+        frame_packets, key_packets, relay_stall_ms):
+    """What arrives while the queue stands comes at the link's rate: the cut goes just under it. Cut to a
+    share of what the relay sent over the last 500 ms (a few frames, mostly audio), a 600 kbit/s link's
+    estimate went from 555 to 137-209 kbit/s here, and in the lab the host's tile froze."""
+    est = thin_stream(600_000, frame_packets, key_packets, relay_stall_ms)
+    overuse = [cut for cut in est.cuts if cut[0] > 3000]
+    assert overuse and est.acked_bps is not None and est.acked_bps < 300_000  # a queue; the relay sent thinly
+    assert est.estimate_bps is not None and 400_000 <= est.estimate_bps <= 600_000
