@@ -43,6 +43,7 @@ from rtc.codecs import Codec, codec_for
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+PAD_CARRY = 1500  # padding carried from one probe tick to the next, at most (bytes: about a packet)
 # A keyframe asked for but not seen after this long is asked for again (the PLI or the keyframe was lost).
 KEYFRAME_TIMEOUT = 0.5
 # Packets a published video layer keeps of what just came: its last keyframe and what followed (a GOP
@@ -121,6 +122,7 @@ class DownTrack(MediaStreamTrack):
         self._rtx_pt: int | None = None
         self._rtx_seq = random.randrange(0x8000)
         self._octets = 0  # payload octets forwarded (what sender reports count)
+        self._pad_credit = 0  # padding asked for and not yet sent (``pad``)
 
     # The forwarder's state, as the router, the adaptation and the stats read and set it. A "layer" is a
     # simulcast layer, or a spatial layer of a VP9 SVC stream (``PublishedTrack.svc``): the same choice
@@ -352,18 +354,21 @@ class DownTrack(MediaStreamTrack):
         return spatial is not None and spatial > cap
 
     def pad(self, octets: int) -> int:
-        """Send about ``octets`` of padding (copies of the latest packets, as RTX) for a bandwidth probe;
-        returns what was sent."""
+        """Send ``octets`` more of padding (copies of the latest packets, as RTX) for a bandwidth probe;
+        returns what was sent. A copy goes only where it fits in what was asked, the rest carried to the
+        next call (at most ``PAD_CARRY`` over one call's worth): sending until ``octets`` was reached sent a
+        packet more each 50 ms, and a 200 kbit/s probe padded at twice its rate, past a 600 kbit/s link."""
+        budget = min(self._pad_credit + octets, octets + PAD_CARRY)
         sent, seq = 0, self.forwarder.last_seq
         for _ in range(32):
             kept = self.history.get(seq)
-            if sent >= octets or kept is None:
+            if kept is None or sent + len(kept[0]) + len(kept[1]) + 2 > budget:
                 break
             if self.retransmit(seq, requested=False):
-                sent += len(kept[1]) + 12
+                sent += len(kept[0]) + len(kept[1]) + 2
             seq = (seq - 1) & 0xFFFF
+        self._pad_credit = budget - sent
         return sent
-
 
     def on_link_report(self, report: Any) -> None:
         """The subscriber reported on its link (``rtc.adapter.LinkReport``): a receiver report or a REMB

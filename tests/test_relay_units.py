@@ -700,3 +700,24 @@ async def test_after_a_switch_down_an_svc_subscriber_s_nacks_for_the_layers_it_l
     assert len(wire.packets) == sent + 1 and down.retransmitted == 1
     assert wire.packets[-1].payload[2:] == lowest.payload
     track.close()
+
+
+@pytest.mark.parametrize(("per_tick", "ticks"), [(1250, 20), (500, 30), (3000, 10)])
+async def test_a_probe_pads_at_the_rate_it_asks_for_not_a_packet_more_each_tick(per_tick, ticks):
+    """Padding (RTX copies of the latest packets) goes out as asked over the ticks, within a packet: the
+    copies that do not fit one tick's share wait for the next (sending until the share was reached sent a
+    packet more each tick: a 200 kbit/s probe padded at ~400)."""
+    track = PublishedTrack("video", "t", "p", lambda *_: None)
+    down, wire = bound(track)
+    for f in range(10):  # a keyframe, then deltas: 3 packets of ~1100 bytes a frame
+        for i in range(3):
+            p = RtpPacket(payload_type=96, sequence_number=100 + f * 3 + i, timestamp=3000 * f, ssrc=1234)
+            p.marker = 1 if i == 2 else 0
+            p.payload = vp8(f, f == 0, start=i == 0) + bytes(1100)
+            track.on_packet("VP8", 90000, p)
+    before = len(wire.packets)
+    sent = sum(down.pad(per_tick) for _ in range(ticks))
+    copies = wire.packets[before:]
+    assert copies and all(p.payload_type == 101 for p in copies)
+    assert per_tick * ticks - 1500 <= sent <= per_tick * ticks
+    track.close()
