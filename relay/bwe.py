@@ -405,22 +405,16 @@ class SendSideEstimator:
         A plain 150 ms window (libwebrtc's) reads the relay's own pace wherever the link idled within it:
         with the host at 5 fps on a 600 kbit/s link, 35 kbit/s, and the estimate went from 389 kbit/s to
         the floor (the lab's three tiles froze the host)."""
-        total = count = 0
-        first: float | None = None
-        newest: float | None = None
-        later: tuple[float, int, float] | None = None
-        for packet in reversed(self._acked):
-            arrived, size, _ = packet
-            if later is not None and later[2] < later[0] - arrived:
-                break  # the later packet was not yet queued when this one left: the link idled between
-            if newest is None:
-                newest = arrived
-            elif newest - arrived > RECENT_WINDOW_MS:
-                break
-            total, count, first, later = total + size, count + 1, arrived, packet
-        if first is None or newest is None or later is None:
+        packets = reversed(self._acked)
+        later = next(packets, None)  # the earliest packet of the stretch so far
+        if later is None:
             return None
-        span = newest - first
+        newest, total, count = later[0], later[1], 1
+        for packet in packets:
+            if later[2] < later[0] - packet[0] or newest - packet[0] > RECENT_WINDOW_MS:
+                break  # the later packet was not yet queued when this one left: the link idled between
+            total, count, later = total + packet[1], count + 1, packet
+        span = newest - later[0]
         if count < BUSY_MIN_PACKETS or span < BUSY_MIN_MS:
             return None
         return (total - later[1]) * 8 / (span / 1000)  # the first's bytes arrived before the span

@@ -362,10 +362,11 @@ class DownTrack(MediaStreamTrack):
         sent, seq = 0, self.forwarder.last_seq
         for _ in range(32):
             kept = self.history.get(seq)
-            if kept is None or sent + len(kept[0]) + len(kept[1]) + 2 > budget:
+            size = 0 if kept is None else len(kept[0]) + len(kept[1]) + 2  # as RTX: the original number too
+            if kept is None or sent + size > budget:
                 break
             if self.retransmit(seq, requested=False):
-                sent += len(kept[0]) + len(kept[1]) + 2
+                sent += size
             seq = (seq - 1) & 0xFFFF
         self._pad_credit = budget - sent
         return sent
